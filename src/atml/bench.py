@@ -1,0 +1,98 @@
+"""Speed measured against a naive baseline in the same process, on the same data.
+
+Each experiment's ``bench(cfg)`` times atml's path and the naive one, then
+:func:`summarise` prints both times, their ratio, the backbone's images/s and that rate
+as a share of the machine's matrix-multiply throughput measured in the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from atml import runtime
+from atml.run_dir import RunDir
+
+
+@contextlib.contextmanager
+def scratch_context(cfg: Any) -> Iterator[Any]:
+    """A RunContext on a temporary run folder, deleted afterwards."""
+    from atml.runner import RunContext
+
+    device = runtime.select_device(cfg.device)
+    runtime.seed_everything(cfg.seed)
+    with tempfile.TemporaryDirectory(prefix="atml-bench-") as tmp:
+        run = RunDir.create(tmp, "bench", "bench")
+        run.write_env(runtime.environment(device, cfg.seed))
+        try:
+            yield RunContext(run, device, "bench", runtime.is_offline(cfg.offline), say=lambda _msg: None)
+        finally:
+            run.unlock()
+
+
+def flops_per_image(model: torch.nn.Module, example: torch.Tensor) -> float:
+    """Forward FLOPs of ``model.forward_features`` for one image (multiply-add = 2 FLOPs)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.forward_features(example[:1])
+    return float(counter.get_total_flops())
+
+
+def backbone_throughput(model: torch.nn.Module, prep: torch.nn.Module, images: torch.Tensor,
+                        device: torch.device, batch_size: int, max_images: int = 512) -> dict[str, float]:
+    """Backbone images/s with channels_last and contiguous layouts, and the GEMM ceiling."""
+    prep = prep.to(device)
+    sample = images[:max_images]
+    example = prep(sample[:1].to(device))
+    flops = flops_per_image(model, example)
+    out = {"flops_per_image": flops, "gemm_gflops": runtime.matmul_gflops(device=device)}
+    for layout in (torch.channels_last, torch.contiguous_format):
+        model.to(memory_format=layout)
+        prep.channels_last = layout == torch.channels_last
+        name = "channels_last" if layout == torch.channels_last else "contiguous"
+        out[f"images_per_s_{name}"] = _images_per_s(model, prep, sample, device, batch_size)
+    model.to(memory_format=torch.channels_last)
+    prep.channels_last = True
+    out["achieved_gflops"] = out["images_per_s_channels_last"] * flops / 1e9
+    out["share_of_gemm"] = out["achieved_gflops"] / out["gemm_gflops"]
+    return out
+
+
+@torch.inference_mode()
+def _images_per_s(model: torch.nn.Module, prep: torch.nn.Module, images: torch.Tensor,
+                  device: torch.device, batch_size: int) -> float:
+    model.eval()
+    model.forward_features(prep(images[:batch_size].to(device)))  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    for batch in images.split(batch_size):
+        with runtime.autocast(device):
+            model.forward_features(prep(batch.to(device)))
+    _sync(device)
+    return len(images) / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: dict[str, float]) -> dict[str, Any]:
+    """Print the comparison table and return the same figures as a dict."""
+    (naive_label, (naive_s, naive_acc)), (fast_label, (fast_s, fast_acc)) = timings.items()
+    lines = [title, f"  {naive_label:<32} {naive_s:8.2f} s   final val acc {naive_acc:.4f}",
+             f"  {fast_label:<32} {fast_s:8.2f} s   final val acc {fast_acc:.4f}",
+             f"  speed-up: {naive_s / fast_s:.1f}x",
+             f"  backbone: {throughput['images_per_s_channels_last']:.1f} img/s channels_last, "
+             f"{throughput['images_per_s_contiguous']:.1f} img/s contiguous "
+             f"({throughput['flops_per_image'] / 1e9:.3f} GFLOP/img)",
+             f"  achieved {throughput['achieved_gflops']:.1f} GFLOP/s = {throughput['share_of_gemm']:.0%} of this "
+             f"machine's measured fp32 GEMM rate ({throughput['gemm_gflops']:.1f} GFLOP/s, 2048^3)"]
+    print("\n".join(lines))
+    return {"naive_s": naive_s, "atml_s": fast_s, "speedup": naive_s / fast_s,
+            "naive_val_acc": naive_acc, "atml_val_acc": fast_acc, **throughput}

@@ -1,0 +1,135 @@
+"""The ``atml`` command line: parse arguments, build a config, call the library. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from atml import config as config_lib
+from atml.errors import AtmlError, UsageError
+from atml.experiments import registry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AtmlError as err:
+        print(f"atml: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("atml: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atml", description="A lab for looking inside modern vision models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="experiments and their presets")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run one experiment into a new run folder")
+    p.add_argument("experiment", help="an experiment name from 'atml list'")
+    _run_options(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="one report from one or many run folders")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="folder for the report (default: reports/report-<time>)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="every experiment at the demo preset, then one report")
+    p.add_argument("--out", help="folder for the runs and the report (default: runs/demo-<time>)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="atml's path vs the naive path, in one process")
+    p.add_argument("experiment")
+    _run_options(p, default_preset="demo")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _run_options(p: argparse.ArgumentParser, default_preset: str = "full") -> None:
+    p.add_argument("--preset", default=default_preset, help=f"smoke | demo | full (default: {default_preset})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set epochs=3 (repeatable)")
+    p.add_argument("--data-dir", help="folder with the dataset files")
+    p.add_argument("--weights", help="imagenet | imagenet-v1 | random | a local .pth/.safetensors file")
+    p.add_argument("--out", help="parent folder of the run folder (default: runs)")
+    p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--offline", action="store_true", help="never use the network")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The common flags as config overrides, after ``--set`` so that flags win."""
+    flags = {"data_dir": args.data_dir, "weights": args.weights, "device": args.device, "seed": args.seed}
+    extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if args.offline:
+        extra.append("offline=true")
+    return [*args.overrides, *extra]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    reg = registry()
+    width = max(len(name) for name in reg.names())
+    for exp in reg:
+        print(f"{exp.name:<{width}}  {exp.summary}  [presets: {', '.join(exp.presets)}]")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from atml import runner
+
+    reg = registry()
+    if args.resume:
+        exp, cfg, preset = runner.load_for_resume(reg.get, args.resume)
+        if exp.name != args.experiment:
+            raise UsageError(f"{args.resume} is a run of {exp.name}, not {args.experiment}")
+        run = runner.execute(exp, cfg, preset=preset, resume=args.resume)
+    else:
+        exp = reg.get(args.experiment)
+        cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, _overrides(args))
+        run = runner.execute(exp, cfg, preset=args.preset, out=args.out)
+    print(run.path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from atml.report import build
+
+    out = Path(args.out) if args.out else Path("reports") / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
+    page = build.write_report([Path(r) for r in args.runs], out, registry())
+    print(page)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from atml import runner
+    from atml.report import build
+
+    out = Path(args.out) if args.out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} already exists and is not empty; pass another --out")
+    runs = []
+    for exp in registry():
+        cfg = config_lib.build(exp.config_cls, exp.presets, "demo", [f"device={args.device}"])
+        runs.append(runner.execute(exp, cfg, preset="demo", out=out / "runs").path)
+    page = build.write_report(runs, out / "report", registry())
+    print(page)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    exp = registry().get(args.experiment)
+    if exp.bench is None:
+        raise UsageError(f"{exp.name} has no benchmark")
+    cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, _overrides(args))
+    exp.bench(cfg)
+    return 0

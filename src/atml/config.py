@@ -1,0 +1,145 @@
+"""Typed experiment configs: presets as small dicts, dotted overrides, strict keys.
+
+Every experiment owns a dataclass that extends :class:`RunConfig`. A config is built
+from the dataclass defaults, then the chosen preset's dict, then ``key=value``
+overrides from the command line, in that order. Unknown keys and ill-typed values
+raise :class:`~atml.errors.UsageError` naming the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from atml.errors import UsageError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Options every experiment shares; the CLI flags of ``atml run`` set these."""
+
+    seed: int = 0
+    """Seed for torch's generators and the data splits."""
+    device: str = "auto"
+    """auto | cpu | cuda | mps (auto: cuda when available, else cpu)."""
+    data_dir: str | None = None
+    """Folder holding the dataset files; None: the experiment's default cache folder."""
+    weights: str = "random"
+    """Where the weights come from: a name the experiment knows, 'random', or a file."""
+    offline: bool = False
+    """Never touch the network; missing files are errors."""
+
+    def validate(self) -> None:
+        """Raise UsageError for values outside their valid range."""
+        if self.device not in DEVICES:
+            raise UsageError(f"device={self.device!r} is not valid; choose one of {', '.join(DEVICES)}")
+        if self.seed < 0:
+            raise UsageError(f"seed={self.seed} is not valid; use an integer >= 0")
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def build(cls: type, presets: Mapping[str, Mapping[str, Any]], preset: str,
+          overrides: Iterable[str] = ()) -> Any:
+    """Defaults, then ``presets[preset]``, then ``key=value`` overrides; validated."""
+    if preset not in presets:
+        raise UsageError(f"unknown preset {preset!r}; valid presets: {', '.join(presets)}")
+    cfg = cls()
+    for key, value in presets[preset].items():
+        cfg = _replace(cfg, key, value)
+    for item in overrides:
+        key, raw = parse_override(item)
+        cfg = _replace(cfg, key, _parse_scalar(raw))
+    cfg.validate()
+    return cfg
+
+
+def parse_override(item: str) -> tuple[str, str]:
+    """Split ``a.b=value`` into ``("a.b", "value")``."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"override {item!r} is not of the form key=value (e.g. --set epochs=3)")
+    return key.strip(), raw.strip()
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """Rebuild a saved config (e.g. ``config.yaml`` of a run folder), strictly typed."""
+    cfg = cls()
+    for key, value in data.items():
+        cfg = _replace(cfg, key, value)
+    cfg.validate()
+    return cfg
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _replace(cfg: Any, key: str, value: Any) -> Any:
+    head, _, rest = key.partition(".")
+    hints = typing.get_type_hints(type(cfg))
+    if head not in hints or head not in field_names(type(cfg)):
+        valid = ", ".join(field_names(type(cfg)))
+        raise UsageError(f"unknown config key {key!r} for {type(cfg).__name__}; valid keys: {valid}")
+    if rest:  # nested dataclass
+        inner = getattr(cfg, head)
+        if not dataclasses.is_dataclass(inner):
+            raise UsageError(f"config key {head!r} has no sub-keys (got {key!r})")
+        return dataclasses.replace(cfg, **{head: _replace(inner, rest, value)})
+    return dataclasses.replace(cfg, **{head: coerce(value, hints[head], key)})
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert ``value`` to the annotated type ``hint`` or raise UsageError naming ``key``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except UsageError as err:
+                errors.append(str(err))
+        raise UsageError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin in (tuple, list):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        inner = args[0] if args else Any
+        out = [coerce(v, inner, key) for v in items]
+        return tuple(out) if origin is tuple else out
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise UsageError(f"config key {key!r} expects {getattr(hint, '__name__', hint)}, got {value!r}")

@@ -1,0 +1,37 @@
+"""Datasets as in-memory uint8 tensors, each file verified before it is read."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+@dataclasses.dataclass
+class ImageSplit:
+    """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64, with the class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, limit: int, seed: int = 0) -> ImageSplit:
+        """A class-balanced-in-expectation random subset of ``limit`` items (0: all)."""
+        if limit <= 0 or limit >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit]
+        idx = idx.sort().values
+        return ImageSplit(self.images[idx], self.labels[idx], self.classes)
+
+
+@dataclasses.dataclass
+class ImageDataset:
+    """A train/validation pair plus where it came from (recorded in ``env.json``)."""
+
+    name: str
+    train: ImageSplit
+    val: ImageSplit
+    source: str

@@ -1,0 +1,1 @@
+"""Models built to be looked into: features and head separate, switches not forks."""

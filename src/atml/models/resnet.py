@@ -1,0 +1,199 @@
+"""ResNets split into features and head, with freezing policies that keep BN frozen too.
+
+``ResNetClassifier`` wraps a torchvision ``ResNet`` (or atml's small digits ResNet, which
+has the same attribute names) and exposes ``forward_features`` / ``forward_head`` as timm
+does, so a frozen backbone can be run once and its features cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision.models as tvm
+from torch import nn
+from torchvision.models.resnet import Bottleneck, conv1x1
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from atml.errors import UsageError, WeightsError
+from atml.models import weights as wts
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DIGITS_MEAN = (0.5, 0.5, 0.5)
+DIGITS_STD = (0.5, 0.5, 0.5)
+
+TORCHVISION_ARCHS = {
+    "resnet152": (tvm.resnet152, {"imagenet": tvm.ResNet152_Weights.IMAGENET1K_V2,
+                                  "imagenet-v1": tvm.ResNet152_Weights.IMAGENET1K_V1}),
+    "resnet50": (tvm.resnet50, {"imagenet": tvm.ResNet50_Weights.IMAGENET1K_V2,
+                                "imagenet-v1": tvm.ResNet50_Weights.IMAGENET1K_V1}),
+    "resnet18": (tvm.resnet18, {"imagenet": tvm.ResNet18_Weights.IMAGENET1K_V1,
+                                "imagenet-v1": tvm.ResNet18_Weights.IMAGENET1K_V1}),
+}
+ARCHS = (*TORCHVISION_ARCHS, "digits-resnet")
+
+
+class DigitsResNet(nn.Module):
+    """A small bottleneck ResNet for 8-32 px images, laid out like torchvision's ResNet.
+
+    Same attribute names (``conv1 ... layer4, avgpool, fc``) and torchvision's own
+    ``Bottleneck`` blocks, so every tool written for ResNet-152 works on it unchanged. The
+    stem is a stride-1 3x3 conv without max-pool, as small inputs need.
+    """
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64, 128),
+                 blocks: tuple[int, ...] = (2, 2, 2, 2)) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.Identity()
+        inplanes = widths[0]
+        for i, (width, count) in enumerate(zip(widths, blocks)):
+            layer, inplanes = _make_layer(inplanes, width, count, stride=1 if i == 0 else 2)
+            setattr(self, f"layer{i + 1}", layer)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ResNetClassifier.run_body(self, x)
+
+
+def _make_layer(inplanes: int, planes: int, blocks: int, stride: int) -> tuple[nn.Sequential, int]:
+    out = planes * Bottleneck.expansion
+    down = None
+    if stride != 1 or inplanes != out:
+        down = nn.Sequential(conv1x1(inplanes, out, stride), nn.BatchNorm2d(out))
+    layers = [Bottleneck(inplanes, planes, stride, down)]
+    layers += [Bottleneck(out, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers), out
+
+
+class Preprocess(nn.Module):
+    """uint8 ``(B, C, H, W)`` -> normalised float ``(B, 3, r, r)``, run on the device."""
+
+    def __init__(self, resolution: int, mean: tuple[float, ...], std: tuple[float, ...],
+                 channels_last: bool = True) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.channels_last = channels_last
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().div_(255)
+        if x.shape[1] == 1:  # grayscale digits -> 3 channels
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear",
+                              align_corners=False, antialias=x.shape[-1] > self.resolution)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+class ResNetClassifier(nn.Module):
+    """A ResNet body with a new head; ``forward = forward_head(forward_features(x))``."""
+
+    def __init__(self, body: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        body.fc = nn.Linear(body.fc.in_features, num_classes)
+        self.body = body
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.body.fc
+
+    @property
+    def num_features(self) -> int:
+        return self.body.fc.in_features
+
+    @staticmethod
+    def run_body(body: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return body.fc(ResNetClassifier.body_features(body, x))
+
+    @staticmethod
+    def body_features(body: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        x = body.maxpool(body.relu(body.bn1(body.conv1(x))))
+        x = body.layer4(body.layer3(body.layer2(body.layer1(x))))
+        return torch.flatten(body.avgpool(x), 1)  # (B, features)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body_features(self.body, x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.body.fc(features)  # (B, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@dataclasses.dataclass
+class Backbone:
+    """A built model plus what the run records about it."""
+
+    model: ResNetClassifier
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights: wts.WeightsInfo
+
+
+def build(arch: str, num_classes: int, weights: str, *, offline: bool,
+          state: dict[str, torch.Tensor] | None = None, state_info: wts.WeightsInfo | None = None) -> Backbone:
+    """Build ``arch`` with ``weights`` (a name, 'random', a file, or an in-memory ``state``)."""
+    if arch not in ARCHS:
+        raise UsageError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
+    if arch == "digits-resnet":
+        body, mean, std = DigitsResNet(num_classes), DIGITS_MEAN, DIGITS_STD
+        named: dict[str, Any] = {}
+    else:
+        factory, named = TORCHVISION_ARCHS[arch]
+        body, mean, std = factory(weights=None), IMAGENET_MEAN, IMAGENET_STD
+    info = wts.WeightsInfo("random", f"random initialisation ({arch})", pretrained=False)
+    if state is not None:
+        info = state_info or wts.WeightsInfo("memory", "in-memory state dict")
+    elif weights in named:
+        state, info = wts.torchvision_state_dict(named[weights], offline=offline)
+        info.spec = weights
+    elif wts.is_path(weights):
+        state, info = wts.read_state_dict(weights)
+    elif weights != "random":
+        valid = ", ".join([*named, "random", "a path to a .pth/.safetensors file"])
+        raise WeightsError(f"--weights {weights!r} is not known for {arch}; valid: {valid}")
+    if state is not None:
+        wts.load_backbone(body, state, head_prefix="fc.", source=info.description)
+    return Backbone(ResNetClassifier(body, num_classes), mean, std, info)
+
+
+def freeze(model: nn.Module, trainable: Iterable[str] = ("body.fc",)) -> nn.Module:
+    """Freeze all but the modules named in ``trainable`` (prefixes of parameter names).
+
+    Frozen BatchNorm layers become torchvision's ``FrozenBatchNorm2d``: their statistics
+    cannot change even in ``train()`` mode, which a bare ``requires_grad_(False)`` misses.
+    """
+    prefixes = tuple(trainable)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(prefixes))
+    _freeze_bn(model, "", prefixes)
+    return model
+
+
+def _freeze_bn(module: nn.Module, path: str, keep: tuple[str, ...]) -> None:
+    for name, child in module.named_children():
+        full = f"{path}.{name}" if path else name
+        if isinstance(child, nn.BatchNorm2d) and not full.startswith(keep):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            _freeze_bn(child, full, keep)
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,125 @@
+"""Where weights come from, and the offline rules: never random weights in disguise.
+
+A weights spec is one of:
+
+* a name the model family knows (``imagenet``, ``imagenet-v1`` for torchvision ResNets),
+  taken from the torch hub cache or downloaded there when online, and checked against the
+  SHA-256 prefix torchvision publishes in the file name;
+* ``random``: freshly initialised, said so everywhere;
+* a path to a state dict (``.pth``/``.pt`` read with ``weights_only=True``, or
+  ``.safetensors``); a torchvision-style name (``resnet152-f82ba261.pth``) is hash-checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atml import storage
+from atml.data.integrity import sha256sum
+from atml.errors import WeightsError
+
+HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention
+
+
+@dataclasses.dataclass
+class WeightsInfo:
+    """What ``env.json`` records about the weights a run used."""
+
+    spec: str
+    description: str
+    file: str | None = None
+    sha256: str | None = None
+    pretrained: bool = True
+    source_val_acc: float | None = None
+    """Held-out accuracy on the source task, when atml pretrained the weights itself."""
+
+
+def is_path(spec: str) -> bool:
+    return os.sep in spec or spec.endswith((".pth", ".pt", ".safetensors", ".bin"))
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    """Read a local state dict safely, checking the hash in its name when it has one."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist; pass an existing .pth/.pt/.safetensors file")
+    digest = sha256sum(path)
+    _check_name_hash(path, digest)
+    state = _read(path)
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):  # atml checkpoints and common wrappers
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors")
+    return state, WeightsInfo(str(path), f"local file {path}", str(path), digest)
+
+
+def _read(path: Path) -> Any:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return storage.torch_load(path)
+    except Exception as err:  # torch and safetensors raise several types for bad files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"cannot read weights file {path}: {first}. Is it a state dict saved with "
+                           "torch.save(model.state_dict()) or safetensors?") from err
+
+
+def _check_name_hash(path: Path, digest: str) -> None:
+    match = HASH_IN_NAME.search(path.name)
+    if match and not digest.startswith(match.group(1)):
+        raise WeightsError(f"{path} fails its hash check: the name promises SHA-256 {match.group(1)}..., "
+                           f"the file has {digest[:16]}...; the download is corrupt, delete it and fetch it again")
+
+
+def torchvision_state_dict(weights: Any, *, offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    """A torchvision ``Weights`` enum's state dict, from the hub cache or downloaded when allowed."""
+    filename = weights.url.rsplit("/", 1)[-1]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    label = f"torchvision {type(weights).__name__}.{weights.name}"
+    if not path.is_file():
+        if offline:
+            raise WeightsError(
+                f"{label} is not in the torch hub cache ({path}) and offline mode forbids downloading. "
+                f"Fetch {weights.url} on a machine with internet and put it at {path}, or pass "
+                f"--weights /path/to/{filename}.")
+        _download(weights.url, path, label)
+    state, info = read_state_dict(path)
+    info.description = f"{label} ({path.name}, SHA-256 prefix verified)"
+    return state, info
+
+
+def _download(url: str, path: Path, label: str) -> None:
+    match = HASH_IN_NAME.search(path.name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None)
+    except Exception as err:  # URLError, HTTPError, hash mismatch...
+        raise WeightsError(f"downloading {label} from {url} failed ({err}); pass --weights PATH to a local "
+                           "copy, or --offline with the file already in the torch hub cache") from err
+
+
+def load_backbone(module: torch.nn.Module, state: dict[str, torch.Tensor], *, head_prefix: str,
+                  source: str) -> None:
+    """Load every backbone tensor strictly; the head is skipped (it is replaced for the new task)."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    body = {k: v for k, v in state.items() if not k.startswith(head_prefix)}
+    own = {k for k in module.state_dict() if not k.startswith(head_prefix)}
+    missing, unexpected = sorted(own - body.keys()), sorted(body.keys() - own)
+    if missing or unexpected:
+        raise WeightsError(f"{source} does not fit this architecture: {len(missing)} missing keys "
+                           f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}")
+    try:
+        module.load_state_dict(body, strict=False)
+    except RuntimeError as err:
+        raise WeightsError(f"{source} does not fit this architecture: {str(err).splitlines()[1:3]}") from err

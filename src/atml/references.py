@@ -1,0 +1,80 @@
+"""Published figures a run is compared with (``shared/REFERENCES.md``), as data.
+
+Each reference names the metric it compares with and the conditions under which the
+comparison is fair (preset, data, architecture, weights). A run that does not meet them
+is marked "not comparable" with the reason, never silently compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    experiment: str
+    what: str
+    value: float
+    source: str
+    status: str
+    """"checked" (seen in the source) or "recalled" (widely quoted; approximate)."""
+    metric: str | None = None
+    """The run's metric this compares with; None for context shown beside the results."""
+    tolerance: float | None = None
+    """Absolute tolerance for "within"; None: compare only for context."""
+    requires: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Config values (and the preset) a run must have for the comparison to be fair."""
+
+
+_CIFAR_HEAD = {"preset": "full", "data": "cifar10", "arch": "resnet152", "weights": "imagenet", "epochs": 10}
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("resnet.head", "head only, CIFAR-10 at 32x32, 10 epochs: val acc (seed report)", 0.4307,
+              "seed report (Assignment 0)", "checked", "val_acc_32", 0.05, _CIFAR_HEAD),
+    Reference("resnet.head", "head only, CIFAR-10 upsampled to 224x224, 10 epochs: val acc (seed report)",
+              0.8717, "seed report (Assignment 0)", "checked", "val_acc_224", 0.05, _CIFAR_HEAD),
+    Reference("resnet.head", "ImageNet ResNet logistic-regression probe on CIFAR-10 at 224", 0.915,
+              "Kornblith et al. 2019, tables (about 90-93%)", "recalled", "val_acc_224", None, _CIFAR_HEAD),
+    Reference("resnet.head", "ResNet-152 torchvision IMAGENET1K_V2 ImageNet top-1 (the backbone's own accuracy)",
+              0.82284, "torchvision model docs", "recalled"),
+    Reference("resnet.head", "ResNet-152 torchvision IMAGENET1K_V1 ImageNet top-1", 0.78312,
+              "torchvision model docs", "checked"),
+)
+
+
+def for_experiment(name: str) -> list[Reference]:
+    return [r for r in REFERENCES if r.experiment == name]
+
+
+def compare(ref: Reference, results: Mapping[str, Any], cfg: Any) -> dict[str, Any]:
+    """One row of the comparison table: the reference, our number, and a verdict."""
+    row = {"what": ref.what, "reference": ref.value, "source": ref.source, "source_status": ref.status,
+           "metric": ref.metric, "ours": None, "tolerance": ref.tolerance}
+    if ref.metric is None:
+        return {**row, "status": "context", "reason": "background figure, not a result of this run"}
+    row["ours"] = results.get("metrics", {}).get(ref.metric)
+    unmet = _unmet(ref, results, cfg)
+    if unmet:
+        return {**row, "status": "not comparable", "reason": "; ".join(unmet)}
+    if row["ours"] is None:
+        return {**row, "status": "not comparable", "reason": f"this run has no {ref.metric}"}
+    if ref.tolerance is None:
+        return {**row, "status": "context", "reason": "different protocol; shown for scale"}
+    within = abs(row["ours"] - ref.value) <= ref.tolerance
+    return {**row, "status": "within" if within else "outside",
+            "reason": f"|ours - reference| {'<=' if within else '>'} {ref.tolerance}"}
+
+
+def compare_all(experiment: str, results: Mapping[str, Any], cfg: Any) -> list[dict[str, Any]]:
+    return [compare(ref, results, cfg) for ref in for_experiment(experiment)]
+
+
+def _unmet(ref: Reference, results: Mapping[str, Any], cfg: Any) -> list[str]:
+    unmet = []
+    for key, wanted in ref.requires.items():
+        have = results.get("preset") if key == "preset" else getattr(cfg, key, None)
+        if have != wanted:
+            unmet.append(f"{key} is {have!r}, the reference used {wanted!r}")
+    return unmet

@@ -1,0 +1,49 @@
+"""An explicit registry of experiments, after torchvision's ``register_model``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from atml.errors import UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """Everything the CLI needs to run, describe and benchmark one experiment."""
+
+    name: str
+    summary: str
+    config_cls: type
+    presets: Mapping[str, Mapping[str, Any]]
+    run: Callable[[Any, Any], dict[str, Any]]
+    """``run(cfg, ctx) -> results`` (see :mod:`atml.experiments`)."""
+    bench: Callable[[Any], dict[str, Any]] | None = None
+    discuss: Callable[[dict[str, Any]], list[str]] | None = None
+    """Sentences for the report, written from a run's own results."""
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._items: dict[str, Experiment] = {}
+
+    def register(self, exp: Experiment) -> Experiment:
+        if exp.name in self._items:
+            raise ValueError(f"experiment {exp.name!r} is registered twice")
+        self._items[exp.name] = exp
+        return exp
+
+    def get(self, name: str) -> Experiment:
+        if name not in self._items:
+            raise UsageError(f"unknown experiment {name!r}; valid experiments: {', '.join(self.names())}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def __iter__(self) -> Iterator[Experiment]:
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,144 @@
+"""The run folder: config, environment, metrics, results, figures and checkpoints.
+
+Layout::
+
+    <run>/config.yaml     the resolved config (with the experiment and preset)
+    <run>/env.json        versions, device, seed, commit, where data and weights came from
+    <run>/metrics.jsonl   one JSON object per epoch and phase, flushed as written
+    <run>/results.json    headline numbers, figures, references (written last)
+    <run>/figures/        PNG and PDF
+    <run>/checkpoints/    atomic torch files, loaded with weights_only=True
+
+A run folder is created with an exclusive ``mkdir`` so two runs never share one, and an
+existing run is only ever reopened explicitly to resume it, under a lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from atml import storage
+from atml.errors import RunDirError
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    # -- creation -----------------------------------------------------------------
+    @classmethod
+    def create(cls, parent: str | os.PathLike, experiment: str, preset: str) -> RunDir:
+        """Make a fresh folder ``<parent>/<experiment>-<preset>-<time>[-n]``; never reuse one."""
+        parent = Path(parent)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunDirError(f"cannot create the output folder {parent}: {err.strerror}; pass another --out") from err
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1, 1000):
+            name = f"{experiment}-{preset}-{stamp}" + (f"-{n}" if n > 1 else "")
+            try:
+                (parent / name).mkdir()
+            except FileExistsError:
+                continue
+            except OSError as err:
+                raise RunDirError(f"cannot create a run folder in {parent}: {err.strerror}") from err
+            run = cls(parent / name)
+            run.lock()
+            return run
+        raise RunDirError(f"could not find a free run folder name in {parent}")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> RunDir:
+        """Reopen an existing run (to resume it); refuse one that another process holds."""
+        run = cls(Path(path))
+        if not (run.path / "config.yaml").is_file():
+            raise RunDirError(f"{run.path} is not an atml run folder (no config.yaml); pass the folder a run printed")
+        run.lock()
+        return run
+
+    def lock(self) -> None:
+        fd = os.open(self.path / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            os.close(fd)
+            raise RunDirError(f"{self.path} is in use by another atml process; wait for it or use another run") from err
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- paths ----------------------------------------------------------------------
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    # -- files ----------------------------------------------------------------------
+    def write_config(self, data: dict[str, Any]) -> None:
+        storage.write_text(self.path / "config.yaml", yaml.safe_dump(data, sort_keys=False))
+
+    def read_config(self) -> dict[str, Any]:
+        return yaml.safe_load((self.path / "config.yaml").read_text())
+
+    def write_env(self, env: dict[str, Any]) -> None:
+        storage.write_json(self.path / "env.json", env)
+
+    def read_env(self) -> dict[str, Any]:
+        return _read_json(self.path / "env.json")
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        storage.write_json(self.path / "results.json", results)
+
+    def read_results(self) -> dict[str, Any]:
+        return _read_json(self.path / "results.json")
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        """Append one JSON line and flush it to disk before returning."""
+        with open(self.metrics_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        lines = self.metrics_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def prune_metrics(self, keep: Callable[[dict[str, Any]], bool]) -> None:
+        """Drop records past the checkpoint a resumed run restarts from (no duplicates)."""
+        kept = [r for r in self.read_metrics() if keep(r)]
+        storage.write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def iter_figures(self) -> Iterator[Path]:
+        return iter(sorted(self.figures.glob("*.png")))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise RunDirError(f"{path} is missing: the run did not finish; resume it with --resume {path.parent}") from err
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{path} is not valid JSON ({err}); the file is damaged") from err

@@ -1,0 +1,128 @@
+"""Runs one experiment into one run folder; the same path for fresh and resumed runs.
+
+An experiment's ``run(cfg, ctx)`` returns a dict with ``metrics`` (name -> number),
+``figures`` (paths relative to the run folder) and optionally ``tables`` and ``notes``.
+The runner adds what every run records: experiment, preset, status, timing, peak
+memory, the data and weights it used, and the published references it compares with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atml import config as config_lib
+from atml import references, runtime
+from atml.errors import AtmlError, DivergedError, RunDirError, UsageError
+from atml.registry import Experiment
+from atml.run_dir import RunDir
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What an experiment may use besides its config: the folder, the device, the console."""
+
+    run: RunDir
+    device: torch.device
+    preset: str
+    offline: bool
+    progress: bool = False
+    say: Callable[[str], None] = print
+    sources: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def record_source(self, kind: str, value: Any) -> None:
+        """Note where the ``data`` or ``weights`` came from; written to ``env.json`` at once."""
+        self.sources[kind] = value
+        env = self.run.read_env()
+        env.setdefault("sources", {})[kind] = value
+        self.run.write_env(env)
+
+    def checkpoint(self, name: str) -> Path:
+        return self.run.checkpoints / f"{name}.pt"
+
+    def save_figure(self, fig: Any, name: str) -> list[str]:
+        """Save ``fig`` as PNG and PDF in ``figures/``; returns their paths relative to the run."""
+        from atml.report import plots
+
+        return plots.save(fig, self.run.figures / name, relative_to=self.run.path)
+
+
+def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = None,
+            resume: str | Path | None = None, progress: bool | None = None,
+            say: Callable[[str], None] = print) -> RunDir:
+    """Create (or reopen with ``resume``) the run folder, run the experiment, write results."""
+    device = runtime.select_device(cfg.device)
+    run = RunDir.open(resume) if resume else RunDir.create(out or "runs", exp.name, preset)
+    try:
+        if not resume:
+            run.write_config({"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)})
+            run.write_env(runtime.environment(device, cfg.seed))
+        ctx = RunContext(run, device, preset, runtime.is_offline(cfg.offline),
+                         progress=sys.stderr.isatty() if progress is None else progress, say=say)
+        runtime.seed_everything(cfg.seed)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        say(f"atml: {exp.name} ({preset}) -> {run.path}")
+        started = time.perf_counter()
+        try:
+            results = exp.run(cfg, ctx)
+        except DivergedError as err:
+            _write_failed(run, exp, preset, cfg, ctx, err)
+            raise
+        results = _complete(results, exp, preset, cfg, ctx, time.perf_counter() - started)
+        run.write_results(results)
+        say(f"atml: results in {run.path / 'results.json'}")
+        return run
+    finally:
+        run.unlock()
+
+
+def load_for_resume(exp_lookup: Callable[[str], Experiment], path: str | Path) -> tuple[Experiment, Any, str]:
+    """The experiment, config and preset saved in a run folder."""
+    saved = RunDir(Path(path))
+    if not (saved.path / "config.yaml").is_file():
+        raise RunDirError(f"{saved.path} is not an atml run folder (no config.yaml)")
+    data = saved.read_config()
+    exp = exp_lookup(data.pop("experiment"))
+    preset = data.pop("preset")
+    try:
+        cfg = config_lib.from_dict(exp.config_cls, data)
+    except UsageError as err:
+        raise RunDirError(f"{saved.path / 'config.yaml'} does not match this atml version: {err}") from err
+    return exp, cfg, preset
+
+
+def _complete(results: dict[str, Any], exp: Experiment, preset: str, cfg: Any, ctx: RunContext,
+              elapsed: float) -> dict[str, Any]:
+    metrics = dict(results.get("metrics", {}))
+    metrics.setdefault("time_s", elapsed)
+    metrics.setdefault("peak_memory_mb", runtime.peak_memory_mb(ctx.device))
+    out = {
+        "experiment": exp.name,
+        "preset": preset,
+        "status": "ok",
+        "metrics": metrics,
+        "figures": results.get("figures", []),
+        "tables": results.get("tables", []),
+        "notes": results.get("notes", []),
+        "sources": ctx.sources,
+        "seed": cfg.seed,
+        "device": str(ctx.device),
+    }
+    out["references"] = references.compare_all(exp.name, out, cfg)
+    return out
+
+
+def _write_failed(run: RunDir, exp: Experiment, preset: str, cfg: Any, ctx: RunContext, err: AtmlError) -> None:
+    run.write_results({
+        "experiment": exp.name, "preset": preset, "status": "failed", "error": str(err),
+        "traceback": traceback.format_exc(), "metrics": {}, "figures": [], "references": [],
+        "sources": ctx.sources, "seed": cfg.seed, "device": str(ctx.device),
+    })

@@ -1,0 +1,127 @@
+"""Device, seeds, precision and the facts about the machine a run records."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atml.errors import UsageError
+
+OFFLINE_ENV_VARS = ("ATML_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an unavailable explicit choice is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def is_offline(flag: bool) -> bool:
+    """True when ``--offline`` was given or an offline variable (e.g. HF_HUB_OFFLINE=1) is set."""
+    return flag or any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in OFFLINE_ENV_VARS)
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 is slower than fp32 on AVX2)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def cache_dir() -> Path:
+    """Where shared artefacts (datasets, demo backbones) live: $ATML_CACHE or ~/.cache/atml."""
+    return Path(os.environ.get("ATML_CACHE", Path.home() / ".cache" / "atml"))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA max allocated on a GPU, else the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss_kb / 1024 if sys.platform != "darwin" else rss_kb / 2**20
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """The commit of the atml checkout, when it is one (None for an installed wheel)."""
+    where = path or Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: torch.device, seed: int) -> dict[str, Any]:
+    """Versions, device, seed and commit, as recorded in a run's ``env.json``."""
+    import torchvision
+
+    from atml import __version__
+
+    env = {
+        "atml": __version__,
+        "commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": _device_name(device),
+        "seed": seed,
+        "argv": sys.argv,
+    }
+    return env
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 3, device: torch.device | None = None) -> float:
+    """The machine's measured fp32 GEMM rate (GFLOP/s): the ceiling a conv net can approach."""
+    device = device or torch.device("cpu")
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

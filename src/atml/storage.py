@@ -1,0 +1,91 @@
+"""Writes that never leave a half-written file: temp file in the same folder + rename.
+
+A reader sees either the previous complete file or the new complete one (POSIX rename
+is atomic within one file system). A failing write leaves the old file untouched and
+raises an error naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+
+@functools.cache
+def _file_mode() -> int:
+    """The mode open() would give a new file; mkstemp's 0600 would hide reports from others."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temp file beside ``path``; on success fsync and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, _file_mode())
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def torch_save(obj: Any, path: str | os.PathLike) -> None:
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """The only way atml reads a torch file: ``weights_only=True``, so no pickled code runs."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def write_with(path: str | os.PathLike, writer: Callable[[Path], None], suffix: str = "") -> None:
+    """Let ``writer`` fill a temp path (e.g. matplotlib's savefig), then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, _file_mode())
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,1 @@
+"""The one training loop, its checkpoints and the frozen-backbone feature cache."""

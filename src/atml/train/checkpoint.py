@@ -1,0 +1,74 @@
+"""Checkpoints: model, optimizer, scheduler, epoch and RNG state, written atomically.
+
+Loaded with ``weights_only=True`` only: a checkpoint cannot run code when read.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atml import storage
+from atml.errors import RunDirError
+
+FORMAT = "atml-checkpoint-1"
+
+
+def save(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+         generator: torch.Generator | None = None, scheduler: Any = None,
+         extra: dict[str, Any] | None = None) -> None:
+    """Write a complete checkpoint or nothing (temp file + rename)."""
+    state = {
+        "format": FORMAT,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "data_rng": generator.get_state() if generator is not None else None,
+        "extra": extra or {},
+    }
+    try:
+        storage.torch_save(state, path)
+    except OSError as err:
+        raise RunDirError(f"could not write checkpoint {path}: {err.strerror or err}; "
+                          "the previous checkpoint (if any) is intact") from err
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint safely; a damaged or foreign file is a clear error, never code run."""
+    try:
+        state = storage.torch_load(path)
+    except FileNotFoundError as err:
+        raise RunDirError(f"checkpoint {path} does not exist") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        raise RunDirError(f"checkpoint {path} is damaged or not an atml checkpoint ({_first_line(err)}); "
+                          "delete it to restart that stage from scratch") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise RunDirError(f"{path} is not an atml checkpoint (format {FORMAT} expected)")
+    return state
+
+
+def restore(state: dict[str, Any], *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator | None = None, scheduler: Any = None) -> int:
+    """Load every state back; returns the number of completed epochs."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if generator is not None and state["data_rng"] is not None:
+        generator.set_state(state["data_rng"])
+    return int(state["epoch"])
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

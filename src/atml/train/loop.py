@@ -1,0 +1,221 @@
+"""The one training loop every atml experiment uses.
+
+Experiments differ by model, data, step function and callbacks, never by a copy of this
+loop (minGPT's trainer is the model). The loop owns what must be right everywhere:
+checkpoints after every epoch (atomic), resume, metrics per epoch and phase, NaN
+detection, progress bars and the one-line epoch summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from atml.errors import DivergedError
+from atml.train import checkpoint
+
+Batch = tuple[torch.Tensor, ...]
+
+
+@dataclasses.dataclass
+class StepOutput:
+    """What a step returns: the loss to minimise and named per-batch means to log."""
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+
+
+StepFn = Callable[[torch.nn.Module, Batch], StepOutput]
+
+
+def classification_step(model: torch.nn.Module, batch: Batch) -> StepOutput:
+    """Cross-entropy (mean over the batch) and top-1 accuracy."""
+    x, y = batch
+    logits = model(x)  # (B, classes)
+    loss = F.cross_entropy(logits, y)
+    acc = (logits.argmax(dim=1) == y).float().mean()
+    return StepOutput(loss, {"acc": acc})
+
+
+class Recorder(Protocol):
+    """Where epoch records go (a :class:`~atml.run_dir.RunDir`, or a list in tests)."""
+
+    def log_metrics(self, record: dict[str, Any]) -> None: ...
+    def read_metrics(self) -> list[dict[str, Any]]: ...
+    def prune_metrics(self, keep: Callable[[dict[str, Any]], bool]) -> None: ...
+
+
+class MemoryRecorder:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return list(self.records)
+
+    def prune_metrics(self, keep: Callable[[dict[str, Any]], bool]) -> None:
+        self.records = [r for r in self.records if keep(r)]
+
+
+class Batches:
+    """Mini-batches over in-memory tensors, shuffled by a generator whose state resumes.
+
+    All of atml's datasets fit in memory as uint8 tensors, so there is no decoding to
+    parallelise: batches are index slices, moved to the device with non-blocking copies
+    from pinned memory when the device is a GPU.
+    """
+
+    def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, *, shuffle: bool = False,
+                 seed: int = 0, transform: Callable[[Batch], Batch] | None = None) -> None:
+        if len({len(t) for t in tensors}) != 1:
+            raise ValueError("all tensors of a Batches must have the same length")
+        self.tensors = tuple(tensors)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.tensors[0]) / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.tensors[0])
+
+    def pin(self) -> Batches:
+        self.tensors = tuple(t.pin_memory() for t in self.tensors)
+        return self
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = self.num_samples
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for idx in order.split(self.batch_size):
+            batch = tuple(t[idx] for t in self.tensors)
+            yield self.transform(batch) if self.transform else batch
+
+
+class Callback:
+    """Hooks into the loop; override what you need."""
+
+    def on_after_backward(self, model: torch.nn.Module, epoch: int, step: int) -> None: ...
+
+    def on_epoch_end(self, epoch: int, records: dict[str, dict[str, Any]]) -> None: ...
+
+
+@dataclasses.dataclass
+class Fit:
+    """One training job: what to train, on what, for how long, and where to keep state."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train: Batches
+    val: Batches | None
+    epochs: int
+    device: torch.device
+    recorder: Recorder
+    stage: str = "main"
+    step: StepFn = classification_step
+    scheduler: Any = None
+    checkpoint_path: Path | None = None
+    callbacks: Sequence[Callback] = ()
+    progress: bool = False
+    autocast: Callable[[], Any] | None = None
+    say: Callable[[str], None] = print
+    checkpoint_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def fit(job: Fit) -> list[dict[str, Any]]:
+    """Train ``job.epochs`` epochs (resuming from the checkpoint if one exists).
+
+    Returns every record of this stage, earlier ones from a resumed run included.
+    """
+    start = _resume(job)
+    for epoch in range(start + 1, job.epochs + 1):
+        records = {"train": _run_epoch(job, epoch, train=True)}
+        if job.val is not None:
+            records["val"] = _run_epoch(job, epoch, train=False)
+        if job.scheduler is not None:
+            job.scheduler.step()
+        if job.checkpoint_path is not None:
+            checkpoint.save(job.checkpoint_path, model=job.model, optimizer=job.optimizer, epoch=epoch,
+                            generator=job.train.generator, scheduler=job.scheduler, extra=job.checkpoint_extra)
+        for record in records.values():
+            job.recorder.log_metrics(record)
+        for callback in job.callbacks:
+            callback.on_epoch_end(epoch, records)
+        job.say(_summary(job, epoch, records))
+    return [r for r in job.recorder.read_metrics() if r.get("stage") == job.stage]
+
+
+def _resume(job: Fit) -> int:
+    done = 0
+    if job.checkpoint_path is not None and job.checkpoint_path.exists():
+        state = checkpoint.load(job.checkpoint_path)
+        done = checkpoint.restore(state, model=job.model, optimizer=job.optimizer,
+                                  generator=job.train.generator, scheduler=job.scheduler)
+        if done < job.epochs:
+            job.say(f"[{job.stage}] resuming after epoch {done} from {job.checkpoint_path}")
+    job.recorder.prune_metrics(lambda r: r.get("stage") != job.stage or r.get("epoch", 0) <= done)
+    return done
+
+
+def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
+    job.model.train(train)
+    batches = job.train if train else job.val
+    sums: dict[str, float] = {}
+    seen = 0
+    started = time.perf_counter()
+    desc = f"{job.stage} {'train' if train else 'val'} {epoch}/{job.epochs}"
+    bar = tqdm(batches, desc=desc, leave=False, disable=not job.progress, file=sys.stderr)
+    with torch.set_grad_enabled(train):
+        for step_index, batch in enumerate(bar):
+            batch = tuple(t.to(job.device, non_blocking=True) for t in batch)
+            with job.autocast() if job.autocast else contextlib.nullcontext():
+                out = job.step(job.model, batch)
+            _check_finite(out.loss, job, epoch, step_index)
+            if train:
+                job.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                for callback in job.callbacks:
+                    callback.on_after_backward(job.model, epoch, step_index)
+                job.optimizer.step()
+            n = len(batch[0])
+            seen += n
+            for name, value in {"loss": out.loss, **out.metrics}.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
+    elapsed = time.perf_counter() - started
+    record = {"stage": job.stage, "epoch": epoch, "phase": "train" if train else "val"}
+    record.update({name: total / max(seen, 1) for name, total in sums.items()})
+    record.update({"time_s": elapsed, "images_per_s": seen / elapsed if elapsed > 0 else None})
+    return record
+
+
+def _check_finite(loss: torch.Tensor, job: Fit, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss.detach()).all():
+        kept = job.checkpoint_path if job.checkpoint_path and job.checkpoint_path.exists() else None
+        where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint had been written yet"
+        raise DivergedError(f"[{job.stage}] loss became {float(loss.detach())} at epoch {epoch}, "
+                            f"step {step}; {where}. Lower the learning rate or check the data.")
+
+
+def _summary(job: Fit, epoch: int, records: dict[str, dict[str, Any]]) -> str:
+    parts = [f"[{job.stage}] epoch {epoch}/{job.epochs}"]
+    for phase, record in records.items():
+        for name, value in record.items():
+            if name in ("stage", "epoch", "phase", "time_s", "images_per_s") or not isinstance(value, float):
+                continue
+            parts.append(f"{phase}_{name}={value:.4f}")
+    parts.append(f"{records['train']['time_s']:.1f}s")
+    return " ".join(parts)
