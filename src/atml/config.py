@@ -72,7 +72,16 @@ def parse_override(item: str) -> tuple[str, str]:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+    """Plain data (tuples as lists) that ``yaml.safe_dump`` and JSON accept."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def to_yaml(cfg: Any) -> str:
@@ -130,6 +139,11 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(out) if origin is tuple else out
     if hint is Any:
         return value
+    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        inner = hint()
+        for sub_key, sub_value in value.items():
+            inner = _replace(inner, sub_key, sub_value)
+        return inner
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -76,6 +76,9 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
         except DivergedError as err:
             _write_failed(run, exp, preset, cfg, ctx, err)
             raise
+        except KeyboardInterrupt:
+            say(f"atml: interrupted; checkpoints are kept. Resume with: atml run {exp.name} --resume {run.path}")
+            raise
         results = _complete(results, exp, preset, cfg, ctx, time.perf_counter() - started)
         run.write_results(results)
         say(f"atml: results in {run.path / 'results.json'}")

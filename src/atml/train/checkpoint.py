@@ -46,7 +46,7 @@ def load(path: Path) -> dict[str, Any]:
         state = storage.torch_load(path)
     except FileNotFoundError as err:
         raise RunDirError(f"checkpoint {path} does not exist") from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
         raise RunDirError(f"checkpoint {path} is damaged or not an atml checkpoint ({_first_line(err)}); "
                           "delete it to restart that stage from scratch") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:

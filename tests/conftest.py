@@ -1,0 +1,26 @@
+"""Shared fixtures: a private atml cache, generated datasets, fast smoke configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from atml.data import cifar10
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets a shared-per-session atml cache and torch hub dir, never the user's."""
+    root = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("ATML_CACHE", str(root / "atml-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(root / "torch-home"))
+    torch.hub.set_dir(str(root / "torch-home" / "hub"))
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture
+def cifar_dir(tmp_path: Path) -> Path:
+    """Small CIFAR-10-format batches with a generated-data manifest."""
+    return cifar10.write_batches(tmp_path / "data", n_train=60, n_test=30, seed=1)

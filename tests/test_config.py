@@ -1,0 +1,80 @@
+import dataclasses
+
+import pytest
+
+from atml import config
+from atml.config import RunConfig
+from atml.errors import UsageError
+
+
+@dataclasses.dataclass
+class Inner:
+    depth: int = 2
+
+
+@dataclasses.dataclass
+class Cfg(RunConfig):
+    epochs: int = 10
+    lr: float = 0.1
+    sizes: tuple[int, ...] = (32, 64)
+    name: str = "x"
+    flag: bool = False
+    limit: int | None = None
+    inner: Inner = dataclasses.field(default_factory=Inner)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.epochs < 1:
+            raise UsageError(f"epochs={self.epochs} is not valid; use an integer >= 1")
+
+
+PRESETS = {"smoke": {"epochs": 1, "sizes": (8,)}, "full": {}}
+
+
+def test_defaults_then_preset_then_overrides():
+    cfg = config.build(Cfg, PRESETS, "smoke", ["lr=0.5", "sizes=[16, 24]", "inner.depth=5", "flag=true"])
+    assert (cfg.epochs, cfg.lr, cfg.sizes, cfg.inner.depth, cfg.flag) == (1, 0.5, (16, 24), 5, True)
+
+
+def test_scalar_for_tuple_and_int_for_float_and_none():
+    cfg = config.build(Cfg, PRESETS, "full", ["sizes=224", "lr=1", "limit=null", "name=123"])
+    assert cfg.sizes == (224,) and cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.limit is None and cfg.name == "123"
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(UsageError, match="unknown config key 'epoch'.*valid keys: seed, device.*epochs"):
+        config.build(Cfg, PRESETS, "full", ["epoch=3"])
+
+
+def test_unknown_nested_key():
+    with pytest.raises(UsageError, match="unknown config key 'width'.*valid keys: depth"):
+        config.build(Cfg, PRESETS, "full", ["inner.width=3"])
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(UsageError, match="unknown preset 'demo'; valid presets: smoke, full"):
+        config.build(Cfg, PRESETS, "demo")
+
+
+@pytest.mark.parametrize("item, match", [
+    ("epochs=three", "expects int"),
+    ("epochs=1.5", "expects int"),
+    ("flag=maybe", "expects bool"),
+    ("lr=true", "expects float"),
+    ("noequals", "not of the form key=value"),
+    ("epochs=0", "epochs=0 is not valid"),
+    ("device=tpu", "device='tpu' is not valid; choose one of auto, cpu, cuda, mps"),
+    ("seed=-1", "seed=-1 is not valid"),
+])
+def test_bad_values_are_named(item, match):
+    with pytest.raises(UsageError, match=match):
+        config.build(Cfg, PRESETS, "full", [item])
+
+
+def test_yaml_round_trip():
+    cfg = config.build(Cfg, PRESETS, "smoke", ["lr=0.25"])
+    import yaml
+
+    back = config.from_dict(Cfg, yaml.safe_load(config.to_yaml(cfg)))
+    assert back == cfg

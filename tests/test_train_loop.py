@@ -1,0 +1,98 @@
+import os
+
+import pytest
+import torch
+
+from atml.errors import DivergedError, RunDirError
+from atml.train import checkpoint
+from atml.train.loop import Batches, Fit, MemoryRecorder, StepOutput, fit
+
+
+def _data(seed=0, n=64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=g)
+    return x, (x[:, 0] > 0).long()
+
+
+def _job(tmp_path, epochs, recorder, seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.9)
+    x, y = _data()
+    return Fit(model, optimizer, Batches((x, y), 16, shuffle=True, seed=seed), Batches((x, y), 32), epochs,
+               torch.device("cpu"), recorder, stage="s", scheduler=scheduler,
+               checkpoint_path=tmp_path / "ck.pt", say=lambda _m: None)
+
+
+def test_learns_and_logs_one_record_per_epoch_and_phase(tmp_path):
+    recorder = MemoryRecorder()
+    rows = fit(_job(tmp_path, 4, recorder))
+    assert [(r["epoch"], r["phase"]) for r in rows] == [(e, p) for e in range(1, 5) for p in ("train", "val")]
+    assert rows[-1]["acc"] > 0.8 and rows[-1]["loss"] < rows[1]["loss"]
+
+
+def test_resume_gives_identical_weights_and_no_duplicate_records(tmp_path):
+    straight = _job(tmp_path / "a", 5, MemoryRecorder())
+    fit(straight)
+
+    recorder = MemoryRecorder()
+    fit(_job(tmp_path / "b", 2, recorder))  # "interrupted" after epoch 2
+    recorder.log_metrics({"stage": "s", "epoch": 3, "phase": "train"})  # a record past the checkpoint
+    resumed = _job(tmp_path / "b", 5, recorder, seed=99)  # fresh init; the checkpoint must win
+    rows = fit(resumed)
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [(r["epoch"], r["phase"]) for r in rows] == [(e, p) for e in range(1, 6) for p in ("train", "val")]
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path):
+    job = _job(tmp_path, 3, MemoryRecorder())
+    fit(job)
+    saved = (tmp_path / "ck.pt").read_bytes()
+    job.epochs = 5
+    calls = {"n": 0}
+
+    def poisoned(model, batch):
+        calls["n"] += 1
+        loss = model(batch[0]).sum() * (float("nan") if calls["n"] == 3 else 1.0)
+        return StepOutput(loss, {})
+
+    job.step = poisoned
+    with pytest.raises(DivergedError, match=r"loss became nan at epoch 4, step 2; last good checkpoint kept"):
+        fit(job)
+    assert (tmp_path / "ck.pt").read_bytes() == saved
+
+
+def test_checkpoint_round_trip_and_damaged_file(tmp_path):
+    job = _job(tmp_path, 1, MemoryRecorder())
+    fit(job)
+    state = checkpoint.load(tmp_path / "ck.pt")
+    assert state["epoch"] == 1 and set(state) >= {"model", "optimizer", "scheduler", "torch_rng", "data_rng"}
+    data = (tmp_path / "ck.pt").read_bytes()
+    (tmp_path / "ck.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunDirError, match="damaged or not an atml checkpoint"):
+        checkpoint.load(tmp_path / "ck.pt")
+
+
+def test_failed_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    job = _job(tmp_path, 1, MemoryRecorder())
+    fit(job)
+    before = (tmp_path / "ck.pt").read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    job.epochs = 2
+    with pytest.raises(RunDirError, match="could not write checkpoint .*ck.pt: No space left"):
+        fit(job)
+    assert (tmp_path / "ck.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind
+
+
+def test_batches_cover_every_sample_once_per_epoch():
+    b = Batches((torch.arange(10),), 3, shuffle=True, seed=1)
+    seen = torch.cat([batch[0] for batch in b])
+    assert sorted(seen.tolist()) == list(range(10)) and len(b) == 4
+    assert not torch.equal(seen, torch.cat([batch[0] for batch in b]))  # reshuffled
