@@ -1,0 +1,123 @@
+"""Every command of the CLI, and every error path, as a user types them."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from atml import cli
+from atml.train import loop
+
+SMOKE = ["run", "resnet.head", "--preset", "smoke"]
+
+
+def run_cli(*argv):
+    return cli.main(list(argv))
+
+
+def test_list_names_experiments_and_presets(capsys):
+    assert run_cli("list") == 0
+    out = capsys.readouterr().out
+    assert "resnet.head" in out and "smoke, demo, full" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "resnet.nope"], "unknown experiment 'resnet.nope'; valid experiments: resnet.head"),
+    (["run", "resnet.head", "--preset", "huge"], "unknown preset 'huge'; valid presets: smoke, demo, full"),
+    (["run", "resnet.head", "--set", "epoch=3"], "unknown config key 'epoch'"),
+    (["run", "resnet.head", "--set", "epochs=-1"], "epochs=-1 is not valid"),
+    (["run", "resnet.head", "--set", "resolutions=[0]"], "resolutions=[0] is not valid"),
+    (["run", "resnet.head", "--device", "tpu"], "device='tpu' is not valid"),
+    (["bench", "resnet.nope"], "valid experiments: resnet.head"),
+])
+def test_usage_errors_exit_2_with_valid_names(argv, message, capsys, tmp_path):
+    assert run_cli(*argv, *(["--out", str(tmp_path)] if argv[0] == "run" else [])) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_exits_non_zero_before_training(tmp_path, capsys):
+    code = run_cli(*SMOKE, "--set", "data=cifar10", "--data-dir", str(tmp_path / "nowhere"), "--offline",
+                   "--out", str(tmp_path / "runs"))
+    err = capsys.readouterr().err
+    assert code == 3 and "CIFAR-10" in err and "is missing" in err and "--data-dir" in err
+    run = next((tmp_path / "runs").iterdir())
+    assert not (run / "checkpoints").exists() and not (run / "results.json").exists()
+
+
+def test_offline_imagenet_weights_are_an_error(tmp_path, capsys):
+    code = run_cli(*SMOKE, "--weights", "imagenet", "--offline", "--out", str(tmp_path))
+    assert code == 3 and "offline mode forbids downloading" in capsys.readouterr().err
+
+
+def test_python_dash_m_and_console_script_entry(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "atml", "list"], capture_output=True, text=True, check=True)
+    assert "resnet.head" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "atml", "run", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "valid experiments" in bad.stderr
+
+
+def _records(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in rows]
+
+
+def test_interrupted_run_resumes_to_the_same_weights_and_metrics(tmp_path, capsys, monkeypatch):
+    assert run_cli(*SMOKE, "--out", str(tmp_path / "a")) == 0
+    straight = next((tmp_path / "a").iterdir())
+
+    real = loop._run_epoch
+
+    def interrupt(job, epoch, *, train):
+        if job.stage == "r32" and epoch == 2 and train:
+            raise KeyboardInterrupt
+        return real(job, epoch, train=train)
+
+    monkeypatch.setattr(loop, "_run_epoch", interrupt)
+    assert run_cli(*SMOKE, "--out", str(tmp_path / "b")) == 130
+    broken = next((tmp_path / "b").iterdir())
+    err = capsys.readouterr()
+    assert f"--resume {broken}" in err.out and not (broken / "results.json").exists()
+    monkeypatch.setattr(loop, "_run_epoch", real)
+
+    assert run_cli("run", "resnet.head", "--resume", str(broken)) == 0
+    for name in ("head_r16.pt", "head_r32.pt"):
+        a = torch.load(straight / "checkpoints" / name, weights_only=True)["model"]
+        b = torch.load(broken / "checkpoints" / name, weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert _records(straight) == _records(broken)
+    a, b = (json.loads((r / "results.json").read_text())["metrics"] for r in (straight, broken))
+    assert a["val_acc_32"] == b["val_acc_32"] and a["best_val_acc_16"] == b["best_val_acc_16"]
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert run_cli("run", "resnet.head", "--resume", str(tmp_path)) == 3
+    assert "not an atml run folder" in capsys.readouterr().err
+
+
+def test_runs_never_share_a_folder(tmp_path):
+    from atml.run_dir import RunDir
+
+    a = RunDir.create(tmp_path, "x", "smoke")
+    b = RunDir.create(tmp_path, "x", "smoke")
+    assert a.path != b.path and a.path.exists() and b.path.exists()
+
+
+def test_bench_command_prints_both_paths_and_the_ratio(capsys):
+    assert run_cli("bench", "resnet.head", "--preset", "smoke") == 0
+    out = capsys.readouterr().out
+    assert "naive (backbone every epoch)" in out and "atml (feature cache)" in out and "speed-up:" in out
+
+
+@pytest.mark.slow
+def test_demo_runs_every_experiment_and_ends_with_the_report_path(tmp_path, capsys):
+    from atml.experiments import registry
+
+    assert run_cli("demo", "--out", str(tmp_path / "demo")) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == str(tmp_path / "demo" / "report" / "report.html")
+    runs = sorted((tmp_path / "demo" / "runs").iterdir())
+    assert [json.loads((r / "results.json").read_text())["experiment"] for r in runs] == registry().names()
+    assert all(json.loads((r / "results.json").read_text())["preset"] == "demo" for r in runs)
+    assert run_cli("demo", "--out", str(tmp_path / "demo")) == 2  # never into a used folder

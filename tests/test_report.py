@@ -1,0 +1,94 @@
+"""The report as a user sees it: HTML opened in headless Chromium, Markdown and LaTeX beside it."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from atml import cli
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert cli.main(["run", "resnet.head", "--preset", "smoke", "--out", str(out)]) == 0
+    (run,) = list(out.iterdir())
+    return run
+
+
+def _chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs the Debian package 'chromium'")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+def _dump_dom(page):
+    with tempfile.TemporaryDirectory() as profile:
+        args = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
+                "--dump-dom", page.as_uri()]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout, done.stderr
+
+
+def _screenshot(page, target):
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={profile}", "--window-size=1200,2000", f"--screenshot={target}",
+                        page.as_uri()], capture_output=True, timeout=120, check=True)
+
+
+def test_report_opens_in_chromium_with_every_figure_loaded(smoke_run, tmp_path):
+    assert cli.main(["report", str(smoke_run), "--out", str(tmp_path / "rep")]) == 0
+    page = tmp_path / "rep" / "report.html"
+    dom, log = _dump_dom(page)
+    images = int(re.search(r'data-images="(\d+)"', dom).group(1))
+    broken = int(re.search(r'data-images-broken="(\d+)"', dom).group(1))
+    assert images == 2 and broken == 0
+    assert "CONSOLE" not in log and "Uncaught" not in log
+    assert "resnet.head" in dom and "not comparable" in dom
+    artifacts = os.environ.get("ATML_ARTIFACTS")
+    if artifacts:  # CI keeps a screenshot of the page
+        _screenshot(page, os.path.join(artifacts, "report.png"))
+
+
+def test_report_exports_markdown_latex_and_figures(smoke_run, tmp_path):
+    out = tmp_path / "rep"
+    assert cli.main(["report", str(smoke_run), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "## resnet.head (smoke preset)" in md and "| resolution | train acc |" in md
+    tex = (out / "tables.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex
+    figs = sorted(p.name for p in (out / "figures").rglob("*.*"))
+    assert "curves.pdf" in figs and "curves.png" in figs
+    assert cli.main(["report", str(smoke_run), "--out", str(out)]) == 2  # never overwrites a report
+
+
+def test_html_escapes_what_a_run_contains(smoke_run, tmp_path):
+    copy = tmp_path / "evil-run"
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns(".lock"))
+    results = json.loads((copy / "results.json").read_text())
+    results["notes"].append("<script>document.title='pwned'</script>")
+    (copy / "results.json").write_text(json.dumps(results))
+    assert cli.main(["report", str(copy), "--out", str(tmp_path / "rep")]) == 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "<script>document.title" not in html and "&lt;script&gt;document.title" in html
+
+
+def test_report_of_a_missing_or_unfinished_run(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 3
+    assert "nope" in capsys.readouterr().err
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.yaml").write_text("experiment: resnet.head\n")
+    assert cli.main(["report", str(tmp_path / "half"), "--out", str(tmp_path / "r2")]) == 3
+    assert "results.json is missing" in capsys.readouterr().err
