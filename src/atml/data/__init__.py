@@ -26,6 +26,12 @@ class ImageSplit:
         idx = idx.sort().values
         return ImageSplit(self.images[idx], self.labels[idx], self.classes)
 
+    def resized(self, size: int) -> ImageSplit:
+        """Images bilinearly resized to ``size`` x ``size``, still uint8 (e.g. digits 8 -> 28 px)."""
+        x = torch.nn.functional.interpolate(self.images.float(), size=(size, size), mode="bilinear",
+                                            align_corners=False)
+        return ImageSplit(x.round().clamp(0, 255).to(torch.uint8), self.labels, self.classes)
+
 
 @dataclasses.dataclass
 class ImageDataset:

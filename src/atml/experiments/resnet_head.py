@@ -164,10 +164,13 @@ def train_head(cfg: Config, ctx: RunContext, model: resnet.ResNetClassifier, bac
         trainable = HeadOnFrozen(frozen, head)
         train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
         val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256))
+        if ctx.device.type == "cuda":  # page-locked host memory: non-blocking copies overlap compute
+            train_b, val_b = train_b.pin(), val_b.pin()
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     started = time.perf_counter()
     rows = fit(Fit(trainable, optimizer, train_b or _empty(), val_b, cfg.epochs, ctx.device, ctx.run,
-                   stage=stage, checkpoint_path=ckpt, progress=ctx.progress, say=ctx.say))
+                   stage=stage, checkpoint_path=ckpt, progress=ctx.progress, say=ctx.say,
+                   autocast=lambda: runtime.autocast(ctx.device, cfg.amp)))
     out[f"head_time_s_{res}"] = time.perf_counter() - started
     return rows, {**_stage_metrics(rows, res), **out}
 

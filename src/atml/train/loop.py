@@ -29,7 +29,11 @@ Batch = tuple[torch.Tensor, ...]
 
 @dataclasses.dataclass
 class StepOutput:
-    """What a step returns: the loss to minimise and named per-batch means to log."""
+    """What a step returns: the loss to minimise and named per-batch means to log.
+
+    A metric may be a vector (e.g. KL per latent dimension); it is averaged element-wise
+    over the epoch and written to ``metrics.jsonl`` as a list.
+    """
 
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]
@@ -109,6 +113,8 @@ class Batches:
 class Callback:
     """Hooks into the loop; override what you need."""
 
+    def on_train_batch_start(self, epoch: int, step: int, steps_per_epoch: int) -> None: ...
+
     def on_after_backward(self, model: torch.nn.Module, epoch: int, step: int) -> None: ...
 
     def on_epoch_end(self, epoch: int, records: dict[str, dict[str, Any]]) -> None: ...
@@ -174,7 +180,7 @@ def _resume(job: Fit) -> int:
 def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
     job.model.train(train)
     batches = job.train if train else job.val
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     seen = 0
     started = time.perf_counter()
     desc = f"{job.stage} {'train' if train else 'val'} {epoch}/{job.epochs}"
@@ -182,6 +188,9 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
     with torch.set_grad_enabled(train):
         for step_index, batch in enumerate(bar):
             batch = tuple(t.to(job.device, non_blocking=True) for t in batch)
+            if train:
+                for callback in job.callbacks:
+                    callback.on_train_batch_start(epoch, step_index, len(batches))
             with job.autocast() if job.autocast else contextlib.nullcontext():
                 out = job.step(job.model, batch)
             _check_finite(out.loss, job, epoch, step_index)
@@ -194,10 +203,11 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
             n = len(batch[0])
             seen += n
             for name, value in {"loss": out.loss, **out.metrics}.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
+                value = torch.as_tensor(value).detach().to("cpu", torch.float64) * n
+                sums[name] = sums[name] + value if name in sums else value
     elapsed = time.perf_counter() - started
-    record = {"stage": job.stage, "epoch": epoch, "phase": "train" if train else "val"}
-    record.update({name: total / max(seen, 1) for name, total in sums.items()})
+    record: dict[str, Any] = {"stage": job.stage, "epoch": epoch, "phase": "train" if train else "val"}
+    record.update({name: (total / max(seen, 1)).tolist() for name, total in sums.items()})
     record.update({"time_s": elapsed, "images_per_s": seen / elapsed if elapsed > 0 else None})
     return record
 

@@ -1,0 +1,1 @@
+"""Pure functions that turn model outputs into numbers: no training, no files."""
