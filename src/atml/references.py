@@ -44,6 +44,21 @@ REFERENCES: tuple[Reference, ...] = (
 )
 
 
+_VAE_SEED = {"preset": "full", "data": "fashion-mnist", "epochs": 20, "latent_dim": 20, "kl_weight": 1.0}
+
+REFERENCES += (
+    Reference("vae.train", "FashionMNIST VAE, MSE (sum) + KL, 20 epochs: final train loss (seed report)", 23.11,
+              "seed report (Assignment 0)", "checked", "train_loss", 1.5, _VAE_SEED),
+    Reference("vae.train", "FashionMNIST VAE, MSE (sum) + KL, 20 epochs: final validation loss (seed report)", 23.31,
+              "seed report (Assignment 0)", "checked", "val_loss", 1.5, _VAE_SEED),
+    Reference("vae.train", "VAE (1 stochastic layer, k=1) test NLL on binarised MNIST, Bernoulli decoder", 86.76,
+              "Burda et al. 2016", "recalled", "neg_elbo_bernoulli_nats", None,
+              {**_VAE_SEED, "data": "binarised MNIST"}),
+    Reference("vae.collapse", "active unit threshold Cov_x(E_q[z_i]) (the rule atml applies)", 0.01,
+              "Burda et al. 2016; jxhe/vae-lagging-encoder calc_au", "checked"),
+)
+
+
 def for_experiment(name: str) -> list[Reference]:
     return [r for r in REFERENCES if r.experiment == name]
 

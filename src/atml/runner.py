@@ -119,6 +119,7 @@ def _complete(results: dict[str, Any], exp: Experiment, preset: str, cfg: Any, c
         "seed": cfg.seed,
         "device": str(ctx.device),
     }
+    out.update({k: v for k, v in results.items() if k not in out})  # experiment-specific data for the report
     out["references"] = references.compare_all(exp.name, out, cfg)
     return out
 

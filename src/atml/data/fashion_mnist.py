@@ -93,7 +93,7 @@ def write_idx(root: str | Path, *, n_train: int = 200, n_test: int = 100, seed: 
     folder = Path(root) / "FashionMNIST" / "raw"
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    templates = rng.uniform(0, 255, size=(len(CLASSES), 7, 7)).repeat(4, 0).repeat(4, 1)
+    templates = rng.uniform(0, 255, size=(len(CLASSES), 7, 7)).repeat(4, axis=1).repeat(4, axis=2)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         labels = rng.integers(0, len(CLASSES), size=n).astype(np.uint8)
         images = np.clip(templates[labels] + rng.normal(0, 25, size=(n, 28, 28)), 0, 255).astype(np.uint8)

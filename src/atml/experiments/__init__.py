@@ -1,4 +1,4 @@
-"""One module per experiment, each exporting ``EXPERIMENT``; :func:`registry` lists them."""
+"""One module per experiment family, each exporting ``EXPERIMENTS``; :func:`registry` lists them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from atml.registry import Registry
 
 def registry() -> Registry:
     """Every experiment atml ships, in the order ``atml demo`` runs and reports them."""
-    from atml.experiments import resnet_head
+    from atml.experiments import resnet_head, vae
 
     reg = Registry()
-    for module in (resnet_head,):
-        reg.register(module.EXPERIMENT)
+    for module in (resnet_head, vae):
+        for experiment in module.EXPERIMENTS:
+            reg.register(experiment)
     return reg

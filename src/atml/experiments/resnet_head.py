@@ -275,8 +275,8 @@ def bench(cfg: Config) -> dict[str, Any]:
                                f"{cfg.epochs} epochs, device {ctx.device}, weights {cfg.weights} (speed only)", timings, throughput)
 
 
-EXPERIMENT = Experiment(
-    name="resnet.head",
-    summary="ResNet head-only transfer with a frozen backbone, swept over input resolution",
-    config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss,
+EXPERIMENTS = (
+    Experiment(name="resnet.head",
+               summary="ResNet head-only transfer with a frozen backbone, swept over input resolution",
+               config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss),
 )
