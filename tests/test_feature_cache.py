@@ -4,7 +4,7 @@ import torch
 
 from atml import config
 
-from atml.experiments import resnet_head
+from atml.experiments import resnet_common, resnet_head
 from atml.models import resnet
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit
@@ -20,7 +20,7 @@ def _frozen_model():
 def test_cached_features_give_the_same_logits():
     model, frozen = _frozen_model()
     images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8)
-    head = resnet_head.new_head(model.num_features, 5, seed=3)
+    head = resnet_common.new_head(model.num_features, 5, seed=3)
     cached, ips = extract(frozen, images, batch_size=16, device=torch.device("cpu"))
     uncached = HeadOnFrozen(frozen, head).train()  # train() must not wake the backbone's BN
     with torch.no_grad():
@@ -35,13 +35,13 @@ def test_training_on_cached_features_matches_the_uncached_path():
     features, _ = extract(frozen, images, batch_size=16, device=torch.device("cpu"))
     heads = []
     for inputs, wrap in ((features, lambda h: h), (images, lambda h: HeadOnFrozen(frozen, h))):
-        head = resnet_head.new_head(model.num_features, 5, seed=7)
+        head = resnet_common.new_head(model.num_features, 5, seed=7)
         optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
         fit(Fit(wrap(head), optimizer, Batches((inputs, labels), 8, shuffle=True, seed=5), None, 3,
                 torch.device("cpu"), MemoryRecorder(), say=lambda _m: None))
         heads.append(head)
     assert torch.allclose(heads[0].weight, heads[1].weight, atol=1e-4)
-    assert not torch.allclose(heads[0].weight, resnet_head.new_head(model.num_features, 5, seed=7).weight)
+    assert not torch.allclose(heads[0].weight, resnet_common.new_head(model.num_features, 5, seed=7).weight)
 
 
 def test_bench_runs_both_paths_and_reports_ratio(capsys):

@@ -9,69 +9,29 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from atml import bench as bench_lib
-from atml import runtime
-from atml.config import RunConfig
-from atml.data import ImageDataset, cifar10, digits
 from atml.errors import UsageError
+from atml.experiments.resnet_common import ResNetConfig, load_backbone, load_data, train_head
 from atml.models import resnet
 from atml.registry import Experiment
 from atml.report import plots
 from atml.runner import RunContext
-from atml.train import checkpoint, pretrain
-from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
-from atml.train.loop import Batches, Fit, fit
-
-DATA = ("cifar10", "digits", "generated-cifar10")
 SEED_POINTS = {32: 0.4307, 224: 0.8717}  # seed report, ResNet-152 ImageNet head-only on CIFAR-10
 
 
 @dataclasses.dataclass
-class Config(RunConfig):
-    data: str = "cifar10"
-    """cifar10 (official batches) | digits (scikit-learn, classes 5-9) | generated-cifar10 (smoke)."""
-    arch: str = "resnet152"
-    """resnet152 | resnet50 | resnet18 | digits-resnet."""
-    weights: str = "imagenet"
-    """imagenet | imagenet-v1 | random | pretrain-digits (demo) | path to a state dict."""
+class Config(ResNetConfig):
     resolutions: tuple[int, ...] = (32, 64, 128, 224)
     """Input sizes the images are resized to; one head is trained per size."""
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    """Adam learning rate for the head."""
-    weight_decay: float = 0.0
-    feature_cache: bool = True
-    """Run the frozen backbone once per resolution and train the head on cached features."""
-    train_limit: int = 0
-    """Use at most this many training images (0: all)."""
-    val_limit: int = 0
-    channels_last: bool = True
-    amp: bool = True
-    """bf16 autocast for the backbone on CUDA (ignored on CPU)."""
-    pretrain_epochs: int = 8
-    """Epochs of the digits 0-4 pretraining behind weights=pretrain-digits."""
 
     def validate(self) -> None:
         super().validate()
-        if self.data not in DATA:
-            raise UsageError(f"data={self.data!r} is not valid; choose one of {', '.join(DATA)}")
-        if self.arch not in resnet.ARCHS:
-            raise UsageError(f"arch={self.arch!r} is not valid; choose one of {', '.join(resnet.ARCHS)}")
-        for name in ("epochs", "batch_size", "pretrain_epochs"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name}={getattr(self, name)} is not valid; use an integer >= 1")
         if not self.resolutions or any(r < 4 or r > 1024 for r in self.resolutions):
             raise UsageError(f"resolutions={list(self.resolutions)} is not valid; use sizes in [4, 1024]")
-        if not self.lr > 0 or self.weight_decay < 0:
-            raise UsageError("lr must be > 0 and weight_decay >= 0")
-        if self.train_limit < 0 or self.val_limit < 0:
-            raise UsageError("train_limit and val_limit must be >= 0 (0 means all)")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -100,94 +60,6 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         metrics["pretrain_val_acc"] = backbone.weights.source_val_acc
     return {"metrics": metrics, "figures": figures, "tables": [resolution_table(cfg, metrics)],
             "notes": notes(cfg)}
-
-
-def load_data(cfg: Config, ctx: RunContext) -> ImageDataset:
-    """The dataset named by ``cfg.data``, subsampled by the limits; recorded in env.json."""
-    if cfg.data == "cifar10":
-        root = Path(cfg.data_dir) if cfg.data_dir else runtime.cache_dir() / "data"
-        data = cifar10.load(root, offline=ctx.offline)
-    elif cfg.data == "generated-cifar10":
-        folder = cifar10.write_batches(ctx.run.path / "data", n_train=120, n_test=60, seed=cfg.seed)
-        data = cifar10.load_generated(folder)
-    else:
-        data = digits.load(digits.TRANSFER_CLASSES, seed=cfg.seed)
-    data.train = data.train.subset(cfg.train_limit, seed=cfg.seed)
-    data.val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
-    ctx.record_source("data", {"name": data.name, "source": data.source, "train": len(data.train),
-                               "val": len(data.val), "classes": data.train.classes})
-    return data
-
-
-def load_backbone(cfg: Config, ctx: RunContext, num_classes: int) -> resnet.Backbone:
-    """The backbone with its weights; ``pretrain-digits`` trains (or reuses) the demo backbone."""
-    if cfg.weights == "pretrain-digits":
-        if cfg.arch != "digits-resnet":
-            raise UsageError("weights=pretrain-digits needs arch=digits-resnet")
-        recipe = pretrain.Recipe(epochs=cfg.pretrain_epochs, seed=cfg.seed)
-        state, info = pretrain.digits_backbone(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
-        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=True, state=state, state_info=info)
-    else:
-        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=ctx.offline)
-    ctx.record_source("weights", dataclasses.asdict(backbone.weights))
-    return backbone
-
-
-def new_head(in_features: int, num_classes: int, seed: int) -> torch.nn.Linear:
-    """A head initialised from its own seed, so cached and uncached paths start identical."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return torch.nn.Linear(in_features, num_classes)
-
-
-def train_head(cfg: Config, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
-               data: ImageDataset, res: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    stage = f"r{res}"
-    ckpt = ctx.checkpoint(f"head_{stage}")
-    frozen = FrozenFeatures(resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last),
-                            model.forward_features).to(ctx.device)
-    head = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
-    out: dict[str, Any] = {}
-    if _finished(ckpt, cfg.epochs):  # resumed run: this stage is complete, skip the backbone pass
-        trainable, train_b, val_b = head, None, None
-    elif cfg.feature_cache:
-        started = time.perf_counter()
-        kw = {"batch_size": max(cfg.batch_size, 256), "device": ctx.device, "amp": cfg.amp, "progress": ctx.progress}
-        f_train, ips = extract(frozen, data.train.images, desc=f"{stage} features train", **kw)
-        f_val, _ = extract(frozen, data.val.images, desc=f"{stage} features val", **kw)
-        out[f"feature_time_s_{res}"] = time.perf_counter() - started
-        out[f"backbone_images_per_s_{res}"] = ips
-        trainable = head
-        train_b = Batches((f_train, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
-        val_b = Batches((f_val, data.val.labels), 1024)
-    else:
-        trainable = HeadOnFrozen(frozen, head)
-        train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
-        val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256))
-        if ctx.device.type == "cuda":  # page-locked host memory: non-blocking copies overlap compute
-            train_b, val_b = train_b.pin(), val_b.pin()
-    optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    started = time.perf_counter()
-    rows = fit(Fit(trainable, optimizer, train_b or _empty(), val_b, cfg.epochs, ctx.device, ctx.run,
-                   stage=stage, checkpoint_path=ckpt, progress=ctx.progress, say=ctx.say,
-                   autocast=lambda: runtime.autocast(ctx.device, cfg.amp)))
-    out[f"head_time_s_{res}"] = time.perf_counter() - started
-    return rows, {**_stage_metrics(rows, res), **out}
-
-
-def _finished(ckpt: Path, epochs: int) -> bool:
-    return ckpt.exists() and checkpoint.load(ckpt)["epoch"] >= epochs
-
-
-def _empty() -> Batches:
-    return Batches((torch.empty(0),), 1)
-
-
-def _stage_metrics(rows: list[dict[str, Any]], res: int) -> dict[str, float]:
-    val = [r for r in rows if r["phase"] == "val"]
-    train = [r for r in rows if r["phase"] == "train"]
-    return {f"val_acc_{res}": val[-1]["acc"], f"best_val_acc_{res}": max(r["acc"] for r in val),
-            f"train_acc_{res}": train[-1]["acc"], f"val_loss_{res}": val[-1]["loss"]}
 
 
 @plots.styled

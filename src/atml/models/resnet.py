@@ -34,7 +34,9 @@ TORCHVISION_ARCHS = {
     "resnet18": (tvm.resnet18, {"imagenet": tvm.ResNet18_Weights.IMAGENET1K_V1,
                                 "imagenet-v1": tvm.ResNet18_Weights.IMAGENET1K_V1}),
 }
-ARCHS = (*TORCHVISION_ARCHS, "digits-resnet")
+DIGITS_ARCHS = {"digits-resnet": (2, 2, 2, 2), "digits-resnet-small": (1, 1, 1, 1)}
+"""atml's small ResNets for the demo: blocks per stage (the small one mirrors ResNet-18 vs -152)."""
+ARCHS = (*TORCHVISION_ARCHS, *DIGITS_ARCHS)
 
 
 class DigitsResNet(nn.Module):
@@ -146,8 +148,8 @@ def build(arch: str, num_classes: int, weights: str, *, offline: bool,
     """Build ``arch`` with ``weights`` (a name, 'random', a file, or an in-memory ``state``)."""
     if arch not in ARCHS:
         raise UsageError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
-    if arch == "digits-resnet":
-        body, mean, std = DigitsResNet(num_classes), DIGITS_MEAN, DIGITS_STD
+    if arch in DIGITS_ARCHS:
+        body, mean, std = DigitsResNet(num_classes, blocks=DIGITS_ARCHS[arch]), DIGITS_MEAN, DIGITS_STD
         named: dict[str, Any] = {}
     else:
         factory, named = TORCHVISION_ARCHS[arch]
@@ -197,3 +199,50 @@ def _freeze_bn(module: nn.Module, path: str, keep: tuple[str, ...]) -> None:
 
 def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# -- skip connections ---------------------------------------------------------------------
+class NoSkip(nn.Module):
+    """Stands in for a Bottleneck's (absent) ``downsample``: the identity branch becomes 0.
+
+    torchvision's Bottleneck computes ``relu(F(x) + identity)`` with ``identity =
+    downsample(x)`` when a downsample module is set, so installing this module turns the
+    block into ``relu(F(x))`` without copying torchvision's code.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(())  # broadcasts: F(x) + 0
+
+
+def residual_blocks(model: nn.Module) -> dict[str, nn.Module]:
+    """Every Bottleneck/BasicBlock by dotted name relative to the ResNet body (e.g. ``layer3.1``)."""
+    from torchvision.models.resnet import BasicBlock
+
+    body = model.body if isinstance(model, ResNetClassifier) else model
+    return {name: m for name, m in body.named_modules() if isinstance(m, (Bottleneck, BasicBlock))}
+
+
+def ablatable_blocks(model: nn.Module) -> list[str]:
+    """Blocks whose identity branch is a plain identity (shape-preserving), so it can be removed."""
+    return [name for name, block in residual_blocks(model).items()
+            if block.downsample is None or isinstance(block.downsample, NoSkip)]
+
+
+def remove_skips(model: nn.Module, names: Iterable[str]) -> list[str]:
+    """Remove the identity addition from the named blocks; projection blocks are refused."""
+    blocks = residual_blocks(model)
+    valid = ablatable_blocks(model)
+    for name in names:
+        if name not in blocks:
+            raise UsageError(f"there is no residual block {name!r}; blocks that can be ablated: {', '.join(valid)}")
+        if name not in valid:
+            raise UsageError(f"block {name!r} is a projection (downsampling) block: its shortcut changes shape "
+                             f"and cannot be removed. Blocks that can be ablated: {', '.join(valid)}")
+        blocks[name].downsample = NoSkip()
+    return list(names)
+
+
+def default_ablation(model: nn.Module) -> list[str]:
+    """One shape-preserving block in each of layer2, layer3 and layer4 (the first such)."""
+    valid = ablatable_blocks(model)
+    return [next(n for n in valid if n.startswith(f"layer{i}.")) for i in (2, 3, 4)]

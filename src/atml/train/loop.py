@@ -157,10 +157,10 @@ def fit(job: Fit) -> list[dict[str, Any]]:
         if job.checkpoint_path is not None:
             checkpoint.save(job.checkpoint_path, model=job.model, optimizer=job.optimizer, epoch=epoch,
                             generator=job.train.generator, scheduler=job.scheduler, extra=job.checkpoint_extra)
+        for callback in job.callbacks:  # may add fields to the records before they are written
+            callback.on_epoch_end(epoch, records)
         for record in records.values():
             job.recorder.log_metrics(record)
-        for callback in job.callbacks:
-            callback.on_epoch_end(epoch, records)
         job.say(_summary(job, epoch, records))
     return [r for r in job.recorder.read_metrics() if r.get("stage") == job.stage]
 

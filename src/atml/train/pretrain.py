@@ -27,6 +27,7 @@ RECIPE_VERSION = 2
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
+    arch: str = "digits-resnet"
     epochs: int = 8
     resolution: int = 32
     batch_size: int = 64
@@ -41,16 +42,16 @@ class Recipe:
 def digits_backbone(recipe: Recipe, *, device: torch.device, progress: bool = False,
                     say: Callable[[str], None] = print) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """The pretrained state dict (from the cache, or trained now) and what to record about it."""
-    path = runtime.cache_dir() / "pretrained" / f"digits-resnet-{recipe.key()}.pt"
+    path = runtime.cache_dir() / "pretrained" / f"{recipe.arch}-{recipe.key()}.pt"
     if path.is_file():
         saved = storage.torch_load(path)
-        say(f"demo backbone: using cached digits 0-4 ResNet {path}")
+        say(f"demo backbone: using cached digits 0-4 {recipe.arch} {path}")
     else:
-        say(f"demo backbone: pretraining a small ResNet on digits 0-4 ({recipe.epochs} epochs)")
+        say(f"demo backbone: pretraining {recipe.arch} on digits 0-4 ({recipe.epochs} epochs)")
         saved = _pretrain(recipe, device, progress, say)
         storage.torch_save(saved, path)
     meta = saved["meta"]
-    description = (f"atml digits-resnet pretrained by atml on scikit-learn digits 0-4 at {recipe.resolution}px "
+    description = (f"atml {recipe.arch} pretrained by atml on scikit-learn digits 0-4 at {recipe.resolution}px "
                    f"({recipe.epochs} epochs, seed {recipe.seed}; held-out acc {meta['val_acc']:.3f}); "
                    "stands in for ImageNet weights in the demo")
     info = WeightsInfo("pretrain-digits", description, str(path), sha256sum(path),
@@ -62,7 +63,7 @@ def _pretrain(recipe: Recipe, device: torch.device, progress: bool,
               say: Callable[[str], None]) -> dict[str, object]:
     torch.manual_seed(recipe.seed)
     data = digits.load(digits.PRETRAIN_CLASSES, seed=recipe.seed)
-    backbone = resnet.build("digits-resnet", len(digits.PRETRAIN_CLASSES), "random", offline=True)
+    backbone = resnet.build(recipe.arch, len(digits.PRETRAIN_CLASSES), "random", offline=True)
     prep = resnet.Preprocess(recipe.resolution, backbone.mean, backbone.std)
     model = torch.nn.Sequential(prep, backbone.model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)

@@ -1,0 +1,239 @@
+"""What the ResNet experiments share: config fields, data, backbones, heads and fine-tuning.
+
+``resnet.head``, ``resnet.skip``, ``resnet.features`` and ``resnet.transfer`` all read the
+same datasets (CIFAR-10, the demo digits, generated smoke files), build backbones the same
+way (torchvision weights, local files, or the demo's digits-pretrained net) and train
+through the same two functions: :func:`train_head` (frozen backbone, optional feature
+cache) and :func:`train_blocks` (some or all backbone blocks trainable, augmentation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from atml import runtime
+from atml.config import RunConfig
+from atml.data import ImageDataset, cifar10, digits
+from atml.errors import UsageError
+from atml.models import resnet
+from atml.runner import RunContext
+from atml.train import checkpoint, pretrain
+from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
+from atml.train.loop import Batches, Callback, Fit, fit
+
+DATA = ("cifar10", "digits", "generated-cifar10")
+
+
+@dataclasses.dataclass
+class ResNetConfig(RunConfig):
+    """What every ResNet experiment shares: data, backbone, optimisation and speed switches."""
+
+    data: str = "cifar10"
+    """cifar10 (official batches) | digits (scikit-learn, classes 5-9) | generated-cifar10 (smoke)."""
+    arch: str = "resnet152"
+    """resnet152 | resnet50 | resnet18 | digits-resnet | digits-resnet-small."""
+    weights: str = "imagenet"
+    """imagenet | imagenet-v1 | random | pretrain-digits (demo) | path to a state dict."""
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    """Adam learning rate for the head (and for trained blocks, times ``backbone_lr_scale``)."""
+    backbone_lr_scale: float = 0.1
+    """Learning-rate factor for backbone blocks that are trained (fine-tuning)."""
+    augment: bool = False
+    """Random crop (and flip, if ``hflip``) for cells that train backbone blocks."""
+    hflip: bool = True
+    """Horizontal flips in the augmentation (off for digits, where a flip changes the class)."""
+    weight_decay: float = 0.0
+    feature_cache: bool = True
+    """Run the frozen backbone once per resolution and train the head on cached features."""
+    train_limit: int = 0
+    """Use at most this many training images (0: all)."""
+    val_limit: int = 0
+    channels_last: bool = True
+    amp: bool = True
+    """bf16 autocast for the backbone on CUDA (ignored on CPU)."""
+    pretrain_epochs: int = 8
+    """Epochs of the digits 0-4 pretraining behind weights=pretrain-digits."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.data not in DATA:
+            raise UsageError(f"data={self.data!r} is not valid; choose one of {', '.join(DATA)}")
+        if self.arch not in resnet.ARCHS:
+            raise UsageError(f"arch={self.arch!r} is not valid; choose one of {', '.join(resnet.ARCHS)}")
+        for name in ("epochs", "batch_size", "pretrain_epochs"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name}={getattr(self, name)} is not valid; use an integer >= 1")
+        if not self.lr > 0 or self.weight_decay < 0 or not self.backbone_lr_scale > 0:
+            raise UsageError("lr and backbone_lr_scale must be > 0 and weight_decay >= 0")
+        if self.train_limit < 0 or self.val_limit < 0:
+            raise UsageError("train_limit and val_limit must be >= 0 (0 means all)")
+
+
+def load_data(cfg: ResNetConfig, ctx: RunContext) -> ImageDataset:
+    """The dataset named by ``cfg.data``, subsampled by the limits; recorded in env.json."""
+    if cfg.data == "cifar10":
+        root = Path(cfg.data_dir) if cfg.data_dir else runtime.cache_dir() / "data"
+        data = cifar10.load(root, offline=ctx.offline)
+    elif cfg.data == "generated-cifar10":
+        folder = cifar10.write_batches(ctx.run.path / "data", n_train=120, n_test=60, seed=cfg.seed)
+        data = cifar10.load_generated(folder)
+    else:
+        data = digits.load(digits.TRANSFER_CLASSES, seed=cfg.seed)
+    data.train = data.train.subset(cfg.train_limit, seed=cfg.seed)
+    data.val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
+    ctx.record_source("data", {"name": data.name, "source": data.source, "train": len(data.train),
+                               "val": len(data.val), "classes": data.train.classes})
+    return data
+
+
+def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int) -> resnet.Backbone:
+    """The backbone with its weights; ``pretrain-digits`` trains (or reuses) the demo backbone."""
+    if cfg.weights == "pretrain-digits":
+        if cfg.arch not in resnet.DIGITS_ARCHS:
+            raise UsageError(f"weights=pretrain-digits needs a digits arch ({', '.join(resnet.DIGITS_ARCHS)})")
+        recipe = pretrain.Recipe(arch=cfg.arch, epochs=cfg.pretrain_epochs, seed=cfg.seed)
+        state, info = pretrain.digits_backbone(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
+        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=True, state=state, state_info=info)
+    else:
+        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=ctx.offline)
+    ctx.record_source("weights", dataclasses.asdict(backbone.weights))
+    return backbone
+
+
+def new_head(in_features: int, num_classes: int, seed: int) -> torch.nn.Linear:
+    """A head initialised from its own seed, so cached and uncached paths start identical."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Linear(in_features, num_classes)
+
+
+def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
+               data: ImageDataset, res: int, stage: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train a fresh head on the frozen ``model`` at resolution ``res`` (feature cache or not)."""
+    stage = stage or f"r{res}"
+    ckpt = ctx.checkpoint(f"head_{stage}")
+    frozen = FrozenFeatures(resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last),
+                            model.forward_features).to(ctx.device)
+    head = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
+    out: dict[str, Any] = {}
+    if finished(ckpt, cfg.epochs):  # resumed run: this stage is complete, skip the backbone pass
+        trainable, train_b, val_b = head, None, None
+    elif cfg.feature_cache:
+        started = time.perf_counter()
+        kw = {"batch_size": max(cfg.batch_size, 256), "device": ctx.device, "amp": cfg.amp, "progress": ctx.progress}
+        f_train, ips = extract(frozen, data.train.images, desc=f"{stage} features train", **kw)
+        f_val, _ = extract(frozen, data.val.images, desc=f"{stage} features val", **kw)
+        out[f"feature_time_s_{res}"] = time.perf_counter() - started
+        out[f"backbone_images_per_s_{res}"] = ips
+        trainable = head
+        train_b = Batches((f_train, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
+        val_b = Batches((f_val, data.val.labels), 1024)
+    else:
+        trainable = HeadOnFrozen(frozen, head)
+        train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
+        val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256))
+        if ctx.device.type == "cuda":  # page-locked host memory: non-blocking copies overlap compute
+            train_b, val_b = train_b.pin(), val_b.pin()
+    optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    started = time.perf_counter()
+    rows = fit(Fit(trainable, optimizer, train_b or _empty(), val_b, cfg.epochs, ctx.device, ctx.run,
+                   stage=stage, checkpoint_path=ckpt, progress=ctx.progress, say=ctx.say,
+                   autocast=lambda: runtime.autocast(ctx.device, cfg.amp)))
+    out[f"head_time_s_{res}"] = time.perf_counter() - started
+    return rows, {**stage_metrics(rows, res), **out}
+
+
+def finished(ckpt: Path, epochs: int) -> bool:
+    return ckpt.exists() and checkpoint.load(ckpt)["epoch"] >= epochs
+
+
+def _empty() -> Batches:
+    return Batches((torch.empty(0),), 1)
+
+
+def stage_metrics(rows: list[dict[str, Any]], res: int) -> dict[str, float]:
+    val = [r for r in rows if r["phase"] == "val"]
+    train = [r for r in rows if r["phase"] == "train"]
+    return {f"val_acc_{res}": val[-1]["acc"], f"best_val_acc_{res}": max(r["acc"] for r in val),
+            f"train_acc_{res}": train[-1]["acc"], f"val_loss_{res}": val[-1]["loss"]}
+
+
+
+
+class Augment(nn.Module):
+    """Random crop (pad by 1/8 of the size, reflect) and optional horizontal flip, on the device.
+
+    Active only in training mode; uses torch's global generator, whose state every
+    checkpoint saves, so a resumed run draws the same crops.
+    """
+
+    def __init__(self, hflip: bool) -> None:
+        super().__init__()
+        self.hflip = hflip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        n, _, h, w = x.shape
+        pad = max(1, h // 8)
+        padded = nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dy = torch.randint(0, 2 * pad + 1, (n,)).tolist()
+        dx = torch.randint(0, 2 * pad + 1, (n,)).tolist()
+        out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+        if self.hflip:
+            flip = torch.rand(n) < 0.5
+            out = torch.where(flip.to(out.device)[:, None, None, None], out.flip(-1), out)
+        return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
+            memory_format=torch.channels_last) else out
+
+
+class Pipeline(nn.Module):
+    """uint8 images -> preprocess -> (augment) -> ResNet classifier."""
+
+    def __init__(self, preprocess: nn.Module, model: resnet.ResNetClassifier, augment: nn.Module | None) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.augment = augment or nn.Identity()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.augment(self.preprocess(images)))
+
+
+def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
+                 data: ImageDataset, res: int, stage: str, trainable: Sequence[str],
+                 callbacks: Sequence[Callback] = (), wrap: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train the head plus the named backbone parts (prefixes like ``body.layer4``); the rest frozen.
+
+    The head starts from the same seeded initialisation as :func:`train_head`'s. Blocks get
+    ``lr * backbone_lr_scale``. ``wrap`` may wrap the pipeline (e.g. DistributedDataParallel).
+    """
+    model.body.fc = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
+    resnet.freeze(model, trainable=(*trainable, "body.fc"))
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    prep = resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last)
+    pipeline = Pipeline(prep, model, Augment(cfg.hflip) if cfg.augment else None).to(ctx.device)
+    head = list(model.body.fc.parameters())
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("body.fc")]
+    groups = [{"params": head}] + ([{"params": rest, "lr": cfg.lr * cfg.backbone_lr_scale}] if rest else [])
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
+    val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256))
+    if ctx.device.type == "cuda":
+        train_b, val_b = train_b.pin(), val_b.pin()
+    started = time.perf_counter()
+    rows = fit(Fit(wrap(pipeline) if wrap else pipeline, optimizer, train_b, val_b, cfg.epochs, ctx.device, ctx.run,
+                   stage=stage, checkpoint_path=ctx.checkpoint(stage), callbacks=callbacks, progress=ctx.progress,
+                   say=ctx.say, autocast=lambda: runtime.autocast(ctx.device, cfg.amp)))
+    elapsed = time.perf_counter() - started
+    return rows, {**stage_metrics(rows, res), f"train_time_s_{res}": elapsed}
