@@ -95,7 +95,7 @@ def load_data(cfg: ResNetConfig, ctx: RunContext) -> ImageDataset:
     return data
 
 
-def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int) -> resnet.Backbone:
+def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int, source_key: str = "weights") -> resnet.Backbone:
     """The backbone with its weights; ``pretrain-digits`` trains (or reuses) the demo backbone."""
     if cfg.weights == "pretrain-digits":
         if cfg.arch not in resnet.DIGITS_ARCHS:
@@ -105,7 +105,7 @@ def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int) -> resne
         backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=True, state=state, state_info=info)
     else:
         backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=ctx.offline)
-    ctx.record_source("weights", dataclasses.asdict(backbone.weights))
+    ctx.record_source(source_key, dataclasses.asdict(backbone.weights))
     return backbone
 
 

@@ -1,0 +1,122 @@
+"""How well features separate classes, in numbers and in 2-D pictures.
+
+Everything here takes plain arrays (features ``(N, D)``, integer labels ``(N,)``) and
+uses scikit-learn (k-NN, logistic regression, silhouette, t-SNE, PCA) and umap-learn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.manifold import TSNE
+from sklearn.metrics import confusion_matrix, silhouette_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+@contextlib.contextmanager
+def layer_outputs(model: torch.nn.Module, layers: Mapping[str, torch.nn.Module]) -> Iterator[dict[str, list]]:
+    """Record each layer's output during the ``with`` block (4-D maps global-average-pooled).
+
+    The forward hooks are removed on exit, whatever happens inside.
+    """
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+
+    def hook(name: str):  # noqa: ANN202 - a hook factory
+        def record(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            out = output.float()
+            store[name].append((out.mean(dim=(2, 3)) if out.dim() == 4 else out).detach().cpu())
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in layers.items()]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _cv(labels: np.ndarray, seed: int) -> StratifiedKFold:
+    folds = int(min(5, np.bincount(labels).min()))
+    return StratifiedKFold(n_splits=max(folds, 2), shuffle=True, random_state=seed)
+
+
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0) -> float:
+    """Cross-validated accuracy of a k-nearest-neighbour classifier (cosine distance)."""
+    knn = KNeighborsClassifier(n_neighbors=k, metric="cosine")
+    return float(cross_val_score(knn, features, labels, cv=_cv(labels, seed)).mean())
+
+
+def linear_probe(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple[float, np.ndarray]:
+    """Cross-validated logistic-regression accuracy and the out-of-fold predictions."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings on tiny smoke sets
+        predictions = cross_val_predict(probe, features, labels, cv=_cv(labels, seed))
+    return float((predictions == labels).mean()), predictions
+
+
+def silhouette(features: np.ndarray, labels: np.ndarray, metric: str = "cosine") -> float:
+    """Mean silhouette of the true classes: 1 tight and apart, 0 overlapping (cosine for
+    features, euclidean for 2-D embeddings, where distances are what the picture shows)."""
+    return float(silhouette_score(features, labels, metric=metric))
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear centred kernel alignment (Kornblith et al. 2019) between two feature sets of N inputs."""
+    x = x - x.mean(0, keepdims=True)
+    y = y - y.mean(0, keepdims=True)
+    cross = np.linalg.norm(y.T @ x, "fro") ** 2
+    return float(cross / (np.linalg.norm(x.T @ x, "fro") * np.linalg.norm(y.T @ y, "fro")))
+
+
+def reduce(features: np.ndarray, dims: int = 50, seed: int = 0) -> np.ndarray:
+    """PCA to at most ``dims`` dimensions, the usual first step before t-SNE/UMAP."""
+    dims = min(dims, features.shape[0] - 1, features.shape[1])
+    return PCA(n_components=dims, random_state=seed).fit_transform(features) if features.shape[1] > dims else features
+
+
+def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    perplexity = float(min(30, max(5, (len(features) - 1) / 4)))
+    return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(
+        reduce(features, seed=seed))
+
+
+def umap_embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    import umap  # imported here: numba compiles it on first use (seconds)
+
+    neighbours = int(min(15, len(features) - 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": determinism wanted
+        return umap.UMAP(n_neighbors=neighbours, random_state=seed).fit_transform(reduce(features, seed=seed))
+
+
+def confusion(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    return confusion_matrix(labels, predictions, labels=list(range(classes)))
+
+
+def closest_class_pairs(features: np.ndarray, labels: np.ndarray, top: int = 5) -> list[tuple[int, int, float]]:
+    """Class pairs whose feature centroids have the highest cosine similarity."""
+    centroids = np.stack([features[labels == c].mean(0) for c in np.unique(labels)])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True) + 1e-12
+    sims = centroids @ centroids.T
+    pairs = [(i, j, float(sims[i, j])) for i in range(len(sims)) for j in range(i + 1, len(sims))]
+    return sorted(pairs, key=lambda p: -p[2])[:top]
+
+
+def balanced_indices(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Up to ``per_class`` random indices of each class, sorted."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        picks.append(idx[torch.randperm(len(idx), generator=generator)[:per_class]])
+    return torch.cat(picks).sort().values

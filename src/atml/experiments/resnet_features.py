@@ -1,0 +1,231 @@
+"""``resnet.features``: the feature hierarchy of a frozen ResNet, in numbers and pictures.
+
+Features of early, middle and late stages (forward hooks, global-average-pooled) for a
+class-balanced sample of the validation split; per depth: k-NN accuracy, linear-probe
+accuracy and silhouette, linear CKA between depths, t-SNE and UMAP embeddings (and how
+well each separates the classes in 2-D), the confusion matrix of the late-layer probe,
+the closest class pairs, and the same numbers for a second, shallower architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from atml.analysis import representation as rep
+from atml.errors import UsageError
+from atml.experiments import resnet_common as common
+from atml.models import resnet
+from atml.registry import Experiment
+from atml.report import plots
+from atml.runner import RunContext
+
+DEPTHS = (("early", "layer1"), ("middle", "layer3"), ("late", "layer4"))
+METHODS = ("tsne", "umap")
+
+
+@dataclasses.dataclass
+class Config(common.ResNetConfig):
+    resolution: int = 224
+    per_class: int = 100
+    """Validation images per class in the sample."""
+    compare_arch: str = "resnet18"
+    """A second architecture measured the same way ('' to skip)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.per_class < 2:
+            raise UsageError(f"per_class={self.per_class} is not valid; use an integer >= 2")
+        if self.compare_arch and self.compare_arch not in resnet.ARCHS:
+            raise UsageError(f"compare_arch={self.compare_arch!r} is not valid; choose one of {', '.join(resnet.ARCHS)}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"data": "generated-cifar10", "arch": "resnet50", "weights": "random", "resolution": 32,
+              "per_class": 5, "compare_arch": "resnet18", "batch_size": 32},
+    "demo": {"data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolution": 32,
+             "per_class": 60, "compare_arch": "digits-resnet-small", "batch_size": 128},
+    "full": {},
+}
+
+
+@torch.inference_mode()
+def depth_features(model: resnet.ResNetClassifier, prep: torch.nn.Module, images: torch.Tensor,
+                   device: torch.device, batch_size: int) -> dict[str, np.ndarray]:
+    """``{depth: (N, channels)}`` pooled stage outputs; hooks are gone when this returns."""
+    model.eval()
+    layers = {depth: getattr(model.body, stage) for depth, stage in DEPTHS}
+    with rep.layer_outputs(model, layers) as store:
+        for batch in images.split(batch_size):
+            model.forward_features(prep(batch.to(device)))
+    return {depth: torch.cat(chunks).numpy() for depth, chunks in store.items()}
+
+
+def measure(features: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> dict[str, float]:
+    out = {}
+    for depth, feats in features.items():
+        out[f"knn_acc_{depth}"] = rep.knn_accuracy(feats, labels, seed=seed)
+        out[f"probe_acc_{depth}"], _ = rep.linear_probe(feats, labels, seed=seed)
+        out[f"silhouette_{depth}"] = rep.silhouette(feats, labels)
+    return out
+
+
+def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+    data = common.load_data(cfg, ctx)
+    idx = rep.balanced_indices(data.val.labels, cfg.per_class, seed=cfg.seed)
+    images, labels = data.val.images[idx], data.val.labels[idx].numpy()
+    classes = data.val.classes
+    feats = {}
+    for key, arch in (("weights", cfg.arch), ("compare_weights", cfg.compare_arch)):
+        if not arch:
+            continue
+        backbone = common.load_backbone(dataclasses.replace(cfg, arch=arch), ctx, len(classes), source_key=key)
+        model = backbone.model.to(ctx.device)
+        prep = resnet.Preprocess(cfg.resolution, backbone.mean, backbone.std, cfg.channels_last)
+        feats[arch] = depth_features(model, prep, images, ctx.device, cfg.batch_size)
+    main = feats[cfg.arch]
+    metrics = measure(main, labels, cfg.seed)
+    for i, (a, _) in enumerate(DEPTHS):
+        for b, _ in DEPTHS[i + 1:]:
+            metrics[f"cka_{a}_{b}"] = rep.linear_cka(main[a], main[b])
+    embeddings = {(depth, method): (rep.tsne if method == "tsne" else rep.umap_embed)(main[depth], seed=cfg.seed)
+                  for depth, _ in DEPTHS for method in METHODS}
+    for (depth, method), points in embeddings.items():
+        metrics[f"{method}_knn_acc_{depth}"] = rep.knn_accuracy(points, labels, seed=cfg.seed)
+        metrics[f"{method}_silhouette_{depth}"] = rep.silhouette(points, labels, metric="euclidean")
+    probe_acc, predictions = rep.linear_probe(main["late"], labels, seed=cfg.seed)
+    matrix = rep.confusion(labels, predictions, len(classes))
+    pairs = [(classes[i], classes[j], s) for i, j, s in rep.closest_class_pairs(main["late"], labels)]
+    if cfg.compare_arch:
+        metrics.update({f"compare_{k}": v for k, v in measure(feats[cfg.compare_arch], labels, cfg.seed).items()})
+    figures = ctx.save_figure(embedding_figure(embeddings, labels, classes), "embeddings")
+    figures += ctx.save_figure(cka_figure(metrics), "cka")
+    figures += ctx.save_figure(confusion_figure(matrix, classes), "confusion_late_probe")
+    figures += ctx.save_figure(depth_figure(metrics, cfg), "separability_vs_depth")
+    return {"metrics": metrics, "figures": figures, "tables": tables(metrics, cfg, pairs),
+            "closest_pairs": pairs, "confusion": matrix.tolist(), "classes": classes,
+            "compare_arch": cfg.compare_arch, "arch": cfg.arch, "samples": len(labels),
+            "notes": [f"{len(labels)} validation images ({cfg.per_class} per class), {cfg.resolution} px; depths: "
+                      + ", ".join(f"{d} = output of {s}" for d, s in DEPTHS) + " (global-average-pooled). "
+                      "k-NN (k=5, cosine) and logistic-regression probe accuracies are 5-fold cross-validated; "
+                      "t-SNE and UMAP run on the first 50 principal components."]}
+
+
+def tables(metrics: dict[str, Any], cfg: Config, pairs: list[tuple[str, str, float]]) -> list[dict[str, Any]]:
+    archs = [("", cfg.arch)] + ([("compare_", cfg.compare_arch)] if cfg.compare_arch else [])
+    rows = [[arch, depth, metrics[f"{p}knn_acc_{depth}"], metrics[f"{p}probe_acc_{depth}"],
+             metrics[f"{p}silhouette_{depth}"]] for p, arch in archs for depth, _ in DEPTHS]
+    embed = [[depth, method, metrics[f"{method}_knn_acc_{depth}"], metrics[f"{method}_silhouette_{depth}"]]
+             for depth, _ in DEPTHS for method in METHODS]
+    return [
+        {"title": "Class separation per depth", "columns": ["arch", "depth", "k-NN acc", "linear probe acc",
+                                                             "silhouette"], "rows": rows},
+        {"title": f"t-SNE vs UMAP: separation in 2-D ({cfg.arch})", "columns": ["depth", "method", "k-NN acc (2-D)",
+                                                                             "silhouette (2-D)"], "rows": embed},
+        {"title": "Most similar classes (cosine of late-feature centroids)", "columns": ["class", "class", "cosine"],
+         "rows": [list(p) for p in pairs]},
+    ]
+
+
+@plots.styled
+def embedding_figure(embeddings: dict[tuple[str, str], np.ndarray], labels: np.ndarray, classes: list[str]) -> Any:
+    fig, axes = plots.figure(len(DEPTHS), len(METHODS), width=2.0, height=4.2)
+    for row, method in enumerate(METHODS):
+        for col, (depth, stage) in enumerate(DEPTHS):
+            ax = axes[row][col]
+            points = embeddings[(depth, method)]
+            scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=4, vmin=0, vmax=9)
+            ax.set_title(f"{method.upper() if method == 'umap' else 't-SNE'}, {depth} ({stage})")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    handles = [plots.plt.Line2D([], [], marker="o", ls="", color=scatter.cmap(scatter.norm(i)), label=c)
+               for i, c in enumerate(classes)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(10, len(classes)), frameon=False, fontsize=6)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+@plots.styled
+def cka_figure(metrics: dict[str, Any]) -> Any:
+    names = [d for d, _ in DEPTHS]
+    grid = np.eye(len(names))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i < j:
+                grid[i, j] = grid[j, i] = metrics[f"cka_{a}_{b}"]
+    fig, axes = plots.figure(1, width=1.0, height=2.4)
+    ax = axes[0][0]
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(names)), labels=names)
+    ax.set_yticks(range(len(names)), labels=names)
+    ax.grid(False)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w" if grid[i, j] < 0.6 else "k")
+    ax.set_title("linear CKA between depths")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+@plots.styled
+def confusion_figure(matrix: np.ndarray, classes: list[str]) -> Any:
+    fig, axes = plots.figure(1, width=1.0, height=3.0)
+    ax = axes[0][0]
+    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), labels=classes, rotation=90)
+    ax.set_yticks(range(len(classes)), labels=classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.grid(False)
+    ax.set_title("late-feature linear probe (out-of-fold)")
+    fig.tight_layout()
+    return fig
+
+
+@plots.styled
+def depth_figure(metrics: dict[str, Any], cfg: Config) -> Any:
+    fig, axes = plots.figure(1, width=1.0, height=2.4)
+    ax = axes[0][0]
+    x = range(len(DEPTHS))
+    archs = [("", cfg.arch, "-")] + ([("compare_", cfg.compare_arch, ":")] if cfg.compare_arch else [])
+    for prefix, arch, style in archs:
+        for i, (key, label) in enumerate((("knn_acc", "k-NN"), ("probe_acc", "probe"), ("silhouette", "silhouette"))):
+            ax.plot(x, [metrics[f"{prefix}{key}_{d}"] for d, _ in DEPTHS], style, marker="o", color=f"C{i}",
+                    label=f"{label} ({arch})")
+    ax.set_xticks(list(x), labels=[d for d, _ in DEPTHS])
+    ax.set_ylabel("score")
+    ax.legend(frameon=False, fontsize=5)
+    fig.tight_layout()
+    return fig
+
+
+def discuss(results: dict[str, Any]) -> list[str]:
+    m = results["metrics"]
+    depths = [d for d, _ in DEPTHS]
+    probe = [m[f"probe_acc_{d}"] for d in depths]
+    text = ["Linear-probe accuracy by depth: " + ", ".join(f"{d} {p:.3f}" for d, p in zip(depths, probe)) + "; "
+            + ("later layers separate the classes better." if probe[-1] > probe[0]
+               else "here the later layers do not separate the classes better than the early ones.")]
+    text.append(f"CKA between early and late features is {m['cka_early_late']:.2f} (1: the same representation up to "
+                f"rotation and scale); middle-late {m['cka_middle_late']:.2f}.")
+    better = {d: "UMAP" if m[f"umap_knn_acc_{d}"] > m[f"tsne_knn_acc_{d}"] else "t-SNE" for d in depths}
+    text.append("In 2-D, k-NN accuracy is higher for " + ", ".join(f"{better[d]} at {d}" for d in depths) + ".")
+    pairs = results.get("closest_pairs") or []
+    if pairs:
+        text.append("Most similar class pairs in late features: "
+                    + ", ".join(f"{a}/{b} ({s:.2f})" for a, b, s in pairs[:3]) + ".")
+    if results.get("compare_arch"):
+        a, b = m["probe_acc_late"], m["compare_probe_acc_late"]
+        text.append(f"Late-feature probe: {results['arch']} {a:.3f} vs {results['compare_arch']} {b:.3f}.")
+    return text
+
+
+EXPERIMENTS = (
+    Experiment("resnet.features", "ResNet feature hierarchy: k-NN/probe/silhouette per depth, CKA, t-SNE vs UMAP",
+               Config, PRESETS, run, discuss=discuss),
+)

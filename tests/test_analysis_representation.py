@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+
+from atml.analysis import representation as rep
+
+
+def _clusters(n_per=30, classes=3, dim=10, spread=0.1, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)) * 5
+    labels = np.repeat(np.arange(classes), n_per)
+    return centres[labels] + rng.normal(scale=spread, size=(len(labels), dim)), labels
+
+
+def test_cka_is_one_for_rotations_and_scalings_and_low_for_unrelated():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 20))
+    q, _ = np.linalg.qr(rng.normal(size=(20, 20)))
+    assert rep.linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0)
+    assert rep.linear_cka(x, rng.normal(size=(200, 20))) < 0.2
+
+
+def test_separable_clusters_score_high_and_shuffled_labels_low():
+    feats, labels = _clusters()
+    assert rep.knn_accuracy(feats, labels) == 1.0
+    assert rep.linear_probe(feats, labels)[0] == 1.0
+    assert rep.silhouette(feats, labels) > 0.8
+    shuffled = np.random.default_rng(1).permutation(labels)
+    assert rep.silhouette(feats, shuffled) < 0.1 and rep.knn_accuracy(feats, shuffled) < 0.6
+
+
+def test_embeddings_are_2d_and_keep_clusters_apart():
+    feats, labels = _clusters(dim=60)
+    for embed in (rep.tsne, rep.umap_embed):
+        points = embed(feats, seed=0)
+        assert points.shape == (len(labels), 2)
+        assert rep.knn_accuracy(points, labels) > 0.95
+
+
+def test_hooks_are_removed_and_outputs_unchanged():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    x = torch.randn(2, 3, 8, 8)
+    before = model(x)
+    with rep.layer_outputs(model, {"conv": model[0]}) as store:
+        during = model(x)
+    assert store["conv"][0].shape == (2, 4)  # pooled over space
+    assert torch.equal(before, during) and not model[0]._forward_hooks
+
+
+def test_closest_pairs_and_balanced_sample():
+    feats = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1], [-1, 0]], dtype=float)
+    labels = np.array([0, 1, 2, 3, 4])
+    (a, b, sim), *_ = rep.closest_class_pairs(feats, labels)
+    assert {a, b} in ({0, 1}, {2, 3}) and sim > 0.99
+    idx = rep.balanced_indices(torch.tensor([0] * 10 + [1] * 3), per_class=4)
+    assert torch.bincount(torch.tensor([0] * 10 + [1] * 3)[idx]).tolist() == [4, 3]

@@ -1,0 +1,20 @@
+import json
+
+from atml import cli
+
+
+def test_features_smoke(tmp_path):
+    assert cli.main(["run", "resnet.features", "--preset", "smoke", "--out", str(tmp_path)]) == 0
+    (run,) = list(tmp_path.iterdir())
+    results = json.loads((run / "results.json").read_text())
+    m = results["metrics"]
+    for depth in ("early", "middle", "late"):
+        for key in ("knn_acc", "probe_acc", "silhouette", "compare_knn_acc", "tsne_knn_acc", "umap_silhouette"):
+            name = f"{key}_{depth}"
+            assert name in m, name
+    assert 0 <= m["cka_early_late"] <= 1
+    assert len(results["confusion"]) == 10 and sum(map(sum, results["confusion"])) == results["samples"]
+    assert 30 <= results["samples"] <= 50  # at most 5 per class of the 60 generated validation images
+    assert {"figures/embeddings.png", "figures/cka.png", "figures/confusion_late_probe.png"} <= set(results["figures"])
+    env = json.loads((run / "env.json").read_text())
+    assert "resnet18" in env["sources"]["compare_weights"]["description"]
