@@ -10,6 +10,7 @@ from pathlib import Path
 from atml import config as config_lib
 from atml.errors import AtmlError, UsageError
 from atml.experiments import registry
+from atml.train.loop import rank_and_world
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         exp = reg.get(args.experiment)
         cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, _overrides(args))
         run = runner.execute(exp, cfg, preset=args.preset, out=args.out)
-    print(run.path)
+    if rank_and_world()[0] == 0:
+        print(run.path)
     return 0
 
 

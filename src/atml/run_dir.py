@@ -142,3 +142,37 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise RunDirError(f"{path} is missing: the run did not finish; resume it with --resume {path.parent}") from err
     except json.JSONDecodeError as err:
         raise RunDirError(f"{path} is not valid JSON ({err}); the file is damaged") from err
+
+
+class FollowerRunDir(RunDir):
+    """The view of a run folder from a torchrun rank other than 0: reads shared, writes nothing.
+
+    Rank 0 owns the folder (config, env, metrics, checkpoints, results); the other ranks
+    keep their metric records in memory, which the loop reduces across ranks anyway.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._records: list[dict[str, Any]] = []
+
+    def lock(self) -> None: ...
+
+    def unlock(self) -> None: ...
+
+    def write_config(self, data: dict[str, Any]) -> None: ...
+
+    def write_env(self, env: dict[str, Any]) -> None: ...
+
+    def read_env(self) -> dict[str, Any]:
+        return {}
+
+    def write_results(self, results: dict[str, Any]) -> None: ...
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        self._records.append(record)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return list(self._records)
+
+    def prune_metrics(self, keep: Callable[[dict[str, Any]], bool]) -> None:
+        self._records = [r for r in self._records if keep(r)]

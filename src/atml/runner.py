@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -17,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from atml import config as config_lib
 from atml import references, runtime
 from atml.errors import AtmlError, DivergedError, RunDirError, UsageError
 from atml.registry import Experiment
-from atml.run_dir import RunDir
+from atml.run_dir import FollowerRunDir, RunDir
 
 
 @dataclasses.dataclass
@@ -36,6 +38,8 @@ class RunContext:
     progress: bool = False
     say: Callable[[str], None] = print
     sources: dict[str, Any] = dataclasses.field(default_factory=dict)
+    is_main: bool = True
+    """False on torchrun ranks other than 0, which compute but write nothing."""
 
     def record_source(self, kind: str, value: Any) -> None:
         """Note where the ``data`` or ``weights`` came from; written to ``env.json`` at once."""
@@ -51,7 +55,16 @@ class RunContext:
         """Save ``fig`` as PNG and PDF in ``figures/``; returns their paths relative to the run."""
         from atml.report import plots
 
+        if not self.is_main:
+            plots.plt.close(fig)
+            return [f"figures/{name}.png", f"figures/{name}.pdf"]
         return plots.save(fig, self.run.figures / name, relative_to=self.run.path)
+
+    def scratch(self, name: str) -> Path:
+        """A folder for files a run generates for itself (smoke datasets); private to this rank."""
+        if self.is_main:
+            return self.run.path / name
+        return Path(tempfile.mkdtemp(prefix=f"atml-rank-{name}-"))
 
 
 def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = None,
@@ -59,13 +72,17 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
             say: Callable[[str], None] = print) -> RunDir:
     """Create (or reopen with ``resume``) the run folder, run the experiment, write results."""
     device = runtime.select_device(cfg.device)
-    run = RunDir.open(resume) if resume else RunDir.create(out or "runs", exp.name, preset)
+    ranks = runtime.init_distributed()
+    run = _open_run(exp, preset, out, resume, ranks)
+    is_main = ranks is None or ranks.rank == 0
+    say = say if is_main else (lambda _message: None)
     try:
         if not resume:
             run.write_config({"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)})
             run.write_env(runtime.environment(device, cfg.seed))
         ctx = RunContext(run, device, preset, runtime.is_offline(cfg.offline),
-                         progress=sys.stderr.isatty() if progress is None else progress, say=say)
+                         progress=is_main and (sys.stderr.isatty() if progress is None else progress), say=say,
+                         is_main=is_main)
         runtime.seed_everything(cfg.seed)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -85,6 +102,19 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
         return run
     finally:
         run.unlock()
+
+
+def _open_run(exp: Experiment, preset: str, out: str | Path | None, resume: str | Path | None,
+              ranks: runtime.Distributed | None) -> RunDir:
+    """Rank 0 creates (or reopens) the folder and tells the other ranks where it is."""
+    if ranks is None or ranks.rank == 0:
+        run = RunDir.open(resume) if resume else RunDir.create(out or "runs", exp.name, preset)
+        path = [str(run.path)]
+    else:
+        run, path = None, [""]
+    if ranks is not None:
+        dist.broadcast_object_list(path, src=0)
+    return run or FollowerRunDir(Path(path[0]))
 
 
 def load_for_resume(exp_lookup: Callable[[str], Experiment], path: str | Path) -> tuple[Experiment, Any, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import random
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from atml.errors import UsageError
 
@@ -22,10 +24,13 @@ OFFLINE_ENV_VARS = ("ATML_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def select_device(name: str) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an unavailable explicit choice is an error."""
+    """``auto`` picks cuda, then mps, then cpu; an unavailable explicit choice is an error.
+
+    Under torchrun each process takes the GPU of its ``LOCAL_RANK``.
+    """
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -34,6 +39,28 @@ def select_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps was asked for but MPS is not available; use --device cpu or auto")
     return torch.device(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributed:
+    """This process's place in a ``torchrun`` job."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+
+def init_distributed() -> Distributed | None:
+    """Join the process group torchrun set up (nccl on GPUs, gloo on CPUs); None when not under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def seed_everything(seed: int) -> None:
@@ -59,10 +86,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ATML_CACHE", Path.home() / ".cache" / "atml"))
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA's counter, or on Linux the kernel's VmHWM (clear_refs 5)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """CUDA max allocated on a GPU, else the process's peak resident set size."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError, ValueError, StopIteration):  # Linux: resettable peak
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss_kb / 1024 if sys.platform != "darwin" else rss_kb / 2**20
 

@@ -76,7 +76,7 @@ class Config(RunConfig):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"data": "generated-fashion-mnist", "epochs": 2, "batch_size": 64, "diag_samples": 100},
-    "demo": {"data": "digits", "epochs": 30, "batch_size": 64},
+    "demo": {"data": "digits", "epochs": 20, "batch_size": 64},
     "full": {},
 }
 
@@ -97,7 +97,7 @@ def load_data(cfg: Config, ctx: RunContext) -> ImageDataset:
         root = Path(cfg.data_dir) if cfg.data_dir else runtime.cache_dir() / "data"
         data = fashion_mnist.load(root, offline=ctx.offline)
     elif cfg.data == "generated-fashion-mnist":
-        data = fashion_mnist.load_generated(fashion_mnist.write_idx(ctx.run.path / "data", seed=cfg.seed))
+        data = fashion_mnist.load_generated(fashion_mnist.write_idx(ctx.scratch("data"), seed=cfg.seed))
     else:
         data = digits.load(tuple(range(10)), val_fraction=0.2, seed=cfg.seed)
         data.train, data.val = data.train.resized(28), data.val.resized(28)

@@ -1,5 +1,7 @@
 """Checkpoints: model, optimizer, scheduler, epoch and RNG state, written atomically.
 
+The data order needs no saved state: it is a function of the seed and the epoch.
+
 Loaded with ``weights_only=True`` only: a checkpoint cannot run code when read.
 """
 
@@ -19,8 +21,7 @@ FORMAT = "atml-checkpoint-1"
 
 
 def save(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-         generator: torch.Generator | None = None, scheduler: Any = None,
-         extra: dict[str, Any] | None = None) -> None:
+         scheduler: Any = None, extra: dict[str, Any] | None = None) -> None:
     """Write a complete checkpoint or nothing (temp file + rename)."""
     state = {
         "format": FORMAT,
@@ -30,7 +31,6 @@ def save(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "data_rng": generator.get_state() if generator is not None else None,
         "extra": extra or {},
     }
     try:
@@ -55,7 +55,7 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def restore(state: dict[str, Any], *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            generator: torch.Generator | None = None, scheduler: Any = None) -> int:
+            scheduler: Any = None) -> int:
     """Load every state back; returns the number of completed epochs."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -64,8 +64,6 @@ def restore(state: dict[str, Any], *, model: torch.nn.Module, optimizer: torch.o
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    if generator is not None and state["data_rng"] is not None:
-        generator.set_state(state["data_rng"])
     return int(state["epoch"])
 
 

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from atml.errors import DivergedError
@@ -74,7 +77,12 @@ class MemoryRecorder:
 
 
 class Batches:
-    """Mini-batches over in-memory tensors, shuffled by a generator whose state resumes.
+    """Mini-batches over in-memory tensors, ordered by torch's ``DistributedSampler``.
+
+    The order depends only on ``seed`` and the epoch (``set_epoch``, as with a
+    DistributedSampler), so a resumed run sees the same batches without saved state. With
+    ``world`` > 1 each rank takes its interleaved share and ``batch_size / world`` items
+    per step, so the ranks' batches together are exactly the single-process batch.
 
     All of atml's datasets fit in memory as uint8 tensors, so there is no decoding to
     parallelise: batches are index slices, moved to the device with non-blocking copies
@@ -82,30 +90,42 @@ class Batches:
     """
 
     def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, *, shuffle: bool = False,
-                 seed: int = 0, transform: Callable[[Batch], Batch] | None = None) -> None:
+                 seed: int = 0, transform: Callable[[Batch], Batch] | None = None,
+                 rank: int = 0, world: int = 1) -> None:
         if len({len(t) for t in tensors}) != 1:
             raise ValueError("all tensors of a Batches must have the same length")
         self.tensors = tuple(tensors)
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
         self.transform = transform
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.tensors[0]) / self.batch_size)
+        self.rank, self.world = rank, world
+        self.epoch = 0
 
     @property
     def num_samples(self) -> int:
         return len(self.tensors[0])
+
+    @property
+    def per_rank_batch(self) -> int:
+        return max(1, self.batch_size // self.world)
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(self.num_samples / self.world) / self.per_rank_batch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def pin(self) -> Batches:
         self.tensors = tuple(t.pin_memory() for t in self.tensors)
         return self
 
     def __iter__(self) -> Iterator[Batch]:
-        n = self.num_samples
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for idx in order.split(self.batch_size):
+        sampler = DistributedSampler(range(self.num_samples), num_replicas=self.world, rank=self.rank,
+                                     shuffle=self.shuffle, seed=self.seed)
+        sampler.set_epoch(self.epoch)
+        order = torch.tensor(list(sampler), dtype=torch.long)
+        for idx in order.split(self.per_rank_batch):
             batch = tuple(t[idx] for t in self.tensors)
             yield self.transform(batch) if self.transform else batch
 
@@ -149,14 +169,15 @@ def fit(job: Fit) -> list[dict[str, Any]]:
     """
     start = _resume(job)
     for epoch in range(start + 1, job.epochs + 1):
+        job.train.set_epoch(epoch)
         records = {"train": _run_epoch(job, epoch, train=True)}
         if job.val is not None:
             records["val"] = _run_epoch(job, epoch, train=False)
         if job.scheduler is not None:
             job.scheduler.step()
-        if job.checkpoint_path is not None:
-            checkpoint.save(job.checkpoint_path, model=job.model, optimizer=job.optimizer, epoch=epoch,
-                            generator=job.train.generator, scheduler=job.scheduler, extra=job.checkpoint_extra)
+        if job.checkpoint_path is not None and rank_and_world()[0] == 0:  # rank 0 writes for all
+            checkpoint.save(job.checkpoint_path, model=unwrap(job.model), optimizer=job.optimizer, epoch=epoch,
+                            scheduler=job.scheduler, extra=job.checkpoint_extra)
         for callback in job.callbacks:  # may add fields to the records before they are written
             callback.on_epoch_end(epoch, records)
         for record in records.values():
@@ -169,8 +190,7 @@ def _resume(job: Fit) -> int:
     done = 0
     if job.checkpoint_path is not None and job.checkpoint_path.exists():
         state = checkpoint.load(job.checkpoint_path)
-        done = checkpoint.restore(state, model=job.model, optimizer=job.optimizer,
-                                  generator=job.train.generator, scheduler=job.scheduler)
+        done = checkpoint.restore(state, model=unwrap(job.model), optimizer=job.optimizer, scheduler=job.scheduler)
         if done < job.epochs:
             job.say(f"[{job.stage}] resuming after epoch {done} from {job.checkpoint_path}")
     job.recorder.prune_metrics(lambda r: r.get("stage") != job.stage or r.get("epoch", 0) <= done)
@@ -205,6 +225,7 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
             for name, value in {"loss": out.loss, **out.metrics}.items():
                 value = torch.as_tensor(value).detach().to("cpu", torch.float64) * n
                 sums[name] = sums[name] + value if name in sums else value
+    sums, seen = _reduce_across_ranks(sums, seen)
     elapsed = time.perf_counter() - started
     record: dict[str, Any] = {"stage": job.stage, "epoch": epoch, "phase": "train" if train else "val"}
     record.update({name: (total / max(seen, 1)).tolist() for name, total in sums.items()})
@@ -229,3 +250,30 @@ def _summary(job: Fit, epoch: int, records: dict[str, dict[str, Any]]) -> str:
             parts.append(f"{phase}_{name}={value:.4f}")
     parts.append(f"{records['train']['time_s']:.1f}s")
     return " ".join(parts)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0, 1 outside torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (checkpoints hold its plain state)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _reduce_across_ranks(sums: dict[str, torch.Tensor], seen: int) -> tuple[dict[str, torch.Tensor], int]:
+    """Sum every rank's metric totals and sample counts, so each rank logs the global means."""
+    if rank_and_world()[1] == 1:
+        return sums, seen
+    names = list(sums)  # every rank inserted the same names in the same order
+    flat = torch.cat([sums[n].flatten() for n in names] + [torch.tensor([float(seen)], dtype=torch.float64)])
+    dist.all_reduce(flat)
+    out, offset = {}, 0
+    for name in names:
+        size = sums[name].numel()
+        out[name] = flat[offset:offset + size].view_as(sums[name])
+        offset += size
+    return out, int(flat[-1].item())

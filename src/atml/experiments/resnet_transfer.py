@@ -1,0 +1,153 @@
+"""``resnet.transfer``: {pretrained, random init} x {head only, last block + head, full fine-tuning}.
+
+Every cell trains on the same data, seed and schedule and reports, besides its curves
+and accuracies, what it cost: trainable parameters, wall time, training images/s and
+peak memory, so the trade-off between compute and accuracy is a table. Head-only cells
+use the feature cache; cells that train backbone blocks use random-crop (and flip)
+augmentation. Under ``torchrun`` every cell trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+from atml import runtime
+from atml.errors import UsageError
+from atml.experiments import resnet_common as common
+from atml.models import resnet
+from atml.registry import Experiment
+from atml.report import plots
+from atml.runner import RunContext
+
+INITS = ("pretrained", "random")
+REGIMES = {"head": (), "last": ("body.layer4",), "full": ("body",)}
+REGIME_NAMES = {"head": "head only", "last": "last block + head", "full": "full fine-tuning"}
+ALL_CELLS = tuple(f"{i}:{r}" for i in INITS for r in REGIMES)
+
+
+@dataclasses.dataclass
+class Config(common.ResNetConfig):
+    resolution: int = 224
+    cells: tuple[str, ...] = ALL_CELLS
+    """Which cells of the grid to run, as init:regime (init: pretrained|random; regime: head|last|full)."""
+    augment: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        bad = [c for c in self.cells if c not in ALL_CELLS]
+        if bad or not self.cells:
+            raise UsageError(f"cells={list(self.cells)} is not valid; choose from {', '.join(ALL_CELLS)}")
+        if self.weights == "random":
+            raise UsageError("resnet.transfer compares pretrained with random weights: set weights to a pretrained "
+                             "source (imagenet, pretrain-digits or a file)")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"data": "generated-cifar10", "arch": "resnet18", "weights": "pretrained-file", "resolution": 32,
+              "epochs": 2, "batch_size": 32},
+    "demo": {"data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolution": 32,
+             "epochs": 5, "batch_size": 64, "lr": 3e-3, "hflip": False},
+    "full": {"epochs": 10},
+}
+
+
+def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+    data = common.load_data(cfg, ctx)
+    pretrained = load_pretrained(cfg, ctx, len(data.train.classes))
+    random_init = resnet.build(cfg.arch, len(data.train.classes), "random", offline=True)
+    ctx.record_source("random_weights", dataclasses.asdict(random_init.weights))
+    stages, cells = {}, []
+    for cell in cfg.cells:
+        init, regime = cell.split(":")
+        backbone = pretrained if init == "pretrained" else random_init
+        stage = cell.replace(":", "_")
+        runtime.reset_peak_memory(ctx.device)
+        model = copy.deepcopy(backbone.model).to(ctx.device)
+        if regime == "head":
+            resnet.freeze(model)
+            rows, out = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage, ddp=True)
+            seconds = out[f"head_time_s_{cfg.resolution}"] + out.get(f"feature_time_s_{cfg.resolution}", 0.0)
+        else:
+            rows, out = common.train_blocks(cfg, ctx, model, backbone, data, cfg.resolution, stage,
+                                            trainable=REGIMES[regime], ddp=True)
+            seconds = out[f"train_time_s_{cfg.resolution}"]
+        stages[stage] = rows
+        cells.append({"cell": cell, "init": init, "regime": regime, "stage": stage,
+                      "val_acc": out[f"val_acc_{cfg.resolution}"], "best_val_acc": out[f"best_val_acc_{cfg.resolution}"],
+                      "trainable_params": resnet.trainable_parameters(model), "time_s": seconds,
+                      "images_per_s": len(data.train) * cfg.epochs / max(seconds, 1e-9),
+                      "peak_memory_mb": runtime.peak_memory_mb(ctx.device)})
+    metrics = {f"{k}_{c['stage']}": c[k] for c in cells
+               for k in ("val_acc", "best_val_acc", "trainable_params", "time_s", "images_per_s", "peak_memory_mb")}
+    figures = ctx.save_figure(plots.training_curves(stages, title="transfer grid"), "curves")
+    figures += ctx.save_figure(compute_figure(cells), "accuracy_vs_compute")
+    world = common.rank_and_world()[1]
+    return {"metrics": metrics, "figures": figures, "tables": [table(cells)], "cells": cells,
+            "notes": [f"{cfg.arch} at {cfg.resolution} px, {cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr:g} "
+                      f"(backbone blocks x{cfg.backbone_lr_scale:g}); augmentation for trained blocks: "
+                      f"{'random crop' + (' + flip' if cfg.hflip else '') if cfg.augment else 'none'}; head-only "
+                      f"cells train on cached features. Peak memory: {'CUDA max allocated' if ctx.device.type == 'cuda' else 'process peak RSS (reset per cell)'}; "
+                      f"{world} process(es)."]}
+
+
+def load_pretrained(cfg: Config, ctx: RunContext, num_classes: int) -> resnet.Backbone:
+    """The pretrained backbone; the smoke preset saves random torchvision weights to a file and
+    loads them back through the local-file path, since no real weights exist offline."""
+    if cfg.weights == "pretrained-file":
+        import torch
+
+        path = ctx.scratch("weights") / f"{cfg.arch}-random-as-pretrained.pth"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1)
+            torch.save(resnet.build(cfg.arch, 1000, "random", offline=True).model.body.state_dict(), path)
+        cfg = dataclasses.replace(cfg, weights=str(path))
+    return common.load_backbone(cfg, ctx, num_classes)
+
+
+def table(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"title": "Transfer grid: accuracy and what it cost",
+            "columns": ["init", "trained", "final val acc", "best val acc", "trainable params", "wall s", "train img/s",
+                        "peak MB"],
+            "rows": [[c["init"], REGIME_NAMES[c["regime"]], c["val_acc"], c["best_val_acc"], c["trainable_params"],
+                      c["time_s"], c["images_per_s"], c["peak_memory_mb"]] for c in cells]}
+
+
+@plots.styled
+def compute_figure(cells: list[dict[str, Any]]) -> Any:
+    fig, axes = plots.figure(1, width=1.0, height=2.6)
+    ax = axes[0][0]
+    markers = {"head": "o", "last": "s", "full": "^"}
+    for c in cells:
+        ax.scatter(c["time_s"], c["best_val_acc"], marker=markers[c["regime"]],
+                   color="C0" if c["init"] == "pretrained" else "C3", label=f"{c['init']}, {REGIME_NAMES[c['regime']]}")
+    ax.set_xscale("log")
+    ax.set_xlabel("wall time (s, log)")
+    ax.set_ylabel("best validation accuracy")
+    ax.legend(frameon=False, fontsize=5)
+    fig.tight_layout()
+    return fig
+
+
+def discuss(results: dict[str, Any]) -> list[str]:
+    cells = {c["cell"]: c for c in results["cells"]}
+    text = []
+    for regime in REGIMES:
+        p, r = cells.get(f"pretrained:{regime}"), cells.get(f"random:{regime}")
+        if p and r:
+            text.append(f"{REGIME_NAMES[regime].capitalize()}: pretrained {p['best_val_acc']:.3f} vs random init "
+                        f"{r['best_val_acc']:.3f} best validation accuracy ({p['best_val_acc'] - r['best_val_acc']:+.3f}).")
+    ranked = sorted(results["cells"], key=lambda c: c["best_val_acc"] / max(c["time_s"], 1e-9), reverse=True)
+    best = max(results["cells"], key=lambda c: c["best_val_acc"])
+    text.append(f"Most accurate: {best['cell']} ({best['best_val_acc']:.3f}, {best['time_s']:.1f} s, "
+                f"{best['trainable_params']:,} trainable parameters). Most accuracy per second: {ranked[0]['cell']} "
+                f"({ranked[0]['best_val_acc']:.3f} in {ranked[0]['time_s']:.1f} s).")
+    return text
+
+
+EXPERIMENTS = (
+    Experiment("resnet.transfer", "ResNet transfer grid: pretrained vs random x head / last block / full fine-tuning",
+               Config, PRESETS, run, discuss=discuss),
+)
