@@ -7,15 +7,14 @@ diagnostics; they differ only in which training variants they run and what they 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from atml import runtime
 from atml.analysis import latent
+from atml.experiments import grayscale
 from atml.config import RunConfig
-from atml.data import ImageDataset, digits, fashion_mnist
+from atml.data import ImageDataset
 from atml.errors import UsageError
 from atml.models import vae as vae_model
 from atml.registry import Experiment
@@ -24,7 +23,7 @@ from atml.runner import RunContext
 from atml.train.loop import Batches, Fit, fit
 from atml.train.vae_recipe import Variant, VAEStep
 
-DATA = ("fashion-mnist", "digits", "generated-fashion-mnist")
+DATA = grayscale.DATA
 
 
 @dataclasses.dataclass
@@ -90,25 +89,6 @@ class Trained:
     model: vae_model.VAE
     rows: list[dict[str, Any]]
     diag: dict[str, Any]
-
-
-def load_data(cfg: Config, ctx: RunContext) -> ImageDataset:
-    if cfg.data == "fashion-mnist":
-        root = Path(cfg.data_dir) if cfg.data_dir else runtime.cache_dir() / "data"
-        data = fashion_mnist.load(root, offline=ctx.offline)
-    elif cfg.data == "generated-fashion-mnist":
-        data = fashion_mnist.load_generated(fashion_mnist.write_idx(ctx.scratch("data"), seed=cfg.seed))
-    else:
-        data = digits.load(tuple(range(10)), val_fraction=0.2, seed=cfg.seed)
-        data.train, data.val = data.train.resized(28), data.val.resized(28)
-        data.source += "; bilinearly upsampled from 8x8 to 28x28"
-    data.train = data.train.subset(cfg.train_limit, seed=cfg.seed)
-    data.val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
-    ctx.record_source("data", {"name": data.name, "source": data.source, "train": len(data.train),
-                               "val": len(data.val), "classes": data.train.classes})
-    ctx.record_source("weights", {"spec": "random", "description": "trained from scratch (random init)",
-                                  "pretrained": False})
-    return data
 
 
 def baseline(cfg: Config) -> Variant:
@@ -298,7 +278,7 @@ def _slug(name: str) -> str:
 
 # -- vae.train --------------------------------------------------------------------------
 def run_train(cfg: Config, ctx: RunContext) -> dict[str, Any]:
-    data = load_data(cfg, ctx)
+    data = grayscale.load_data(cfg, ctx)
     trained = train_variant(cfg, ctx, data, baseline(cfg), "baseline")
     model, rows = trained.model, trained.rows
     test = data.val.images[:10]
@@ -342,7 +322,7 @@ def discuss_train(results: dict[str, Any]) -> list[str]:
 
 # -- vae.collapse -----------------------------------------------------------------------
 def run_collapse(cfg: Config, ctx: RunContext) -> dict[str, Any]:
-    data = load_data(cfg, ctx)
+    data = grayscale.load_data(cfg, ctx)
     contrast = mitigation_variants(cfg)[0]
     runs = [train_variant(cfg, ctx, data, baseline(cfg), "baseline"),
             train_variant(cfg, ctx, data, contrast, "kl_heavy")]
@@ -396,7 +376,7 @@ def discuss_collapse(results: dict[str, Any]) -> list[str]:
 
 # -- vae.mitigate -----------------------------------------------------------------------
 def run_mitigate(cfg: Config, ctx: RunContext) -> dict[str, Any]:
-    data = load_data(cfg, ctx)
+    data = grayscale.load_data(cfg, ctx)
     runs = [train_variant(cfg, ctx, data, baseline(cfg), "baseline")]
     runs += [train_variant(cfg, ctx, data, v, _slug(v.name)) for v in mitigation_variants(cfg)]
     figures = ctx.save_figure(mitigation_bars(runs), "mitigations")

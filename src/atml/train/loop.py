@@ -28,6 +28,7 @@ from atml.errors import DivergedError
 from atml.train import checkpoint
 
 Batch = tuple[torch.Tensor, ...]
+SUMMARY_METRICS = 3  # loss and the first two metrics a step reports, per phase, in the epoch line
 
 
 @dataclasses.dataclass
@@ -40,6 +41,9 @@ class StepOutput:
 
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor]
+    optimized: bool = False
+    """True when the step already updated the weights itself (e.g. a GAN's two alternating
+    updates); the loop then only logs."""
 
 
 StepFn = Callable[[torch.nn.Module, Batch], StepOutput]
@@ -175,11 +179,11 @@ def fit(job: Fit) -> list[dict[str, Any]]:
             records["val"] = _run_epoch(job, epoch, train=False)
         if job.scheduler is not None:
             job.scheduler.step()
+        for callback in job.callbacks:  # may add fields to records, or raise to reject this epoch
+            callback.on_epoch_end(epoch, records)
         if job.checkpoint_path is not None and rank_and_world()[0] == 0:  # rank 0 writes for all
             checkpoint.save(job.checkpoint_path, model=unwrap(job.model), optimizer=job.optimizer, epoch=epoch,
                             scheduler=job.scheduler, extra=job.checkpoint_extra)
-        for callback in job.callbacks:  # may add fields to the records before they are written
-            callback.on_epoch_end(epoch, records)
         for record in records.values():
             job.recorder.log_metrics(record)
         job.say(_summary(job, epoch, records))
@@ -214,7 +218,7 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
             with job.autocast() if job.autocast else contextlib.nullcontext():
                 out = job.step(job.model, batch)
             _check_finite(out.loss, job, epoch, step_index)
-            if train:
+            if train and not out.optimized:
                 job.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 for callback in job.callbacks:
@@ -244,10 +248,9 @@ def _check_finite(loss: torch.Tensor, job: Fit, epoch: int, step: int) -> None:
 def _summary(job: Fit, epoch: int, records: dict[str, dict[str, Any]]) -> str:
     parts = [f"[{job.stage}] epoch {epoch}/{job.epochs}"]
     for phase, record in records.items():
-        for name, value in record.items():
-            if name in ("stage", "epoch", "phase", "time_s", "images_per_s") or not isinstance(value, float):
-                continue
-            parts.append(f"{phase}_{name}={value:.4f}")
+        scalars = [(k, v) for k, v in record.items()
+                   if k not in ("stage", "epoch", "phase", "time_s", "images_per_s") and isinstance(v, float)]
+        parts += [f"{phase}_{name}={value:.4f}" for name, value in scalars[:SUMMARY_METRICS]]
     parts.append(f"{records['train']['time_s']:.1f}s")
     return " ".join(parts)
 
