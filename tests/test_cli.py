@@ -112,12 +112,13 @@ def test_bench_command_prints_both_paths_and_the_ratio(capsys):
 
 @pytest.mark.slow
 def test_demo_runs_every_experiment_and_ends_with_the_report_path(tmp_path, capsys):
+    """The whole suite through ``atml demo`` (at the smoke preset: the demo preset takes minutes)."""
     from atml.experiments import registry
 
-    assert run_cli("demo", "--out", str(tmp_path / "demo")) == 0
+    assert run_cli("demo", "--preset", "smoke", "--out", str(tmp_path / "demo")) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == str(tmp_path / "demo" / "report" / "report.html")
     runs = sorted((tmp_path / "demo" / "runs").iterdir())
     assert sorted(json.loads((r / "results.json").read_text())["experiment"] for r in runs) == sorted(registry().names())
-    assert all(json.loads((r / "results.json").read_text())["preset"] == "demo" for r in runs)
+    assert all(json.loads((r / "results.json").read_text())["preset"] == "smoke" for r in runs)
     assert run_cli("demo", "--out", str(tmp_path / "demo")) == 2  # never into a used folder

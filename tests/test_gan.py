@@ -83,3 +83,44 @@ def test_diverging_run_is_reported_and_keeps_the_last_good_checkpoint(tmp_path, 
     assert "won outright" in capsys.readouterr().err
     kept = torch.load(run / "checkpoints" / "gan.pt", weights_only=True)
     assert 1 <= kept["epoch"] < 12
+
+
+def _random_inception_file(tmp_path):
+    """torch-fidelity's Inception-v3 architecture with random weights, saved under the published naming
+    scheme (name-<sha256 prefix>.pth) so the production path verifies and loads it."""
+    from unittest import mock
+
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    from atml.data.integrity import sha256sum
+
+    with mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
+            mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}):
+        state = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
+    path = tmp_path / "inception.pth"
+    torch.save(state, path)
+    named = tmp_path / f"weights-inception-random-{sha256sum(path)[:8]}.pth"
+    path.rename(named)
+    return named
+
+
+def test_inception_fid_kid_through_verified_local_weights(tmp_path):
+    weights = _random_inception_file(tmp_path)
+    out = tmp_path / "runs"
+    assert cli.main(["run", "gan.dcgan", "--preset", "smoke", "--set", "eval_samples=16", "--set",
+                     f"inception={weights}", "--out", str(out)]) == 0
+    (run,) = list(out.iterdir())
+    results = json.loads((run / "results.json").read_text())
+    m = results["metrics"]
+    assert m["inception_fid"] >= 0 and "inception_kid" in m and "inception_kid_std" in m
+    assert results["sources"]["inception_weights"]["file"] == str(weights)
+    assert any("inception-v3-compat" in n and "16 generated" in n for n in results["notes"])
+
+
+def test_inception_is_skipped_offline_without_weights(tmp_path):
+    assert cli.main(["run", "gan.dcgan", "--preset", "smoke", "--set", "inception=auto", "--offline",
+                     "--out", str(tmp_path)]) == 0
+    (run,) = list(tmp_path.iterdir())
+    results = json.loads((run / "results.json").read_text())
+    assert "inception_fid" not in results["metrics"]
+    assert any("Inception FID/KID: not computed" in n for n in results["notes"])

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="every experiment at the demo preset, then one report")
     p.add_argument("--out", help="folder for the runs and the report (default: runs/demo-<time>)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--preset", default="demo", help="run the whole suite at another preset (smoke: seconds)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="atml's path vs the naive path, in one process")
@@ -121,8 +122,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} already exists and is not empty; pass another --out")
     runs = []
     for exp in registry():
-        cfg = config_lib.build(exp.config_cls, exp.presets, "demo", [f"device={args.device}"])
-        runs.append(runner.execute(exp, cfg, preset="demo", out=out / "runs").path)
+        cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, [f"device={args.device}"])
+        runs.append(runner.execute(exp, cfg, preset=args.preset, out=out / "runs").path)
     page = build.write_report(runs, out / "report", registry())
     print(page)
     return 0

@@ -93,13 +93,14 @@ def torchvision_state_dict(weights: Any, *, offline: bool) -> tuple[dict[str, to
                 f"{label} is not in the torch hub cache ({path}) and offline mode forbids downloading. "
                 f"Fetch {weights.url} on a machine with internet and put it at {path}, or pass "
                 f"--weights /path/to/{filename}.")
-        _download(weights.url, path, label)
+        download(weights.url, path, label)
     state, info = read_state_dict(path)
     info.description = f"{label} ({path.name}, SHA-256 prefix verified)"
     return state, info
 
 
-def _download(url: str, path: Path, label: str) -> None:
+def download(url: str, path: Path, label: str) -> None:
+    """Fetch ``url`` to ``path`` (temp file + rename, by torch.hub), checking the hash in its name."""
     match = HASH_IN_NAME.search(path.name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
