@@ -44,6 +44,20 @@ class RunConfig:
             raise UsageError(f"seed={self.seed} is not valid; use an integer >= 0")
 
 
+def require_positive(cfg: Any, *names: str) -> None:
+    """Raise UsageError naming the first of ``names`` that is not an integer >= 1."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise UsageError(f"{name}={getattr(cfg, name)} is not valid; use an integer >= 1")
+
+
+def require_unit_interval(cfg: Any, *names: str) -> None:
+    """Raise UsageError naming the first of ``names`` outside [0, 1]."""
+    for name in names:
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise UsageError(f"{name}={getattr(cfg, name)} is not valid; use a number in [0, 1]")
+
+
 def field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 

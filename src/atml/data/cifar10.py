@@ -41,7 +41,9 @@ def load(root: str | Path, *, offline: bool) -> ImageDataset:
     root = Path(root)
     folder = _folder(root)
     if not all((folder / name).is_file() for name in MD5) and not offline:
-        _download(root)
+        from torchvision.datasets import CIFAR10
+
+        integrity.torchvision_download(CIFAR10, root, dataset="CIFAR-10", how_to_get=HOW_TO_GET)
         folder = _folder(root)
     integrity.verify_files(folder, MD5, dataset="CIFAR-10", how_to_get=HOW_TO_GET)
     return _read(folder, source=f"CIFAR-10 official batches at {folder} (MD5 verified)")
@@ -57,15 +59,6 @@ def load_generated(root: str | Path) -> ImageDataset:
 
 def _folder(root: Path) -> Path:
     return root if root.name == FOLDER else root / FOLDER
-
-
-def _download(root: Path) -> None:
-    from torchvision.datasets import CIFAR10
-
-    try:
-        CIFAR10(str(root), train=True, download=True)
-    except Exception as err:  # network errors come in many types
-        raise DataError(f"CIFAR-10 is not in {root / FOLDER} and downloading it failed ({err}). {HOW_TO_GET}") from err
 
 
 def _read(folder: Path, source: str) -> ImageDataset:

@@ -33,7 +33,9 @@ def load(root: str | Path, *, offline: bool) -> ImageDataset:
     root = Path(root)
     folder = _folder(root)
     if not all((folder / name).is_file() for name in MD5) and not offline:
-        _download(root)
+        from torchvision.datasets import FashionMNIST
+
+        integrity.torchvision_download(FashionMNIST, root, dataset="FashionMNIST", how_to_get=HOW_TO_GET)
         folder = _folder(root)
     integrity.verify_files(folder, MD5, dataset="FashionMNIST", how_to_get=HOW_TO_GET)
     return _read(folder, f"FashionMNIST official IDX files at {folder} (MD5 verified)")
@@ -50,15 +52,6 @@ def load_generated(root: str | Path) -> ImageDataset:
 def _folder(root: Path) -> Path:
     nested = root / "FashionMNIST" / "raw"
     return nested if nested.is_dir() or not (root / next(iter(MD5))).exists() else root
-
-
-def _download(root: Path) -> None:
-    from torchvision.datasets import FashionMNIST
-
-    try:
-        FashionMNIST(str(root), train=True, download=True)
-    except Exception as err:  # network errors come in many types
-        raise DataError(f"FashionMNIST is not in {root} and downloading it failed ({err}). {HOW_TO_GET}") from err
 
 
 def _read(folder: Path, source: str) -> ImageDataset:

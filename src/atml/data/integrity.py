@@ -57,3 +57,11 @@ def read_manifest(folder: Path) -> dict[str, str]:
     if data.get("generated_by") != "atml":
         raise DataError(f"{path} was not written by atml")
     return dict(data["md5"])
+
+
+def torchvision_download(dataset_cls: type, root: Path, *, dataset: str, how_to_get: str) -> None:
+    """Let torchvision download (and MD5-check) ``dataset_cls`` into ``root``; errors name the fix."""
+    try:
+        dataset_cls(str(root), train=True, download=True)
+    except Exception as err:  # network errors come in many types
+        raise DataError(f"{dataset} is not in {root} and downloading it failed ({err}). {how_to_get}") from err

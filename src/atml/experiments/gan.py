@@ -17,7 +17,7 @@ import torch
 
 from atml.analysis import generative, inception
 from atml.data.integrity import sha256sum
-from atml.config import RunConfig
+from atml.config import RunConfig, require_positive
 from atml.errors import UsageError
 from atml.experiments import grayscale
 from atml.models.classifier import SmallCNN, uint8_to_unit
@@ -62,10 +62,8 @@ class Config(RunConfig):
             raise UsageError(f"data={self.data!r} is not valid; choose one of {', '.join(grayscale.DATA)}")
         if self.weights != "random":
             raise UsageError("gan.dcgan trains from scratch: use weights=random")
-        for name in ("epochs", "batch_size", "latent_dim", "width", "sample_every", "eval_samples",
-                     "classifier_epochs"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name}={getattr(self, name)} is not valid; use an integer >= 1")
+        require_positive(self, "epochs", "batch_size", "latent_dim", "width", "sample_every", "eval_samples",
+                         "classifier_epochs")
         if not self.lr > 0 or not 0 <= self.beta1 < 1 or not 0 < self.d_win_threshold < 0.5 or self.g_lr_scale < 0:
             raise UsageError("lr must be > 0, beta1 in [0, 1), g_lr_scale >= 0 and d_win_threshold in (0, 0.5)")
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from atml import runtime
-from atml.config import RunConfig
+from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, cifar10, digits
 from atml.errors import UsageError
 from atml.models import resnet
@@ -70,9 +70,7 @@ class ResNetConfig(RunConfig):
             raise UsageError(f"data={self.data!r} is not valid; choose one of {', '.join(DATA)}")
         if self.arch not in resnet.ARCHS:
             raise UsageError(f"arch={self.arch!r} is not valid; choose one of {', '.join(resnet.ARCHS)}")
-        for name in ("epochs", "batch_size", "pretrain_epochs"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name}={getattr(self, name)} is not valid; use an integer >= 1")
+        require_positive(self, "epochs", "batch_size", "pretrain_epochs")
         if not self.lr > 0 or self.weight_decay < 0 or not self.backbone_lr_scale > 0:
             raise UsageError("lr and backbone_lr_scale must be > 0 and weight_decay >= 0")
         if self.train_limit < 0 or self.val_limit < 0:

@@ -13,7 +13,7 @@ import torch
 
 from atml.analysis import latent
 from atml.experiments import grayscale
-from atml.config import RunConfig
+from atml.config import RunConfig, require_positive, require_unit_interval
 from atml.data import ImageDataset
 from atml.errors import UsageError
 from atml.models import vae as vae_model
@@ -61,12 +61,8 @@ class Config(RunConfig):
             raise UsageError(f"data={self.data!r} is not valid; choose one of {', '.join(DATA)}")
         if self.weights != "random":
             raise UsageError("the VAE experiments train from scratch: use weights=random")
-        for name in ("latent_dim", "hidden", "epochs", "batch_size", "cycles", "diag_samples"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name}={getattr(self, name)} is not valid; use an integer >= 1")
-        for name in ("warmup_fraction", "aggressive_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise UsageError(f"{name}={getattr(self, name)} is not valid; use a number in [0, 1]")
+        require_positive(self, "latent_dim", "hidden", "epochs", "batch_size", "cycles", "diag_samples")
+        require_unit_interval(self, "warmup_fraction", "aggressive_fraction")
         if not self.lr > 0 or self.kl_weight < 0 or self.contrast_kl_weight < 0 or self.free_bits < 0:
             raise UsageError("lr must be > 0; kl_weight, contrast_kl_weight and free_bits must be >= 0")
         if self.aggressive_steps < 0 or self.train_limit < 0 or self.val_limit < 0:
