@@ -1,7 +1,7 @@
 """Inception FID and KID through torch-fidelity, with weights that are verified before use.
 
-torch-fidelity's extractor would read a local weights file with ``torch.load(...,
-weights_only=False)``; atml instead reads the file itself (``weights_only=True``, SHA-256
+torch-fidelity's extractor would unpickle a local weights file with ``weights_only=False``
+(code in the file could run); atml instead reads the file itself (``weights_only=True``, SHA-256
 prefix from the published file name checked) and hands the tensors to the extractor.
 When the weights are neither cached nor downloadable (offline), the metrics are skipped
 and the run says so: they are never computed with other weights.
