@@ -92,3 +92,38 @@ def test_report_of_a_missing_or_unfinished_run(tmp_path, capsys):
     (tmp_path / "half" / "config.yaml").write_text("experiment: resnet.head\n")
     assert cli.main(["report", str(tmp_path / "half"), "--out", str(tmp_path / "r2")]) == 3
     assert "results.json is missing" in capsys.readouterr().err
+
+
+def test_seeds_are_grouped_with_mean_spread_and_n(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert cli.main(["run", "vae.train", "--preset", "smoke", "--seeds", "2", "--tensorboard", "--out", str(out)]) == 0
+    runs = sorted(out.iterdir())
+    assert capsys.readouterr().out.strip().splitlines()[-2:] == [str(r) for r in runs]
+    assert [json.loads((r / "results.json").read_text())["seed"] for r in runs] == [0, 1]
+    assert cli.main(["report", *map(str, runs), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.count("## vae.train (smoke preset)") == 1 and "seeds 0, 1 (n = 2)" in md
+    row = next(line for line in md.splitlines() if line.startswith("| val_loss |"))
+    mean, std, n = (cell.strip() for cell in row.split("|")[2:5])
+    values = [json.loads((r / "results.json").read_text())["metrics"]["val_loss"] for r in runs]
+    assert float(mean) == pytest.approx(sum(values) / 2, rel=1e-3) and n == "2" and float(std) > 0
+    assert "mean of 2 seeds" in md
+    assert "mean and standard deviation over 2 seeds" in (tmp_path / "rep" / "tables.tex").read_text()
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "Spread over 2 seeds" in html and "Variational autoencoder" in html
+
+
+def test_tensorboard_event_files_hold_the_curves(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert cli.main(["run", "vae.train", "--preset", "smoke", "--tensorboard", "--out", str(tmp_path)]) == 0
+    (run,) = list(tmp_path.iterdir())
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert "baseline/val/loss" in events.Tags()["scalars"]
+    assert [e.step for e in events.Scalars("baseline/val/loss")] == [1, 2]
+
+
+def test_bad_seed_count_is_refused(tmp_path, capsys):
+    assert cli.main(["run", "vae.train", "--preset", "smoke", "--seeds", "0", "--out", str(tmp_path)]) == 2
+    assert "--seeds 0 is not valid" in capsys.readouterr().err

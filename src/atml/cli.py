@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="an experiment name from 'atml list'")
     _run_options(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    _repeat_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="one report from one or many run folders")
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the runs and the report (default: runs/demo-<time>)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--preset", default="demo", help="run the whole suite at another preset (smoke: seconds)")
+    _repeat_options(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="atml's path vs the naive path, in one process")
@@ -67,6 +70,19 @@ def _run_options(p: argparse.ArgumentParser, default_preset: str = "full") -> No
     p.add_argument("--device", help="auto | cpu | cuda | mps")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--offline", action="store_true", help="never use the network")
+
+
+def _repeat_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="repeat with N consecutive seeds; the report shows mean, spread and n")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
+
+
+def _seeded(cfg: object, seeds: int) -> list[object]:
+    """``seeds`` copies of ``cfg`` with consecutive seeds from its own."""
+    if seeds < 1:
+        raise UsageError(f"--seeds {seeds} is not valid; use an integer >= 1")
+    return [dataclasses.replace(cfg, seed=cfg.seed + i) for i in range(seeds)]
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -94,13 +110,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         exp, cfg, preset = runner.load_for_resume(reg.get, args.resume)
         if exp.name != args.experiment:
             raise UsageError(f"{args.resume} is a run of {exp.name}, not {args.experiment}")
-        run = runner.execute(exp, cfg, preset=preset, resume=args.resume)
+        runs = [runner.execute(exp, cfg, preset=preset, resume=args.resume, tensorboard=args.tensorboard)]
     else:
         exp = reg.get(args.experiment)
         cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, _overrides(args))
-        run = runner.execute(exp, cfg, preset=args.preset, out=args.out)
+        runs = [runner.execute(exp, c, preset=args.preset, out=args.out, tensorboard=args.tensorboard)
+                for c in _seeded(cfg, args.seeds)]
     if rank_and_world()[0] == 0:
-        print(run.path)
+        print("\n".join(str(run.path) for run in runs))
     return 0
 
 
@@ -123,7 +140,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runs = []
     for exp in registry():
         cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, [f"device={args.device}"])
-        runs.append(runner.execute(exp, cfg, preset=args.preset, out=out / "runs").path)
+        runs += [runner.execute(exp, c, preset=args.preset, out=out / "runs", tensorboard=args.tensorboard).path
+                 for c in _seeded(cfg, args.seeds)]
     page = build.write_report(runs, out / "report", registry())
     print(page)
     return 0

@@ -26,13 +26,14 @@ from typing import Any
 import yaml
 
 from atml import storage
-from atml.errors import RunDirError
+from atml.errors import RunDirError, UsageError
 
 
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._tensorboard: Any = None
 
     # -- creation -----------------------------------------------------------------
     @classmethod
@@ -114,11 +115,33 @@ class RunDir:
         return _read_json(self.path / "results.json")
 
     def log_metrics(self, record: dict[str, Any]) -> None:
-        """Append one JSON line and flush it to disk before returning."""
+        """Append one JSON line and flush it to disk before returning (and to TensorBoard if on)."""
         with open(self.metrics_path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        if self._tensorboard is not None:
+            self._write_scalars(record)
+
+    def enable_tensorboard(self) -> None:
+        """Also write every scalar metric as TensorBoard events under ``<run>/tensorboard``."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise UsageError("--tensorboard needs the tensorboard package: pip install 'atml[tensorboard]'") from err
+        self._tensorboard = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+
+    def close_tensorboard(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+
+    def _write_scalars(self, record: dict[str, Any]) -> None:
+        prefix = f"{record.get('stage', 'main')}/{record.get('phase', 'train')}"
+        for name, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "epoch":
+                self._tensorboard.add_scalar(f"{prefix}/{name}", value, global_step=record.get("epoch", 0))
+        self._tensorboard.flush()
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():

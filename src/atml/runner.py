@@ -69,7 +69,7 @@ class RunContext:
 
 def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = None,
             resume: str | Path | None = None, progress: bool | None = None,
-            say: Callable[[str], None] = print) -> RunDir:
+            say: Callable[[str], None] = print, tensorboard: bool = False) -> RunDir:
     """Create (or reopen with ``resume``) the run folder, run the experiment, write results."""
     device = runtime.select_device(cfg.device)
     ranks = runtime.init_distributed()
@@ -77,6 +77,8 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
     is_main = ranks is None or ranks.rank == 0
     say = say if is_main else (lambda _message: None)
     try:
+        if tensorboard and is_main:
+            run.enable_tensorboard()
         if not resume:
             run.write_config({"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)})
             run.write_env(runtime.environment(device, cfg.seed))
@@ -101,6 +103,7 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
         say(f"atml: results in {run.path / 'results.json'}")
         return run
     finally:
+        run.close_tensorboard()
         run.unlock()
 
 

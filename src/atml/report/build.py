@@ -9,18 +9,25 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import json
 import shutil
 import time
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 
-from atml import storage
+from atml import references, storage
 from atml.errors import RunDirError, UsageError
 from atml.registry import Registry
 from atml.run_dir import RunDir
+
+
+FAMILIES = {"resnet": "ResNet internals (CIFAR-10)", "vit": "Vision Transformer internals",
+            "vae": "Variational autoencoder (FashionMNIST)", "clip": "CLIP and the modality gap", "gan": "GAN"}
 
 
 @dataclasses.dataclass
@@ -36,20 +43,70 @@ class RunView:
     figures: list[dict[str, str]]
 
 
+@dataclasses.dataclass
+class Group:
+    """Runs of one experiment, preset and config that differ only in their seed."""
+
+    views: list[RunView]
+    spread: list[dict[str, Any]]
+    """Per metric: mean, sample std, n, min, max over the seeds (empty for a single run)."""
+    references: list[dict[str, Any]]
+    """The published figures compared with the mean over seeds (with one run: that run's)."""
+
+    @property
+    def first(self) -> RunView:
+        return self.views[0]
+
+    @property
+    def seeds(self) -> list[Any]:
+        return [v.results.get("seed") for v in self.views]
+
+
 def write_report(run_paths: Sequence[Path], out: Path, reg: Registry) -> Path:
     """Render the runs into ``out``; returns the path of ``report.html``."""
     if out.exists() and (out / "report.html").exists():
         raise UsageError(f"{out} already holds a report; pass another --out")
     views = [_load(Path(p), i, reg) for i, p in enumerate(run_paths)]
+    groups = group_by_seed(views)
     out.mkdir(parents=True, exist_ok=True)
     for view in views:
         _copy_figures(view, out)
-    context = {"views": views, "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "fmt": fmt}
+    context = {"views": views, "groups": groups, "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "fmt": fmt,
+               "families": FAMILIES}
     env = _jinja()
     storage.write_text(out / "report.md", env.get_template("report.md.j2").render(**context))
     storage.write_text(out / "tables.tex", env.get_template("tables.tex.j2").render(**context))
     storage.write_text(out / "report.html", env.get_template("report.html.j2").render(**context))
     return out / "report.html"
+
+
+def group_by_seed(views: list[RunView]) -> list[Group]:
+    """Gather runs whose config is the same but for the seed, in first-seen order."""
+    buckets: dict[str, list[RunView]] = {}
+    for view in views:
+        config = {k: v for k, v in view.config.items() if k != "seed"}
+        ok = view.results.get("status") == "ok"
+        key = json.dumps(config, sort_keys=True, default=str) + ("" if ok else f"#failed-{view.slug}")
+        buckets.setdefault(key, []).append(view)
+    return [_group(sorted(b, key=lambda v: v.results.get("seed", 0))) for b in buckets.values()]
+
+
+def _group(views: list[RunView]) -> Group:
+    first = views[0]
+    if len(views) == 1:
+        return Group(views, [], first.results.get("references", []))
+    names = [k for k, v in first.results["metrics"].items()
+             if isinstance(v, (int, float)) and all(k in w.results["metrics"] for w in views)]
+    spread = []
+    for name in names:
+        values = np.array([float(w.results["metrics"][name]) for w in views])
+        spread.append({"metric": name, "mean": float(values.mean()), "std": float(values.std(ddof=1)),
+                       "n": len(values), "min": float(values.min()), "max": float(values.max())})
+    means = {"preset": first.results["preset"], "metrics": {row["metric"]: row["mean"] for row in spread}}
+    cfg = types.SimpleNamespace(**first.config)
+    refs = [{**ref, "reason": f"mean of {len(views)} seeds; {ref['reason']}"}
+            for ref in references.compare_all(first.results["experiment"], means, cfg)]
+    return Group(views, spread, refs)
 
 
 def _load(path: Path, index: int, reg: Registry) -> RunView:
