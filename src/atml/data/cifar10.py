@@ -46,7 +46,7 @@ def load(root: str | Path, *, offline: bool) -> ImageDataset:
         integrity.torchvision_download(CIFAR10, root, dataset="CIFAR-10", how_to_get=HOW_TO_GET)
         folder = _folder(root)
     integrity.verify_files(folder, MD5, dataset="CIFAR-10", how_to_get=HOW_TO_GET)
-    return _read(folder, source=f"CIFAR-10 official batches at {folder} (MD5 verified)")
+    return _read(folder, "cifar10", f"CIFAR-10 official batches at {folder} (MD5 verified)")
 
 
 def load_generated(root: str | Path) -> ImageDataset:
@@ -54,21 +54,21 @@ def load_generated(root: str | Path) -> ImageDataset:
     folder = _folder(Path(root))
     integrity.verify_files(folder, integrity.read_manifest(folder), dataset="CIFAR-10 (generated)",
                            how_to_get="Regenerate it with atml.data.cifar10.write_batches.")
-    return _read(folder, source=f"generated CIFAR-10-format batches at {folder} (not real CIFAR-10)")
+    return _read(folder, "generated-cifar10", f"generated CIFAR-10-format batches at {folder} (not real CIFAR-10)")
 
 
 def _folder(root: Path) -> Path:
     return root if root.name == FOLDER else root / FOLDER
 
 
-def _read(folder: Path, source: str) -> ImageDataset:
+def _read(folder: Path, name: str, source: str) -> ImageDataset:
     train = [_read_batch(folder / name) for name in TRAIN_FILES]
     images = torch.cat([t[0] for t in train])
     labels = torch.cat([t[1] for t in train])
     test_images, test_labels = _read_batch(folder / TEST_FILE)
     meta = _unpickle(folder / META_FILE)
     classes = [str(c) for c in meta["label_names"]]
-    return ImageDataset("cifar10", ImageSplit(images, labels, classes),
+    return ImageDataset(name, ImageSplit(images, labels, classes),
                         ImageSplit(test_images, test_labels, classes), source)
 
 

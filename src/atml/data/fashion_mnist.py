@@ -38,7 +38,7 @@ def load(root: str | Path, *, offline: bool) -> ImageDataset:
         integrity.torchvision_download(FashionMNIST, root, dataset="FashionMNIST", how_to_get=HOW_TO_GET)
         folder = _folder(root)
     integrity.verify_files(folder, MD5, dataset="FashionMNIST", how_to_get=HOW_TO_GET)
-    return _read(folder, f"FashionMNIST official IDX files at {folder} (MD5 verified)")
+    return _read(folder, "fashion-mnist", f"FashionMNIST official IDX files at {folder} (MD5 verified)")
 
 
 def load_generated(root: str | Path) -> ImageDataset:
@@ -46,7 +46,8 @@ def load_generated(root: str | Path) -> ImageDataset:
     folder = _folder(Path(root))
     integrity.verify_files(folder, integrity.read_manifest(folder), dataset="FashionMNIST (generated)",
                            how_to_get="Regenerate it with atml.data.fashion_mnist.write_idx.")
-    return _read(folder, f"generated FashionMNIST-format IDX files at {folder} (not real FashionMNIST)")
+    return _read(folder, "generated-fashion-mnist",
+                 f"generated FashionMNIST-format IDX files at {folder} (not real FashionMNIST)")
 
 
 def _folder(root: Path) -> Path:
@@ -54,7 +55,7 @@ def _folder(root: Path) -> Path:
     return nested if nested.is_dir() or not (root / next(iter(MD5))).exists() else root
 
 
-def _read(folder: Path, source: str) -> ImageDataset:
+def _read(folder: Path, name: str, source: str) -> ImageDataset:
     splits = []
     for prefix in ("train", "t10k"):
         images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz", IMAGES_MAGIC)
@@ -63,7 +64,7 @@ def _read(folder: Path, source: str) -> ImageDataset:
             raise DataError(f"{folder}: {prefix} has {len(images)} images but {len(labels)} labels")
         splits.append(ImageSplit(torch.from_numpy(images[:, None].copy()),
                                  torch.from_numpy(labels.astype(np.int64)), list(CLASSES)))
-    return ImageDataset("fashion-mnist", splits[0], splits[1], source)
+    return ImageDataset(name, splits[0], splits[1], source)
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:

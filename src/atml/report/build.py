@@ -26,8 +26,8 @@ from atml.registry import Registry
 from atml.run_dir import RunDir
 
 
-FAMILIES = {"resnet": "ResNet internals (CIFAR-10)", "vit": "Vision Transformer internals",
-            "vae": "Variational autoencoder (FashionMNIST)", "clip": "CLIP and the modality gap", "gan": "GAN"}
+FAMILIES = {"resnet": "ResNet internals", "vit": "Vision Transformer internals",
+            "vae": "Variational autoencoder", "clip": "CLIP and the modality gap", "gan": "Generative adversarial network"}
 
 
 @dataclasses.dataclass
