@@ -127,3 +127,28 @@ def test_tensorboard_event_files_hold_the_curves(tmp_path):
 def test_bad_seed_count_is_refused(tmp_path, capsys):
     assert cli.main(["run", "vae.train", "--preset", "smoke", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "--seeds 0 is not valid" in capsys.readouterr().err
+
+
+def test_every_reference_names_a_registered_experiment_and_a_valid_status():
+    from atml import references
+    from atml.experiments import registry
+
+    names = registry().names()
+    for ref in references.REFERENCES:
+        assert ref.experiment in names, ref
+        assert ref.status in ("checked", "recalled"), ref
+        assert ref.metric is not None or ref.tolerance is None, ref
+
+
+def test_comparison_verdicts():
+    import types
+
+    from atml import references
+
+    ref = references.Reference("resnet.head", "x", 0.5, "src", "checked", "val_acc_32", 0.05, {"preset": "full", "data": "cifar10"})
+    cfg = types.SimpleNamespace(data="cifar10")
+    within = references.compare(ref, {"preset": "full", "metrics": {"val_acc_32": 0.53}}, cfg)
+    outside = references.compare(ref, {"preset": "full", "metrics": {"val_acc_32": 0.7}}, cfg)
+    other = references.compare(ref, {"preset": "demo", "metrics": {"val_acc_32": 0.5}}, cfg)
+    assert (within["status"], outside["status"], other["status"]) == ("within", "outside", "not comparable")
+    assert "preset is 'demo', the reference used 'full'" in other["reason"]

@@ -16,7 +16,8 @@ from typing import Any
 class Reference:
     experiment: str
     what: str
-    value: float
+    value: float | None
+    """None for a qualitative finding."""
     source: str
     status: str
     """"checked" (seen in the source) or "recalled" (widely quoted; approximate)."""
@@ -56,6 +57,27 @@ REFERENCES += (
               {**_VAE_SEED, "data": "binarised MNIST"}),
     Reference("vae.collapse", "active unit threshold Cov_x(E_q[z_i]) (the rule atml applies)", 0.01,
               "Burda et al. 2016; jxhe/vae-lagging-encoder calc_au", "checked"),
+)
+
+
+_CIFAR_TRANSFER = {"preset": "full", "data": "cifar10", "arch": "resnet152", "weights": "imagenet"}
+_CIFAR_GAN = {"preset": "full", "data": "cifar10"}  # atml's GAN trains on FashionMNIST: context only
+
+REFERENCES += (
+    Reference("resnet.skip", "plain (no-skip) deep nets train worse than shallower plain nets; residual nets do not "
+              "(plain-56 > plain-20 error on CIFAR-10)", None, "He et al. 2016, Fig. 6", "recalled"),
+    Reference("resnet.transfer", "full fine-tuning of ImageNet ResNets on CIFAR-10 (about 97-98%)", 0.975,
+              "Kornblith et al. 2019, tables", "recalled", "best_val_acc_pretrained_full", None, _CIFAR_TRANSFER),
+    Reference("resnet.transfer", "ImageNet ResNet logistic-regression probe on CIFAR-10 at 224 (about 90-93%)", 0.915,
+              "Kornblith et al. 2019, tables", "recalled", "best_val_acc_pretrained_head", None, _CIFAR_TRANSFER),
+    Reference("resnet.transfer", "fixed-feature / fine-tuned transfer accuracy tracks ImageNet accuracy (r)", 0.99,
+              "Kornblith et al. 2019 (abstract; 0.96 for fine-tuning)", "checked"),
+    Reference("gan.dcgan", "Inception FID between CIFAR-10 train and test (the floor of that protocol)", 3.15,
+              "pytorch-gan-metrics README", "checked", "inception_fid", None, _CIFAR_GAN),
+    Reference("gan.dcgan", "DCGAN on CIFAR-10, Inception FID (reimplementation 1)", 41.75,
+              "w86763777/pytorch-gan-collections", "checked", "inception_fid", None, _CIFAR_GAN),
+    Reference("gan.dcgan", "DCGAN on CIFAR-10, Inception FID (reimplementation 2)", 24.85,
+              "xyfJASON/GANs-Implementations", "checked", "inception_fid", None, _CIFAR_GAN),
 )
 
 
