@@ -122,3 +122,27 @@ def test_demo_runs_every_experiment_and_ends_with_the_report_path(tmp_path, caps
     assert sorted(json.loads((r / "results.json").read_text())["experiment"] for r in runs) == sorted(registry().names())
     assert all(json.loads((r / "results.json").read_text())["preset"] == "smoke" for r in runs)
     assert run_cli("demo", "--out", str(tmp_path / "demo")) == 2  # never into a used folder
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_checkpoints_prints_the_resume_command_and_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "atml", "run", "vae.train", "--preset", "smoke", "--set", "epochs=400",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("*/checkpoints/baseline.pt")):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    (run,) = list(out.iterdir())
+    assert proc.returncode == 143 and "terminated" in stderr
+    assert f"atml run vae.train --resume {run}" in stdout
+    done = torch.load(run / "checkpoints" / "baseline.pt", weights_only=True)["epoch"]
+    assert 1 <= done < 400 and not (run / "results.json").exists()
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == sorted(epochs) and max(epochs) <= done + 1  # nothing past the epoch being interrupted

@@ -181,11 +181,13 @@ def fit(job: Fit) -> list[dict[str, Any]]:
             job.scheduler.step()
         for callback in job.callbacks:  # may add fields to records, or raise to reject this epoch
             callback.on_epoch_end(epoch, records)
+        # Records first, checkpoint second: a crash in between leaves a record past the checkpoint,
+        # which resuming prunes, never a checkpointed epoch without its record.
+        for record in records.values():
+            job.recorder.log_metrics(record)
         if job.checkpoint_path is not None and rank_and_world()[0] == 0:  # rank 0 writes for all
             checkpoint.save(job.checkpoint_path, model=unwrap(job.model), optimizer=job.optimizer, epoch=epoch,
                             scheduler=job.scheduler, extra=job.checkpoint_extra)
-        for record in records.values():
-            job.recorder.log_metrics(record)
         job.say(_summary(job, epoch, records))
     return [r for r in job.recorder.read_metrics() if r.get("stage") == job.stage]
 
