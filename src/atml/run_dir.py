@@ -109,7 +109,12 @@ class RunDir:
         return _read_json(self.path / "env.json")
 
     def write_results(self, results: dict[str, Any]) -> None:
-        storage.write_json(self.path / "results.json", results)
+        path = self.path / "results.json"
+        try:
+            storage.write_json(path, results)
+        except OSError as err:
+            raise RunDirError(f"could not write {path}: {err.strerror or err}; the previous results.json "
+                              "(if any) is intact and the checkpoints are kept") from err
 
     def read_results(self) -> dict[str, Any]:
         return _read_json(self.path / "results.json")
