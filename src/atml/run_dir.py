@@ -27,6 +27,7 @@ import yaml
 
 from atml import storage
 from atml.errors import RunDirError, UsageError
+from atml.train.loop import MemoryRecorder
 
 
 class RunDir:
@@ -181,7 +182,7 @@ class FollowerRunDir(RunDir):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self._records: list[dict[str, Any]] = []
+        self._memory = MemoryRecorder()
 
     def lock(self) -> None: ...
 
@@ -197,10 +198,10 @@ class FollowerRunDir(RunDir):
     def write_results(self, results: dict[str, Any]) -> None: ...
 
     def log_metrics(self, record: dict[str, Any]) -> None:
-        self._records.append(record)
+        self._memory.log_metrics(record)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        return list(self._records)
+        return self._memory.read_metrics()
 
     def prune_metrics(self, keep: Callable[[dict[str, Any]], bool]) -> None:
-        self._records = [r for r in self._records if keep(r)]
+        self._memory.prune_metrics(keep)

@@ -62,7 +62,7 @@ class DigitsResNet(nn.Module):
         self.fc = nn.Linear(inplanes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ResNetClassifier.run_body(self, x)
+        return self.fc(ResNetClassifier.body_features(self, x))
 
 
 def _make_layer(inplanes: int, planes: int, blocks: int, stride: int) -> tuple[nn.Sequential, int]:
@@ -112,10 +112,6 @@ class ResNetClassifier(nn.Module):
     @property
     def num_features(self) -> int:
         return self.body.fc.in_features
-
-    @staticmethod
-    def run_body(body: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return body.fc(ResNetClassifier.body_features(body, x))
 
     @staticmethod
     def body_features(body: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ FORMAT = "atml-checkpoint-1"
 
 
 def save(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-         scheduler: Any = None, extra: dict[str, Any] | None = None) -> None:
+         scheduler: Any = None) -> None:
     """Write a complete checkpoint or nothing (temp file + rename)."""
     state = {
         "format": FORMAT,
@@ -31,7 +31,6 @@ def save(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "extra": extra or {},
     }
     try:
         storage.torch_save(state, path)

@@ -163,7 +163,6 @@ class Fit:
     progress: bool = False
     autocast: Callable[[], Any] | None = None
     say: Callable[[str], None] = print
-    checkpoint_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def fit(job: Fit) -> list[dict[str, Any]]:
@@ -187,7 +186,7 @@ def fit(job: Fit) -> list[dict[str, Any]]:
             job.recorder.log_metrics(record)
         if job.checkpoint_path is not None and rank_and_world()[0] == 0:  # rank 0 writes for all
             checkpoint.save(job.checkpoint_path, model=unwrap(job.model), optimizer=job.optimizer, epoch=epoch,
-                            scheduler=job.scheduler, extra=job.checkpoint_extra)
+                            scheduler=job.scheduler)
         job.say(_summary(job, epoch, records))
     return [r for r in job.recorder.read_metrics() if r.get("stage") == job.stage]
 
