@@ -42,6 +42,13 @@ def test_scalar_for_tuple_and_int_for_float_and_none():
     assert cfg.limit is None and cfg.name == "123"
 
 
+def test_float_in_exponent_notation_without_a_dot():
+    # YAML 1.1 reads "1e-2" as a string; a float option must still take it.
+    assert config.build(Cfg, PRESETS, "full", ["lr=1e-2"]).lr == 0.01
+    with pytest.raises(UsageError, match="expects float"):
+        config.build(Cfg, PRESETS, "full", ["lr=fast"])
+
+
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(UsageError, match="unknown config key 'epoch'.*valid keys: seed, device.*epochs"):
         config.build(Cfg, PRESETS, "full", ["epoch=3"])

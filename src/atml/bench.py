@@ -43,6 +43,13 @@ def flops_per_image(model: torch.nn.Module, example: torch.Tensor) -> float:
     return float(counter.get_total_flops())
 
 
+def flops_of(fn: Any) -> float:
+    """FLOPs of calling ``fn()`` once, counted by torch's FlopCounterMode."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
 def backbone_throughput(model: torch.nn.Module, prep: torch.nn.Module, images: torch.Tensor,
                         device: torch.device, batch_size: int, max_images: int = 512) -> dict[str, float]:
     """Backbone images/s with channels_last and contiguous layouts, and the GEMM ceiling."""
@@ -68,16 +75,16 @@ def _images_per_s(model: torch.nn.Module, prep: torch.nn.Module, images: torch.T
                   device: torch.device, batch_size: int) -> float:
     model.eval()
     model.forward_features(prep(images[:batch_size].to(device)))  # warm-up
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for batch in images.split(batch_size):
         with runtime.autocast(device):
             model.forward_features(prep(batch.to(device)))
-    _sync(device)
+    sync(device)
     return len(images) / (time.perf_counter() - start)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

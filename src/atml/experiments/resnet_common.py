@@ -26,6 +26,7 @@ from atml.errors import UsageError
 from atml.models import resnet
 from atml.runner import RunContext
 from atml.train import checkpoint, pretrain
+from atml.train.augment import Augment
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Callback, Fit, fit, rank_and_world
 
@@ -173,33 +174,6 @@ def stage_metrics(rows: list[dict[str, Any]], res: int) -> dict[str, float]:
             f"train_acc_{res}": train[-1]["acc"], f"val_loss_{res}": val[-1]["loss"]}
 
 
-
-
-class Augment(nn.Module):
-    """Random crop (pad by 1/8 of the size, reflect) and optional horizontal flip, on the device.
-
-    Active only in training mode; uses torch's global generator, whose state every
-    checkpoint saves, so a resumed run draws the same crops.
-    """
-
-    def __init__(self, hflip: bool) -> None:
-        super().__init__()
-        self.hflip = hflip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return x
-        n, _, h, w = x.shape
-        pad = max(1, h // 8)
-        padded = nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
-        dy = torch.randint(0, 2 * pad + 1, (n,)).tolist()
-        dx = torch.randint(0, 2 * pad + 1, (n,)).tolist()
-        out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-        if self.hflip:
-            flip = torch.rand(n) < 0.5
-            out = torch.where(flip.to(out.device)[:, None, None, None], out.flip(-1), out)
-        return out.contiguous(memory_format=torch.channels_last) if x.is_contiguous(
-            memory_format=torch.channels_last) else out
 
 
 class Pipeline(nn.Module):

@@ -1,0 +1,175 @@
+"""What the ViT experiments share: config fields, the model and its weights, images and data.
+
+Full: DeiT-Small/16 with ImageNet weights (timm, or transformers with ``backend=hf``),
+scikit-image's sample photos and CIFAR-10. Demo: no ImageNet weights offline, so atml
+trains its small ``vit-digits`` ViT on digits 0-4 (cached) and every experiment runs on
+it; the sample photos still go through DeiT-Small when its weights are on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atml import runtime
+from atml.config import RunConfig, require_positive
+from atml.data import ImageDataset, ImageSplit, cifar10, digits
+from atml.errors import DataError, UsageError, WeightsError
+from atml.models import vit
+from atml.runner import RunContext
+from atml.train import vit_recipe
+
+DATA = ("cifar10", "digits", "generated-cifar10")
+PHOTOS = {"chelsea": "cat (Chelsea)", "coffee": "cup of coffee", "astronaut": "astronaut (Eileen Collins)",
+          "rocket": "rocket on its launch pad"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclasses.dataclass
+class ViTConfig(RunConfig):
+    arch: str = vit.DEIT_SMALL
+    """deit_small_patch16_224 | vit-digits (the demo's small ViT)."""
+    backend: str = "timm"
+    """timm | hf (Hugging Face transformers; pip install 'atml[hf]')."""
+    weights: str = "imagenet"
+    """imagenet | random | train-digits (demo) | a state dict file | a transformers folder."""
+    data: str = "cifar10"
+    """cifar10 | digits | generated-cifar10 (smoke): the labelled set."""
+    batch_size: int = 64
+    train_epochs: int = 40
+    """Epochs of the demo ViT's training on digits 0-4 (weights=train-digits)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.arch not in vit.ARCHS:
+            raise UsageError(f"arch={self.arch!r} is not valid; choose one of {', '.join(vit.ARCHS)}")
+        if self.backend not in vit.BACKENDS:
+            raise UsageError(f"backend={self.backend!r} is not valid; choose one of {', '.join(vit.BACKENDS)}")
+        if self.data not in DATA:
+            raise UsageError(f"data={self.data!r} is not valid; choose one of {', '.join(DATA)}")
+        if self.weights == "train-digits" and self.arch != "vit-digits":
+            raise UsageError("weights=train-digits needs arch=vit-digits")
+        require_positive(self, "batch_size", "train_epochs")
+
+
+def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, arch: str | None = None,
+               source_key: str = "weights") -> vit.ViT:
+    """The ViT named by the config (or the given weights/arch), on the device, in eval mode."""
+    weights = weights or cfg.weights
+    arch = arch or cfg.arch
+    if weights == "train-digits":
+        recipe = vit_recipe.Recipe(epochs=cfg.train_epochs, seed=cfg.seed)
+        state, info = vit_recipe.digits_vit(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
+        model, info = vit.build(arch, "state", backend=cfg.backend, num_classes=len(digits.PRETRAIN_CLASSES),
+                                classes=[str(c) for c in digits.PRETRAIN_CLASSES], state=state, state_info=info)
+    else:
+        model, info = vit.build(arch, weights, backend=cfg.backend, offline=ctx.offline)
+    ctx.record_source(source_key, dataclasses.asdict(info))
+    return model.to(ctx.device).eval()
+
+
+def load_labelled(cfg: ViTConfig, ctx: RunContext, *, digit_classes: tuple[int, ...] = digits.PRETRAIN_CLASSES,
+                  record: bool = True) -> ImageDataset:
+    """The labelled set of ``cfg.data``; for digits, the classes asked for (0-4: the demo ViT's own)."""
+    if cfg.data == "cifar10":
+        root = Path(cfg.data_dir) if cfg.data_dir else runtime.cache_dir() / "data"
+        data = cifar10.load(root, offline=ctx.offline)
+    elif cfg.data == "generated-cifar10":
+        data = cifar10.load_generated(cifar10.write_batches(ctx.scratch("data"), n_train=100, n_test=50, seed=cfg.seed))
+    else:
+        data = digits.load(digit_classes, seed=cfg.seed)
+    if record:
+        ctx.record_source("data", {"name": data.name, "source": data.source, "train": len(data.train),
+                                   "val": len(data.val), "classes": data.train.classes})
+    return data
+
+
+def sample_photos() -> dict[str, torch.Tensor]:
+    """scikit-image's sample photos (shipped in the package) as uint8 ``(3, H, W)``."""
+    import skimage.data
+
+    return {name: torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, name)())).permute(2, 0, 1)
+            for name in PHOTOS}
+
+
+def read_images(paths: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """User image files, or every image in user folders, as uint8 ``(3, H, W)`` by file name."""
+    from PIL import Image, UnidentifiedImageError
+
+    files: list[Path] = []
+    for spec in paths:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); pass image files or folders")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"image {path} does not exist; pass existing image files or folders with --set images=...")
+    out = {}
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(f"cannot read image {path}: {err}; pass a JPEG/PNG/... file") from err
+        out[path.name] = torch.from_numpy(array.copy()).permute(2, 0, 1)
+    return out
+
+
+def imagenet_photo_model(cfg: ViTConfig, ctx: RunContext) -> tuple[vit.ViT | None, str]:
+    """DeiT-Small with ImageNet weights when they are available, else ``None`` and why not."""
+    if cfg.arch == vit.DEIT_SMALL:
+        return load_model(cfg, ctx), ""
+    try:
+        model = load_model(cfg, ctx, weights="imagenet", arch=vit.DEIT_SMALL, source_key="photo_weights")
+    except WeightsError as err:
+        return None, f"The sample photos were skipped: no ImageNet ViT weights are available ({err})"
+    return model, ""
+
+
+@torch.inference_mode()
+def predict(model: vit.ViT, images: torch.Tensor, device: torch.device, batch_size: int,
+            keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax probabilities ``(N, classes)`` for uint8 images (any size; the model's preprocessing)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = model.preprocess(images[start:start + batch_size].to(device))
+        k = keep[start:start + batch_size] if keep is not None else None
+        out.append(model(x, k).float().softmax(-1).cpu())
+    return torch.cat(out)
+
+
+def as_batch(images: dict[str, torch.Tensor], model: vit.ViT, device: torch.device) -> torch.Tensor:
+    """Preprocess images of different sizes one by one into a single normalised batch."""
+    return torch.cat([model.preprocess(img[None].to(device)) for img in images.values()])
+
+
+def split_images(split: ImageSplit, count: int) -> dict[str, torch.Tensor]:
+    """The first ``count`` images of a split, one per class first, named by their label."""
+    order: list[int] = []
+    for c in range(len(split.classes)):
+        idx = (split.labels == c).nonzero().flatten()
+        if len(idx):
+            order.append(int(idx[0]))
+    order += [i for i in range(len(split)) if i not in order]
+    return {f"val[{i}] label {split.classes[int(split.labels[i])]}": split.images[i] for i in order[:count]}
+
+
+def source_notes(cfg: ViTConfig, ctx: RunContext) -> list[str]:
+    weights = ctx.sources.get("weights", {})
+    out = [f"Model: {cfg.arch} through {'timm' if cfg.backend == 'timm' else 'Hugging Face transformers'}; "
+           f"weights: {weights.get('description', cfg.weights)}."]
+    if cfg.weights == "train-digits":
+        out.append("Demo preset: no ImageNet weights offline, so atml trained this small ViT (patch 4 on 32x32 "
+                   "upsampled digits, 64 patches + CLS) on digits 0-4 and the experiment runs on it; its numbers "
+                   "describe that model, not DeiT-Small.")
+    if cfg.weights == "random":
+        out.append("Random weights: the numbers test the code path only.")
+    return out

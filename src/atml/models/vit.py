@@ -1,0 +1,378 @@
+"""Vision Transformers from timm or Hugging Face transformers, behind one small interface.
+
+:class:`ViT` splits a classifier into the three steps the ViT experiments need:
+``embed`` (patch tokens + class token, position embeddings added), ``encode`` (the
+blocks and the final norm) and ``classify`` (the head on the class token). Dropping
+tokens for masking, probing CLS vs mean-pooled tokens and reading attention then work
+the same way for both backends.
+
+Attention probabilities: both libraries default to fused kernels that never form the
+attention matrix. :meth:`ViT.attention` switches the model to its unfused path for the
+duration of a ``with`` block (timm: ``fused_attn = False``; transformers: the ``eager``
+implementation), records each layer's ``(batch, heads, tokens, tokens)`` softmax output
+with forward hooks, and restores the model and removes the hooks afterwards.
+
+Weights (``weights=``):
+
+* ``imagenet``: DeiT-Small/16 ImageNet-1k weights. timm: the official DeiT release file
+  ``deit_small_patch16_224-cd65a155.pth`` in the torch hub cache (downloaded when
+  online; its SHA-256 prefix is checked). transformers: ``facebook/deit-small-patch16-224``
+  from the Hugging Face cache or hub, or the same DeiT file converted.
+* ``random``: freshly initialised, said so everywhere.
+* a path: a timm-style state dict (``.pth``/``.pt`` with ``weights_only=True``, or
+  ``.safetensors``), or a transformers model folder (``config.json`` + weights).
+* ``train-digits``: the demo's small ViT trained by atml (:mod:`atml.train.vit_recipe`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from atml.errors import UsageError, WeightsError
+from atml.models import weights as weights_lib
+from atml.models.weights import WeightsInfo
+
+BACKENDS = ("timm", "hf")
+DEIT_SMALL = "deit_small_patch16_224"
+DEIT_URL = "https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth"
+HF_DEIT = "facebook/deit-small-patch16-224"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    """A ViT shape both backends can build."""
+
+    image_size: int
+    patch_size: int
+    dim: int
+    depth: int
+    heads: int
+    mlp_ratio: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_pct: float
+    """Resize the short side to ``image_size / crop_pct``, then centre-crop (timm's rule)."""
+
+
+ARCHS = {
+    DEIT_SMALL: Arch(224, 16, 384, 12, 6, 4.0, IMAGENET_MEAN, IMAGENET_STD, 0.875),
+    "vit-digits": Arch(32, 4, 96, 4, 3, 2.0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.0),
+}
+
+
+class Preprocess(nn.Module):
+    """uint8 images of any size ``(N, C, H, W)`` -> the model's normalised input.
+
+    The model's own rule for photos: bicubic resize of the short side to ``image_size /
+    crop_pct``, then a centre crop; images smaller than the input (CIFAR-10, digits) are
+    resized straight to it. Grey images are repeated to three channels, then mean/std
+    normalisation.
+    """
+
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        self.size = arch.image_size
+        self.resize = int(arch.image_size / arch.crop_pct)
+        self.register_buffer("mean", torch.tensor(arch.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(arch.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.mean.device, torch.float32) / 255
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        h, w = x.shape[-2:]
+        if min(h, w) < self.size:  # small images (CIFAR-10, digits): straight to the input size
+            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
+            x = x.clamp(0, 1)
+        elif (h, w) != (self.size, self.size):
+            scale = self.resize / min(h, w)
+            size = (max(self.size, round(h * scale)), max(self.size, round(w * scale)))
+            x = nn.functional.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+            top, left = (size[0] - self.size) // 2, (size[1] - self.size) // 2
+            x = x[..., top:top + self.size, left:left + self.size].clamp(0, 1)
+        return (x - self.mean) / self.std
+
+
+class ViT(nn.Module):
+    """A timm or transformers ViT classifier with token-level access and attention capture."""
+
+    def __init__(self, model: nn.Module, backend: str, arch: Arch, classes: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.backend = backend
+        self.arch = arch
+        self.classes = classes
+        self.preprocess = Preprocess(arch)
+        self.grid = arch.image_size // arch.patch_size
+        self.num_prefix_tokens = 1
+
+    @property
+    def num_features(self) -> int:
+        return self.arch.dim
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images -> tokens ``(B, 1 + N, D)`` with position embeddings added."""
+        if self.backend == "timm":
+            return self.model.norm_pre(self.model._pos_embed(self.model.patch_embed(x)))
+        return self.model.vit.embeddings(x)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens -> the final (normed) tokens; any subset of patch tokens may be passed."""
+        if self.backend == "timm":
+            return self.model.norm(self.model.blocks(tokens))
+        for layer in self.model.vit.layers:
+            tokens = layer(tokens, None)
+        return self.model.vit.layernorm(tokens)
+
+    def classify(self, encoded: torch.Tensor) -> torch.Tensor:
+        """The head on the class token."""
+        if self.backend == "timm":
+            return self.model.forward_head(encoded)
+        return self.model.classifier(encoded[:, 0])
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for normalised images; ``keep`` ``(B, K)``: indices of the patches to keep (the rest dropped)."""
+        tokens = self.embed(x)
+        if keep is not None:
+            tokens = drop_tokens(tokens, keep, self.num_prefix_tokens)
+        return self.classify(self.encode(tokens))
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Final tokens ``(B, 1 + N, D)`` for normalised images (CLS first)."""
+        return self.encode(self.embed(x))
+
+    def attention_modules(self) -> list[nn.Module]:
+        if self.backend == "timm":
+            return [block.attn for block in self.model.blocks]
+        return [layer.attention for layer in self.model.vit.layers]
+
+    @contextlib.contextmanager
+    def attention(self) -> Iterator[list[torch.Tensor]]:
+        """Within the block, every forward appends each layer's attention ``(B, H, T, T)``, in order."""
+        maps: list[torch.Tensor] = []
+        handles = []
+        modules = self.attention_modules()
+        if self.backend == "timm":
+            saved = [m.fused_attn for m in modules]
+            for m in modules:
+                m.fused_attn = False
+                handles.append(m.attn_drop.register_forward_hook(lambda _m, _i, out: maps.append(out.detach())))
+        else:
+            saved = self.model.config._attn_implementation
+            self.model.set_attn_implementation("eager")
+            for m in modules:
+                handles.append(m.register_forward_hook(lambda _m, _i, out: maps.append(out[1].detach())))
+        try:
+            yield maps
+        finally:
+            for handle in handles:
+                handle.remove()
+            if self.backend == "timm":
+                for m, fused in zip(modules, saved):
+                    m.fused_attn = fused
+            else:
+                self.model.set_attn_implementation(saved)
+
+
+def drop_tokens(tokens: torch.Tensor, keep: torch.Tensor, prefix: int = 1) -> torch.Tensor:
+    """Keep the ``prefix`` tokens and the patch tokens at ``keep`` ``(B, K)``."""
+    patches = tokens[:, prefix:]
+    index = keep.to(tokens.device).unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+    return torch.cat([tokens[:, :prefix], patches.gather(1, index)], dim=1)
+
+
+def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: int = 1000,
+          classes: list[str] | None = None, offline: bool = True,
+          state: dict[str, torch.Tensor] | None = None, state_info: WeightsInfo | None = None) -> tuple[ViT, WeightsInfo]:
+    """The model with its weights loaded, and what to record about them.
+
+    ``state``/``state_info``: a timm-layout state dict already in hand (the demo's trained ViT).
+    """
+    if backend not in BACKENDS:
+        raise UsageError(f"backend={backend!r} is not valid; choose one of {', '.join(BACKENDS)}")
+    if arch_name not in ARCHS:
+        raise UsageError(f"arch={arch_name!r} is not valid; choose one of {', '.join(ARCHS)}")
+    arch = ARCHS[arch_name]
+    if backend == "hf" and weights_lib.is_path(weights) and Path(weights).expanduser().is_dir():
+        model, info, names = _hf_from_folder(Path(weights).expanduser(), arch_name)
+        return ViT(model, "hf", arch, classes or names), info
+    if weights == "imagenet":
+        if arch_name != DEIT_SMALL:
+            raise UsageError(f"weights=imagenet exists only for arch={DEIT_SMALL}")
+        if backend == "hf":
+            found = _hf_from_cache(offline)
+            if found is not None:
+                model, info, names = found
+                return ViT(model, "hf", arch, classes or names), info
+        state, state_info = deit_state_dict(offline=offline)
+        classes = classes or imagenet_classes()
+        num_classes = 1000
+    elif weights == "random":
+        state_info = WeightsInfo("random", f"random initialisation ({arch_name}, {backend}; no pretrained weights)",
+                                 pretrained=False)
+    elif weights_lib.is_path(weights):
+        state, state_info = weights_lib.read_state_dict(weights)
+        if "head.weight" in state:
+            num_classes = state["head.weight"].shape[0]
+    elif state is None:
+        raise UsageError(f"weights={weights!r} is not valid; use imagenet, random, a file or a transformers folder")
+    classes = classes or (imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)])
+    timm_model = _timm_model(arch_name, arch, num_classes)
+    if state is not None:
+        _load_timm_state(timm_model, state, state_info.file or state_info.spec)
+    if backend == "timm":
+        return ViT(timm_model.eval(), "timm", arch, classes), state_info
+    hf_model = hf_from_timm(timm_model, arch, classes)
+    state_info = dataclasses.replace(state_info, description=state_info.description + " (converted timm -> transformers)")
+    return ViT(hf_model, "hf", arch, classes), state_info
+
+
+def _timm_model(arch_name: str, arch: Arch, num_classes: int) -> nn.Module:
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    if arch_name == DEIT_SMALL:
+        return timm.create_model(DEIT_SMALL, pretrained=False, num_classes=num_classes)
+    return VisionTransformer(img_size=arch.image_size, patch_size=arch.patch_size, embed_dim=arch.dim,
+                             depth=arch.depth, num_heads=arch.heads, mlp_ratio=arch.mlp_ratio,
+                             num_classes=num_classes)
+
+
+def _load_timm_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines()[1:3]]
+        raise WeightsError(f"{source} does not fit this ViT: {' '.join(lines)[:300]}") from err
+
+
+def deit_state_dict(*, offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    """The official DeiT-Small file from the torch hub cache (downloaded when allowed), hash-checked."""
+    filename = DEIT_URL.rsplit("/", 1)[-1]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not path.is_file():
+        if offline:
+            raise WeightsError(
+                f"DeiT-Small ImageNet weights are not in the torch hub cache ({path}) and offline mode forbids "
+                f"downloading. Fetch {DEIT_URL} on a machine with internet and put it at {path}, or pass "
+                f"--weights /path/to/{filename} (or a transformers folder of {HF_DEIT} with backend=hf).")
+        weights_lib.download(DEIT_URL, path, "DeiT-Small/16 ImageNet-1k (facebookresearch/deit)")
+    state, info = weights_lib.read_state_dict(path)
+    info.spec = "imagenet"
+    info.description = f"DeiT-Small/16 ImageNet-1k, official release {path.name} (SHA-256 prefix verified)"
+    return state, info
+
+
+def imagenet_classes() -> list[str]:
+    """ImageNet-1k class names in index order, from the list that ships inside timm."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(1000)]
+
+
+# --- transformers -------------------------------------------------------------------------
+
+
+def _require_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as err:
+        raise UsageError("backend=hf needs Hugging Face transformers: pip install 'atml[hf]'") from err
+    return transformers
+
+
+def hf_config(arch: Arch, classes: list[str]) -> Any:
+    transformers = _require_transformers()
+    return transformers.ViTConfig(
+        image_size=arch.image_size, patch_size=arch.patch_size, hidden_size=arch.dim,
+        num_hidden_layers=arch.depth, num_attention_heads=arch.heads,
+        intermediate_size=int(arch.dim * arch.mlp_ratio), layer_norm_eps=1e-6, qkv_bias=True,
+        id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)})
+
+
+def hf_from_timm(timm_model: nn.Module, arch: Arch, classes: list[str]) -> nn.Module:
+    """A transformers ``ViTForImageClassification`` holding the same weights as a timm ViT."""
+    transformers = _require_transformers()
+    model = transformers.ViTForImageClassification(hf_config(arch, classes))
+    model.load_state_dict(timm_to_hf(timm_model.state_dict(), arch.depth), strict=True)
+    return model.eval()
+
+
+def timm_to_hf(state: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    """Rename (and split the fused qkv of) a timm ViT state dict into transformers' layout."""
+    out = {
+        "vit.embeddings.cls_token": state["cls_token"],
+        "vit.embeddings.position_embeddings": state["pos_embed"],
+        "vit.embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
+        "vit.embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
+        "vit.layernorm.weight": state["norm.weight"], "vit.layernorm.bias": state["norm.bias"],
+        "classifier.weight": state["head.weight"], "classifier.bias": state["head.bias"],
+    }
+    pairs = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.o_proj",
+             "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+    for i in range(depth):
+        src, dst = f"blocks.{i}.", f"vit.layers.{i}."
+        for a, b in pairs.items():
+            for p in ("weight", "bias"):
+                out[f"{dst}{b}.{p}"] = state[f"{src}{a}.{p}"]
+        for p in ("weight", "bias"):
+            q, k, v = state[f"{src}attn.qkv.{p}"].chunk(3)
+            out[f"{dst}attention.q_proj.{p}"], out[f"{dst}attention.k_proj.{p}"], out[f"{dst}attention.v_proj.{p}"] = q, k, v
+    return out
+
+
+def _hf_from_folder(folder: Path, arch_name: str) -> tuple[nn.Module, WeightsInfo, list[str]]:
+    transformers = _require_transformers()
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise WeightsError(f"{folder} is not a transformers model folder (no config.json); save one with "
+                           "model.save_pretrained(FOLDER) or pass a timm state dict file")
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise WeightsError(f"{folder} has a config.json but no model.safetensors or pytorch_model.bin")
+    try:
+        model = transformers.ViTForImageClassification.from_pretrained(str(folder), local_files_only=True,
+                                                                       use_safetensors=files[0].suffix == ".safetensors")
+    except Exception as err:  # transformers raises OSError, ValueError... for broken folders
+        raise WeightsError(f"cannot load the transformers model in {folder}: {str(err).splitlines()[0]}") from err
+    _check_arch(model.config, ARCHS[arch_name], folder)
+    config = json.loads(config_path.read_text())
+    names = [config.get("id2label", {}).get(str(i), str(i)) for i in range(model.config.num_labels)]
+    digest = weights_lib.sha256sum(files[0])
+    info = WeightsInfo(str(folder), f"transformers folder {folder} ({files[0].name})", str(files[0]), digest)
+    return model.eval(), info, names
+
+
+def _hf_from_cache(offline: bool) -> tuple[nn.Module, WeightsInfo, list[str]] | None:
+    """``facebook/deit-small-patch16-224`` from the Hugging Face cache (or hub, when online)."""
+    _require_transformers()
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(HF_DEIT, local_files_only=offline,
+                                   allow_patterns=["config.json", "*.safetensors", "preprocessor_config.json"])
+    except Exception:  # not cached (offline) or unreachable: fall back to the DeiT release file
+        return None
+    model, info, names = _hf_from_folder(Path(folder), DEIT_SMALL)
+    info.spec = "imagenet"
+    info.description = f"{HF_DEIT} from the Hugging Face hub ({info.description})"
+    return model, info, names
+
+
+def _check_arch(config: Any, arch: Arch, source: Path) -> None:
+    got = (config.image_size, config.patch_size, config.hidden_size, config.num_hidden_layers)
+    want = (arch.image_size, arch.patch_size, arch.dim, arch.depth)
+    if got != want:
+        raise WeightsError(f"{source} holds a ViT with (image, patch, width, depth) = {got}, not {want}; "
+                           "pick the matching arch")
