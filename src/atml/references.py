@@ -81,6 +81,22 @@ REFERENCES += (
 )
 
 
+_DEIT_CIFAR = {"preset": "full", "data": "cifar10", "arch": "deit_small_patch16_224", "weights": "imagenet"}
+
+REFERENCES += (
+    Reference("vit.classify", "DeiT-Small/16 ImageNet-1k top-1 (22M parameters, 4.6 GMACs)", 0.799,
+              "facebookresearch/deit README", "checked"),
+    Reference("vit.pooling", "DeiT-Small, CIFAR-10 linear probe on the CLS token (seed report)", 0.95,
+              "seed report (Assignment 0)", "checked", "val_acc_cls", 0.05, _DEIT_CIFAR),
+    Reference("vit.pooling", "DeiT-Small, CIFAR-10 linear probe on mean-pooled patch tokens (seed report)", 0.95,
+              "seed report (Assignment 0)", "checked", "val_acc_mean", 0.05, _DEIT_CIFAR),
+    Reference("vit.masking", "ViTs keep about 60% ImageNet top-1 with 80% of the image randomly occluded", 0.60,
+              "Naseer et al. 2021, Intriguing Properties of Vision Transformers (abstract)", "checked"),
+    Reference("vit.attention", "mean attention distance grows with depth; some early heads attend globally",
+              None, "Dosovitskiy et al. 2021, Fig. 7", "recalled"),
+)
+
+
 def for_experiment(name: str) -> list[Reference]:
     return [r for r in REFERENCES if r.experiment == name]
 

@@ -1,0 +1,80 @@
+"""The four ViT experiments end to end through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from atml import cli
+
+
+def _run(tmp_path, *argv):
+    out = tmp_path / "runs"
+    assert cli.main(["run", *argv, "--out", str(out)]) == 0
+    (run,) = list(out.iterdir())
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "ok"
+    for rel in results["figures"]:
+        assert (run / rel).stat().st_size > 1000
+    return run, results
+
+
+def test_classify_smoke_uses_the_sample_photos_at_224(tmp_path):
+    run, results = _run(tmp_path, "vit.classify", "--preset", "smoke")
+    (table,) = results["tables"]
+    assert [r[0] for r in table["rows"] if r[0]] == ["chelsea", "coffee", "astronaut", "rocket"]
+    probs = [r[3] for r in table["rows"]]
+    assert all(0 <= p <= 1 for p in probs) and len(probs) == 4 * 5
+    assert any("Random weights" in n for n in results["notes"])
+    env = json.loads((run / "env.json").read_text())
+    assert env["sources"]["weights"]["spec"] == "random"
+
+
+def test_classify_user_images_and_a_missing_one(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 80, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(np.zeros((300, 200), dtype=np.uint8)).save(folder / "b.jpg")  # grey, portrait
+    _, results = _run(tmp_path, "vit.classify", "--preset", "smoke", "--set", f"images=[{folder}]")
+    assert [r[0] for r in results["tables"][0]["rows"] if r[0]] == ["a.png", "b.jpg"]
+    code = cli.main(["run", "vit.classify", "--preset", "smoke", "--set", f"images=[{folder / 'nope.png'}]",
+                     "--out", str(tmp_path / "bad")])
+    assert code == 3 and "nope.png does not exist" in capsys.readouterr().err
+    assert not list((tmp_path / "bad").iterdir())[0].joinpath("results.json").exists()
+
+
+def test_attention_smoke_records_per_layer_and_head_numbers(tmp_path):
+    _, results = _run(tmp_path, "vit.attention", "--preset", "smoke")
+    m = results["metrics"]
+    assert m["layers"] == 12 and m["heads"] == 6 and m["grid"] == 14
+    assert 0 < m["last_layer_mean_entropy"] <= m["max_entropy_nats"] + 1e-6
+    assert {"figures/attention_maps.png", "figures/attention_heads.png", "figures/head_statistics.png"} <= set(
+        results["figures"])
+    assert len(results["tables"][0]["rows"]) == 6
+
+
+def test_masking_smoke_on_transformers_backend(tmp_path):
+    _, results = _run(tmp_path, "vit.masking", "--preset", "smoke", "--set", "backend=hf")
+    m = results["metrics"]
+    for fill in ("mean", "zero", "drop"):
+        assert m[f"flip_random_{fill}_0"] == 0.0  # nothing masked: nothing flips
+        assert 0 <= m[f"acc_random_{fill}_50"] <= 1 and f"acc_std_random_{fill}_50" in m
+    rows = results["tables"][0]["rows"]
+    assert {r[0] for r in rows} == {"random", "center"} and len(rows) == 2 * 2 * 3
+
+
+def test_demo_vit_is_trained_once_then_masking_and_pooling_run_on_it(tmp_path):
+    args = ["--preset", "demo", "--set", "train_epochs=2"]
+    _, masked = _run(tmp_path / "m", "vit.masking", *args, "--set", "limit=60", "--set", "seeds=2",
+                     "--set", "ratios=[0, 0.5]")
+    assert any("trained this small ViT" in n for n in masked["notes"])
+    assert any("the dataset's labels" in n for n in masked["notes"])
+    run, pooled = _run(tmp_path / "p", "vit.pooling", *args, "--set", "epochs=2")
+    m = pooled["metrics"]
+    assert 0 <= m["val_acc_cls"] <= 1 and 0 <= m["val_acc_mean"] <= 1
+    assert m["cls_minus_mean_val_acc"] == pytest.approx(m["val_acc_cls"] - m["val_acc_mean"])
+    env = json.loads((run / "env.json").read_text())
+    assert env["sources"]["weights"]["spec"] == "train-digits"
+    assert "digits5-9" in env["sources"]["data"]["name"]  # probes learn classes the ViT never saw
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["probe_cls.pt", "probe_mean.pt"]

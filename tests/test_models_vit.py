@@ -1,0 +1,151 @@
+"""The ViT wrapper: one attention API for timm and transformers, token dropping, weights rules."""
+
+import math
+
+import pytest
+import torch
+
+from atml.analysis import attention as att
+from atml.errors import WeightsError
+from atml.experiments import vit as vit_exp
+from atml.models import vit
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(0)
+    timm_vit, _ = vit.build("vit-digits", "random", num_classes=5)
+    hf_vit = vit.ViT(vit.hf_from_timm(timm_vit.model, timm_vit.arch, timm_vit.classes), "hf", timm_vit.arch,
+                     timm_vit.classes)
+    x = torch.randn(3, 3, 32, 32)
+    return timm_vit, hf_vit, x
+
+
+def test_timm_and_transformers_give_the_same_logits_and_attention(pair):
+    timm_vit, hf_vit, x = pair
+    with torch.no_grad():
+        assert torch.allclose(timm_vit(x), timm_vit.model(x), atol=1e-6)  # the split forward is the model's own
+        assert torch.allclose(hf_vit(x), hf_vit.model(x).logits, atol=1e-6)
+        assert torch.allclose(timm_vit(x), hf_vit(x), atol=1e-5)
+        with timm_vit.attention() as a, hf_vit.attention() as b:
+            timm_vit(x)
+            hf_vit(x)
+    assert len(a) == len(b) == 4
+    for p, q in zip(a, b):
+        assert p.shape == (3, 3, 65, 65)
+        assert torch.allclose(p, q, atol=1e-5)
+        assert torch.allclose(p.sum(-1), torch.ones(3, 3, 65), atol=1e-5)  # rows are probabilities
+
+
+def test_attention_capture_leaves_the_model_as_it_was(pair):
+    timm_vit, hf_vit, x = pair
+    for model in (timm_vit, hf_vit):
+        with torch.no_grad():
+            before = model(x)
+            with model.attention() as maps:
+                during = model(x)
+            after = model(x)
+        assert maps and torch.allclose(before, during, atol=1e-5) and torch.equal(before, after)
+        hooks = [m for m in model.modules() if m._forward_hooks]
+        assert hooks == []  # every hook removed
+    assert all(block.attn.fused_attn for block in timm_vit.model.blocks)  # back on the fused kernel
+    assert hf_vit.model.config._attn_implementation == "sdpa"
+
+
+def test_timm_fused_flag_is_restored(pair):
+    timm_vit, _, x = pair
+    flags = [b.attn.fused_attn for b in timm_vit.model.blocks]
+    with timm_vit.attention():
+        assert not any(b.attn.fused_attn for b in timm_vit.model.blocks)
+    assert [b.attn.fused_attn for b in timm_vit.model.blocks] == flags
+
+
+def test_deit_small_attention_is_14x14_plus_cls():
+    model, info = vit.build(vit.DEIT_SMALL, "random")
+    assert not info.pretrained and len(model.classes) == 1000 and model.classes[281].startswith("tabby")
+    photo = torch.randint(0, 256, (1, 3, 300, 451), dtype=torch.uint8)  # any size: the model's preprocessing
+    with torch.no_grad(), model.attention() as maps:
+        model(model.preprocess(photo))
+    assert len(maps) == 12 and maps[-1].shape == (1, 6, 197, 197) and model.grid == 14
+
+
+def test_dropping_tokens(pair):
+    timm_vit, hf_vit, x = pair
+    everything = torch.arange(64).expand(3, -1)
+    with torch.no_grad():
+        assert torch.allclose(timm_vit(x, everything), timm_vit(x), atol=1e-5)
+        kept = torch.tensor([[0, 5, 9]] * 3)
+        assert torch.allclose(timm_vit(x, kept), hf_vit(x, kept), atol=1e-5)
+        assert timm_vit.encode(vit.drop_tokens(timm_vit.embed(x), kept)).shape == (3, 4, 96)
+
+
+def test_hf_folder_round_trip_and_bad_folder(pair, tmp_path):
+    _, hf_vit, x = pair
+    hf_vit.model.save_pretrained(tmp_path / "hf")
+    loaded, info = vit.build("vit-digits", str(tmp_path / "hf"), backend="hf")
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), hf_vit(x), atol=1e-6)
+    assert info.sha256 and info.file.endswith(".safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsError, match="no config.json"):
+        vit.build("vit-digits", str(tmp_path / "empty") + "/", backend="hf")
+    with pytest.raises(WeightsError, match="not \\(224, 16, 384, 12\\)"):
+        vit.build(vit.DEIT_SMALL, str(tmp_path / "hf"), backend="hf")
+
+
+def test_timm_state_dict_file_loads_into_both_backends(pair, tmp_path):
+    timm_vit, _, x = pair
+    path = tmp_path / "mine.pth"
+    torch.save(timm_vit.model.state_dict(), path)
+    for backend in ("timm", "hf"):
+        loaded, info = vit.build("vit-digits", str(path), backend=backend)
+        with torch.no_grad():
+            assert torch.allclose(loaded(x), timm_vit(x), atol=1e-5)
+        assert info.sha256
+    torch.save({"model": {"wrong": torch.zeros(1)}}, tmp_path / "bad.pth")
+    with pytest.raises(WeightsError, match="does not fit this ViT"):
+        vit.build("vit-digits", str(tmp_path / "bad.pth"))
+
+
+def test_imagenet_weights_offline_never_fall_back_to_random(tmp_path):
+    with pytest.raises(WeightsError, match="deit_small_patch16_224-cd65a155.pth.*offline"):
+        vit.build(vit.DEIT_SMALL, "imagenet", offline=True)
+    # A file at the official name whose bytes are not the official ones fails the hash check.
+    model, _ = vit.build(vit.DEIT_SMALL, "random")
+    path = torch.hub.get_dir() + "/checkpoints/deit_small_patch16_224-cd65a155.pth"
+    import os
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({"model": model.model.state_dict()}, path)
+    try:
+        with pytest.raises(WeightsError, match="fails its hash check"):
+            vit.build(vit.DEIT_SMALL, "imagenet", offline=True)
+    finally:
+        os.remove(path)
+
+
+def test_rollout_entropy_and_similarity():
+    n = 16
+    uniform = torch.full((2, 3, n + 1, n + 1), 1 / (n + 1))
+    flow = att.rollout([uniform, uniform])
+    assert torch.allclose(flow, torch.full((2, n), 1 / n), atol=1e-6)
+    cls = att.cls_to_patches(uniform)
+    assert torch.allclose(att.entropy(cls), torch.full((2, 3), math.log(n)), atol=1e-5)
+    assert torch.allclose(att.head_similarity(cls), torch.ones(2), atol=1e-5)
+    one_hot = torch.zeros(1, 2, n)
+    one_hot[0, 0, 0], one_hot[0, 1, 1] = 1, 1
+    assert float(att.head_similarity(one_hot)) == 0.0 and torch.allclose(att.entropy(one_hot), torch.zeros(1, 2))
+    # each patch attending only to itself: distance 0
+    eye = torch.eye(n + 1).expand(1, 1, -1, -1)
+    assert float(att.mean_distance(eye, grid=4, patch=8)) == 0.0
+
+
+def test_masks():
+    gen = torch.Generator().manual_seed(0)
+    keep = vit_exp.random_keep(4, 64, 0.25, gen)
+    assert keep.shape == (4, 48) and all(len(set(row.tolist())) == 48 for row in keep)
+    centre = vit_exp.center_keep(2, 8, 0.25)  # a 4x4 block in the middle of 8x8
+    assert centre.shape == (2, 48) and 27 not in centre[0].tolist() and 0 in centre[0].tolist()
+    x = torch.ones(1, 3, 32, 32)
+    filled = vit_exp.fill_masked(x, centre[:1], 8, torch.zeros(1, 3, 1, 1))
+    assert float(filled.mean()) == pytest.approx(48 / 64) and float(filled[0, 0, 16, 16]) == 0.0
