@@ -12,10 +12,13 @@ from atml.data import cifar10
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets a shared-per-session atml cache and torch hub dir, never the user's."""
+    """Every test gets a shared-per-session atml cache, torch hub dir and Hugging Face cache, never the user's."""
     root = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("ATML_CACHE", str(root / "atml-cache"))
     monkeypatch.setenv("TORCH_HOME", str(root / "torch-home"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root / "hf-cache"))  # read per call
     torch.hub.set_dir(str(root / "torch-home" / "hub"))
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 

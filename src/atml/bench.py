@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -89,15 +90,70 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: dict[str, float]) -> dict[str, Any]:
+class PerSampleLoader:
+    """The naive data path: a per-sample Dataset through PIL (as ``torchvision.datasets``
+    does for MNIST-like data) and a DataLoader with default collation, in the main process.
+    Yields the same uint8 batches as :class:`atml.train.loop.Batches`, in the same order."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int) -> None:
+        from torch.utils.data import DataLoader, Dataset
+
+        class _PerSample(Dataset):
+            def __len__(self) -> int:
+                return len(images)
+
+            def __getitem__(self, i: int) -> tuple[torch.Tensor]:
+                from PIL import Image
+
+                array = images[i].permute(1, 2, 0).squeeze(-1).numpy()
+                return (torch.from_numpy(np.asarray(Image.fromarray(array))).reshape(images.shape[1:]),)
+
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self._dataset, self._loader = _PerSample(), DataLoader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self._dataset) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        from torch.utils.data import DistributedSampler
+
+        sampler = DistributedSampler(range(len(self._dataset)), num_replicas=1, rank=0, shuffle=True, seed=self.seed)
+        sampler.set_epoch(self.epoch)
+        return iter(self._loader(self._dataset, batch_size=self.batch_size, sampler=sampler))
+
+
+def model_throughput(forward: Any, example: torch.Tensor, device: torch.device, batch_size: int,
+                     repeats: int = 20) -> dict[str, float]:
+    """Images/s of ``forward(batch)`` under inference mode, and its share of the GEMM rate."""
+    flops = flops_of(lambda: forward(example[:1]))
+    batch = example[:batch_size]
+    with torch.inference_mode():
+        forward(batch)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            forward(batch)
+        sync(device)
+    rate = repeats * len(batch) / (time.perf_counter() - start)
+    out = {"flops_per_image": flops, "gemm_gflops": runtime.matmul_gflops(device=device), "images_per_s": rate}
+    out["achieved_gflops"] = rate * flops / 1e9
+    out["share_of_gemm"] = out["achieved_gflops"] / out["gemm_gflops"]
+    return out
+
+
+def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: dict[str, float],
+              result_name: str = "final val acc") -> dict[str, Any]:
     """Print the comparison table and return the same figures as a dict."""
     (naive_label, (naive_s, naive_acc)), (fast_label, (fast_s, fast_acc)) = timings.items()
-    lines = [title, f"  {naive_label:<32} {naive_s:8.2f} s   final val acc {naive_acc:.4f}",
-             f"  {fast_label:<32} {fast_s:8.2f} s   final val acc {fast_acc:.4f}",
+    lines = [title, f"  {naive_label:<32} {naive_s:8.2f} s   {result_name} {naive_acc:.4f}",
+             f"  {fast_label:<32} {fast_s:8.2f} s   {result_name} {fast_acc:.4f}",
              f"  speed-up: {naive_s / fast_s:.1f}x",
-             f"  backbone: {throughput['images_per_s_channels_last']:.1f} img/s channels_last, "
-             f"{throughput['images_per_s_contiguous']:.1f} img/s contiguous "
-             f"({throughput['flops_per_image'] / 1e9:.3f} GFLOP/img)",
+             "  model forward: " + ", ".join(f"{v:.1f} img/s {k.removeprefix('images_per_s_').replace('_', ' ')}"
+                                             for k, v in throughput.items() if k.startswith("images_per_s"))
+             + f" ({throughput['flops_per_image'] / 1e9:.4f} GFLOP/img)",
              f"  achieved {throughput['achieved_gflops']:.1f} GFLOP/s = {throughput['share_of_gemm']:.0%} of this "
              f"machine's measured fp32 GEMM rate ({throughput['gemm_gflops']:.1f} GFLOP/s, 2048^3)"]
     print("\n".join(lines))

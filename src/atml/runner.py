@@ -86,8 +86,7 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
                          progress=is_main and (sys.stderr.isatty() if progress is None else progress), say=say,
                          is_main=is_main)
         runtime.seed_everything(cfg.seed)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        runtime.reset_peak_memory(device)  # so peak_memory_mb is this run's, not the process's
         say(f"atml: {exp.name} ({preset}) -> {run.path}")
         started = time.perf_counter()
         try:

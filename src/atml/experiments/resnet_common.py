@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from atml import runtime
 from atml.config import RunConfig, require_positive
@@ -28,7 +27,7 @@ from atml.runner import RunContext
 from atml.train import checkpoint, pretrain
 from atml.train.augment import Augment
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
-from atml.train.loop import Batches, Callback, Fit, fit, rank_and_world
+from atml.train.loop import Batches, Callback, Fit, fit
 
 DATA = ("cifar10", "digits", "generated-cifar10")
 
@@ -117,13 +116,12 @@ def new_head(in_features: int, num_classes: int, seed: int) -> torch.nn.Linear:
 
 
 def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
-               data: ImageDataset, res: int, stage: str | None = None,
-               ddp: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+               data: ImageDataset, res: int, stage: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train a fresh head on the frozen ``model`` at resolution ``res`` (feature cache or not).
 
-    ``ddp``: under torchrun, shard the batches and wrap the trained module in DDP.
+    Under torchrun the feature extraction is sharded across ranks and gathered, the batches
+    are sharded and the head trains with DistributedDataParallel (see :mod:`atml.train.loop`).
     """
-    shard = _shard(ddp)
     stage = stage or f"r{res}"
     ckpt = ctx.checkpoint(f"head_{stage}")
     frozen = FrozenFeatures(resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last),
@@ -140,18 +138,17 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifie
         out[f"feature_time_s_{res}"] = time.perf_counter() - started
         out[f"backbone_images_per_s_{res}"] = ips
         trainable = head
-        train_b = Batches((f_train, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res, **shard)
-        val_b = Batches((f_val, data.val.labels), 1024, **shard)
+        train_b = Batches((f_train, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
+        val_b = Batches((f_val, data.val.labels), 1024)
     else:
         trainable = HeadOnFrozen(frozen, head)
-        train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res,
-                          **shard)
-        val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256), **shard)
+        train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
+        val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256))
         if ctx.device.type == "cuda":  # page-locked host memory: non-blocking copies overlap compute
             train_b, val_b = train_b.pin(), val_b.pin()
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     started = time.perf_counter()
-    rows = fit(Fit(_ddp(trainable, ctx.device) if ddp and train_b else trainable, optimizer, train_b or _empty(),
+    rows = fit(Fit(trainable, optimizer, train_b or _empty(),
                    val_b, cfg.epochs, ctx.device, ctx.run, stage=stage, checkpoint_path=ckpt, progress=ctx.progress,
                    say=ctx.say,
                    autocast=lambda: runtime.autocast(ctx.device, cfg.amp)))
@@ -191,14 +188,13 @@ class Pipeline(nn.Module):
 
 def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
                  data: ImageDataset, res: int, stage: str, trainable: Sequence[str],
-                 callbacks: Sequence[Callback] = (), ddp: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                 callbacks: Sequence[Callback] = ()) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train the head plus the named backbone parts (prefixes like ``body.layer4``); the rest frozen.
 
     The head starts from the same seeded initialisation as :func:`train_head`'s. Blocks get
-    ``lr * backbone_lr_scale``. ``ddp``: under torchrun, shard the batches and wrap the
-    pipeline in DistributedDataParallel (BatchNorm synchronised across GPUs).
+    ``lr * backbone_lr_scale``. Under torchrun the pipeline trains with DistributedDataParallel
+    (BatchNorm synchronised across GPUs).
     """
-    shard = _shard(ddp)
     model.body.fc = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
     resnet.freeze(model, trainable=(*trainable, "body.fc"))
     if cfg.channels_last:
@@ -209,29 +205,13 @@ def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassif
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("body.fc")]
     groups = [{"params": head}] + ([{"params": rest, "lr": cfg.lr * cfg.backbone_lr_scale}] if rest else [])
     optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res,
-                      **shard)
-    val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256), **shard)
+    train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
+    val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256))
     if ctx.device.type == "cuda":
         train_b, val_b = train_b.pin(), val_b.pin()
     started = time.perf_counter()
-    rows = fit(Fit(_ddp(pipeline, ctx.device) if ddp else pipeline, optimizer, train_b, val_b, cfg.epochs, ctx.device, ctx.run,
+    rows = fit(Fit(pipeline, optimizer, train_b, val_b, cfg.epochs, ctx.device, ctx.run,
                    stage=stage, checkpoint_path=ctx.checkpoint(stage), callbacks=callbacks, progress=ctx.progress,
                    say=ctx.say, autocast=lambda: runtime.autocast(ctx.device, cfg.amp)))
     elapsed = time.perf_counter() - started
     return rows, {**stage_metrics(rows, res), f"train_time_s_{res}": elapsed}
-
-
-def _shard(ddp: bool) -> dict[str, int]:
-    rank, world = rank_and_world() if ddp else (0, 1)
-    return {"rank": rank, "world": world}
-
-
-def _ddp(module: nn.Module, device: torch.device) -> nn.Module:
-    """DistributedDataParallel under torchrun (SyncBatchNorm on GPUs); the module itself otherwise."""
-    if rank_and_world()[1] == 1:
-        return module
-    if device.type == "cuda":
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        return DistributedDataParallel(module, device_ids=[device.index])
-    return DistributedDataParallel(module)  # gloo on CPU: per-rank BatchNorm statistics

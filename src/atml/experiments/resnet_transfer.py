@@ -20,6 +20,7 @@ from atml.models import resnet
 from atml.registry import Experiment
 from atml.report import plots
 from atml.runner import RunContext
+from atml.train.loop import rank_and_world
 
 INITS = ("pretrained", "random")
 REGIMES = {"head": (), "last": ("body.layer4",), "full": ("body",)}
@@ -67,11 +68,11 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         model = copy.deepcopy(backbone.model).to(ctx.device)
         if regime == "head":
             resnet.freeze(model)
-            rows, out = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage, ddp=True)
+            rows, out = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
             seconds = out[f"head_time_s_{cfg.resolution}"] + out.get(f"feature_time_s_{cfg.resolution}", 0.0)
         else:
             rows, out = common.train_blocks(cfg, ctx, model, backbone, data, cfg.resolution, stage,
-                                            trainable=REGIMES[regime], ddp=True)
+                                            trainable=REGIMES[regime])
             seconds = out[f"train_time_s_{cfg.resolution}"]
         stages[stage] = rows
         cells.append({"cell": cell, "init": init, "regime": regime, "stage": stage,
@@ -83,7 +84,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                for k in ("val_acc", "best_val_acc", "trainable_params", "time_s", "images_per_s", "peak_memory_mb")}
     figures = ctx.save_figure(plots.training_curves(stages, title="transfer grid"), "curves")
     figures += ctx.save_figure(compute_figure(cells), "accuracy_vs_compute")
-    world = common.rank_and_world()[1]
+    world = rank_and_world()[1]
     return {"metrics": metrics, "figures": figures, "tables": [table(cells)], "cells": cells,
             "notes": [f"{cfg.arch} at {cfg.resolution} px, {cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr:g} "
                       f"(backbone blocks x{cfg.backbone_lr_scale:g}); augmentation for trained blocks: "

@@ -114,7 +114,8 @@ def train_variant(cfg: Config, ctx: RunContext, data: ImageDataset, variant: Var
     step = VAEStep(variant, cfg.epochs, optimizer)
     rows = fit(Fit(model, optimizer, Batches((data.train.images,), cfg.batch_size, shuffle=True, seed=cfg.seed),
                    Batches((data.val.images,), 1024), cfg.epochs, ctx.device, ctx.run, stage=stage, step=step,
-                   callbacks=[step], checkpoint_path=ctx.checkpoint(stage), progress=ctx.progress, say=ctx.say))
+                   callbacks=[step], checkpoint_path=ctx.checkpoint(stage), progress=ctx.progress, say=ctx.say,
+                   ddp=False))  # encoder-only updates (aggressive variant) would stall DDP's reducer
     return Trained(variant, model, rows, diagnose(model, data, cfg, ctx.device))
 
 
@@ -422,9 +423,42 @@ def _notes(cfg: Config) -> list[str]:
     return out
 
 
+def bench(cfg: Config) -> dict[str, Any]:
+    """The baseline VAE trained on atml's in-memory batches vs a per-sample PIL Dataset + DataLoader.
+
+    Same data, batch order (DistributedSampler, same seed), initialisation and epochs, so
+    both paths must end on the same loss.
+    """
+    import time
+
+    from atml import bench as bench_lib
+    from atml.train.loop import MemoryRecorder
+
+    with bench_lib.scratch_context(cfg) as ctx:
+        data = grayscale.load_data(cfg, ctx)
+        paths = {"naive (per-sample PIL DataLoader)": bench_lib.PerSampleLoader(data.train.images, cfg.batch_size,
+                                                                               cfg.seed),
+                 "atml (in-memory batches)": Batches((data.train.images,), cfg.batch_size, shuffle=True, seed=cfg.seed)}
+        timings = {}
+        for label, batches in paths.items():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                model = vae_model.VAE(cfg.latent_dim, cfg.hidden).to(ctx.device)
+                optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+                step = VAEStep(baseline(cfg), cfg.epochs, optimizer)
+                started = time.perf_counter()
+                rows = fit(Fit(model, optimizer, batches, None, cfg.epochs, ctx.device, MemoryRecorder(), stage="bench",
+                               step=step, callbacks=[step], say=lambda _m: None))
+                timings[label] = (time.perf_counter() - started, rows[-1]["loss"])
+        x = data.train.images[:256].float().div(255).to(ctx.device)
+        throughput = bench_lib.model_throughput(model, x, ctx.device, 256)
+    return bench_lib.summarise(f"vae.train {len(data.train)} train images ({data.name}), {cfg.epochs} epochs, batch "
+                               f"{cfg.batch_size}, device {ctx.device}", timings, throughput, "final train loss")
+
+
 EXPERIMENTS = (
     Experiment("vae.train", "VAE on FashionMNIST: losses, reconstructions, Gaussian vs Laplace prior samples",
-               Config, PRESETS, run_train, discuss=discuss_train),
+               Config, PRESETS, run_train, bench=bench, discuss=discuss_train),
     Experiment("vae.collapse", "VAE posterior collapse: KL per dimension, active units, I(x;z), prior vs posterior",
                Config, PRESETS, run_collapse, discuss=discuss_collapse),
     Experiment("vae.mitigate", "VAE collapse mitigations: KL warm-up, cyclical, free bits, aggressive encoder",

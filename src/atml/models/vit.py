@@ -82,8 +82,8 @@ class Preprocess(nn.Module):
         super().__init__()
         self.size = arch.image_size
         self.resize = int(arch.image_size / arch.crop_pct)
-        self.register_buffer("mean", torch.tensor(arch.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(arch.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(arch.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(arch.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.mean.device, torch.float32) / 255

@@ -11,9 +11,11 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from atml import runtime
+from atml.train.loop import rank_and_world
 
 
 class FrozenFeatures(torch.nn.Module):
@@ -49,14 +51,37 @@ class HeadOnFrozen(torch.nn.Module):
 @torch.inference_mode()
 def extract(frozen: FrozenFeatures, images: torch.Tensor, *, batch_size: int, device: torch.device,
             amp: bool = True, progress: bool = False, desc: str = "features") -> tuple[torch.Tensor, float]:
-    """Features ``(N, D)`` float32 on the CPU for uint8 ``images``, and the images/s achieved."""
+    """Features ``(N, D)`` float32 on the CPU for uint8 ``images``, and the images/s achieved.
+
+    Under torchrun each rank computes a contiguous shard and the shards are gathered, so
+    every rank ends with all ``N`` rows, in order, and the rate is that of all ranks together.
+    """
     frozen.eval()
-    if device.type == "cuda":
-        images = images.pin_memory()  # lets the copies below run asynchronously
-    chunks = []
+
+    def compute(part: torch.Tensor) -> torch.Tensor:
+        if device.type == "cuda":
+            part = part.pin_memory()  # lets the copies below run asynchronously
+        chunks = []
+        for batch in tqdm(part.split(batch_size), desc=desc, leave=False, disable=not progress):
+            with runtime.autocast(device, amp):
+                chunks.append(frozen(batch.to(device, non_blocking=True)).float().cpu())
+        return torch.cat(chunks)
+
     start = time.perf_counter()
-    for batch in tqdm(images.split(batch_size), desc=desc, leave=False, disable=not progress):
-        with runtime.autocast(device, amp):
-            chunks.append(frozen(batch.to(device, non_blocking=True)).float().cpu())
-    elapsed = time.perf_counter() - start
-    return torch.cat(chunks), len(images) / max(elapsed, 1e-9)
+    features = sharded(compute, images, device)
+    return features, len(images) / max(time.perf_counter() - start, 1e-9)
+
+
+def sharded(compute: Callable[[torch.Tensor], torch.Tensor], items: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``compute(items)`` split across torchrun ranks: each computes a contiguous shard, all gather."""
+    rank, world = rank_and_world()
+    if world == 1 or len(items) < world:
+        return compute(items)
+    per = -(-len(items) // world)
+    mine = compute(items[rank * per:(rank + 1) * per])
+    comm = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    padded = torch.zeros((per, *mine.shape[1:]), dtype=mine.dtype, device=comm)
+    padded[:len(mine)] = mine.to(comm)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat(parts)[:len(items)].cpu()

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from atml.errors import DivergedError
 from atml.models.gan import DCGAN
-from atml.train.loop import Batch, Callback, StepOutput
+from atml.train.loop import Batch, Callback, StepOutput, sync_gradients
 
 
 def optimizer(model: DCGAN, lr: float, beta1: float, g_lr_scale: float = 1.0) -> torch.optim.Adam:
@@ -58,6 +58,7 @@ class GANStep:
     def _update(self, loss: torch.Tensor, params: list[torch.nn.Parameter], name: str) -> dict[str, torch.Tensor]:
         self.optim.zero_grad(set_to_none=True)
         loss.backward(inputs=params)
+        sync_gradients(params)  # under torchrun: the all-reduce DDP would do
         norm = _grad_norm(params)
         self.optim.step()
         self.optim.zero_grad(set_to_none=True)

@@ -4,6 +4,14 @@ Experiments differ by model, data, step function and callbacks, never by a copy 
 loop (minGPT's trainer is the model). The loop owns what must be right everywhere:
 checkpoints after every epoch (atomic), resume, metrics per epoch and phase, NaN
 detection, progress bars and the one-line epoch summary.
+
+Under ``torchrun`` the loop is data-parallel: :class:`Batches` shards every epoch with
+torch's ``DistributedSampler`` (rank and world taken from the process group unless given),
+the model is wrapped in ``DistributedDataParallel`` (SyncBatchNorm on GPUs), metrics are
+summed across ranks, and only rank 0 writes checkpoints. Steps that update the weights
+themselves or back-propagate into a subset of the parameters (the GAN's two updates, the
+VAE's encoder-only updates) set ``Fit.ddp=False`` and average gradients with
+:func:`sync_gradients`, the same all-reduce DDP performs.
 """
 
 from __future__ import annotations
@@ -80,6 +88,11 @@ class MemoryRecorder:
         self.records = [r for r in self.records if keep(r)]
 
 
+UNSHARDED = {"rank": 0, "world": 1}
+"""``Batches(..., **UNSHARDED)``: every rank sees all the data (the cached demo pretrainings, which
+each rank computes identically rather than racing on one cache file with different weights)."""
+
+
 class Batches:
     """Mini-batches over in-memory tensors, ordered by torch's ``DistributedSampler``.
 
@@ -95,7 +108,7 @@ class Batches:
 
     def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, *, shuffle: bool = False,
                  seed: int = 0, transform: Callable[[Batch], Batch] | None = None,
-                 rank: int = 0, world: int = 1) -> None:
+                 rank: int | None = None, world: int | None = None) -> None:
         if len({len(t) for t in tensors}) != 1:
             raise ValueError("all tensors of a Batches must have the same length")
         self.tensors = tuple(tensors)
@@ -103,7 +116,9 @@ class Batches:
         self.shuffle = shuffle
         self.seed = seed
         self.transform = transform
-        self.rank, self.world = rank, world
+        here = rank_and_world()
+        self.rank = here[0] if rank is None else rank
+        self.world = here[1] if world is None else world
         self.epoch = 0
 
     @property
@@ -163,6 +178,9 @@ class Fit:
     progress: bool = False
     autocast: Callable[[], Any] | None = None
     say: Callable[[str], None] = print
+    ddp: bool = True
+    """Under torchrun, wrap the model in DistributedDataParallel; False: the step's gradients
+    are averaged with :func:`sync_gradients` after the loop's backward instead."""
 
 
 def fit(job: Fit) -> list[dict[str, Any]]:
@@ -171,6 +189,8 @@ def fit(job: Fit) -> list[dict[str, Any]]:
     Returns every record of this stage, earlier ones from a resumed run included.
     """
     start = _resume(job)
+    if job.ddp and start < job.epochs:
+        job = dataclasses.replace(job, model=distribute(job.model, job.device))
     for epoch in range(start + 1, job.epochs + 1):
         job.train.set_epoch(epoch)
         records = {"train": _run_epoch(job, epoch, train=True)}
@@ -222,6 +242,8 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
             if train and not out.optimized:
                 job.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
+                if not job.ddp:
+                    sync_gradients(job.model.parameters())
                 for callback in job.callbacks:
                     callback.on_after_backward(job.model, epoch, step_index)
                 job.optimizer.step()
@@ -261,6 +283,30 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def distribute(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel under torchrun (SyncBatchNorm on GPUs); the module itself otherwise,
+    or when it is already wrapped or has nothing to train."""
+    if rank_and_world()[1] == 1 or isinstance(module, DistributedDataParallel):
+        return module
+    if not any(p.requires_grad for p in module.parameters()):
+        return module
+    if device.type == "cuda":
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return DistributedDataParallel(module, device_ids=[device.index])
+    return DistributedDataParallel(module)  # gloo on CPU: per-rank BatchNorm statistics
+
+
+def sync_gradients(params: Any) -> None:
+    """Average every gradient across ranks (what DDP does during backward); a no-op alone."""
+    world = rank_and_world()[1]
+    if world == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

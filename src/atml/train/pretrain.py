@@ -20,7 +20,7 @@ from atml.data import digits
 from atml.data.integrity import sha256sum
 from atml.models import resnet
 from atml.models.weights import WeightsInfo
-from atml.train.loop import Batches, Fit, MemoryRecorder, fit
+from atml.train.loop import UNSHARDED, Batches, Fit, MemoryRecorder, fit
 
 RECIPE_VERSION = 2
 
@@ -70,8 +70,9 @@ def _pretrain(recipe: Recipe, device: torch.device, progress: bool,
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs)
     recorder = MemoryRecorder()
     fit(Fit(model, optimizer,
-                   Batches((data.train.images, data.train.labels), recipe.batch_size, shuffle=True, seed=recipe.seed),
-                   Batches((data.val.images, data.val.labels), 256), recipe.epochs, device, recorder,
+                   Batches((data.train.images, data.train.labels), recipe.batch_size, shuffle=True, seed=recipe.seed,
+                           **UNSHARDED),
+                   Batches((data.val.images, data.val.labels), 256, **UNSHARDED), recipe.epochs, device, recorder,
                    stage="pretrain", scheduler=scheduler, progress=progress, say=say))
     recalibrate_bn(model, data.train.images, device)
     val_acc = _accuracy(model, data.val.images, data.val.labels, device)

@@ -18,7 +18,7 @@ import dataclasses
 import torch
 
 from atml.models import vae
-from atml.train.loop import Batch, Callback, StepOutput
+from atml.train.loop import Batch, Callback, StepOutput, sync_gradients, unwrap
 
 SCHEDULES = ("constant", "warmup", "cyclical")
 
@@ -82,10 +82,11 @@ class VAEStep(Callback):
         """Update the encoder alone: decoder gradients stay None, so the optimizer skips them."""
         if self.optimizer is None:
             raise ValueError("aggressive encoder training needs the optimizer")
-        encoder = model.encoder_parameters()
+        encoder = unwrap(model).encoder_parameters()
         for _ in range(self.variant.aggressive_steps):
             terms = vae.loss(model(x), x, kl_weight=self.weight, free_bits=self.variant.free_bits)
             self.optimizer.zero_grad(set_to_none=True)
             terms.total.backward(inputs=encoder)
+            sync_gradients(encoder)  # under torchrun: the all-reduce DDP would do
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ from atml.data.integrity import sha256sum
 from atml.models import vit
 from atml.models.weights import WeightsInfo
 from atml.train.augment import Augment
-from atml.train.loop import Batches, Fit, MemoryRecorder, fit
+from atml.train.loop import UNSHARDED, Batches, Fit, MemoryRecorder, fit
 
 RECIPE_VERSION = 1
 
@@ -77,8 +77,9 @@ def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs)
     records = fit(Fit(trainable, optimizer,
-                      Batches((data.train.images, data.train.labels), recipe.batch_size, shuffle=True, seed=recipe.seed),
-                      Batches((data.val.images, data.val.labels), 256), recipe.epochs, device, MemoryRecorder(),
+                      Batches((data.train.images, data.train.labels), recipe.batch_size, shuffle=True, seed=recipe.seed,
+                              **UNSHARDED),
+                      Batches((data.val.images, data.val.labels), 256, **UNSHARDED), recipe.epochs, device, MemoryRecorder(),
                       stage="pretrain-vit", scheduler=scheduler, progress=progress, say=say))
     val_acc = [r for r in records if r["phase"] == "val"][-1]["acc"]
     state = {k: v.detach().cpu() for k, v in model.model.state_dict().items()}

@@ -1,0 +1,144 @@
+"""CLIP through open_clip: OpenAI's ViT-B/32, or the demo's tiny CLIP built by the same code.
+
+Weights (``weights=``):
+
+* ``openai``: OpenAI's ViT-B/32 as open_clip publishes it on the Hugging Face hub
+  (``timm/vit_base_patch32_clip_224.openai``, ``open_clip_model.safetensors``), from the
+  local Hugging Face cache or downloaded when online. OpenAI's own ``ViT-B-32.pt`` is a
+  TorchScript archive, not a state dict, and is not read (no ``weights_only`` load exists
+  for it).
+* ``random``: open_clip's own initialisation, said so everywhere.
+* a path: an open_clip state dict (``.safetensors``, or ``.pt``/``.pth``/``.bin`` read
+  with ``weights_only=True``).
+* ``train-digits``: the demo's tiny CLIP trained by atml (:mod:`atml.train.clip_recipe`).
+
+The tokenizer is open_clip's BPE tokenizer, whose vocabulary ships inside the package,
+so text encoding never needs the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from atml.errors import UsageError, WeightsError
+from atml.models import vit
+from atml.models import weights as weights_lib
+from atml.models.weights import WeightsInfo
+
+OPENAI_HUB = "timm/vit_base_patch32_clip_224.openai"
+OPENAI_FILE = "open_clip_model.safetensors"
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    open_clip_name: str | None
+    """A model config that ships with open_clip, or None for a custom one."""
+    image_size: int
+    context_length: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    custom: dict[str, Any] | None = None
+
+
+ARCHS = {
+    "ViT-B-32": Arch("ViT-B-32", 224, 77, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "clip-digits": Arch(None, 32, 16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), custom={
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 96, "layers": 3, "head_width": 32},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }),
+}
+
+
+class CLIPModel(nn.Module):
+    """An open_clip CLIP with its preprocessing and tokenizer; embeddings raw or L2-normalised."""
+
+    def __init__(self, model: nn.Module, arch_name: str) -> None:
+        super().__init__()
+        import open_clip
+
+        self.model = model
+        self.arch_name = arch_name
+        self.arch = ARCHS[arch_name]
+        self.preprocess = vit.Preprocess(vit.Arch(self.arch.image_size, 1, 1, 1, 1, 1.0, self.arch.mean,
+                                                  self.arch.std, 1.0))
+        self.tokenizer = open_clip.get_tokenizer("ViT-B-32")  # OpenAI's BPE vocabulary, shipped with open_clip
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts, context_length=self.arch.context_length)
+
+    def encode_images(self, images: torch.Tensor, *, normalize: bool = False) -> torch.Tensor:
+        """uint8 images of any size -> embeddings ``(N, D)``."""
+        return self.model.encode_image(self.preprocess(images), normalize=normalize)
+
+    def encode_texts(self, texts: list[str], *, normalize: bool = False) -> torch.Tensor:
+        tokens = self.tokenize(texts).to(self.preprocess.mean.device)
+        return self.model.encode_text(tokens, normalize=normalize)
+
+
+def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
+          state: dict[str, torch.Tensor] | None = None, state_info: WeightsInfo | None = None) -> tuple[CLIPModel, WeightsInfo]:
+    """The model with its weights loaded, and what to record about them."""
+    if arch_name not in ARCHS:
+        raise UsageError(f"arch={arch_name!r} is not valid; choose one of {', '.join(ARCHS)}")
+    if weights == "openai":
+        if arch_name != "ViT-B-32":
+            raise UsageError("weights=openai exists only for arch=ViT-B-32")
+        state, state_info = openai_state_dict(offline=offline)
+    elif weights == "random":
+        state_info = WeightsInfo("random", f"open_clip's random initialisation of {arch_name} (seed {seed}; "
+                                 "no pretrained weights)", pretrained=False)
+    elif weights_lib.is_path(weights):
+        state, state_info = weights_lib.read_state_dict(weights)
+    elif state is None:
+        raise UsageError(f"weights={weights!r} is not valid; use openai, random or a state dict file")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _open_clip_model(arch_name)
+    if state is not None:
+        try:
+            model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+        except RuntimeError as err:
+            lines = " ".join(line.strip() for line in str(err).splitlines()[1:3])
+            raise WeightsError(f"{state_info.file or state_info.spec} does not fit open_clip {arch_name}: "
+                               f"{lines[:300]}") from err
+    return CLIPModel(model.eval(), arch_name), state_info
+
+
+def _open_clip_model(arch_name: str) -> nn.Module:
+    import open_clip
+
+    arch = ARCHS[arch_name]
+    if arch.open_clip_name:
+        logging.getLogger().disabled = True  # open_clip logs a warning for pretrained=None
+        try:
+            return open_clip.create_model(arch.open_clip_name, pretrained=None, quick_gelu=True)
+        finally:
+            logging.getLogger().disabled = False
+    cfg = arch.custom
+    return open_clip.CLIP(cfg["embed_dim"], open_clip.CLIPVisionCfg(**cfg["vision_cfg"]),
+                          open_clip.CLIPTextCfg(**cfg["text_cfg"]), quick_gelu=False)
+
+
+def openai_state_dict(*, offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    """OpenAI's ViT-B/32 weights in open_clip's layout, from the Hugging Face cache or hub."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = Path(hf_hub_download(OPENAI_HUB, OPENAI_FILE, local_files_only=offline))
+    except Exception as err:  # LocalEntryNotFoundError offline, network errors online
+        how = (f"offline mode forbids downloading; fetch {OPENAI_FILE} from https://huggingface.co/{OPENAI_HUB} on a "
+               f"machine with internet and pass --weights /path/to/{OPENAI_FILE}" if offline else
+               f"downloading it failed ({str(err).splitlines()[0][:200]}); pass --weights /path/to/{OPENAI_FILE}")
+        raise WeightsError(f"OpenAI CLIP ViT-B/32 weights ({OPENAI_HUB}/{OPENAI_FILE}) are not in the Hugging Face "
+                           f"cache and {how}") from err
+    state, info = weights_lib.read_state_dict(path)
+    info.spec = "openai"
+    info.description = f"OpenAI CLIP ViT-B/32 via open_clip ({OPENAI_HUB}, {path.name}; SHA-256 recorded)"
+    return state, info
