@@ -106,7 +106,7 @@ class PerSampleLoader:
                 from PIL import Image
 
                 array = images[i].permute(1, 2, 0).squeeze(-1).numpy()
-                return (torch.from_numpy(np.asarray(Image.fromarray(array))).reshape(images.shape[1:]),)
+                return (torch.from_numpy(np.array(Image.fromarray(array))).reshape(images.shape[1:]),)
 
         self.batch_size, self.seed, self.epoch = batch_size, seed, 0
         self._dataset, self._loader = _PerSample(), DataLoader
@@ -122,7 +122,10 @@ class PerSampleLoader:
 
         sampler = DistributedSampler(range(len(self._dataset)), num_replicas=1, rank=0, shuffle=True, seed=self.seed)
         sampler.set_epoch(self.epoch)
-        return iter(self._loader(self._dataset, batch_size=self.batch_size, sampler=sampler))
+        # its own generator: creating the iterator must not draw from torch's global RNG, which
+        # the training step uses (VAE noise, GAN latents), or the two paths would diverge
+        return iter(self._loader(self._dataset, batch_size=self.batch_size, sampler=sampler,
+                                 generator=torch.Generator().manual_seed(self.seed)))
 
 
 def model_throughput(forward: Any, example: torch.Tensor, device: torch.device, batch_size: int,
@@ -151,7 +154,7 @@ def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: d
     lines = [title, f"  {naive_label:<32} {naive_s:8.2f} s   {result_name} {naive_acc:.4f}",
              f"  {fast_label:<32} {fast_s:8.2f} s   {result_name} {fast_acc:.4f}",
              f"  speed-up: {naive_s / fast_s:.1f}x",
-             "  model forward: " + ", ".join(f"{v:.1f} img/s {k.removeprefix('images_per_s_').replace('_', ' ')}"
+             "  model forward: " + ", ".join(f"{v:.1f} img/s {k[len('images_per_s_'):]}".rstrip()
                                              for k, v in throughput.items() if k.startswith("images_per_s"))
              + f" ({throughput['flops_per_image'] / 1e9:.4f} GFLOP/img)",
              f"  achieved {throughput['achieved_gflops']:.1f} GFLOP/s = {throughput['share_of_gemm']:.0%} of this "

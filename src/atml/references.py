@@ -97,6 +97,22 @@ REFERENCES += (
 )
 
 
+_CLIP_STL = {"preset": "full", "data": "stl10", "arch": "ViT-B-32", "weights": "openai"}
+
+REFERENCES += (
+    Reference("clip.zeroshot", "OpenAI CLIP ViT-B/32 zero-shot STL-10 (CLIP paper, Table 11)", 0.97,
+              "Radford et al. 2021, Table 11", "recalled", "best_prompt_set_acc", 0.02, _CLIP_STL),
+    Reference("clip.zeroshot", "ViT-B/32 OpenAI weights, zero-shot CIFAR-10 (CLIP_benchmark protocol)", 0.8983,
+              "open_clip docs/openclip_classification_results.csv", "checked"),
+    Reference("clip.zeroshot", "ViT-B/32 OpenAI weights, zero-shot CIFAR-100 (CLIP_benchmark protocol)", 0.6423,
+              "open_clip docs/openclip_classification_results.csv", "checked"),
+    Reference("clip.gap", "the modality gap already exists at random initialisation (cone effect)", None,
+              "Liang et al. 2022, Mind the Gap", "recalled"),
+    Reference("clip.align", "the modality gap already exists at random initialisation (cone effect)", None,
+              "Liang et al. 2022, Mind the Gap", "recalled"),
+)
+
+
 def for_experiment(name: str) -> list[Reference]:
     return [r for r in REFERENCES if r.experiment == name]
 

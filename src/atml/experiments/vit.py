@@ -605,8 +605,10 @@ def bench_pooling(cfg: PoolingConfig) -> dict[str, Any]:
             head = new_head(model.num_features, len(train.classes), cfg.seed).to(ctx.device)
             opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
             cols = slice(i * model.num_features, (i + 1) * model.num_features)
-            for epoch in range(cfg.epochs):
-                for xb, yb in Batches((train.images, train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed):
+            batches = Batches((train.images, train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed)
+            for epoch in range(1, cfg.epochs + 1):
+                batches.set_epoch(epoch)  # the order fit() uses
+                for xb, yb in batches:
                     loss = torch.nn.functional.cross_entropy(head(frozen(xb.to(ctx.device))[:, cols]), yb.to(ctx.device))
                     opt.zero_grad()
                     loss.backward()
