@@ -37,6 +37,16 @@ def test_embeddings_are_2d_and_keep_clusters_apart():
         assert rep.knn_accuracy(points, labels) > 0.95
 
 
+@pytest.mark.parametrize("backend, name", [("sklearn", "scikit-learn"), ("opentsne", "openTSNE")])
+def test_both_tsne_backends_keep_clusters_apart(monkeypatch, backend, name):
+    pytest.importorskip("openTSNE")  # installed by the test extra; optional for users
+    monkeypatch.setenv("ATML_TSNE", backend)
+    assert rep.tsne_backend() == name
+    feats, labels = _clusters(dim=60)
+    points = rep.tsne(feats, seed=0)
+    assert points.shape == (len(labels), 2) and rep.knn_accuracy(points, labels) > 0.95
+
+
 def test_hooks_are_removed_and_outputs_unchanged():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
     x = torch.randn(2, 3, 8, 8)

@@ -352,6 +352,8 @@ def run_gap(cfg: GapConfig, ctx: RunContext) -> dict[str, Any]:
                                                 title="random initialisation"), "modality_gap_random_init")
         notes.append(f"Random initialisation: the same architecture with open_clip's initialisation (seed {cfg.seed}), "
                      "no training, on the same images and captions.")
+    notes.append(f"Joint embeddings: t-SNE ({rep.tsne_backend()}) and UMAP on both modalities together, after PCA "
+                 "to 50 dimensions; 'normalised' = each embedding L2-normalised first.")
     notes.append(f"Sample: {len(idx)} test images, {cfg.per_class} per class, each paired with one caption of its "
                  "class (the 18 CIFAR templates in turn). 'Gap closed': every image embedding moved by the difference "
                  "of the modality centroids, then renormalised.")

@@ -111,7 +111,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             "notes": [f"{len(labels)} validation images ({cfg.per_class} per class), {cfg.resolution} px; depths: "
                       + ", ".join(f"{d} = output of {s}" for d, s in DEPTHS) + " (global-average-pooled). "
                       "k-NN (k=5, cosine) and logistic-regression probe accuracies are 5-fold cross-validated; "
-                      "t-SNE and UMAP run on the first 50 principal components."]}
+                      f"t-SNE ({rep.tsne_backend()}) and UMAP run on the first 50 principal components."]}
 
 
 def tables(metrics: dict[str, Any], cfg: Config, pairs: list[tuple[str, str, float]]) -> list[dict[str, Any]]:
