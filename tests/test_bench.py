@@ -65,3 +65,22 @@ def test_gpu_check_script_runs_its_paths_on_the_cpu(tmp_path):
     for model in ("resnet152", "deit_small", "clip_vit_b32"):
         assert {"infer_fp32", "train_fp32"} <= report[model].keys() and report[model]["train_fp32"] > 0
     assert report["ddp_resnet152"]["backend"] == "gloo"
+
+
+def test_optional_torch_compile_of_the_frozen_feature_pass():
+    import torch
+
+    from atml import runtime
+    from atml.errors import UsageError
+
+    def fn(x):
+        return torch.nn.functional.gelu(x @ x.T).sum(1)
+
+    assert runtime.maybe_compile(fn, "off") is fn
+    x = torch.randn(16, 8)
+    assert torch.allclose(runtime.maybe_compile(fn, "default")(x), fn(x), atol=1e-5)
+    with pytest.raises(UsageError, match="compile='fast' is not valid"):
+        runtime.maybe_compile(fn, "fast")
+    exp = registry().get("vit.pooling")
+    with pytest.raises(UsageError, match="compile='yes' is not valid"):
+        config.build(exp.config_cls, exp.presets, "smoke", ["compile=yes"])

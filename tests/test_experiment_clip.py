@@ -109,3 +109,29 @@ def test_gap_smoke_and_random_init_on_demo(tmp_path):
     m = demo["metrics"]
     assert m["sample"] == 40 and 0 < m["random_init_centroid_distance"] <= 2
     assert {"figures/modality_gap_embeddings.png", "figures/modality_gap_random_init.png"} <= set(demo["figures"])
+
+
+def test_weights_folder_and_hugging_face_blob_hash(tmp_path):
+    from atml.data.integrity import sha256sum
+    from atml.models import weights
+
+    model, _ = clip.build("clip-digits", "random", seed=2)
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    save_file(model.model.state_dict(), folder / "open_clip_model.safetensors")
+    loaded, info = clip.build("clip-digits", str(folder))
+    assert info.file.endswith("open_clip_model.safetensors")
+    assert torch.equal(loaded.model.logit_scale, model.model.logit_scale)
+    with pytest.raises(WeightsError, match="folder without open_clip_model.safetensors"):
+        clip.build("clip-digits", str(tmp_path))
+    # The Hugging Face cache keeps large files as blobs/<sha256>, with the snapshot name a link to it.
+    blobs = tmp_path / "hub" / "blobs"
+    blobs.mkdir(parents=True)
+    good = blobs / sha256sum(folder / "open_clip_model.safetensors")
+    good.write_bytes((folder / "open_clip_model.safetensors").read_bytes())
+    link = tmp_path / "hub" / "open_clip_model.safetensors"
+    link.symlink_to(good)
+    weights.check_hub_blob(link)  # matches: no error
+    good.write_bytes(good.read_bytes()[:-10] + b"0" * 10)  # corrupted in the cache
+    with pytest.raises(WeightsError, match="fails its hash check"):
+        weights.check_hub_blob(link)

@@ -53,7 +53,7 @@ def test_attention_capture_leaves_the_model_as_it_was(pair):
 
 
 def test_timm_fused_flag_is_restored(pair):
-    timm_vit, _, x = pair
+    timm_vit, _, _ = pair
     flags = [b.attn.fused_attn for b in timm_vit.model.blocks]
     with timm_vit.attention():
         assert not any(b.attn.fused_attn for b in timm_vit.model.blocks)

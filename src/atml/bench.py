@@ -8,6 +8,7 @@ as a share of the machine's matrix-multiply throughput measured in the same run.
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -115,7 +116,7 @@ class PerSampleLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-len(self._dataset) // self.batch_size)
+        return math.ceil(len(self._dataset) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         from torch.utils.data import DistributedSampler

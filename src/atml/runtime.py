@@ -81,6 +81,22 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+def maybe_compile(fn: Any, mode: str) -> Any:
+    """``torch.compile(fn, mode=mode)``, or ``fn`` itself when ``mode`` is "off".
+
+    For frozen forward passes (feature extraction): the graph is fixed, so the compile cost
+    (seconds to a minute, once per process and input shape) pays off on large datasets.
+    """
+    if mode == "off":
+        return fn
+    if mode not in COMPILE_MODES:
+        raise UsageError(f"compile={mode!r} is not valid; choose one of {', '.join(COMPILE_MODES)}")
+    return torch.compile(fn, mode=mode)
+
+
 def cache_dir() -> Path:
     """Where shared artefacts (datasets, demo backbones) live: $ATML_CACHE or ~/.cache/atml."""
     return Path(os.environ.get("ATML_CACHE", Path.home() / ".cache" / "atml"))

@@ -61,6 +61,8 @@ class ResNetConfig(RunConfig):
     channels_last: bool = True
     amp: bool = True
     """bf16 autocast for the backbone on CUDA (ignored on CPU)."""
+    compile: str = "off"
+    """torch.compile the frozen backbone's feature pass: off | default | reduce-overhead | max-autotune."""
     pretrain_epochs: int = 8
     """Epochs of the digits 0-4 pretraining behind weights=pretrain-digits."""
 
@@ -71,6 +73,8 @@ class ResNetConfig(RunConfig):
         if self.arch not in resnet.ARCHS:
             raise UsageError(f"arch={self.arch!r} is not valid; choose one of {', '.join(resnet.ARCHS)}")
         require_positive(self, "epochs", "batch_size", "pretrain_epochs")
+        if self.compile not in runtime.COMPILE_MODES:
+            raise UsageError(f"compile={self.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
         if not self.lr > 0 or self.weight_decay < 0 or not self.backbone_lr_scale > 0:
             raise UsageError("lr and backbone_lr_scale must be > 0 and weight_decay >= 0")
         if self.train_limit < 0 or self.val_limit < 0:
@@ -125,7 +129,7 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifie
     stage = stage or f"r{res}"
     ckpt = ctx.checkpoint(f"head_{stage}")
     frozen = FrozenFeatures(resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last),
-                            model.forward_features).to(ctx.device)
+                            runtime.maybe_compile(model.forward_features, cfg.compile)).to(ctx.device)
     head = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
     out: dict[str, Any] = {}
     if finished(ckpt, cfg.epochs):  # resumed run: this stage is complete, skip the backbone pass

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from atml import bench as bench_lib
+from atml import runtime
 from atml.analysis import attention as att
 from atml.data import digits
 from atml.errors import UsageError
@@ -533,7 +534,8 @@ def run_pooling(cfg: PoolingConfig, ctx: RunContext) -> dict[str, Any]:
     data = common.load_labelled(cfg, ctx, digit_classes=digits.TRANSFER_CLASSES)
     train = data.train.subset(cfg.train_limit, seed=cfg.seed)
     val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
-    frozen = FrozenFeatures(model.preprocess, lambda x: pooled_features(model, x)).to(ctx.device)
+    frozen = FrozenFeatures(model.preprocess, runtime.maybe_compile(lambda x: pooled_features(model, x), cfg.compile))
+    frozen = frozen.to(ctx.device)
     started = time.perf_counter()
     kw = {"batch_size": max(cfg.batch_size, 128), "device": ctx.device, "progress": ctx.progress}
     f_train, ips = extract(frozen, train.images, desc="features train", **kw)
@@ -633,8 +635,6 @@ def bench_pooling(cfg: PoolingConfig) -> dict[str, Any]:
 
 def vit_throughput(model: vit.ViT, images: torch.Tensor, device: torch.device, batch_size: int) -> dict[str, float]:
     """Images/s of the ViT forward (fused vs unfused attention) and its share of the GEMM rate."""
-    from atml import runtime
-
     x = model.preprocess(images[:max(batch_size, 64)].to(device))
     flops = bench_lib.flops_of(lambda: model.tokens(x[:1]))
     out = {"flops_per_image": flops, "gemm_gflops": runtime.matmul_gflops(device=device)}

@@ -41,6 +41,8 @@ class ViTConfig(RunConfig):
     batch_size: int = 64
     train_epochs: int = 40
     """Epochs of the demo ViT's training on digits 0-4 (weights=train-digits)."""
+    compile: str = "off"
+    """torch.compile the frozen feature pass (vit.pooling): off | default | reduce-overhead | max-autotune."""
 
     def validate(self) -> None:
         super().validate()
@@ -53,6 +55,8 @@ class ViTConfig(RunConfig):
         if self.weights == "train-digits" and self.arch != "vit-digits":
             raise UsageError("weights=train-digits needs arch=vit-digits")
         require_positive(self, "batch_size", "train_epochs")
+        if self.compile not in runtime.COMPILE_MODES:
+            raise UsageError(f"compile={self.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
 
 
 def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, arch: str | None = None,

@@ -9,7 +9,8 @@ Weights (``weights=``):
   for it).
 * ``random``: open_clip's own initialisation, said so everywhere.
 * a path: an open_clip state dict (``.safetensors``, or ``.pt``/``.pth``/``.bin`` read
-  with ``weights_only=True``).
+  with ``weights_only=True``), or a folder holding ``open_clip_model.safetensors`` (a
+  Hugging Face snapshot of the model).
 * ``train-digits``: the demo's tiny CLIP trained by atml (:mod:`atml.train.clip_recipe`).
 
 The tokenizer is open_clip's BPE tokenizer, whose vocabulary ships inside the package,
@@ -95,9 +96,10 @@ def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
         state_info = WeightsInfo("random", f"open_clip's random initialisation of {arch_name} (seed {seed}; "
                                  "no pretrained weights)", pretrained=False)
     elif weights_lib.is_path(weights):
-        state, state_info = weights_lib.read_state_dict(weights)
+        state, state_info = weights_lib.read_state_dict(_weights_file(Path(weights).expanduser()))
     elif state is None:
-        raise UsageError(f"weights={weights!r} is not valid; use openai, random or a state dict file")
+        raise UsageError(f"weights={weights!r} is not valid; use openai, random, a state dict file or a folder holding "
+                         f"{OPENAI_FILE}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _open_clip_model(arch_name)
@@ -126,6 +128,17 @@ def _open_clip_model(arch_name: str) -> nn.Module:
                           open_clip.CLIPTextCfg(**cfg["text_cfg"]), quick_gelu=False)
 
 
+def _weights_file(path: Path) -> Path:
+    """A state dict file, or the open_clip weights file inside a folder (a Hugging Face snapshot)."""
+    if not path.is_dir():
+        return path
+    for name in (OPENAI_FILE, "open_clip_pytorch_model.bin", "model.safetensors"):
+        if (path / name).is_file():
+            return path / name
+    raise WeightsError(f"{path} is a folder without {OPENAI_FILE} or open_clip_pytorch_model.bin; pass the weights "
+                       "file itself or a folder holding one")
+
+
 def openai_state_dict(*, offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """OpenAI's ViT-B/32 weights in open_clip's layout, from the Hugging Face cache or hub."""
     from huggingface_hub import hf_hub_download
@@ -138,7 +151,9 @@ def openai_state_dict(*, offline: bool) -> tuple[dict[str, torch.Tensor], Weight
                f"downloading it failed ({str(err).splitlines()[0][:200]}); pass --weights /path/to/{OPENAI_FILE}")
         raise WeightsError(f"OpenAI CLIP ViT-B/32 weights ({OPENAI_HUB}/{OPENAI_FILE}) are not in the Hugging Face "
                            f"cache and {how}") from err
+    weights_lib.check_hub_blob(path)
     state, info = weights_lib.read_state_dict(path)
     info.spec = "openai"
-    info.description = f"OpenAI CLIP ViT-B/32 via open_clip ({OPENAI_HUB}, {path.name}; SHA-256 recorded)"
+    info.description = (f"OpenAI CLIP ViT-B/32 via open_clip ({OPENAI_HUB}, {path.name}; SHA-256 checked against the "
+                        "name the Hugging Face cache stores it under)")
     return state, info

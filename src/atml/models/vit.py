@@ -349,6 +349,7 @@ def _hf_from_folder(folder: Path, arch_name: str) -> tuple[nn.Module, WeightsInf
     _check_arch(model.config, ARCHS[arch_name], folder)
     config = json.loads(config_path.read_text())
     names = [config.get("id2label", {}).get(str(i), str(i)) for i in range(model.config.num_labels)]
+    weights_lib.check_hub_blob(files[0])  # a Hugging Face snapshot: the bytes must match the blob's SHA-256
     digest = weights_lib.sha256sum(files[0])
     info = WeightsInfo(str(folder), f"transformers folder {folder} ({files[0].name})", str(files[0]), digest)
     return model.eval(), info, names

@@ -82,6 +82,16 @@ def _check_name_hash(path: Path, digest: str) -> None:
                            f"the file has {digest[:16]}...; the download is corrupt, delete it and fetch it again")
 
 
+def check_hub_blob(path: Path) -> None:
+    """A file from the Hugging Face cache is stored under its SHA-256 (large files): compare the bytes with it."""
+    blob = path.resolve()
+    if blob.parent.name == "blobs" and len(blob.name) == 64 and all(c in "0123456789abcdef" for c in blob.name):
+        digest = sha256sum(blob)
+        if digest != blob.name:
+            raise WeightsError(f"{path} fails its hash check: the Hugging Face cache stores it as SHA-256 {blob.name[:16]}..., "
+                               f"the bytes hash to {digest[:16]}...; delete {blob} and download it again")
+
+
 def torchvision_state_dict(weights: Any, *, offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """A torchvision ``Weights`` enum's state dict, from the hub cache or downloaded when allowed."""
     filename = weights.url.rsplit("/", 1)[-1]

@@ -15,6 +15,7 @@ Mitigations of posterior collapse (the architecture never changes):
 from __future__ import annotations
 
 import dataclasses
+
 import torch
 
 from atml.models import vae
