@@ -84,3 +84,4 @@ def test_optional_torch_compile_of_the_frozen_feature_pass():
     exp = registry().get("vit.pooling")
     with pytest.raises(UsageError, match="compile='yes' is not valid"):
         config.build(exp.config_cls, exp.presets, "smoke", ["compile=yes"])
+    assert config.build(exp.config_cls, exp.presets, "smoke", ["compile=off"]).compile == "off"  # not YAML's False

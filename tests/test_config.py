@@ -42,6 +42,13 @@ def test_scalar_for_tuple_and_int_for_float_and_none():
     assert cfg.limit is None and cfg.name == "123"
 
 
+def test_text_options_take_the_value_verbatim():
+    # YAML 1.1 would read these as booleans or numbers; a str option keeps what was typed.
+    cfg = config.build(Cfg, PRESETS, "full", ["name=off"])
+    assert cfg.name == "off"
+    assert config.build(Cfg, PRESETS, "full", ["name=1e-2"]).name == "1e-2"
+
+
 def test_float_in_exponent_notation_without_a_dot():
     # YAML 1.1 reads "1e-2" as a string; a float option must still take it.
     assert config.build(Cfg, PRESETS, "full", ["lr=1e-2"]).lr == 0.01

@@ -72,7 +72,7 @@ def build(cls: type, presets: Mapping[str, Mapping[str, Any]], preset: str,
         cfg = _replace(cfg, key, value)
     for item in overrides:
         key, raw = parse_override(item)
-        cfg = _replace(cfg, key, _parse_scalar(raw))
+        cfg = _replace(cfg, key, _Override(raw))
     cfg.validate()
     return cfg
 
@@ -111,6 +111,11 @@ def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
     return cfg
 
 
+class _Override(str):
+    """A ``--set`` value as typed: parsed as YAML, except for text options, which take it
+    verbatim (YAML 1.1 would turn ``off``/``yes`` into booleans and ``1e-2`` into text)."""
+
+
 def _parse_scalar(raw: str) -> Any:
     try:
         return yaml.safe_load(raw) if raw else ""
@@ -136,6 +141,10 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     """Convert ``value`` to the annotated type ``hint`` or raise UsageError naming ``key``."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if isinstance(value, _Override):
+        raw, value = str(value), _parse_scalar(str(value))
+        if hint is str or (origin in (typing.Union, types.UnionType) and str in args and value is not None):
+            return raw
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
