@@ -39,7 +39,7 @@ class ViTConfig(RunConfig):
     data: str = "cifar10"
     """cifar10 | digits | generated-cifar10 (smoke): the labelled set."""
     batch_size: int = 64
-    train_epochs: int = 40
+    train_epochs: int = vit_recipe.Recipe.epochs
     """Epochs of the demo ViT's training on digits 0-4 (weights=train-digits)."""
     compile: str = "off"
     """torch.compile the frozen feature pass (vit.pooling): off | default | reduce-overhead | max-autotune."""

@@ -28,7 +28,7 @@ RECIPE_VERSION = 1
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
