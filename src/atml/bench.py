@@ -129,6 +129,30 @@ class PerSampleLoader:
                                  generator=torch.Generator().manual_seed(self.seed)))
 
 
+def time_both_data_paths(images: torch.Tensor, cfg: Any, device: torch.device,
+                         build: Any) -> tuple[dict[str, tuple[float, float]], torch.nn.Module]:
+    """Train with :func:`fit` on :class:`PerSampleLoader` (naive) and on atml's :class:`Batches`.
+
+    ``build()`` returns ``(model, optimizer, step, callbacks)`` and is called under the same
+    seed for both paths, so data order, initialisation and noise are identical and both must
+    end on the same loss. Returns ``{label: (seconds, final train loss)}`` and the last model.
+    """
+    from atml.train.loop import Batches, Fit, MemoryRecorder, fit
+
+    paths = {"naive (per-sample PIL DataLoader)": PerSampleLoader(images, cfg.batch_size, cfg.seed),
+             "atml (in-memory batches)": Batches((images,), cfg.batch_size, shuffle=True, seed=cfg.seed)}
+    timings = {}
+    for label, batches in paths.items():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model, optimizer, step, callbacks = build()
+            started = time.perf_counter()
+            rows = fit(Fit(model, optimizer, batches, None, cfg.epochs, device, MemoryRecorder(), stage="bench",
+                           step=step, callbacks=callbacks, say=lambda _m: None))
+            timings[label] = (time.perf_counter() - started, rows[-1]["loss"])
+    return timings, model
+
+
 def model_throughput(forward: Any, example: torch.Tensor, device: torch.device, batch_size: int,
                      repeats: int = 20) -> dict[str, float]:
     """Images/s of ``forward(batch)`` under inference mode, and its share of the GEMM rate."""

@@ -244,26 +244,16 @@ def discuss(results: dict[str, Any]) -> list[str]:
 
 def bench(cfg: Config) -> dict[str, Any]:
     """DCGAN trained on atml's in-memory batches vs a per-sample PIL Dataset + DataLoader (same order and seed)."""
-    import time
-
     from atml import bench as bench_lib
-    from atml.train.loop import MemoryRecorder
+
+    def build() -> tuple[Any, ...]:
+        model = DCGAN(cfg.latent_dim, cfg.width).to(ctx.device)
+        optim = gan_recipe.optimizer(model, cfg.lr, cfg.beta1, cfg.g_lr_scale)
+        return model, optim, gan_recipe.GANStep(optim), ()
 
     with bench_lib.scratch_context(cfg) as ctx:
         data = grayscale.load_data(cfg, ctx)
-        paths = {"naive (per-sample PIL DataLoader)": bench_lib.PerSampleLoader(data.train.images, cfg.batch_size,
-                                                                               cfg.seed),
-                 "atml (in-memory batches)": Batches((data.train.images,), cfg.batch_size, shuffle=True, seed=cfg.seed)}
-        timings = {}
-        for label, batches in paths.items():
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.seed)
-                model = DCGAN(cfg.latent_dim, cfg.width).to(ctx.device)
-                optim = gan_recipe.optimizer(model, cfg.lr, cfg.beta1, cfg.g_lr_scale)
-                started = time.perf_counter()
-                rows = fit(Fit(model, optim, batches, None, cfg.epochs, ctx.device, MemoryRecorder(), stage="bench",
-                               step=gan_recipe.GANStep(optim), say=lambda _m: None))
-                timings[label] = (time.perf_counter() - started, rows[-1]["loss"])
+        timings, model = bench_lib.time_both_data_paths(data.train.images, cfg, ctx.device, build)
         z = torch.randn(256, cfg.latent_dim, device=ctx.device)
         throughput = bench_lib.model_throughput(lambda b: model.discriminator(model.generator(b)), z, ctx.device, 256)
     return bench_lib.summarise(f"gan.dcgan {len(data.train)} train images ({data.name}), {cfg.epochs} epochs, batch "

@@ -429,27 +429,17 @@ def bench(cfg: Config) -> dict[str, Any]:
     Same data, batch order (DistributedSampler, same seed), initialisation and epochs, so
     both paths must end on the same loss.
     """
-    import time
-
     from atml import bench as bench_lib
-    from atml.train.loop import MemoryRecorder
+
+    def build() -> tuple[Any, ...]:
+        model = vae_model.VAE(cfg.latent_dim, cfg.hidden).to(ctx.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        step = VAEStep(baseline(cfg), cfg.epochs, optimizer)
+        return model, optimizer, step, [step]
 
     with bench_lib.scratch_context(cfg) as ctx:
         data = grayscale.load_data(cfg, ctx)
-        paths = {"naive (per-sample PIL DataLoader)": bench_lib.PerSampleLoader(data.train.images, cfg.batch_size,
-                                                                               cfg.seed),
-                 "atml (in-memory batches)": Batches((data.train.images,), cfg.batch_size, shuffle=True, seed=cfg.seed)}
-        timings = {}
-        for label, batches in paths.items():
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.seed)
-                model = vae_model.VAE(cfg.latent_dim, cfg.hidden).to(ctx.device)
-                optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-                step = VAEStep(baseline(cfg), cfg.epochs, optimizer)
-                started = time.perf_counter()
-                rows = fit(Fit(model, optimizer, batches, None, cfg.epochs, ctx.device, MemoryRecorder(), stage="bench",
-                               step=step, callbacks=[step], say=lambda _m: None))
-                timings[label] = (time.perf_counter() - started, rows[-1]["loss"])
+        timings, model = bench_lib.time_both_data_paths(data.train.images, cfg, ctx.device, build)
         x = data.train.images[:256].float().div(255).to(ctx.device)
         throughput = bench_lib.model_throughput(model, x, ctx.device, 256)
     return bench_lib.summarise(f"vae.train {len(data.train)} train images ({data.name}), {cfg.epochs} epochs, batch "

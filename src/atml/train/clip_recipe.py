@@ -18,13 +18,13 @@ from collections.abc import Callable
 
 import torch
 
-from atml import runtime, storage
 from atml.data import digits
 from atml.data.integrity import sha256sum
 from atml.models import clip
 from atml.models.weights import WeightsInfo
 from atml.train.augment import Augment
 from atml.train.loop import UNSHARDED, Batches, Fit, MemoryRecorder, StepOutput, fit
+from atml.train.pretrain import cached_training
 
 RECIPE_VERSION = 1
 ALL_DIGITS = tuple(range(10))
@@ -48,14 +48,10 @@ class Recipe:
 
 def digits_clip(recipe: Recipe, *, device: torch.device, progress: bool = False,
                 say: Callable[[str], None] = print) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
-    path = runtime.cache_dir() / "pretrained" / f"clip-digits-{recipe.key()}.pt"
-    if path.is_file():
-        saved = storage.torch_load(path)
-        say(f"demo CLIP: using cached tiny CLIP {path}")
-    else:
-        say(f"demo CLIP: training the tiny CLIP on captioned digits ({recipe.epochs} epochs)")
-        saved = _train(recipe, device, progress, say)
-        storage.torch_save(saved, path)
+    saved, path = cached_training(
+        f"clip-digits-{recipe.key()}", lambda: _train(recipe, device, progress, say), say=say,
+        using="demo CLIP: using cached tiny CLIP",
+        training=f"demo CLIP: training the tiny CLIP on captioned digits ({recipe.epochs} epochs)")
     meta = saved["meta"]
     description = (f"atml clip-digits (open_clip.CLIP: ViT patch 8 at 32px, 3 blocks; text 2 blocks; 64-d) trained by "
                    f"atml with open_clip's ClipLoss on captioned scikit-learn digits 0-9 ({recipe.epochs} epochs, "

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -39,17 +40,29 @@ class Recipe:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def cached_training(name: str, train: Callable[[], dict[str, object]], *, say: Callable[[str], None],
+                    using: str, training: str) -> tuple[dict[str, object], Path]:
+    """``$ATML_CACHE/pretrained/<name>.pt`` if it exists, else ``train()`` now and save it atomically.
+
+    Shared by the demo's stand-in models (ResNets, ViT, CLIP); ``name`` carries the recipe's key.
+    """
+    path = runtime.cache_dir() / "pretrained" / f"{name}.pt"
+    if path.is_file():
+        say(f"{using} {path}")
+        return storage.torch_load(path), path
+    say(training)
+    saved = train()
+    storage.torch_save(saved, path)
+    return saved, path
+
+
 def digits_backbone(recipe: Recipe, *, device: torch.device, progress: bool = False,
                     say: Callable[[str], None] = print) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """The pretrained state dict (from the cache, or trained now) and what to record about it."""
-    path = runtime.cache_dir() / "pretrained" / f"{recipe.arch}-{recipe.key()}.pt"
-    if path.is_file():
-        saved = storage.torch_load(path)
-        say(f"demo backbone: using cached digits 0-4 {recipe.arch} {path}")
-    else:
-        say(f"demo backbone: pretraining {recipe.arch} on digits 0-4 ({recipe.epochs} epochs)")
-        saved = _pretrain(recipe, device, progress, say)
-        storage.torch_save(saved, path)
+    saved, path = cached_training(
+        f"{recipe.arch}-{recipe.key()}", lambda: _pretrain(recipe, device, progress, say), say=say,
+        using=f"demo backbone: using cached digits 0-4 {recipe.arch}",
+        training=f"demo backbone: pretraining {recipe.arch} on digits 0-4 ({recipe.epochs} epochs)")
     meta = saved["meta"]
     description = (f"atml {recipe.arch} pretrained by atml on scikit-learn digits 0-4 at {recipe.resolution}px "
                    f"({recipe.epochs} epochs, seed {recipe.seed}; held-out acc {meta['val_acc']:.3f}); "

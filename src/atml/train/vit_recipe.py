@@ -15,13 +15,13 @@ from collections.abc import Callable
 
 import torch
 
-from atml import runtime, storage
 from atml.data import digits
 from atml.data.integrity import sha256sum
 from atml.models import vit
 from atml.models.weights import WeightsInfo
 from atml.train.augment import Augment
 from atml.train.loop import UNSHARDED, Batches, Fit, MemoryRecorder, fit
+from atml.train.pretrain import cached_training
 
 RECIPE_VERSION = 1
 
@@ -42,14 +42,10 @@ class Recipe:
 def digits_vit(recipe: Recipe, *, device: torch.device, progress: bool = False,
                say: Callable[[str], None] = print) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """The trained timm state dict (cached, or trained now) and what to record about it."""
-    path = runtime.cache_dir() / "pretrained" / f"vit-digits-{recipe.key()}.pt"
-    if path.is_file():
-        saved = storage.torch_load(path)
-        say(f"demo ViT: using cached digits 0-4 vit-digits {path}")
-    else:
-        say(f"demo ViT: training vit-digits on digits 0-4 ({recipe.epochs} epochs)")
-        saved = _train(recipe, device, progress, say)
-        storage.torch_save(saved, path)
+    saved, path = cached_training(
+        f"vit-digits-{recipe.key()}", lambda: _train(recipe, device, progress, say), say=say,
+        using="demo ViT: using cached digits 0-4 vit-digits",
+        training=f"demo ViT: training vit-digits on digits 0-4 ({recipe.epochs} epochs)")
     meta = saved["meta"]
     description = (f"atml vit-digits (patch 4, 32px, 4 blocks, width 96) trained by atml on scikit-learn digits 0-4 "
                    f"({recipe.epochs} epochs, seed {recipe.seed}; held-out acc {meta['val_acc']:.3f}); stands in "
