@@ -52,19 +52,26 @@ def test_every_family_has_a_bench():
     assert families == with_bench == {"resnet", "vit", "vae", "clip", "gan"}
 
 
-def test_gpu_check_script_runs_its_paths_on_the_cpu(tmp_path):
-    """The GPU script's code paths (fp32/bf16, training steps, DDP with one process) on the CPU."""
-    out = tmp_path / "gpu.json"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--cpu", "--quick", "--json",
-                           str(out)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "all paths ran" in done.stdout and "DDP (gloo, 1 process)" in done.stdout
+def test_gpu_check_script_checks_atml_itself_on_the_cpu(tmp_path):
+    """The GPU check runs atml's experiments, atml's paths beside timm's loops and torchrun; here on the CPU."""
     import json
 
+    out = tmp_path / "gpu.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--cpu", "--quick", "--compile",
+                           "off", "--experiments", "resnet.head,vit.pooling", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "all parts ran" in done.stdout
     report = json.loads(out.read_text())
-    for model in ("resnet152", "deit_small", "clip_vit_b32"):
-        assert {"infer_fp32", "train_fp32"} <= report[model].keys() and report[model]["train_fp32"] > 0
-    assert report["ddp_resnet152"]["backend"] == "gloo"
+    assert {"card", "date", "torch"} <= report.keys()
+    assert [(r["experiment"], r["status"]) for r in report["experiments"]] == [("resnet.head", "ok"),
+                                                                              ("vit.pooling", "ok")]
+    pairs = {p["name"]: p for p in report["speed"]["pairs"]}
+    assert set(pairs) == {"ResNet-152 frozen features", "DeiT-S frozen features", "ResNet-152 full fine-tuning"}
+    assert all(p["atml"] > 0 and p["peer"] > 0 and p["ratio"] == p["atml"] / p["peer"] for p in pairs.values())
+    assert report["torchrun"]["returncode"] == 0
+    assert report["torchrun"]["distributed"] == {"backend": "gloo", "world": 1}  # a group of one, not skipped
+    assert report["failed"] == []
 
 
 def test_optional_torch_compile_of_the_frozen_feature_pass():
@@ -85,3 +92,64 @@ def test_optional_torch_compile_of_the_frozen_feature_pass():
     with pytest.raises(UsageError, match="compile='yes' is not valid"):
         config.build(exp.config_cls, exp.presets, "smoke", ["compile=yes"])
     assert config.build(exp.config_cls, exp.presets, "smoke", ["compile=off"]).compile == "off"  # not YAML's False
+
+
+def test_a_rate_leaves_out_the_warm_up():
+    """The first call (CUDA context, cuDNN autotuning, compilation) is not timed."""
+    import time
+
+    import torch
+
+    from atml import bench
+
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.5 if len(calls) == 1 else 0.01)
+
+    rate = bench.images_per_s(fn, 10, torch.device("cpu"), calls=5, warmup=1)
+    assert len(calls) == 6 and rate > 10 * 5 / 0.2
+
+
+@pytest.mark.parametrize("device, precision", [("cpu", "fp32"), ("cuda", "bf16")])
+def test_a_rate_is_compared_with_the_gemm_ceiling_of_its_own_precision(monkeypatch, device, precision):
+    import torch
+
+    from atml import bench, runtime
+
+    asked = []
+    monkeypatch.setattr(runtime, "matmul_gflops", lambda *a, dtype=torch.float32, **k: asked.append(dtype) or 1000.0)
+    out = bench.ceiling(100.0, 2e9, torch.device(device))
+    assert asked == [{"fp32": torch.float32, "bf16": torch.bfloat16}[precision]]
+    assert out["precision"] == precision and out["share_of_gemm"] == pytest.approx(0.2)
+
+
+def test_a_bench_never_touches_the_users_cache(tmp_path, monkeypatch):
+    """clip.zeroshot's bench clears embedding caches: only its own temporary one."""
+    import os
+
+    cache = tmp_path / "user-cache"
+    monkeypatch.setenv("ATML_CACHE", str(cache))
+    mine = cache / "clip-embeddings" / "clip-digits-0123456789ab.pt"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"the user's embeddings")
+    before = sorted(p.relative_to(cache) for p in cache.rglob("*"))
+    _bench("clip.zeroshot")
+    assert mine.read_bytes() == b"the user's embeddings"
+    assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == before
+    assert os.environ["ATML_CACHE"] == str(cache)
+
+
+def test_speed_command_prints_ratios_against_timm(tmp_path):
+    import json
+
+    out = tmp_path / "speed.json"
+    done = subprocess.run([sys.executable, "-m", "atml", "speed", "--device", "cpu", "--quick", "--models",
+                           "resnet152", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ResNet-152 frozen features" in done.stdout and "timm loop" in done.stdout and "ratio" in done.stdout
+    figures = json.loads(out.read_text())
+    assert figures["precision"] == "fp32" and {p["peer_name"] for p in figures["pairs"]} == {"timm loop", "plain step"}
+    bad = subprocess.run([sys.executable, "-m", "atml", "speed", "--models", "vgg"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--models 'vgg' is not valid" in bad.stderr

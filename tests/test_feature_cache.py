@@ -14,7 +14,7 @@ def _frozen_model():
     torch.manual_seed(0)
     model = resnet.freeze(resnet.build("digits-resnet", 5, "random", offline=True).model)
     prep = resnet.Preprocess(16, resnet.DIGITS_MEAN, resnet.DIGITS_STD)
-    return model, FrozenFeatures(prep, model.forward_features)
+    return model, FrozenFeatures(prep, model)
 
 
 def test_cached_features_give_the_same_logits():

@@ -137,3 +137,64 @@ def test_digits_resnet_and_preprocess_shapes(res):
     assert x.shape == (4, 3, res, res) and x.is_contiguous(memory_format=torch.channels_last)
     out = built.model(x)
     assert out.shape == (4, 5) and torch.isfinite(out).all()
+
+
+def _with_random_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """BatchNorm statistics and affine terms away from their 0/1 initial values."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "digits-resnet"])
+def test_folded_frozen_model_computes_what_the_eval_model_computes(arch):
+    import copy
+
+    model = _with_random_statistics(resnet.build(arch, 7, "random", offline=True).model).eval()
+    frozen = resnet.freeze(copy.deepcopy(model))
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, resnet.FrozenBatchNorm2d)) for m in frozen.modules())
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        frozen.train()  # a frozen model computes the same in either mode
+        assert torch.allclose(frozen(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_every_batchnorm_of_resnet152_is_folded():
+    model = resnet.build("resnet152", 10, "random", offline=True).model
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    resnet.freeze(model, fold=False)
+    assert resnet.fold_frozen_batchnorm(model) == bns == 155
+
+
+def test_unfolded_frozen_batchnorm_matches_eval_batchnorm_and_ignores_train_mode():
+    bn = _with_random_statistics(torch.nn.Sequential(torch.nn.BatchNorm2d(6)))[0].eval()
+    frozen = resnet.FrozenBatchNorm2d(bn).train()
+    x = torch.randn(4, 6, 5, 5)
+    assert not frozen.training
+    assert torch.allclose(frozen(x), bn(x), atol=1e-6)
+    assert list(frozen.parameters()) == []  # nothing an optimizer could update
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.Sequential(frozen))
+    assert isinstance(synced[0], resnet.FrozenBatchNorm2d), "SyncBatchNorm conversion must leave it frozen"
+
+
+def test_training_the_last_block_leaves_every_frozen_tensor_unchanged():
+    model = _with_random_statistics(resnet.build("digits-resnet", 5, "random", offline=True).model)
+    resnet.freeze(model, trainable=("body.layer4", "body.fc"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(model(torch.randn(8, 3, 16, 16) * 3 + 1), torch.arange(8) % 5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed and all(k.startswith(("body.layer4.", "body.fc.")) for k in changed)
+    assert any("running_mean" in k for k in changed), "the trained block's BatchNorm still learns its statistics"

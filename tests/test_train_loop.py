@@ -107,3 +107,16 @@ def test_ranks_together_see_exactly_the_single_process_batches():
         b.set_epoch(5)
     for whole, *parts in zip(single, *ranks):
         assert sorted(whole[0].tolist()) == sorted(torch.cat([p[0] for p in parts]).tolist())
+
+
+def test_deferred_finite_check_names_the_first_bad_step_without_reading_every_step():
+    """The GPU path: the loss is read every few steps, yet the error names the first bad one."""
+    from atml.train.loop import _FiniteWatch
+
+    job = Fit(torch.nn.Linear(1, 1), None, None, None, 1, torch.device("cpu"), MemoryRecorder(), stage="s")
+    watch = _FiniteWatch(job, epoch=2, every=25)
+    losses = [1.0, 2.0, 0.5, float("inf"), float("nan"), 3.0]
+    for step, value in enumerate(losses):
+        watch.add(torch.tensor(value), step)  # fewer than 25 steps: nothing is read yet
+    with pytest.raises(DivergedError, match=r"loss became inf at epoch 2, step 3"):
+        watch.check()

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,25 +27,38 @@ from atml.run_dir import RunDir
 
 @contextlib.contextmanager
 def scratch_context(cfg: Any) -> Iterator[Any]:
-    """A RunContext on a temporary run folder, deleted afterwards."""
+    """A RunContext on a temporary run folder and a temporary ``$ATML_CACHE``, both deleted afterwards.
+
+    A bench never touches the user's runs or caches: it works in a copy of the cache's
+    ``pretrained/`` folder (the demo's stand-in models, so they are not trained again), and
+    whatever it writes (embedding caches, datasets) goes to the temporary cache.
+    """
     from atml.runner import RunContext
 
     device = runtime.select_device(cfg.device)
     runtime.seed_everything(cfg.seed)
+    real_cache = runtime.cache_dir()
     with tempfile.TemporaryDirectory(prefix="atml-bench-") as tmp:
-        run = RunDir.create(tmp, "bench", "bench")
+        cache = Path(tmp) / "cache"
+        if (real_cache / "pretrained").is_dir():
+            shutil.copytree(real_cache / "pretrained", cache / "pretrained")
+        previous = os.environ.get("ATML_CACHE")
+        os.environ["ATML_CACHE"] = str(cache)
+        run = RunDir.create(Path(tmp) / "runs", "bench", "bench")
         run.write_env(runtime.environment(device, cfg.seed))
         try:
             yield RunContext(run, device, "bench", runtime.is_offline(cfg.offline), say=lambda _msg: None)
         finally:
             run.unlock()
+            if previous is None:
+                os.environ.pop("ATML_CACHE", None)
+            else:
+                os.environ["ATML_CACHE"] = previous
 
 
 def flops_per_image(model: torch.nn.Module, example: torch.Tensor) -> float:
     """Forward FLOPs of ``model.forward_features`` for one image (multiply-add = 2 FLOPs)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.forward_features(example[:1])
-    return float(counter.get_total_flops())
+    return flops_of(lambda: model.forward_features(example[:1]))
 
 
 def flops_of(fn: Any) -> float:
@@ -52,38 +68,54 @@ def flops_of(fn: Any) -> float:
     return float(counter.get_total_flops())
 
 
+def images_per_s(fn: Any, images_per_call: int, device: torch.device, *, calls: int = 1, warmup: int = 2) -> float:
+    """Images/s of ``fn()``: ``warmup`` untimed calls (kernel selection, autotuning, lazy
+    initialisation), then ``calls`` calls between two device synchronisations."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    sync(device)
+    return calls * images_per_call / (time.perf_counter() - start)
+
+
+def ceiling(rate: float, flops: float, device: torch.device, amp: bool = True) -> dict[str, Any]:
+    """The achieved GFLOP/s of ``rate`` images/s and its share of the GEMM rate in the same precision."""
+    dtype = runtime.compute_dtype(device, amp)
+    gemm = runtime.matmul_gflops(device=device, dtype=dtype)
+    achieved = rate * flops / 1e9
+    return {"flops_per_image": flops, "precision": PRECISION_NAMES[dtype], "gemm_gflops": gemm,
+            "achieved_gflops": achieved, "share_of_gemm": achieved / gemm}
+
+
+PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 def backbone_throughput(model: torch.nn.Module, prep: torch.nn.Module, images: torch.Tensor,
-                        device: torch.device, batch_size: int, max_images: int = 512) -> dict[str, float]:
-    """Backbone images/s with channels_last and contiguous layouts, and the GEMM ceiling."""
+                        device: torch.device, batch_size: int, max_images: int = 512) -> dict[str, Any]:
+    """Backbone images/s with channels_last and contiguous layouts, and the same-precision GEMM ceiling."""
     prep = prep.to(device)
-    sample = images[:max_images]
-    example = prep(sample[:1].to(device))
-    flops = flops_per_image(model, example)
-    out = {"flops_per_image": flops, "gemm_gflops": runtime.matmul_gflops(device=device)}
+    sample = images[:max_images].to(device)
+    flops = flops_per_image(model, prep(sample[:1]))
+    out: dict[str, Any] = {}
+    model.eval()
     for layout in (torch.channels_last, torch.contiguous_format):
         model.to(memory_format=layout)
         prep.channels_last = layout == torch.channels_last
         name = "channels_last" if layout == torch.channels_last else "contiguous"
-        out[f"images_per_s_{name}"] = _images_per_s(model, prep, sample, device, batch_size)
+
+        @torch.inference_mode()
+        def forward_all() -> None:
+            for batch in sample.split(batch_size):
+                with runtime.autocast(device):
+                    model.forward_features(prep(batch))
+
+        out[f"images_per_s_{name}"] = images_per_s(forward_all, len(sample), device, warmup=1)
     model.to(memory_format=torch.channels_last)
     prep.channels_last = True
-    out["achieved_gflops"] = out["images_per_s_channels_last"] * flops / 1e9
-    out["share_of_gemm"] = out["achieved_gflops"] / out["gemm_gflops"]
-    return out
-
-
-@torch.inference_mode()
-def _images_per_s(model: torch.nn.Module, prep: torch.nn.Module, images: torch.Tensor,
-                  device: torch.device, batch_size: int) -> float:
-    model.eval()
-    model.forward_features(prep(images[:batch_size].to(device)))  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    for batch in images.split(batch_size):
-        with runtime.autocast(device):
-            model.forward_features(prep(batch.to(device)))
-    sync(device)
-    return len(images) / (time.perf_counter() - start)
+    return {**out, **ceiling(out["images_per_s_channels_last"], flops, device)}
 
 
 def sync(device: torch.device) -> None:
@@ -154,22 +186,18 @@ def time_both_data_paths(images: torch.Tensor, cfg: Any, device: torch.device,
 
 
 def model_throughput(forward: Any, example: torch.Tensor, device: torch.device, batch_size: int,
-                     repeats: int = 20) -> dict[str, float]:
-    """Images/s of ``forward(batch)`` under inference mode, and its share of the GEMM rate."""
+                     repeats: int = 20) -> dict[str, Any]:
+    """Images/s of ``forward(batch)`` under inference mode, and its share of the same-precision GEMM rate."""
     flops = flops_of(lambda: forward(example[:1]))
     batch = example[:batch_size]
-    with torch.inference_mode():
-        forward(batch)
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
+
+    @torch.inference_mode()
+    def call() -> None:
+        with runtime.autocast(device):
             forward(batch)
-        sync(device)
-    rate = repeats * len(batch) / (time.perf_counter() - start)
-    out = {"flops_per_image": flops, "gemm_gflops": runtime.matmul_gflops(device=device), "images_per_s": rate}
-    out["achieved_gflops"] = rate * flops / 1e9
-    out["share_of_gemm"] = out["achieved_gflops"] / out["gemm_gflops"]
-    return out
+
+    rate = images_per_s(call, len(batch), device, calls=repeats)
+    return {"images_per_s": rate, **ceiling(rate, flops, device)}
 
 
 def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: dict[str, float],
@@ -183,7 +211,8 @@ def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: d
                                              for k, v in throughput.items() if k.startswith("images_per_s"))
              + f" ({throughput['flops_per_image'] / 1e9:.4f} GFLOP/img)",
              f"  achieved {throughput['achieved_gflops']:.1f} GFLOP/s = {throughput['share_of_gemm']:.0%} of this "
-             f"machine's measured fp32 GEMM rate ({throughput['gemm_gflops']:.1f} GFLOP/s, 2048^3)"]
+             f"machine's {throughput['precision']} GEMM rate measured in this run ({throughput['gemm_gflops']:.1f} "
+             "GFLOP/s, 2048^3)"]
     print("\n".join(lines))
     return {"naive_s": naive_s, "atml_s": fast_s, "speedup": naive_s / fast_s,
             "naive_val_acc": naive_acc, "atml_val_acc": fast_acc, **throughput}

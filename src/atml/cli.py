@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment")
     _run_options(p, default_preset="demo")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("speed", help="atml's frozen-feature and fine-tuning paths beside timm's plain loops")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--compile", default="off", help="also time the frozen features torch.compiled: "
+                   "default | reduce-overhead | max-autotune")
+    p.add_argument("--models", default="resnet152,deit_small_patch16_224",
+                   help="comma-separated: resnet152, deit_small_patch16_224")
+    p.add_argument("--quick", action="store_true", help="tiny batches: checks the paths, not the speed")
+    p.add_argument("--json", help="also write the figures to this file")
+    p.set_defaults(func=cmd_speed)
     return parser
 
 
@@ -156,6 +166,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
                  for c in _seeded(cfg, args.seeds)]
     page = build.write_report(runs, out / "report", registry())
     print(page)
+    return 0
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    import json
+
+    from atml import runtime, speed
+
+    models = tuple(m for m in args.models.split(",") if m)
+    unknown = [m for m in models if m not in (speed.RESNET, speed.DEIT)]
+    if unknown or not models:
+        raise UsageError(f"--models {args.models!r} is not valid; choose from {speed.RESNET}, {speed.DEIT}")
+    if args.compile not in runtime.COMPILE_MODES:
+        raise UsageError(f"--compile {args.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
+    if args.device not in config_lib.DEVICES:
+        raise UsageError(f"--device {args.device!r} is not valid; choose one of {', '.join(config_lib.DEVICES)}")
+    figures = speed.run(args.device, quick=args.quick, compile=args.compile, models=models)
+    if args.json:
+        from atml import storage
+
+        storage.write_text(Path(args.json), json.dumps(figures, indent=2))
+        print(args.json)
     return 0
 
 

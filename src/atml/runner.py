@@ -81,7 +81,10 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
             run.enable_tensorboard()
         if not resume:
             run.write_config({"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)})
-            run.write_env(runtime.environment(device, cfg.seed))
+            env = runtime.environment(device, cfg.seed)
+            if ranks is not None:
+                env["distributed"] = {"backend": dist.get_backend(), "world": ranks.world}
+            run.write_env(env)
         ctx = RunContext(run, device, preset, runtime.is_offline(cfg.offline),
                          progress=is_main and (sys.stderr.isatty() if progress is None else progress), say=say,
                          is_main=is_main)

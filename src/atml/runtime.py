@@ -51,9 +51,12 @@ class Distributed:
 
 
 def init_distributed() -> Distributed | None:
-    """Join the process group torchrun set up (nccl on GPUs, gloo on CPUs); None when not under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Join the process group torchrun set up (nccl on GPUs, gloo on CPUs); None when not under torchrun.
+
+    ``torchrun --nproc-per-node 1`` joins a group of one, so that a single process runs the
+    same distributed path (DistributedDataParallel, SyncBatchNorm, collectives) as many do.
+    """
+    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:
         return None
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
@@ -161,12 +164,18 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 3, device: torch.device | None = None) -> float:
-    """The machine's measured fp32 GEMM rate (GFLOP/s): the ceiling a conv net can approach."""
+def matmul_gflops(n: int = 2048, repeats: int = 3, device: torch.device | None = None,
+                  dtype: torch.dtype = torch.float32) -> float:
+    """The machine's measured GEMM rate (GFLOP/s) in ``dtype``: the ceiling a network can approach.
+
+    Compare a rate only with the ceiling of the precision it ran in (a bf16 rate with the
+    bf16 GEMM rate): on a GPU bf16 matrix units are several times faster than fp32.
+    """
     device = device or torch.device("cpu")
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    torch.mm(a, b)  # warm-up
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):  # warm-up: kernel selection, clocks
+        torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
         _sync(device)
@@ -175,6 +184,11 @@ def matmul_gflops(n: int = 2048, repeats: int = 3, device: torch.device | None =
         _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
+
+
+def compute_dtype(device: torch.device, amp: bool = True) -> torch.dtype:
+    """The precision atml's matrix work runs in on ``device``: bf16 under autocast on CUDA, else fp32."""
+    return torch.bfloat16 if amp and device.type == "cuda" else torch.float32
 
 
 def _sync(device: torch.device) -> None:

@@ -545,30 +545,26 @@ def bench(cfg: ClipConfig) -> dict[str, Any]:
 
 
 def clip_throughput(model: clip.CLIPModel, images: torch.Tensor, device: torch.device,
-                    batch_size: int) -> dict[str, float]:
+                    batch_size: int) -> dict[str, Any]:
+    """Images/s of the image tower in both memory layouts, and its share of the same-precision GEMM rate."""
     x = model.preprocess(images[:max(batch_size, 64)].to(device))
     flops = bench_lib.flops_of(lambda: model.model.encode_image(x[:1]))
-    out = {"flops_per_image": flops, "gemm_gflops": runtime.matmul_gflops(device=device)}
+    out: dict[str, Any] = {}
     visual = model.model.visual
     for layout in (torch.channels_last, torch.contiguous_format):
         visual.to(memory_format=layout)
         xl = x.contiguous(memory_format=layout)
 
         @torch.inference_mode()
-        def rate(xl: torch.Tensor = xl) -> float:
-            model.model.encode_image(xl[:batch_size])
-            start = time.perf_counter()
+        def forward_all(xl: torch.Tensor = xl) -> None:
             for chunk in xl.split(batch_size):
                 with runtime.autocast(device):
                     model.model.encode_image(chunk)
-            bench_lib.sync(device)
-            return len(xl) / (time.perf_counter() - start)
 
-        out["images_per_s_channels_last" if layout == torch.channels_last else "images_per_s_contiguous"] = rate()
+        name = "images_per_s_channels_last" if layout == torch.channels_last else "images_per_s_contiguous"
+        out[name] = bench_lib.images_per_s(forward_all, len(xl), device)
     visual.to(memory_format=torch.contiguous_format)
-    out["achieved_gflops"] = out["images_per_s_channels_last"] * flops / 1e9
-    out["share_of_gemm"] = out["achieved_gflops"] / out["gemm_gflops"]
-    return out
+    return {**out, **bench_lib.ceiling(out["images_per_s_channels_last"], flops, device)}
 
 
 _SMOKE = {"arch": "clip-digits", "weights": "random", "data": "generated-stl10", "batch_size": 32}

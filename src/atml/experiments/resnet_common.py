@@ -128,8 +128,8 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifie
     """
     stage = stage or f"r{res}"
     ckpt = ctx.checkpoint(f"head_{stage}")
-    frozen = FrozenFeatures(resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last),
-                            runtime.maybe_compile(model.forward_features, cfg.compile)).to(ctx.device)
+    frozen = FrozenFeatures(resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last), model,
+                            compile=cfg.compile).to(ctx.device)
     head = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
     out: dict[str, Any] = {}
     if finished(ckpt, cfg.epochs):  # resumed run: this stage is complete, skip the backbone pass
@@ -190,25 +190,35 @@ class Pipeline(nn.Module):
         return self.model(self.augment(self.preprocess(images)))
 
 
+def finetune_pipeline(cfg: ResNetConfig, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
+                      num_classes: int, res: int, trainable: Sequence[str],
+                      device: torch.device) -> tuple[Pipeline, torch.optim.Optimizer]:
+    """The model set up to train the head plus the named backbone parts, on ``device``, and its optimizer.
+
+    Built, frozen and laid out first, moved last. The head starts from the same seeded
+    initialisation as :func:`train_head`'s; trained blocks get ``lr * backbone_lr_scale``.
+    """
+    model.body.fc = new_head(model.num_features, num_classes, cfg.seed + res)
+    resnet.freeze(model, trainable=(*trainable, "body.fc"))
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    prep = resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last)
+    pipeline = Pipeline(prep, model, Augment(cfg.hflip) if cfg.augment else None).to(device)
+    head = list(model.body.fc.parameters())
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("body.fc")]
+    groups = [{"params": head}] + ([{"params": rest, "lr": cfg.lr * cfg.backbone_lr_scale}] if rest else [])
+    return pipeline, torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
                  data: ImageDataset, res: int, stage: str, trainable: Sequence[str],
                  callbacks: Sequence[Callback] = ()) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train the head plus the named backbone parts (prefixes like ``body.layer4``); the rest frozen.
 
-    The head starts from the same seeded initialisation as :func:`train_head`'s. Blocks get
-    ``lr * backbone_lr_scale``. Under torchrun the pipeline trains with DistributedDataParallel
-    (BatchNorm synchronised across GPUs).
+    Under torchrun the pipeline trains with DistributedDataParallel (BatchNorm synchronised
+    across GPUs).
     """
-    model.body.fc = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
-    resnet.freeze(model, trainable=(*trainable, "body.fc"))
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    prep = resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last)
-    pipeline = Pipeline(prep, model, Augment(cfg.hflip) if cfg.augment else None).to(ctx.device)
-    head = list(model.body.fc.parameters())
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("body.fc")]
-    groups = [{"params": head}] + ([{"params": rest, "lr": cfg.lr * cfg.backbone_lr_scale}] if rest else [])
-    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    pipeline, optimizer = finetune_pipeline(cfg, model, backbone, len(data.train.classes), res, trainable, ctx.device)
     train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
     val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256))
     if ctx.device.type == "cuda":

@@ -83,8 +83,10 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         if not arch:
             continue
         backbone = common.load_backbone(dataclasses.replace(cfg, arch=arch), ctx, len(classes), source_key=key)
-        model = backbone.model.to(ctx.device)
-        prep = resnet.Preprocess(cfg.resolution, backbone.mean, backbone.std, cfg.channels_last)
+        model = resnet.freeze(backbone.model, trainable=()).to(ctx.device)  # BatchNorm folded: same features
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        prep = resnet.Preprocess(cfg.resolution, backbone.mean, backbone.std, cfg.channels_last).to(ctx.device)
         feats[arch] = depth_features(model, prep, images, ctx.device, cfg.batch_size)
     main = feats[cfg.arch]
     metrics = measure(main, labels, cfg.seed)

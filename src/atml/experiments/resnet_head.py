@@ -46,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     data = load_data(cfg, ctx)
     backbone = load_backbone(cfg, ctx, num_classes=len(data.train.classes))
-    model = resnet.freeze(backbone.model.to(ctx.device))
+    model = resnet.freeze(backbone.model)  # built and frozen here; train_head moves it to the device
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     metrics: dict[str, Any] = {}
@@ -131,7 +131,7 @@ def bench(cfg: Config) -> dict[str, Any]:
     with bench_lib.scratch_context(cfg) as ctx:
         data = load_data(cfg, ctx)
         backbone = load_backbone(cfg, ctx, num_classes=len(data.train.classes))
-        model = resnet.freeze(backbone.model.to(ctx.device)).to(memory_format=torch.channels_last)
+        model = resnet.freeze(backbone.model).to(ctx.device, memory_format=torch.channels_last)
         timings = {}
         for label, cached in (("naive (backbone every epoch)", False), ("atml (feature cache)", True)):
             run_cfg = dataclasses.replace(cfg, feature_cache=cached)

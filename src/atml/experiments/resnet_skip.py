@@ -62,7 +62,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     stages: dict[str, list[dict[str, Any]]] = {}
     metrics: dict[str, Any] = {}
     for stage, ablate, train_blocks in VARIANTS:
-        model = copy.deepcopy(backbone.model).to(ctx.device)
+        model = copy.deepcopy(backbone.model)  # train_head / train_blocks freeze it, then move it
         if ablate:
             resnet.remove_skips(model, blocks)
         if train_blocks:

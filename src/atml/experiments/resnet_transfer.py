@@ -65,7 +65,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         backbone = pretrained if init == "pretrained" else random_init
         stage = cell.replace(":", "_")
         runtime.reset_peak_memory(ctx.device)
-        model = copy.deepcopy(backbone.model).to(ctx.device)
+        model = copy.deepcopy(backbone.model)  # train_head / train_blocks freeze it, then move it
         if regime == "head":
             resnet.freeze(model)
             rows, out = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)

@@ -534,8 +534,7 @@ def run_pooling(cfg: PoolingConfig, ctx: RunContext) -> dict[str, Any]:
     data = common.load_labelled(cfg, ctx, digit_classes=digits.TRANSFER_CLASSES)
     train = data.train.subset(cfg.train_limit, seed=cfg.seed)
     val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
-    frozen = FrozenFeatures(model.preprocess, runtime.maybe_compile(lambda x: pooled_features(model, x), cfg.compile))
-    frozen = frozen.to(ctx.device)
+    frozen = FrozenFeatures(model.preprocess, model, pooled_features, cfg.compile).to(ctx.device)
     started = time.perf_counter()
     kw = {"batch_size": max(cfg.batch_size, 128), "device": ctx.device, "progress": ctx.progress}
     f_train, ips = extract(frozen, train.images, desc="features train", **kw)
@@ -599,7 +598,7 @@ def bench_pooling(cfg: PoolingConfig) -> dict[str, Any]:
         data = common.load_labelled(cfg, ctx, digit_classes=digits.TRANSFER_CLASSES)
         train = data.train.subset(cfg.train_limit, seed=cfg.seed)
         val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
-        frozen = FrozenFeatures(model.preprocess, lambda x: pooled_features(model, x)).to(ctx.device)
+        frozen = FrozenFeatures(model.preprocess, model, pooled_features).to(ctx.device)
         timings = {}
         started = time.perf_counter()
         accs = []
@@ -633,28 +632,21 @@ def bench_pooling(cfg: PoolingConfig) -> dict[str, Any]:
                                timings, throughput)
 
 
-def vit_throughput(model: vit.ViT, images: torch.Tensor, device: torch.device, batch_size: int) -> dict[str, float]:
-    """Images/s of the ViT forward (fused vs unfused attention) and its share of the GEMM rate."""
+def vit_throughput(model: vit.ViT, images: torch.Tensor, device: torch.device, batch_size: int) -> dict[str, Any]:
+    """Images/s of the ViT forward (fused vs unfused attention) and its share of the same-precision GEMM rate."""
     x = model.preprocess(images[:max(batch_size, 64)].to(device))
     flops = bench_lib.flops_of(lambda: model.tokens(x[:1]))
-    out = {"flops_per_image": flops, "gemm_gflops": runtime.matmul_gflops(device=device)}
 
     @torch.inference_mode()
-    def rate() -> float:
-        model.tokens(x[:batch_size])
-        start = time.perf_counter()
+    def forward_all() -> None:
         for chunk in x.split(batch_size):
             with runtime.autocast(device):
                 model.tokens(chunk)
-        bench_lib.sync(device)
-        return len(x) / (time.perf_counter() - start)
 
-    out["images_per_s_fused_attention"] = rate()
+    out: dict[str, Any] = {"images_per_s_fused_attention": bench_lib.images_per_s(forward_all, len(x), device)}
     with model.attention():  # the unfused path attention maps need
-        out["images_per_s_unfused_attention"] = rate()
-    out["achieved_gflops"] = out["images_per_s_fused_attention"] * flops / 1e9
-    out["share_of_gemm"] = out["achieved_gflops"] / out["gemm_gflops"]
-    return out
+        out["images_per_s_unfused_attention"] = bench_lib.images_per_s(forward_all, len(x), device)
+    return {**out, **bench_lib.ceiling(out["images_per_s_fused_attention"], flops, device)}
 
 
 EXPERIMENTS = (

@@ -222,10 +222,17 @@ def _resume(job: Fit) -> int:
     return done
 
 
+FINITE_CHECK_EVERY = 25
+"""On a GPU the loss is checked for NaN/Inf every this many steps (and at the epoch's end): a check
+waits for the device, and waiting every step would stop the host from queueing the next one."""
+
+
 def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
     job.model.train(train)
     batches = job.train if train else job.val
-    sums: dict[str, torch.Tensor] = {}
+    sums: dict[str, torch.Tensor] = {}  # running totals, kept on the device until the epoch ends
+    total_dtype = torch.float32 if job.device.type == "mps" else torch.float64  # MPS has no float64
+    watch = _FiniteWatch(job, epoch)
     seen = 0
     started = time.perf_counter()
     desc = f"{job.stage} {'train' if train else 'val'} {epoch}/{job.epochs}"
@@ -238,7 +245,7 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
                     callback.on_train_batch_start(epoch, step_index, len(batches))
             with job.autocast() if job.autocast else contextlib.nullcontext():
                 out = job.step(job.model, batch)
-            _check_finite(out.loss, job, epoch, step_index)
+            watch.add(out.loss, step_index)
             if train and not out.optimized:
                 job.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
@@ -250,8 +257,10 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
             n = len(batch[0])
             seen += n
             for name, value in {"loss": out.loss, **out.metrics}.items():
-                value = torch.as_tensor(value).detach().to("cpu", torch.float64) * n
+                value = torch.as_tensor(value).detach().to(total_dtype) * n
                 sums[name] = sums[name] + value if name in sums else value
+    watch.check()
+    sums = {name: total.cpu() for name, total in sums.items()}  # the epoch's one wait for the device
     sums, seen = _reduce_across_ranks(sums, seen)
     elapsed = time.perf_counter() - started
     record: dict[str, Any] = {"stage": job.stage, "epoch": epoch, "phase": "train" if train else "val"}
@@ -260,12 +269,43 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
     return record
 
 
-def _check_finite(loss: torch.Tensor, job: Fit, epoch: int, step: int) -> None:
-    if not torch.isfinite(loss.detach()).all():
-        kept = job.checkpoint_path if job.checkpoint_path and job.checkpoint_path.exists() else None
-        where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint had been written yet"
-        raise DivergedError(f"[{job.stage}] loss became {float(loss.detach())} at epoch {epoch}, "
-                            f"step {step}; {where}. Lower the learning rate or check the data.")
+class _FiniteWatch:
+    """Stops the run at the first NaN/Inf loss, naming its epoch and step.
+
+    On the CPU every step is checked at once. On other devices a flag and the first bad
+    step stay on the device and are read every :data:`FINITE_CHECK_EVERY` steps, so checking
+    never makes the host wait each step; the error still names the first bad step.
+    """
+
+    def __init__(self, job: Fit, epoch: int, every: int | None = None) -> None:
+        self.job, self.epoch = job, epoch
+        self.every = every or (1 if job.device.type == "cpu" else FINITE_CHECK_EVERY)
+        self.first_bad: torch.Tensor | None = None  # (step, loss) of the first non-finite loss, or step -1
+        self.pending = 0
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().float().reshape(-1)[:1]
+        bad = ~torch.isfinite(loss)
+        entry = torch.cat([torch.full_like(loss, step), loss])
+        if self.first_bad is None:
+            self.first_bad = torch.where(bad, entry, torch.tensor([-1.0, 0.0], device=loss.device))
+        else:
+            self.first_bad = torch.where((self.first_bad[0] < 0) & bad, entry, self.first_bad)
+        self.pending += 1
+        if self.pending >= self.every:
+            self.check()
+
+    def check(self) -> None:
+        self.pending = 0
+        if self.first_bad is None:
+            return
+        step, value = self.first_bad.tolist()
+        if step >= 0:
+            job = self.job
+            kept = job.checkpoint_path if job.checkpoint_path and job.checkpoint_path.exists() else None
+            where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint had been written yet"
+            raise DivergedError(f"[{job.stage}] loss became {value} at epoch {self.epoch}, step {int(step)}; "
+                                f"{where}. Lower the learning rate or check the data.")
 
 
 def _summary(job: Fit, epoch: int, records: dict[str, dict[str, Any]]) -> str:
@@ -286,9 +326,9 @@ def rank_and_world() -> tuple[int, int]:
 
 
 def distribute(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """DistributedDataParallel under torchrun (SyncBatchNorm on GPUs); the module itself otherwise,
-    or when it is already wrapped or has nothing to train."""
-    if rank_and_world()[1] == 1 or isinstance(module, DistributedDataParallel):
+    """DistributedDataParallel under torchrun (SyncBatchNorm on GPUs), even with one process; the
+    module itself outside torchrun, or when it is already wrapped or has nothing to train."""
+    if not (dist.is_available() and dist.is_initialized()) or isinstance(module, DistributedDataParallel):
         return module
     if not any(p.requires_grad for p in module.parameters()):
         return module
