@@ -135,3 +135,16 @@ def test_weights_folder_and_hugging_face_blob_hash(tmp_path):
     good.write_bytes(good.read_bytes()[:-10] + b"0" * 10)  # corrupted in the cache
     with pytest.raises(WeightsError, match="fails its hash check"):
         weights.check_hub_blob(link)
+
+
+def test_the_embedding_cache_keeps_precisions_apart(tmp_path, monkeypatch):
+    """bf16 and fp32 embeddings of the same images and weights are different files."""
+    from atml import runtime
+
+    run, _ = _run(tmp_path / "a", "clip.zeroshot", "--preset", "smoke")
+    first = json.loads((run / "env.json").read_text())["sources"]["embeddings_test"]
+    assert first["file"].endswith("-fp32.pt")
+    monkeypatch.setattr(runtime, "compute_dtype", lambda device, amp=True: torch.bfloat16)
+    run, _ = _run(tmp_path / "b", "clip.zeroshot", "--preset", "smoke")
+    second = json.loads((run / "env.json").read_text())["sources"]["embeddings_test"]
+    assert second["file"].endswith("-bf16.pt") and second["cache_hit"] is False

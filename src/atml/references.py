@@ -124,6 +124,9 @@ def compare(ref: Reference, results: Mapping[str, Any], cfg: Any) -> dict[str, A
     if ref.metric is None:
         return {**row, "status": "context", "reason": "background figure, not a result of this run"}
     row["ours"] = results.get("metrics", {}).get(ref.metric)
+    if results.get("rehearsal") or results.get("preset") == "rehearsal":
+        return {**row, "status": "not comparable",
+                "reason": "rehearsal run: generated data and random weights, a measure of time and memory only"}
     unmet = _unmet(ref, results, cfg)
     if unmet:
         return {**row, "status": "not comparable", "reason": "; ".join(unmet)}

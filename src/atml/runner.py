@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from atml import config as config_lib
 from atml import references, runtime
+from atml.data import rehearsal
 from atml.errors import AtmlError, DivergedError, RunDirError, UsageError
 from atml.registry import Experiment
 from atml.run_dir import FollowerRunDir, RunDir
@@ -155,6 +156,9 @@ def _complete(results: dict[str, Any], exp: Experiment, preset: str, cfg: Any, c
         "device": str(ctx.device),
     }
     out.update({k: v for k, v in results.items() if k not in out})  # experiment-specific data for the report
+    if rehearsal.is_rehearsal(preset, cfg):
+        out["rehearsal"] = True
+        out["notes"] = [rehearsal.NOTE, *out["notes"]]
     out["references"] = references.compare_all(exp.name, out, cfg)
     return out
 

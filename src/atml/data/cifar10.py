@@ -117,8 +117,11 @@ def _templates(rng: np.random.Generator) -> np.ndarray:
 
 def _write_batch(path: Path, rng: np.random.Generator, templates: np.ndarray, n: int, label: str) -> None:
     labels = rng.integers(0, len(CLASSES), size=n)
-    images = templates[labels] + rng.normal(0, 30, size=(n, 3, 32, 32))
-    data = np.clip(images, 0, 255).astype(np.uint8).reshape(n, 3072)
+    data = np.empty((n, 3072), dtype=np.uint8)
+    for start in range(0, n, 2000):  # in chunks: 10,000 float images at once would take 250 MB
+        part = labels[start:start + 2000]
+        noisy = templates[part] + rng.normal(0, 30, size=(len(part), 3, 32, 32)).astype(np.float32)
+        data[start:start + 2000] = np.clip(noisy, 0, 255).astype(np.uint8).reshape(len(part), 3072)
     entry = {"batch_label": label, "labels": labels.tolist(), "data": data,
              "filenames": [f"generated_{i:05d}.png" for i in range(n)]}
     with open(path, "wb") as handle:

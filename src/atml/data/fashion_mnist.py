@@ -90,7 +90,11 @@ def write_idx(root: str | Path, *, n_train: int = 200, n_test: int = 100, seed: 
     templates = rng.uniform(0, 255, size=(len(CLASSES), 7, 7)).repeat(4, axis=1).repeat(4, axis=2)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         labels = rng.integers(0, len(CLASSES), size=n).astype(np.uint8)
-        images = np.clip(templates[labels] + rng.normal(0, 25, size=(n, 28, 28)), 0, 255).astype(np.uint8)
+        images = np.empty((n, 28, 28), dtype=np.uint8)
+        for start in range(0, n, 5000):
+            part = labels[start:start + 5000]
+            noisy = templates[part] + rng.normal(0, 25, size=(len(part), 28, 28)).astype(np.float32)
+            images[start:start + 5000] = np.clip(noisy, 0, 255).astype(np.uint8)
         _write(folder / f"{prefix}-images-idx3-ubyte.gz", IMAGES_MAGIC, images)
         _write(folder / f"{prefix}-labels-idx1-ubyte.gz", LABELS_MAGIC, labels)
     integrity.write_manifest(folder, list(MD5))
@@ -99,5 +103,5 @@ def write_idx(root: str | Path, *, n_train: int = 200, n_test: int = 100, seed: 
 
 def _write(path: Path, magic: int, array: np.ndarray) -> None:
     header = struct.pack(">i", magic) + struct.pack(f">{array.ndim}i", *array.shape)
-    with gzip.open(path, "wb") as handle:
+    with gzip.open(path, "wb", compresslevel=1 if array.size > 10**7 else 9) as handle:
         handle.write(header + array.tobytes())

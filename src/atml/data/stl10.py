@@ -87,8 +87,11 @@ def write_binaries(root: str | Path, *, n_train: int = 50, n_test: int = 50, see
     palette = rng.integers(0, 256, (10, 3, 1, 1))
     for split, n in (("train", n_train), ("test", n_test)):
         labels = np.arange(n) % 10
-        images = np.clip(palette[labels] + rng.normal(0, 40, (n, 3, SIZE, SIZE)), 0, 255).astype(np.uint8)
-        images.transpose(0, 1, 3, 2).tofile(folder / f"{split}_X.bin")
+        with open(folder / f"{split}_X.bin", "wb") as handle:
+            for start in range(0, n, 500):  # in chunks: 8,000 float images at once would take 900 MB
+                part = labels[start:start + 500]
+                noisy = palette[part] + rng.normal(0, 40, (len(part), 3, SIZE, SIZE)).astype(np.float32)
+                handle.write(np.clip(noisy, 0, 255).astype(np.uint8).transpose(0, 1, 3, 2).tobytes())
         (labels + 1).astype(np.uint8).tofile(folder / f"{split}_y.bin")
     (folder / "class_names.txt").write_text("\n".join(CLASSES) + "\n")
     integrity.write_manifest(folder, list(MD5))

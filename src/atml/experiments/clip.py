@@ -23,7 +23,7 @@ from atml import bench as bench_lib
 from atml import runtime, storage
 from atml.analysis import representation as rep
 from atml.config import RunConfig, require_positive
-from atml.data import ImageDataset, digits, stl10
+from atml.data import ImageDataset, digits, rehearsal, stl10
 from atml.errors import UsageError
 from atml.models import clip
 from atml.registry import Experiment
@@ -32,7 +32,7 @@ from atml.runner import RunContext
 from atml.train import clip_recipe
 from atml.train.features import sharded
 
-DATA = ("stl10", "digits", "generated-stl10")
+DATA = ("stl10", "digits", "generated-stl10", "rehearsal-stl10")
 
 # The 18 CIFAR-10 templates of the CLIP paper (openai/CLIP, notebooks/Prompt_Engineering_for_ImageNet and
 # data/prompts.md), used as one ensemble.
@@ -72,7 +72,7 @@ class ClipConfig(RunConfig):
     weights: str = "openai"
     """openai | random | train-digits (demo) | path to an open_clip state dict."""
     data: str = "stl10"
-    """stl10 (official binaries) | digits (demo) | generated-stl10 (smoke)."""
+    """stl10 (official binaries) | digits (demo) | generated-stl10 (smoke) | rehearsal-stl10 (timing only)."""
     batch_size: int = 128
     test_limit: int = 0
     """Test images used (0: all 8,000 of STL-10)."""
@@ -117,6 +117,8 @@ def load_data(cfg: ClipConfig, ctx: RunContext) -> tuple[ImageDataset, list[str]
         data = stl10.load(root, offline=ctx.offline)
     elif cfg.data == "generated-stl10":
         data = stl10.load_generated(stl10.write_binaries(ctx.scratch("data"), n_train=60, n_test=60, seed=cfg.seed))
+    elif cfg.data in rehearsal.NAMES:
+        data = rehearsal.load(cfg.data, cfg.seed)
     else:
         data = digits.load(clip_recipe.ALL_DIGITS, seed=cfg.seed)
     data.train = data.train.subset(cfg.train_limit, seed=cfg.seed)
@@ -135,10 +137,10 @@ def compute_embeddings(model: clip.CLIPModel, images: torch.Tensor, device: torc
         if device.type == "cuda":
             part = part.pin_memory()
         out = []
-        for batch in part.split(batch_size):
+        for batch in part.split(batch_size):  # nothing waits for the device until the one copy back
             with runtime.autocast(device, amp):
-                out.append(model.encode_images(batch.to(device, non_blocking=True)).float().cpu())
-        return torch.cat(out)
+                out.append(model.encode_images(batch.to(device, non_blocking=True)))
+        return torch.cat(out).float().cpu()
 
     start = time.perf_counter()
     embeddings = sharded(compute, images, device)  # under torchrun: one shard per rank, gathered
@@ -149,7 +151,8 @@ def image_embeddings(model: clip.CLIPModel, images: torch.Tensor, cfg: ClipConfi
                      split: str, *, use_cache: bool = True) -> torch.Tensor:
     """Raw embeddings of ``images``, from the cache when these weights already embedded these images."""
     digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
-    key = f"{model.arch_name}-{model.weights_sha256[:16]}-{digest}-{len(images)}"
+    precision = bench_lib.PRECISION_NAMES[runtime.compute_dtype(ctx.device, cfg.amp)]  # bf16 and fp32 differ
+    key = f"{model.arch_name}-{model.weights_sha256[:16]}-{digest}-{len(images)}-{precision}"
     path = runtime.cache_dir() / "clip-embeddings" / f"{key}.pt"
     hit = use_cache and path.is_file()
     if hit:
@@ -569,15 +572,16 @@ def clip_throughput(model: clip.CLIPModel, images: torch.Tensor, device: torch.d
 
 _SMOKE = {"arch": "clip-digits", "weights": "random", "data": "generated-stl10", "batch_size": 32}
 _DEMO = {"arch": "clip-digits", "weights": "train-digits", "data": "digits", "batch_size": 256}
+_REHEARSAL = {"data": "rehearsal-stl10", "weights": "random"}  # the full preset on generated data (timing)
 
 EXPERIMENTS = (
     Experiment(name="clip.zeroshot", summary="CLIP zero-shot accuracy per prompt set, per class, confusion matrices",
                config_cls=ClipConfig, run=run_zeroshot, bench=bench, discuss=discuss_zeroshot,
-               presets={"smoke": _SMOKE, "demo": _DEMO, "full": {}}),
+               presets={"smoke": _SMOKE, "demo": _DEMO, "full": {}, "rehearsal": _REHEARSAL}),
     Experiment(name="clip.gap", summary="The modality gap: joint t-SNE/UMAP, distances, variance share, random init",
                config_cls=GapConfig, run=run_gap, discuss=discuss_gap,
-               presets={"smoke": {**_SMOKE, "per_class": 3}, "demo": _DEMO, "full": {}}),
+               presets={"smoke": {**_SMOKE, "per_class": 3}, "demo": _DEMO, "full": {}, "rehearsal": _REHEARSAL}),
     Experiment(name="clip.align", summary="Orthogonal Procrustes from image to text embeddings, fitted on train pairs",
                config_cls=GapConfig, run=run_align, discuss=discuss_align,
-               presets={"smoke": {**_SMOKE, "per_class": 3}, "demo": _DEMO, "full": {}}),
+               presets={"smoke": {**_SMOKE, "per_class": 3}, "demo": _DEMO, "full": {}, "rehearsal": _REHEARSAL}),
 )

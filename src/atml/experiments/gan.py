@@ -32,7 +32,7 @@ from atml.train.loop import Batches, Fit, StepOutput, classification_step, fit
 @dataclasses.dataclass
 class Config(RunConfig):
     data: str = "fashion-mnist"
-    """fashion-mnist | digits (scikit-learn, upsampled to 28 px) | generated-fashion-mnist."""
+    """fashion-mnist | digits (scikit-learn, upsampled to 28 px) | generated-fashion-mnist | rehearsal-fashion-mnist."""
     epochs: int = 20
     batch_size: int = 128
     lr: float = 2e-4
@@ -74,6 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"data": "digits", "epochs": 15, "batch_size": 64, "width": 32, "eval_samples": 1000,
              "classifier_epochs": 8, "inception": "off"},
     "full": {},
+    "rehearsal": {"data": "rehearsal-fashion-mnist", "inception": "off"},
 }
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from atml import runtime
-from atml.data import ImageDataset, digits, fashion_mnist
+from atml.data import ImageDataset, digits, fashion_mnist, rehearsal
 from atml.runner import RunContext
 
-DATA = ("fashion-mnist", "digits", "generated-fashion-mnist")
+DATA = ("fashion-mnist", "digits", "generated-fashion-mnist", "rehearsal-fashion-mnist")
 
 
 def load_data(cfg: Any, ctx: RunContext) -> ImageDataset:
@@ -24,6 +24,8 @@ def load_data(cfg: Any, ctx: RunContext) -> ImageDataset:
         data = fashion_mnist.load(root, offline=ctx.offline)
     elif cfg.data == "generated-fashion-mnist":
         data = fashion_mnist.load_generated(fashion_mnist.write_idx(ctx.scratch("data"), seed=cfg.seed))
+    elif cfg.data in rehearsal.NAMES:
+        data = rehearsal.load(cfg.data, cfg.seed)
     else:
         data = digits.load(tuple(range(10)), val_fraction=0.2, seed=cfg.seed)
         data.train, data.val = data.train.resized(28), data.val.resized(28)

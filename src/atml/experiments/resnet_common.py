@@ -20,7 +20,7 @@ from torch import nn
 
 from atml import runtime
 from atml.config import RunConfig, require_positive
-from atml.data import ImageDataset, cifar10, digits
+from atml.data import ImageDataset, cifar10, digits, rehearsal
 from atml.errors import UsageError
 from atml.models import resnet
 from atml.runner import RunContext
@@ -29,7 +29,7 @@ from atml.train.augment import Augment
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Callback, Fit, fit
 
-DATA = ("cifar10", "digits", "generated-cifar10")
+DATA = ("cifar10", "digits", "generated-cifar10", "rehearsal-cifar10")
 
 
 @dataclasses.dataclass
@@ -37,7 +37,8 @@ class ResNetConfig(RunConfig):
     """What every ResNet experiment shares: data, backbone, optimisation and speed switches."""
 
     data: str = "cifar10"
-    """cifar10 (official batches) | digits (scikit-learn, classes 5-9) | generated-cifar10 (smoke)."""
+    """cifar10 (official batches) | digits (scikit-learn, classes 5-9) | generated-cifar10 (smoke) |
+    rehearsal-cifar10 (generated, CIFAR-10's real counts: timing only)."""
     arch: str = "resnet152"
     """resnet152 | resnet50 | resnet18 | digits-resnet | digits-resnet-small."""
     weights: str = "imagenet"
@@ -89,6 +90,8 @@ def load_data(cfg: ResNetConfig, ctx: RunContext) -> ImageDataset:
     elif cfg.data == "generated-cifar10":
         folder = cifar10.write_batches(ctx.scratch("data"), n_train=120, n_test=60, seed=cfg.seed)
         data = cifar10.load_generated(folder)
+    elif cfg.data in rehearsal.NAMES:
+        data = rehearsal.load(cfg.data, cfg.seed)
     else:
         data = digits.load(digits.TRANSFER_CLASSES, seed=cfg.seed)
     data.train = data.train.subset(cfg.train_limit, seed=cfg.seed)

@@ -49,6 +49,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolution": 32,
              "per_class": 60, "compare_arch": "digits-resnet-small", "batch_size": 128},
     "full": {},
+    "rehearsal": {"data": "rehearsal-cifar10", "weights": "random"},
 }
 
 

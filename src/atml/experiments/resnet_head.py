@@ -40,6 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolutions": (8, 16, 32),
              "epochs": 20, "batch_size": 64, "lr": 3e-3},
     "full": {},
+    "rehearsal": {"data": "rehearsal-cifar10", "weights": "random"},
 }
 
 

@@ -44,6 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolution": 32,
              "epochs": 8, "batch_size": 64, "lr": 3e-3, "hflip": False},
     "full": {"epochs": 5},
+    "rehearsal": {"epochs": 5, "data": "rehearsal-cifar10", "weights": "random"},
 }
 
 VARIANTS = (  # (stage, skips removed, blocks trained)

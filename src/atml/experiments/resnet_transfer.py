@@ -51,6 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolution": 32,
              "epochs": 5, "batch_size": 64, "lr": 3e-3, "hflip": False},
     "full": {"epochs": 10},
+    "rehearsal": {"epochs": 10, "data": "rehearsal-cifar10", "weights": "pretrained-file"},
 }
 
 

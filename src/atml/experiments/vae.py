@@ -29,7 +29,8 @@ DATA = grayscale.DATA
 @dataclasses.dataclass
 class Config(RunConfig):
     data: str = "fashion-mnist"
-    """fashion-mnist (official IDX files) | digits (scikit-learn, upsampled to 28 px) | generated-fashion-mnist."""
+    """fashion-mnist (official IDX files) | digits (scikit-learn, upsampled to 28 px) | generated-fashion-mnist |
+    rehearsal-fashion-mnist (generated at the real counts: timing only)."""
     latent_dim: int = 20
     hidden: int = 400
     epochs: int = 20
@@ -73,6 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"data": "generated-fashion-mnist", "epochs": 2, "batch_size": 64, "diag_samples": 100},
     "demo": {"data": "digits", "epochs": 20, "batch_size": 64},
     "full": {},
+    "rehearsal": {"data": "rehearsal-fashion-mnist"},
 }
 
 

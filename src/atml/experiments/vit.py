@@ -31,6 +31,7 @@ from atml.train.loop import Batches, Fit, fit
 _SMOKE = {"arch": vit.DEIT_SMALL, "weights": "random"}
 _SMOKE_SMALL = {"arch": "vit-digits", "weights": "random", "data": "digits"}
 _DEMO = {"arch": "vit-digits", "weights": "train-digits", "data": "digits"}
+_REHEARSAL = {"data": "rehearsal-cifar10", "weights": "random"}  # the full preset on generated data (timing)
 
 
 # --- vit.classify -----------------------------------------------------------------------------
@@ -652,17 +653,20 @@ def vit_throughput(model: vit.ViT, images: torch.Tensor, device: torch.device, b
 EXPERIMENTS = (
     Experiment(name="vit.classify", summary="ViT top-1/top-5 predictions with probabilities for a few images",
                config_cls=ClassifyConfig, run=run_classify, discuss=discuss_classify,
-               presets={"smoke": {**_SMOKE, "data": "digits"}, "demo": _DEMO, "full": {}}),
+               presets={"smoke": {**_SMOKE, "data": "digits"}, "demo": _DEMO, "full": {}, "rehearsal": _REHEARSAL}),
     Experiment(name="vit.attention", summary="CLS attention maps, attention rollout and head specialisation",
                config_cls=AttentionConfig, run=run_attention, discuss=discuss_attention,
-               presets={"smoke": {**_SMOKE, "data": "digits"}, "demo": {**_DEMO, "stats_images": 128}, "full": {}}),
+               presets={"smoke": {**_SMOKE, "data": "digits"}, "demo": {**_DEMO, "stats_images": 128}, "full": {},
+                        "rehearsal": _REHEARSAL}),
     Experiment(name="vit.masking", summary="ViT accuracy, confidence and flips vs masked patches (random, centre)",
                config_cls=MaskingConfig, run=run_masking, discuss=discuss_masking,
                presets={"smoke": {**_SMOKE_SMALL, "ratios": (0.0, 0.5), "seeds": 2, "limit": 40},
-                        "demo": {**_DEMO, "limit": 0}, "full": {"limit": 500}}),
+                        "demo": {**_DEMO, "limit": 0}, "full": {"limit": 500},
+                        "rehearsal": {**_REHEARSAL, "limit": 500}}),
     Experiment(name="vit.pooling", summary="Linear probes on the frozen ViT: CLS token vs mean of patch tokens",
                config_cls=PoolingConfig, run=run_pooling, bench=bench_pooling, discuss=discuss_pooling,
                presets={"smoke": {**_SMOKE_SMALL, "data": "generated-cifar10", "epochs": 2, "batch_size": 32},
                         "demo": {**_DEMO, "epochs": 60, "batch_size": 64, "lr": 1e-2},
-                        "full": {"epochs": 10, "batch_size": 128}}),
+                        "full": {"epochs": 10, "batch_size": 128},
+                        "rehearsal": {**_REHEARSAL, "epochs": 10, "batch_size": 128}}),
 )

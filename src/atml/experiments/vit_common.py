@@ -16,13 +16,13 @@ import torch
 
 from atml import runtime
 from atml.config import RunConfig, require_positive
-from atml.data import ImageDataset, ImageSplit, cifar10, digits
+from atml.data import ImageDataset, ImageSplit, cifar10, digits, rehearsal
 from atml.errors import DataError, UsageError, WeightsError
 from atml.models import vit
 from atml.runner import RunContext
 from atml.train import vit_recipe
 
-DATA = ("cifar10", "digits", "generated-cifar10")
+DATA = ("cifar10", "digits", "generated-cifar10", "rehearsal-cifar10")
 PHOTOS = {"chelsea": "cat (Chelsea)", "coffee": "cup of coffee", "astronaut": "astronaut (Eileen Collins)",
           "rocket": "rocket on its launch pad"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -37,7 +37,7 @@ class ViTConfig(RunConfig):
     weights: str = "imagenet"
     """imagenet | random | train-digits (demo) | a state dict file | a transformers folder."""
     data: str = "cifar10"
-    """cifar10 | digits | generated-cifar10 (smoke): the labelled set."""
+    """cifar10 | digits | generated-cifar10 (smoke) | rehearsal-cifar10 (timing only): the labelled set."""
     batch_size: int = 64
     train_epochs: int = vit_recipe.Recipe.epochs
     """Epochs of the demo ViT's training on digits 0-4 (weights=train-digits)."""
@@ -83,6 +83,8 @@ def load_labelled(cfg: ViTConfig, ctx: RunContext, *, digit_classes: tuple[int, 
         data = cifar10.load(root, offline=ctx.offline)
     elif cfg.data == "generated-cifar10":
         data = cifar10.load_generated(cifar10.write_batches(ctx.scratch("data"), n_train=100, n_test=50, seed=cfg.seed))
+    elif cfg.data in rehearsal.NAMES:
+        data = rehearsal.load(cfg.data, cfg.seed)
     else:
         data = digits.load(digit_classes, seed=cfg.seed)
     if record:

@@ -115,7 +115,8 @@ def _load(path: Path, index: int, reg: Registry) -> RunView:
         raise RunDirError(f"{path} is not a folder; pass run folders printed by 'atml run'")
     results, config, env = run.read_results(), run.read_config(), run.read_env()
     exp = reg.get(results["experiment"]) if results.get("experiment") in reg.names() else None
-    discussion = exp.discuss(results) if exp and exp.discuss and results.get("status") == "ok" else []
+    discussion = (exp.discuss(results) if exp and exp.discuss and results.get("status") == "ok"
+                  and not results.get("rehearsal") else [])  # a rehearsal's numbers describe no model
     slug = f"run{index}-{results.get('experiment', 'run').replace('.', '-')}"
     figures = [{"name": Path(f).stem, "png": f, "data": _data_uri(path / f)}
                for f in results.get("figures", []) if f.endswith(".png")]

@@ -17,6 +17,7 @@ VAE's encoder-only updates) set ``Fit.ddp=False`` and average gradients with
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import math
 import sys
@@ -183,15 +184,47 @@ class Fit:
     are averaged with :func:`sync_gradients` after the loop's backward instead."""
 
 
+@dataclasses.dataclass
+class EpochBudget:
+    """Run at most ``epochs`` epochs of every stage, and note what each stage planned and took.
+
+    For timing a course-scale run (``scripts/suite_timing.py``): each stage runs for real at
+    full size, but only its first epochs, and the rest is computed from their measured time.
+    """
+
+    epochs: int
+    stages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Per stage: name, planned and run epochs, and the wall seconds of the run epochs (train, val,
+    callbacks and checkpoint)."""
+
+
+_BUDGET: contextvars.ContextVar[EpochBudget | None] = contextvars.ContextVar("atml_epoch_budget", default=None)
+
+
+@contextlib.contextmanager
+def epoch_budget(epochs: int) -> Iterator[EpochBudget]:
+    """Within the block, :func:`fit` runs at most ``epochs`` epochs per stage (see :class:`EpochBudget`)."""
+    budget = EpochBudget(epochs)
+    token = _BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _BUDGET.reset(token)
+
+
 def fit(job: Fit) -> list[dict[str, Any]]:
     """Train ``job.epochs`` epochs (resuming from the checkpoint if one exists).
 
     Returns every record of this stage, earlier ones from a resumed run included.
     """
     start = _resume(job)
-    if job.ddp and start < job.epochs:
+    budget = _BUDGET.get()
+    last = job.epochs if budget is None else min(job.epochs, start + budget.epochs)
+    if job.ddp and start < last:
         job = dataclasses.replace(job, model=distribute(job.model, job.device))
-    for epoch in range(start + 1, job.epochs + 1):
+    seconds = 0.0
+    for epoch in range(start + 1, last + 1):
+        epoch_started = time.perf_counter()
         job.train.set_epoch(epoch)
         records = {"train": _run_epoch(job, epoch, train=True)}
         if job.val is not None:
@@ -208,6 +241,10 @@ def fit(job: Fit) -> list[dict[str, Any]]:
             checkpoint.save(job.checkpoint_path, model=unwrap(job.model), optimizer=job.optimizer, epoch=epoch,
                             scheduler=job.scheduler)
         job.say(_summary(job, epoch, records))
+        seconds += time.perf_counter() - epoch_started  # train, val, callbacks and the checkpoint
+    if budget is not None:
+        budget.stages.append({"stage": job.stage, "planned_epochs": job.epochs - start, "run_epochs": last - start,
+                              "seconds": seconds})
     return [r for r in job.recorder.read_metrics() if r.get("stage") == job.stage]
 
 

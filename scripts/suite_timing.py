@@ -1,0 +1,132 @@
+"""Time the full preset's suite at its real sizes without the real files: the ``rehearsal`` preset.
+
+Every experiment runs its ``rehearsal`` preset (the full preset on generated data of the
+real shapes and counts, random weights of the real architectures) with at most
+``--epochs`` epochs per training stage. Everything else (feature extraction, analyses,
+figures) runs in full. The full-epoch time is then the measured wall time plus, for each
+stage, its remaining epochs times its measured seconds per epoch; a row whose stages all
+ran every epoch is "measured", the others "estimated".
+
+    python scripts/suite_timing.py --device cuda --json benchmarks/suite-timing-H200.json
+    python scripts/suite_timing.py --device cpu --train-limit 256 --eval-limit 32   # reduced size
+
+On a GPU, utilisation is sampled with nvidia-smi while each experiment runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atml import config as config_lib
+from atml import runner, runtime
+from atml.data import rehearsal
+from atml.experiments import registry
+from atml.train.loop import epoch_budget
+
+TRAIN_LIMITS = ("train_limit",)
+EVAL_LIMITS = ("val_limit", "test_limit", "limit", "eval_samples", "diag_samples", "stats_images")
+
+
+@contextlib.contextmanager
+def gpu_utilisation(device: torch.device) -> Iterator[list[int]]:
+    """Samples of GPU utilisation (%) every 200 ms while the block runs (empty off CUDA or without nvidia-smi)."""
+    samples: list[int] = []
+    proc = None
+    if device.type == "cuda":
+        with contextlib.suppress(OSError):
+            proc = subprocess.Popen(["nvidia-smi", f"--id={device.index or 0}", "--query-gpu=utilization.gpu",
+                                     "--format=csv,noheader,nounits", "-lms", "200"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        yield samples
+    finally:
+        if proc is not None:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=10)
+            samples += [int(line) for line in out.split() if line.strip().isdigit()]
+
+
+def limits(exp: Any, train: int, evaluation: int) -> list[str]:
+    """``--set`` overrides for the size fields this experiment's config has (0: leave as the preset says)."""
+    fields = set(config_lib.field_names(exp.config_cls))
+    out = [f"{name}={train}" for name in TRAIN_LIMITS if train and name in fields]
+    return out + [f"{name}={evaluation}" for name in EVAL_LIMITS if evaluation and name in fields]
+
+
+def time_experiment(name: str, device: torch.device, epochs: int, overrides: list[str], out: Path) -> dict[str, Any]:
+    exp = registry().get(name)
+    cfg = config_lib.build(exp.config_cls, exp.presets, "rehearsal", [f"device={device.type}", "offline=true",
+                                                                      *overrides])
+    with epoch_budget(epochs) as budget, gpu_utilisation(device) as util:
+        started = time.perf_counter()
+        run = runner.execute(exp, cfg, preset="rehearsal", out=out, say=lambda _m: None)
+        wall = time.perf_counter() - started
+    results = json.loads((run.path / "results.json").read_text())
+    remaining = sum((s["planned_epochs"] - s["run_epochs"]) * s["seconds"] / max(s["run_epochs"], 1)
+                    for s in budget.stages)
+    return {"experiment": name, "status": results["status"], "wall_s": wall, "full_epochs_s": wall + remaining,
+            "how": "measured" if remaining == 0 else "estimated", "overrides": overrides,
+            "stages": [{**s, "s_per_epoch": s["seconds"] / max(s["run_epochs"], 1)} for s in budget.stages],
+            "peak_memory_mb": results["metrics"].get("peak_memory_mb"),
+            "gpu_utilisation_mean": sum(util) / len(util) if util else None,
+            "data": results["sources"].get("data", {}).get("source")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs run per training stage (the rest is estimated)")
+    parser.add_argument("--train-limit", type=int, default=0, help="training images per experiment (0: all)")
+    parser.add_argument("--eval-limit", type=int, default=0, help="evaluation images per experiment (0: as the preset)")
+    parser.add_argument("--experiments", default="all", help="comma-separated names, or all")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args(argv)
+    device = runtime.select_device(args.device)
+    names = registry().names() if args.experiments == "all" else args.experiments.split(",")
+    torch.backends.cudnn.benchmark = True
+    card = runtime.environment(device, 0)["device_name"]
+    print(f"suite timing: {card}, torch {torch.__version__}, rehearsal preset, at most {args.epochs} epoch(s) per "
+          f"stage, train limit {args.train_limit or 'none'}, eval limit {args.eval_limit or 'as preset'}", flush=True)
+    started = time.perf_counter()
+    for name in rehearsal.NAMES:  # generated once, outside the timed runs
+        rehearsal.load(name)
+    print(f"  rehearsal data ready in {time.perf_counter() - started:.0f} s", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="atml-suite-timing-") as tmp:
+        for name in names:
+            row = time_experiment(name, device, args.epochs,
+                                  limits(registry().get(name), args.train_limit, args.eval_limit), Path(tmp))
+            rows.append(row)
+            util = f"  GPU util {row['gpu_utilisation_mean']:.0f}%" if row["gpu_utilisation_mean"] is not None else ""
+            main_stage = max(row["stages"], key=lambda s: s["planned_epochs"] * s["s_per_epoch"], default=None)
+            per_epoch = (f"{main_stage['s_per_epoch']:.1f} s/epoch ({main_stage['stage']})" if main_stage
+                         else "no training stage")
+            print(f"  {name:<16} {row['status']:<6} ran {row['wall_s']:7.1f} s; full epochs {row['full_epochs_s']:8.1f} s "
+                  f"({row['how']}); {per_epoch}; peak {row['peak_memory_mb'] or 0:,.0f} MB{util}", flush=True)
+    total = sum(r["full_epochs_s"] for r in rows)
+    how = "measured" if all(r["how"] == "measured" for r in rows) else "estimated from measured per-epoch times"
+    print(f"whole suite at the full preset's epochs: {total / 60:.1f} min ({how})", flush=True)
+    if args.json:
+        report = {"card": card, "device": str(device), "torch": torch.__version__,
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "epochs_per_stage": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit,
+                  "experiments": rows, "suite_s": total, "suite_how": how}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

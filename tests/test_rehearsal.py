@@ -1,0 +1,87 @@
+"""The rehearsal preset: the full suite at its real sizes on generated data, loudly marked, timed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from atml import config as config_lib
+from atml import runner
+from atml.data import rehearsal
+from atml.experiments import registry
+from atml.report import build
+from atml.train.loop import Batches, Fit, MemoryRecorder, epoch_budget, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+ALLOWED = {"data", "weights", "inception"}  # what a rehearsal may change: no real files, no downloads
+
+
+@pytest.mark.parametrize("name", registry().names())
+def test_every_experiment_rehearses_its_full_preset(name):
+    exp = registry().get(name)
+    full = config_lib.build(exp.config_cls, exp.presets, "full")
+    rehearse = config_lib.build(exp.config_cls, exp.presets, "rehearsal")
+    changed = {f for f in config_lib.field_names(exp.config_cls) if getattr(full, f) != getattr(rehearse, f)}
+    assert changed <= ALLOWED, f"{name}: the rehearsal must run the full preset's sizes and epochs; it changes {changed}"
+    assert rehearse.data in rehearsal.NAMES
+
+
+def test_rehearsal_data_has_the_real_counts_and_formats():
+    data = rehearsal.load("rehearsal-fashion-mnist")
+    assert data.train.images.shape == (60_000, 1, 28, 28) and data.val.images.shape == (10_000, 1, 28, 28)
+    assert data.train.images.dtype == torch.uint8 and "NOT real" in data.source
+    assert len(data.train.classes) == 10
+    again = rehearsal.load("rehearsal-fashion-mnist")  # written once, read back through the manifest check
+    assert torch.equal(again.val.images[:100], data.val.images[:100])
+
+
+def test_a_rehearsal_run_says_so_everywhere_and_is_never_compared(tmp_path):
+    exp = registry().get("vae.train")
+    cfg = config_lib.build(exp.config_cls, exp.presets, "rehearsal",
+                           ["epochs=1", "train_limit=256", "val_limit=128", "diag_samples=64", "device=cpu"])
+    run = runner.execute(exp, cfg, preset="rehearsal", out=tmp_path, say=lambda _m: None)
+    results = json.loads((run.path / "results.json").read_text())
+    assert results["rehearsal"] is True and results["notes"][0] == rehearsal.NOTE
+    assert "NOT real" in results["sources"]["data"]["source"]
+    compared = [r for r in results["references"] if r["metric"]]
+    assert compared and all(r["status"] == "not comparable" and "rehearsal" in r["reason"] for r in compared)
+    page = build.write_report([run.path], tmp_path / "report", registry())
+    html = page.read_text()
+    assert "rehearsal: timing only, not a result" in html
+    assert "rehearsal: timing only" in (tmp_path / "report" / "report.md").read_text()
+    assert "What the numbers show" not in html  # a rehearsal's numbers describe no model
+
+
+def test_an_epoch_budget_runs_the_first_epochs_and_records_the_plan():
+    model = torch.nn.Linear(4, 2)
+    data = Batches((torch.randn(32, 4), torch.arange(32) % 2), 8)
+    with epoch_budget(2) as budget:
+        rows = fit(Fit(model, torch.optim.SGD(model.parameters(), lr=0.1), data, None, 7, torch.device("cpu"),
+                       MemoryRecorder(), stage="s", say=lambda _m: None))
+    assert [r["epoch"] for r in rows] == [1, 2]
+    (stage,) = budget.stages
+    assert stage["stage"] == "s" and stage["planned_epochs"] == 7 and stage["run_epochs"] == 2 and stage["seconds"] > 0
+    rows = fit(Fit(model, torch.optim.SGD(model.parameters(), lr=0.1), data, None, 3, torch.device("cpu"),
+                   MemoryRecorder(), stage="t", say=lambda _m: None))
+    assert len(rows) == 3  # outside the block, no budget
+
+
+def test_suite_timing_script_estimates_the_full_epochs(tmp_path):
+    out = tmp_path / "timing.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "suite_timing.py"), "--device", "cpu",
+                           "--experiments", "vae.train", "--train-limit", "128", "--eval-limit", "32", "--json",
+                           str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "whole suite at the full preset's epochs" in done.stdout
+    report = json.loads(out.read_text())
+    (row,) = report["experiments"]
+    (stage,) = row["stages"]
+    assert stage["planned_epochs"] == 20 and stage["run_epochs"] == 1  # the full preset's 20 epochs, one run
+    assert row["how"] == "estimated" and row["full_epochs_s"] == pytest.approx(
+        row["wall_s"] + 19 * stage["s_per_epoch"])
+    assert report["suite_s"] == row["full_epochs_s"]
