@@ -140,7 +140,7 @@ def test_sigterm_keeps_checkpoints_prints_the_resume_command_and_resumes(tmp_pat
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     (run,) = list(out.iterdir())
-    assert proc.returncode == 143 and "terminated" in stderr
+    assert proc.returncode == 143 and "terminated" in stderr, stderr[-3000:]
     assert f"atml run vae.train --resume {run}" in stdout
     done = torch.load(run / "checkpoints" / "baseline.pt", weights_only=True)["epoch"]
     assert 1 <= done < 400 and not (run / "results.json").exists()

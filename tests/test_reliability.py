@@ -159,3 +159,23 @@ def test_readme_reliability_table_names_only_tests_that_exist():
     source = "\n".join(p.read_text() for p in here.glob("test_*.py"))
     missing = [n for n in names if f"def {n.split('::')[-1]}(" not in source]
     assert not missing, missing
+
+
+def test_an_interruption_during_a_checkpoint_write_waits_for_the_complete_file(tmp_path, monkeypatch):
+    """Ctrl-C mid-write used to surface as torch's RuntimeError ('enforce fail'), exit 1 and no file."""
+    import signal
+
+    import torch
+
+    from atml import storage
+
+    real_save = torch.save
+
+    def save_interrupted(obj, handle):
+        signal.raise_signal(signal.SIGINT)  # arrives while the checkpoint is being written
+        real_save(obj, handle)
+
+    monkeypatch.setattr(torch, "save", save_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        storage.torch_save({"x": torch.ones(3)}, tmp_path / "c.pt")
+    assert torch.equal(storage.torch_load(tmp_path / "c.pt")["x"], torch.ones(3))

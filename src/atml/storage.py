@@ -11,7 +11,9 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -56,8 +58,33 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
-    with atomic_open(path, "wb") as handle:
+    """Save atomically; Ctrl-C or SIGTERM during the write takes effect once the file is complete.
+
+    torch's zip writer turns an exception raised inside its write callback into a bare
+    RuntimeError, so an interruption mid-write would surface as a crash, not as a stop.
+    """
+    with _signals_deferred(), atomic_open(path, "wb") as handle:
         torch.save(obj, handle)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver the first to its own handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught and callable(previous[caught[0]]):
+            previous[caught[0]](caught[0], None)
+        elif caught:
+            signal.raise_signal(caught[0])
 
 
 def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
