@@ -31,6 +31,9 @@ def test_list_names_experiments_and_presets(capsys):
     (["run", "resnet.head", "--set", "resolutions=[0]"], "resolutions=[0] is not valid"),
     (["run", "resnet.head", "--device", "tpu"], "device='tpu' is not valid"),
     (["bench", "resnet.nope"], "valid experiments: resnet.head"),
+    (["run", "resnet.head", "--set", "lr=inf"], "config key 'lr' is 'inf'; use a finite number"),
+    (["run", "resnet.head", "--set", "lr=nan"], "config key 'lr' is 'nan'; use a finite number"),
+    (["run", "resnet.head", "--preset", "smoke", "--weights", "imagenet2"], "weights='imagenet2' is not known"),
 ])
 def test_usage_errors_exit_2_with_valid_names(argv, message, capsys, tmp_path):
     assert run_cli(*argv, *(["--out", str(tmp_path)] if argv[0] == "run" else [])) == 2
@@ -43,7 +46,33 @@ def test_missing_data_exits_non_zero_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 3 and "CIFAR-10" in err and "is missing" in err and "--data-dir" in err
     run = next((tmp_path / "runs").iterdir())
-    assert not (run / "checkpoints").exists() and not (run / "results.json").exists()
+    assert not (run / "checkpoints").exists()
+    results = json.loads((run / "results.json").read_text())  # a failed run that says why, not a mystery folder
+    assert results["status"] == "failed" and "is missing" in results["error"] and results["resumable"] is False
+
+
+def test_an_out_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert run_cli(*SMOKE, "--out", str(blocker)) == 2
+    err = capsys.readouterr().err
+    assert f"--out {blocker}" in err and "Traceback" not in err
+
+
+def test_resume_refuses_conflicting_options_and_applies_more_epochs(tmp_path, capsys):
+    assert run_cli(*SMOKE, "--set", "epochs=1", "--set", "resolutions=[16]", "--out", str(tmp_path)) == 0
+    run = next(tmp_path.iterdir())
+    capsys.readouterr()
+    assert run_cli("run", "resnet.head", "--resume", str(run), "--set", "lr=0.5") == 2
+    assert "lr (saved 0.001, given 0.5)" in capsys.readouterr().err
+    assert run_cli("run", "resnet.head", "--resume", str(run), "--preset", "demo") == 2
+    assert "--preset demo conflicts" in capsys.readouterr().err
+    assert run_cli("run", "resnet.head", "--resume", str(run), "--set", "epochs=2") == 0
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 1, 2, 2]  # train and val of epoch 1, then the added epoch 2
+    env = json.loads((run / "env.json").read_text())
+    assert env["resumed_with"][-1]["changed"] == {"epochs": {"saved": 1, "now": 2}}
+    assert "epochs: 2" in (run / "config.yaml").read_text()
 
 
 def test_offline_imagenet_weights_are_an_error(tmp_path, capsys):
@@ -141,6 +170,7 @@ def test_sigterm_keeps_checkpoints_prints_the_resume_command_and_resumes(tmp_pat
     stdout, stderr = proc.communicate(timeout=60)
     (run,) = list(out.iterdir())
     assert proc.returncode == 143 and "terminated" in stderr, stderr[-3000:]
+    assert (stdout + stderr).count("terminated") + (stdout + stderr).count("interrupted") == 1  # said once
     assert f"atml run vae.train --resume {run}" in stdout
     done = torch.load(run / "checkpoints" / "baseline.pt", weights_only=True)["epoch"]
     assert 1 <= done < 400 and not (run / "results.json").exists()

@@ -33,8 +33,19 @@ def test_gap_numbers_on_known_geometry():
     shifted = unit + offset  # every image moved by the same vector: a pure gap
     m = clip_exp.gap_metrics(shifted, text)
     assert m["centroid_distance"] > 0.5 and m["gap_variance_share"] > 0
-    closed = clip_exp.close_gap(shifted, text)
+    train_images = torch.nn.functional.normalize(torch.randn(80, 8), dim=1) + offset  # the same gap, other images
+    shift = clip_exp.gap_shift(train_images, text)  # fitted on training images and class texts only
+    assert torch.allclose(shift, torch.nn.functional.normalize(text, dim=1).mean(0)
+                          - torch.nn.functional.normalize(train_images, dim=1).mean(0))
+    closed = clip_exp.close_gap(shifted, shift)
     assert clip_exp.gap_metrics(closed, text)["centroid_distance"] < m["centroid_distance"] / 3
+
+
+def test_no_gap_is_a_defined_case():
+    """Identical modalities: no gap direction, so no variance along it (was 0/0 = NaN)."""
+    text = torch.randn(30, 8)
+    m = clip_exp.gap_metrics(text.clone(), text)
+    assert m["centroid_distance"] == 0 and m["gap_variance_share"] == 0.0 and m["paired_cosine"] == pytest.approx(1)
 
 
 def test_prompt_sets_and_class_ensembles():

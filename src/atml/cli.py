@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run one experiment into a new run folder")
     p.add_argument("experiment", help="an experiment name from 'atml list'")
-    _run_options(p)
+    _run_options(p, default_preset=None)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     _repeat_options(p)
     p.set_defaults(func=cmd_run)
@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_options(p: argparse.ArgumentParser, default_preset: str = "full") -> None:
-    p.add_argument("--preset", default=default_preset, help=f"smoke | demo | full (default: {default_preset})")
+def _run_options(p: argparse.ArgumentParser, default_preset: str | None = "full") -> None:
+    p.add_argument("--preset", default=default_preset,
+                   help=f"smoke | demo | full | rehearsal (default: {default_preset or 'full'})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set epochs=3 (repeatable)")
     p.add_argument("--data-dir", help="folder with the dataset files")
@@ -129,14 +130,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     reg = registry()
     if args.resume:
-        exp, cfg, preset = runner.load_for_resume(reg.get, args.resume)
+        exp, saved, preset = runner.load_for_resume(reg.get, args.resume)
         if exp.name != args.experiment:
             raise UsageError(f"{args.resume} is a run of {exp.name}, not {args.experiment}")
-        runs = [runner.execute(exp, cfg, preset=preset, resume=args.resume, tensorboard=args.tensorboard)]
+        if args.seeds != 1 or args.out:
+            raise UsageError("--seeds and --out start new runs; they cannot be combined with --resume")
+        cfg, changes = runner.resume_config(saved, config_lib.apply_overrides(saved, _overrides(args)), preset,
+                                            args.preset)
+        runs = [runner.execute(exp, cfg, preset=preset, resume=args.resume, tensorboard=args.tensorboard,
+                               resume_changes=changes)]
     else:
         exp = reg.get(args.experiment)
-        cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, _overrides(args))
-        runs = [runner.execute(exp, c, preset=args.preset, out=args.out, tensorboard=args.tensorboard)
+        preset = args.preset or "full"
+        cfg = config_lib.build(exp.config_cls, exp.presets, preset, _overrides(args))
+        runs = [runner.execute(exp, c, preset=preset, out=args.out, tensorboard=args.tensorboard)
                 for c in _seeded(cfg, args.seeds)]
     if rank_and_world()[0] == 0:
         print("\n".join(str(run.path) for run in runs))
@@ -147,7 +154,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from atml.report import build
 
     out = Path(args.out) if args.out else Path("reports") / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
-    page = build.write_report([Path(r) for r in args.runs], out, registry())
+    page = build.write_report([Path(r) for r in args.runs], out, registry(),
+                              warn=lambda line: print(f"atml: not included: {line}", file=sys.stderr))
     print(page)
     return 0
 

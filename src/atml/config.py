@@ -9,6 +9,7 @@ raise :class:`~atml.errors.UsageError` naming the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -77,6 +78,15 @@ def build(cls: type, presets: Mapping[str, Mapping[str, Any]], preset: str,
     return cfg
 
 
+def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
+    """``cfg`` with ``key=value`` overrides applied and validated (e.g. on a saved config)."""
+    for item in overrides:
+        key, raw = parse_override(item)
+        cfg = _replace(cfg, key, _Override(raw))
+    cfg.validate()
+    return cfg
+
+
 def parse_override(item: str) -> tuple[str, str]:
     """Split ``a.b=value`` into ``("a.b", "value")``."""
     key, sep, raw = item.partition("=")
@@ -137,6 +147,17 @@ def _replace(cfg: Any, key: str, value: Any) -> Any:
     return dataclasses.replace(cfg, **{head: coerce(value, hints[head], key)})
 
 
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):  # YAML reads 1e-2 (no dot) and inf as strings
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def coerce(value: Any, hint: Any, key: str) -> Any:
     """Convert ``value`` to the annotated type ``hint`` or raise UsageError naming ``key``."""
     origin = typing.get_origin(hint)
@@ -174,13 +195,11 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-2 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        number = _as_float(value)
+        if number is not None:
+            if not math.isfinite(number):
+                raise UsageError(f"config key {key!r} is {value!r}; use a finite number")
+            return number
     elif hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

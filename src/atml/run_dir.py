@@ -44,7 +44,7 @@ class RunDir:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise RunDirError(f"cannot create the output folder {parent}: {err.strerror}; pass another --out") from err
+            raise UsageError(f"--out {parent}: cannot create the folder ({err.strerror}); pass another --out") from err
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for n in range(1, 1000):
             name = f"{experiment}-{preset}-{stamp}" + (f"-{n}" if n > 1 else "")
@@ -53,7 +53,8 @@ class RunDir:
             except FileExistsError:
                 continue
             except OSError as err:
-                raise RunDirError(f"cannot create a run folder in {parent}: {err.strerror}") from err
+                raise UsageError(f"--out {parent}: cannot create a run folder there ({err.strerror}); pass another "
+                                 "--out") from err
             run = cls(parent / name)
             run.lock()
             return run

@@ -70,8 +70,13 @@ class RunContext:
 
 def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = None,
             resume: str | Path | None = None, progress: bool | None = None,
-            say: Callable[[str], None] = print, tensorboard: bool = False) -> RunDir:
-    """Create (or reopen with ``resume``) the run folder, run the experiment, write results."""
+            say: Callable[[str], None] = print, tensorboard: bool = False,
+            resume_changes: dict[str, Any] | None = None) -> RunDir:
+    """Create (or reopen with ``resume``) the run folder, run the experiment, write results.
+
+    ``resume_changes``: options changed on resuming (see :func:`resume_config`), written to
+    the saved config and recorded in ``env.json``.
+    """
     device = runtime.select_device(cfg.device)
     ranks = runtime.init_distributed()
     run = _open_run(exp, preset, out, resume, ranks)
@@ -80,6 +85,12 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
     try:
         if tensorboard and is_main:
             run.enable_tensorboard()
+        if resume and resume_changes and is_main:
+            run.write_config({"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)})
+            env = run.read_env()
+            env.setdefault("resumed_with", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                       "changed": resume_changes})
+            run.write_env(env)
         if not resume:
             run.write_config({"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)})
             env = runtime.environment(device, cfg.seed)
@@ -95,11 +106,12 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
         started = time.perf_counter()
         try:
             results = exp.run(cfg, ctx)
-        except DivergedError as err:
-            _write_failed(run, exp, preset, cfg, ctx, err)
+        except AtmlError as err:  # diverged, bad data or weights, a bad option found late: a failed run, saying why
+            if is_main:
+                _write_failed(run, exp, preset, cfg, ctx, err)
             raise
         except KeyboardInterrupt:
-            say(f"atml: interrupted; checkpoints are kept. Resume with: atml run {exp.name} --resume {run.path}")
+            say(f"atml: checkpoints are kept. Resume with: atml run {exp.name} --resume {run.path}")
             raise
         results = _complete(results, exp, preset, cfg, ctx, time.perf_counter() - started)
         run.write_results(results)
@@ -138,6 +150,32 @@ def load_for_resume(exp_lookup: Callable[[str], Experiment], path: str | Path) -
     return exp, cfg, preset
 
 
+RESUMABLE_CHANGES = {"epochs": "more epochs than before", "device": "any device"}
+"""What ``--resume`` may change in a saved config: training further, or on another device."""
+
+
+def resume_config(saved: Any, given: Any, preset: str, given_preset: str | None) -> tuple[Any, dict[str, Any]]:
+    """The config to resume with, and what changed; options that conflict with the saved run are refused.
+
+    ``given`` is the saved config with the command line's options applied. More epochs and
+    another device are safe (the run continues from its checkpoints); anything else would
+    mix two experiments in one run folder.
+    """
+    if given_preset is not None and given_preset != preset:
+        raise UsageError(f"--preset {given_preset} conflicts with the resumed run's preset {preset}; drop --preset "
+                         "or start a new run")
+    changed = {f: (getattr(saved, f), getattr(given, f)) for f in config_lib.field_names(type(saved))
+               if getattr(saved, f) != getattr(given, f)}
+    refused = {f: v for f, v in changed.items()
+               if f not in RESUMABLE_CHANGES or (f == "epochs" and v[1] < v[0])}
+    if refused:
+        listed = ", ".join(f"{f} (saved {old!r}, given {new!r})" for f, (old, new) in refused.items())
+        raise UsageError(f"--resume continues a run with its saved config; these options differ from it: {listed}. "
+                         f"Only {', '.join(f'{k} ({v})' for k, v in RESUMABLE_CHANGES.items())} may change; "
+                         "start a new run for the rest")
+    return given, {f: {"saved": old, "now": new} for f, (old, new) in changed.items()}
+
+
 def _complete(results: dict[str, Any], exp: Experiment, preset: str, cfg: Any, ctx: RunContext,
               elapsed: float) -> dict[str, Any]:
     metrics = dict(results.get("metrics", {}))
@@ -164,8 +202,11 @@ def _complete(results: dict[str, Any], exp: Experiment, preset: str, cfg: Any, c
 
 
 def _write_failed(run: RunDir, exp: Experiment, preset: str, cfg: Any, ctx: RunContext, err: AtmlError) -> None:
+    """results.json of a run that stopped with a known error: the status, the reason, what it had read."""
+    resumable = isinstance(err, DivergedError)
     run.write_results({
         "experiment": exp.name, "preset": preset, "status": "failed", "error": str(err),
-        "traceback": traceback.format_exc(), "metrics": {}, "figures": [], "references": [],
+        "error_kind": type(err).__name__, "resumable": resumable, "traceback": traceback.format_exc(),
+        "metrics": {}, "figures": [], "tables": [], "notes": [f"The run stopped: {err}"], "references": [],
         "sources": ctx.sources, "seed": cfg.seed, "device": str(ctx.device),
     })

@@ -50,7 +50,7 @@ class Sizes:
         if quick:
             return cls(batch=2, extract_images=4, train_steps=2)
         if device.type == "cpu":
-            return cls(batch=16, extract_images=64, train_steps=2)
+            return cls(batch=16, extract_images=64, train_steps=3)
         return cls()
 
 

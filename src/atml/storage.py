@@ -14,6 +14,7 @@ import os
 import signal
 import tempfile
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -90,6 +91,33 @@ def _signals_deferred() -> Iterator[None]:
 def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """The only way atml reads a torch file: ``weights_only=True``, so no pickled code runs."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def why_unreadable(path: str | os.PathLike) -> str:
+    """What a file that torch or safetensors refused to read is, in plain words (no library internals)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError as err:
+        return f"it cannot be read ({err.strerror or err})"
+    if size == 0:
+        return "it is empty"
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return "it is a truncated or damaged zip archive (an incomplete download or copy?)"
+        return "it is a zip archive that does not hold a torch state dict"
+    if head[:1] == b"\x80":
+        return ("it holds pickled data that is not a plain state dict of tensors (atml loads with weights_only=True "
+                "and runs no pickled code), or it is truncated")
+    if path.suffix == ".safetensors":
+        return "it is not a valid safetensors file (bad header or truncated)"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not in a format torch or safetensors can read"
+    return "it is a text file"
 
 
 def write_with(path: str | os.PathLike, writer: Callable[[Path], None], suffix: str = "") -> None:

@@ -14,17 +14,38 @@ from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors
 
 
+class InvalidMetric(ValueError):
+    """A figure that cannot be computed honestly from these samples; the message says why."""
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussians fitted to a and b."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    return frechet_from_statistics(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def frechet_from_statistics(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray,
+                            eps: float = 1e-6, imaginary_tolerance: float = 1e-3) -> float:
+    """The Frechet distance of two Gaussians, with pytorch-fid's numerical safeguards.
+
+    A singular product (rank-deficient covariances, few samples) is retried with ``eps``
+    added to both diagonals. The square root of a product of covariance matrices is real;
+    a tiny imaginary part is rounding and dropped, a larger one (any diagonal entry above
+    ``imaginary_tolerance``) means the result is not a distance and raises :class:`InvalidMetric`.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", linalg.LinAlgWarning)  # rank-deficient with few samples; handled below
         covmean = linalg.sqrtm(cov_a @ cov_b)
-        if not np.isfinite(covmean).all():  # near-singular product: regularise, as pytorch-fid does
-            offset = np.eye(len(cov_a)) * 1e-6
+        if not np.isfinite(covmean).all():
+            offset = np.eye(len(cov_a)) * eps
             covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    covmean = covmean.real
+    if not np.isfinite(covmean).all():
+        raise InvalidMetric("the covariance product has no finite square root, even regularised")
+    if np.iscomplexobj(covmean):
+        worst = float(np.abs(np.diagonal(covmean).imag).max())
+        if worst > imaginary_tolerance:
+            raise InvalidMetric(f"the square root of the covariance product has an imaginary part of {worst:.3g} "
+                                f"(tolerance {imaginary_tolerance:g}); the Frechet distance is not defined here")
+        covmean = covmean.real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
 
 

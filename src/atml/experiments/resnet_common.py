@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, cifar10, digits, rehearsal
 from atml.errors import UsageError
 from atml.models import resnet
+from atml.models import weights as weights_lib
 from atml.runner import RunContext
 from atml.train import checkpoint, pretrain
 from atml.train.augment import Augment
@@ -67,6 +69,9 @@ class ResNetConfig(RunConfig):
     pretrain_epochs: int = 8
     """Epochs of the digits 0-4 pretraining behind weights=pretrain-digits."""
 
+    extra_weights: typing.ClassVar[tuple[str, ...]] = ()
+    """Weight names an experiment accepts besides the arch's own (resnet.transfer: pretrained-file)."""
+
     def validate(self) -> None:
         super().validate()
         if self.data not in DATA:
@@ -74,6 +79,10 @@ class ResNetConfig(RunConfig):
         if self.arch not in resnet.ARCHS:
             raise UsageError(f"arch={self.arch!r} is not valid; choose one of {', '.join(resnet.ARCHS)}")
         require_positive(self, "epochs", "batch_size", "pretrain_epochs")
+        names = (*resnet.weight_names(self.arch), *self.extra_weights)
+        if self.weights not in names and not weights_lib.is_path(self.weights):
+            raise UsageError(f"weights={self.weights!r} is not known for arch={self.arch}; valid: {', '.join(names)}, "
+                             "or a path to a .pth/.pt/.safetensors file")
         if self.compile not in runtime.COMPILE_MODES:
             raise UsageError(f"compile={self.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
         if not self.lr > 0 or self.weight_decay < 0 or not self.backbone_lr_scale > 0:

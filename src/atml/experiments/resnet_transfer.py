@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from typing import Any
 
 from atml import runtime
@@ -34,6 +35,8 @@ class Config(common.ResNetConfig):
     cells: tuple[str, ...] = ALL_CELLS
     """Which cells of the grid to run, as init:regime (init: pretrained|random; regime: head|last|full)."""
     augment: bool = True
+
+    extra_weights: typing.ClassVar[tuple[str, ...]] = ("pretrained-file",)
 
     def validate(self) -> None:
         super().validate()

@@ -137,7 +137,7 @@ def diagnose(model: vae_model.VAE, data: ImageDataset, cfg: Config, device: torc
     return {
         "active_units": active,
         "mutual_info": latent.mutual_information(mu, logvar, generator),
-        "mutual_info_bound": float(torch.log(torch.tensor(float(len(images))))),
+        "mutual_info_log_n": float(torch.log(torch.tensor(float(len(images))))),  # the estimate's scale
         "kl": float(kl.sum()),
         "kl_per_dim": kl.tolist(),
         "mu_variance_per_dim": mean_variance.tolist(),
@@ -146,7 +146,6 @@ def diagnose(model: vae_model.VAE, data: ImageDataset, cfg: Config, device: torc
         "sse_prior_mean": sse(decode(torch.zeros_like(mu)).expand_as(x)),
         "neg_elbo_gaussian_nats": float(vae_model.neg_elbo_nats(torch.tensor(sse(recon_sample)), kl.sum(),
                                                                x[0].numel())),
-        "neg_elbo_bernoulli_nats": float(vae_model.bernoulli_nll(recon_sample, x).mean() + kl.sum()),
     }
 
 
@@ -216,13 +215,24 @@ def image_rows(rows: dict[str, torch.Tensor], title: str = "") -> Any:
     return fig
 
 
+ACTIVE_COLOUR, INACTIVE_COLOUR = "C0", "C3"
+
+
+def kl_bar_order(diag: dict[str, Any]) -> list[int]:
+    """Latent dimensions by decreasing KL; each bar keeps its own dimension's activity colour."""
+    kl = diag["kl_per_dim"]
+    return sorted(range(len(kl)), key=lambda d: kl[d], reverse=True)
+
+
 @plots.styled
 def kl_per_dim_bars(runs: list[Trained]) -> Any:
     fig, axes = plots.figure(len(runs), width=2.0, height=2.0)
     for ax, run in zip(axes[0], runs):
-        values = sorted(run.diag["kl_per_dim"], reverse=True)
-        active = sorted(run.diag["mu_variance_per_dim"], reverse=True)
-        ax.bar(range(len(values)), values, color=["C0" if v > latent.ACTIVE_THRESHOLD else "C3" for v in active])
+        dims = kl_bar_order(run.diag)
+        values = [run.diag["kl_per_dim"][d] for d in dims]
+        colours = [ACTIVE_COLOUR if run.diag["mu_variance_per_dim"][d] > latent.ACTIVE_THRESHOLD else INACTIVE_COLOUR
+                   for d in dims]
+        ax.bar(range(len(values)), values, color=colours)
         ax.set_title(f"{run.variant.name}: {run.diag['active_units']} active", fontsize=7)
         ax.set_xlabel("latent dimension (sorted)")
         ax.set_ylabel("KL (nats)")
@@ -265,7 +275,7 @@ def mitigation_bars(runs: list[Trained]) -> Any:
 
 def diag_metrics(diag: dict[str, Any], prefix: str = "") -> dict[str, float]:
     keys = ("active_units", "mutual_info", "kl", "mu_spread", "sse_posterior_mean", "sse_prior_mean",
-            "neg_elbo_gaussian_nats", "neg_elbo_bernoulli_nats")
+            "neg_elbo_gaussian_nats")
     out = {f"{prefix}{k}": diag[k] for k in keys}
     out[f"{prefix}use_of_x"] = use_of_x(diag)
     return out
@@ -309,14 +319,19 @@ def discuss_train(results: dict[str, Any]) -> list[str]:
         f"Final loss (MSE summed over pixels + KL, per image): train {m['train_loss']:.2f}, validation "
         f"{m['val_loss']:.2f}, of which reconstruction {m['val_recon']:.2f} and KL {m['val_kl']:.2f} nats.",
         f"As a likelihood bound: -ELBO = {m['neg_elbo_gaussian_nats']:.1f} nats/image under the Gaussian decoder "
-        f"(sigma^2 = 1/2) the MSE loss implies, {m['neg_elbo_bernoulli_nats']:.1f} nats/image under a Bernoulli "
-        "decoder with the same means.",
+        "(sigma^2 = 1/2) that the MSE loss implies, on the grey-level images (not comparable with NLLs of "
+        "Bernoulli decoders on binarised images).",
         f"{m['active_units']:.0f} latent dimensions are active; I(x; z) is {m['mutual_info']:.2f} nats.",
-        f"Laplace-prior samples vary {'more' if m['sample_pixel_std_laplace'] > m['sample_pixel_std_gaussian'] else 'less'}"
-        f" across draws than Gaussian ones (mean pixel std {m['sample_pixel_std_laplace']:.3f} vs "
-        f"{m['sample_pixel_std_gaussian']:.3f}) at equal variance: heavier tails reach latent regions the "
-        "encoder rarely uses.",
+        _prior_sentence(m['sample_pixel_std_laplace'], m['sample_pixel_std_gaussian']),
     ]
+
+
+def _prior_sentence(laplace: float, gaussian: float) -> str:
+    more = laplace > gaussian
+    return (f"Laplace-prior samples vary {'more' if more else 'less'} across draws than Gaussian ones (mean pixel std "
+            f"{laplace:.3f} vs {gaussian:.3f}) at equal variance"
+            + (": the Laplace prior's heavier tails reach latent regions the encoder rarely uses." if more else
+               ": at equal variance the Laplace prior puts more draws near 0, and here that outweighs its tails."))
 
 
 # -- vae.collapse -----------------------------------------------------------------------
@@ -364,13 +379,36 @@ def discuss_collapse(results: dict[str, Any]) -> list[str]:
             f"units, I(x; z) = {m[f'{prefix}mutual_info']:.2f} nats, KL = {m[f'{prefix}kl']:.2f} nats; decoding the "
             f"posterior mean instead of the prior mean removes {m[f'{prefix}use_of_x']:.0%} of the reconstruction "
             "error" + (" - the decoder barely uses z." if m[f"{prefix}use_of_x"] < 0.2 else "."))
-    text.append(
-        f"Early in training the KL term is {m['baseline_kl_epoch1']:.2f} nats (baseline) vs "
-        f"{m['kl_heavy_kl_epoch1']:.2f} (KL-heavy) after one epoch: when the KL weight dominates before the "
-        "encoder has learned anything useful, the cheapest optimum is q(z|x) = p(z) and the decoder learns to "
-        "produce the mean image from the bias alone. The decoder here is an MLP with as much capacity as the "
-        "encoder, so collapse comes from the objective's weighting, not from an over-powered decoder.")
+    text.append(_early_kl_sentence(m))
+    text.append(_cause_sentence(_state(m, "baseline_", results["latent_dim"]),
+                                _state(m, "kl_heavy_", results["latent_dim"])))
     return text
+
+
+def _state(m: dict[str, Any], prefix: str, latent_dim: int) -> str:
+    return verdict({k: m[f"{prefix}{k}"] for k in ("mutual_info", "kl", "active_units")}, latent_dim)
+
+
+def _early_kl_sentence(m: dict[str, Any]) -> str:
+    base, heavy = m["baseline_kl_epoch1"], m["kl_heavy_kl_epoch1"]
+    how = ("lower" if heavy < base else "not lower")
+    return (f"After one epoch the KL term is {base:.2f} nats in the baseline and {heavy:.2f} in the KL-heavy run: "
+            f"with the heavier KL weight it is {how} from the start"
+            + (", so the encoder is pushed towards q(z|x) = p(z) before it has learned to use x." if heavy < base
+               else "; here the heavier weight did not suppress the KL early."))
+
+
+def _cause_sentence(baseline_state: str, heavy_state: str) -> str:
+    """What the two runs (same architecture and data, only the KL weight differs) say about the cause."""
+    if heavy_state != "not collapsed" and baseline_state == "not collapsed":
+        return ("The two runs share architecture, data and schedule and differ only in the KL weight, and only the "
+                "KL-heavy one collapsed: here collapse comes from the objective's weighting, not from an "
+                "over-powered decoder.")
+    if heavy_state != "not collapsed":
+        return ("Both runs collapsed, the baseline at the plain ELBO weighting too, so the weighting alone does not "
+                "explain it here; a decoder that can model the images without z, or too little training, may.")
+    return ("Neither run collapsed: at these settings even the heavier KL weight leaves the posterior informative, "
+            "so this run shows no collapse to explain.")
 
 
 # -- vae.mitigate -----------------------------------------------------------------------
@@ -417,7 +455,9 @@ def _notes(cfg: Config) -> list[str]:
            f"batch {cfg.batch_size}, {cfg.epochs} epochs. Loss: squared error summed over pixels plus KL, both "
            "averaged over the batch, the seed report's scaling.",
            f"Active units: Cov_x E[z_i|x] > {latent.ACTIVE_THRESHOLD}; I(x; z) estimated on {cfg.diag_samples} "
-           "validation images (at most log N nats), as in He et al. 2019."]
+           "validation images, as in He et al. 2019: a Monte Carlo estimate whose scale is log N for the N "
+           "images used (the most information an N-image mixture can carry); sampling noise can put it "
+           "slightly above log N."]
     if cfg.data == "digits":
         out.append("Demo preset: scikit-learn's 8x8 digits upsampled to 28x28 stand in for FashionMNIST.")
     if cfg.data == "generated-fashion-mnist":

@@ -19,8 +19,10 @@ so text encoding never needs the network.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,16 +115,39 @@ def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
     return CLIPModel(model.eval(), arch_name), state_info
 
 
+@contextlib.contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    """Drop open_clip's own log records for the duration of the block, and nothing else.
+
+    open_clip logs through the root logger (``logging.warning``), so a filter on the root
+    logger picks its records by the file that made them; other code keeps logging.
+    """
+    package = str(Path(open_clip_file()).parent)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.pathname.startswith(package)
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def open_clip_file() -> str:
+    import open_clip
+
+    return open_clip.__file__
+
+
 def _open_clip_model(arch_name: str) -> nn.Module:
     import open_clip
 
     arch = ARCHS[arch_name]
     if arch.open_clip_name:
-        logging.getLogger().disabled = True  # open_clip logs a warning for pretrained=None
-        try:
+        with _quiet_open_clip():  # its "no pretrained weights loaded" warning: atml loads them itself
             return open_clip.create_model(arch.open_clip_name, pretrained=None, quick_gelu=True)
-        finally:
-            logging.getLogger().disabled = False
     cfg = arch.custom
     return open_clip.CLIP(cfg["embed_dim"], open_clip.CLIPVisionCfg(**cfg["vision_cfg"]),
                           open_clip.CLIPTextCfg(**cfg["text_cfg"]), quick_gelu=False)

@@ -138,6 +138,13 @@ class Backbone:
     weights: wts.WeightsInfo
 
 
+def weight_names(arch: str) -> tuple[str, ...]:
+    """The named weights ``arch`` knows (besides a path to a file)."""
+    if arch in DIGITS_ARCHS:
+        return ("random", "pretrain-digits")
+    return (*TORCHVISION_ARCHS[arch][1], "random")
+
+
 def build(arch: str, num_classes: int, weights: str, *, offline: bool,
           state: dict[str, torch.Tensor] | None = None, state_info: wts.WeightsInfo | None = None) -> Backbone:
     """Build ``arch`` with ``weights`` (a name, 'random', a file, or an in-memory ``state``)."""
@@ -159,7 +166,7 @@ def build(arch: str, num_classes: int, weights: str, *, offline: bool,
         state, info = wts.read_state_dict(weights)
     elif weights != "random":
         valid = ", ".join([*named, "random", "a path to a .pth/.safetensors file"])
-        raise WeightsError(f"--weights {weights!r} is not known for {arch}; valid: {valid}")
+        raise UsageError(f"--weights {weights!r} is not known for {arch}; valid: {valid}")
     if state is not None:
         wts.load_backbone(body, state, head_prefix="fc.", source=info.description)
     return Backbone(ResNetClassifier(body, num_classes), mean, std, info)
@@ -325,4 +332,10 @@ def remove_skips(model: nn.Module, names: Iterable[str]) -> list[str]:
 def default_ablation(model: nn.Module) -> list[str]:
     """One shape-preserving block in each of layer2, layer3 and layer4 (the first such)."""
     valid = ablatable_blocks(model)
-    return [next(n for n in valid if n.startswith(f"layer{i}.")) for i in (2, 3, 4)]
+    chosen = [next((n for n in valid if n.startswith(f"layer{i}.")), None) for i in (2, 3, 4)]
+    missing = [f"layer{i}" for i, name in zip((2, 3, 4), chosen) if name is None]
+    if missing:
+        raise UsageError(f"this architecture has no shape-preserving block in {', '.join(missing)} (each of its "
+                         f"blocks there is a projection block), so there is no default to ablate; name the blocks "
+                         f"with --set blocks=[...]; blocks that can be ablated: {', '.join(valid) or 'none'}")
+    return chosen

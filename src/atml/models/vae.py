@@ -88,6 +88,7 @@ def loss(out: VAEOutput, x: torch.Tensor, *, kl_weight: float = 1.0, free_bits: 
     dimension's batch-mean KL is clamped from below at that many nats. The reported ``kl``
     and ``kl_per_dim`` are always the true, unclamped values.
     """
+    x = as_recon_layout(x, out.recon)
     recon = F.mse_loss(out.recon, x, reduction="none").flatten(1).sum(1).mean()
     per_dim = kl_per_dim(out.mu, out.logvar).mean(0)  # (latent,)
     kl = per_dim.sum()
@@ -95,12 +96,22 @@ def loss(out: VAEOutput, x: torch.Tensor, *, kl_weight: float = 1.0, free_bits: 
     return VAELoss(recon + kl_weight * optimised_kl, recon, kl, per_dim)
 
 
+def as_recon_layout(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """Targets in the reconstruction's ``(B, 1, H, W)`` layout; ``(B, H, W)`` and ``(B, H*W)`` are accepted.
+
+    Any other shape is an error: broadcasting ``(B, H, W)`` against ``(B, 1, H, W)`` would
+    silently compare every image with every other and make the loss ``B`` times too large.
+    """
+    if x.shape == recon.shape:
+        return x
+    if x.shape[0] == recon.shape[0] and x[0].numel() == recon[0].numel() and x.dim() in (2, 3):
+        return x.reshape(recon.shape)
+    raise ValueError(f"VAE targets of shape {tuple(x.shape)} do not match reconstructions of shape "
+                     f"{tuple(recon.shape)}; pass (B, 1, H, W), (B, H, W) or (B, H*W)")
+
+
 def neg_elbo_nats(recon_sse: torch.Tensor, kl: torch.Tensor, pixels: int) -> torch.Tensor:
     """-ELBO in nats per image for the Gaussian decoder (sigma^2 = 1/2) the MSE-sum loss implies."""
     const = 0.5 * pixels * math.log(2 * math.pi * GAUSSIAN_SIGMA2)
     return recon_sse / (2 * GAUSSIAN_SIGMA2) + const + kl
 
-
-def bernoulli_nll(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(B,) -log p(x|z) in nats under a Bernoulli decoder with the same means (x in [0, 1])."""
-    return F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x, reduction="none").flatten(1).sum(1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,13 @@ def _read(path: Path) -> Any:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        return storage.torch_load(path)
-    except Exception as err:  # torch and safetensors raise several types for bad files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(f"cannot read weights file {path}: {first}. Is it a state dict saved with "
-                           "torch.save(model.state_dict()) or safetensors?") from err
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's note on pickle protocols: not the user's concern
+            return storage.torch_load(path)
+    except Exception as err:  # torch and safetensors raise many types for bad files; none reaches the user
+        raise WeightsError(f"{path} is not a weights file atml can read: {storage.why_unreadable(path)}. atml reads "
+                           "state dicts saved with torch.save(model.state_dict()) (.pth/.pt) and .safetensors "
+                           "files") from err
 
 
 def _check_name_hash(path: Path, digest: str) -> None:

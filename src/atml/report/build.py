@@ -10,10 +10,11 @@ import base64
 import dataclasses
 import html
 import json
+import os
 import shutil
 import time
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,33 +63,93 @@ class Group:
         return [v.results.get("seed") for v in self.views]
 
 
-def write_report(run_paths: Sequence[Path], out: Path, reg: Registry) -> Path:
-    """Render the runs into ``out``; returns the path of ``report.html``."""
-    if out.exists() and (out / "report.html").exists():
-        raise UsageError(f"{out} already holds a report; pass another --out")
-    views = [_load(Path(p), i, reg) for i, p in enumerate(run_paths)]
+@dataclasses.dataclass
+class Skipped:
+    """A folder given to the report that it could not include, and why."""
+
+    path: str
+    reason: str
+
+
+def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *,
+                 warn: Callable[[str], None] = lambda _line: None) -> Path:
+    """Render the runs into ``out``; returns the path of ``report.html``.
+
+    Folders that are not readable runs (not a run folder, a run that never finished) are
+    listed under "Not included" with the reason; failed runs are shown with their status
+    and error. The same folder given twice counts once. Only when nothing is readable is
+    it an error.
+    """
+    out = check_output_folder(out)
+    views, skipped = [], []
+    for path in unique_paths(run_paths):
+        try:
+            views.append(_load(path, len(views), reg))
+        except RunDirError as err:
+            skipped.append(Skipped(str(path), str(err)))
+            warn(f"{path}: {err}")
+    if not views:
+        raise RunDirError("no run folder could be read: " + "; ".join(f"{s.path}: {s.reason}" for s in skipped))
     groups = group_by_seed(views)
-    out.mkdir(parents=True, exist_ok=True)
-    for view in views:
-        _copy_figures(view, out)
-    context = {"views": views, "groups": groups, "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "fmt": fmt,
-               "families": FAMILIES}
-    env = _jinja()
-    storage.write_text(out / "report.md", env.get_template("report.md.j2").render(**context))
-    storage.write_text(out / "tables.tex", env.get_template("tables.tex.j2").render(**context))
-    storage.write_text(out / "report.html", env.get_template("report.html.j2").render(**context))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for view in views:
+            _copy_figures(view, out)
+        context = {"views": views, "groups": groups, "skipped": skipped, "fmt": fmt, "families": FAMILIES,
+                   "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        env = _jinja()
+        for name in ("report.md", "tables.tex", "report.html"):
+            storage.write_text(out / name, env.get_template(f"{name}.j2").render(**context))
+    except OSError as err:
+        raise RunDirError(f"cannot write the report to {out}: {err.strerror or err}; pass a writable --out folder") \
+            from err
     return out / "report.html"
 
 
+def check_output_folder(out: Path) -> Path:
+    """``out`` must be a folder we may create or fill, and hold no report yet; checked before any work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; pass a folder for the report")
+    if (out / "report.html").exists():
+        raise UsageError(f"{out} already holds a report; pass another --out")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} is not writable; pass a folder you can write to")
+    return out
+
+
+def unique_paths(paths: Sequence[Path]) -> list[Path]:
+    """The paths in order, each folder once (``runs/a`` and ``./runs/a/`` are the same run)."""
+    seen, out = set(), []
+    for path in map(Path, paths):
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+    return out
+
+
 def group_by_seed(views: list[RunView]) -> list[Group]:
-    """Gather runs whose config is the same but for the seed, in first-seen order."""
+    """Gather runs whose config is the same but for the seed, in first-seen order.
+
+    Runs with the same config and the same seed are repeats, not a spread: such a bucket is
+    shown run by run.
+    """
     buckets: dict[str, list[RunView]] = {}
     for view in views:
         config = {k: v for k, v in view.config.items() if k != "seed"}
         ok = view.results.get("status") == "ok"
         key = json.dumps(config, sort_keys=True, default=str) + ("" if ok else f"#failed-{view.slug}")
         buckets.setdefault(key, []).append(view)
-    return [_group(sorted(b, key=lambda v: v.results.get("seed", 0))) for b in buckets.values()]
+    groups = []
+    for bucket in buckets.values():
+        seeds = [v.results.get("seed") for v in bucket]
+        if len(set(seeds)) < len(seeds):
+            groups += [_group([v]) for v in bucket]
+        else:
+            groups.append(_group(sorted(bucket, key=lambda v: v.results.get("seed", 0))))
+    return groups
 
 
 def _group(views: list[RunView]) -> Group:
@@ -109,11 +170,24 @@ def _group(views: list[RunView]) -> Group:
     return Group(views, spread, refs)
 
 
+RESULT_DEFAULTS: dict[str, Any] = {"status": "unknown", "metrics": {}, "figures": [], "tables": [], "notes": [],
+                                   "references": [], "sources": {}, "seed": None, "preset": "-"}
+"""What a results.json may lack (a failed run, an older atml): the report shows it with these."""
+
+
 def _load(path: Path, index: int, reg: Registry) -> RunView:
     run = RunDir(path)
     if not path.is_dir():
         raise RunDirError(f"{path} is not a folder; pass run folders printed by 'atml run'")
-    results, config, env = run.read_results(), run.read_config(), run.read_env()
+    if not (path / "config.yaml").is_file():
+        raise RunDirError(f"{path} is not an atml run folder (no config.yaml)")
+    if not (path / "results.json").is_file():
+        experiment = (run.read_config() or {}).get("experiment", "EXPERIMENT")
+        raise RunDirError(f"{path} has no results: the run did not finish. If it was interrupted, continue it with "
+                          f"'atml run {experiment} --resume {path}'")
+    results = {**RESULT_DEFAULTS, **run.read_results()}
+    config = run.read_config()
+    env = run.read_env() if (path / "env.json").is_file() else {}
     exp = reg.get(results["experiment"]) if results.get("experiment") in reg.names() else None
     discussion = (exp.discuss(results) if exp and exp.discuss and results.get("status") == "ok"
                   and not results.get("rehearsal") else [])  # a rehearsal's numbers describe no model
@@ -148,12 +222,14 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
 def latex_escape(value: Any) -> str:
-    text = fmt(value)
-    for char, repl in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                       ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
-        text = text.replace(char, repl)
-    return text
+    """Text safe in LaTeX: each special character replaced once, in a single pass (a replacement's own
+    braces are never escaped again)."""
+    return "".join(LATEX_SPECIALS.get(char, char) for char in fmt(value))
 
 
 def markdown_cell(value: Any) -> str:

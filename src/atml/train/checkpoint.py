@@ -46,7 +46,7 @@ def load(path: Path) -> dict[str, Any]:
     except FileNotFoundError as err:
         raise RunDirError(f"checkpoint {path} does not exist") from err
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
-        raise RunDirError(f"checkpoint {path} is damaged or not an atml checkpoint ({_first_line(err)}); "
+        raise RunDirError(f"checkpoint {path} is damaged or not an atml checkpoint ({storage.why_unreadable(path)}); "
                           "delete it to restart that stage from scratch") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RunDirError(f"{path} is not an atml checkpoint (format {FORMAT} expected)")
@@ -65,7 +65,3 @@ def restore(state: dict[str, Any], *, model: torch.nn.Module, optimizer: torch.o
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return int(state["epoch"])
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
