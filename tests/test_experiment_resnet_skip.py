@@ -51,8 +51,9 @@ def test_skip_experiment_smoke(tmp_path):
     (run,) = list(tmp_path.iterdir())
     results = json.loads((run / "results.json").read_text())
     m = results["metrics"]
-    for stage in ("intact_head", "ablated_head", "intact_blocks", "ablated_blocks"):
-        assert 0 <= m[f"val_acc_{stage}"] <= 1
+    # removing the skips changes the network: the same head on its features lands elsewhere
+    assert m["val_loss_ablated_head"] != pytest.approx(m["val_loss_intact_head"], rel=1e-3)
+    assert m["val_loss_ablated_blocks"] != pytest.approx(m["val_loss_intact_blocks"], rel=1e-3)
     for name in ("layer2", "layer3", "layer4"):
         assert m[f"grad_in_{name}_intact_blocks"] > 0 and m[f"grad_in_{name}_ablated_blocks"] > 0
     assert results["blocks"] == ["layer2.1", "layer3.1", "layer4.1"]

@@ -65,7 +65,9 @@ def test_dcgan_smoke(tmp_path):
     (run,) = list(tmp_path.iterdir())
     results = json.loads((run / "results.json").read_text())
     m = results["metrics"]
-    assert m["fd_cnn"] >= 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and 0 <= m["class_entropy"] <= 1
+    # two smoke epochs: generated images are much farther from the real ones than two real halves are
+    assert m["fd_cnn"] > 10 * m["fd_cnn_floor"] > 0
+    assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and 0 <= m["class_entropy"] <= 1
     assert {"figures/samples_epoch_001.png", "figures/samples_epoch_002.png", "figures/gan_curves.png",
             "figures/class_histogram.png"} <= set(results["figures"])
     assert any("Not Inception FID" in n for n in results["notes"])
@@ -124,3 +126,26 @@ def test_inception_is_skipped_offline_without_weights(tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert "inception_fid" not in results["metrics"]
     assert any("Inception FID/KID: not computed" in n for n in results["notes"])
+
+
+def test_frechet_distance_refuses_a_square_root_with_a_large_imaginary_part():
+    """pytorch-fid's rule: a non-negligible imaginary part means no distance, not a silently dropped one."""
+    import numpy as np
+
+    from atml.analysis import generative
+
+    mu = np.zeros(2)
+    not_psd = np.array([[0.0, 1.0], [1.0, 0.0]])  # eigenvalues +1 and -1: its square root is complex
+    with pytest.raises(generative.InvalidMetric, match="imaginary part"):
+        generative.frechet_from_statistics(mu, not_psd, mu, np.eye(2))
+    assert generative.frechet_from_statistics(mu, np.eye(2), mu + 1, np.eye(2)) == pytest.approx(2.0)
+
+
+def test_the_frechet_floor_uses_two_held_out_halves(tmp_path):
+    code = cli.main(["run", "gan.dcgan", "--preset", "smoke", "--set", "epochs=1", "--out", str(tmp_path)])
+    (run,) = list(tmp_path.iterdir())
+    results = json.loads((run / "results.json").read_text())
+    m = results["metrics"]
+    assert code == 0 and "fd_cnn_floor" in m and "fd_cnn_real_train_vs_val" not in m
+    assert m["eval_samples"] == 50  # the smoke split's 100 validation images, in two halves of 50
+    assert any("half B" in n and "50 other validation images" in n for n in results["notes"])

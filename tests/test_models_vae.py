@@ -59,3 +59,16 @@ def test_gaussian_nats_are_the_mse_loss_plus_a_constant():
     pixels = 784
     nats = vae.neg_elbo_nats(torch.tensor(10.0), torch.tensor(3.0), pixels)
     assert nats.item() == pytest.approx(10.0 + 3.0 + 0.5 * pixels * math.log(math.pi))
+
+
+def test_loss_accepts_targets_without_the_channel_axis_and_refuses_other_shapes():
+    """(B, 28, 28) targets used to broadcast against (B, 1, 28, 28): a loss B times too large."""
+    torch.manual_seed(0)
+    model = vae.VAE()
+    x = torch.rand(8, 1, 28, 28)
+    out = model(x)
+    reference = vae.loss(out, x)
+    for layout in (x[:, 0], x.flatten(1)):
+        assert torch.allclose(vae.loss(out, layout).total, reference.total)
+    with pytest.raises(ValueError, match=r"targets of shape \(8, 28, 27\)"):
+        vae.loss(out, torch.rand(8, 28, 27))

@@ -149,3 +149,22 @@ def test_masks():
     x = torch.ones(1, 3, 32, 32)
     filled = vit_exp.fill_masked(x, centre[:1], 8, torch.zeros(1, 3, 1, 1))
     assert float(filled.mean()) == pytest.approx(48 / 64) and float(filled[0, 0, 16, 16]) == 0.0
+
+
+def test_rollout_of_non_uniform_maps_matches_the_product_from_the_last_layer_down():
+    """Uniform maps hide the order of the product; random ones do not."""
+    torch.manual_seed(0)
+    tokens, heads = 5, 3
+    maps = [torch.rand(2, heads, tokens, tokens) for _ in range(3)]
+    maps = [m / m.sum(-1, keepdim=True) for m in maps]  # row-stochastic, far from uniform
+
+    def residual(m):
+        a = m.mean(1) + torch.eye(tokens)
+        return a / a.sum(-1, keepdim=True)
+
+    first, second, third = (residual(m) for m in maps)
+    joint = third @ second @ first  # Abnar & Zuidema: A~(l) = A(l) A~(l-1)
+    expected = joint[:, 0, 1:] / joint[:, 0, 1:].sum(-1, keepdim=True)
+    assert torch.allclose(att.rollout(maps), expected, atol=1e-6)
+    wrong_order = first @ second @ third
+    assert not torch.allclose(expected, wrong_order[:, 0, 1:] / wrong_order[:, 0, 1:].sum(-1, keepdim=True), atol=1e-3)

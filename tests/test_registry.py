@@ -1,3 +1,5 @@
+import inspect
+
 import pytest
 
 from atml import config
@@ -22,8 +24,10 @@ def test_unknown_experiment_lists_names():
 
 
 @pytest.mark.parametrize("exp", list(REG), ids=lambda e: e.name)
-@pytest.mark.parametrize("preset", ["smoke", "demo", "full"])
+@pytest.mark.parametrize("preset", ["smoke", "demo", "full", "rehearsal"])
 def test_every_experiment_has_every_preset(exp: Experiment, preset: str):
     cfg = config.build(exp.config_cls, exp.presets, preset)
-    assert cfg.validate() is None
-    assert exp.summary and exp.run is not None
+    assert isinstance(cfg, exp.config_cls)
+    for key, value in exp.presets[preset].items():  # the preset's values, not the defaults, are in force
+        assert getattr(cfg, key) == (tuple(value) if isinstance(value, list) else value), key
+    assert exp.summary and list(inspect.signature(exp.run).parameters) == ["cfg", "ctx"]

@@ -91,7 +91,70 @@ def test_report_of_a_missing_or_unfinished_run(tmp_path, capsys):
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.yaml").write_text("experiment: resnet.head\n")
     assert cli.main(["report", str(tmp_path / "half"), "--out", str(tmp_path / "r2")]) == 3
-    assert "results.json is missing" in capsys.readouterr().err
+    assert "the run did not finish" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r3")]) == 3
+    assert "is not an atml run folder" in capsys.readouterr().err
+
+
+def test_failed_runs_are_reported_with_their_reason_and_bad_folders_are_listed(smoke_run, tmp_path, capsys):
+    """A diverged run, a run that failed before training, an empty folder and an unfinished one, beside a good run."""
+    runs = tmp_path / "runs"
+    assert cli.main(["run", "gan.dcgan", "--preset", "smoke", "--set", "epochs=12", "--set", "g_lr_scale=0",
+                     "--set", "d_win_threshold=0.1", "--out", str(runs / "gan")]) == 4
+    assert cli.main(["run", "resnet.head", "--preset", "smoke", "--set", "data=cifar10", "--data-dir",
+                     str(tmp_path / "nowhere"), "--offline", "--out", str(runs / "early")]) == 3
+    (tmp_path / "empty").mkdir()
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("experiment: vae.train\n")
+    capsys.readouterr()
+    folders = [smoke_run, *(runs / "gan").iterdir(), *(runs / "early").iterdir(), tmp_path / "empty", unfinished]
+    assert cli.main(["report", *map(str, folders), "--out", str(tmp_path / "rep")]) == 0
+    err = capsys.readouterr().err
+    assert f"not included: {tmp_path / 'empty'}: " in err and "is not an atml run folder" in err
+    assert f"atml run vae.train --resume {unfinished}" in err
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert html.count('class="badge failed"') >= 2 and "won outright" in html and "is missing" in html
+    assert "Not included" in html and "Not included" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_the_same_run_twice_is_one_run_and_a_repeated_seed_is_no_spread(smoke_run, tmp_path):
+    assert cli.main(["report", str(smoke_run), str(smoke_run) + "/", "--out", str(tmp_path / "a")]) == 0
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "from 1 run(s)" in md and "(n = 2)" not in md
+    twin = tmp_path / "twin"
+    shutil.copytree(smoke_run, twin, ignore=shutil.ignore_patterns(".lock"))
+    assert cli.main(["report", str(smoke_run), str(twin), "--out", str(tmp_path / "b")]) == 0
+    md = (tmp_path / "b" / "report.md").read_text()
+    assert md.count("## resnet.head (smoke preset)") == 2 and "seeds 0, 0" not in md
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_an_unusable_report_folder_is_one_clear_line(smoke_run, tmp_path, capsys, kind):
+    target = tmp_path / "target"
+    if kind == "file":
+        target.write_text("x")
+        out = target
+    else:
+        target.mkdir()
+        target.chmod(0o500)
+        out = target / "report"
+    try:
+        code = cli.main(["report", str(smoke_run), "--out", str(out)])
+    finally:
+        target.chmod(0o700)
+    err = capsys.readouterr().err
+    if kind == "read-only" and os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    assert code == 2 and f"--out {out}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_latex_escape_replaces_every_special_character_once():
+    from atml.report.build import latex_escape
+
+    assert latex_escape("a\\b&c%d$e#f_g{h}i~j^k") == (
+        r"a\textbackslash{}b\&c\%d\$e\#f\_g\{h\}i\textasciitilde{}j\textasciicircum{}k")
 
 
 def test_seeds_are_grouped_with_mean_spread_and_n(tmp_path, capsys):

@@ -1,0 +1,103 @@
+"""Every sentence under "What the numbers show" follows from the numbers: contrary numbers, other sentences."""
+
+from __future__ import annotations
+
+import types
+
+import matplotlib.colors
+import pytest
+
+from atml.experiments import clip as clip_exp
+from atml.experiments import vae as vae_exp
+
+
+def _collapse_metrics(baseline_mi: float, heavy_mi: float, kl1: tuple[float, float] = (5.0, 1.0)) -> dict:
+    m = {}
+    for prefix, mi in (("baseline_", baseline_mi), ("kl_heavy_", heavy_mi)):
+        m.update({f"{prefix}mutual_info": mi, f"{prefix}kl": 10.0 if mi > 1 else 0.1,
+                  f"{prefix}active_units": 20 if mi > 1 else 0, f"{prefix}use_of_x": 0.5 if mi > 1 else 0.0})
+    m["baseline_kl_epoch1"], m["kl_heavy_kl_epoch1"] = kl1
+    return m
+
+
+def _collapse_text(m: dict) -> str:
+    return " ".join(vae_exp.discuss_collapse({"metrics": m, "latent_dim": 20}))
+
+
+def test_the_cause_of_collapse_is_claimed_only_when_the_numbers_isolate_it():
+    only_heavy = _collapse_text(_collapse_metrics(4.0, 0.1))
+    assert "collapse comes from the objective's weighting" in only_heavy
+    both = _collapse_text(_collapse_metrics(0.1, 0.1))
+    assert "collapse comes from the objective's weighting" not in both and "Both runs collapsed" in both
+    neither = _collapse_text(_collapse_metrics(4.0, 3.0))
+    assert "Neither run collapsed" in neither and "weighting" not in neither
+
+
+def test_the_early_kl_sentence_follows_the_first_epoch():
+    pushed = _collapse_text(_collapse_metrics(4.0, 0.1, kl1=(5.0, 1.0)))
+    assert "lower from the start" in pushed
+    not_pushed = _collapse_text(_collapse_metrics(4.0, 0.1, kl1=(1.0, 5.0)))
+    assert "not lower" in not_pushed and "pushed towards q(z|x) = p(z)" not in not_pushed
+
+
+def test_the_prior_sentence_explains_only_what_was_seen():
+    assert "heavier tails" in vae_exp._prior_sentence(0.3, 0.2)
+    fewer = vae_exp._prior_sentence(0.2, 0.3)
+    assert "vary less" in fewer and "heavier tails reach" not in fewer
+
+
+def _gap(**overrides: float) -> dict:
+    m = {"centroid_distance": 0.8, "paired_cosine": 0.3, "image_image_cosine": 0.7, "text_text_cosine": 0.8,
+         "gap_variance_share": 0.4, "image_norm": 10.0, "text_norm": 8.0, "test_acc_photo": 0.80,
+         "test_acc_photo_gap_closed": 0.805, "random_init_centroid_distance": 1.2, "random_init_paired_cosine": 0.1}
+    return {**m, **overrides}
+
+
+def _gap_text(**overrides: float) -> str:
+    return " ".join(clip_exp.discuss_gap({"metrics": _gap(**overrides)}))
+
+
+def test_gap_sentences_change_with_contrary_numbers():
+    assert "two separate cones" in _gap_text()
+    assert "no separate cones" in _gap_text(paired_cosine=0.9)
+    assert "difference of directions" in _gap_text()
+    assert "nearly coincide" in _gap_text(centroid_distance=0.02)
+    assert "ranking zero-shot relies on survives" in _gap_text()
+    moved = _gap_text(test_acc_photo_gap_closed=0.70)
+    assert "survives" not in moved and "-10.0 points" in moved
+    assert "exists before any training" in _gap_text()
+    assert "appears with training" in _gap_text(random_init_centroid_distance=0.05)
+
+
+def test_align_sentences_do_not_assume_an_improvement():
+    m = {"orthogonality_error": 1e-12, "residual_test_before": 0.9, "residual_test": 0.7,
+         "centroid_distance_before": 0.5, "centroid_distance_after": 0.3, "acc_photo_before": 0.6,
+         "acc_photo_after": 0.55, "acc_cifar18_before": 0.9, "acc_cifar18_after": 0.9}
+    better = " ".join(clip_exp.discuss_align({"metrics": m}))
+    assert "and cuts the test residual" in better and "distance falls" in better
+    worse = " ".join(clip_exp.discuss_align({"metrics": {**m, "residual_test": 1.1, "centroid_distance_after": 0.6}}))
+    assert "does not cut" in worse and "does not fall" in worse
+
+
+def test_kl_bars_carry_their_own_dimensions_activity_colour():
+    """Sorting KL and activity separately gave a bar another dimension's colour."""
+    diag = {"kl_per_dim": [0.1, 3.0, 2.0, 0.01], "mu_variance_per_dim": [0.5, 0.001, 0.2, 0.0],
+            "active_units": 2}
+    run = types.SimpleNamespace(diag=diag, variant=types.SimpleNamespace(name="v"))
+    fig = vae_exp.kl_per_dim_bars([run])
+    bars = fig.axes[0].patches
+    heights = [b.get_height() for b in bars]
+    assert heights == [3.0, 2.0, 0.1, 0.01]  # dimensions 1, 2, 0, 3
+    active = [matplotlib.colors.to_hex(b.get_facecolor()) == matplotlib.colors.to_hex(vae_exp.ACTIVE_COLOUR)
+              for b in bars]
+    assert active == [False, True, True, False]  # dimension 1 is inactive although its KL is the largest
+
+
+@pytest.mark.parametrize("arch", ["digits-resnet-small"])
+def test_an_arch_without_a_default_ablation_says_which_blocks_can_be(arch):
+    from atml.errors import UsageError
+    from atml.models import resnet
+
+    model = resnet.build(arch, 5, "random", offline=True).model
+    with pytest.raises(UsageError, match="no shape-preserving block in layer2, layer3, layer4.*--set blocks"):
+        resnet.default_ablation(model)
