@@ -40,11 +40,12 @@ def test_classify_user_images_and_a_missing_one(tmp_path, capsys):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 80, 3), dtype=np.uint8)).save(folder / "a.png")
     Image.fromarray(np.zeros((300, 200), dtype=np.uint8)).save(folder / "b.jpg")  # grey, portrait
     _, results = _run(tmp_path, "vit.classify", "--preset", "smoke", "--set", f"images=[{folder}]")
-    assert [r[0] for r in results["tables"][0]["rows"] if r[0]] == ["a.png", "b.jpg"]
+    assert [r[0] for r in results["tables"][0]["rows"] if r[0]] == [str(folder / "a.png"), str(folder / "b.jpg")]
     code = cli.main(["run", "vit.classify", "--preset", "smoke", "--set", f"images=[{folder / 'nope.png'}]",
                      "--out", str(tmp_path / "bad")])
     assert code == 3 and "nope.png does not exist" in capsys.readouterr().err
-    assert not list((tmp_path / "bad").iterdir())[0].joinpath("results.json").exists()
+    failed = json.loads(list((tmp_path / "bad").iterdir())[0].joinpath("results.json").read_text())
+    assert failed["status"] == "failed" and "nope.png does not exist" in failed["error"]
 
 
 def test_attention_smoke_records_per_layer_and_head_numbers(tmp_path):
@@ -87,3 +88,47 @@ def test_demo_vit_is_trained_once_then_masking_and_pooling_run_on_it(tmp_path):
     assert env["sources"]["weights"]["spec"] == "train-digits"
     assert "digits5-9" in env["sources"]["data"]["name"]  # probes learn classes the ViT never saw
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["probe_cls.pt", "probe_mean.pt"]
+
+
+def test_user_images_are_read_upright_at_their_true_grey_levels_and_keyed_by_path(tmp_path):
+    """16-bit grey, EXIF orientation, the same name in two folders, subfolders, unreadable files."""
+    from PIL import Image
+
+    from atml.errors import DataError
+    from atml.experiments import vit_common
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "sub").mkdir(parents=True)
+    Image.fromarray(np.full((10, 12), 30000, dtype=np.uint16)).save(tmp_path / "a" / "x.png")  # 16-bit, mid grey
+    photo = Image.fromarray(np.zeros((20, 40, 3), dtype=np.uint8))  # landscape as stored
+    exif = photo.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees to display": a phone held upright
+    photo.save(tmp_path / "b" / "x.jpg", exif=exif)
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "b" / "sub" / "y.png")
+    images = vit_common.read_images((str(tmp_path / "a"), str(tmp_path / "b")))
+    assert sorted(images) == sorted(str(p) for p in (tmp_path / "a" / "x.png", tmp_path / "b" / "x.jpg",
+                                                     tmp_path / "b" / "sub" / "y.png"))
+    grey = images[str(tmp_path / "a" / "x.png")]
+    assert grey.shape == (3, 10, 12) and int(grey.float().mean().round()) == round(30000 / 65535 * 255)  # not 255
+    assert images[str(tmp_path / "b" / "x.jpg")].shape == (3, 40, 20)  # turned upright
+    (tmp_path / "b" / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "b" / "sub" / "cut.jpg").write_bytes(b"\xff\xd8\xff")
+    with pytest.raises(DataError, match=r"cannot read 2 image\(s\): .*broken\.png.*cut\.jpg"):
+        vit_common.read_images((str(tmp_path / "b"),))
+
+
+def test_demo_classifies_user_images_with_the_digits_vit_and_says_so(tmp_path):
+    from PIL import Image
+
+    img = tmp_path / "me.png"
+    Image.fromarray(np.full((30, 30, 3), 200, dtype=np.uint8)).save(img)
+    run, results = _run(tmp_path / "runs", "vit.classify", "--preset", "demo", "--set", "train_epochs=1",
+                        "--set", f"images=[{img}]")
+    titles = [t["title"] for t in results["tables"]]
+    assert any("your images" in t for t in titles)
+    rows = next(t for t in results["tables"] if "your images" in t["title"])["rows"]
+    assert rows[0][0] == str(img) and rows[0][2] in {"0", "1", "2", "3", "4"}
+    notes = " ".join(results["notes"])
+    assert "only classes are 0, 1, 2, 3, 4" in notes and "photos were skipped" not in notes
+    config = (run / "config.yaml").read_text()
+    assert "offline: true" in config  # the demo never downloads

@@ -168,3 +168,22 @@ def test_rollout_of_non_uniform_maps_matches_the_product_from_the_last_layer_dow
     assert torch.allclose(att.rollout(maps), expected, atol=1e-6)
     wrong_order = first @ second @ third
     assert not torch.allclose(expected, wrong_order[:, 0, 1:] / wrong_order[:, 0, 1:].sum(-1, keepdim=True), atol=1e-3)
+
+
+def test_only_hub_errors_fall_back_to_the_release_file(monkeypatch):
+    """'Not cached' falls back quietly; an unexpected error is not swallowed."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def not_cached(*_a, **_k):
+        raise LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_cached)
+    assert vit._hf_from_cache(offline=True) is None
+
+    def broken(*_a, **_k):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        vit._hf_from_cache(offline=True)

@@ -169,7 +169,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} already exists and is not empty; pass another --out")
     runs = []
     for exp in registry():
-        cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, [f"device={args.device}"])
+        cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, [f"device={args.device}", "offline=true"])
         runs += [runner.execute(exp, c, preset=args.preset, out=out / "runs", tensorboard=args.tensorboard).path
                  for c in _seeded(cfg, args.seeds)]
     page = build.write_report(runs, out / "report", registry())

@@ -615,7 +615,7 @@ def clip_throughput(model: clip.CLIPModel, images: torch.Tensor, device: torch.d
 
 
 _SMOKE = {"arch": "clip-digits", "weights": "random", "data": "generated-stl10", "batch_size": 32}
-_DEMO = {"arch": "clip-digits", "weights": "train-digits", "data": "digits", "batch_size": 256}
+_DEMO = {"offline": True, "arch": "clip-digits", "weights": "train-digits", "data": "digits", "batch_size": 256}
 _REHEARSAL = {"data": "rehearsal-stl10", "weights": "random"}  # the full preset on generated data (timing)
 
 EXPERIMENTS = (

@@ -71,7 +71,7 @@ class Config(RunConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"data": "generated-fashion-mnist", "epochs": 2, "batch_size": 32, "width": 16, "sample_every": 1,
               "eval_samples": 100, "classifier_epochs": 2, "inception": "off"},
-    "demo": {"data": "digits", "epochs": 15, "batch_size": 64, "width": 32, "eval_samples": 1000,
+    "demo": {"offline": True, "data": "digits", "epochs": 15, "batch_size": 64, "width": 32, "eval_samples": 1000,
              "classifier_epochs": 8, "inception": "off"},
     "full": {},
     "rehearsal": {"data": "rehearsal-fashion-mnist", "inception": "off"},

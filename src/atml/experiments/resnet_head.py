@@ -37,7 +37,8 @@ class Config(ResNetConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"data": "generated-cifar10", "arch": "resnet18", "weights": "random", "resolutions": (16, 32),
               "epochs": 2, "batch_size": 32},
-    "demo": {"data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolutions": (8, 16, 32),
+    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits",
+             "resolutions": (8, 16, 32),
              "epochs": 20, "batch_size": 64, "lr": 3e-3},
     "full": {},
     "rehearsal": {"data": "rehearsal-cifar10", "weights": "random"},

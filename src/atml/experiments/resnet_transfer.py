@@ -51,7 +51,7 @@ class Config(common.ResNetConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"data": "generated-cifar10", "arch": "resnet18", "weights": "pretrained-file", "resolution": 32,
               "epochs": 2, "batch_size": 32},
-    "demo": {"data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolution": 32,
+    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolution": 32,
              "epochs": 5, "batch_size": 64, "lr": 3e-3, "hflip": False},
     "full": {"epochs": 10},
     "rehearsal": {"epochs": 10, "data": "rehearsal-cifar10", "weights": "pretrained-file"},

@@ -72,7 +72,7 @@ class Config(RunConfig):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"data": "generated-fashion-mnist", "epochs": 2, "batch_size": 64, "diag_samples": 100},
-    "demo": {"data": "digits", "epochs": 20, "batch_size": 64},
+    "demo": {"offline": True, "data": "digits", "epochs": 20, "batch_size": 64},
     "full": {},
     "rehearsal": {"data": "rehearsal-fashion-mnist"},
 }

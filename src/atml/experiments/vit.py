@@ -30,7 +30,7 @@ from atml.train.loop import Batches, Fit, fit
 
 _SMOKE = {"arch": vit.DEIT_SMALL, "weights": "random"}
 _SMOKE_SMALL = {"arch": "vit-digits", "weights": "random", "data": "digits"}
-_DEMO = {"arch": "vit-digits", "weights": "train-digits", "data": "digits"}
+_DEMO = {"offline": True, "arch": "vit-digits", "weights": "train-digits", "data": "digits"}
 _REHEARSAL = {"data": "rehearsal-cifar10", "weights": "random"}  # the full preset on generated data (timing)
 
 
@@ -67,10 +67,16 @@ def run_classify(cfg: ClassifyConfig, ctx: RunContext) -> dict[str, Any]:
         notes.append(f"Held-out accuracy over all {len(data.val)} validation images of {data.name}: "
                      f"top-1 {metrics['val_top1']:.3f}.")
         photo_model, why = common.imagenet_photo_model(cfg, ctx)
-        if photo_model is None:
-            notes.append(why)
-        else:
+        if photo_model is not None:
             groups["photos"] = (photo_model, common.read_images(cfg.images) if cfg.images else common.sample_photos())
+        elif cfg.images:  # no ImageNet model: the user's images still get an answer, with what it means
+            groups["your images"] = (model, common.read_images(cfg.images))
+            notes.append(f"No ImageNet ViT weights are at hand ({why}), so your images were classified by this "
+                         f"model, whose only classes are {', '.join(model.classes)}: each answer says which of "
+                         "those the image resembles most, nothing more. Pass DeiT-Small weights (--weights, "
+                         "--preset full) for ImageNet classes.")
+        else:
+            notes.append(f"The sample photos were skipped: no ImageNet ViT weights are available ({why}).")
     for group, (net, images) in groups.items():
         probs = torch.cat([common.predict(net, img[None], ctx.device, 1) for img in images.values()])
         k = min(cfg.top_k, len(net.classes))
@@ -86,7 +92,8 @@ def run_classify(cfg: ClassifyConfig, ctx: RunContext) -> dict[str, Any]:
                        "columns": ["image", "rank", "class", "probability"], "rows": rows})
         figures += ctx.save_figure(predictions_figure(images, top, net.classes), f"predictions_{group}")
     if cfg.images:
-        notes.append(f"Images: {', '.join(cfg.images)} (user files).")
+        notes.append(f"Images: {', '.join(cfg.images)} (user files, {sum(len(g[1]) for n, g in groups.items() if n != 'held-out')} "
+                     "read).")
     elif "photos" in groups:
         notes.append("Photos: scikit-image's sample images ("
                      + ", ".join(f"{k}: {v}" for k, v in common.PHOTOS.items()) + "), resized by the model's own "
@@ -100,7 +107,7 @@ def predictions_figure(images: dict[str, torch.Tensor], top: Any, classes: list[
     fig, axes = plots.figure(2, n, width=2.0, height=1.5 * n)
     for i, (name, img) in enumerate(images.items()):
         axes[i][0].imshow(_display(img))
-        axes[i][0].set_title(name[:40])
+        axes[i][0].set_title(name if len(name) <= 40 else "..." + name[-37:])
         axes[i][0].axis("off")
         labels = [classes[int(j)][:28] for j in top.indices[i]]
         ax = axes[i][1]

@@ -102,30 +102,66 @@ def sample_photos() -> dict[str, torch.Tensor]:
 
 
 def read_images(paths: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """User image files, or every image in user folders, as uint8 ``(3, H, W)`` by file name."""
-    from PIL import Image, UnidentifiedImageError
+    """User image files, or every image under user folders (subfolders included), as uint8 ``(3, H, W)``.
 
+    Keyed by path (two ``x.png`` in different folders are two images). Each image is turned
+    upright by its EXIF orientation (phone photos), and converted by mode: 16-bit and
+    32-bit grey scaled to 8 bits, not clipped; palette, alpha and grey images to RGB. Every
+    unreadable file is named in one error.
+    """
     files: list[Path] = []
     for spec in paths:
         path = Path(spec).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); pass image files or folders")
+                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}), in it or its subfolders; "
+                                "pass image files or folders")
             files += found
         elif path.is_file():
             files.append(path)
         else:
             raise DataError(f"image {path} does not exist; pass existing image files or folders with --set images=...")
-    out = {}
-    for path in files:
+    out, bad = {}, []
+    for path in dict.fromkeys(files):  # the same file named twice is read once
         try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"cannot read image {path}: {err}; pass a JPEG/PNG/... file") from err
-        out[path.name] = torch.from_numpy(array.copy()).permute(2, 0, 1)
+            out[_image_key(path)] = torch.from_numpy(load_rgb(path)).permute(2, 0, 1)
+        except (OSError, ValueError) as err:  # Pillow: UnidentifiedImageError (an OSError), truncated files...
+            bad.append(f"{path} ({str(err).splitlines()[0][:120]})")
+    if bad:
+        raise DataError(f"cannot read {len(bad)} image(s): {'; '.join(bad)}. Pass JPEG/PNG/... files, or move these "
+                        "out of the folder")
     return out
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """An image file as an upright uint8 ``(H, W, 3)`` array (see :func:`read_images`)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            return np.repeat(_to_8_bit(np.asarray(image), image.mode)[..., None], 3, axis=-1)
+        return np.asarray(image.convert("RGB")).copy()
+
+
+def _to_8_bit(array: np.ndarray, mode: str) -> np.ndarray:
+    """Grey levels of a 16-bit, 32-bit or float image scaled to 0-255."""
+    values = array.astype(np.float64)
+    if mode == "F":
+        top = 1.0 if values.max(initial=0) <= 1.0 else 255.0 if values.max(initial=0) <= 255 else values.max()
+    else:  # 16-bit grey (I;16*) or its 32-bit container (I): the full 16-bit range
+        top = 65535.0 if values.max(initial=0) <= 65535 else values.max()
+    return np.clip(np.round(values / top * 255), 0, 255).astype(np.uint8)
+
+
+def _image_key(path: Path) -> str:
+    """The path as the user would write it: relative to the working folder when under it."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(resolved)
 
 
 def imagenet_photo_model(cfg: ViTConfig, ctx: RunContext) -> tuple[vit.ViT | None, str]:
@@ -135,7 +171,7 @@ def imagenet_photo_model(cfg: ViTConfig, ctx: RunContext) -> tuple[vit.ViT | Non
     try:
         model = load_model(cfg, ctx, weights="imagenet", arch=vit.DEIT_SMALL, source_key="photo_weights")
     except WeightsError as err:
-        return None, f"The sample photos were skipped: no ImageNet ViT weights are available ({err})"
+        return None, str(err)
     return model, ""
 
 

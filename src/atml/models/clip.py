@@ -170,7 +170,7 @@ def openai_state_dict(*, offline: bool) -> tuple[dict[str, torch.Tensor], Weight
 
     try:
         path = Path(hf_hub_download(OPENAI_HUB, OPENAI_FILE, local_files_only=offline))
-    except Exception as err:  # LocalEntryNotFoundError offline, network errors online
+    except OSError as err:  # huggingface_hub's LocalEntryNotFoundError offline, HTTP/connection errors online
         how = (f"offline mode forbids downloading; fetch {OPENAI_FILE} from https://huggingface.co/{OPENAI_HUB} on a "
                f"machine with internet and pass --weights /path/to/{OPENAI_FILE}" if offline else
                f"downloading it failed ({str(err).splitlines()[0][:200]}); pass --weights /path/to/{OPENAI_FILE}")

@@ -363,8 +363,8 @@ def _hf_from_cache(offline: bool) -> tuple[nn.Module, WeightsInfo, list[str]] | 
     try:
         folder = snapshot_download(HF_DEIT, local_files_only=offline,
                                    allow_patterns=["config.json", "*.safetensors", "preprocessor_config.json"])
-    except Exception:  # not cached (offline) or unreachable: fall back to the DeiT release file
-        return None
+    except OSError:  # huggingface_hub's "not cached", offline-mode, HTTP and connection errors are all OSErrors:
+        return None  # fall back to the DeiT release file; anything else is a bug and surfaces
     model, info, names = _hf_from_folder(Path(folder), DEIT_SMALL)
     info.spec = "imagenet"
     info.description = f"{HF_DEIT} from the Hugging Face hub ({info.description})"
