@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from atml import cli
@@ -132,3 +133,27 @@ def test_demo_classifies_user_images_with_the_digits_vit_and_says_so(tmp_path):
     assert "only classes are 0, 1, 2, 3, 4" in notes and "photos were skipped" not in notes
     config = (run / "config.yaml").read_text()
     assert "offline: true" in config  # the demo never downloads
+
+
+@pytest.mark.parametrize("grid", [8, 14])
+@pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5, 0.75])
+def test_the_centre_block_masks_the_same_share_as_random_masking(grid, ratio):
+    """A square of side round(sqrt(r N)) masked 9 of 64 patches (14%) for a nominal 10%."""
+    from atml.experiments import vit as vit_exp
+
+    patches = grid * grid
+    centre = vit_exp.center_keep(2, grid, ratio)
+    random = vit_exp.random_keep(2, patches, ratio, torch.Generator().manual_seed(0))
+    assert centre.shape == random.shape == (2, patches - round(ratio * patches))
+    masked = sorted(set(range(patches)) - set(centre[0].tolist()))
+    rows, cols = (torch.tensor(masked) // grid).float(), (torch.tensor(masked) % grid).float()
+    assert abs(rows.mean() - (grid - 1) / 2) <= 0.5 and abs(cols.mean() - (grid - 1) / 2) <= 0.5  # centred
+
+
+def test_masking_sentences_name_the_share_actually_masked():
+    from atml.experiments import vit as vit_exp
+
+    m = {"acc_random_mean_0": 1.0, "acc_random_mean_10": 0.9, "masked_share_random_0": 0.0,
+         "masked_share_random_10": 6 / 64, "acc_random_drop_10": 0.95, "acc_random_zero_10": 0.8}
+    text = " ".join(vit_exp.discuss_masking({"metrics": m}))
+    assert "9.4% of the patches masked" in text and "10%" not in text

@@ -363,12 +363,20 @@ def random_keep(batch: int, patches: int, ratio: float, generator: torch.Generat
 
 
 def center_keep(batch: int, grid: int, ratio: float) -> torch.Tensor:
-    """Indices ``(B, K)`` of the patches outside a centred square covering about ``ratio`` of the image."""
-    side = round(math.sqrt(ratio * grid * grid))
-    lo = (grid - side) // 2
+    """Indices ``(B, K)`` of the patches kept when the ``round(ratio * N)`` patches nearest the centre are masked.
+
+    A centred disc of whole patches with exactly as many patches as random masking hides at
+    the same ratio (a square of side ``round(sqrt(ratio * N))`` masked 14% for a nominal 10% on
+    an 8x8 grid), so both patterns are compared at the same masked share.
+    """
+    patches = grid * grid
+    masked = round(ratio * patches)
     rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    inside = (rows >= lo) & (rows < lo + side) & (cols >= lo) & (cols < lo + side)
-    return (~inside).flatten().nonzero().flatten().expand(batch, -1)
+    centre = (grid - 1) / 2
+    distance = ((rows - centre) ** 2 + (cols - centre) ** 2).flatten()  # (N,), from the grid's centre
+    order = torch.argsort(distance, stable=True)  # nearest first; ties in index order
+    keep = order[masked:].sort().values
+    return keep.expand(batch, -1)
 
 
 def fill_masked(x: torch.Tensor, keep: torch.Tensor, grid: int, value: torch.Tensor) -> torch.Tensor:
@@ -417,8 +425,9 @@ def run_masking(cfg: MaskingConfig, ctx: RunContext) -> dict[str, Any]:
     notes.append(f"{len(split)} validation images of {data.name}; labels: "
                  + ("the model's own top-1 on the unmasked image (its classes are not the dataset's), so accuracy "
                     "here is agreement with the unmasked prediction." if own_labels else "the dataset's labels."))
-    notes.append(f"Random masks: {cfg.seeds} draws per ratio (mean and standard deviation); centre: one square "
-                 "block of whole patches (its actual share is in the table). Fills: 'mean' = the mean pixel of "
+    notes.append(f"Random masks: {cfg.seeds} draws per ratio (mean and standard deviation); centre: the patches "
+                 "nearest the image centre, as many as random masking hides, so both mask the same share: "
+                 "round(ratio x patches) / patches, the 'masked share' in the table and on the figure's x axis. Fills: 'mean' = the mean pixel of "
                  "these images, 'zero' = black, 'drop' = the masked patch tokens are removed from the sequence.")
     figures = ctx.save_figure(masking_figure(results, cfg), "masking_curves")
     figures += ctx.save_figure(examples_figure(split.images[0], model, cfg, values["mean"]), "masking_examples")
@@ -451,7 +460,8 @@ def summarise_masking(results: dict[tuple[str, str, float], list[dict[str, float
         tag = f"{pattern}_{fill}_{round(ratio * 100)}"
         mean = {k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
         std = float(np.std([d["acc"] for d in draws], ddof=1)) if len(draws) > 1 else 0.0
-        metrics |= {f"acc_{tag}": mean["acc"], f"conf_{tag}": mean["conf"], f"flip_{tag}": mean["flip"]}
+        metrics |= {f"acc_{tag}": mean["acc"], f"conf_{tag}": mean["conf"], f"flip_{tag}": mean["flip"],
+                    f"masked_share_{pattern}_{round(ratio * 100)}": mean["masked"]}
         if len(draws) > 1:
             metrics[f"acc_std_{tag}"] = std
         rows.append([pattern, fill, ratio, mean["masked"], mean["acc"], std, mean["conf"], mean["flip"]])
@@ -502,16 +512,17 @@ def examples_figure(image: torch.Tensor, model: vit.ViT, cfg: MaskingConfig, val
 def discuss_masking(results: dict[str, Any]) -> list[str]:
     m = results["metrics"]
     out = []
+    share = lambda pattern, tag: f"{m.get(f'masked_share_{pattern}_{tag}', tag / 100):.1%}"  # noqa: E731
     for pattern in PATTERNS:
         tags = sorted((int(k.rsplit("_", 1)[1]), k) for k in m if k.startswith(f"acc_{pattern}_mean_"))
         if len(tags) >= 2:
             (lo, k_lo), (hi, k_hi) = tags[0], tags[-1]
-            out.append(f"{pattern.capitalize()} masking with the mean pixel: accuracy {m[k_lo]:.3f} at {lo}% "
-                       f"-> {m[k_hi]:.3f} at {hi}%.")
+            out.append(f"{pattern.capitalize()} masking with the mean pixel: accuracy {m[k_lo]:.3f} with "
+                       f"{share(pattern, lo)} of the patches masked -> {m[k_hi]:.3f} with {share(pattern, hi)}.")
     hi = max((int(k.rsplit("_", 1)[1]) for k in m if k.startswith("acc_random_drop_")), default=None)
     if hi and f"acc_random_mean_{hi}" in m:
         better = max(("mean", "zero", "drop"), key=lambda f: m.get(f"acc_random_{f}_{hi}", -1))
-        out.append(f"At {hi}% random masking the best fill is '{better}' "
+        out.append(f"With {share('random', hi)} of the patches masked at random the best fill is '{better}' "
                    f"({', '.join(f'{f} {m[k]:.3f}' for f in FILLS if (k := f'acc_random_{f}_{hi}') in m)})"
                    + ("; dropping the tokens avoids feeding the model patches it never saw in training."
                       if better == "drop" else "."))
