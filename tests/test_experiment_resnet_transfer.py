@@ -55,3 +55,35 @@ def test_torchrun_two_gloo_ranks_match_the_single_process_run(tmp_path):
     results = json.loads((two / "results.json").read_text())
     assert results["status"] == "ok" and "2 process(es)" in results["notes"][0]
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["head_pretrained_head.pt", "random_full.pt"]
+
+
+def test_random_init_cells_train_at_the_demo_preset(tmp_path):
+    """The demo's random cells stayed at chance (0.20): frozen BatchNorm with a random net's 0/1 statistics."""
+    assert cli.main(["run", "resnet.transfer", "--preset", "demo", "--set", "cells=[random:head,random:last]",
+                     "--set", "epochs=3", "--set", "pretrain_epochs=1", "--out", str(tmp_path)]) == 0
+    (run,) = list(tmp_path.iterdir())
+    results = json.loads((run / "results.json").read_text())
+    for cell in results["cells"]:
+        assert cell["problem"] is None, cell
+        assert cell["best_val_acc"] > 0.35, cell  # chance is 0.2 (five classes)
+    assert any("precise BN" in n for n in results["notes"])
+
+
+def test_a_stage_at_chance_or_diverging_is_flagged_and_never_ranked():
+    from atml.experiments import resnet_common, resnet_transfer
+
+    def rows(accs, losses):
+        return [{"phase": "val", "acc": a, "loss": loss} for a, loss in zip(accs, losses)]
+
+    assert resnet_common.training_problem(rows([0.21, 0.20, 0.22], [1.6, 1.6, 1.6]), 5, 269).startswith(
+        "never above chance")
+    assert resnet_common.training_problem(rows([0.5, 0.6, 0.55], [1.2, 0.8, 5.0]), 5, 269).startswith(
+        "validation loss diverged")
+    assert resnet_common.training_problem(rows([0.5, 0.7, 0.8], [1.2, 0.8, 0.6]), 5, 269) is None
+    cells = [{"cell": "pretrained:head", "init": "pretrained", "regime": "head", "best_val_acc": 0.8, "time_s": 1.0,
+              "trainable_params": 10, "problem": None},
+             {"cell": "random:head", "init": "random", "regime": "head", "best_val_acc": 0.99, "time_s": 0.1,
+              "trainable_params": 10, "problem": "never above chance (...)"}]
+    text = " ".join(resnet_transfer.discuss({"cells": cells}))
+    assert "Most accurate: pretrained:head" in text and "Not compared or ranked" in text
+    assert "pretrained 0.800 vs random" not in text

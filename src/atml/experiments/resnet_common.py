@@ -10,6 +10,7 @@ cache) and :func:`train_blocks` (some or all backbone blocks trainable, augmenta
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import typing
 from collections.abc import Sequence
@@ -178,6 +179,27 @@ def finished(ckpt: Path, epochs: int) -> bool:
 
 def _empty() -> Batches:
     return Batches((torch.empty(0),), 1)
+
+
+def training_problem(rows: list[dict[str, Any]], num_classes: int, n_val: int) -> str | None:
+    """Why a stage's validation curve cannot be read as a result, or None when it trained.
+
+    Never above chance: the best validation accuracy within two binomial standard errors of
+    1 / classes. Diverged: the last validation loss more than twice its lowest and above its
+    first. Such a stage is flagged in the report and never ranked.
+    """
+    val = [r for r in rows if r["phase"] == "val"]
+    if not val:
+        return None
+    chance = 1 / num_classes
+    ceiling = chance + 2 * math.sqrt(chance * (1 - chance) / max(n_val, 1))
+    best = max(r["acc"] for r in val)
+    if best <= ceiling:
+        return f"never above chance (best val acc {best:.3f} <= {ceiling:.3f}, chance + 2 standard errors)"
+    losses = [r["loss"] for r in val]
+    if len(losses) >= 3 and losses[-1] > 2 * min(losses) and losses[-1] > losses[0]:
+        return f"validation loss diverged ({min(losses):.2f} at best, {losses[-1]:.2f} at the end)"
+    return None
 
 
 def stage_metrics(rows: list[dict[str, Any]], res: int) -> dict[str, float]:

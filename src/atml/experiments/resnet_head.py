@@ -15,7 +15,7 @@ import torch
 
 from atml import bench as bench_lib
 from atml.errors import UsageError
-from atml.experiments.resnet_common import ResNetConfig, load_backbone, load_data, train_head
+from atml.experiments.resnet_common import ResNetConfig, load_backbone, load_data, train_head, training_problem
 from atml.models import resnet
 from atml.registry import Experiment
 from atml.report import plots
@@ -60,8 +60,10 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     figures += ctx.save_figure(accuracy_vs_resolution(metrics, cfg), "accuracy_vs_resolution")
     if backbone.weights.source_val_acc is not None:
         metrics["pretrain_val_acc"] = backbone.weights.source_val_acc
+    problems = {stage: p for stage, rows in stages.items()
+                if (p := training_problem(rows, len(data.train.classes), len(data.val)))}
     return {"metrics": metrics, "figures": figures, "tables": [resolution_table(cfg, metrics)],
-            "notes": notes(cfg)}
+            "notes": notes(cfg) + [f"{stage}: {p}." for stage, p in problems.items()], "problems": problems}
 
 
 @plots.styled
@@ -113,6 +115,10 @@ def discuss(results: dict[str, Any]) -> list[str]:
         return []
     lo, hi = res[0], res[-1]
     best = max(res, key=lambda r: m[f"val_acc_{r}"])
+    problems = results.get("problems") or {}
+    if problems:
+        return [f"Not read as results: {', '.join(f'{s} px ({p})' for s, p in problems.items())}; the resolution "
+                "sweep is not summarised while a stage did not train."]
     text = [f"Validation accuracy goes from {m[f'val_acc_{lo}']:.3f} at {lo} px to {m[f'val_acc_{hi}']:.3f} "
             f"at {hi} px; the best resolution is {best} px ({m[f'val_acc_{best}']:.3f})."]
     gaps = [m[f"train_acc_{r}"] - m[f"val_acc_{r}"] for r in res]

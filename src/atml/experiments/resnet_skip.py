@@ -83,8 +83,10 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     figures = ctx.save_figure(plots.training_curves(stages, title=f"skips removed in {', '.join(blocks)}"), "curves")
     figures += ctx.save_figure(gradient_figure(stages), "gradient_flow")
     curves = {s: [r["acc"] for r in stages[s] if r["phase"] == "val"] for s in ("intact_blocks", "ablated_blocks")}
+    problems = {stage: p for stage, rows in stages.items()
+                if (p := common.training_problem(rows, len(data.train.classes), len(data.val)))}
     return {"metrics": metrics, "figures": figures, "tables": [table(stages, metrics)], "blocks": blocks,
-            "val_curves": curves,
+            "val_curves": curves, "problems": problems,
             "notes": [f"Skip connections removed in {', '.join(blocks)} (each block then computes relu(F(x))); "
                       f"{cfg.arch}, {cfg.resolution} px, {cfg.epochs} epochs; trained blocks use lr "
                       f"{cfg.lr * cfg.backbone_lr_scale:g}, the head {cfg.lr:g}."]}
@@ -134,8 +136,11 @@ def gradient_figure(stages: dict[str, list[dict[str, Any]]]) -> Any:
 
 def discuss(results: dict[str, Any]) -> list[str]:
     m = results["metrics"]
-    text = []
+    problems = results.get("problems") or {}
+    text = [f"Not read as results: {', '.join(f'{s} ({p})' for s, p in problems.items())}."] if problems else []
     for trained, label in (("head", "with only the head trained"), ("blocks", "with the ablated blocks trained too")):
+        if f"intact_{trained}" in problems or f"ablated_{trained}" in problems:
+            continue
         a, b = m[f"val_acc_intact_{trained}"], m[f"val_acc_ablated_{trained}"]
         text.append(f"{label.capitalize()}, removing the skips in {', '.join(results['blocks'])} changes final "
                     f"validation accuracy from {a:.3f} to {b:.3f} ({b - a:+.3f}).")

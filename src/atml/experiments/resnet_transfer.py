@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import typing
+
+import torch
 from typing import Any
 
 from atml import runtime
@@ -70,6 +72,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         stage = cell.replace(":", "_")
         runtime.reset_peak_memory(ctx.device)
         model = copy.deepcopy(backbone.model)  # train_head / train_blocks freeze it, then move it
+        if init == "random":
+            calibrate_random_init(model, backbone, data, cfg, ctx.device)
         if regime == "head":
             resnet.freeze(model)
             rows, out = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
@@ -79,7 +83,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                                             trainable=REGIMES[regime])
             seconds = out[f"train_time_s_{cfg.resolution}"]
         stages[stage] = rows
-        cells.append({"cell": cell, "init": init, "regime": regime, "stage": stage,
+        problem = common.training_problem(rows, len(data.train.classes), len(data.val))
+        cells.append({"cell": cell, "init": init, "regime": regime, "stage": stage, "problem": problem,
                       "val_acc": out[f"val_acc_{cfg.resolution}"], "best_val_acc": out[f"best_val_acc_{cfg.resolution}"],
                       "trainable_params": resnet.trainable_parameters(model), "time_s": seconds,
                       "images_per_s": len(data.train) * cfg.epochs / max(seconds, 1e-9),
@@ -89,20 +94,47 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     figures = ctx.save_figure(plots.training_curves(stages, title="transfer grid"), "curves")
     figures += ctx.save_figure(compute_figure(cells), "accuracy_vs_compute")
     world = rank_and_world()[1]
-    return {"metrics": metrics, "figures": figures, "tables": [table(cells)], "cells": cells,
-            "notes": [f"{cfg.arch} at {cfg.resolution} px, {cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr:g} "
-                      f"(backbone blocks x{cfg.backbone_lr_scale:g}); augmentation for trained blocks: "
-                      f"{'random crop' + (' + flip' if cfg.hflip else '') if cfg.augment else 'none'}; head-only "
-                      f"cells train on cached features. Peak memory: {'CUDA max allocated' if ctx.device.type == 'cuda' else 'process peak RSS (reset per cell)'}; "
-                      f"{world} process(es)."]}
+    memory = "CUDA max allocated" if ctx.device.type == "cuda" else "process peak RSS (reset per cell)"
+    notes = [f"{cfg.arch} at {cfg.resolution} px, {cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr:g} "
+             f"(backbone blocks x{cfg.backbone_lr_scale:g}); augmentation for trained blocks: "
+             f"{'random crop' + (' + flip' if cfg.hflip else '') if cfg.augment else 'none'}; head-only cells train "
+             f"on cached features. Peak memory: {memory}; {world} process(es)."]
+    if any(c["init"] == "random" for c in cells):
+        notes.append("Random-init cells: before training, one pass over up to "
+                     f"{CALIBRATION_IMAGES:,} training images (train mode, no gradients, no labels) sets every "
+                     "BatchNorm's statistics to those of the random network's own activations (precise BN); "
+                     "with the initial 0/1 statistics a frozen random network normalises nothing and its cells "
+                     "stayed at chance.")
+    notes += [f"{c['cell']}: {c['problem']}; not ranked." for c in cells if c["problem"]]
+    return {"metrics": metrics, "figures": figures, "tables": [table(cells)], "cells": cells, "notes": notes}
+
+
+CALIBRATION_IMAGES = 4096
+
+
+def calibrate_random_init(model: resnet.ResNetClassifier, backbone: resnet.Backbone, data: Any, cfg: Config,
+                          device: Any) -> None:
+    """Give a randomly initialised network's BatchNorm layers the statistics of its own activations.
+
+    At initialisation every running mean is 0 and every running variance 1, which are not the
+    statistics of a random network's activations; frozen (or evaluated) with them, BatchNorm
+    normalises nothing, activations grow through the depth, and the head sees features that
+    barely differ between images: the random cells stayed at chance. One pass over (up to
+    4,096) training images in train mode, without gradients or labels, sets exact averages
+    (precise BN), as a random-feature baseline needs. The weights stay random.
+    """
+    from atml.train import pretrain
+
+    prep = resnet.Preprocess(cfg.resolution, backbone.mean, backbone.std, cfg.channels_last)
+    images = data.train.subset(CALIBRATION_IMAGES, seed=cfg.seed).images
+    pipeline = torch.nn.Sequential(prep, model).to(device)
+    pretrain.recalibrate_bn(pipeline, images, device, batch_size=max(cfg.batch_size, 128))
 
 
 def load_pretrained(cfg: Config, ctx: RunContext, num_classes: int) -> resnet.Backbone:
     """The pretrained backbone; the smoke preset saves random torchvision weights to a file and
     loads them back through the local-file path, since no real weights exist offline."""
     if cfg.weights == "pretrained-file":
-        import torch
-
         path = ctx.scratch("weights") / f"{cfg.arch}-random-as-pretrained.pth"
         path.parent.mkdir(parents=True, exist_ok=True)
         with torch.random.fork_rng(devices=[]):
@@ -115,9 +147,9 @@ def load_pretrained(cfg: Config, ctx: RunContext, num_classes: int) -> resnet.Ba
 def table(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return {"title": "Transfer grid: accuracy and what it cost",
             "columns": ["init", "trained", "final val acc", "best val acc", "trainable params", "wall s", "train img/s",
-                        "peak MB"],
+                        "peak MB", "problem"],
             "rows": [[c["init"], REGIME_NAMES[c["regime"]], c["val_acc"], c["best_val_acc"], c["trainable_params"],
-                      c["time_s"], c["images_per_s"], c["peak_memory_mb"]] for c in cells]}
+                      c["time_s"], c["images_per_s"], c["peak_memory_mb"], c.get("problem") or ""] for c in cells]}
 
 
 @plots.styled
@@ -138,17 +170,23 @@ def compute_figure(cells: list[dict[str, Any]]) -> Any:
 
 def discuss(results: dict[str, Any]) -> list[str]:
     cells = {c["cell"]: c for c in results["cells"]}
+    healthy = [c for c in results["cells"] if not c.get("problem")]
     text = []
     for regime in REGIMES:
         p, r = cells.get(f"pretrained:{regime}"), cells.get(f"random:{regime}")
-        if p and r:
+        if p and r and not (p.get("problem") or r.get("problem")):
             text.append(f"{REGIME_NAMES[regime].capitalize()}: pretrained {p['best_val_acc']:.3f} vs random init "
                         f"{r['best_val_acc']:.3f} best validation accuracy ({p['best_val_acc'] - r['best_val_acc']:+.3f}).")
-    ranked = sorted(results["cells"], key=lambda c: c["best_val_acc"] / max(c["time_s"], 1e-9), reverse=True)
-    best = max(results["cells"], key=lambda c: c["best_val_acc"])
-    text.append(f"Most accurate: {best['cell']} ({best['best_val_acc']:.3f}, {best['time_s']:.1f} s, "
-                f"{best['trainable_params']:,} trainable parameters). Most accuracy per second: {ranked[0]['cell']} "
-                f"({ranked[0]['best_val_acc']:.3f} in {ranked[0]['time_s']:.1f} s).")
+    flagged = [c for c in results["cells"] if c.get("problem")]
+    if flagged:
+        text.append("Not compared or ranked, because their training cannot be read as a result: "
+                    + "; ".join(f"{c['cell']} ({c['problem']})" for c in flagged) + ".")
+    if healthy:
+        ranked = sorted(healthy, key=lambda c: c["best_val_acc"] / max(c["time_s"], 1e-9), reverse=True)
+        best = max(healthy, key=lambda c: c["best_val_acc"])
+        text.append(f"Most accurate: {best['cell']} ({best['best_val_acc']:.3f}, {best['time_s']:.1f} s, "
+                    f"{best['trainable_params']:,} trainable parameters). Most accuracy per second: "
+                    f"{ranked[0]['cell']} ({ranked[0]['best_val_acc']:.3f} in {ranked[0]['time_s']:.1f} s).")
     return text
 
 
