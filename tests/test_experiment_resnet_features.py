@@ -20,3 +20,11 @@ def test_features_smoke(tmp_path):
     assert {"figures/embeddings.png", "figures/cka.png", "figures/confusion_late_probe.png"} <= set(results["figures"])
     env = json.loads((run / "env.json").read_text())
     assert "resnet18" in env["sources"]["compare_weights"]["description"]
+
+
+def test_long_analysis_steps_say_what_they_are_doing(tmp_path, capsys):
+    assert cli.main(["run", "resnet.features", "--preset", "smoke", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for step in ("resnet50: features of", "k-NN, linear probes and silhouette per depth", "t-SNE (",
+                 "resnet18: k-NN"):
+        assert f"[resnet.features] " in out and step in out, step

@@ -41,6 +41,12 @@ class RunContext:
     sources: dict[str, Any] = dataclasses.field(default_factory=dict)
     is_main: bool = True
     """False on torchrun ranks other than 0, which compute but write nothing."""
+    name: str = ""
+    """The experiment's name, for progress lines."""
+
+    def step(self, message: str) -> None:
+        """One progress line for a long step that has no epochs (features, embeddings, probes)."""
+        self.say(f"[{self.name or 'atml'}] {message}")
 
     def record_source(self, kind: str, value: Any) -> None:
         """Note where the ``data`` or ``weights`` came from; written to ``env.json`` at once."""
@@ -99,7 +105,7 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
             run.write_env(env)
         ctx = RunContext(run, device, preset, runtime.is_offline(cfg.offline),
                          progress=is_main and (sys.stderr.isatty() if progress is None else progress), say=say,
-                         is_main=is_main)
+                         is_main=is_main, name=exp.name)
         runtime.seed_everything(cfg.seed)
         runtime.reset_peak_memory(device)  # so peak_memory_mb is this run's, not the process's
         say(f"atml: {exp.name} ({preset}) -> {run.path}")

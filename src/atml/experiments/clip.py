@@ -356,6 +356,7 @@ def run_gap(cfg: GapConfig, ctx: RunContext) -> dict[str, Any]:
     metrics["test_acc_photo_gap_closed"] = float((zero_shot(shifted, classes) == data.val.labels).float().mean())
     metrics |= {f"gap_closed_{k}": v for k, v in gap_metrics(shifted[idx], text).items()
                 if k in ("centroid_distance", "paired_cosine")}
+    ctx.step(f"joint t-SNE and UMAP of {len(idx)} images and their captions")
     figures = ctx.save_figure(joint_figure(image, text, labels, names, cfg.seed), "modality_gap_embeddings")
     notes = source_notes(cfg, ctx)
     if cfg.random_init and cfg.weights != "random":

@@ -132,6 +132,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     # Two disjoint halves of the validation split, neither seen by the generator or the feature CNN:
     # generated vs half A, and the floor half B vs half A, with the same number of images each.
     n = min(cfg.eval_samples, len(data.val) // 2)
+    ctx.step(f"scoring {n} generated images against {n} real ones: Frechet distance, precision/recall, classes")
     real_a = uint8_to_unit(data.val.images[:n])
     real_b = uint8_to_unit(data.val.images[n:2 * n])
     fake = generate(model, n, cfg.seed + 1, ctx.device)

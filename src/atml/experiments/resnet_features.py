@@ -88,12 +88,15 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         prep = resnet.Preprocess(cfg.resolution, backbone.mean, backbone.std, cfg.channels_last).to(ctx.device)
+        ctx.step(f"{arch}: features of {len(labels)} images at {len(DEPTHS)} depths")
         feats[arch] = depth_features(model, prep, images, ctx.device, cfg.batch_size)
     main = feats[cfg.arch]
+    ctx.step(f"{cfg.arch}: k-NN, linear probes and silhouette per depth")
     metrics = measure(main, labels, cfg.seed)
     for i, (a, _) in enumerate(DEPTHS):
         for b, _ in DEPTHS[i + 1:]:
             metrics[f"cka_{a}_{b}"] = rep.linear_cka(main[a], main[b])
+    ctx.step(f"t-SNE ({rep.tsne_backend()}) and UMAP of {len(DEPTHS)} depths")
     embeddings = {(depth, method): (rep.tsne if method == "tsne" else rep.umap_embed)(main[depth], seed=cfg.seed)
                   for depth, _ in DEPTHS for method in METHODS}
     for (depth, method), points in embeddings.items():
@@ -103,6 +106,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     matrix = rep.confusion(labels, predictions, len(classes))
     pairs = [(classes[i], classes[j], s) for i, j, s in rep.closest_class_pairs(main["late"], labels)]
     if cfg.compare_arch:
+        ctx.step(f"{cfg.compare_arch}: k-NN, linear probes and silhouette per depth")
         metrics.update({f"compare_{k}": v for k, v in measure(feats[cfg.compare_arch], labels, cfg.seed).items()})
     figures = ctx.save_figure(embedding_figure(embeddings, labels, classes), "embeddings")
     figures += ctx.save_figure(cka_figure(metrics), "cka")

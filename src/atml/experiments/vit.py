@@ -403,6 +403,8 @@ def run_masking(cfg: MaskingConfig, ctx: RunContext) -> dict[str, Any]:
     results: dict[tuple[str, str, float], list[dict[str, float]]] = {}
     started = time.perf_counter()
     for pattern in PATTERNS:
+        ctx.step(f"{pattern} masking of {len(x)} images: {len(cfg.ratios)} ratios x {len(cfg.fills)} fills"
+                 + (f" x {cfg.seeds} draws" if pattern == "random" else ""))
         for ratio in cfg.ratios:
             draws = cfg.seeds if pattern == "random" and ratio > 0 else 1
             for seed in range(draws):
