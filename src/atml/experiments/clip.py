@@ -245,13 +245,15 @@ def confusion_grid(confusions: dict[str, np.ndarray], names: list[str], metrics:
     fig, axes = plots.figure(2, 2, width=2.0, height=6.2)
     for ax, (name, matrix) in zip(axes.flat, confusions.items()):
         norm = matrix / matrix.sum(1, keepdims=True).clip(min=1)
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
         ax.set_xticks(range(len(names)), labels=names, rotation=90, fontsize=6)
         ax.set_yticks(range(len(names)), labels=names, fontsize=6)
         ax.set_title(f"{name}: acc {metrics[f'acc_{name}']:.3f}")
         ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
         ax.grid(False)
     fig.tight_layout()
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="share of the true class", fraction=0.03, pad=0.02)
     return fig
 
 
@@ -261,12 +263,11 @@ def per_class_figure(per_class: dict[str, np.ndarray], names: list[str]) -> Any:
     ax = axes[0][0]
     width = 0.8 / len(per_class)
     for i, (name, acc) in enumerate(per_class.items()):
-        ax.bar(np.arange(len(names)) + i * width - 0.4 + width / 2, acc, width, label=name)
+        ax.bar(np.arange(len(names)) + i * width - 0.4 + width / 2, acc, width, label=name, color=plots.palette(i))
     ax.set_xticks(range(len(names)), labels=names, rotation=30)
     ax.set_ylabel("zero-shot accuracy")
     ax.set_ylim(0, 1)
-    ax.legend(frameon=False, ncol=len(per_class))
-    fig.tight_layout()
+    plots.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=len(per_class))
     return fig
 
 

@@ -220,9 +220,10 @@ def curves_figure(rows: list[dict[str, Any]]) -> Any:
     for key, label in (("grad_norm_g", "generator"), ("grad_norm_d", "discriminator")):
         axes[0][2].plot(epochs, [r[key] for r in train], label=label)
     for ax, title in zip(axes[0], ("losses", "discriminator outputs", "gradient norms")):
-        ax.set_title(title)
+        ax.set_ylabel(title)
         ax.set_xlabel("epoch")
-        ax.legend(frameon=False)
+        plots.epoch_axis(ax)
+        ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, borderaxespad=0.2)
     fig.tight_layout()
     return fig
 

@@ -183,7 +183,8 @@ def confusion_figure(matrix: np.ndarray, classes: list[str]) -> Any:
     fig, axes = plots.figure(1, width=1.0, height=3.0)
     ax = axes[0][0]
     norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true class", fraction=0.046, pad=0.04)
     ax.set_xticks(range(len(classes)), labels=classes, rotation=90)
     ax.set_yticks(range(len(classes)), labels=classes)
     ax.set_xlabel("predicted")
@@ -202,12 +203,13 @@ def depth_figure(metrics: dict[str, Any], cfg: Config) -> Any:
     archs = [("", cfg.arch, "-")] + ([("compare_", cfg.compare_arch, ":")] if cfg.compare_arch else [])
     for prefix, arch, style in archs:
         for i, (key, label) in enumerate((("knn_acc", "k-NN"), ("probe_acc", "probe"), ("silhouette", "silhouette"))):
-            ax.plot(x, [metrics[f"{prefix}{key}_{d}"] for d, _ in DEPTHS], style, marker="o", color=f"C{i}",
-                    label=f"{label} ({arch})")
+            ax.plot(x, [metrics[f"{prefix}{key}_{d}"] for d, _ in DEPTHS], style, marker="o", color=plots.palette(i))
     ax.set_xticks(list(x), labels=[d for d, _ in DEPTHS])
     ax.set_ylabel("score")
-    ax.legend(frameon=False, fontsize=5)
-    fig.tight_layout()
+    handles = [plots.Line2D([], [], color=plots.palette(i), marker="o", label=label)
+               for i, label in enumerate(("k-NN accuracy", "probe accuracy", "silhouette"))]
+    handles += [plots.Line2D([], [], color="0.35", ls=style, label=arch) for _, arch, style in archs]
+    plots.legend_below(fig, handles, ncol=3)
     return fig
 
 

@@ -80,8 +80,7 @@ def accuracy_vs_resolution(metrics: dict[str, Any], cfg: Config) -> Any:
     ax.set_xlabel("input resolution (px)")
     ax.set_ylabel("validation accuracy")
     ax.set_ylim(0, 1)
-    ax.legend(frameon=False, loc="lower right")
-    fig.tight_layout()
+    plots.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=2)
     return fig
 
 

@@ -124,13 +124,14 @@ def gradient_figure(stages: dict[str, list[dict[str, Any]]]) -> Any:
         for i, name in enumerate(STAGES):
             pts = [(r["epoch"], r["grad_in"][name]) for r in rows if name in r["grad_in"]]
             if pts:
-                ax.plot(*zip(*pts), "o-", color=f"C{i}", label=f"output of {name}")
+                ax.plot(*zip(*pts), "o-", color=plots.palette(i), label=f"output of {name}")
         ax.set_yscale("log")
         ax.set_title(f"{'skips removed' if stage.startswith('ablated') else 'intact'}: |dL/d(stage output)|")
         ax.set_xlabel("epoch")
+        plots.epoch_axis(ax)
     axes[0][0].set_ylabel("gradient norm (mean per step)")
-    axes[0][1].legend(frameon=False, fontsize=6)
-    fig.tight_layout()
+    plots.legend_below(fig, [plots.Line2D([], [], color=plots.palette(i), marker="o", label=f"output of {name}")
+                             for i, name in enumerate(STAGES)])
     return fig
 
 

@@ -158,13 +158,14 @@ def compute_figure(cells: list[dict[str, Any]]) -> Any:
     ax = axes[0][0]
     markers = {"head": "o", "last": "s", "full": "^"}
     for c in cells:
-        ax.scatter(c["time_s"], c["best_val_acc"], marker=markers[c["regime"]],
-                   color="C0" if c["init"] == "pretrained" else "C3", label=f"{c['init']}, {REGIME_NAMES[c['regime']]}")
+        ax.scatter(c["time_s"], c["best_val_acc"], marker=markers[c["regime"]], s=18,
+                   color=plots.palette(0 if c["init"] == "pretrained" else 3),
+                   label=f"{c['init']}, {REGIME_NAMES[c['regime']]}" + (" (flagged)" if c.get("problem") else ""))
     ax.set_xscale("log")
+    plots.log_axis(ax)
     ax.set_xlabel("wall time (s, log)")
     ax.set_ylabel("best validation accuracy")
-    ax.legend(frameon=False, fontsize=5)
-    fig.tight_layout()
+    plots.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=2)
     return fig
 
 

@@ -182,19 +182,18 @@ def sample_prior(model: vae_model.VAE, n: int, latent_dim: int, device: torch.de
 # -- figures ----------------------------------------------------------------------------
 @plots.styled
 def loss_curves(runs: list[Trained]) -> Any:
-    fig, axes = plots.figure(3, width=2.0, height=2.0)
+    fig, axes = plots.figure(3, width=2.0, height=2.4)
     for i, run in enumerate(runs):
-        colour = f"C{i}"
         for phase, style in (("train", "--"), ("val", "-")):
             pts = [r for r in run.rows if r["phase"] == phase]
             for ax, key in zip(axes[0], ("mse_plus_kl", "recon", "kl")):
-                ax.plot([r["epoch"] for r in pts], [r[key] for r in pts], style, color=colour,
-                        label=f"{run.variant.name}" if phase == "val" else None)
+                ax.plot([r["epoch"] for r in pts], [r[key] for r in pts], style, color=plots.palette(i))
     for ax, title in zip(axes[0], ("MSE + KL (per image)", "reconstruction (SSE)", "KL (nats)")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
-    axes[0][2].legend(frameon=False, fontsize=6)
-    fig.tight_layout()
+        plots.epoch_axis(ax)
+    handles = [plots.Line2D([], [], color=plots.palette(i), label=run.variant.name) for i, run in enumerate(runs)]
+    plots.legend_below(fig, handles + plots.phase_handles(), ncol=3)
     return fig
 
 
@@ -251,6 +250,7 @@ def kl_heatmaps(runs: list[Trained]) -> Any:
                           extent=(0.5, len(pts) + 0.5, -0.5, grid.shape[0] - 0.5))
         ax.set_title(run.variant.name, fontsize=7)
         ax.set_xlabel("epoch")
+        plots.epoch_axis(ax)
         ax.set_ylabel("latent dimension")
         ax.grid(False)
         fig.colorbar(image, ax=ax, label="val KL (nats)")

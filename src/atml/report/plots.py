@@ -14,6 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless; set before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from atml import storage  # noqa: E402
 
@@ -57,25 +59,57 @@ def save(fig: Any, stem: Path, *, relative_to: Path) -> list[str]:
     return paths
 
 
+def palette(i: int) -> Any:
+    """The i-th colour of a qualitative palette (tab10): conditions must differ at a glance."""
+    return plt.get_cmap("tab10")(i % 10)
+
+
+def epoch_axis(ax: Any) -> None:
+    """Whole-number ticks on an axis of epochs (never 1.5)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def phase_handles() -> list[Line2D]:
+    """Legend entries for the line styles: train dashed, validation solid."""
+    return [Line2D([], [], color="0.35", ls="--", label="train"), Line2D([], [], color="0.35", ls="-", label="validation")]
+
+
+def legend_below(fig: Any, handles: Sequence[Any], ncol: int | None = None) -> Any:
+    """One legend for the whole figure, under the axes, with room made for it: it never covers data."""
+    ncol = ncol or min(len(handles), 4)
+    fig.tight_layout()
+    legend = fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, frameon=False)
+    fig.canvas.draw()
+    height = legend.get_window_extent().height / fig.bbox.height
+    fig.tight_layout(rect=(0, min(height + 0.02, 0.6), 1, 1))
+    return legend
+
+
+def log_axis(ax: Any, axis: str = "x") -> None:
+    """A log axis labelled at 1, 2, 5 x 10^k only, in plain numbers (minor labels collided)."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
 @styled
 def training_curves(records: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str = "") -> Any:
-    """Loss and accuracy per epoch; one colour per stage, train dashed, validation solid."""
-    fig, axes = figure(2, width=2.0, height=2.2)
-    colours = plt.get_cmap("viridis")
+    """Loss and accuracy per epoch; one colour per stage, train dashed, validation solid; legend below."""
+    fig, axes = figure(2, width=2.0, height=2.6)
     for i, (stage, rows) in enumerate(records.items()):
-        colour = colours(i / max(len(records) - 1, 1) * 0.9)
         for phase, style in (("train", "--"), ("val", "-")):
             pts = [r for r in rows if r.get("phase") == phase]
             epochs = [r["epoch"] for r in pts]
             for ax, key in zip(axes[0], ("loss", "acc")):
                 if pts and key in pts[0]:
-                    ax.plot(epochs, [r[key] for r in pts], style, color=colour,
-                            label=f"{stage} {phase}" if phase == "val" or len(records) == 1 else None)
+                    ax.plot(epochs, [r[key] for r in pts], style, color=palette(i), marker="o", ms=2)
     for ax, name in zip(axes[0], ("loss", "accuracy")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
-    axes[0][1].legend(loc="lower right", frameon=False)
+        epoch_axis(ax)
     if title:
         fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+    handles = [Line2D([], [], color=palette(i), label=stage) for i, stage in enumerate(records)]
+    legend_below(fig, handles + phase_handles())
     return fig
