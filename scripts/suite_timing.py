@@ -8,7 +8,7 @@ stage, its remaining epochs times its measured seconds per epoch; a row whose st
 ran every epoch is "measured", the others "estimated".
 
     python scripts/suite_timing.py --device cuda --json benchmarks/suite-timing-H200.json
-    python scripts/suite_timing.py --device cpu --train-limit 256 --eval-limit 32   # reduced size
+    python scripts/suite_timing.py --device cpu --train-limit 128 --eval-limit 32 --set batch_size=16  # reduced
 
 On a GPU, utilisation is sampled with nvidia-smi while each experiment runs.
 """
@@ -58,11 +58,12 @@ def gpu_utilisation(device: torch.device) -> Iterator[list[int]]:
             samples += [int(line) for line in out.split() if line.strip().isdigit()]
 
 
-def limits(exp: Any, train: int, evaluation: int) -> list[str]:
-    """``--set`` overrides for the size fields this experiment's config has (0: leave as the preset says)."""
+def limits(exp: Any, train: int, evaluation: int, extra: list[str]) -> list[str]:
+    """``--set`` overrides for the fields this experiment's config has (size limits of 0: as the preset says)."""
     fields = set(config_lib.field_names(exp.config_cls))
     out = [f"{name}={train}" for name in TRAIN_LIMITS if train and name in fields]
-    return out + [f"{name}={evaluation}" for name in EVAL_LIMITS if evaluation and name in fields]
+    out += [f"{name}={evaluation}" for name in EVAL_LIMITS if evaluation and name in fields]
+    return out + [item for item in extra if config_lib.parse_override(item)[0] in fields]
 
 
 def time_experiment(name: str, device: torch.device, epochs: int, overrides: list[str], out: Path) -> dict[str, Any]:
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-limit", type=int, default=0, help="training images per experiment (0: all)")
     parser.add_argument("--eval-limit", type=int, default=0, help="evaluation images per experiment (0: as the preset)")
     parser.add_argument("--experiments", default="all", help="comma-separated names, or all")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config value for every experiment that has the key, e.g. batch_size=16 on a CPU")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
     device = runtime.select_device(args.device)
@@ -98,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.benchmark = True
     card = runtime.environment(device, 0)["device_name"]
     print(f"suite timing: {card}, torch {torch.__version__}, rehearsal preset, at most {args.epochs} epoch(s) per "
-          f"stage, train limit {args.train_limit or 'none'}, eval limit {args.eval_limit or 'as preset'}", flush=True)
+          f"stage, train limit {args.train_limit or 'none'}, eval limit {args.eval_limit or 'as preset'}"
+          + (f", {' '.join(args.overrides)}" if args.overrides else ""), flush=True)
     started = time.perf_counter()
     for name in rehearsal.NAMES:  # generated once, outside the timed runs
         rehearsal.load(name)
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="atml-suite-timing-") as tmp:
         for name in names:
             row = time_experiment(name, device, args.epochs,
-                                  limits(registry().get(name), args.train_limit, args.eval_limit), Path(tmp))
+                                  limits(registry().get(name), args.train_limit, args.eval_limit, args.overrides),
+                                  Path(tmp))
             rows.append(row)
             util = f"  GPU util {row['gpu_utilisation_mean']:.0f}%" if row["gpu_utilisation_mean"] is not None else ""
             main_stage = max(row["stages"], key=lambda s: s["planned_epochs"] * s["s_per_epoch"], default=None)
@@ -122,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {"card": card, "device": str(device), "torch": torch.__version__,
                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "epochs_per_stage": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit,
+                  "overrides": args.overrides,
                   "experiments": rows, "suite_s": total, "suite_how": how}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,21 @@
+"""README's numbers come from a run: the results table is the one the committed demo results render."""
+
+import json
+from pathlib import Path
+
+from atml.experiments import registry
+from atml.report import readme
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_readme_results_table_is_the_one_the_committed_demo_results_render():
+    summary = json.loads((ROOT / "benchmarks" / "demo-results.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    assert readme.current(text) == readme.section(summary)
+    assert set(summary["experiments"]) == set(registry().names())  # every experiment has its row
+    assert all(e["preset"] == "demo" for e in summary["experiments"].values())
+
+
+def test_every_registered_experiment_has_a_row_builder():
+    assert list(readme.ROWS) == registry().names()
