@@ -130,9 +130,13 @@ def git_commit(path: Path | None = None) -> str | None:
     where = path or Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def environment(device: torch.device, seed: int) -> dict[str, Any]:
@@ -161,6 +165,9 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError, StopIteration):  # Linux: the CPU's model name
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("model name"))
+        return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} threads)"
     return platform.processor() or platform.machine()
 
 

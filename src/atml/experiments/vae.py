@@ -281,7 +281,8 @@ def diag_metrics(diag: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def _slug(name: str) -> str:
+def variant_key(name: str) -> str:
+    """A variant's name as it appears in metric names (``free bits (0.5 nats)`` -> ``free_bits__0_5_nats``)."""
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
@@ -415,7 +416,7 @@ def _cause_sentence(baseline_state: str, heavy_state: str) -> str:
 def run_mitigate(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     data = grayscale.load_data(cfg, ctx)
     runs = [train_variant(cfg, ctx, data, baseline(cfg), "baseline")]
-    runs += [train_variant(cfg, ctx, data, v, _slug(v.name)) for v in mitigation_variants(cfg)]
+    runs += [train_variant(cfg, ctx, data, v, variant_key(v.name)) for v in mitigation_variants(cfg)]
     figures = ctx.save_figure(mitigation_bars(runs), "mitigations")
     figures += ctx.save_figure(loss_curves(runs), "loss_curves")
     figures += ctx.save_figure(kl_per_dim_bars(runs), "kl_per_dim")
@@ -431,20 +432,20 @@ def run_mitigate(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                        r.diag["neg_elbo_gaussian_nats"]] for r in [runs[0], *treated]]}
     metrics: dict[str, Any] = {}
     for run in runs:
-        metrics.update(diag_metrics(run.diag, f"{_slug(run.variant.name)}_"))
+        metrics.update(diag_metrics(run.diag, f"{variant_key(run.variant.name)}_"))
     return {"metrics": metrics, "figures": figures, "tables": [table], "notes": _notes(cfg),
             "ranking": [r.variant.name for r in treated], "untreated": runs[1].variant.name}
 
 
 def discuss_mitigate(results: dict[str, Any]) -> list[str]:
     m, ranking = results["metrics"], results["ranking"]
-    untreated = _slug(results["untreated"])
-    best = _slug(ranking[0])
+    untreated = variant_key(results["untreated"])
+    best = variant_key(ranking[0])
     text = [f"Ranked by I(x; z): {', '.join(ranking)}.",
             f"The best, {ranking[0]}, keeps {m[f'{best}_mutual_info']:.2f} nats of information about x in z "
             f"({m[f'{best}_active_units']:.0f} active units) where the untreated KL-heavy run keeps "
             f"{m[f'{untreated}_mutual_info']:.2f} ({m[f'{untreated}_active_units']:.0f} active units)."]
-    helped = [n for n in ranking if m[f"{_slug(n)}_mutual_info"] > m[f"{untreated}_mutual_info"] + 0.1]
+    helped = [n for n in ranking if m[f"{variant_key(n)}_mutual_info"] > m[f"{untreated}_mutual_info"] + 0.1]
     text.append(f"{len(helped)} of {len(ranking) - 1} mitigations raise I(x; z) by more than 0.1 nats over the "
                 f"untreated run" + (f": {', '.join(helped)}." if helped else "."))
     return text

@@ -32,7 +32,8 @@ def collect(run_folders: Sequence[Path]) -> dict[str, Any]:
             "preset": results["preset"], "seed": results.get("seed"), "run": Path(folder).name,
             "commit": env.get("commit"), "device": env.get("device_name"), "metrics": results["metrics"],
             "data": {k: sources.get("data", {}).get(k) for k in ("name", "train", "val", "test")},
-            "weights": {k: sources.get("weights", {}).get(k) for k in ("spec", "source_val_acc")}}
+            "weights": {k: sources.get("weights", {}).get(k) for k in ("spec", "source_val_acc")},
+            **{k: results[k] for k in ("ranking", "untreated") if k in results}}
     return {"experiments": experiments}
 
 
@@ -113,9 +114,12 @@ def _vae_collapse(m: dict[str, Any], _e: dict[str, Any]) -> str:
             f"KL-heavy; active units {m['baseline_active_units']:.0f} vs {m['kl_heavy_active_units']:.0f}")
 
 
-def _vae_mitigate(m: dict[str, Any], _e: dict[str, Any]) -> str:
-    values = {k.removesuffix("_mutual_info"): v for k, v in m.items() if k.endswith("_mutual_info")}
-    return "I(x;z) in nats: " + ", ".join(f"{k.replace('_', ' ')} {_f(v, 2)}" for k, v in values.items())
+def _vae_mitigate(m: dict[str, Any], e: dict[str, Any]) -> str:
+    from atml.experiments.vae import variant_key
+
+    mi = lambda name: _f(m[f"{variant_key(name)}_mutual_info"], 2)  # noqa: E731
+    return (f"I(x;z) in nats, untreated {e['untreated']}: {mi(e['untreated'])}; ranked: "
+            + ", ".join(f"{name} {mi(name)}" for name in e["ranking"]))
 
 
 def _gan(m: dict[str, Any], _e: dict[str, Any]) -> str:
