@@ -51,4 +51,4 @@ def test_bench_runs_both_paths_and_reports_ratio(capsys):
     assert "speed-up:" in out and "GEMM rate" in out and "channels_last" in out
     assert figures["naive_s"] > 0 and figures["atml_s"] > 0
     assert abs(figures["naive_val_acc"] - figures["atml_val_acc"]) < 1e-6
-    assert 0 < figures["share_of_gemm"] < 2
+    assert 0 < figures["share_of_gemm"] < 1  # a ceiling the network exceeds is no ceiling

@@ -211,8 +211,9 @@ def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: d
                                              for k, v in throughput.items() if k.startswith("images_per_s"))
              + f" ({throughput['flops_per_image'] / 1e9:.4f} GFLOP/img)",
              f"  achieved {throughput['achieved_gflops']:.1f} GFLOP/s = {throughput['share_of_gemm']:.0%} of this "
-             f"machine's {throughput['precision']} GEMM rate measured in this run ({throughput['gemm_gflops']:.1f} "
-             "GFLOP/s, 2048^3)"]
+             f"machine's {throughput['precision']} matrix-multiply rate measured in this run "
+             f"({throughput['gemm_gflops']:.1f} GFLOP/s, the faster of a 2048^3 GEMM and, on a CPU, a 1x1 "
+             "convolution of the same size)"]
     print("\n".join(lines))
     return {"naive_s": naive_s, "atml_s": fast_s, "speedup": naive_s / fast_s,
             "naive_val_acc": naive_acc, "atml_val_acc": fast_acc, **throughput}
