@@ -1,9 +1,11 @@
-"""Regenerate README's results table from one ``atml demo`` run (never retype a number).
+"""Regenerate README's tables from measurements (never retype a number).
 
-    python scripts/update_readme.py runs/demo-YYYYmmdd-HHMMSS/runs
+    python scripts/update_readme.py runs/demo-YYYYmmdd-HHMMSS/runs   # a new demo run, then every table
+    python scripts/update_readme.py                                 # every table from benchmarks/ as it is
 
-writes ``benchmarks/demo-results.json`` (the runs' headline numbers, commit and date) and
-rewrites the section between the results markers in README.md.
+The first form writes ``benchmarks/demo-results.json`` (the runs' headline numbers, commit
+and device) from the run folders; both rewrite README's generated sections from the files
+in ``benchmarks/`` (demo results, ``atml speed``, the rehearsal suite timing).
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
-        print("usage: python scripts/update_readme.py RUNS_FOLDER (the runs/ of an atml demo)", file=sys.stderr)
+    if len(argv) > 1 or (argv and not Path(argv[0]).is_dir()):
+        print("usage: python scripts/update_readme.py [RUNS_FOLDER (the runs/ of an atml demo)]", file=sys.stderr)
         return 2
-    folders = sorted(p for p in Path(argv[0]).iterdir() if (p / "results.json").is_file())
-    summary = readme.collect(folders)
-    (ROOT / "benchmarks").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "demo-results.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    benchmarks = ROOT / "benchmarks"
+    if argv:
+        folders = sorted(p for p in Path(argv[0]).iterdir() if (p / "results.json").is_file())
+        summary = readme.collect(folders)
+        benchmarks.mkdir(exist_ok=True)
+        (benchmarks / "demo-results.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+        print(f"{len(summary['experiments'])} experiments -> benchmarks/demo-results.json")
     path = ROOT / "README.md"
-    path.write_text(readme.update(path.read_text(), summary))
-    print(f"{len(summary['experiments'])} experiments -> benchmarks/demo-results.json and README.md")
+    path.write_text(readme.update(path.read_text(), benchmarks))
+    print("README.md: generated sections rewritten from benchmarks/")
     return 0
 
 

@@ -13,9 +13,17 @@ def test_the_readme_results_table_is_the_one_the_committed_demo_results_render()
     summary = json.loads((ROOT / "benchmarks" / "demo-results.json").read_text())
     text = (ROOT / "README.md").read_text()
     assert readme.current(text) == readme.section(summary)
+    assert readme.update(text, ROOT / "benchmarks") == text  # every generated section is up to date
     assert set(summary["experiments"]) == set(registry().names())  # every experiment has its row
     assert all(e["preset"] == "demo" for e in summary["experiments"].values())
 
 
 def test_every_registered_experiment_has_a_row_builder():
     assert list(readme.ROWS) == registry().names()
+
+
+def test_each_measured_file_has_its_section_in_the_readme():
+    text = (ROOT / "README.md").read_text()
+    for name, (file, _render) in readme.SECTIONS.items():
+        if (ROOT / "benchmarks" / file).is_file():
+            assert readme.current(text, name) == readme.render(name, ROOT / "benchmarks"), name

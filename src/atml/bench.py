@@ -215,5 +215,6 @@ def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: d
              f"({throughput['gemm_gflops']:.1f} GFLOP/s, the faster of a 2048^3 GEMM and, on a CPU, a 1x1 "
              "convolution of the same size)"]
     print("\n".join(lines))
-    return {"naive_s": naive_s, "atml_s": fast_s, "speedup": naive_s / fast_s,
+    return {"title": title, "naive_label": naive_label, "atml_label": fast_label, "result_name": result_name,
+            "naive_s": naive_s, "atml_s": fast_s, "speedup": naive_s / fast_s,
             "naive_val_acc": naive_acc, "atml_val_acc": fast_acc, **throughput}

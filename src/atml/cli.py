@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="atml's path vs the naive path, in one process")
     p.add_argument("experiment")
     _run_options(p, default_preset="demo")
+    p.add_argument("--json", help="also write the figures to this file")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("speed", help="atml's frozen-feature and fine-tuning paths beside timm's plain loops")
@@ -204,5 +205,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if exp.bench is None:
         raise UsageError(f"{exp.name} has no benchmark")
     cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, _overrides(args))
-    exp.bench(cfg)
+    figures = exp.bench(cfg)
+    if args.json:
+        import json
+
+        from atml import storage
+
+        command = " ".join(["atml bench", args.experiment, "--preset", args.preset,
+                            *(f"--set {o}" for o in args.overrides)])
+        storage.write_text(Path(args.json), json.dumps({"command": command, **figures}, indent=2, default=str))
     return 0

@@ -20,6 +20,7 @@ between device synchronisations; random weights (speed does not depend on their 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 from collections.abc import Callable
 from typing import Any
@@ -206,5 +207,6 @@ def run(device_name: str = "auto", *, quick: bool = False, compile: str = "off",
     started = time.perf_counter()
     pairs = compare(device, sizes, compile=compile, models=models, say=say)
     return {"device": str(device), "device_name": name, "torch": torch.__version__, "precision": precision,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
             "sizes": dataclasses.asdict(sizes), "seconds": time.perf_counter() - started,
             "pairs": [{**dataclasses.asdict(p), "ratio": p.ratio} for p in pairs]}

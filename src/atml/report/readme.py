@@ -1,9 +1,10 @@
-"""README's results table, generated from a demo run's ``results.json`` files, never retyped.
+"""README's tables of numbers, generated from committed measurements, never retyped.
 
-``scripts/update_readme.py RUNS...`` collects the headline numbers of one ``atml demo`` run
+``scripts/update_readme.py RUNS`` collects the headline numbers of one ``atml demo`` run
 into ``benchmarks/demo-results.json`` (committed, with the run's commit and date) and
-rewrites the table between the two markers in README.md; a test renders the table from
-that file again and compares it with README, so the two cannot drift apart.
+rewrites every generated section of README.md from the files in ``benchmarks/``: the
+demo results, ``atml speed`` and the rehearsal suite timing. A test renders each section
+from its file again and compares it with README, so README cannot drift from them.
 """
 
 from __future__ import annotations
@@ -168,16 +169,97 @@ def section(summary: dict[str, Any]) -> str:
     return f"{START}\n{origin}\n\n{table(summary)}\n{END}"
 
 
-def update(readme: str, summary: dict[str, Any]) -> str:
-    """README text with the generated section replaced (the markers must be there once)."""
-    if readme.count(START) != 1 or readme.count(END) != 1:
-        raise ValueError("README.md must hold the results markers exactly once")
-    before, rest = readme.split(START)
-    _, after = rest.split(END)
-    return before + section(summary) + after
+def speed_section(figures: dict[str, Any]) -> str:
+    """``atml speed``'s JSON as a table: atml's path, the peer's loop, the ratio."""
+    sizes = figures["sizes"]
+    lines = [f"`atml speed --device {figures['device']}` on {figures['device_name']}, torch {figures['torch']}, "
+             f"{figures['precision']}, batch {sizes['batch']}, 224 px, random weights, {figures.get('date', 'undated')} "
+             f"(`benchmarks/{figures.get('file', 'speed.json')}`):", "",
+             "| path | atml (img/s) | peer | peer (img/s) | atml / peer |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {p['name']} | {p['atml']:,.1f} | {p['peer_name']} | {p['peer']:,.1f} | {p['ratio']:.2f} |"
+              for p in figures["pairs"]]
+    return "\n".join(lines)
 
 
-def current(readme: str) -> str:
-    """The generated section as it is in README now."""
-    before, rest = readme.split(START)
-    return START + rest.split(END)[0] + END
+def timing_section(report: dict[str, Any]) -> str:
+    """``scripts/suite_timing.py``'s JSON as a table, per experiment and for the whole suite."""
+    limits = (f"at most {report['train_limit'] or 'all'} training and {report['eval_limit'] or 'the preset's'} "
+              "evaluation images per experiment" + (f", {' '.join(report['overrides'])}" if report.get("overrides")
+                                                    else ""))
+    lines = [f"`scripts/suite_timing.py` on {report['card']}, torch {report['torch']}, {report['date'][:10]}: the "
+             f"rehearsal preset, {limits}, at most {report['epochs_per_stage']} epoch(s) per training stage "
+             f"(`benchmarks/{report.get('file', 'suite-timing.json')}`):", "",
+             "| experiment | ran (s) | longest stage: s/epoch x epochs | at the full epochs (s) | peak memory (MB) "
+             "| GPU util |", "| --- | --- | --- | --- | --- | --- |"]
+    for row in report["experiments"]:
+        stage = max(row["stages"], key=lambda s: s["planned_epochs"] * s["s_per_epoch"], default=None)
+        longest = f"{stage['stage']}: {stage['s_per_epoch']:.1f} x {stage['planned_epochs']}" if stage else "-"
+        util = f"{row['gpu_utilisation_mean']:.0f}%" if row.get("gpu_utilisation_mean") is not None else "-"
+        lines.append(f"| {row['experiment']} | {row['wall_s']:.1f} | {longest} | {row['full_epochs_s']:.0f} "
+                     f"({row['how']}) | {row['peak_memory_mb'] or 0:,.0f} | {util} |")
+    lines.append(f"| whole suite | {sum(r['wall_s'] for r in report['experiments']):.0f} | | "
+                 f"{report['suite_s']:.0f} ({report['suite_how']}) | | |")
+    return "\n".join(lines)
+
+
+def bench_section(report: dict[str, Any]) -> str:
+    """``scripts/benches.py``'s JSON (one ``atml bench --json`` per experiment family) as a table."""
+    lines = [f"On {report['device_name']}, torch {report['torch']}, {report['date']} "
+             f"(`benchmarks/{report.get('file', 'bench.json')}`):", "",
+             "| command | naive path | atml path | speed-up | same result | model rate, share of the machine's "
+             "matrix-multiply rate |", "| --- | --- | --- | --- | --- | --- |"]
+    for b in report["benches"]:
+        same = (f"{b['result_name']} {b['atml_val_acc']:.4f} both" if abs(b["naive_val_acc"] - b["atml_val_acc"]) < 5e-5
+                else f"{b['result_name']} {b['naive_val_acc']:.4f} vs {b['atml_val_acc']:.4f}")
+        lines.append(f"| `{b['command']}` | {b['naive_label']}: {b['naive_s']:.2f} s | {b['atml_label']}: "
+                     f"{b['atml_s']:.2f} s | {b['speedup']:.1f}x | {same} | {b['achieved_gflops']:.0f} GFLOP/s = "
+                     f"{b['share_of_gemm']:.0%} of {b['gemm_gflops']:.0f} ({b['precision']}) |")
+    return "\n".join(lines)
+
+
+SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "bench-cpu": ("bench-cpu.json", bench_section),
+    "results": ("demo-results.json", lambda summary: section(summary)),
+    "speed-cpu": ("speed-cpu.json", speed_section),
+    "suite-timing-cpu": ("suite-timing-cpu.json", timing_section),
+    "speed-gpu": ("speed-gpu.json", speed_section),
+    "suite-timing-gpu": ("suite-timing-gpu.json", timing_section),
+}
+"""Generated README sections: name -> (file in benchmarks/, renderer). The results section keeps its own markers."""
+
+
+def markers(name: str) -> tuple[str, str]:
+    if name == "results":
+        return START, END
+    return f"<!-- generated: {name} -->", f"<!-- end generated: {name} -->"
+
+
+def render(name: str, benchmarks: Path) -> str | None:
+    """The section's text with its markers, or None when its file is not there (nothing measured)."""
+    file, renderer = SECTIONS[name]
+    path = benchmarks / file
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    data.setdefault("file", file)
+    body = renderer(data)
+    start, end = markers(name)
+    return body if name == "results" else f"{start}\n{body}\n{end}"
+
+
+def update(readme: str, benchmarks: Path) -> str:
+    """README text with every generated section whose markers it holds rewritten from ``benchmarks/``."""
+    for name in SECTIONS:
+        start, end = markers(name)
+        if readme.count(start) != 1 or readme.count(end) != 1:
+            continue
+        text = render(name, benchmarks)
+        if text is not None:
+            readme = readme.split(start)[0] + text + readme.split(end, 1)[1]
+    return readme
+
+
+def current(readme: str, name: str = "results") -> str:
+    """A generated section as it is in README now."""
+    start, end = markers(name)
+    return start + readme.split(start)[1].split(end)[0] + end
