@@ -35,7 +35,9 @@ def collect(run_folders: Sequence[Path]) -> dict[str, Any]:
             "data": {k: sources.get("data", {}).get(k) for k in ("name", "train", "val", "test")},
             "weights": {k: sources.get("weights", {}).get(k) for k in ("spec", "source_val_acc")},
             **{k: results[k] for k in ("ranking", "untreated") if k in results}}
-    return {"experiments": experiments}
+    started = min((Path(f) / "config.yaml").stat().st_mtime for f in run_folders)
+    ended = max((Path(f) / "results.json").stat().st_mtime for f in run_folders)
+    return {"experiments": experiments, "wall_s": round(ended - started, 1)}
 
 
 def _f(value: float, digits: int = 3) -> str:
@@ -163,9 +165,11 @@ def table(summary: dict[str, Any]) -> str:
 def section(summary: dict[str, Any]) -> str:
     """The text between the markers: where the numbers come from, then the table."""
     first = next(iter(summary["experiments"].values()))
+    took = (f", {summary['wall_s'] / 60:.1f} minutes from the first run folder to the last results.json (cold "
+            "cache: the demo models were trained in that time)") if summary.get("wall_s") else ""
     origin = (f"From `atml demo` (demo preset, seed {first['seed']}) at commit `{(first['commit'] or 'unknown')[:10]}` "
-              f"on {first['device']}; every number is in `benchmarks/demo-results.json`, which holds each run's "
-              "metrics as its `results.json` wrote them.")
+              f"on {first['device']}{took}; every number is in `benchmarks/demo-results.json`, which holds each "
+              "run's metrics as its `results.json` wrote them.")
     return f"{START}\n{origin}\n\n{table(summary)}\n{END}"
 
 
@@ -183,9 +187,9 @@ def speed_section(figures: dict[str, Any]) -> str:
 
 def timing_section(report: dict[str, Any]) -> str:
     """``scripts/suite_timing.py``'s JSON as a table, per experiment and for the whole suite."""
-    limits = (f"at most {report['train_limit'] or 'all'} training and {report['eval_limit'] or 'the preset's'} "
-              "evaluation images per experiment" + (f", {' '.join(report['overrides'])}" if report.get("overrides")
-                                                    else ""))
+    evaluation = report["eval_limit"] or "the preset's"
+    limits = (f"at most {report['train_limit'] or 'all'} training and {evaluation} evaluation images per experiment"
+              + (f", {' '.join(report['overrides'])}" if report.get("overrides") else ""))
     lines = [f"`scripts/suite_timing.py` on {report['card']}, torch {report['torch']}, {report['date'][:10]}: the "
              f"rehearsal preset, {limits}, at most {report['epochs_per_stage']} epoch(s) per training stage "
              f"(`benchmarks/{report.get('file', 'suite-timing.json')}`):", "",
