@@ -6,7 +6,7 @@ import torchvision.models as tvm
 from safetensors.torch import save_file
 
 from atml.data.integrity import sha256sum
-from atml.errors import WeightsError
+from atml.errors import UsageError, WeightsError
 from atml.models import resnet
 
 
@@ -68,7 +68,7 @@ def test_wrong_architecture_is_refused(tmp_path):
 def test_missing_file_and_unknown_name(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         resnet.build("resnet18", 10, str(tmp_path / "none.pth"), offline=True)
-    with pytest.raises(WeightsError, match="valid: imagenet, imagenet-v1, random"):
+    with pytest.raises(UsageError, match="valid: imagenet, imagenet-v1, random"):  # a usage error: exit 2
         resnet.build("resnet18", 10, "imagenet21k", offline=True)
 
 
@@ -99,7 +99,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as handle:
         pickle.dump({"conv1.weight": Exploit()}, handle)
-    with pytest.raises(WeightsError, match="cannot read weights file"):
+    with pytest.raises(WeightsError, match="is not a weights file atml can read: it holds pickled data"):
         resnet.build("resnet18", 10, str(path), offline=True)
     assert not marker.exists()
 

@@ -104,9 +104,10 @@ def recalibrate_bn(model: torch.nn.Module, images: torch.Tensor, device: torch.d
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
-        bn.momentum = None  # cumulative average
     model.train()
-    for batch in images.split(batch_size):
+    for k, batch in enumerate(images.split(batch_size)):
+        for bn in bns:  # 1/(k+1): the cumulative average (momentum=None), without BatchNorm reading its count back
+            bn.momentum = 1.0 / (k + 1)
         model(batch.to(device))
     for bn, momentum in zip(bns, momenta):
         bn.momentum = momentum
