@@ -27,7 +27,7 @@ def test_feature_extraction_is_sharded_across_ranks_and_gathered(tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(textwrap.dedent(f"""
         import json, torch, torch.distributed as dist
-        from atml.train.features import sharded
+        from atml.distributed import sharded
         dist.init_process_group("gloo")
         seen = []
         def compute(part):

@@ -12,7 +12,7 @@ from pathlib import Path
 from atml import config as config_lib
 from atml.errors import AtmlError, UsageError
 from atml.experiments import registry
-from atml.train.loop import rank_and_world
+from atml.distributed import rank_and_world
 
 
 def main(argv: list[str] | None = None) -> int:

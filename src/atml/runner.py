@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from atml import config as config_lib
-from atml import references, runtime
+from atml import distributed, references, runtime
 from atml.data import rehearsal
 from atml.errors import AtmlError, DivergedError, RunDirError, UsageError
 from atml.registry import Experiment
@@ -84,7 +84,7 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
     the saved config and recorded in ``env.json``.
     """
     device = runtime.select_device(cfg.device)
-    ranks = runtime.init_distributed()
+    ranks = distributed.init_distributed()
     run = _open_run(exp, preset, out, resume, ranks)
     is_main = ranks is None or ranks.rank == 0
     say = say if is_main else (lambda _message: None)
@@ -129,7 +129,7 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
 
 
 def _open_run(exp: Experiment, preset: str, out: str | Path | None, resume: str | Path | None,
-              ranks: runtime.Distributed | None) -> RunDir:
+              ranks: distributed.Distributed | None) -> RunDir:
     """Rank 0 creates (or reopens) the folder and tells the other ranks where it is."""
     if ranks is None or ranks.rank == 0:
         run = RunDir.open(resume) if resume else RunDir.create(out or "runs", exp.name, preset)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import platform
 import random
@@ -16,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from atml.errors import UsageError
 
@@ -39,31 +37,6 @@ def select_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps was asked for but MPS is not available; use --device cpu or auto")
     return torch.device(name)
-
-
-@dataclasses.dataclass(frozen=True)
-class Distributed:
-    """This process's place in a ``torchrun`` job."""
-
-    rank: int
-    world: int
-    local_rank: int
-
-
-def init_distributed() -> Distributed | None:
-    """Join the process group torchrun set up (nccl on GPUs, gloo on CPUs); None when not under torchrun.
-
-    ``torchrun --nproc-per-node 1`` joins a group of one, so that a single process runs the
-    same distributed path (DistributedDataParallel, SyncBatchNorm, collectives) as many do.
-    """
-    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:
-        return None
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def seed_everything(seed: int) -> None:

@@ -30,7 +30,7 @@ from atml.registry import Experiment
 from atml.report import plots
 from atml.runner import RunContext
 from atml.train import clip_recipe
-from atml.train.features import sharded
+from atml.distributed import sharded
 
 DATA = ("stl10", "digits", "generated-stl10", "rehearsal-stl10")
 

@@ -23,7 +23,7 @@ from atml.models import resnet
 from atml.registry import Experiment
 from atml.report import plots
 from atml.runner import RunContext
-from atml.train.loop import rank_and_world
+from atml.distributed import rank_and_world
 
 INITS = ("pretrained", "random")
 REGIMES = {"head": (), "last": ("body.layer4",), "full": ("body",)}

@@ -23,7 +23,8 @@ from atml.data.integrity import sha256sum
 from atml.models import clip
 from atml.models.weights import WeightsInfo
 from atml.train.augment import Augment
-from atml.train.loop import UNSHARDED, Batches, Fit, MemoryRecorder, StepOutput, fit
+from atml.distributed import UNSHARDED
+from atml.train.loop import Batches, Fit, MemoryRecorder, StepOutput, fit
 from atml.train.pretrain import cached_training
 
 RECIPE_VERSION = 1

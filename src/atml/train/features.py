@@ -11,11 +11,10 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from atml import runtime
-from atml.train.loop import rank_and_world
+from atml.distributed import sharded
 
 
 class FrozenFeatures(torch.nn.Module):
@@ -86,18 +85,3 @@ def extract(frozen: FrozenFeatures, images: torch.Tensor, *, batch_size: int, de
     start = time.perf_counter()
     features = sharded(compute, images, device)
     return features, len(images) / max(time.perf_counter() - start, 1e-9)
-
-
-def sharded(compute: Callable[[torch.Tensor], torch.Tensor], items: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``compute(items)`` split across torchrun ranks: each computes a contiguous shard, all gather."""
-    rank, world = rank_and_world()
-    if world == 1 or len(items) < world:
-        return compute(items)
-    per = -(-len(items) // world)
-    mine = compute(items[rank * per:(rank + 1) * per])
-    comm = device if dist.get_backend() == "nccl" else torch.device("cpu")
-    padded = torch.zeros((per, *mine.shape[1:]), dtype=mine.dtype, device=comm)
-    padded[:len(mine)] = mine.to(comm)
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    return torch.cat(parts)[:len(items)].cpu()

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from atml.errors import DivergedError
 from atml.models.gan import DCGAN
-from atml.train.loop import Batch, Callback, StepOutput, sync_gradients
+from atml.distributed import sync_gradients
+from atml.train.loop import Batch, Callback, StepOutput
 
 
 def optimizer(model: DCGAN, lr: float, beta1: float, g_lr_scale: float = 1.0) -> torch.optim.Adam:

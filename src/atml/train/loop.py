@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
+from atml.distributed import distribute, rank_and_world, reduce_totals, sync_gradients, unwrap
 from atml.errors import DivergedError
 from atml.train import checkpoint
 
@@ -87,11 +86,6 @@ class MemoryRecorder:
 
     def prune_metrics(self, keep: Callable[[dict[str, Any]], bool]) -> None:
         self.records = [r for r in self.records if keep(r)]
-
-
-UNSHARDED = {"rank": 0, "world": 1}
-"""``Batches(..., **UNSHARDED)``: every rank sees all the data (the cached demo pretrainings, which
-each rank computes identically rather than racing on one cache file with different weights)."""
 
 
 class Batches:
@@ -298,7 +292,7 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
                 sums[name] = sums[name] + value if name in sums else value
     watch.check()
     sums = {name: total.cpu() for name, total in sums.items()}  # the epoch's one wait for the device
-    sums, seen = _reduce_across_ranks(sums, seen)
+    sums, seen = reduce_totals(sums, seen)
     elapsed = time.perf_counter() - started
     record: dict[str, Any] = {"stage": job.stage, "epoch": epoch, "phase": "train" if train else "val"}
     record.update({name: (total / max(seen, 1)).tolist() for name, total in sums.items()})
@@ -353,54 +347,3 @@ def _summary(job: Fit, epoch: int, records: dict[str, dict[str, Any]]) -> str:
         parts += [f"{phase}_{name}={value:.4f}" for name, value in scalars[:SUMMARY_METRICS]]
     parts.append(f"{records['train']['time_s']:.1f}s")
     return " ".join(parts)
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of processes (0, 1 outside torchrun)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def distribute(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """DistributedDataParallel under torchrun (SyncBatchNorm on GPUs), even with one process; the
-    module itself outside torchrun, or when it is already wrapped or has nothing to train."""
-    if not (dist.is_available() and dist.is_initialized()) or isinstance(module, DistributedDataParallel):
-        return module
-    if not any(p.requires_grad for p in module.parameters()):
-        return module
-    if device.type == "cuda":
-        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        return DistributedDataParallel(module, device_ids=[device.index])
-    return DistributedDataParallel(module)  # gloo on CPU: per-rank BatchNorm statistics
-
-
-def sync_gradients(params: Any) -> None:
-    """Average every gradient across ranks (what DDP does during backward); a no-op alone."""
-    world = rank_and_world()[1]
-    if world == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad.div_(world)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel wrapper (checkpoints hold its plain state)."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def _reduce_across_ranks(sums: dict[str, torch.Tensor], seen: int) -> tuple[dict[str, torch.Tensor], int]:
-    """Sum every rank's metric totals and sample counts, so each rank logs the global means."""
-    if rank_and_world()[1] == 1:
-        return sums, seen
-    names = list(sums)  # every rank inserted the same names in the same order
-    flat = torch.cat([sums[n].flatten() for n in names] + [torch.tensor([float(seen)], dtype=torch.float64)])
-    dist.all_reduce(flat)
-    out, offset = {}, 0
-    for name in names:
-        size = sums[name].numel()
-        out[name] = flat[offset:offset + size].view_as(sums[name])
-        offset += size
-    return out, int(flat[-1].item())

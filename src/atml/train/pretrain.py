@@ -21,7 +21,8 @@ from atml.data import digits
 from atml.data.integrity import sha256sum
 from atml.models import resnet
 from atml.models.weights import WeightsInfo
-from atml.train.loop import UNSHARDED, Batches, Fit, MemoryRecorder, fit
+from atml.distributed import UNSHARDED
+from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 
 RECIPE_VERSION = 2
 

@@ -20,7 +20,8 @@ from atml.data.integrity import sha256sum
 from atml.models import vit
 from atml.models.weights import WeightsInfo
 from atml.train.augment import Augment
-from atml.train.loop import UNSHARDED, Batches, Fit, MemoryRecorder, fit
+from atml.distributed import UNSHARDED
+from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 from atml.train.pretrain import cached_training
 
 RECIPE_VERSION = 1
