@@ -7,8 +7,11 @@ import types
 import matplotlib.colors
 import pytest
 
-from atml.experiments import clip as clip_exp
-from atml.experiments import vae as vae_exp
+from atml.experiments.clip import align as clip_align
+from atml.experiments.clip import gap as clip_gap
+from atml.experiments.vae import collapse as vae_collapse
+from atml.experiments.vae import common as vae_exp
+from atml.experiments.vae import train as vae_train
 
 
 def _collapse_metrics(baseline_mi: float, heavy_mi: float, kl1: tuple[float, float] = (5.0, 1.0)) -> dict:
@@ -21,7 +24,7 @@ def _collapse_metrics(baseline_mi: float, heavy_mi: float, kl1: tuple[float, flo
 
 
 def _collapse_text(m: dict) -> str:
-    return " ".join(vae_exp.discuss_collapse({"metrics": m, "latent_dim": 20}))
+    return " ".join(vae_collapse.discuss({"metrics": m, "latent_dim": 20}))
 
 
 def test_the_cause_of_collapse_is_claimed_only_when_the_numbers_isolate_it():
@@ -41,8 +44,8 @@ def test_the_early_kl_sentence_follows_the_first_epoch():
 
 
 def test_the_prior_sentence_explains_only_what_was_seen():
-    assert "heavier tails" in vae_exp._prior_sentence(0.3, 0.2)
-    fewer = vae_exp._prior_sentence(0.2, 0.3)
+    assert "heavier tails" in vae_train._prior_sentence(0.3, 0.2)
+    fewer = vae_train._prior_sentence(0.2, 0.3)
     assert "vary less" in fewer and "heavier tails reach" not in fewer
 
 
@@ -54,7 +57,7 @@ def _gap(**overrides: float) -> dict:
 
 
 def _gap_text(**overrides: float) -> str:
-    return " ".join(clip_exp.discuss_gap({"metrics": _gap(**overrides)}))
+    return " ".join(clip_gap.discuss({"metrics": _gap(**overrides)}))
 
 
 def test_gap_sentences_change_with_contrary_numbers():
@@ -73,9 +76,9 @@ def test_align_sentences_do_not_assume_an_improvement():
     m = {"orthogonality_error": 1e-12, "residual_test_before": 0.9, "residual_test": 0.7,
          "centroid_distance_before": 0.5, "centroid_distance_after": 0.3, "acc_photo_before": 0.6,
          "acc_photo_after": 0.55, "acc_cifar18_before": 0.9, "acc_cifar18_after": 0.9}
-    better = " ".join(clip_exp.discuss_align({"metrics": m}))
+    better = " ".join(clip_align.discuss({"metrics": m}))
     assert "and cuts the test residual" in better and "distance falls" in better
-    worse = " ".join(clip_exp.discuss_align({"metrics": {**m, "residual_test": 1.1, "centroid_distance_after": 0.6}}))
+    worse = " ".join(clip_align.discuss({"metrics": {**m, "residual_test": 1.1, "centroid_distance_after": 0.6}}))
     assert "does not cut" in worse and "does not fall" in worse
 
 

@@ -9,7 +9,9 @@ from safetensors.torch import save_file
 
 from atml import cli
 from atml.errors import WeightsError
-from atml.experiments import clip as clip_exp
+from atml.experiments.clip import align as clip_align
+from atml.experiments.clip import common as clip_exp
+from atml.experiments.clip import gap as clip_gap
 from atml.models import clip
 
 
@@ -17,7 +19,7 @@ def test_procrustes_recovers_a_known_rotation_exactly():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(200, 16))
     q, _ = np.linalg.qr(rng.normal(size=(16, 16)))
-    r = clip_exp.procrustes(a, a @ q)
+    r = clip_align.procrustes(a, a @ q)
     assert np.allclose(r, q, atol=1e-10) and np.allclose(r.T @ r, np.eye(16), atol=1e-10)
 
 
@@ -34,10 +36,10 @@ def test_gap_numbers_on_known_geometry():
     m = clip_exp.gap_metrics(shifted, text)
     assert m["centroid_distance"] > 0.5 and m["gap_variance_share"] > 0
     train_images = torch.nn.functional.normalize(torch.randn(80, 8), dim=1) + offset  # the same gap, other images
-    shift = clip_exp.gap_shift(train_images, text)  # fitted on training images and class texts only
+    shift = clip_gap.gap_shift(train_images, text)  # fitted on training images and class texts only
     assert torch.allclose(shift, torch.nn.functional.normalize(text, dim=1).mean(0)
                           - torch.nn.functional.normalize(train_images, dim=1).mean(0))
-    closed = clip_exp.close_gap(shifted, shift)
+    closed = clip_gap.close_gap(shifted, shift)
     assert clip_exp.gap_metrics(closed, text)["centroid_distance"] < m["centroid_distance"] / 3
 
 

@@ -96,7 +96,7 @@ def test_user_images_are_read_upright_at_their_true_grey_levels_and_keyed_by_pat
     from PIL import Image
 
     from atml.errors import DataError
-    from atml.experiments import vit_common
+    from atml.experiments.vit import common as vit_common
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b" / "sub").mkdir(parents=True)
@@ -139,7 +139,7 @@ def test_demo_classifies_user_images_with_the_digits_vit_and_says_so(tmp_path):
 @pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5, 0.75])
 def test_the_centre_block_masks_the_same_share_as_random_masking(grid, ratio):
     """A square of side round(sqrt(r N)) masked 9 of 64 patches (14%) for a nominal 10%."""
-    from atml.experiments import vit as vit_exp
+    from atml.experiments.vit import masking as vit_exp
 
     patches = grid * grid
     centre = vit_exp.center_keep(2, grid, ratio)
@@ -151,9 +151,9 @@ def test_the_centre_block_masks_the_same_share_as_random_masking(grid, ratio):
 
 
 def test_masking_sentences_name_the_share_actually_masked():
-    from atml.experiments import vit as vit_exp
+    from atml.experiments.vit import masking as vit_exp
 
     m = {"acc_random_mean_0": 1.0, "acc_random_mean_10": 0.9, "masked_share_random_0": 0.0,
          "masked_share_random_10": 6 / 64, "acc_random_drop_10": 0.95, "acc_random_zero_10": 0.8}
-    text = " ".join(vit_exp.discuss_masking({"metrics": m}))
+    text = " ".join(vit_exp.discuss({"metrics": m}))
     assert "9.4% of the patches masked" in text and "10%" not in text

@@ -4,7 +4,8 @@ import torch
 
 from atml import config
 
-from atml.experiments import resnet_common, resnet_head
+from atml.experiments.resnet import common as resnet_common
+from atml.experiments.resnet import head as resnet_head
 from atml.models import resnet
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit

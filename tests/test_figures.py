@@ -119,7 +119,7 @@ def test_tick_labels_never_overlap(figures):
 
 def test_the_compute_figure_labels_its_log_axis_without_collisions():
     """Within a decade matplotlib labels minor log ticks, which collided (demo: 3 to 40 s)."""
-    from atml.experiments import resnet_transfer
+    from atml.experiments.resnet import transfer as resnet_transfer
 
     cells = [{"cell": f"{i}:{r}", "init": i, "regime": r, "time_s": t, "best_val_acc": a, "problem": None}
              for (i, r), t, a in zip([(i, r) for i in ("pretrained", "random") for r in ("head", "last", "full")],

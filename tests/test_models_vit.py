@@ -7,7 +7,7 @@ import torch
 
 from atml.analysis import attention as att
 from atml.errors import WeightsError
-from atml.experiments import vit as vit_exp
+from atml.experiments.vit import masking as vit_exp
 from atml.models import vit
 
 

@@ -86,7 +86,7 @@ def atml_resnet_features(device: torch.device, sizes: Sizes, amp: bool = True, c
 def atml_vit_features(device: torch.device, sizes: Sizes, amp: bool = True, compile: str = "off",
                       arch: str = DEIT) -> float:
     """vit.pooling's path: the ViT wrapper, CLS and mean-of-patches from one forward, extract."""
-    from atml.experiments.vit import pooled_features
+    from atml.experiments.vit.pooling import pooled_features
     from atml.models import vit
 
     model, _ = vit.build(arch, "random", offline=True)
@@ -125,7 +125,7 @@ def plain_finetune(device: torch.device, sizes: Sizes, amp: bool = True, arch: s
 
 def atml_finetune(device: torch.device, sizes: Sizes, amp: bool = True, arch: str = RESNET) -> float:
     """resnet.transfer's full fine-tuning through the shared loop; the rate of its second epoch."""
-    from atml.experiments import resnet_common
+    from atml.experiments.resnet import common as resnet_common
     from atml.models import resnet
     from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 

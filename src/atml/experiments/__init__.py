@@ -1,16 +1,24 @@
-"""One module per experiment family, each exporting ``EXPERIMENTS``; :func:`registry` lists them."""
+"""One package per experiment family, one module per experiment; :func:`registry` lists them all.
+
+Each experiment module holds its ``Config``, ``PRESETS``, ``run``, ``discuss`` (and ``bench``)
+and one ``EXPERIMENT`` record; each family package lists its experiments in ``EXPERIMENTS``
+and keeps what they share in ``common``.
+"""
 
 from __future__ import annotations
 
 from atml.registry import Registry
 
+FAMILIES = ("resnet", "vit", "vae", "clip", "gan")
+"""In the order ``atml demo`` runs them and the report shows them."""
+
 
 def registry() -> Registry:
     """Every experiment atml ships, in the order ``atml demo`` runs and reports them."""
-    from atml.experiments import clip, gan, resnet_features, resnet_head, resnet_skip, resnet_transfer, vae, vit
+    import importlib
 
     reg = Registry()
-    for module in (resnet_head, resnet_skip, resnet_features, resnet_transfer, vit, vae, clip, gan):
-        for experiment in module.EXPERIMENTS:
+    for family in FAMILIES:
+        for experiment in importlib.import_module(f"atml.experiments.{family}").EXPERIMENTS:
             reg.register(experiment)
     return reg

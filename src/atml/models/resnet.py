@@ -17,7 +17,7 @@ import torchvision.models as tvm
 from torch import nn
 from torchvision.models.resnet import Bottleneck, conv1x1
 
-from atml.errors import UsageError, WeightsError
+from atml.errors import UsageError
 from atml.models import weights as wts
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -118,7 +118,7 @@ def _vae_collapse(m: dict[str, Any], _e: dict[str, Any]) -> str:
 
 
 def _vae_mitigate(m: dict[str, Any], e: dict[str, Any]) -> str:
-    from atml.experiments.vae import variant_key
+    from atml.experiments.vae.common import variant_key
 
     mi = lambda name: _f(m[f"{variant_key(name)}_mutual_info"], 2)  # noqa: E731
     return (f"I(x;z) in nats, untreated {e['untreated']}: {mi(e['untreated'])}; ranked: "

@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any
 
 from atml.errors import UsageError
-from atml.experiments import resnet_common as common
+from atml.experiments.resnet import common
 from atml.models import resnet
 from atml.registry import Experiment
 from atml.report import plots
@@ -169,7 +169,6 @@ def _catch_up(results: dict[str, Any]) -> str:
             f"{fmt(reach['intact_blocks'])} and {fmt(reach['ablated_blocks'])} respectively.")
 
 
-EXPERIMENTS = (
-    Experiment("resnet.skip", "ResNet with skip connections removed in chosen blocks: accuracy and gradient flow",
-               Config, PRESETS, run, discuss=discuss),
-)
+EXPERIMENT = Experiment(name="resnet.skip",
+                        summary="ResNet with skip connections removed in chosen blocks: accuracy and gradient flow",
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss)

@@ -27,6 +27,11 @@ PHOTOS = {"chelsea": "cat (Chelsea)", "coffee": "cup of coffee", "astronaut": "a
           "rocket": "rocket on its launch pad"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
+SMOKE = {"arch": vit.DEIT_SMALL, "weights": "random"}
+SMOKE_SMALL = {"arch": "vit-digits", "weights": "random", "data": "digits"}
+DEMO = {"offline": True, "arch": "vit-digits", "weights": "train-digits", "data": "digits"}
+REHEARSAL = {"data": "rehearsal-cifar10", "weights": "random"}  # the full preset on generated data (timing)
+
 
 @dataclasses.dataclass
 class ViTConfig(RunConfig):

@@ -18,7 +18,7 @@ from typing import Any
 
 from atml import runtime
 from atml.errors import UsageError
-from atml.experiments import resnet_common as common
+from atml.experiments.resnet import common
 from atml.models import resnet
 from atml.registry import Experiment
 from atml.report import plots
@@ -191,7 +191,6 @@ def discuss(results: dict[str, Any]) -> list[str]:
     return text
 
 
-EXPERIMENTS = (
-    Experiment("resnet.transfer", "ResNet transfer grid: pretrained vs random x head / last block / full fine-tuning",
-               Config, PRESETS, run, discuss=discuss),
-)
+EXPERIMENT = Experiment(name="resnet.transfer",
+                        summary="ResNet transfer grid: pretrained vs random x head / last block / full fine-tuning",
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss)

@@ -10,7 +10,6 @@ cache) and :func:`train_blocks` (some or all backbone blocks trainable, augmenta
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 import typing
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from atml.train import checkpoint, pretrain
 from atml.train.augment import Augment
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Callback, Fit, fit
+from atml.train.stages import new_head, stage_metrics, training_problem  # noqa: F401 - used by the experiments
 
 DATA = ("cifar10", "digits", "generated-cifar10", "rehearsal-cifar10")
 
@@ -125,13 +125,6 @@ def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int, source_k
     return backbone
 
 
-def new_head(in_features: int, num_classes: int, seed: int) -> torch.nn.Linear:
-    """A head initialised from its own seed, so cached and uncached paths start identical."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return torch.nn.Linear(in_features, num_classes)
-
-
 def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
                data: ImageDataset, res: int, stage: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train a fresh head on the frozen ``model`` at resolution ``res`` (feature cache or not).
@@ -179,34 +172,6 @@ def finished(ckpt: Path, epochs: int) -> bool:
 
 def _empty() -> Batches:
     return Batches((torch.empty(0),), 1)
-
-
-def training_problem(rows: list[dict[str, Any]], num_classes: int, n_val: int) -> str | None:
-    """Why a stage's validation curve cannot be read as a result, or None when it trained.
-
-    Never above chance: the best validation accuracy within two binomial standard errors of
-    1 / classes. Diverged: the last validation loss more than twice its lowest and above its
-    first. Such a stage is flagged in the report and never ranked.
-    """
-    val = [r for r in rows if r["phase"] == "val"]
-    if not val:
-        return None
-    chance = 1 / num_classes
-    ceiling = chance + 2 * math.sqrt(chance * (1 - chance) / max(n_val, 1))
-    best = max(r["acc"] for r in val)
-    if best <= ceiling:
-        return f"never above chance (best val acc {best:.3f} <= {ceiling:.3f}, chance + 2 standard errors)"
-    losses = [r["loss"] for r in val]
-    if len(losses) >= 3 and losses[-1] > 2 * min(losses) and losses[-1] > losses[0]:
-        return f"validation loss diverged ({min(losses):.2f} at best, {losses[-1]:.2f} at the end)"
-    return None
-
-
-def stage_metrics(rows: list[dict[str, Any]], res: int) -> dict[str, float]:
-    val = [r for r in rows if r["phase"] == "val"]
-    train = [r for r in rows if r["phase"] == "train"]
-    return {f"val_acc_{res}": val[-1]["acc"], f"best_val_acc_{res}": max(r["acc"] for r in val),
-            f"train_acc_{res}": train[-1]["acc"], f"val_loss_{res}": val[-1]["loss"]}
 
 
 

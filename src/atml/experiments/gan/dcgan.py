@@ -281,7 +281,6 @@ def bench(cfg: Config) -> dict[str, Any]:
                                timings, throughput, "final G loss")
 
 
-EXPERIMENTS = (
-    Experiment("gan.dcgan", "DCGAN on FashionMNIST: sample grids, losses, offline Frechet distance, mode collapse",
-               Config, PRESETS, run, bench=bench, discuss=discuss),
-)
+EXPERIMENT = Experiment(name="gan.dcgan",
+                        summary="DCGAN on FashionMNIST: sample grids, losses, offline Frechet distance, mode collapse",
+                        config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss)

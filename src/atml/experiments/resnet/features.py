@@ -17,7 +17,7 @@ import torch
 
 from atml.analysis import representation as rep
 from atml.errors import UsageError
-from atml.experiments import resnet_common as common
+from atml.experiments.resnet import common
 from atml.models import resnet
 from atml.registry import Experiment
 from atml.report import plots
@@ -234,7 +234,6 @@ def discuss(results: dict[str, Any]) -> list[str]:
     return text
 
 
-EXPERIMENTS = (
-    Experiment("resnet.features", "ResNet feature hierarchy: k-NN/probe/silhouette per depth, CKA, t-SNE vs UMAP",
-               Config, PRESETS, run, discuss=discuss),
-)
+EXPERIMENT = Experiment(name="resnet.features",
+                        summary="ResNet feature hierarchy: k-NN/probe/silhouette per depth, CKA, t-SNE vs UMAP",
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss)

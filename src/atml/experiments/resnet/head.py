@@ -15,7 +15,7 @@ import torch
 
 from atml import bench as bench_lib
 from atml.errors import UsageError
-from atml.experiments.resnet_common import ResNetConfig, load_backbone, load_data, train_head, training_problem
+from atml.experiments.resnet.common import ResNetConfig, load_backbone, load_data, train_head, training_problem
 from atml.models import resnet
 from atml.registry import Experiment
 from atml.report import plots
@@ -154,8 +154,6 @@ def bench(cfg: Config) -> dict[str, Any]:
                                f"{cfg.epochs} epochs, device {ctx.device}, weights {cfg.weights} (speed only)", timings, throughput)
 
 
-EXPERIMENTS = (
-    Experiment(name="resnet.head",
-               summary="ResNet head-only transfer with a frozen backbone, swept over input resolution",
-               config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss),
-)
+EXPERIMENT = Experiment(name="resnet.head",
+                        summary="ResNet head-only transfer with a frozen backbone, swept over input resolution",
+                        config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss)

@@ -1,0 +1,222 @@
+"""``vit.attention``: CLS attention maps, attention rollout and how the heads specialise.
+
+The attention probabilities come from :meth:`atml.models.vit.ViT.attention`, which switches
+the model to its unfused path and records each layer's softmax with hooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from atml.analysis import attention as att
+from atml.errors import UsageError
+from atml.experiments.vit import common
+from atml.models import vit
+from atml.registry import Experiment
+from atml.report import plots
+from atml.runner import RunContext
+
+@dataclasses.dataclass
+class AttentionConfig(common.ViTConfig):
+    images: tuple[str, ...] = ()
+    """Image files or folders (default: the sample photos, or held-out digits for the demo ViT)."""
+    count: int = 3
+    """Images drawn with their maps."""
+    stats_images: int = 64
+    """Held-out images the head statistics average over (ImageNet models: the photos)."""
+
+    def validate(self) -> None:
+        super().validate()
+        require = self.count >= 1 and self.stats_images >= 1
+        if not require:
+            raise UsageError("count and stats_images must be >= 1")
+
+
+def run(cfg: AttentionConfig, ctx: RunContext) -> dict[str, Any]:
+    model = common.load_model(cfg, ctx)
+    notes = common.source_notes(cfg, ctx)
+    if cfg.images:
+        shown = common.read_images(cfg.images)
+        stats_x = common.as_batch(shown, model, ctx.device)
+    elif len(model.classes) == 1000:
+        shown = common.sample_photos()
+        stats_x = common.as_batch(shown, model, ctx.device)
+    else:
+        data = common.load_labelled(cfg, ctx)
+        shown = common.split_images(data.val, cfg.count)
+        stats_x = model.preprocess(data.val.subset(cfg.stats_images, seed=cfg.seed).images.to(ctx.device))
+    shown = dict(list(shown.items())[:cfg.count]) if not cfg.images else shown
+    shown_x = common.as_batch(shown, model, ctx.device)
+    maps = layer_maps(model, shown_x, cfg.batch_size)
+    stats = head_stats(model, layer_maps(model, stats_x, cfg.batch_size))
+    last = att.cls_to_patches(maps[-1])  # (B, H, N)
+    flow = att.rollout(maps)
+    figures = ctx.save_figure(overlay_figure(shown, model, last.mean(1), flow), "attention_maps")
+    figures += ctx.save_figure(heads_figure(next(iter(shown.values())), model, last[0]), "attention_heads")
+    figures += ctx.save_figure(stats_figure(stats), "head_statistics")
+    metrics = {"images": len(shown), "stats_images": int(stats_x.shape[0]), "layers": len(maps),
+               "heads": int(maps[-1].shape[1]), "grid": model.grid,
+               "max_entropy_nats": math.log(model.grid ** 2)}
+    for name in ("entropy", "distance_px", "similarity"):
+        metrics[f"last_layer_mean_{name}"] = float(stats[name][-1].mean())
+        metrics[f"first_layer_mean_{name}"] = float(stats[name][0].mean())
+    metrics["last_layer_cls_self_attention"] = float(maps[-1][:, :, 0, 0].mean())
+    rows = []
+    for h in range(stats["entropy"].shape[1]):
+        peak = int(stats["peak"][-1][h])
+        rows.append([h, float(stats["entropy"][-1][h]), float(stats["distance_px"][-1][h]),
+                     f"({peak // model.grid}, {peak % model.grid})", float(stats["peak_share"][-1][h])])
+    tables = [{"title": f"Last-layer heads (CLS-to-patch attention, {int(stats_x.shape[0])} images; "
+                        f"uniform entropy = {math.log(model.grid ** 2):.2f} nats)",
+               "columns": ["head", "entropy (nats)", "mean distance (px)", "peak patch (row, col)",
+                           "images peaking there"], "rows": rows},
+              {"title": "Per layer: mean over heads",
+               "columns": ["layer", "entropy (nats)", "mean distance (px)", "head-head cosine"],
+               "rows": [[i + 1, float(stats["entropy"][i].mean()), float(stats["distance_px"][i].mean()),
+                         float(stats["similarity"][i])] for i in range(len(maps))]}]
+    notes.append("Attention probabilities recorded from the model's unfused attention path (hooks removed "
+                 "afterwards); maps are the last layer's CLS row over the patches, renormalised, and the rollout "
+                 "of Abnar and Zuidema (2020) through all layers, overlaid in red.")
+    return {"metrics": metrics, "figures": figures, "tables": tables, "notes": notes}
+
+
+@torch.inference_mode()
+def layer_maps(model: vit.ViT, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Each layer's attention ``(B, H, T, T)`` on the CPU, for normalised images ``x``."""
+    per_batch = []
+    for chunk in x.split(batch_size):
+        with model.attention() as maps:
+            model(chunk)
+        per_batch.append([m.float().cpu() for m in maps])
+    return [torch.cat(layer) for layer in zip(*per_batch)]
+
+
+def head_stats(model: vit.ViT, maps: list[torch.Tensor]) -> dict[str, Any]:
+    """Per layer and head: entropy, mean distance, peak patch; per layer: head-head similarity."""
+    out: dict[str, list] = {"entropy": [], "distance_px": [], "similarity": [], "peak": [], "peak_share": []}
+    for attn in maps:
+        cls = att.cls_to_patches(attn)  # (B, H, N)
+        out["entropy"].append(att.entropy(cls).mean(0))
+        out["distance_px"].append(att.mean_distance(attn, model.grid, model.arch.patch_size))
+        out["similarity"].append(float(att.head_similarity(cls).mean()))
+        peaks = cls.argmax(-1)  # (B, H)
+        mode = peaks.mode(0).values
+        out["peak"].append(mode)
+        out["peak_share"].append((peaks == mode).float().mean(0))
+    return {k: (torch.stack(v) if k != "similarity" else torch.tensor(v)) for k, v in out.items()}
+
+
+def _upsample(grid_map: torch.Tensor, grid: int, size: tuple[int, int]) -> np.ndarray:
+    m = grid_map.reshape(1, 1, grid, grid).float()
+    m = torch.nn.functional.interpolate(m, size=size, mode="bilinear", align_corners=False)[0, 0]
+    return ((m - m.min()) / (m.max() - m.min()).clamp_min(1e-12)).numpy()
+
+
+def _overlay(ax: Any, img: torch.Tensor, heat: np.ndarray) -> None:
+    """The image in grey with the attention in red, its opacity following the attention."""
+    arr = img.float().mean(0).numpy() / 255
+    ax.imshow(arr, cmap="gray", vmin=0, vmax=1)
+    red = np.zeros((*heat.shape, 4))
+    red[..., 0] = 1.0
+    red[..., 3] = 0.75 * heat
+    ax.imshow(red)
+    ax.axis("off")
+
+
+def _crop(img: torch.Tensor, model: vit.ViT) -> torch.Tensor:
+    """The image as the model saw it (resize + centre crop), uint8, for drawing."""
+    x = model.preprocess(img[None].to(model.preprocess.mean.device)) * model.preprocess.std + model.preprocess.mean
+    return (x[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+@plots.styled
+def overlay_figure(images: dict[str, torch.Tensor], model: vit.ViT, last: torch.Tensor, flow: torch.Tensor) -> Any:
+    n = len(images)
+    fig, axes = plots.figure(3, n, width=2.0, height=2.0 * n)
+    for i, (name, img) in enumerate(images.items()):
+        shown = _crop(img, model)
+        size = tuple(shown.shape[-2:])
+        axes[i][0].imshow(shown.permute(1, 2, 0).numpy())
+        axes[i][0].set_title(name[:30])
+        axes[i][0].axis("off")
+        _overlay(axes[i][1], shown, _upsample(last[i], model.grid, size))
+        axes[i][1].set_title("last layer, mean of heads")
+        _overlay(axes[i][2], shown, _upsample(flow[i], model.grid, size))
+        axes[i][2].set_title("rollout, all layers")
+    fig.tight_layout()
+    return fig
+
+
+@plots.styled
+def heads_figure(img: torch.Tensor, model: vit.ViT, per_head: torch.Tensor) -> Any:
+    heads = per_head.shape[0]
+    cols = min(heads, 6)
+    rows = math.ceil(heads / cols)
+    fig, axes = plots.figure(cols, rows, width=2.0, height=1.3 * rows + 0.3)
+    shown = _crop(img, model)
+    for h in range(rows * cols):
+        ax = axes[h // cols][h % cols]
+        if h < heads:
+            _overlay(ax, shown, _upsample(per_head[h], model.grid, tuple(shown.shape[-2:])))
+            ax.set_title(f"head {h}, H={float(att.entropy(per_head[h])):.2f}")
+        else:
+            ax.axis("off")
+    fig.suptitle("last layer, CLS attention per head (H: entropy in nats)")
+    fig.tight_layout()
+    return fig
+
+
+@plots.styled
+def stats_figure(stats: dict[str, Any]) -> Any:
+    fig, axes = plots.figure(3, width=2.0, height=2.2)
+    for ax, key, title in ((axes[0][0], "entropy", "CLS entropy (nats)"),
+                           (axes[0][1], "distance_px", "mean attention distance (px)")):
+        image = ax.imshow(stats[key].numpy(), aspect="auto", cmap="viridis")
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_title(title)
+        ax.grid(False)
+        fig.colorbar(image, ax=ax, fraction=0.05)
+    ax = axes[0][2]
+    ax.plot(range(1, len(stats["similarity"]) + 1), stats["similarity"].numpy(), "o-")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("mean head-head cosine")
+    ax.set_ylim(0, 1)
+    fig.tight_layout()
+    return fig
+
+
+def discuss(results: dict[str, Any]) -> list[str]:
+    m = results["metrics"]
+    if "last_layer_mean_entropy" not in m:
+        return []
+    out = [f"Last-layer CLS attention has a mean entropy of {m['last_layer_mean_entropy']:.2f} nats against "
+           f"{m['max_entropy_nats']:.2f} for a uniform map over {m['grid']}x{m['grid']} patches "
+           f"(first layer: {m['first_layer_mean_entropy']:.2f})"
+           + ("; the last layer is more focused than the first." if m["last_layer_mean_entropy"] <
+              m["first_layer_mean_entropy"] else "; the last layer is not more focused than the first.")]
+    out.append(f"Mean attention distance grows from {m['first_layer_mean_distance_px']:.1f} px in the first layer "
+               f"to {m['last_layer_mean_distance_px']:.1f} px in the last"
+               if m["last_layer_mean_distance_px"] > m["first_layer_mean_distance_px"] else
+               f"Mean attention distance is {m['first_layer_mean_distance_px']:.1f} px in the first layer and "
+               f"{m['last_layer_mean_distance_px']:.1f} px in the last")
+    out[-1] += (f"; heads agree with each other at cosine {m['last_layer_mean_similarity']:.2f} in the last layer "
+                f"({m['first_layer_mean_similarity']:.2f} in the first).")
+    return out
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {**common.SMOKE, "data": "digits"},
+    "demo": {**common.DEMO, "stats_images": 128},
+    "full": {},
+    "rehearsal": common.REHEARSAL,
+}
+
+EXPERIMENT = Experiment(name="vit.attention",
+                        summary="CLS attention maps, attention rollout and head specialisation",
+                        config_cls=AttentionConfig, presets=PRESETS, run=run, discuss=discuss)

@@ -1,0 +1,131 @@
+"""``vit.classify``: top-1/top-5 predictions with probabilities for a few images.
+
+scikit-image's sample photos (or your files and folders) through the model's own
+preprocessing; at the demo preset, held-out digits through the demo ViT (and your images,
+with a note on what its digit classes mean).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from atml.errors import UsageError
+from atml.experiments.vit import common
+from atml.registry import Experiment
+from atml.report import plots
+from atml.runner import RunContext
+
+@dataclasses.dataclass
+class ClassifyConfig(common.ViTConfig):
+    images: tuple[str, ...] = ()
+    """Image files or folders to classify (default: scikit-image's sample photos)."""
+    top_k: int = 5
+    count: int = 3
+    """Held-out images shown when the model is not an ImageNet classifier (the demo's digits ViT)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if not 1 <= self.top_k <= 10 or not 1 <= self.count <= 12:
+            raise UsageError("top_k must be in [1, 10] and count in [1, 12]")
+
+
+def run(cfg: ClassifyConfig, ctx: RunContext) -> dict[str, Any]:
+    model = common.load_model(cfg, ctx)
+    metrics: dict[str, Any] = {}
+    tables, figures, notes = [], [], common.source_notes(cfg, ctx)
+    if len(model.classes) == 1000:
+        groups = {"photos": (model, common.read_images(cfg.images) if cfg.images else common.sample_photos())}
+    else:
+        data = common.load_labelled(cfg, ctx)
+        groups = {"held-out": (model, common.split_images(data.val, cfg.count))}
+        probs = common.predict(model, data.val.images, ctx.device, cfg.batch_size)
+        k = min(cfg.top_k, len(model.classes))
+        metrics["val_top1"] = float((probs.argmax(1) == data.val.labels).float().mean())
+        metrics[f"val_top{k}"] = float((probs.topk(k).indices == data.val.labels[:, None]).any(1).float().mean())
+        notes.append(f"Held-out accuracy over all {len(data.val)} validation images of {data.name}: "
+                     f"top-1 {metrics['val_top1']:.3f}.")
+        photo_model, why = common.imagenet_photo_model(cfg, ctx)
+        if photo_model is not None:
+            groups["photos"] = (photo_model, common.read_images(cfg.images) if cfg.images else common.sample_photos())
+        elif cfg.images:  # no ImageNet model: the user's images still get an answer, with what it means
+            groups["your images"] = (model, common.read_images(cfg.images))
+            notes.append(f"No ImageNet ViT weights are at hand ({why}), so your images were classified by this "
+                         f"model, whose only classes are {', '.join(model.classes)}: each answer says which of "
+                         "those the image resembles most, nothing more. Pass DeiT-Small weights (--weights, "
+                         "--preset full) for ImageNet classes.")
+        else:
+            notes.append(f"The sample photos were skipped: no ImageNet ViT weights are available ({why}).")
+    for group, (net, images) in groups.items():
+        probs = torch.cat([common.predict(net, img[None], ctx.device, 1) for img in images.values()])
+        k = min(cfg.top_k, len(net.classes))
+        top = probs.topk(k)
+        rows = []
+        for i, name in enumerate(images):
+            for rank in range(k):
+                rows.append([name if rank == 0 else "", rank + 1, net.classes[int(top.indices[i, rank])],
+                             float(top.values[i, rank])])
+            metrics[f"{group}_top1_prob_{i}"] = float(top.values[i, 0])
+        tables.append({"title": f"Top-{k} predictions ({group}; {net.arch.image_size}px, "
+                                f"{'ImageNet-1k' if len(net.classes) == 1000 else 'digits 0-4'} classes)",
+                       "columns": ["image", "rank", "class", "probability"], "rows": rows})
+        figures += ctx.save_figure(predictions_figure(images, top, net.classes), f"predictions_{group}")
+    if cfg.images:
+        notes.append(f"Images: {', '.join(cfg.images)} (user files, {sum(len(g[1]) for n, g in groups.items() if n != 'held-out')} "
+                     "read).")
+    elif "photos" in groups:
+        notes.append("Photos: scikit-image's sample images ("
+                     + ", ".join(f"{k}: {v}" for k, v in common.PHOTOS.items()) + "), resized by the model's own "
+                     "preprocessing (short side to 248 px, centre crop 224).")
+    return {"metrics": metrics, "figures": figures, "tables": tables, "notes": notes}
+
+
+@plots.styled
+def predictions_figure(images: dict[str, torch.Tensor], top: Any, classes: list[str]) -> Any:
+    n = len(images)
+    fig, axes = plots.figure(2, n, width=2.0, height=1.5 * n)
+    for i, (name, img) in enumerate(images.items()):
+        axes[i][0].imshow(_display(img))
+        axes[i][0].set_title(name if len(name) <= 40 else "..." + name[-37:])
+        axes[i][0].axis("off")
+        labels = [classes[int(j)][:28] for j in top.indices[i]]
+        ax = axes[i][1]
+        ax.barh(range(len(labels))[::-1], top.values[i].numpy(), color="tab:blue")
+        ax.set_yticks(range(len(labels))[::-1], labels=labels)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("probability")
+    fig.tight_layout()
+    return fig
+
+
+def _display(img: torch.Tensor) -> np.ndarray:
+    arr = img.permute(1, 2, 0).numpy()
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def discuss(results: dict[str, Any]) -> list[str]:
+    m = results["metrics"]
+    out = []
+    if "val_top1" in m:
+        out.append(f"On the held-out images the model's top-1 accuracy is {m['val_top1']:.3f}.")
+    probs = [v for k, v in m.items() if "_top1_prob_" in k]
+    if probs:
+        out.append(f"The top-1 probability of the shown images ranges from {min(probs):.2f} to {max(probs):.2f}"
+                   + ("; the model is confident on all of them." if min(probs) > 0.5 else
+                      "; low values mean the model hesitates between classes."))
+    return out
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {**common.SMOKE, "data": "digits"},
+    "demo": common.DEMO,
+    "full": {},
+    "rehearsal": common.REHEARSAL,
+}
+
+EXPERIMENT = Experiment(name="vit.classify",
+                        summary="ViT top-1/top-5 predictions with probabilities for a few images",
+                        config_cls=ClassifyConfig, presets=PRESETS, run=run, discuss=discuss)

@@ -1,0 +1,233 @@
+"""``vit.masking``: accuracy, confidence and top-1 flips as patches are masked.
+
+Random patches (several draws) and a centred disc of the same size, filled with the mean
+pixel, black, or removed from the token sequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from atml.errors import UsageError
+from atml.experiments.vit import common
+from atml.models import vit
+from atml.registry import Experiment
+from atml.report import plots
+from atml.runner import RunContext
+
+FILLS = ("mean", "zero", "drop")
+PATTERNS = ("random", "center")
+
+
+@dataclasses.dataclass
+class MaskingConfig(common.ViTConfig):
+    ratios: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75)
+    seeds: int = 3
+    """Random masks drawn per ratio (mean and spread reported)."""
+    limit: int = 500
+    """Validation images evaluated (0: all)."""
+    fills: tuple[str, ...] = FILLS
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.ratios or any(not 0 <= r < 1 for r in self.ratios):
+            raise UsageError(f"ratios={list(self.ratios)} is not valid; use fractions in [0, 1)")
+        bad = [f for f in self.fills if f not in FILLS]
+        if bad or not self.fills:
+            raise UsageError(f"fills={list(self.fills)} is not valid; choose from {', '.join(FILLS)}")
+        require_seeds = self.seeds >= 1 and self.limit >= 0
+        if not require_seeds:
+            raise UsageError("seeds must be >= 1 and limit >= 0")
+
+
+def random_keep(batch: int, patches: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
+    """Indices ``(B, K)`` (sorted) of the patches kept when ``ratio`` of them are masked at random."""
+    keep = patches - round(ratio * patches)
+    return torch.rand(batch, patches, generator=generator).argsort(1)[:, :keep].sort(1).values
+
+
+def center_keep(batch: int, grid: int, ratio: float) -> torch.Tensor:
+    """Indices ``(B, K)`` of the patches kept when the ``round(ratio * N)`` patches nearest the centre are masked.
+
+    A centred disc of whole patches with exactly as many patches as random masking hides at
+    the same ratio (a square of side ``round(sqrt(ratio * N))`` masked 14% for a nominal 10% on
+    an 8x8 grid), so both patterns are compared at the same masked share.
+    """
+    patches = grid * grid
+    masked = round(ratio * patches)
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    centre = (grid - 1) / 2
+    distance = ((rows - centre) ** 2 + (cols - centre) ** 2).flatten()  # (N,), from the grid's centre
+    order = torch.argsort(distance, stable=True)  # nearest first; ties in index order
+    keep = order[masked:].sort().values
+    return keep.expand(batch, -1)
+
+
+def fill_masked(x: torch.Tensor, keep: torch.Tensor, grid: int, value: torch.Tensor) -> torch.Tensor:
+    """Normalised images with every patch not in ``keep`` set to ``value`` ``(1, C, 1, 1)``."""
+    b, _, size, _ = x.shape
+    kept = torch.zeros(b, grid * grid, dtype=torch.bool, device=x.device)
+    kept.scatter_(1, keep.to(x.device), True)
+    patch = size // grid
+    pixel = kept.view(b, 1, grid, grid).repeat_interleave(patch, 2).repeat_interleave(patch, 3)
+    return torch.where(pixel, x, value.to(x.device))
+
+
+def run(cfg: MaskingConfig, ctx: RunContext) -> dict[str, Any]:
+    model = common.load_model(cfg, ctx)
+    data = common.load_labelled(cfg, ctx)
+    split = data.val.subset(cfg.limit, seed=cfg.seed)
+    x = torch.cat([model.preprocess(b.to(ctx.device)) for b in split.images.split(cfg.batch_size)])
+    base = evaluate(model, x, None, cfg.batch_size)
+    own_labels = model.classes != split.classes
+    labels = base.argmax(1) if own_labels else split.labels
+    values = {"mean": x.mean((0, 2, 3), keepdim=True),
+              "zero": ((0 - model.preprocess.mean) / model.preprocess.std).cpu()}
+    patches = model.grid ** 2
+    results: dict[tuple[str, str, float], list[dict[str, float]]] = {}
+    started = time.perf_counter()
+    for pattern in PATTERNS:
+        ctx.step(f"{pattern} masking of {len(x)} images: {len(cfg.ratios)} ratios x {len(cfg.fills)} fills"
+                 + (f" x {cfg.seeds} draws" if pattern == "random" else ""))
+        for ratio in cfg.ratios:
+            draws = cfg.seeds if pattern == "random" and ratio > 0 else 1
+            for seed in range(draws):
+                gen = torch.Generator().manual_seed(cfg.seed * 1000 + seed)
+                keep = (random_keep(len(x), patches, ratio, gen) if pattern == "random"
+                        else center_keep(len(x), model.grid, ratio))
+                for fill in cfg.fills:
+                    if ratio == 0:
+                        probs = base
+                    elif fill == "drop":
+                        probs = evaluate(model, x, keep, cfg.batch_size)
+                    else:
+                        probs = evaluate(model, fill_masked(x, keep, model.grid, values[fill]), None, cfg.batch_size)
+                    results.setdefault((pattern, fill, ratio), []).append(
+                        score(probs, labels, base.argmax(1)) | {"masked": 1 - keep.shape[1] / patches})
+    metrics, rows = summarise_masking(results)
+    metrics["images"] = len(split)
+    metrics["masking_time_s"] = time.perf_counter() - started
+    notes = common.source_notes(cfg, ctx)
+    notes.append(f"{len(split)} validation images of {data.name}; labels: "
+                 + ("the model's own top-1 on the unmasked image (its classes are not the dataset's), so accuracy "
+                    "here is agreement with the unmasked prediction." if own_labels else "the dataset's labels."))
+    notes.append(f"Random masks: {cfg.seeds} draws per ratio (mean and standard deviation); centre: the patches "
+                 "nearest the image centre, as many as random masking hides, so both mask the same share: "
+                 "round(ratio x patches) / patches, the 'masked share' in the table and on the figure's x axis. Fills: 'mean' = the mean pixel of "
+                 "these images, 'zero' = black, 'drop' = the masked patch tokens are removed from the sequence.")
+    figures = ctx.save_figure(masking_figure(results, cfg), "masking_curves")
+    figures += ctx.save_figure(examples_figure(split.images[0], model, cfg, values["mean"]), "masking_examples")
+    table = {"title": "Masking: accuracy, confidence of the label class, top-1 flips (mean over draws)",
+             "columns": ["pattern", "fill", "ratio", "masked share", "accuracy", "acc std", "confidence",
+                         "flip rate"], "rows": rows}
+    return {"metrics": metrics, "figures": figures, "tables": [table], "notes": notes}
+
+
+@torch.inference_mode()
+def evaluate(model: vit.ViT, x: torch.Tensor, keep: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+    out = []
+    for start in range(0, len(x), batch_size):
+        k = keep[start:start + batch_size] if keep is not None else None
+        out.append(model(x[start:start + batch_size], k).float().softmax(-1).cpu())
+    return torch.cat(out)
+
+
+def score(probs: torch.Tensor, labels: torch.Tensor, base_pred: torch.Tensor) -> dict[str, float]:
+    pred = probs.argmax(1)
+    return {"acc": float((pred == labels).float().mean()),
+            "conf": float(probs.gather(1, labels[:, None]).mean()),
+            "flip": float((pred != base_pred).float().mean())}
+
+
+def summarise_masking(results: dict[tuple[str, str, float], list[dict[str, float]]]) -> tuple[dict[str, float], list]:
+    metrics: dict[str, float] = {}
+    rows = []
+    for (pattern, fill, ratio), draws in results.items():
+        tag = f"{pattern}_{fill}_{round(ratio * 100)}"
+        mean = {k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
+        std = float(np.std([d["acc"] for d in draws], ddof=1)) if len(draws) > 1 else 0.0
+        metrics |= {f"acc_{tag}": mean["acc"], f"conf_{tag}": mean["conf"], f"flip_{tag}": mean["flip"],
+                    f"masked_share_{pattern}_{round(ratio * 100)}": mean["masked"]}
+        if len(draws) > 1:
+            metrics[f"acc_std_{tag}"] = std
+        rows.append([pattern, fill, ratio, mean["masked"], mean["acc"], std, mean["conf"], mean["flip"]])
+    return metrics, rows
+
+
+@plots.styled
+def masking_figure(results: dict[tuple[str, str, float], list[dict[str, float]]], cfg: MaskingConfig) -> Any:
+    fig, axes = plots.figure(3, width=2.0, height=2.6)
+    styles = {fill: plots.palette(i) for i, fill in enumerate(FILLS)}
+    for col, (key, label) in enumerate((("acc", "accuracy"), ("conf", "confidence of label class"),
+                                        ("flip", "top-1 flip rate"))):
+        ax = axes[0][col]
+        for pattern, ls in (("random", "-"), ("center", "--")):
+            for fill in cfg.fills:
+                draws = [results[(pattern, fill, r)] for r in cfg.ratios]
+                x = [np.mean([d["masked"] for d in ds]) for ds in draws]
+                y = [np.mean([d[key] for d in ds]) for ds in draws]
+                err = [np.std([d[key] for d in ds], ddof=1) if len(ds) > 1 else 0 for ds in draws]
+                ax.errorbar(x, y, yerr=err, ls=ls, marker="o", ms=3, color=styles[fill], capsize=2)
+        ax.set_xlabel("masked share of patches")
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 1)
+    handles = [plots.Line2D([], [], color=styles[fill], marker="o", label=f"fill: {fill}") for fill in cfg.fills]
+    handles += [plots.Line2D([], [], color="0.35", ls=ls, label=pattern) for pattern, ls in (("random", "-"),
+                                                                                           ("center", "--"))]
+    plots.legend_below(fig, handles, ncol=5)
+    return fig
+
+
+@plots.styled
+def examples_figure(image: torch.Tensor, model: vit.ViT, cfg: MaskingConfig, value: torch.Tensor) -> Any:
+    ratios = [r for r in cfg.ratios if r > 0] or list(cfg.ratios)
+    fig, axes = plots.figure(len(ratios), 2, width=2.0, height=2.6)
+    x = model.preprocess(image[None].to(model.preprocess.mean.device)).cpu()
+    mean, std = model.preprocess.mean.cpu(), model.preprocess.std.cpu()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for col, ratio in enumerate(ratios):
+        for row, keep in enumerate((random_keep(1, model.grid ** 2, ratio, gen), center_keep(1, model.grid, ratio))):
+            shown = (fill_masked(x, keep, model.grid, value.cpu()) * std + mean)[0].clamp(0, 1)
+            ax = axes[row][col]
+            ax.imshow(shown.permute(1, 2, 0).numpy())
+            ax.set_title(f"{'random' if row == 0 else 'centre'} {ratio:.0%}")
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def discuss(results: dict[str, Any]) -> list[str]:
+    m = results["metrics"]
+    out = []
+    share = lambda pattern, tag: f"{m.get(f'masked_share_{pattern}_{tag}', tag / 100):.1%}"  # noqa: E731
+    for pattern in PATTERNS:
+        tags = sorted((int(k.rsplit("_", 1)[1]), k) for k in m if k.startswith(f"acc_{pattern}_mean_"))
+        if len(tags) >= 2:
+            (lo, k_lo), (hi, k_hi) = tags[0], tags[-1]
+            out.append(f"{pattern.capitalize()} masking with the mean pixel: accuracy {m[k_lo]:.3f} with "
+                       f"{share(pattern, lo)} of the patches masked -> {m[k_hi]:.3f} with {share(pattern, hi)}.")
+    hi = max((int(k.rsplit("_", 1)[1]) for k in m if k.startswith("acc_random_drop_")), default=None)
+    if hi and f"acc_random_mean_{hi}" in m:
+        better = max(("mean", "zero", "drop"), key=lambda f: m.get(f"acc_random_{f}_{hi}", -1))
+        out.append(f"With {share('random', hi)} of the patches masked at random the best fill is '{better}' "
+                   f"({', '.join(f'{f} {m[k]:.3f}' for f in FILLS if (k := f'acc_random_{f}_{hi}') in m)})"
+                   + ("; dropping the tokens avoids feeding the model patches it never saw in training."
+                      if better == "drop" else "."))
+    return out
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {**common.SMOKE_SMALL, "ratios": (0.0, 0.5), "seeds": 2, "limit": 40},
+    "demo": {**common.DEMO, "limit": 0},
+    "full": {"limit": 500},
+    "rehearsal": {**common.REHEARSAL, "limit": 500},
+}
+
+EXPERIMENT = Experiment(name="vit.masking",
+                        summary="ViT accuracy, confidence and flips vs masked patches (random, centre)",
+                        config_cls=MaskingConfig, presets=PRESETS, run=run, discuss=discuss)
