@@ -12,19 +12,26 @@ from atml.experiments.clip import gap as clip_gap
 from atml.experiments.vae import collapse as vae_collapse
 from atml.experiments.vae import common as vae_exp
 from atml.experiments.vae import train as vae_train
+from atml.results import Metric, Metrics, RunResults
 
 
-def _collapse_metrics(baseline_mi: float, heavy_mi: float, kl1: tuple[float, float] = (5.0, 1.0)) -> dict:
-    m = {}
-    for prefix, mi in (("baseline_", baseline_mi), ("kl_heavy_", heavy_mi)):
-        m.update({f"{prefix}mutual_info": mi, f"{prefix}kl": 10.0 if mi > 1 else 0.1,
-                  f"{prefix}active_units": 20 if mi > 1 else 0, f"{prefix}use_of_x": 0.5 if mi > 1 else 0.0})
-    m["baseline_kl_epoch1"], m["kl_heavy_kl_epoch1"] = kl1
-    return m
+def _records(values: dict[tuple[str, tuple], float]) -> Metrics:
+    """``{(name, ((condition key, value), ...)): value}`` as records."""
+    return Metrics(Metric(name, value, condition=dict(condition)) for (name, condition), value in values.items())
 
 
-def _collapse_text(m: dict) -> str:
-    return " ".join(vae_collapse.discuss({"metrics": m, "latent_dim": 20}))
+def _collapse_metrics(baseline_mi: float, heavy_mi: float, kl1: tuple[float, float] = (5.0, 1.0)) -> Metrics:
+    values = {}
+    for setting, mi, kl_first in (("baseline", baseline_mi, kl1[0]), ("kl_heavy", heavy_mi, kl1[1])):
+        on = (("setting", setting),)
+        values.update({("mutual_info", on): mi, ("kl", on): 10.0 if mi > 1 else 0.1,
+                       ("active_units", on): 20 if mi > 1 else 0, ("use_of_x", on): 0.5 if mi > 1 else 0.0,
+                       ("kl_epoch1", on): kl_first})
+    return _records(values)
+
+
+def _collapse_text(m: Metrics) -> str:
+    return " ".join(vae_collapse.discuss(RunResults(metrics=m, data={"latent_dim": 20})))
 
 
 def test_the_cause_of_collapse_is_claimed_only_when_the_numbers_isolate_it():
@@ -49,15 +56,21 @@ def test_the_prior_sentence_explains_only_what_was_seen():
     assert "vary less" in fewer and "heavier tails reach" not in fewer
 
 
-def _gap(**overrides: float) -> dict:
+GAP_CONDITIONS = {"test_acc_photo": ("test_acc", (("prompt_set", "photo"),)),
+                  "test_acc_photo_gap_closed": ("test_acc", (("prompt_set", "photo"), ("embeddings", "gap closed"))),
+                  "random_init_centroid_distance": ("centroid_distance", (("model", "random init"),)),
+                  "random_init_paired_cosine": ("paired_cosine", (("model", "random init"),))}
+
+
+def _gap(**overrides: float) -> Metrics:
     m = {"centroid_distance": 0.8, "paired_cosine": 0.3, "image_image_cosine": 0.7, "text_text_cosine": 0.8,
          "gap_variance_share": 0.4, "image_norm": 10.0, "text_norm": 8.0, "test_acc_photo": 0.80,
          "test_acc_photo_gap_closed": 0.805, "random_init_centroid_distance": 1.2, "random_init_paired_cosine": 0.1}
-    return {**m, **overrides}
+    return _records({GAP_CONDITIONS.get(k, (k, ())): v for k, v in {**m, **overrides}.items()})
 
 
 def _gap_text(**overrides: float) -> str:
-    return " ".join(clip_gap.discuss({"metrics": _gap(**overrides)}))
+    return " ".join(clip_gap.discuss(RunResults(metrics=_gap(**overrides))))
 
 
 def test_gap_sentences_change_with_contrary_numbers():
@@ -73,12 +86,18 @@ def test_gap_sentences_change_with_contrary_numbers():
 
 
 def test_align_sentences_do_not_assume_an_improvement():
-    m = {"orthogonality_error": 1e-12, "residual_test_before": 0.9, "residual_test": 0.7,
-         "centroid_distance_before": 0.5, "centroid_distance_after": 0.3, "acc_photo_before": 0.6,
-         "acc_photo_after": 0.55, "acc_cifar18_before": 0.9, "acc_cifar18_after": 0.9}
-    better = " ".join(clip_align.discuss({"metrics": m}))
+    def align(residual_after: float, centroid_after: float) -> str:
+        before, after = (("when", "before"),), (("when", "after"),)
+        m = _records({("orthogonality_error", ()): 1e-12,
+                      ("residual", (("split", "test"), *before)): 0.9, ("residual", (("split", "test"), *after)): residual_after,
+                      ("centroid_distance", before): 0.5, ("centroid_distance", after): centroid_after,
+                      ("acc", (("prompt_set", "photo"), *before)): 0.6, ("acc", (("prompt_set", "photo"), *after)): 0.55,
+                      ("acc", (("prompt_set", "cifar18"), *before)): 0.9, ("acc", (("prompt_set", "cifar18"), *after)): 0.9})
+        return " ".join(clip_align.discuss(RunResults(metrics=m)))
+
+    better = align(0.7, 0.3)
     assert "and cuts the test residual" in better and "distance falls" in better
-    worse = " ".join(clip_align.discuss({"metrics": {**m, "residual_test": 1.1, "centroid_distance_after": 0.6}}))
+    worse = align(1.1, 0.6)
     assert "does not cut" in worse and "does not fall" in worse
 
 

@@ -99,7 +99,7 @@ def test_zeroshot_smoke_saves_prompts_and_per_class_tables(tmp_path):
         assert m[f"acc_{name}"] * 60 == pytest.approx(round(m[f"acc_{name}"] * 60))  # a count of the 60 images
         # the generated test split has 6 images per class, so accuracy is the mean of the per-class accuracies
         assert m[f"acc_{name}"] == pytest.approx(sum(row[i] for row in per_class["rows"]) / 10)
-    assert len(results["prompts"]["cifar18"]["monkey"]) == 18
+    assert len(results["data"]["prompts"]["cifar18"]["monkey"]) == 18
     assert [r[0] for r in results["tables"][1]["rows"]][:2] == ["airplane", "bird"]
     env = json.loads((run / "env.json").read_text())
     assert "generated STL-10" in env["sources"]["data"]["source"]

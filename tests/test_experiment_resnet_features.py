@@ -15,8 +15,8 @@ def test_features_smoke(tmp_path):
     assert 0 <= m["cka_early_late"] <= 1
     # generated classes are colour templates: every depth separates them far above chance (0.1)
     assert min(m[f"probe_acc_{d}"] for d in ("early", "middle", "late")) > 0.8
-    assert len(results["confusion"]) == 10 and sum(map(sum, results["confusion"])) == results["samples"]
-    assert 30 <= results["samples"] <= 50  # at most 5 per class of the 60 generated validation images
+    assert len(results["data"]["confusion"]) == 10 and sum(map(sum, results["data"]["confusion"])) == results["data"]["samples"]
+    assert 30 <= results["data"]["samples"] <= 50  # at most 5 per class of the 60 generated validation images
     assert {"figures/embeddings.png", "figures/cka.png", "figures/confusion_late_probe.png"} <= set(results["figures"])
     env = json.loads((run / "env.json").read_text())
     assert "resnet18" in env["sources"]["compare_weights"]["description"]

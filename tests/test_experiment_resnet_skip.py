@@ -56,7 +56,7 @@ def test_skip_experiment_smoke(tmp_path):
     assert m["val_loss_ablated_blocks"] != pytest.approx(m["val_loss_intact_blocks"], rel=1e-3)
     for name in ("layer2", "layer3", "layer4"):
         assert m[f"grad_in_{name}_intact_blocks"] > 0 and m[f"grad_in_{name}_ablated_blocks"] > 0
-    assert results["blocks"] == ["layer2.1", "layer3.1", "layer4.1"]
+    assert results["data"]["blocks"] == ["layer2.1", "layer3.1", "layer4.1"]
     assert {"figures/curves.png", "figures/gradient_flow.png"} <= set(results["figures"])
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all("grad_param" in r for r in rows if r["stage"].endswith("blocks") and r["phase"] == "train")

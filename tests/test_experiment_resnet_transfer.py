@@ -18,7 +18,7 @@ def test_transfer_grid_smoke(tmp_path):
     assert cli.main(["run", "resnet.transfer", "--preset", "smoke", "--out", str(tmp_path)]) == 0
     (run,) = list(tmp_path.iterdir())
     results = json.loads((run / "results.json").read_text())
-    cells = {c["cell"]: c for c in results["cells"]}
+    cells = {c["cell"]: c for c in results["data"]["cells"]}
     assert set(cells) == {f"{i}:{r}" for i in ("pretrained", "random") for r in ("head", "last", "full")}
     assert cells["pretrained:head"]["trainable_params"] == 512 * 10 + 10
     assert cells["pretrained:head"]["trainable_params"] < cells["pretrained:last"]["trainable_params"] \
@@ -63,7 +63,7 @@ def test_random_init_cells_train_at_the_demo_preset(tmp_path):
                      "--set", "epochs=3", "--set", "pretrain_epochs=1", "--out", str(tmp_path)]) == 0
     (run,) = list(tmp_path.iterdir())
     results = json.loads((run / "results.json").read_text())
-    for cell in results["cells"]:
+    for cell in results["data"]["cells"]:
         assert cell["problem"] is None, cell
         assert cell["best_val_acc"] > 0.35, cell  # chance is 0.2 (five classes)
     assert any("precise BN" in n for n in results["notes"])
@@ -85,6 +85,8 @@ def test_a_stage_at_chance_or_diverging_is_flagged_and_never_ranked():
               "trainable_params": 10, "problem": None},
              {"cell": "random:head", "init": "random", "regime": "head", "best_val_acc": 0.99, "time_s": 0.1,
               "trainable_params": 10, "problem": "never above chance (...)"}]
-    text = " ".join(resnet_transfer.discuss({"cells": cells}))
+    from atml.results import RunResults
+
+    text = " ".join(resnet_transfer.discuss(RunResults(data={"cells": cells})))
     assert "Most accurate: pretrained:head" in text and "Not compared or ranked" in text
     assert "pretrained 0.800 vs random" not in text

@@ -43,7 +43,7 @@ def test_vae_collapse(tmp_path):
 
 def test_vae_mitigate_ranks_every_mitigation(tmp_path):
     _, results = _run("vae.mitigate", tmp_path, "--set", "epochs=2")
-    assert sorted(results["ranking"]) == sorted(["KL-heavy (beta=8)", "linear warm-up", "cyclical",
+    assert sorted(results["data"]["ranking"]) == sorted(["KL-heavy (beta=8)", "linear warm-up", "cyclical",
                                                  "free bits (0.5 nats)", "aggressive encoder"])
     (table,) = results["tables"]
     assert [row[1] for row in table["rows"]] == ["reference", 1, 2, 3, 4, 5]

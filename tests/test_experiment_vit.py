@@ -153,7 +153,12 @@ def test_the_centre_block_masks_the_same_share_as_random_masking(grid, ratio):
 def test_masking_sentences_name_the_share_actually_masked():
     from atml.experiments.vit import masking as vit_exp
 
-    m = {"acc_random_mean_0": 1.0, "acc_random_mean_10": 0.9, "masked_share_random_0": 0.0,
-         "masked_share_random_10": 6 / 64, "acc_random_drop_10": 0.95, "acc_random_zero_10": 0.8}
-    text = " ".join(vit_exp.discuss({"metrics": m}))
+    from atml.results import Results, RunResults
+
+    r = Results()
+    for fill, ratio, acc in (("mean", 0, 1.0), ("mean", 10, 0.9), ("drop", 10, 0.95), ("zero", 10, 0.8)):
+        r.add("acc", acc, pattern="random", fill=fill, ratio=ratio)
+    r.add("masked_share", 0.0, pattern="random", ratio=0)
+    r.add("masked_share", 6 / 64, pattern="random", ratio=10)  # what an 8x8 grid really masks at a nominal 10%
+    text = " ".join(vit_exp.discuss(RunResults(metrics=r.metrics)))
     assert "9.4% of the patches masked" in text and "10%" not in text

@@ -207,11 +207,37 @@ def test_comparison_verdicts():
     import types
 
     from atml import references
+    from atml.results import Metric, Metrics, RunResults
 
-    ref = references.Reference("resnet.head", "x", 0.5, "src", "checked", "val_acc_32", 0.05, {"preset": "full", "data": "cifar10"})
+    ref = references.Reference("resnet.head", "x", 0.5, "src", "checked", "val_acc", 0.05,
+                               {"preset": "full", "data": "cifar10"}, {"resolution": 32})
     cfg = types.SimpleNamespace(data="cifar10")
-    within = references.compare(ref, {"preset": "full", "metrics": {"val_acc_32": 0.53}}, cfg)
-    outside = references.compare(ref, {"preset": "full", "metrics": {"val_acc_32": 0.7}}, cfg)
-    other = references.compare(ref, {"preset": "demo", "metrics": {"val_acc_32": 0.5}}, cfg)
+
+    def run(preset, value):  # the reference reads the record by name and condition, never by a parsed key
+        return RunResults(metrics=Metrics([Metric("val_acc", value, condition={"resolution": 32}),
+                                           Metric("val_acc", 0.0, condition={"resolution": 224})]), preset=preset)
+
+    within = references.compare(ref, run("full", 0.53), cfg)
+    outside = references.compare(ref, run("full", 0.7), cfg)
+    other = references.compare(ref, run("demo", 0.5), cfg)
     assert (within["status"], outside["status"], other["status"]) == ("within", "outside", "not comparable")
+    assert within["ours"] == 0.53 and within["metric"] == "val_acc_32"
     assert "preset is 'demo', the reference used 'full'" in other["reason"]
+
+
+def test_an_older_run_folder_is_still_read_and_shown(smoke_run, tmp_path):
+    """results.json before schema 2: flat metrics, experiment data at the top level."""
+    from atml.results import RunResults
+
+    old = tmp_path / "old-run"
+    shutil.copytree(smoke_run, old, ignore=shutil.ignore_patterns(".lock"))
+    raw = json.loads((old / "results.json").read_text())
+    legacy = {k: v for k, v in raw.items() if k not in ("schema", "records", "data")}
+    legacy["cells"] = [{"cell": "pretrained:head"}]  # an experiment-specific key where older files kept it
+    (old / "results.json").write_text(json.dumps(legacy))
+    results = RunResults.from_json(legacy)
+    assert results.schema == 1 and results.data["cells"] == [{"cell": "pretrained:head"}]
+    assert results.metrics.get("val_acc_32") == raw["metrics"]["val_acc_32"]  # records rebuilt from the flat view
+    assert cli.main(["report", str(old), "--out", str(tmp_path / "rep")]) == 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "written by an older atml" in html and "val_acc_32" in html

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from atml.results import RunResults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,22 +25,25 @@ class Reference:
     status: str
     """"checked" (seen in the source) or "recalled" (widely quoted; approximate)."""
     metric: str | None = None
-    """The run's metric this compares with; None for context shown beside the results."""
+    """The name of the run's metric this compares with; None for context shown beside the results."""
     tolerance: float | None = None
     """Absolute tolerance for "within"; None: compare only for context."""
     requires: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Config values (and the preset) a run must have for the comparison to be fair."""
+    condition: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The condition of the metric compared with (e.g. ``{"resolution": 32}``)."""
 
 
 _CIFAR_HEAD = {"preset": "full", "data": "cifar10", "arch": "resnet152", "weights": "imagenet", "epochs": 10}
 
 REFERENCES: tuple[Reference, ...] = (
     Reference("resnet.head", "head only, CIFAR-10 at 32x32, 10 epochs: val acc (seed report)", 0.4307,
-              "seed report (Assignment 0)", "checked", "val_acc_32", 0.05, _CIFAR_HEAD),
+              "seed report (Assignment 0)", "checked", "val_acc", 0.05, _CIFAR_HEAD, {"resolution": 32}),
     Reference("resnet.head", "head only, CIFAR-10 upsampled to 224x224, 10 epochs: val acc (seed report)",
-              0.8717, "seed report (Assignment 0)", "checked", "val_acc_224", 0.05, _CIFAR_HEAD),
+              0.8717, "seed report (Assignment 0)", "checked", "val_acc", 0.05, _CIFAR_HEAD, {"resolution": 224}),
     Reference("resnet.head", "ImageNet ResNet logistic-regression probe on CIFAR-10 at 224", 0.915,
-              "Kornblith et al. 2019, tables (about 90-93%)", "recalled", "val_acc_224", None, _CIFAR_HEAD),
+              "Kornblith et al. 2019, tables (about 90-93%)", "recalled", "val_acc", None, _CIFAR_HEAD,
+              {"resolution": 224}),
     Reference("resnet.head", "ResNet-152 torchvision IMAGENET1K_V2 ImageNet top-1 (the backbone's own accuracy)",
               0.82284, "torchvision model docs", "recalled"),
     Reference("resnet.head", "ResNet-152 torchvision IMAGENET1K_V1 ImageNet top-1", 0.78312,
@@ -67,9 +73,11 @@ REFERENCES += (
     Reference("resnet.skip", "plain (no-skip) deep nets train worse than shallower plain nets; residual nets do not "
               "(plain-56 > plain-20 error on CIFAR-10)", None, "He et al. 2016, Fig. 6", "recalled"),
     Reference("resnet.transfer", "full fine-tuning of ImageNet ResNets on CIFAR-10 (about 97-98%)", 0.975,
-              "Kornblith et al. 2019, tables", "recalled", "best_val_acc_pretrained_full", None, _CIFAR_TRANSFER),
+              "Kornblith et al. 2019, tables", "recalled", "best_val_acc", None, _CIFAR_TRANSFER,
+              {"init": "pretrained", "regime": "full"}),
     Reference("resnet.transfer", "ImageNet ResNet logistic-regression probe on CIFAR-10 at 224 (about 90-93%)", 0.915,
-              "Kornblith et al. 2019, tables", "recalled", "best_val_acc_pretrained_head", None, _CIFAR_TRANSFER),
+              "Kornblith et al. 2019, tables", "recalled", "best_val_acc", None, _CIFAR_TRANSFER,
+              {"init": "pretrained", "regime": "head"}),
     Reference("resnet.transfer", "fixed-feature / fine-tuned transfer accuracy tracks ImageNet accuracy (r)", 0.99,
               "Kornblith et al. 2019 (abstract; 0.96 for fine-tuning)", "checked"),
     Reference("gan.dcgan", "Inception FID between CIFAR-10 train and test (the floor of that protocol)", 3.15,
@@ -87,9 +95,9 @@ REFERENCES += (
     Reference("vit.classify", "DeiT-Small/16 ImageNet-1k top-1 (22M parameters, 4.6 GMACs)", 0.799,
               "facebookresearch/deit README", "checked"),
     Reference("vit.pooling", "DeiT-Small, CIFAR-10 linear probe on the CLS token (seed report)", 0.95,
-              "seed report (Assignment 0)", "checked", "val_acc_cls", 0.05, _DEIT_CIFAR),
+              "seed report (Assignment 0)", "checked", "val_acc", 0.05, _DEIT_CIFAR, {"pooling": "cls"}),
     Reference("vit.pooling", "DeiT-Small, CIFAR-10 linear probe on mean-pooled patch tokens (seed report)", 0.95,
-              "seed report (Assignment 0)", "checked", "val_acc_mean", 0.05, _DEIT_CIFAR),
+              "seed report (Assignment 0)", "checked", "val_acc", 0.05, _DEIT_CIFAR, {"pooling": "mean"}),
     Reference("vit.masking", "ViTs keep about 60% ImageNet top-1 with 80% of the image randomly occluded", 0.60,
               "Naseer et al. 2021, Intriguing Properties of Vision Transformers (abstract)", "checked"),
     Reference("vit.attention", "mean attention distance grows with depth; some early heads attend globally",
@@ -117,21 +125,29 @@ def for_experiment(name: str) -> list[Reference]:
     return [r for r in REFERENCES if r.experiment == name]
 
 
-def compare(ref: Reference, results: Mapping[str, Any], cfg: Any) -> dict[str, Any]:
+def values(experiment: str, metric: str, field: str, *, source: str) -> dict[Any, float]:
+    """``{condition[field]: value}`` of an experiment's references to ``metric`` from ``source`` (for figures:
+    each published figure is written once, here)."""
+    return {r.condition[field]: r.value for r in for_experiment(experiment)
+            if r.metric == metric and field in r.condition and source in r.source and r.value is not None}
+
+
+def compare(ref: Reference, results: RunResults, cfg: Any) -> dict[str, Any]:
     """One row of the comparison table: the reference, our number, and a verdict."""
+    label = ref.metric and "_".join([ref.metric, *(str(v) for v in ref.condition.values())])  # the flat key
     row = {"what": ref.what, "reference": ref.value, "source": ref.source, "source_status": ref.status,
-           "metric": ref.metric, "ours": None, "tolerance": ref.tolerance}
+           "metric": label, "condition": dict(ref.condition), "ours": None, "tolerance": ref.tolerance}
     if ref.metric is None:
         return {**row, "status": "context", "reason": "background figure, not a result of this run"}
-    row["ours"] = results.get("metrics", {}).get(ref.metric)
-    if results.get("rehearsal") or results.get("preset") == "rehearsal":
+    row["ours"] = results.metrics.get(ref.metric, **ref.condition)
+    if results.rehearsal or results.preset == "rehearsal":
         return {**row, "status": "not comparable",
                 "reason": "rehearsal run: generated data and random weights, a measure of time and memory only"}
     unmet = _unmet(ref, results, cfg)
     if unmet:
         return {**row, "status": "not comparable", "reason": "; ".join(unmet)}
     if row["ours"] is None:
-        return {**row, "status": "not comparable", "reason": f"this run has no {ref.metric}"}
+        return {**row, "status": "not comparable", "reason": f"this run has no {label}"}
     if ref.tolerance is None:
         return {**row, "status": "context", "reason": "different protocol; shown for scale"}
     within = abs(row["ours"] - ref.value) <= ref.tolerance
@@ -139,14 +155,14 @@ def compare(ref: Reference, results: Mapping[str, Any], cfg: Any) -> dict[str, A
             "reason": f"|ours - reference| {'<=' if within else '>'} {ref.tolerance}"}
 
 
-def compare_all(experiment: str, results: Mapping[str, Any], cfg: Any) -> list[dict[str, Any]]:
+def compare_all(experiment: str, results: RunResults, cfg: Any) -> list[dict[str, Any]]:
     return [compare(ref, results, cfg) for ref in for_experiment(experiment)]
 
 
-def _unmet(ref: Reference, results: Mapping[str, Any], cfg: Any) -> list[str]:
+def _unmet(ref: Reference, results: RunResults, cfg: Any) -> list[str]:
     unmet = []
     for key, wanted in ref.requires.items():
-        have = results.get("preset") if key == "preset" else getattr(cfg, key, None)
+        have = results.preset if key == "preset" else getattr(cfg, key, None)
         if have != wanted:
             unmet.append(f"{key} is {have!r}, the reference used {wanted!r}")
     return unmet

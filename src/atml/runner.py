@@ -1,9 +1,9 @@
 """Runs one experiment into one run folder; the same path for fresh and resumed runs.
 
-An experiment's ``run(cfg, ctx)`` returns a dict with ``metrics`` (name -> number),
-``figures`` (paths relative to the run folder) and optionally ``tables`` and ``notes``.
-The runner adds what every run records: experiment, preset, status, timing, peak
-memory, the data and weights it used, and the published references it compares with.
+An experiment's ``run(cfg, ctx)`` returns :class:`atml.results.Results` (metric records,
+tables, figures, notes, data). The runner adds what every run records: experiment,
+preset, status, timing, peak memory, the data and weights it used, and the published
+references it compares with, and writes results.json (schema in :mod:`atml.results`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from atml import distributed, references, runtime
 from atml.data import rehearsal
 from atml.errors import AtmlError, DivergedError, RunDirError, UsageError
 from atml.registry import Experiment
+from atml.results import Results, RunResults, to_json
 from atml.run_dir import FollowerRunDir, RunDir
 
 
@@ -182,37 +183,27 @@ def resume_config(saved: Any, given: Any, preset: str, given_preset: str | None)
     return given, {f: {"saved": old, "now": new} for f, (old, new) in changed.items()}
 
 
-def _complete(results: dict[str, Any], exp: Experiment, preset: str, cfg: Any, ctx: RunContext,
+def _complete(results: Results, exp: Experiment, preset: str, cfg: Any, ctx: RunContext,
               elapsed: float) -> dict[str, Any]:
-    metrics = dict(results.get("metrics", {}))
-    metrics.setdefault("time_s", elapsed)
-    metrics.setdefault("peak_memory_mb", runtime.peak_memory_mb(ctx.device))
-    out = {
-        "experiment": exp.name,
-        "preset": preset,
-        "status": "ok",
-        "metrics": metrics,
-        "figures": results.get("figures", []),
-        "tables": results.get("tables", []),
-        "notes": results.get("notes", []),
-        "sources": ctx.sources,
-        "seed": cfg.seed,
-        "device": str(ctx.device),
-    }
-    out.update({k: v for k, v in results.items() if k not in out})  # experiment-specific data for the report
-    if rehearsal.is_rehearsal(preset, cfg):
-        out["rehearsal"] = True
-        out["notes"] = [rehearsal.NOTE, *out["notes"]]
-    out["references"] = references.compare_all(exp.name, out, cfg)
+    """results.json: the experiment's records plus what every run records (timing, memory, sources, references)."""
+    if not isinstance(results, Results):
+        raise TypeError(f"{exp.name}.run returned {type(results).__name__}; it must return atml.results.Results")
+    if results.metrics.get("time_s") is None:  # the whole run's (experiments may record per-stage ones)
+        results.add("time_s", elapsed, "s")
+    if results.metrics.get("peak_memory_mb") is None:
+        results.add("peak_memory_mb", runtime.peak_memory_mb(ctx.device), "MB")
+    is_rehearsal = rehearsal.is_rehearsal(preset, cfg)
+    if is_rehearsal:
+        results.notes.insert(0, rehearsal.NOTE)
+    out = to_json(results, experiment=exp.name, preset=preset, status="ok", sources=ctx.sources, seed=cfg.seed,
+                  device=str(ctx.device), **({"rehearsal": True} if is_rehearsal else {}))
+    out["references"] = references.compare_all(exp.name, RunResults.from_json(out), cfg)
     return out
 
 
 def _write_failed(run: RunDir, exp: Experiment, preset: str, cfg: Any, ctx: RunContext, err: AtmlError) -> None:
     """results.json of a run that stopped with a known error: the status, the reason, what it had read."""
-    resumable = isinstance(err, DivergedError)
-    run.write_results({
-        "experiment": exp.name, "preset": preset, "status": "failed", "error": str(err),
-        "error_kind": type(err).__name__, "resumable": resumable, "traceback": traceback.format_exc(),
-        "metrics": {}, "figures": [], "tables": [], "notes": [f"The run stopped: {err}"], "references": [],
-        "sources": ctx.sources, "seed": cfg.seed, "device": str(ctx.device),
-    })
+    run.write_results(to_json(Results(notes=[f"The run stopped: {err}"]), experiment=exp.name, preset=preset,
+                              status="failed", error=str(err), error_kind=type(err).__name__,
+                              resumable=isinstance(err, DivergedError), traceback=traceback.format_exc(),
+                              references=[], sources=ctx.sources, seed=cfg.seed, device=str(ctx.device)))

@@ -23,7 +23,8 @@ import numpy as np
 
 from atml import references, storage
 from atml.errors import RunDirError, UsageError
-from atml.registry import Registry
+from atml.registry import Experiment, Registry
+from atml.results import Metrics, RunResults
 from atml.run_dir import RunDir
 
 
@@ -37,7 +38,7 @@ class RunView:
 
     path: Path
     slug: str
-    results: dict[str, Any]
+    results: RunResults
     config: dict[str, Any]
     env: dict[str, Any]
     discussion: list[str]
@@ -60,7 +61,7 @@ class Group:
 
     @property
     def seeds(self) -> list[Any]:
-        return [v.results.get("seed") for v in self.views]
+        return [v.results.seed for v in self.views]
 
 
 @dataclasses.dataclass
@@ -139,40 +140,36 @@ def group_by_seed(views: list[RunView]) -> list[Group]:
     buckets: dict[str, list[RunView]] = {}
     for view in views:
         config = {k: v for k, v in view.config.items() if k != "seed"}
-        ok = view.results.get("status") == "ok"
+        ok = view.results.status == "ok"
         key = json.dumps(config, sort_keys=True, default=str) + ("" if ok else f"#failed-{view.slug}")
         buckets.setdefault(key, []).append(view)
     groups = []
     for bucket in buckets.values():
-        seeds = [v.results.get("seed") for v in bucket]
+        seeds = [v.results.seed for v in bucket]
         if len(set(seeds)) < len(seeds):
             groups += [_group([v]) for v in bucket]
         else:
-            groups.append(_group(sorted(bucket, key=lambda v: v.results.get("seed", 0))))
+            groups.append(_group(sorted(bucket, key=lambda v: v.results.seed or 0)))
     return groups
 
 
 def _group(views: list[RunView]) -> Group:
     first = views[0]
     if len(views) == 1:
-        return Group(views, [], first.results.get("references", []))
-    names = [k for k, v in first.results["metrics"].items()
-             if isinstance(v, (int, float)) and all(k in w.results["metrics"] for w in views)]
-    spread = []
-    for name in names:
-        values = np.array([float(w.results["metrics"][name]) for w in views])
-        spread.append({"metric": name, "mean": float(values.mean()), "std": float(values.std(ddof=1)),
+        return Group(views, [], first.results.references)
+    flats = [w.results.metrics.flat() for w in views]
+    shared = [m for m in first.results.metrics if all(m.key in f for f in flats)]
+    spread, means = [], []
+    for record in shared:
+        values = np.array([float(f[record.key]) for f in flats])
+        spread.append({"metric": record.key, "mean": float(values.mean()), "std": float(values.std(ddof=1)),
                        "n": len(values), "min": float(values.min()), "max": float(values.max())})
-    means = {"preset": first.results["preset"], "metrics": {row["metric"]: row["mean"] for row in spread}}
+        means.append(dataclasses.replace(record, value=float(values.mean())))
+    mean_run = dataclasses.replace(first.results, metrics=Metrics(means))
     cfg = types.SimpleNamespace(**first.config)
     refs = [{**ref, "reason": f"mean of {len(views)} seeds; {ref['reason']}"}
-            for ref in references.compare_all(first.results["experiment"], means, cfg)]
+            for ref in references.compare_all(first.results.experiment, mean_run, cfg)]
     return Group(views, spread, refs)
-
-
-RESULT_DEFAULTS: dict[str, Any] = {"status": "unknown", "metrics": {}, "figures": [], "tables": [], "notes": [],
-                                   "references": [], "sources": {}, "seed": None, "preset": "-"}
-"""What a results.json may lack (a failed run, an older atml): the report shows it with these."""
 
 
 def _load(path: Path, index: int, reg: Registry) -> RunView:
@@ -185,16 +182,25 @@ def _load(path: Path, index: int, reg: Registry) -> RunView:
         experiment = (run.read_config() or {}).get("experiment", "EXPERIMENT")
         raise RunDirError(f"{path} has no results: the run did not finish. If it was interrupted, continue it with "
                           f"'atml run {experiment} --resume {path}'")
-    results = {**RESULT_DEFAULTS, **run.read_results()}
+    results = RunResults.from_json(run.read_results())
     config = run.read_config()
     env = run.read_env() if (path / "env.json").is_file() else {}
-    exp = reg.get(results["experiment"]) if results.get("experiment") in reg.names() else None
-    discussion = (exp.discuss(results) if exp and exp.discuss and results.get("status") == "ok"
-                  and not results.get("rehearsal") else [])  # a rehearsal's numbers describe no model
-    slug = f"run{index}-{results.get('experiment', 'run').replace('.', '-')}"
-    figures = [{"name": Path(f).stem, "png": f, "data": _data_uri(path / f)}
-               for f in results.get("figures", []) if f.endswith(".png")]
+    exp = reg.get(results.experiment) if results.experiment in reg.names() else None
+    discussion = discuss(exp, results)
+    slug = f"run{index}-{(results.experiment or 'run').replace('.', '-')}"
+    figures = [{"name": f.name, "png": f.png, "data": _data_uri(path / f.png)} for f in results.figures if f.png]
     return RunView(path, slug, results, config, env, discussion, figures)
+
+
+def discuss(exp: Experiment | None, results: RunResults) -> list[str]:
+    """The experiment's sentences about this run; none for failed or rehearsal runs (their numbers describe no
+    model), and none for a results.json from before schema 2, whose metrics carry no conditions."""
+    if exp is None or exp.discuss is None or results.status != "ok" or results.rehearsal:
+        return []
+    if results.schema < 2:
+        return [f"(This run was written by an older atml, results schema {results.schema}; its numbers are shown "
+                "as they were saved, without the discussion.)"]
+    return exp.discuss(results)
 
 
 def _data_uri(path: Path) -> str:
@@ -207,7 +213,7 @@ def _copy_figures(view: RunView, out: Path) -> None:
     """PNG and PDF copies beside the page, for the paper (``figures/<slug>/...``)."""
     target = out / "figures" / view.slug
     target.mkdir(parents=True, exist_ok=True)
-    for rel in view.results.get("figures", []):
+    for rel in (f for figure in view.results.figures for f in figure.files):
         shutil.copy2(view.path / rel, target / Path(rel).name)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from atml.results import Metric
+
 
 def new_head(in_features: int, num_classes: int, seed: int) -> torch.nn.Linear:
     """A head initialised from its own seed, so cached and uncached paths start identical."""
@@ -21,11 +23,12 @@ def new_head(in_features: int, num_classes: int, seed: int) -> torch.nn.Linear:
         return torch.nn.Linear(in_features, num_classes)
 
 
-def stage_metrics(rows: list[dict[str, Any]], res: int) -> dict[str, float]:
+def stage_metrics(rows: list[dict[str, Any]]) -> list[Metric]:
+    """A classification stage's headline numbers: final and best validation accuracy, final train accuracy, val loss."""
     val = [r for r in rows if r["phase"] == "val"]
     train = [r for r in rows if r["phase"] == "train"]
-    return {f"val_acc_{res}": val[-1]["acc"], f"best_val_acc_{res}": max(r["acc"] for r in val),
-            f"train_acc_{res}": train[-1]["acc"], f"val_loss_{res}": val[-1]["loss"]}
+    return [Metric("val_acc", val[-1]["acc"]), Metric("best_val_acc", max(r["acc"] for r in val)),
+            Metric("train_acc", train[-1]["acc"]), Metric("val_loss", val[-1]["loss"])]
 
 
 def training_problem(rows: list[dict[str, Any]], num_classes: int, n_val: int) -> str | None:

@@ -9,6 +9,7 @@ import torch
 
 from atml.analysis import representation as rep
 from atml.registry import Experiment
+from atml.results import Results, RunResults, Table
 from atml.report import plots
 from atml.runner import RunContext
 from atml.experiments.clip import common
@@ -22,7 +23,7 @@ def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return rotation
 
 
-def run(cfg: common.GapConfig, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data, names = common.load_data(cfg, ctx)
     train_emb = common.image_embeddings(model, data.train.images, cfg, ctx, "train")
@@ -34,41 +35,46 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> dict[str, Any]:
     rotation = procrustes(a, b)
     aligned = torch.from_numpy(norm(test_emb.double(), dim=1).numpy() @ rotation).float()
     t_test = norm(test_txt.double(), dim=1).numpy()
-    metrics: dict[str, Any] = {
-        "fit_pairs": len(a),
-        "residual_train": float(np.linalg.norm(a @ rotation - b) / np.linalg.norm(b)),
-        "residual_train_before": float(np.linalg.norm(a - b) / np.linalg.norm(b)),
-        "residual_test": float(np.linalg.norm(aligned.double().numpy() - t_test) / np.linalg.norm(t_test)),
-        "residual_test_before": float(np.linalg.norm(norm(test_emb.double(), dim=1).numpy() - t_test)
-                                      / np.linalg.norm(t_test)),
-        "orthogonality_error": float(np.abs(rotation.T @ rotation - np.eye(len(rotation))).max()),
-        "determinant": float(np.linalg.det(rotation)),
-    }
+    out = Results(notes=common.source_notes(cfg, ctx))
+    out.add("fit_pairs", len(a))
+    residuals = {("train", "after"): np.linalg.norm(a @ rotation - b) / np.linalg.norm(b),
+                 ("train", "before"): np.linalg.norm(a - b) / np.linalg.norm(b),
+                 ("test", "after"): np.linalg.norm(aligned.double().numpy() - t_test) / np.linalg.norm(t_test),
+                 ("test", "before"): np.linalg.norm(norm(test_emb.double(), dim=1).numpy() - t_test)
+                 / np.linalg.norm(t_test)}
+    for (split, when), value in residuals.items():
+        out.add("residual", float(value), key=f"residual_{split}" + ("_before" if when == "before" else ""),
+                split=split, when=when)
+    out.add("orthogonality_error", float(np.abs(rotation.T @ rotation - np.eye(len(rotation))).max()))
+    out.add("determinant", float(np.linalg.det(rotation)))
     for name in ("photo", "cifar18"):
         classes = common.class_embeddings(model, common.prompt_sets(names)[name])
-        metrics[f"acc_{name}_before"] = float((common.zero_shot(test_emb, classes) == data.val.labels).float().mean())
-        metrics[f"acc_{name}_after"] = float((common.zero_shot(aligned, classes) == data.val.labels).float().mean())
+        for when, emb in (("before", test_emb), ("after", aligned)):
+            out.add("acc", float((common.zero_shot(emb, classes) == data.val.labels).float().mean()), prompt_set=name,
+                    when=when)
     idx = rep.balanced_indices(data.val.labels, cfg.per_class, seed=cfg.seed)
-    before = common.gap_metrics(test_emb[idx], test_txt[idx])
-    after = common.gap_metrics(aligned[idx], test_txt[idx])
-    metrics |= {f"{k}_before": before[k] for k in ("centroid_distance", "paired_cosine")}
-    metrics |= {f"{k}_after": after[k] for k in ("centroid_distance", "paired_cosine")}
-    figures = ctx.save_figure(alignment_figure(norm(test_emb[idx], dim=1), aligned[idx], norm(test_txt[idx], dim=1),
-                                               data.val.labels[idx]), "alignment_projection")
-    notes = common.source_notes(cfg, ctx)
-    notes.append(f"Orthogonal Procrustes (scipy.linalg.orthogonal_procrustes) fitted on the {len(a)} training images "
-                 "and one caption of their class each, L2-normalised, then applied to the test images only. It uses "
-                 "the training labels (through the captions), so accuracy 'after' is no longer zero-shot in the "
-                 "strict sense; 'before' is.")
-    table = {"title": "Procrustes alignment of image embeddings onto text embeddings (test split unless stated)",
-             "columns": ["measure", "before", "after"],
-             "rows": [["relative residual (train)", metrics["residual_train_before"], metrics["residual_train"]],
-                      ["relative residual (test)", metrics["residual_test_before"], metrics["residual_test"]],
-                      ["centroid distance", metrics["centroid_distance_before"], metrics["centroid_distance_after"]],
-                      ["paired cosine", metrics["paired_cosine_before"], metrics["paired_cosine_after"]],
-                      ["zero-shot acc, 'a photo of a {}.'", metrics["acc_photo_before"], metrics["acc_photo_after"]],
-                      ["zero-shot acc, 18 CIFAR templates", metrics["acc_cifar18_before"], metrics["acc_cifar18_after"]]]}
-    return {"metrics": metrics, "figures": figures, "tables": [table], "notes": notes}
+    for when, emb in (("before", test_emb), ("after", aligned)):
+        gap = common.gap_metrics(emb[idx], test_txt[idx])
+        for name in ("centroid_distance", "paired_cosine"):
+            out.add(name, gap[name], when=when)
+    out.add_figures(ctx.save_figure(alignment_figure(norm(test_emb[idx], dim=1), aligned[idx],
+                                                     norm(test_txt[idx], dim=1), data.val.labels[idx]),
+                                    "alignment_projection"))
+    out.notes.append(f"Orthogonal Procrustes (scipy.linalg.orthogonal_procrustes) fitted on the {len(a)} training "
+                     "images and one caption of their class each, L2-normalised, then applied to the test images only. "
+                     "It uses the training labels (through the captions), so accuracy 'after' is no longer zero-shot "
+                     "in the strict sense; 'before' is.")
+    m = out.metrics
+    pair = lambda name, **c: [m.get(name, when="before", **c), m.get(name, when="after", **c)]  # noqa: E731
+    out.tables.append(Table("Procrustes alignment of image embeddings onto text embeddings (test split unless stated)",
+                            ["measure", "before", "after"],
+                            [["relative residual (train)", *pair("residual", split="train")],
+                             ["relative residual (test)", *pair("residual", split="test")],
+                             ["centroid distance", *pair("centroid_distance")],
+                             ["paired cosine", *pair("paired_cosine")],
+                             ["zero-shot acc, 'a photo of a {}.'", *pair("acc", prompt_set="photo")],
+                             ["zero-shot acc, 18 CIFAR templates", *pair("acc", prompt_set="cifar18")]]))
+    return out
 
 
 @plots.styled
@@ -96,18 +102,21 @@ def alignment_figure(before: torch.Tensor, after: torch.Tensor, text: torch.Tens
     return fig
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
-    if "residual_test" not in m:
+def discuss(results: RunResults) -> list[str]:
+    m = results.metrics
+    if m.get("residual", split="test", when="after") is None:
         return []
-    residual = "cuts" if m["residual_test"] < m["residual_test_before"] else "does not cut"
-    centroid = "falls" if m["centroid_distance_after"] < m["centroid_distance_before"] else "does not fall"
-    return [f"The rotation is orthogonal to {m['orthogonality_error']:.1e} and {residual} the test residual "
-            f"({m['residual_test_before']:.2f} before, {m['residual_test']:.2f} after); the centroid distance "
-            f"{centroid} ({m['centroid_distance_before']:.2f} -> {m['centroid_distance_after']:.2f}).",
-            f"Zero-shot accuracy with 'a photo of a {{}}.' goes from {m['acc_photo_before']:.3f} to "
-            f"{m['acc_photo_after']:.3f} (18 templates: {m['acc_cifar18_before']:.3f} -> {m['acc_cifar18_after']:.3f}); "
-            "a rotation keeps all angles between images, so what changes is only how images face the class texts."]
+    v = lambda name, when, **c: m.value(name, when=when, **c)  # noqa: E731
+    residual = "cuts" if v("residual", "after", split="test") < v("residual", "before", split="test") else "does not cut"
+    centroid = "falls" if v("centroid_distance", "after") < v("centroid_distance", "before") else "does not fall"
+    return [f"The rotation is orthogonal to {m.value('orthogonality_error'):.1e} and {residual} the test residual "
+            f"({v('residual', 'before', split='test'):.2f} before, {v('residual', 'after', split='test'):.2f} after); "
+            f"the centroid distance {centroid} ({v('centroid_distance', 'before'):.2f} -> "
+            f"{v('centroid_distance', 'after'):.2f}).",
+            f"Zero-shot accuracy with 'a photo of a {{}}.' goes from {v('acc', 'before', prompt_set='photo'):.3f} to "
+            f"{v('acc', 'after', prompt_set='photo'):.3f} (18 templates: {v('acc', 'before', prompt_set='cifar18'):.3f} "
+            f"-> {v('acc', 'after', prompt_set='cifar18'):.3f}); a rotation keeps all angles between images, so what "
+            "changes is only how images face the class texts."]
 
 
 PRESETS: dict[str, dict[str, Any]] = {

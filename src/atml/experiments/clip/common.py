@@ -236,6 +236,11 @@ def gap_metrics(image: torch.Tensor, text: torch.Tensor) -> dict[str, float]:
     }
 
 
+GAP_MEASURES = ("image_norm", "text_norm", "centroid_distance", "paired_cosine", "image_image_cosine",
+                "text_text_cosine", "gap_variance_share")
+"""What :func:`gap_metrics` measures, in its order."""
+
+
 def _mean_offdiag(sim: torch.Tensor) -> torch.Tensor:
     n = sim.shape[0]
     return (sim.sum() - sim.diagonal().sum()) / (n * (n - 1))

@@ -8,6 +8,7 @@ import torch
 
 from atml.analysis import representation as rep
 from atml.registry import Experiment
+from atml.results import Metrics, Results, RunResults, Table
 from atml.report import plots
 from atml.runner import RunContext
 from atml.experiments.clip import common
@@ -29,7 +30,7 @@ def close_gap(image: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return normalize(normalize(image.float(), dim=1) + shift, dim=1)
 
 
-def run(cfg: common.GapConfig, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data, names = common.load_data(cfg, ctx)
     emb = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
@@ -37,26 +38,31 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> dict[str, Any]:
     labels = data.val.labels[idx]
     image = emb[idx]
     text, captions = common.paired_captions(model, labels, names)
-    metrics: dict[str, Any] = {"sample": len(idx), **common.gap_metrics(image, text)}
+    out = Results(notes=common.source_notes(cfg, ctx), data={"captions": captions[:20]})
+    out.add("sample", len(idx))
+    gap_records(out, common.gap_metrics(image, text))
     # Why zero-shot survives the gap: moving every image by the same vector leaves the ranking of classes
     # almost unchanged. Measured on the whole test split.
     classes = common.class_embeddings(model, common.prompt_sets(names)["photo"])
-    metrics["test_acc_photo"] = float((common.zero_shot(emb, classes) == data.val.labels).float().mean())
+    out.add("test_acc", float((common.zero_shot(emb, classes) == data.val.labels).float().mean()),
+            prompt_set="photo")
     shift = gap_shift(common.image_embeddings(model, data.train.images, cfg, ctx, "train"), classes)
     shifted = close_gap(emb, shift)
-    metrics["test_acc_photo_gap_closed"] = float((common.zero_shot(shifted, classes) == data.val.labels).float().mean())
-    metrics |= {f"gap_closed_{k}": v for k, v in common.gap_metrics(shifted[idx], text).items()
-                if k in ("centroid_distance", "paired_cosine")}
+    out.add("test_acc", float((common.zero_shot(shifted, classes) == data.val.labels).float().mean()),
+            key="test_acc_photo_gap_closed", prompt_set="photo", embeddings="gap closed")
+    closed = common.gap_metrics(shifted[idx], text)
+    for name in ("centroid_distance", "paired_cosine"):
+        out.add(name, closed[name], key=f"gap_closed_{name}", embeddings="gap closed")
     ctx.step(f"joint t-SNE and UMAP of {len(idx)} images and their captions")
-    figures = ctx.save_figure(joint_figure(image, text, labels, names, cfg.seed), "modality_gap_embeddings")
-    notes = common.source_notes(cfg, ctx)
+    out.add_figures(ctx.save_figure(joint_figure(image, text, labels, names, cfg.seed), "modality_gap_embeddings"))
+    notes = out.notes
     if cfg.random_init and cfg.weights != "random":
         random_model = common.load_model(cfg, ctx, weights="random", source_key="random_init_weights")
         r_img, _ = common.compute_embeddings(random_model, data.val.images[idx], ctx.device, cfg.batch_size, cfg.amp)
         r_txt, _ = common.paired_captions(random_model, labels, names)
-        metrics |= {f"random_init_{k}": v for k, v in common.gap_metrics(r_img, r_txt).items()}
-        figures += ctx.save_figure(joint_figure(r_img, r_txt, labels, names, cfg.seed, methods=("tsne",),
-                                                title="random initialisation"), "modality_gap_random_init")
+        gap_records(out, common.gap_metrics(r_img, r_txt), model="random init")
+        out.add_figures(ctx.save_figure(joint_figure(r_img, r_txt, labels, names, cfg.seed, methods=("tsne",),
+                                                     title="random initialisation"), "modality_gap_random_init"))
         notes.append(f"Random initialisation: the same architecture with open_clip's initialisation (seed {cfg.seed}), "
                      "no training, on the same images and captions.")
     notes.append(f"Joint embeddings: t-SNE ({rep.tsne_backend()}) and UMAP on both modalities together, after PCA "
@@ -66,13 +72,21 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> dict[str, Any]:
                  f"difference between the centroid of the class prompts ('a photo of a {{}}.') and the centroid of "
                  f"the {len(data.train)} training images, then renormalised; no test image and no label is used to "
                  "fit the shift.")
-    table = {"title": "The modality gap in numbers (L2-normalised embeddings unless 'norm')",
-             "columns": ["measure", "trained" if cfg.weights != "random" else "this model",
-                         *(["random init"] if "random_init_centroid_distance" in metrics else [])],
-             "rows": [[k, metrics[k], *([metrics[f"random_init_{k}"]] if f"random_init_{k}" in metrics else [])]
-                      for k in common.gap_metrics(image[:2], text[:2])]}
-    return {"metrics": metrics, "figures": figures, "tables": [table], "notes": notes,
-            "captions": captions[:20]}
+    m = out.metrics
+    random = m.get("centroid_distance", model="random init") is not None
+    out.tables.append(Table("The modality gap in numbers (L2-normalised embeddings unless 'norm')",
+                            ["measure", "trained" if cfg.weights != "random" else "this model",
+                             *(["random init"] if random else [])],
+                            [[k, m.get(k), *([m.get(k, model="random init")] if random else [])]
+                             for k in common.GAP_MEASURES]))
+    return out
+
+
+def gap_records(out: Results, values: dict[str, float], **condition: str) -> None:
+    """The gap measures as records; ``model="random init"`` keeps the older ``random_init_`` flat names."""
+    for name, value in values.items():
+        key = f"random_init_{name}" if condition.get("model") == "random init" else None
+        out.add(name, value, key=key, **condition)
 
 
 @plots.styled
@@ -105,38 +119,40 @@ def joint_figure(image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, 
     return fig
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
-    if "centroid_distance" not in m:
+def discuss(results: RunResults) -> list[str]:
+    m = results.metrics
+    if m.get("centroid_distance") is None:
         return []
     return [_gap_sentence(m), _norm_sentence(m), _closing_sentence(m), *_random_init_sentence(m)]
 
 
-def _gap_sentence(m: dict[str, Any]) -> str:
-    cones = min(m["image_image_cosine"], m["text_text_cosine"]) > m["paired_cosine"]
-    return (f"Images and their captions sit {m['centroid_distance']:.2f} apart (distance of the normalised centroids, "
-            f"2 at most); a paired image and caption have cosine {m['paired_cosine']:.2f}, two images "
-            f"{m['image_image_cosine']:.2f} and two captions {m['text_text_cosine']:.2f}: "
+def _gap_sentence(m: Metrics) -> str:
+    v = m.value
+    cones = min(v("image_image_cosine"), v("text_text_cosine")) > v("paired_cosine")
+    return (f"Images and their captions sit {v('centroid_distance'):.2f} apart (distance of the normalised centroids, "
+            f"2 at most); a paired image and caption have cosine {v('paired_cosine'):.2f}, two images "
+            f"{v('image_image_cosine'):.2f} and two captions {v('text_text_cosine'):.2f}: "
             + ("each modality is closer to itself than to its own pairs, two separate cones."
                if cones else "pairs are at least as close as members of one modality, so no separate cones here.")
-            + f" The gap direction carries {m['gap_variance_share']:.0%} of the joint variance.")
+            + f" The gap direction carries {v('gap_variance_share'):.0%} of the joint variance.")
 
 
-def _norm_sentence(m: dict[str, Any]) -> str:
-    img, txt = m["image_norm"], m["text_norm"]
+def _norm_sentence(m: Metrics) -> str:
+    img, txt, distance = m.value("image_norm"), m.value("text_norm"), m.value("centroid_distance")
     norms = (f"Raw norms differ (images {img:.2f}, texts {txt:.2f})" if abs(img - txt) > 0.05 * max(img, txt)
              else f"Raw norms are close (images {img:.2f}, texts {txt:.2f})")
-    if m["centroid_distance"] > GAP_THRESHOLD:
-        return (norms + f"; after L2-normalisation the centroids are still {m['centroid_distance']:.2f} apart: the "
+    if distance > GAP_THRESHOLD:
+        return (norms + f"; after L2-normalisation the centroids are still {distance:.2f} apart: the "
                 "gap is a difference of directions, not of norms.")
     return norms + "; after L2-normalisation the centroids nearly coincide."
 
 
-def _closing_sentence(m: dict[str, Any]) -> str:
-    change = m["test_acc_photo_gap_closed"] - m["test_acc_photo"]
-    text = (f"Zero-shot accuracy on the whole test split is {m['test_acc_photo']:.3f} as is and "
-            f"{m['test_acc_photo_gap_closed']:.3f} with the gap closed by a translation fitted on training images and "
-            "the class prompts. ")
+def _closing_sentence(m: Metrics) -> str:
+    before = m.value("test_acc", prompt_set="photo")
+    after = m.value("test_acc", prompt_set="photo", embeddings="gap closed")
+    change = after - before
+    text = (f"Zero-shot accuracy on the whole test split is {before:.3f} as is and {after:.3f} with the gap closed "
+            "by a translation fitted on training images and the class prompts. ")
     if abs(change) < 0.02:
         return text + ("Closing it changes accuracy by less than 2 points: a translation adds nearly the same amount to "
                        "every class's score, so the ranking zero-shot relies on survives the gap.")
@@ -144,10 +160,11 @@ def _closing_sentence(m: dict[str, Any]) -> str:
                    "scores by different amounts, so the gap is not neutral for this model's ranking.")
 
 
-def _random_init_sentence(m: dict[str, Any]) -> list[str]:
-    if "random_init_centroid_distance" not in m:
+def _random_init_sentence(m: Metrics) -> list[str]:
+    distance = m.get("centroid_distance", model="random init")
+    if distance is None:
         return []
-    distance, cosine = m["random_init_centroid_distance"], m["random_init_paired_cosine"]
+    cosine = m.value("paired_cosine", model="random init")
     if distance > GAP_THRESHOLD:
         return [f"At random initialisation the centroids are already {distance:.2f} apart (paired cosine "
                 f"{cosine:.2f}): the gap exists before any training (the cone effect of Liang et al. 2022)."]

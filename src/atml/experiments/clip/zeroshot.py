@@ -18,52 +18,51 @@ from atml import runtime
 from atml.analysis import representation as rep
 from atml.models import clip
 from atml.registry import Experiment
+from atml.results import Results, RunResults, Table
 from atml.report import plots
 from atml.runner import RunContext
 from atml.experiments.clip import common
 
 
-def run(cfg: common.ClipConfig, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: common.ClipConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data, names = common.load_data(cfg, ctx)
     emb = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
     labels = data.val.labels.numpy()
     sets = common.prompt_sets(names)
-    metrics: dict[str, Any] = {"test_images": len(labels)}
-    confusions, per_class = {}, {}
+    out = Results(notes=common.source_notes(cfg, ctx), data={"prompts": sets})
+    out.add("test_images", len(labels))
+    confusions, per_class, accs = {}, {}, {}
     for name, prompts in sets.items():
         pred = common.zero_shot(emb, common.class_embeddings(model, prompts)).numpy()
-        metrics[f"acc_{name}"] = float((pred == labels).mean())
+        accs[name] = float((pred == labels).mean())
+        out.add("acc", accs[name], prompt_set=name)
         confusions[name] = rep.confusion(labels, pred, len(names))
         per_class[name] = confusions[name].diagonal() / confusions[name].sum(1).clip(min=1)
-    best = max(sets, key=lambda s: metrics[f"acc_{s}"])
-    metrics["best_prompt_set_acc"] = metrics[f"acc_{best}"]
+    out.add("best_prompt_set_acc", max(accs.values()))
     if ips := ctx.sources.get("embedding_images_per_s", {}).get("test"):
-        metrics["image_encoder_images_per_s"] = ips
-    tables = [{"title": f"Zero-shot accuracy on {len(labels)} test images per prompt set",
-               "columns": ["prompt set", "prompts per class", "example", "accuracy"],
-               "rows": [[n, len(next(iter(p.values()))), next(iter(p.values()))[0], metrics[f"acc_{n}"]]
-                        for n, p in sets.items()]},
-              {"title": "Per-class zero-shot accuracy",
-               "columns": ["class", *sets], "rows": [[c, *(float(per_class[s][i]) for s in sets)]
-                                                     for i, c in enumerate(names)]}]
-    figures = ctx.save_figure(confusion_grid(confusions, names, metrics), "confusion_matrices")
-    figures += ctx.save_figure(per_class_figure(per_class, names), "per_class_accuracy")
-    notes = common.source_notes(cfg, ctx)
-    notes.append("Ensembles average the L2-normalised text embeddings of a class's prompts, then renormalise "
-                 "(Radford et al. 2021). Every prompt is saved under 'prompts' in results.json.")
-    return {"metrics": metrics, "figures": figures, "tables": tables, "notes": notes, "prompts": sets}
+        out.add("image_encoder_images_per_s", ips, "img/s")
+    out.tables += [Table(f"Zero-shot accuracy on {len(labels)} test images per prompt set",
+                         ["prompt set", "prompts per class", "example", "accuracy"],
+                         [[n, len(next(iter(p.values()))), next(iter(p.values()))[0], accs[n]] for n, p in sets.items()]),
+                   Table("Per-class zero-shot accuracy", ["class", *sets],
+                         [[c, *(float(per_class[s][i]) for s in sets)] for i, c in enumerate(names)])]
+    out.add_figures(ctx.save_figure(confusion_grid(confusions, names, accs), "confusion_matrices"))
+    out.add_figures(ctx.save_figure(per_class_figure(per_class, names), "per_class_accuracy"))
+    out.notes.append("Ensembles average the L2-normalised text embeddings of a class's prompts, then renormalise "
+                     "(Radford et al. 2021). Every prompt is saved under data.prompts in results.json.")
+    return out
 
 
 @plots.styled
-def confusion_grid(confusions: dict[str, np.ndarray], names: list[str], metrics: dict[str, Any]) -> Any:
+def confusion_grid(confusions: dict[str, np.ndarray], names: list[str], accs: dict[str, float]) -> Any:
     fig, axes = plots.figure(2, 2, width=2.0, height=6.2)
     for ax, (name, matrix) in zip(axes.flat, confusions.items()):
         norm = matrix / matrix.sum(1, keepdims=True).clip(min=1)
         image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
         ax.set_xticks(range(len(names)), labels=names, rotation=90, fontsize=6)
         ax.set_yticks(range(len(names)), labels=names, fontsize=6)
-        ax.set_title(f"{name}: acc {metrics[f'acc_{name}']:.3f}")
+        ax.set_title(f"{name}: acc {accs[name]:.3f}")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.grid(False)
@@ -86,9 +85,8 @@ def per_class_figure(per_class: dict[str, np.ndarray], names: list[str]) -> Any:
     return fig
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
-    accs = {k.removeprefix("acc_"): v for k, v in m.items() if k.startswith("acc_")}
+def discuss(results: RunResults) -> list[str]:
+    accs = results.metrics.by("acc", "prompt_set")
     if not accs:
         return []
     best, worst = max(accs, key=accs.get), min(accs, key=accs.get)

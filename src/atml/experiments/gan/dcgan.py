@@ -23,6 +23,7 @@ from atml.experiments import grayscale
 from atml.models.classifier import SmallCNN, uint8_to_unit
 from atml.models.gan import DCGAN, to_unit
 from atml.registry import Experiment
+from atml.results import Results, RunResults
 from atml.report import plots
 from atml.runner import RunContext
 from atml.train import gan_recipe
@@ -113,7 +114,7 @@ def generate(model: DCGAN, n: int, seed: int, device: torch.device) -> torch.Ten
                       for c in torch.arange(n).split(500)])
 
 
-def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: Config, ctx: RunContext) -> Results:
     data = grayscale.load_data(cfg, ctx)
     classifier, classifier_acc = train_classifier(cfg, ctx, data)
     with torch.random.fork_rng(devices=[]):
@@ -146,19 +147,22 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                "classifier_val_acc": classifier_acc, "eval_samples": n,
                "final_d_real": last_train["d_real"], "final_d_fake": last_train["d_fake"]}
     metrics.update(inception_metrics(cfg, ctx, real_a, fake))
-    figures = [f"figures/{p.name}" for p in gan_recipe.sample_paths(ctx.run.figures)] if ctx.is_main else []
-    figures = [f for p in figures for f in (p, p.replace(".png", ".pdf"))]
-    figures += ctx.save_figure(curves_figure(rows), "gan_curves")
-    figures += ctx.save_figure(histogram_figure(hist, data.train.classes, entropy), "class_histogram")
-    return {"metrics": metrics, "figures": figures, "classes": data.train.classes, "class_histogram": hist.tolist(),
-            "notes": [f"DCGAN (width {cfg.width}, z in R^{cfg.latent_dim}), Adam lr {cfg.lr:g}, beta1 {cfg.beta1}, "
-                      f"batch {cfg.batch_size}, {cfg.epochs} epochs; non-saturating generator loss.",
-                      f"FD-atml-cnn: Frechet distance in the 128-d features of a small CNN trained by atml on the "
-                      f"same training split (validation accuracy {classifier_acc:.3f}); {n} generated images vs "
-                      f"{n} validation images (half A). Its floor: {n} other validation images (half B) vs the "
-                      "same half A, so neither side was seen by the feature CNN and the sample counts match. "
-                      "Not Inception FID: compare it only with other FD-atml-cnn numbers.",
-                      inception_note(metrics, n), *invalid]}
+    out = Results(data={"classes": data.train.classes, "class_histogram": hist.tolist()})
+    for name, value in metrics.items():
+        out.add(name, value)
+    samples = [f"figures/{p.name}" for p in gan_recipe.sample_paths(ctx.run.figures)] if ctx.is_main else []
+    out.add_figures(f for p in samples for f in (p, p.replace(".png", ".pdf")))
+    out.add_figures(ctx.save_figure(curves_figure(rows), "gan_curves"))
+    out.add_figures(ctx.save_figure(histogram_figure(hist, data.train.classes, entropy), "class_histogram"))
+    out.notes += [f"DCGAN (width {cfg.width}, z in R^{cfg.latent_dim}), Adam lr {cfg.lr:g}, beta1 {cfg.beta1}, "
+                  f"batch {cfg.batch_size}, {cfg.epochs} epochs; non-saturating generator loss.",
+                  f"FD-atml-cnn: Frechet distance in the 128-d features of a small CNN trained by atml on the "
+                  f"same training split (validation accuracy {classifier_acc:.3f}); {n} generated images vs "
+                  f"{n} validation images (half A). Its floor: {n} other validation images (half B) vs the "
+                  "same half A, so neither side was seen by the feature CNN and the sample counts match. "
+                  "Not Inception FID: compare it only with other FD-atml-cnn numbers.",
+                  inception_note(metrics, n), *invalid]
+    return out
 
 
 def frechet_or_reason(name: str, a: np.ndarray, b: np.ndarray, invalid: list[str]) -> dict[str, float]:
@@ -242,10 +246,10 @@ def histogram_figure(hist: np.ndarray, classes: list[str], entropy: float) -> An
     return fig
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
-    hist = results["class_histogram"]
-    rare = [c for c, h in zip(results["classes"], hist) if h < 0.25 / len(hist)]
+def discuss(results: RunResults) -> list[str]:
+    m = results.metrics.flat()  # no conditions here: every name is a single number
+    hist = results.data["class_histogram"]
+    rare = [c for c, h in zip(results.data["classes"], hist) if h < 0.25 / len(hist)]
     fd = (f"FD-atml-cnn between {m['eval_samples']:.0f} generated and {m['eval_samples']:.0f} real validation images "
           f"is {m['fd_cnn']:.2f}" if "fd_cnn" in m else "FD-atml-cnn could not be computed (see the notes)")
     floor = (f"; between two disjoint halves of the real validation images it is {m['fd_cnn_floor']:.2f} (the floor "

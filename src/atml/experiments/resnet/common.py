@@ -24,6 +24,7 @@ from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, cifar10, digits, rehearsal
 from atml.errors import UsageError
 from atml.models import resnet
+from atml.results import Metric
 from atml.models import weights as weights_lib
 from atml.runner import RunContext
 from atml.train import checkpoint, pretrain
@@ -126,8 +127,11 @@ def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int, source_k
 
 
 def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
-               data: ImageDataset, res: int, stage: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+               data: ImageDataset, res: int, stage: str | None = None) -> tuple[list[dict[str, Any]], list[Metric]]:
     """Train a fresh head on the frozen ``model`` at resolution ``res`` (feature cache or not).
+
+    Returns the stage's records and its numbers (accuracies, losses, feature and head time,
+    backbone images/s) without conditions: the caller places them in its grid.
 
     Under torchrun the feature extraction is sharded across ranks and gathered, the batches
     are sharded and the head trains with DistributedDataParallel (see :mod:`atml.train.loop`).
@@ -137,7 +141,7 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifie
     frozen = FrozenFeatures(resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last), model,
                             compile=cfg.compile).to(ctx.device)
     head = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
-    out: dict[str, Any] = {}
+    out: list[Metric] = []
     if finished(ckpt, cfg.epochs):  # resumed run: this stage is complete, skip the backbone pass
         trainable, train_b, val_b = head, None, None
     elif cfg.feature_cache:
@@ -145,8 +149,8 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifie
         kw = {"batch_size": max(cfg.batch_size, 256), "device": ctx.device, "amp": cfg.amp, "progress": ctx.progress}
         f_train, ips = extract(frozen, data.train.images, desc=f"{stage} features train", **kw)
         f_val, _ = extract(frozen, data.val.images, desc=f"{stage} features val", **kw)
-        out[f"feature_time_s_{res}"] = time.perf_counter() - started
-        out[f"backbone_images_per_s_{res}"] = ips
+        out += [Metric("feature_time_s", time.perf_counter() - started, "s"),
+                Metric("backbone_images_per_s", ips, "img/s")]
         trainable = head
         train_b = Batches((f_train, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
         val_b = Batches((f_val, data.val.labels), 1024)
@@ -162,8 +166,8 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifie
                    val_b, cfg.epochs, ctx.device, ctx.run, stage=stage, checkpoint_path=ckpt, progress=ctx.progress,
                    say=ctx.say,
                    autocast=lambda: runtime.autocast(ctx.device, cfg.amp)))
-    out[f"head_time_s_{res}"] = time.perf_counter() - started
-    return rows, {**stage_metrics(rows, res), **out}
+    out.append(Metric("head_time_s", time.perf_counter() - started, "s"))
+    return rows, [*stage_metrics(rows), *out]
 
 
 def finished(ckpt: Path, epochs: int) -> bool:
@@ -211,7 +215,7 @@ def finetune_pipeline(cfg: ResNetConfig, model: resnet.ResNetClassifier, backbon
 
 def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
                  data: ImageDataset, res: int, stage: str, trainable: Sequence[str],
-                 callbacks: Sequence[Callback] = ()) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                 callbacks: Sequence[Callback] = ()) -> tuple[list[dict[str, Any]], list[Metric]]:
     """Train the head plus the named backbone parts (prefixes like ``body.layer4``); the rest frozen.
 
     Under torchrun the pipeline trains with DistributedDataParallel (BatchNorm synchronised
@@ -226,5 +230,4 @@ def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassif
     rows = fit(Fit(pipeline, optimizer, train_b, val_b, cfg.epochs, ctx.device, ctx.run,
                    stage=stage, checkpoint_path=ctx.checkpoint(stage), callbacks=callbacks, progress=ctx.progress,
                    say=ctx.say, autocast=lambda: runtime.autocast(ctx.device, cfg.amp)))
-    elapsed = time.perf_counter() - started
-    return rows, {**stage_metrics(rows, res), f"train_time_s_{res}": elapsed}
+    return rows, [*stage_metrics(rows), Metric("train_time_s", time.perf_counter() - started, "s")]

@@ -20,6 +20,7 @@ from atml.errors import UsageError
 from atml.experiments.resnet import common
 from atml.models import resnet
 from atml.registry import Experiment
+from atml.results import Metric, Metrics, Results, RunResults, Table
 from atml.report import plots
 from atml.runner import RunContext
 
@@ -65,16 +66,21 @@ def depth_features(model: resnet.ResNetClassifier, prep: torch.nn.Module, images
     return {depth: torch.cat(chunks).numpy() for depth, chunks in store.items()}
 
 
-def measure(features: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> dict[str, float]:
-    out = {}
+def measure(features: dict[str, np.ndarray], labels: np.ndarray, seed: int, arch: str,
+            compare: bool = False) -> list[Metric]:
+    """k-NN accuracy, linear-probe accuracy and silhouette per depth, for one architecture."""
+    out = []
+    prefix = "compare_" if compare else ""
     for depth, feats in features.items():
-        out[f"knn_acc_{depth}"] = rep.knn_accuracy(feats, labels, seed=seed)
-        out[f"probe_acc_{depth}"], _ = rep.linear_probe(feats, labels, seed=seed)
-        out[f"silhouette_{depth}"] = rep.silhouette(feats, labels)
+        values = {"knn_acc": rep.knn_accuracy(feats, labels, seed=seed),
+                  "probe_acc": rep.linear_probe(feats, labels, seed=seed)[0],
+                  "silhouette": rep.silhouette(feats, labels)}
+        out += [Metric(name, value, condition={"arch": arch, "depth": depth}, flat_key=f"{prefix}{name}_{depth}")
+                for name, value in values.items()]
     return out
 
 
-def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: Config, ctx: RunContext) -> Results:
     data = common.load_data(cfg, ctx)
     idx = rep.balanced_indices(data.val.labels, cfg.per_class, seed=cfg.seed)
     images, labels = data.val.images[idx], data.val.labels[idx].numpy()
@@ -91,50 +97,51 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         ctx.step(f"{arch}: features of {len(labels)} images at {len(DEPTHS)} depths")
         feats[arch] = depth_features(model, prep, images, ctx.device, cfg.batch_size)
     main = feats[cfg.arch]
+    out = Results()
     ctx.step(f"{cfg.arch}: k-NN, linear probes and silhouette per depth")
-    metrics = measure(main, labels, cfg.seed)
+    out.metrics.records += measure(main, labels, cfg.seed, cfg.arch)
     for i, (a, _) in enumerate(DEPTHS):
         for b, _ in DEPTHS[i + 1:]:
-            metrics[f"cka_{a}_{b}"] = rep.linear_cka(main[a], main[b])
+            out.add("cka", rep.linear_cka(main[a], main[b]), depth_a=a, depth_b=b)
     ctx.step(f"t-SNE ({rep.tsne_backend()}) and UMAP of {len(DEPTHS)} depths")
     embeddings = {(depth, method): (rep.tsne if method == "tsne" else rep.umap_embed)(main[depth], seed=cfg.seed)
                   for depth, _ in DEPTHS for method in METHODS}
     for (depth, method), points in embeddings.items():
-        metrics[f"{method}_knn_acc_{depth}"] = rep.knn_accuracy(points, labels, seed=cfg.seed)
-        metrics[f"{method}_silhouette_{depth}"] = rep.silhouette(points, labels, metric="euclidean")
-    probe_acc, predictions = rep.linear_probe(main["late"], labels, seed=cfg.seed)
+        out.add("knn_acc_2d", rep.knn_accuracy(points, labels, seed=cfg.seed), key=f"{method}_knn_acc_{depth}",
+                method=method, depth=depth)
+        out.add("silhouette_2d", rep.silhouette(points, labels, metric="euclidean"),
+                key=f"{method}_silhouette_{depth}", method=method, depth=depth)
+    _, predictions = rep.linear_probe(main["late"], labels, seed=cfg.seed)
     matrix = rep.confusion(labels, predictions, len(classes))
     pairs = [(classes[i], classes[j], s) for i, j, s in rep.closest_class_pairs(main["late"], labels)]
     if cfg.compare_arch:
         ctx.step(f"{cfg.compare_arch}: k-NN, linear probes and silhouette per depth")
-        metrics.update({f"compare_{k}": v for k, v in measure(feats[cfg.compare_arch], labels, cfg.seed).items()})
-    figures = ctx.save_figure(embedding_figure(embeddings, labels, classes), "embeddings")
-    figures += ctx.save_figure(cka_figure(metrics), "cka")
-    figures += ctx.save_figure(confusion_figure(matrix, classes), "confusion_late_probe")
-    figures += ctx.save_figure(depth_figure(metrics, cfg), "separability_vs_depth")
-    return {"metrics": metrics, "figures": figures, "tables": tables(metrics, cfg, pairs),
-            "closest_pairs": pairs, "confusion": matrix.tolist(), "classes": classes,
-            "compare_arch": cfg.compare_arch, "arch": cfg.arch, "samples": len(labels),
-            "notes": [f"{len(labels)} validation images ({cfg.per_class} per class), {cfg.resolution} px; depths: "
-                      + ", ".join(f"{d} = output of {s}" for d, s in DEPTHS) + " (global-average-pooled). "
-                      "k-NN (k=5, cosine) and logistic-regression probe accuracies are 5-fold cross-validated; "
-                      f"t-SNE ({rep.tsne_backend()}) and UMAP run on the first 50 principal components."]}
+        out.metrics.records += measure(feats[cfg.compare_arch], labels, cfg.seed, cfg.compare_arch, compare=True)
+    out.add_figures(ctx.save_figure(embedding_figure(embeddings, labels, classes), "embeddings"))
+    out.add_figures(ctx.save_figure(cka_figure(out.metrics), "cka"))
+    out.add_figures(ctx.save_figure(confusion_figure(matrix, classes), "confusion_late_probe"))
+    out.add_figures(ctx.save_figure(depth_figure(out.metrics, cfg), "separability_vs_depth"))
+    out.tables += tables(out.metrics, cfg, pairs)
+    out.data.update({"closest_pairs": pairs, "confusion": matrix.tolist(), "classes": classes,
+                     "compare_arch": cfg.compare_arch, "arch": cfg.arch, "samples": len(labels)})
+    out.notes.append(f"{len(labels)} validation images ({cfg.per_class} per class), {cfg.resolution} px; depths: "
+                     + ", ".join(f"{d} = output of {s}" for d, s in DEPTHS) + " (global-average-pooled). "
+                     "k-NN (k=5, cosine) and logistic-regression probe accuracies are 5-fold cross-validated; "
+                     f"t-SNE ({rep.tsne_backend()}) and UMAP run on the first 50 principal components.")
+    return out
 
 
-def tables(metrics: dict[str, Any], cfg: Config, pairs: list[tuple[str, str, float]]) -> list[dict[str, Any]]:
-    archs = [("", cfg.arch)] + ([("compare_", cfg.compare_arch)] if cfg.compare_arch else [])
-    rows = [[arch, depth, metrics[f"{p}knn_acc_{depth}"], metrics[f"{p}probe_acc_{depth}"],
-             metrics[f"{p}silhouette_{depth}"]] for p, arch in archs for depth, _ in DEPTHS]
-    embed = [[depth, method, metrics[f"{method}_knn_acc_{depth}"], metrics[f"{method}_silhouette_{depth}"]]
-             for depth, _ in DEPTHS for method in METHODS]
-    return [
-        {"title": "Class separation per depth", "columns": ["arch", "depth", "k-NN acc", "linear probe acc",
-                                                             "silhouette"], "rows": rows},
-        {"title": f"t-SNE vs UMAP: separation in 2-D ({cfg.arch})", "columns": ["depth", "method", "k-NN acc (2-D)",
-                                                                             "silhouette (2-D)"], "rows": embed},
-        {"title": "Most similar classes (cosine of late-feature centroids)", "columns": ["class", "class", "cosine"],
-         "rows": [list(p) for p in pairs]},
-    ]
+def tables(metrics: Metrics, cfg: Config, pairs: list[tuple[str, str, float]]) -> list[Table]:
+    archs = [cfg.arch] + ([cfg.compare_arch] if cfg.compare_arch else [])
+    rows = [[arch, depth, *(metrics.get(n, arch=arch, depth=depth) for n in ("knn_acc", "probe_acc", "silhouette"))]
+            for arch in archs for depth, _ in DEPTHS]
+    embed = [[depth, method, metrics.get("knn_acc_2d", method=method, depth=depth),
+              metrics.get("silhouette_2d", method=method, depth=depth)] for depth, _ in DEPTHS for method in METHODS]
+    return [Table("Class separation per depth", ["arch", "depth", "k-NN acc", "linear probe acc", "silhouette"], rows),
+            Table(f"t-SNE vs UMAP: separation in 2-D ({cfg.arch})",
+                  ["depth", "method", "k-NN acc (2-D)", "silhouette (2-D)"], embed),
+            Table("Most similar classes (cosine of late-feature centroids)", ["class", "class", "cosine"],
+                  [list(p) for p in pairs])]
 
 
 @plots.styled
@@ -156,13 +163,13 @@ def embedding_figure(embeddings: dict[tuple[str, str], np.ndarray], labels: np.n
 
 
 @plots.styled
-def cka_figure(metrics: dict[str, Any]) -> Any:
+def cka_figure(metrics: Metrics) -> Any:
     names = [d for d, _ in DEPTHS]
     grid = np.eye(len(names))
     for i, a in enumerate(names):
         for j, b in enumerate(names):
             if i < j:
-                grid[i, j] = grid[j, i] = metrics[f"cka_{a}_{b}"]
+                grid[i, j] = grid[j, i] = metrics.value("cka", depth_a=a, depth_b=b)
     fig, axes = plots.figure(1, width=1.0, height=2.4)
     ax = axes[0][0]
     image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
@@ -196,41 +203,45 @@ def confusion_figure(matrix: np.ndarray, classes: list[str]) -> Any:
 
 
 @plots.styled
-def depth_figure(metrics: dict[str, Any], cfg: Config) -> Any:
+def depth_figure(metrics: Metrics, cfg: Config) -> Any:
     fig, axes = plots.figure(1, width=1.0, height=2.4)
     ax = axes[0][0]
     x = range(len(DEPTHS))
-    archs = [("", cfg.arch, "-")] + ([("compare_", cfg.compare_arch, ":")] if cfg.compare_arch else [])
-    for prefix, arch, style in archs:
-        for i, (key, label) in enumerate((("knn_acc", "k-NN"), ("probe_acc", "probe"), ("silhouette", "silhouette"))):
-            ax.plot(x, [metrics[f"{prefix}{key}_{d}"] for d, _ in DEPTHS], style, marker="o", color=plots.palette(i))
+    archs = [(cfg.arch, "-")] + ([(cfg.compare_arch, ":")] if cfg.compare_arch else [])
+    for arch, style in archs:
+        for i, key in enumerate(("knn_acc", "probe_acc", "silhouette")):
+            ax.plot(x, [metrics.value(key, arch=arch, depth=d) for d, _ in DEPTHS], style, marker="o",
+                    color=plots.palette(i))
     ax.set_xticks(list(x), labels=[d for d, _ in DEPTHS])
     ax.set_ylabel("score")
     handles = [plots.Line2D([], [], color=plots.palette(i), marker="o", label=label)
                for i, label in enumerate(("k-NN accuracy", "probe accuracy", "silhouette"))]
-    handles += [plots.Line2D([], [], color="0.35", ls=style, label=arch) for _, arch, style in archs]
+    handles += [plots.Line2D([], [], color="0.35", ls=style, label=arch) for arch, style in archs]
     plots.legend_below(fig, handles, ncol=3)
     return fig
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
+def discuss(results: RunResults) -> list[str]:
+    m, data = results.metrics, results.data
     depths = [d for d, _ in DEPTHS]
-    probe = [m[f"probe_acc_{d}"] for d in depths]
+    probe = [m.value("probe_acc", arch=data["arch"], depth=d) for d in depths]
     text = ["Linear-probe accuracy by depth: " + ", ".join(f"{d} {p:.3f}" for d, p in zip(depths, probe)) + "; "
             + ("later layers separate the classes better." if probe[-1] > probe[0]
                else "here the later layers do not separate the classes better than the early ones.")]
-    text.append(f"CKA between early and late features is {m['cka_early_late']:.2f} (1: the same representation up to "
-                f"rotation and scale); middle-late {m['cka_middle_late']:.2f}.")
-    better = {d: "UMAP" if m[f"umap_knn_acc_{d}"] > m[f"tsne_knn_acc_{d}"] else "t-SNE" for d in depths}
+    text.append(f"CKA between early and late features is {m.value('cka', depth_a='early', depth_b='late'):.2f} (1: "
+                "the same representation up to rotation and scale); middle-late "
+                f"{m.value('cka', depth_a='middle', depth_b='late'):.2f}.")
+    better = {d: "UMAP" if m.value("knn_acc_2d", method="umap", depth=d) > m.value("knn_acc_2d", method="tsne", depth=d)
+              else "t-SNE" for d in depths}
     text.append("In 2-D, k-NN accuracy is higher for " + ", ".join(f"{better[d]} at {d}" for d in depths) + ".")
-    pairs = results.get("closest_pairs") or []
+    pairs = data.get("closest_pairs") or []
     if pairs:
         text.append("Most similar class pairs in late features: "
                     + ", ".join(f"{a}/{b} ({s:.2f})" for a, b, s in pairs[:3]) + ".")
-    if results.get("compare_arch"):
-        a, b = m["probe_acc_late"], m["compare_probe_acc_late"]
-        text.append(f"Late-feature probe: {results['arch']} {a:.3f} vs {results['compare_arch']} {b:.3f}.")
+    if data.get("compare_arch"):
+        a = m.value("probe_acc", arch=data["arch"], depth="late")
+        b = m.value("probe_acc", arch=data["compare_arch"], depth="late")
+        text.append(f"Late-feature probe: {data['arch']} {a:.3f} vs {data['compare_arch']} {b:.3f}.")
     return text
 
 

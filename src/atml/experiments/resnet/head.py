@@ -14,13 +14,14 @@ from typing import Any
 import torch
 
 from atml import bench as bench_lib
+from atml import references
 from atml.errors import UsageError
 from atml.experiments.resnet.common import ResNetConfig, load_backbone, load_data, train_head, training_problem
 from atml.models import resnet
 from atml.registry import Experiment
 from atml.report import plots
+from atml.results import Metrics, Results, RunResults, Table, under
 from atml.runner import RunContext
-SEED_POINTS = {32: 0.4307, 224: 0.8717}  # seed report, ResNet-152 ImageNet head-only on CIFAR-10
 
 
 @dataclasses.dataclass
@@ -45,38 +46,44 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: Config, ctx: RunContext) -> Results:
     data = load_data(cfg, ctx)
     backbone = load_backbone(cfg, ctx, num_classes=len(data.train.classes))
     model = resnet.freeze(backbone.model)  # built and frozen here; train_head moves it to the device
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    metrics: dict[str, Any] = {}
+    out = Results()
     stages: dict[str, list[dict[str, Any]]] = {}
     for res in cfg.resolutions:
-        stages[f"r{res}"], stage_metrics = train_head(cfg, ctx, model, backbone, data, res)
-        metrics.update(stage_metrics)
-    figures = ctx.save_figure(plots.training_curves(stages, title="head-only training per resolution"), "curves")
-    figures += ctx.save_figure(accuracy_vs_resolution(metrics, cfg), "accuracy_vs_resolution")
+        stages[f"r{res}"], numbers = train_head(cfg, ctx, model, backbone, data, res)
+        out.metrics.records += under(numbers, resolution=res)
     if backbone.weights.source_val_acc is not None:
-        metrics["pretrain_val_acc"] = backbone.weights.source_val_acc
+        out.add("pretrain_val_acc", backbone.weights.source_val_acc)
+    out.add_figures(ctx.save_figure(plots.training_curves(stages, title="head-only training per resolution"),
+                                    "curves"))
+    out.add_figures(ctx.save_figure(accuracy_vs_resolution(out.metrics, cfg), "accuracy_vs_resolution"))
+    out.tables.append(resolution_table(cfg, out.metrics))
     problems = {stage: p for stage, rows in stages.items()
                 if (p := training_problem(rows, len(data.train.classes), len(data.val)))}
-    return {"metrics": metrics, "figures": figures, "tables": [resolution_table(cfg, metrics)],
-            "notes": notes(cfg) + [f"{stage}: {p}." for stage, p in problems.items()], "problems": problems}
+    out.notes += notes(cfg) + [f"{stage}: {p}." for stage, p in problems.items()]
+    out.data["problems"] = problems
+    return out
 
 
 @plots.styled
-def accuracy_vs_resolution(metrics: dict[str, Any], cfg: Config) -> Any:
+def accuracy_vs_resolution(metrics: Metrics, cfg: Config) -> Any:
     fig, axes = plots.figure(1, width=1.0, height=2.4)
     ax = axes[0][0]
     res = list(cfg.resolutions)
-    ax.plot(res, [metrics[f"val_acc_{r}"] for r in res], "o-", label=f"atml ({cfg.arch}, {cfg.data}) final")
-    ax.plot(res, [metrics[f"best_val_acc_{r}"] for r in res], "x:", label="atml best epoch")
-    ax.plot(list(SEED_POINTS), list(SEED_POINTS.values()), "s", color="tab:red", mfc="none",
+    final, best = metrics.by("val_acc", "resolution"), metrics.by("best_val_acc", "resolution")
+    ax.plot(res, [final[r] for r in res], "o-", label=f"atml ({cfg.arch}, {cfg.data}) final")
+    ax.plot(res, [best[r] for r in res], "x:", label="atml best epoch")
+    seed = references.values("resnet.head", "val_acc", "resolution", source="seed report")
+    ax.plot(list(seed), list(seed.values()), "s", color="tab:red", mfc="none",
             label="seed report (CIFAR-10, ResNet-152)")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({*res, *SEED_POINTS}), labels=[str(r) for r in sorted({*res, *SEED_POINTS})])
+    ticks = sorted({*res, *seed})
+    ax.set_xticks(ticks, labels=[str(r) for r in ticks])
     ax.set_xlabel("input resolution (px)")
     ax.set_ylabel("validation accuracy")
     ax.set_ylim(0, 1)
@@ -84,19 +91,16 @@ def accuracy_vs_resolution(metrics: dict[str, Any], cfg: Config) -> Any:
     return fig
 
 
-def resolution_table(cfg: Config, metrics: dict[str, Any]) -> dict[str, Any]:
-    rows = []
-    for r in cfg.resolutions:
-        rows.append([r, metrics[f"train_acc_{r}"], metrics[f"val_acc_{r}"], metrics[f"best_val_acc_{r}"],
-                     metrics.get(f"backbone_images_per_s_{r}"), metrics.get(f"head_time_s_{r}")])
-    return {"title": "Head-only transfer per input resolution",
-            "columns": ["resolution", "train acc", "val acc", "best val acc", "backbone img/s", "head train s"],
-            "rows": rows}
+def resolution_table(cfg: Config, metrics: Metrics) -> Table:
+    columns = ("train_acc", "val_acc", "best_val_acc", "backbone_images_per_s", "head_time_s")
+    rows = [[r, *(metrics.get(name, resolution=r) for name in columns)] for r in cfg.resolutions]
+    return Table("Head-only transfer per input resolution",
+                 ["resolution", "train acc", "val acc", "best val acc", "backbone img/s", "head train s"], rows)
 
 
 def notes(cfg: Config) -> list[str]:
     out = [f"Backbone: {cfg.arch}; {cfg.epochs} epochs of Adam (lr {cfg.lr}) on the head alone, "
-           f"batch {cfg.batch_size}, backbone and its BatchNorm statistics frozen."]
+           f"batch {cfg.batch_size}, backbone and its BatchNorm statistics frozen (folded into the convolutions)."]
     if cfg.data == "digits":
         out.append("Demo preset: no ImageNet weights offline, so the backbone was pretrained by atml on "
                    "digits 0-4 and the head is trained on digits 5-9 (Yosinski et al. 2014 style split); "
@@ -106,21 +110,22 @@ def notes(cfg: Config) -> list[str]:
     return out
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
+def discuss(results: RunResults) -> list[str]:
     """Sentences stating what this run's numbers show."""
-    m = results["metrics"]
-    res = sorted(int(k.removeprefix("val_acc_")) for k in m if k.startswith("val_acc_"))
-    if not res:
+    final = results.metrics.by("val_acc", "resolution")
+    if not final:
         return []
-    lo, hi = res[0], res[-1]
-    best = max(res, key=lambda r: m[f"val_acc_{r}"])
-    problems = results.get("problems") or {}
+    problems = results.data.get("problems") or {}
     if problems:
-        return [f"Not read as results: {', '.join(f'{s} px ({p})' for s, p in problems.items())}; the resolution "
+        return [f"Not read as results: {', '.join(f'{s} ({p})' for s, p in problems.items())}; the resolution "
                 "sweep is not summarised while a stage did not train."]
-    text = [f"Validation accuracy goes from {m[f'val_acc_{lo}']:.3f} at {lo} px to {m[f'val_acc_{hi}']:.3f} "
-            f"at {hi} px; the best resolution is {best} px ({m[f'val_acc_{best}']:.3f})."]
-    gaps = [m[f"train_acc_{r}"] - m[f"val_acc_{r}"] for r in res]
+    res = sorted(final)
+    lo, hi = res[0], res[-1]
+    best = max(res, key=final.get)
+    text = [f"Validation accuracy goes from {final[lo]:.3f} at {lo} px to {final[hi]:.3f} at {hi} px; the best "
+            f"resolution is {best} px ({final[best]:.3f})."]
+    train = results.metrics.by("train_acc", "resolution")
+    gaps = [train[r] - final[r] for r in res]
     text.append(f"The train-validation gap stays between {min(gaps):+.3f} and {max(gaps):+.3f}: "
                 + ("the frozen features limit accuracy more than overfitting does." if max(gaps) < 0.05
                    else "the head overfits at some resolutions."))
@@ -143,8 +148,8 @@ def bench(cfg: Config) -> dict[str, Any]:
         for label, cached in (("naive (backbone every epoch)", False), ("atml (feature cache)", True)):
             run_cfg = dataclasses.replace(cfg, feature_cache=cached)
             started = time.perf_counter()
-            _, stage_metrics = train_head(run_cfg, ctx, model, backbone, data, res)
-            timings[label] = (time.perf_counter() - started, stage_metrics[f"val_acc_{res}"])
+            _, numbers = train_head(run_cfg, ctx, model, backbone, data, res)
+            timings[label] = (time.perf_counter() - started, Metrics(numbers).value("val_acc"))
             for path in ctx.run.checkpoints.glob("*.pt"):
                 path.unlink()
             ctx.run.prune_metrics(lambda r: False)

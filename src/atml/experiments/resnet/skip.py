@@ -19,6 +19,7 @@ from atml.errors import UsageError
 from atml.experiments.resnet import common
 from atml.models import resnet
 from atml.registry import Experiment
+from atml.results import Metric, Metrics, Results, RunResults, Table, under
 from atml.report import plots
 from atml.runner import RunContext
 from atml.train.gradients import GradientFlow
@@ -55,13 +56,13 @@ VARIANTS = (  # (stage, skips removed, blocks trained)
 )
 
 
-def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: Config, ctx: RunContext) -> Results:
     data = common.load_data(cfg, ctx)
     backbone = common.load_backbone(cfg, ctx, num_classes=len(data.train.classes))
     blocks = list(cfg.blocks) or resnet.default_ablation(backbone.model)
     resnet.remove_skips(copy.deepcopy(backbone.model), blocks)  # refuse bad names before any training
     stages: dict[str, list[dict[str, Any]]] = {}
-    metrics: dict[str, Any] = {}
+    out = Results()
     for stage, ablate, train_blocks in VARIANTS:
         model = copy.deepcopy(backbone.model)  # train_head / train_blocks freeze it, then move it
         if ablate:
@@ -70,50 +71,52 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             flow = GradientFlow(model, {s: getattr(model.body, s) for s in STAGES},
                                 {b: resnet.residual_blocks(model)[b] for b in blocks})
             try:
-                rows, out = common.train_blocks(cfg, ctx, model, backbone, data, cfg.resolution, stage,
-                                                trainable=[f"body.{b}" for b in blocks], callbacks=[flow])
+                rows, numbers = common.train_blocks(cfg, ctx, model, backbone, data, cfg.resolution, stage,
+                                                    trainable=[f"body.{b}" for b in blocks], callbacks=[flow])
             finally:
                 flow.close()
         else:
             resnet.freeze(model)
-            rows, out = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
+            rows, numbers = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
         stages[stage] = rows
-        metrics.update({f"{k.rsplit('_', 1)[0]}_{stage}": v for k, v in out.items()})
-    metrics.update(gradient_summary(stages))
-    figures = ctx.save_figure(plots.training_curves(stages, title=f"skips removed in {', '.join(blocks)}"), "curves")
-    figures += ctx.save_figure(gradient_figure(stages), "gradient_flow")
+        out.metrics.records += under(numbers, variant=stage)
+        out.add("val_acc_epoch1", [r["acc"] for r in rows if r["phase"] == "val"][0], variant=stage)
+    out.metrics.records += gradient_summary(stages)
+    out.add_figures(ctx.save_figure(plots.training_curves(stages, title=f"skips removed in {', '.join(blocks)}"),
+                                    "curves"))
+    out.add_figures(ctx.save_figure(gradient_figure(stages), "gradient_flow"))
+    out.tables.append(table(out.metrics))
     curves = {s: [r["acc"] for r in stages[s] if r["phase"] == "val"] for s in ("intact_blocks", "ablated_blocks")}
     problems = {stage: p for stage, rows in stages.items()
                 if (p := common.training_problem(rows, len(data.train.classes), len(data.val)))}
-    return {"metrics": metrics, "figures": figures, "tables": [table(stages, metrics)], "blocks": blocks,
-            "val_curves": curves, "problems": problems,
-            "notes": [f"Skip connections removed in {', '.join(blocks)} (each block then computes relu(F(x))); "
-                      f"{cfg.arch}, {cfg.resolution} px, {cfg.epochs} epochs; trained blocks use lr "
-                      f"{cfg.lr * cfg.backbone_lr_scale:g}, the head {cfg.lr:g}."]}
+    out.data.update({"blocks": blocks, "val_curves": curves, "problems": problems})
+    out.notes.append(f"Skip connections removed in {', '.join(blocks)} (each block then computes relu(F(x))); "
+                     f"{cfg.arch}, {cfg.resolution} px, {cfg.epochs} epochs; trained blocks use lr "
+                     f"{cfg.lr * cfg.backbone_lr_scale:g}, the head {cfg.lr:g}.")
+    return out
 
 
-def gradient_summary(stages: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+def gradient_summary(stages: dict[str, list[dict[str, Any]]]) -> list[Metric]:
     """Mean over epochs of the gradient norm arriving at each stage's output."""
-    out = {}
+    out = []
     for stage in ("intact_blocks", "ablated_blocks"):
         rows = [r for r in stages[stage] if r["phase"] == "train" and "grad_in" in r]
         for name in STAGES:
             values = [r["grad_in"][name] for r in rows if name in r["grad_in"]]
             if values:
-                out[f"grad_in_{name}_{stage}"] = sum(values) / len(values)
+                out.append(Metric("grad_in", sum(values) / len(values), condition={"layer": name, "variant": stage}))
     return out
 
 
-def table(stages: dict[str, list[dict[str, Any]]], metrics: dict[str, Any]) -> dict[str, Any]:
+def table(metrics: Metrics) -> Table:
     rows = []
     for stage, ablate, train_blocks in VARIANTS:
-        val = [r for r in stages[stage] if r["phase"] == "val"]
+        seconds = metrics.get("train_time_s", variant=stage) or metrics.get("head_time_s", variant=stage)
         rows.append(["removed" if ablate else "intact", "blocks + head" if train_blocks else "head only",
-                     val[0]["acc"], val[-1]["acc"], max(r["acc"] for r in val), val[-1]["loss"],
-                     metrics.get(f"train_time_s_{stage}", metrics.get(f"head_time_s_{stage}"))])
-    return {"title": "Skip-connection ablation",
-            "columns": ["skips", "trained", "val acc epoch 1", "final val acc", "best val acc", "final val loss",
-                        "train s"], "rows": rows}
+                     *(metrics.get(n, variant=stage) for n in ("val_acc_epoch1", "val_acc", "best_val_acc", "val_loss")),
+                     seconds])
+    return Table("Skip-connection ablation", ["skips", "trained", "val acc epoch 1", "final val acc", "best val acc",
+                                               "final val loss", "train s"], rows)
 
 
 @plots.styled
@@ -135,21 +138,22 @@ def gradient_figure(stages: dict[str, list[dict[str, Any]]]) -> Any:
     return fig
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
-    problems = results.get("problems") or {}
+def discuss(results: RunResults) -> list[str]:
+    m = results.metrics
+    problems = results.data.get("problems") or {}
+    blocks = ", ".join(results.data["blocks"])
     text = [f"Not read as results: {', '.join(f'{s} ({p})' for s, p in problems.items())}."] if problems else []
     for trained, label in (("head", "with only the head trained"), ("blocks", "with the ablated blocks trained too")):
         if f"intact_{trained}" in problems or f"ablated_{trained}" in problems:
             continue
-        a, b = m[f"val_acc_intact_{trained}"], m[f"val_acc_ablated_{trained}"]
-        text.append(f"{label.capitalize()}, removing the skips in {', '.join(results['blocks'])} changes final "
+        a, b = m.value("val_acc", variant=f"intact_{trained}"), m.value("val_acc", variant=f"ablated_{trained}")
+        text.append(f"{label.capitalize()}, removing the skips in {blocks} changes final "
                     f"validation accuracy from {a:.3f} to {b:.3f} ({b - a:+.3f}).")
     text.append(_catch_up(results))
-    deepest = next((s for s in STAGES if f"grad_in_{s}_ablated_blocks" in m and f"grad_in_{s}_intact_blocks" in m),
-                   None)
+    intact, ablated = m.by("grad_in", "layer", variant="intact_blocks"), m.by("grad_in", "layer", variant="ablated_blocks")
+    deepest = next((s for s in STAGES if s in intact and s in ablated), None)
     if deepest:
-        ratio = m[f"grad_in_{deepest}_ablated_blocks"] / max(m[f"grad_in_{deepest}_intact_blocks"], 1e-12)
+        ratio = ablated[deepest] / max(intact[deepest], 1e-12)
         text.append(f"The gradient reaching the output of {deepest} (the shallowest stage measured) is {ratio:.2f}x "
                     f"its size in the intact network: "
                     + ("without the identity path, less signal flows back through the ablated blocks."
@@ -157,16 +161,15 @@ def discuss(results: dict[str, Any]) -> list[str]:
     return text
 
 
-def _catch_up(results: dict[str, Any]) -> str:
+def _catch_up(results: RunResults) -> str:
     """How many epochs each trained-blocks run needs to reach 90% of the intact run's final accuracy."""
-    rows = {r[0]: r for r in results["tables"][0]["rows"] if r[1] == "blocks + head"}
-    curves = results["val_curves"]
+    curves = results.data["val_curves"]
     target = 0.9 * curves["intact_blocks"][-1]
     reach = {k: next((i + 1 for i, a in enumerate(v) if a >= target), None) for k, v in curves.items()}
     fmt = lambda e: f"epoch {e}" if e else "never within the run"  # noqa: E731
-    return (f"Training speed: after one epoch the intact network is at {rows['intact'][2]:.3f} and the ablated one at "
-            f"{rows['removed'][2]:.3f}; they reach 90% of the intact network's final accuracy at "
-            f"{fmt(reach['intact_blocks'])} and {fmt(reach['ablated_blocks'])} respectively.")
+    return (f"Training speed: after one epoch the intact network is at {curves['intact_blocks'][0]:.3f} and the "
+            f"ablated one at {curves['ablated_blocks'][0]:.3f}; they reach 90% of the intact network's final "
+            f"accuracy at {fmt(reach['intact_blocks'])} and {fmt(reach['ablated_blocks'])} respectively.")
 
 
 EXPERIMENT = Experiment(name="resnet.skip",

@@ -21,6 +21,7 @@ from atml.errors import UsageError
 from atml.experiments.resnet import common
 from atml.models import resnet
 from atml.registry import Experiment
+from atml.results import Metrics, Results, RunResults, Table
 from atml.report import plots
 from atml.runner import RunContext
 from atml.distributed import rank_and_world
@@ -60,7 +61,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: Config, ctx: RunContext) -> Results:
     data = common.load_data(cfg, ctx)
     pretrained = load_pretrained(cfg, ctx, len(data.train.classes))
     random_init = resnet.build(cfg.arch, len(data.train.classes), "random", offline=True)
@@ -76,23 +77,29 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             calibrate_random_init(model, backbone, data, cfg, ctx.device)
         if regime == "head":
             resnet.freeze(model)
-            rows, out = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
-            seconds = out[f"head_time_s_{cfg.resolution}"] + out.get(f"feature_time_s_{cfg.resolution}", 0.0)
+            rows, numbers = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
+            stage_numbers = Metrics(numbers)
+            seconds = stage_numbers.value("head_time_s") + stage_numbers.get("feature_time_s", 0.0)
         else:
-            rows, out = common.train_blocks(cfg, ctx, model, backbone, data, cfg.resolution, stage,
-                                            trainable=REGIMES[regime])
-            seconds = out[f"train_time_s_{cfg.resolution}"]
+            rows, numbers = common.train_blocks(cfg, ctx, model, backbone, data, cfg.resolution, stage,
+                                                trainable=REGIMES[regime])
+            stage_numbers = Metrics(numbers)
+            seconds = stage_numbers.value("train_time_s")
         stages[stage] = rows
         problem = common.training_problem(rows, len(data.train.classes), len(data.val))
         cells.append({"cell": cell, "init": init, "regime": regime, "stage": stage, "problem": problem,
-                      "val_acc": out[f"val_acc_{cfg.resolution}"], "best_val_acc": out[f"best_val_acc_{cfg.resolution}"],
+                      "val_acc": stage_numbers.value("val_acc"), "best_val_acc": stage_numbers.value("best_val_acc"),
                       "trainable_params": resnet.trainable_parameters(model), "time_s": seconds,
                       "images_per_s": len(data.train) * cfg.epochs / max(seconds, 1e-9),
                       "peak_memory_mb": runtime.peak_memory_mb(ctx.device)})
-    metrics = {f"{k}_{c['stage']}": c[k] for c in cells
-               for k in ("val_acc", "best_val_acc", "trainable_params", "time_s", "images_per_s", "peak_memory_mb")}
-    figures = ctx.save_figure(plots.training_curves(stages, title="transfer grid"), "curves")
-    figures += ctx.save_figure(compute_figure(cells), "accuracy_vs_compute")
+    out = Results()
+    units = {"val_acc": "", "best_val_acc": "", "trainable_params": "", "time_s": "s", "images_per_s": "img/s",
+             "peak_memory_mb": "MB"}
+    for c in cells:
+        for name, unit in units.items():
+            out.add(name, c[name], unit, init=c["init"], regime=c["regime"])
+    out.add_figures(ctx.save_figure(plots.training_curves(stages, title="transfer grid"), "curves"))
+    out.add_figures(ctx.save_figure(compute_figure(cells), "accuracy_vs_compute"))
     world = rank_and_world()[1]
     memory = "CUDA max allocated" if ctx.device.type == "cuda" else "process peak RSS (reset per cell)"
     notes = [f"{cfg.arch} at {cfg.resolution} px, {cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr:g} "
@@ -106,7 +113,10 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                      "with the initial 0/1 statistics a frozen random network normalises nothing and its cells "
                      "stayed at chance.")
     notes += [f"{c['cell']}: {c['problem']}; not ranked." for c in cells if c["problem"]]
-    return {"metrics": metrics, "figures": figures, "tables": [table(cells)], "cells": cells, "notes": notes}
+    out.notes += notes
+    out.tables.append(table(cells))
+    out.data["cells"] = cells
+    return out
 
 
 CALIBRATION_IMAGES = 4096
@@ -144,12 +154,12 @@ def load_pretrained(cfg: Config, ctx: RunContext, num_classes: int) -> resnet.Ba
     return common.load_backbone(cfg, ctx, num_classes)
 
 
-def table(cells: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"title": "Transfer grid: accuracy and what it cost",
-            "columns": ["init", "trained", "final val acc", "best val acc", "trainable params", "wall s", "train img/s",
-                        "peak MB", "problem"],
-            "rows": [[c["init"], REGIME_NAMES[c["regime"]], c["val_acc"], c["best_val_acc"], c["trainable_params"],
-                      c["time_s"], c["images_per_s"], c["peak_memory_mb"], c.get("problem") or ""] for c in cells]}
+def table(cells: list[dict[str, Any]]) -> Table:
+    return Table("Transfer grid: accuracy and what it cost",
+                 ["init", "trained", "final val acc", "best val acc", "trainable params", "wall s", "train img/s",
+                  "peak MB", "problem"],
+                 [[c["init"], REGIME_NAMES[c["regime"]], c["val_acc"], c["best_val_acc"], c["trainable_params"],
+                   c["time_s"], c["images_per_s"], c["peak_memory_mb"], c.get("problem") or ""] for c in cells])
 
 
 @plots.styled
@@ -169,16 +179,16 @@ def compute_figure(cells: list[dict[str, Any]]) -> Any:
     return fig
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    cells = {c["cell"]: c for c in results["cells"]}
-    healthy = [c for c in results["cells"] if not c.get("problem")]
+def discuss(results: RunResults) -> list[str]:
+    cells = {c["cell"]: c for c in results.data["cells"]}
+    healthy = [c for c in results.data["cells"] if not c.get("problem")]
     text = []
     for regime in REGIMES:
         p, r = cells.get(f"pretrained:{regime}"), cells.get(f"random:{regime}")
         if p and r and not (p.get("problem") or r.get("problem")):
             text.append(f"{REGIME_NAMES[regime].capitalize()}: pretrained {p['best_val_acc']:.3f} vs random init "
                         f"{r['best_val_acc']:.3f} best validation accuracy ({p['best_val_acc'] - r['best_val_acc']:+.3f}).")
-    flagged = [c for c in results["cells"] if c.get("problem")]
+    flagged = [c for c in results.data["cells"] if c.get("problem")]
     if flagged:
         text.append("Not compared or ranked, because their training cannot be read as a result: "
                     + "; ".join(f"{c['cell']} ({c['problem']})" for c in flagged) + ".")

@@ -8,6 +8,7 @@ import torch
 
 from atml.experiments import grayscale
 from atml.registry import Experiment
+from atml.results import Metrics, Results, RunResults, Table
 from atml.report import plots
 from atml.runner import RunContext
 from atml.experiments.vae import common
@@ -34,14 +35,15 @@ def kl_heatmaps(runs: list[common.Trained]) -> Any:
 
 
 
-def run(cfg: common.Config, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: common.Config, ctx: RunContext) -> Results:
     data = grayscale.load_data(cfg, ctx)
     contrast = common.mitigation_variants(cfg)[0]
     runs = [common.train_variant(cfg, ctx, data, common.baseline(cfg), "baseline"),
             common.train_variant(cfg, ctx, data, contrast, "kl_heavy")]
-    figures = ctx.save_figure(common.kl_per_dim_bars(runs), "kl_per_dim")
-    figures += ctx.save_figure(kl_heatmaps(runs), "kl_per_dim_over_epochs")
-    figures += ctx.save_figure(common.loss_curves(runs), "loss_curves")
+    out = Results(notes=common.notes(cfg))
+    out.add_figures(ctx.save_figure(common.kl_per_dim_bars(runs), "kl_per_dim"))
+    out.add_figures(ctx.save_figure(kl_heatmaps(runs), "kl_per_dim_over_epochs"))
+    out.add_figures(ctx.save_figure(common.loss_curves(runs), "loss_curves"))
     x = data.val.images[:10].float().div(255)
     rows = {"input": x}
     for run in runs:
@@ -49,47 +51,48 @@ def run(cfg: common.Config, ctx: RunContext) -> dict[str, Any]:
             mu, _ = run.model.encode(x.to(ctx.device))
             rows[f"{run.variant.name}: posterior mean"] = run.model.decode(mu).cpu()
             rows[f"{run.variant.name}: prior mean"] = run.model.decode(torch.zeros_like(mu)).cpu()
-    figures += ctx.save_figure(common.image_rows(rows, "decoded from q(z|x) mean vs from the prior mean"), "posterior_vs_prior")
-    metrics: dict[str, Any] = {}
-    for run, prefix in zip(runs, ("baseline_", "kl_heavy_")):
-        metrics.update(common.diag_metrics(run.diag, prefix))
+    out.add_figures(ctx.save_figure(common.image_rows(rows, "decoded from q(z|x) mean vs from the prior mean"),
+                                    "posterior_vs_prior"))
+    for run, setting in zip(runs, SETTINGS):
+        out.metrics.records += common.diag_metrics(run.diag, f"{setting}_", setting=setting)
         val = [r for r in run.rows if r["phase"] == "val"]
-        metrics[f"{prefix}kl_epoch1"] = val[0]["kl"]
-        metrics[f"{prefix}recon_epoch1"] = val[0]["recon"]
-    table = {"title": "Posterior collapse in numbers (validation sample)",
-             "columns": ["setting", "verdict", "active units", "I(x;z) nats", "KL nats", "mu spread",
-                         "use of x", "KL epoch 1"],
-             "rows": [[r.variant.name, common.verdict(r.diag, cfg.latent_dim), r.diag["active_units"], r.diag["mutual_info"],
-                       r.diag["kl"], r.diag["mu_spread"], common.use_of_x(r.diag),
-                       [x for x in r.rows if x["phase"] == "val"][0]["kl"]] for r in runs]}
-    return {"metrics": metrics, "figures": figures, "tables": [table], "notes": common.notes(cfg),
-            "verdicts": {r.variant.name: common.verdict(r.diag, cfg.latent_dim) for r in runs},
-            "latent_dim": cfg.latent_dim}
+        out.add("kl_epoch1", val[0]["kl"], "nats", setting=setting, key=f"{setting}_kl_epoch1")
+        out.add("recon_epoch1", val[0]["recon"], setting=setting, key=f"{setting}_recon_epoch1")
+    out.tables.append(Table("Posterior collapse in numbers (validation sample)",
+                            ["setting", "verdict", "active units", "I(x;z) nats", "KL nats", "mu spread", "use of x",
+                             "KL epoch 1"],
+                            [[r.variant.name, common.verdict(r.diag, cfg.latent_dim), r.diag["active_units"],
+                              r.diag["mutual_info"], r.diag["kl"], r.diag["mu_spread"], common.use_of_x(r.diag),
+                              [x for x in r.rows if x["phase"] == "val"][0]["kl"]] for r in runs]))
+    out.data.update({"verdicts": {r.variant.name: common.verdict(r.diag, cfg.latent_dim) for r in runs},
+                     "latent_dim": cfg.latent_dim})
+    return out
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
+SETTINGS = ("baseline", "kl_heavy")
+"""The two runs: the course's KL weight, and the KL-heavy contrast."""
+
+
+def discuss(results: RunResults) -> list[str]:
+    m, latent_dim = results.metrics, results.data["latent_dim"]
     text = []
-    for prefix, name in (("baseline_", "the baseline"), ("kl_heavy_", "the KL-heavy setting")):
-        state = ("collapsed" if m[f"{prefix}mutual_info"] < 0.5 or m[f"{prefix}kl"] < 1.0 else
-                 "partly collapsed" if m[f"{prefix}active_units"] < results["latent_dim"] / 2 else "not collapsed")
+    for setting, name in zip(SETTINGS, ("the baseline", "the KL-heavy setting")):
+        v = lambda key: m.value(key, setting=setting)  # noqa: E731
         text.append(
-            f"In {name} the posterior is {state}: {m[f'{prefix}active_units']:.0f}/{results['latent_dim']} active "
-            f"units, I(x; z) = {m[f'{prefix}mutual_info']:.2f} nats, KL = {m[f'{prefix}kl']:.2f} nats; decoding the "
-            f"posterior mean instead of the prior mean removes {m[f'{prefix}use_of_x']:.0%} of the reconstruction "
-            "error" + (" - the decoder barely uses z." if m[f"{prefix}use_of_x"] < 0.2 else "."))
-    text.append(_early_kl_sentence(m))
-    text.append(_cause_sentence(_state(m, "baseline_", results["latent_dim"]),
-                                _state(m, "kl_heavy_", results["latent_dim"])))
+            f"In {name} the posterior is {_state(m, setting, latent_dim)}: {v('active_units'):.0f}/{latent_dim} active "
+            f"units, I(x; z) = {v('mutual_info'):.2f} nats, KL = {v('kl'):.2f} nats; decoding the "
+            f"posterior mean instead of the prior mean removes {v('use_of_x'):.0%} of the reconstruction "
+            "error" + (" - the decoder barely uses z." if v("use_of_x") < 0.2 else "."))
+    text.append(_early_kl_sentence(m.value("kl_epoch1", setting="baseline"), m.value("kl_epoch1", setting="kl_heavy")))
+    text.append(_cause_sentence(_state(m, "baseline", latent_dim), _state(m, "kl_heavy", latent_dim)))
     return text
 
 
-def _state(m: dict[str, Any], prefix: str, latent_dim: int) -> str:
-    return common.verdict({k: m[f"{prefix}{k}"] for k in ("mutual_info", "kl", "active_units")}, latent_dim)
+def _state(m: Metrics, setting: str, latent_dim: int) -> str:
+    return common.verdict({k: m.value(k, setting=setting) for k in ("mutual_info", "kl", "active_units")}, latent_dim)
 
 
-def _early_kl_sentence(m: dict[str, Any]) -> str:
-    base, heavy = m["baseline_kl_epoch1"], m["kl_heavy_kl_epoch1"]
+def _early_kl_sentence(base: float, heavy: float) -> str:
     how = ("lower" if heavy < base else "not lower")
     return (f"After one epoch the KL term is {base:.2f} nats in the baseline and {heavy:.2f} in the KL-heavy run: "
             f"with the heavier KL weight it is {how} from the start"

@@ -18,6 +18,7 @@ from atml.data import ImageDataset
 from atml.errors import UsageError
 from atml.models import vae as vae_model
 from atml.report import plots
+from atml.results import Metric
 from atml.runner import RunContext
 from atml.train.loop import Batches, Fit, fit
 from atml.train.vae_recipe import Variant, VAEStep
@@ -237,12 +238,15 @@ def kl_per_dim_bars(runs: list[Trained]) -> Any:
     return fig
 
 
-def diag_metrics(diag: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    keys = ("active_units", "mutual_info", "kl", "mu_spread", "sse_posterior_mean", "sse_prior_mean",
-            "neg_elbo_gaussian_nats")
-    out = {f"{prefix}{k}": diag[k] for k in keys}
-    out[f"{prefix}use_of_x"] = use_of_x(diag)
-    return out
+DIAG_UNITS = {"active_units": "", "mutual_info": "nats", "kl": "nats", "mu_spread": "", "sse_posterior_mean": "",
+              "sse_prior_mean": "", "neg_elbo_gaussian_nats": "nats"}
+
+
+def diag_metrics(diag: dict[str, Any], prefix: str = "", **condition: Any) -> list[Metric]:
+    """The collapse diagnostics as records (``prefix``: the older flat names put the variant first)."""
+    values = {**{k: diag[k] for k in DIAG_UNITS}, "use_of_x": use_of_x(diag)}
+    return [Metric(k, float(v), DIAG_UNITS.get(k, ""), condition, f"{prefix}{k}" if prefix else None)
+            for k, v in values.items()]
 
 
 def variant_key(name: str) -> str:

@@ -9,12 +9,13 @@ import torch
 from atml.experiments import grayscale
 from atml.models import vae as vae_model
 from atml.registry import Experiment
+from atml.results import Results, RunResults
 from atml.runner import RunContext
 from atml.train.vae_recipe import VAEStep
 from atml.experiments.vae import common
 
 
-def run(cfg: common.Config, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: common.Config, ctx: RunContext) -> Results:
     data = grayscale.load_data(cfg, ctx)
     trained = common.train_variant(cfg, ctx, data, common.baseline(cfg), "baseline")
     model, rows = trained.model, trained.rows
@@ -23,34 +24,36 @@ def run(cfg: common.Config, ctx: RunContext) -> dict[str, Any]:
         x = test.float().div(255).to(ctx.device)
         recon = model(x).recon.cpu()
     n = 10
-    figures = ctx.save_figure(common.loss_curves([trained]), "loss_curves")
-    figures += ctx.save_figure(common.image_rows({"test images": x.cpu(), "reconstructions": recon}), "reconstructions")
+    out = Results(notes=common.notes(cfg))
+    out.add_figures(ctx.save_figure(common.loss_curves([trained]), "loss_curves"))
+    out.add_figures(ctx.save_figure(common.image_rows({"test images": x.cpu(), "reconstructions": recon}),
+                                    "reconstructions"))
     samples = {
         "N(0, I)": common.sample_prior(model, n, cfg.latent_dim, ctx.device, cfg.seed, "gaussian"),
         "Laplace(0, 1/sqrt2)": common.sample_prior(model, n, cfg.latent_dim, ctx.device, cfg.seed, "laplace"),
         "decoded prior mean": model.decode(torch.zeros(1, cfg.latent_dim, device=ctx.device)).detach().cpu(),
     }
-    figures += ctx.save_figure(common.image_rows(samples, "generations from the prior"), "generations")
-    metrics = {
-        "train_loss": common.final(rows, "train", "mse_plus_kl"), "val_loss": common.final(rows, "val", "mse_plus_kl"),
-        "val_recon": common.final(rows, "val", "recon"), "val_kl": common.final(rows, "val", "kl"),
-        **common.diag_metrics(trained.diag),
-        "sample_pixel_std_gaussian": float(samples["N(0, I)"].std(0).mean()),
-        "sample_pixel_std_laplace": float(samples["Laplace(0, 1/sqrt2)"].std(0).mean()),
-    }
-    return {"metrics": metrics, "figures": figures, "notes": common.notes(cfg)}
+    out.add_figures(ctx.save_figure(common.image_rows(samples, "generations from the prior"), "generations"))
+    out.add("train_loss", common.final(rows, "train", "mse_plus_kl"))
+    out.add("val_loss", common.final(rows, "val", "mse_plus_kl"))
+    out.add("val_recon", common.final(rows, "val", "recon"))
+    out.add("val_kl", common.final(rows, "val", "kl"), "nats")
+    out.metrics.records += common.diag_metrics(trained.diag)
+    out.add("sample_pixel_std", float(samples["N(0, I)"].std(0).mean()), prior="gaussian")
+    out.add("sample_pixel_std", float(samples["Laplace(0, 1/sqrt2)"].std(0).mean()), prior="laplace")
+    return out
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
+def discuss(results: RunResults) -> list[str]:
+    v = results.metrics.value
     return [
-        f"Final loss (MSE summed over pixels + KL, per image): train {m['train_loss']:.2f}, validation "
-        f"{m['val_loss']:.2f}, of which reconstruction {m['val_recon']:.2f} and KL {m['val_kl']:.2f} nats.",
-        f"As a likelihood bound: -ELBO = {m['neg_elbo_gaussian_nats']:.1f} nats/image under the Gaussian decoder "
+        f"Final loss (MSE summed over pixels + KL, per image): train {v('train_loss'):.2f}, validation "
+        f"{v('val_loss'):.2f}, of which reconstruction {v('val_recon'):.2f} and KL {v('val_kl'):.2f} nats.",
+        f"As a likelihood bound: -ELBO = {v('neg_elbo_gaussian_nats'):.1f} nats/image under the Gaussian decoder "
         "(sigma^2 = 1/2) that the MSE loss implies, on the grey-level images (not comparable with NLLs of "
         "Bernoulli decoders on binarised images).",
-        f"{m['active_units']:.0f} latent dimensions are active; I(x; z) is {m['mutual_info']:.2f} nats.",
-        _prior_sentence(m['sample_pixel_std_laplace'], m['sample_pixel_std_gaussian']),
+        f"{v('active_units'):.0f} latent dimensions are active; I(x; z) is {v('mutual_info'):.2f} nats.",
+        _prior_sentence(v("sample_pixel_std", prior="laplace"), v("sample_pixel_std", prior="gaussian")),
     ]
 
 

@@ -18,6 +18,7 @@ from atml.errors import UsageError
 from atml.experiments.vit import common
 from atml.models import vit
 from atml.registry import Experiment
+from atml.results import Results, RunResults, Table
 from atml.report import plots
 from atml.runner import RunContext
 
@@ -37,7 +38,7 @@ class AttentionConfig(common.ViTConfig):
             raise UsageError("count and stats_images must be >= 1")
 
 
-def run(cfg: AttentionConfig, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     notes = common.source_notes(cfg, ctx)
     if cfg.images:
@@ -56,33 +57,38 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> dict[str, Any]:
     stats = head_stats(model, layer_maps(model, stats_x, cfg.batch_size))
     last = att.cls_to_patches(maps[-1])  # (B, H, N)
     flow = att.rollout(maps)
-    figures = ctx.save_figure(overlay_figure(shown, model, last.mean(1), flow), "attention_maps")
-    figures += ctx.save_figure(heads_figure(next(iter(shown.values())), model, last[0]), "attention_heads")
-    figures += ctx.save_figure(stats_figure(stats), "head_statistics")
-    metrics = {"images": len(shown), "stats_images": int(stats_x.shape[0]), "layers": len(maps),
-               "heads": int(maps[-1].shape[1]), "grid": model.grid,
-               "max_entropy_nats": math.log(model.grid ** 2)}
-    for name in ("entropy", "distance_px", "similarity"):
-        metrics[f"last_layer_mean_{name}"] = float(stats[name][-1].mean())
-        metrics[f"first_layer_mean_{name}"] = float(stats[name][0].mean())
-    metrics["last_layer_cls_self_attention"] = float(maps[-1][:, :, 0, 0].mean())
+    out = Results(notes=notes)
+    out.add_figures(ctx.save_figure(overlay_figure(shown, model, last.mean(1), flow), "attention_maps"))
+    out.add_figures(ctx.save_figure(heads_figure(next(iter(shown.values())), model, last[0]), "attention_heads"))
+    out.add_figures(ctx.save_figure(stats_figure(stats), "head_statistics"))
+    for name, value in (("images", len(shown)), ("stats_images", int(stats_x.shape[0])), ("layers", len(maps)),
+                        ("heads", int(maps[-1].shape[1])), ("grid", model.grid)):
+        out.add(name, value)
+    out.add("max_entropy_nats", math.log(model.grid ** 2), "nats")
+    units = {"entropy": "nats", "distance_px": "px", "similarity": ""}
+    for name, unit in units.items():
+        for layer, index in (("last", -1), ("first", 0)):
+            out.add(f"mean_{name}", float(stats[name][index].mean()), unit, key=f"{layer}_layer_mean_{name}",
+                    layer=layer)
+    out.add("cls_self_attention", float(maps[-1][:, :, 0, 0].mean()), key="last_layer_cls_self_attention",
+            layer="last")
     rows = []
     for h in range(stats["entropy"].shape[1]):
         peak = int(stats["peak"][-1][h])
         rows.append([h, float(stats["entropy"][-1][h]), float(stats["distance_px"][-1][h]),
                      f"({peak // model.grid}, {peak % model.grid})", float(stats["peak_share"][-1][h])])
-    tables = [{"title": f"Last-layer heads (CLS-to-patch attention, {int(stats_x.shape[0])} images; "
-                        f"uniform entropy = {math.log(model.grid ** 2):.2f} nats)",
-               "columns": ["head", "entropy (nats)", "mean distance (px)", "peak patch (row, col)",
-                           "images peaking there"], "rows": rows},
-              {"title": "Per layer: mean over heads",
-               "columns": ["layer", "entropy (nats)", "mean distance (px)", "head-head cosine"],
-               "rows": [[i + 1, float(stats["entropy"][i].mean()), float(stats["distance_px"][i].mean()),
-                         float(stats["similarity"][i])] for i in range(len(maps))]}]
+    out.tables += [Table(f"Last-layer heads (CLS-to-patch attention, {int(stats_x.shape[0])} images; "
+                         f"uniform entropy = {math.log(model.grid ** 2):.2f} nats)",
+                         ["head", "entropy (nats)", "mean distance (px)", "peak patch (row, col)",
+                          "images peaking there"], rows),
+                   Table("Per layer: mean over heads", ["layer", "entropy (nats)", "mean distance (px)",
+                                                        "head-head cosine"],
+                         [[i + 1, float(stats["entropy"][i].mean()), float(stats["distance_px"][i].mean()),
+                           float(stats["similarity"][i])] for i in range(len(maps))])]
     notes.append("Attention probabilities recorded from the model's unfused attention path (hooks removed "
                  "afterwards); maps are the last layer's CLS row over the patches, renormalised, and the rollout "
                  "of Abnar and Zuidema (2020) through all layers, overlaid in red.")
-    return {"metrics": metrics, "figures": figures, "tables": tables, "notes": notes}
+    return out
 
 
 @torch.inference_mode()
@@ -191,22 +197,25 @@ def stats_figure(stats: dict[str, Any]) -> Any:
     return fig
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
-    if "last_layer_mean_entropy" not in m:
+def discuss(results: RunResults) -> list[str]:
+    m = results.metrics
+    if m.get("mean_entropy", layer="last") is None:
         return []
-    out = [f"Last-layer CLS attention has a mean entropy of {m['last_layer_mean_entropy']:.2f} nats against "
-           f"{m['max_entropy_nats']:.2f} for a uniform map over {m['grid']}x{m['grid']} patches "
-           f"(first layer: {m['first_layer_mean_entropy']:.2f})"
-           + ("; the last layer is more focused than the first." if m["last_layer_mean_entropy"] <
-              m["first_layer_mean_entropy"] else "; the last layer is not more focused than the first.")]
-    out.append(f"Mean attention distance grows from {m['first_layer_mean_distance_px']:.1f} px in the first layer "
-               f"to {m['last_layer_mean_distance_px']:.1f} px in the last"
-               if m["last_layer_mean_distance_px"] > m["first_layer_mean_distance_px"] else
-               f"Mean attention distance is {m['first_layer_mean_distance_px']:.1f} px in the first layer and "
-               f"{m['last_layer_mean_distance_px']:.1f} px in the last")
-    out[-1] += (f"; heads agree with each other at cosine {m['last_layer_mean_similarity']:.2f} in the last layer "
-                f"({m['first_layer_mean_similarity']:.2f} in the first).")
+    last = {n: m.value(f"mean_{n}", layer="last") for n in ("entropy", "distance_px", "similarity")}
+    first = {n: m.value(f"mean_{n}", layer="first") for n in ("entropy", "distance_px", "similarity")}
+    grid = int(m.value("grid"))
+    out = [f"Last-layer CLS attention has a mean entropy of {last['entropy']:.2f} nats against "
+           f"{m.value('max_entropy_nats'):.2f} for a uniform map over {grid}x{grid} patches "
+           f"(first layer: {first['entropy']:.2f})"
+           + ("; the last layer is more focused than the first." if last["entropy"] < first["entropy"]
+              else "; the last layer is not more focused than the first.")]
+    out.append(f"Mean attention distance grows from {first['distance_px']:.1f} px in the first layer "
+               f"to {last['distance_px']:.1f} px in the last"
+               if last["distance_px"] > first["distance_px"] else
+               f"Mean attention distance is {first['distance_px']:.1f} px in the first layer and "
+               f"{last['distance_px']:.1f} px in the last")
+    out[-1] += (f"; heads agree with each other at cosine {last['similarity']:.2f} in the last layer "
+                f"({first['similarity']:.2f} in the first).")
     return out
 
 

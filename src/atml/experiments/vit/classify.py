@@ -16,6 +16,7 @@ import torch
 from atml.errors import UsageError
 from atml.experiments.vit import common
 from atml.registry import Experiment
+from atml.results import Results, RunResults, Table
 from atml.report import plots
 from atml.runner import RunContext
 
@@ -33,10 +34,10 @@ class ClassifyConfig(common.ViTConfig):
             raise UsageError("top_k must be in [1, 10] and count in [1, 12]")
 
 
-def run(cfg: ClassifyConfig, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
-    metrics: dict[str, Any] = {}
-    tables, figures, notes = [], [], common.source_notes(cfg, ctx)
+    out = Results(notes=common.source_notes(cfg, ctx))
+    notes = out.notes
     if len(model.classes) == 1000:
         groups = {"photos": (model, common.read_images(cfg.images) if cfg.images else common.sample_photos())}
     else:
@@ -44,10 +45,11 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> dict[str, Any]:
         groups = {"held-out": (model, common.split_images(data.val, cfg.count))}
         probs = common.predict(model, data.val.images, ctx.device, cfg.batch_size)
         k = min(cfg.top_k, len(model.classes))
-        metrics["val_top1"] = float((probs.argmax(1) == data.val.labels).float().mean())
-        metrics[f"val_top{k}"] = float((probs.topk(k).indices == data.val.labels[:, None]).any(1).float().mean())
+        for top_k in sorted({1, k}):
+            hit = (probs.topk(top_k).indices == data.val.labels[:, None]).any(1).float().mean()
+            out.add("val_acc", float(hit), key=f"val_top{top_k}", top_k=top_k)
         notes.append(f"Held-out accuracy over all {len(data.val)} validation images of {data.name}: "
-                     f"top-1 {metrics['val_top1']:.3f}.")
+                     f"top-1 {out.metrics.value('val_acc', top_k=1):.3f}.")
         photo_model, why = common.imagenet_photo_model(cfg, ctx)
         if photo_model is not None:
             groups["photos"] = (photo_model, common.read_images(cfg.images) if cfg.images else common.sample_photos())
@@ -68,11 +70,11 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> dict[str, Any]:
             for rank in range(k):
                 rows.append([name if rank == 0 else "", rank + 1, net.classes[int(top.indices[i, rank])],
                              float(top.values[i, rank])])
-            metrics[f"{group}_top1_prob_{i}"] = float(top.values[i, 0])
-        tables.append({"title": f"Top-{k} predictions ({group}; {net.arch.image_size}px, "
+            out.add("top1_prob", float(top.values[i, 0]), key=f"{group}_top1_prob_{i}", group=group, image=name)
+        out.tables.append(Table(f"Top-{k} predictions ({group}; {net.arch.image_size}px, "
                                 f"{'ImageNet-1k' if len(net.classes) == 1000 else 'digits 0-4'} classes)",
-                       "columns": ["image", "rank", "class", "probability"], "rows": rows})
-        figures += ctx.save_figure(predictions_figure(images, top, net.classes), f"predictions_{group}")
+                                ["image", "rank", "class", "probability"], rows))
+        out.add_figures(ctx.save_figure(predictions_figure(images, top, net.classes), f"predictions_{group}"))
     if cfg.images:
         notes.append(f"Images: {', '.join(cfg.images)} (user files, {sum(len(g[1]) for n, g in groups.items() if n != 'held-out')} "
                      "read).")
@@ -80,7 +82,7 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> dict[str, Any]:
         notes.append("Photos: scikit-image's sample images ("
                      + ", ".join(f"{k}: {v}" for k, v in common.PHOTOS.items()) + "), resized by the model's own "
                      "preprocessing (short side to 248 px, centre crop 224).")
-    return {"metrics": metrics, "figures": figures, "tables": tables, "notes": notes}
+    return out
 
 
 @plots.styled
@@ -106,12 +108,12 @@ def _display(img: torch.Tensor) -> np.ndarray:
     return arr[..., 0] if arr.shape[-1] == 1 else arr
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
+def discuss(results: RunResults) -> list[str]:
+    m = results.metrics
     out = []
-    if "val_top1" in m:
-        out.append(f"On the held-out images the model's top-1 accuracy is {m['val_top1']:.3f}.")
-    probs = [v for k, v in m.items() if "_top1_prob_" in k]
+    if (top1 := m.get("val_acc", top_k=1)) is not None:
+        out.append(f"On the held-out images the model's top-1 accuracy is {top1:.3f}.")
+    probs = [r.value for r in m.find("top1_prob")]
     if probs:
         out.append(f"The top-1 probability of the shown images ranges from {min(probs):.2f} to {max(probs):.2f}"
                    + ("; the model is confident on all of them." if min(probs) > 0.5 else

@@ -17,6 +17,7 @@ from atml.errors import UsageError
 from atml.experiments.vit import common
 from atml.models import vit
 from atml.registry import Experiment
+from atml.results import Results, RunResults, Table
 from atml.report import plots
 from atml.runner import RunContext
 
@@ -78,7 +79,7 @@ def fill_masked(x: torch.Tensor, keep: torch.Tensor, grid: int, value: torch.Ten
     return torch.where(pixel, x, value.to(x.device))
 
 
-def run(cfg: MaskingConfig, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: MaskingConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data = common.load_labelled(cfg, ctx)
     split = data.val.subset(cfg.limit, seed=cfg.seed)
@@ -109,10 +110,11 @@ def run(cfg: MaskingConfig, ctx: RunContext) -> dict[str, Any]:
                         probs = evaluate(model, fill_masked(x, keep, model.grid, values[fill]), None, cfg.batch_size)
                     results.setdefault((pattern, fill, ratio), []).append(
                         score(probs, labels, base.argmax(1)) | {"masked": 1 - keep.shape[1] / patches})
-    metrics, rows = summarise_masking(results)
-    metrics["images"] = len(split)
-    metrics["masking_time_s"] = time.perf_counter() - started
-    notes = common.source_notes(cfg, ctx)
+    out = summarise_masking(results)
+    out.add("images", len(split))
+    out.add("masking_time_s", time.perf_counter() - started, "s")
+    notes = out.notes
+    notes += common.source_notes(cfg, ctx)
     notes.append(f"{len(split)} validation images of {data.name}; labels: "
                  + ("the model's own top-1 on the unmasked image (its classes are not the dataset's), so accuracy "
                     "here is agreement with the unmasked prediction." if own_labels else "the dataset's labels."))
@@ -120,12 +122,9 @@ def run(cfg: MaskingConfig, ctx: RunContext) -> dict[str, Any]:
                  "nearest the image centre, as many as random masking hides, so both mask the same share: "
                  "round(ratio x patches) / patches, the 'masked share' in the table and on the figure's x axis. Fills: 'mean' = the mean pixel of "
                  "these images, 'zero' = black, 'drop' = the masked patch tokens are removed from the sequence.")
-    figures = ctx.save_figure(masking_figure(results, cfg), "masking_curves")
-    figures += ctx.save_figure(examples_figure(split.images[0], model, cfg, values["mean"]), "masking_examples")
-    table = {"title": "Masking: accuracy, confidence of the label class, top-1 flips (mean over draws)",
-             "columns": ["pattern", "fill", "ratio", "masked share", "accuracy", "acc std", "confidence",
-                         "flip rate"], "rows": rows}
-    return {"metrics": metrics, "figures": figures, "tables": [table], "notes": notes}
+    out.add_figures(ctx.save_figure(masking_figure(results, cfg), "masking_curves"))
+    out.add_figures(ctx.save_figure(examples_figure(split.images[0], model, cfg, values["mean"]), "masking_examples"))
+    return out
 
 
 @torch.inference_mode()
@@ -144,19 +143,25 @@ def score(probs: torch.Tensor, labels: torch.Tensor, base_pred: torch.Tensor) ->
             "flip": float((pred != base_pred).float().mean())}
 
 
-def summarise_masking(results: dict[tuple[str, str, float], list[dict[str, float]]]) -> tuple[dict[str, float], list]:
-    metrics: dict[str, float] = {}
+def summarise_masking(results: dict[tuple[str, str, float], list[dict[str, float]]]) -> Results:
+    """Means over draws as records (condition: pattern, fill, nominal ratio in %), the share actually masked, a table."""
+    out = Results()
     rows = []
     for (pattern, fill, ratio), draws in results.items():
-        tag = f"{pattern}_{fill}_{round(ratio * 100)}"
+        percent = round(ratio * 100)
         mean = {k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
         std = float(np.std([d["acc"] for d in draws], ddof=1)) if len(draws) > 1 else 0.0
-        metrics |= {f"acc_{tag}": mean["acc"], f"conf_{tag}": mean["conf"], f"flip_{tag}": mean["flip"],
-                    f"masked_share_{pattern}_{round(ratio * 100)}": mean["masked"]}
+        for name in ("acc", "conf", "flip"):
+            out.add(name, mean[name], pattern=pattern, fill=fill, ratio=percent)
         if len(draws) > 1:
-            metrics[f"acc_std_{tag}"] = std
+            out.add("acc_std", std, pattern=pattern, fill=fill, ratio=percent)
+        if out.metrics.get("masked_share", pattern=pattern, ratio=percent) is None:
+            out.add("masked_share", mean["masked"], pattern=pattern, ratio=percent)
         rows.append([pattern, fill, ratio, mean["masked"], mean["acc"], std, mean["conf"], mean["flip"]])
-    return metrics, rows
+    out.tables.append(Table("Masking: accuracy, confidence of the label class, top-1 flips (mean over draws)",
+                            ["pattern", "fill", "ratio", "masked share", "accuracy", "acc std", "confidence",
+                             "flip rate"], rows))
+    return out
 
 
 @plots.styled
@@ -201,21 +206,23 @@ def examples_figure(image: torch.Tensor, model: vit.ViT, cfg: MaskingConfig, val
     return fig
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
+def discuss(results: RunResults) -> list[str]:
+    m = results.metrics
     out = []
-    share = lambda pattern, tag: f"{m.get(f'masked_share_{pattern}_{tag}', tag / 100):.1%}"  # noqa: E731
+    share = lambda pattern, ratio: f"{m.get('masked_share', ratio / 100, pattern=pattern, ratio=ratio):.1%}"  # noqa: E731
     for pattern in PATTERNS:
-        tags = sorted((int(k.rsplit("_", 1)[1]), k) for k in m if k.startswith(f"acc_{pattern}_mean_"))
-        if len(tags) >= 2:
-            (lo, k_lo), (hi, k_hi) = tags[0], tags[-1]
-            out.append(f"{pattern.capitalize()} masking with the mean pixel: accuracy {m[k_lo]:.3f} with "
-                       f"{share(pattern, lo)} of the patches masked -> {m[k_hi]:.3f} with {share(pattern, hi)}.")
-    hi = max((int(k.rsplit("_", 1)[1]) for k in m if k.startswith("acc_random_drop_")), default=None)
-    if hi and f"acc_random_mean_{hi}" in m:
-        better = max(("mean", "zero", "drop"), key=lambda f: m.get(f"acc_random_{f}_{hi}", -1))
+        acc = m.by("acc", "ratio", pattern=pattern, fill="mean")
+        if len(acc) >= 2:
+            lo, hi = min(acc), max(acc)
+            out.append(f"{pattern.capitalize()} masking with the mean pixel: accuracy {acc[lo]:.3f} with "
+                       f"{share(pattern, lo)} of the patches masked -> {acc[hi]:.3f} with {share(pattern, hi)}.")
+    dropped = m.by("acc", "ratio", pattern="random", fill="drop")
+    hi = max(dropped, default=None)
+    if hi and m.get("acc", pattern="random", fill="mean", ratio=hi) is not None:
+        accs = {f: v for f in FILLS if (v := m.get("acc", pattern="random", fill=f, ratio=hi)) is not None}
+        better = max(accs, key=accs.get)
         out.append(f"With {share('random', hi)} of the patches masked at random the best fill is '{better}' "
-                   f"({', '.join(f'{f} {m[k]:.3f}' for f in FILLS if (k := f'acc_random_{f}_{hi}') in m)})"
+                   f"({', '.join(f'{f} {v:.3f}' for f, v in accs.items())})"
                    + ("; dropping the tokens avoids feeding the model patches it never saw in training."
                       if better == "drop" else "."))
     return out

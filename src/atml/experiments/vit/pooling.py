@@ -20,6 +20,7 @@ from atml.experiments.vit import common
 from atml.train.stages import new_head, stage_metrics
 from atml.models import vit
 from atml.registry import Experiment
+from atml.results import Metric, Metrics, Results, RunResults, Table, under
 from atml.report import plots
 from atml.runner import RunContext
 from atml.train.features import FrozenFeatures, extract
@@ -41,7 +42,7 @@ class PoolingConfig(common.ViTConfig):
 POOLINGS = {"cls": lambda t: t[:, 0], "mean": lambda t: t[:, 1:].mean(1)}
 
 
-def run(cfg: PoolingConfig, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data = common.load_labelled(cfg, ctx, digit_classes=digits.TRANSFER_CLASSES)
     train = data.train.subset(cfg.train_limit, seed=cfg.seed)
@@ -51,28 +52,32 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> dict[str, Any]:
     kw = {"batch_size": max(cfg.batch_size, 128), "device": ctx.device, "progress": ctx.progress}
     f_train, ips = extract(frozen, train.images, desc="features train", **kw)
     f_val, _ = extract(frozen, val.images, desc="features val", **kw)
-    metrics: dict[str, Any] = {"feature_time_s": time.perf_counter() - started, "backbone_images_per_s": ips}
+    out = Results(notes=common.source_notes(cfg, ctx))
+    out.add("feature_time_s", time.perf_counter() - started, "s")
+    out.add("backbone_images_per_s", ips, "img/s")
     dim = model.num_features
     stages = {}
     for i, name in enumerate(POOLINGS):
         cols = slice(i * dim, (i + 1) * dim)
-        stages[name], m = train_probe(cfg, ctx, f_train[:, cols], train.labels, f_val[:, cols], val.labels, name)
-        metrics |= m
-    metrics["cls_minus_mean_val_acc"] = metrics["val_acc_cls"] - metrics["val_acc_mean"]
-    figures = ctx.save_figure(plots.training_curves(stages, title="linear probes: CLS token vs mean of patches"),
-                              "probe_curves")
-    notes = common.source_notes(cfg, ctx)
+        stages[name], numbers = train_probe(cfg, ctx, f_train[:, cols], train.labels, f_val[:, cols], val.labels,
+                                            name)
+        out.metrics.records += under(numbers, pooling=name)
+    m = out.metrics
+    out.add("cls_minus_mean_val_acc", m.value("val_acc", pooling="cls") - m.value("val_acc", pooling="mean"))
+    out.add_figures(ctx.save_figure(plots.training_curves(stages, title="linear probes: CLS token vs mean of patches"),
+                                    "probe_curves"))
+    notes = out.notes
     notes.append(f"Both probes: one linear layer on frozen, cached features ({train.images.shape[-1]}px "
                  f"{data.name}, {len(train)} train / {len(val)} val images), same initialisation seed, Adam lr {cfg.lr}, "
                  f"{cfg.epochs} epochs, batch {cfg.batch_size}. CLS = the final class token after the last norm; "
                  "mean = the average of the final patch tokens.")
     if cfg.weights == "train-digits":
         notes.append("Demo: the ViT was trained on digits 0-4 only; the probes learn digits 5-9, classes it never saw.")
-    table = {"title": "Linear probes on frozen ViT features",
-             "columns": ["pooling", "train acc", "val acc", "best val acc", "val loss"],
-             "rows": [[n, metrics[f"train_acc_{n}"], metrics[f"val_acc_{n}"], metrics[f"best_val_acc_{n}"],
-                       metrics[f"val_loss_{n}"]] for n in POOLINGS]}
-    return {"metrics": metrics, "figures": figures, "tables": [table], "notes": notes}
+    out.tables.append(Table("Linear probes on frozen ViT features",
+                            ["pooling", "train acc", "val acc", "best val acc", "val loss"],
+                            [[n, *(m.get(k, pooling=n) for k in ("train_acc", "val_acc", "best_val_acc", "val_loss"))]
+                             for n in POOLINGS]))
+    return out
 
 
 def pooled_features(model: vit.ViT, x: torch.Tensor) -> torch.Tensor:
@@ -82,24 +87,25 @@ def pooled_features(model: vit.ViT, x: torch.Tensor) -> torch.Tensor:
 
 
 def train_probe(cfg: PoolingConfig, ctx: RunContext, f_train: torch.Tensor, y_train: torch.Tensor,
-                f_val: torch.Tensor, y_val: torch.Tensor, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                f_val: torch.Tensor, y_val: torch.Tensor, name: str) -> tuple[list[dict[str, Any]], list[Metric]]:
     head = new_head(f_train.shape[1], int(y_train.max()) + 1, cfg.seed).to(ctx.device)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     rows = fit(Fit(head, optimizer, Batches((f_train, y_train), cfg.batch_size, shuffle=True, seed=cfg.seed),
                    Batches((f_val, y_val), 1024), cfg.epochs, ctx.device, ctx.run,
                    stage=name, checkpoint_path=ctx.checkpoint(f"probe_{name}"), progress=ctx.progress, say=ctx.say))
-    return rows, {k.replace("_0", f"_{name}"): v for k, v in stage_metrics(rows, 0).items()}
+    return rows, stage_metrics(rows)
 
 
-def discuss(results: dict[str, Any]) -> list[str]:
-    m = results["metrics"]
-    if "val_acc_cls" not in m:
+def discuss(results: RunResults) -> list[str]:
+    m = results.metrics
+    cls, mean = m.get("val_acc", pooling="cls"), m.get("val_acc", pooling="mean")
+    if cls is None or mean is None:
         return []
-    diff = m["cls_minus_mean_val_acc"]
+    diff = cls - mean
     verdict = ("the two poolings are within 1 point: the information is spread over both the class token and the "
                "patch tokens" if abs(diff) < 0.01 else
                f"{'the CLS token' if diff > 0 else 'mean pooling'} is better by {abs(diff) * 100:.1f} points")
-    return [f"Linear probe accuracy: CLS {m['val_acc_cls']:.3f}, mean of patches {m['val_acc_mean']:.3f}; {verdict}."]
+    return [f"Linear probe accuracy: CLS {cls:.3f}, mean of patches {mean:.3f}; {verdict}."]
 
 
 def bench(cfg: PoolingConfig) -> dict[str, Any]:
@@ -137,7 +143,7 @@ def bench(cfg: PoolingConfig) -> dict[str, Any]:
         rows = {n: train_probe(cfg, ctx, f_train[:, i * model.num_features:(i + 1) * model.num_features], train.labels,
                                f_val[:, i * model.num_features:(i + 1) * model.num_features], val.labels, n)[1]
                 for i, n in enumerate(POOLINGS)}
-        timings["atml (feature cache)"] = (time.perf_counter() - started, rows["cls"]["val_acc_cls"])
+        timings["atml (feature cache)"] = (time.perf_counter() - started, Metrics(rows["cls"]).value("val_acc"))
         throughput = vit_throughput(model, train.images, ctx.device, cfg.batch_size)
     return bench_lib.summarise(f"vit.pooling {cfg.arch} ({cfg.backend}), {len(train)} train images, {cfg.epochs} "
                                f"epochs x 2 probes, device {ctx.device}, weights {cfg.weights} (speed only)",

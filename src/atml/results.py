@@ -1,0 +1,218 @@
+"""Results as data: what a run measured, as records with names, units and the conditions they hold under.
+
+An experiment's ``run(cfg, ctx)`` returns :class:`Results`: metrics as :class:`Metric`
+records (``Metric("val_acc", 0.87, condition={"resolution": 32})``), tables as
+:class:`Table`, figures as :class:`Figure`, notes, and experiment-specific structured
+``data``. Discussion sentences, references, the report and the Python API read these
+fields; nothing parses a metric's name back.
+
+``results.json`` (schema 2) stores the records under ``records`` and also a flat, stable
+view under ``metrics``: one key per record (``val_acc_32``), the keys atml has always
+written, for other tools. :meth:`RunResults.from_json` reads both schema 2 and the older
+files, whose records it rebuilds from the flat view (each key a metric without conditions)
+and whose experiment-specific top-level keys it gathers into ``data``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+SCHEMA = 2
+RUN_KEYS = ("experiment", "preset", "status", "error", "error_kind", "resumable", "traceback", "metrics", "records",
+            "figures", "tables", "notes", "data", "sources", "seed", "device", "references", "rehearsal", "schema")
+"""The top-level keys of results.json; in older files any other key is experiment-specific data."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One number a run measured.
+
+    ``condition`` says what it was measured under (``{"resolution": 32}``,
+    ``{"init": "random", "regime": "head"}``); the flat ``key`` joins the name and the
+    condition's values (``val_acc_32``) unless a record names its key itself (older names
+    that put a condition first, such as ``compare_knn_acc_early``).
+    """
+
+    name: str
+    value: float
+    unit: str = ""
+    condition: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    flat_key: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.flat_key or "_".join([self.name, *(str(v) for v in self.condition.values())])
+
+    def holds(self, **condition: Any) -> bool:
+        """True when every given condition matches this record's."""
+        return all(self.condition.get(k) == v for k, v in condition.items())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "unit": self.unit, "condition": dict(self.condition),
+                "key": self.key}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Metric:
+        condition = dict(data.get("condition") or {})
+        flat = data.get("key")
+        default = "_".join([data["name"], *(str(v) for v in condition.values())])
+        return cls(data["name"], data["value"], data.get("unit", ""), condition, flat if flat != default else None)
+
+
+@dataclasses.dataclass
+class Table:
+    """A table with named columns; each row a list in column order."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+    def column(self, name: str) -> list[Any]:
+        """One column's values, by name."""
+        index = self.columns.index(name)
+        return [row[index] for row in self.rows]
+
+    def records(self) -> list[dict[str, Any]]:
+        """Each row as ``{column: value}``."""
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"title": self.title, "columns": list(self.columns), "rows": [list(r) for r in self.rows]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Table:
+        return cls(data["title"], list(data["columns"]), [list(r) for r in data["rows"]])
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A saved figure: its name and files (PNG for pages, PDF for papers), relative to the run folder."""
+
+    name: str
+    files: tuple[str, ...]
+
+    @property
+    def png(self) -> str | None:
+        return next((f for f in self.files if f.endswith(".png")), None)
+
+    @property
+    def pdf(self) -> str | None:
+        return next((f for f in self.files if f.endswith(".pdf")), None)
+
+
+def figures_from_paths(paths: Iterable[str]) -> list[Figure]:
+    """Group ``figures/x.png`` and ``figures/x.pdf`` into one :class:`Figure` per name, in first-seen order."""
+    grouped: dict[str, list[str]] = {}
+    for path in paths:
+        grouped.setdefault(path.rsplit("/", 1)[-1].rsplit(".", 1)[0], []).append(path)
+    return [Figure(name, tuple(files)) for name, files in grouped.items()]
+
+
+class Metrics:
+    """The records of one run, looked up by name and condition."""
+
+    def __init__(self, records: Iterable[Metric] = ()) -> None:
+        self.records: list[Metric] = list(records)
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __contains__(self, name: str) -> bool:
+        return any(r.name == name for r in self.records)
+
+    def find(self, name: str, **condition: Any) -> list[Metric]:
+        """Every record called ``name`` whose condition includes ``condition``."""
+        return [r for r in self.records if r.name == name and r.holds(**condition)]
+
+    def get(self, name: str, default: float | None = None, **condition: Any) -> float | None:
+        """The value of the one record called ``name`` under exactly ``condition``, or ``default``."""
+        found = [r for r in self.records if r.name == name and dict(r.condition) == condition]
+        return found[0].value if found else default
+
+    def value(self, name: str, **condition: Any) -> float:
+        """Like :meth:`get`, but a missing record is an error that lists what there is."""
+        found = self.get(name, **condition)
+        if found is None:
+            have = sorted({(r.name, tuple(r.condition.items())) for r in self.records if r.name == name})
+            raise KeyError(f"no metric {name!r} under {condition}; recorded: {have or 'none by that name'}")
+        return found
+
+    def by(self, name: str, field: str, **condition: Any) -> dict[Any, float]:
+        """``{condition[field]: value}`` for the records called ``name`` (e.g. accuracy by resolution)."""
+        return {r.condition[field]: r.value for r in self.find(name, **condition) if field in r.condition}
+
+    def flat(self) -> dict[str, float]:
+        """The stable flat view written to results.json: ``{key: value}``."""
+        return {r.key: r.value for r in self.records}
+
+
+@dataclasses.dataclass
+class Results:
+    """What an experiment's ``run`` returns."""
+
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
+    tables: list[Table] = dataclasses.field(default_factory=list)
+    figures: list[Figure] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Experiment-specific structured data the discussion or the report needs (cells, prompts...)."""
+
+    def add(self, name: str, value: float, unit: str = "", *, key: str | None = None, **condition: Any) -> None:
+        """Record ``name = value`` measured under ``condition`` (``key`` only for an older flat name)."""
+        self.metrics.records.append(Metric(name, float(value), unit, condition, key))
+
+    def add_figures(self, paths: Iterable[str]) -> None:
+        self.figures += figures_from_paths(paths)
+
+
+@dataclasses.dataclass
+class RunResults(Results):
+    """A run's results as read back from its folder: the records plus what the runner added."""
+
+    experiment: str = ""
+    preset: str = ""
+    status: str = "unknown"
+    error: str | None = None
+    seed: int | None = None
+    device: str | None = None
+    sources: dict[str, Any] = dataclasses.field(default_factory=dict)
+    references: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    rehearsal: bool = False
+    schema: int = SCHEMA
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> RunResults:
+        """From a results.json of any schema (older ones: records rebuilt from the flat view)."""
+        if raw.get("schema", 1) >= 2 and "records" in raw:
+            metrics = Metrics(Metric.from_json(r) for r in raw["records"])
+        else:
+            metrics = Metrics(Metric(k, v) for k, v in (raw.get("metrics") or {}).items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool))
+        data = dict(raw.get("data") or {})
+        data.update({k: v for k, v in raw.items() if k not in RUN_KEYS})  # older files kept extras at the top
+        return cls(metrics=metrics, tables=[Table.from_json(t) for t in raw.get("tables") or []],
+                   figures=figures_from_paths(raw.get("figures") or []), notes=list(raw.get("notes") or []),
+                   data=data, experiment=raw.get("experiment", ""), preset=raw.get("preset", "-"),
+                   status=raw.get("status", "unknown"), error=raw.get("error"), seed=raw.get("seed"),
+                   device=raw.get("device"), sources=dict(raw.get("sources") or {}),
+                   references=list(raw.get("references") or []), rehearsal=bool(raw.get("rehearsal")),
+                   schema=int(raw.get("schema", 1)))
+
+
+def under(records: Iterable[Metric], **condition: Any) -> list[Metric]:
+    """The records with ``condition`` added to theirs (a stage's numbers, placed in the experiment's grid)."""
+    return [dataclasses.replace(r, condition={**r.condition, **condition}) for r in records]
+
+
+def to_json(results: Results, **run: Any) -> dict[str, Any]:
+    """results.json, schema 2: the runner's fields, the flat view, the records, tables, figures, notes, data."""
+    return {"schema": SCHEMA, **run, "metrics": results.metrics.flat(),
+            "records": [m.to_json() for m in results.metrics],
+            "figures": [f for fig in results.figures for f in fig.files],
+            "tables": [t.to_json() for t in results.tables], "notes": list(results.notes),
+            "data": results.data}
