@@ -31,3 +31,15 @@ def test_every_experiment_has_every_preset(exp: Experiment, preset: str):
     for key, value in exp.presets[preset].items():  # the preset's values, not the defaults, are in force
         assert getattr(cfg, key) == (tuple(value) if isinstance(value, list) else value), key
     assert exp.summary and list(inspect.signature(exp.run).parameters) == ["cfg", "ctx"]
+
+
+def test_atml_experiments_is_callable_before_and_after_the_package_is_imported():
+    import subprocess
+    import sys
+
+    code = ("import atml; a = atml.experiments(); import atml.experiments.resnet; b = atml.experiments(); "
+            "assert [e.name for e in a] == [e.name for e in b] == atml.experiments.registry().names(); "
+            "import atml.report.build; from atml import api; assert atml.report.__call__ and callable(atml.report); "
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr

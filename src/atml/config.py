@@ -78,6 +78,15 @@ def build(cls: type, presets: Mapping[str, Mapping[str, Any]], preset: str,
     return cfg
 
 
+def apply_values(cfg: Any, values: Mapping[str, Any]) -> Any:
+    """``cfg`` with Python values set by key (dotted keys reach nested configs), typed and validated as
+    ``--set`` overrides are: ``apply_values(cfg, {"epochs": 2, "resolutions": [16, 32]})``."""
+    for key, value in values.items():
+        cfg = _replace(cfg, key, value)
+    cfg.validate()
+    return cfg
+
+
 def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
     """``cfg`` with ``key=value`` overrides applied and validated (e.g. on a saved config)."""
     for item in overrides:

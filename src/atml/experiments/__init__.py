@@ -7,6 +7,10 @@ and keeps what they share in ``common``.
 
 from __future__ import annotations
 
+import sys
+import types
+from typing import Any
+
 from atml.registry import Registry
 
 FAMILIES = ("resnet", "vit", "vae", "clip", "gan")
@@ -22,3 +26,17 @@ def registry() -> Registry:
         for experiment in importlib.import_module(f"atml.experiments.{family}").EXPERIMENTS:
             reg.register(experiment)
     return reg
+
+
+class _CallablePackage(types.ModuleType):
+    """``atml.experiments()`` is the public API's list of experiments, and ``atml.experiments`` is also
+    this package: once the package is imported, Python binds the name ``atml.experiments`` to it, so the
+    package answers the call itself (the same function, :func:`atml.api.experiments`)."""
+
+    def __call__(self) -> Any:
+        from atml.api import experiments
+
+        return experiments()
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -107,6 +107,12 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *,
     return out / "report.html"
 
 
+def render_run(path: Path, reg: Registry) -> str:
+    """One run as an HTML fragment, the way the report shows it (``Run._repr_html_`` in Jupyter)."""
+    view = _load(Path(path), 0, reg)
+    return _jinja().get_template("run.html.j2").render(g=_group([view]), v=view)
+
+
 def check_output_folder(out: Path) -> Path:
     """``out`` must be a folder we may create or fill, and hold no report yet; checked before any work."""
     out = Path(out)
