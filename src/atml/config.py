@@ -36,6 +36,10 @@ class RunConfig:
     """Where the weights come from: a name the experiment knows, 'random', or a file."""
     offline: bool = False
     """Never touch the network; missing files are errors."""
+    image_size: int = 128
+    """data=folder: each image's short side resized to this (px), then centre-cropped (VAE/GAN: always 28)."""
+    skip_bad_images: bool = False
+    """data=folder: leave unreadable image files out (listed in the run's notes) instead of stopping."""
 
     def validate(self) -> None:
         """Raise UsageError for values outside their valid range."""
@@ -43,6 +47,8 @@ class RunConfig:
             raise UsageError(f"device={self.device!r} is not valid; choose one of {', '.join(DEVICES)}")
         if self.seed < 0:
             raise UsageError(f"seed={self.seed} is not valid; use an integer >= 0")
+        if self.image_size < 8:
+            raise UsageError(f"image_size={self.image_size} is not valid; use at least 8 (pixels)")
 
 
 def require_positive(cfg: Any, *names: str) -> None:

@@ -192,6 +192,10 @@ def _complete(results: Results, exp: Experiment, preset: str, cfg: Any, ctx: Run
         results.add("time_s", elapsed, "s")
     if results.metrics.get("peak_memory_mb") is None:
         results.add("peak_memory_mb", runtime.peak_memory_mb(ctx.device), "MB")
+    skipped = (ctx.sources.get("data") or {}).get("skipped") or []
+    if skipped:
+        results.notes.append(f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): "
+                             + "; ".join(skipped))
     is_rehearsal = rehearsal.is_rehearsal(preset, cfg)
     if is_rehearsal:
         results.notes.insert(0, rehearsal.NOTE)

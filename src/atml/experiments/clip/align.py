@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from atml.analysis import representation as rep
-from atml.registry import Experiment
-from atml.results import Results, RunResults, Table
-from atml.report import plots
-from atml.runner import RunContext
 from atml.experiments.clip import common
+from atml.registry import Experiment
+from atml.report import plots
+from atml.results import Results, RunResults, Table
+from atml.runner import RunContext
 
 
 def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -7,11 +7,11 @@ from typing import Any
 import torch
 
 from atml.analysis import representation as rep
-from atml.registry import Experiment
-from atml.results import Metrics, Results, RunResults, Table
-from atml.report import plots
-from atml.runner import RunContext
 from atml.experiments.clip import common
+from atml.registry import Experiment
+from atml.report import plots
+from atml.results import Metrics, Results, RunResults, Table
+from atml.runner import RunContext
 
 
 def gap_shift(train_images: torch.Tensor, class_texts: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,12 @@ import torch
 from atml import bench as bench_lib
 from atml import runtime
 from atml.analysis import representation as rep
+from atml.experiments.clip import common
 from atml.models import clip
 from atml.registry import Experiment
-from atml.results import Results, RunResults, Table
 from atml.report import plots
+from atml.results import Results, RunResults, Table
 from atml.runner import RunContext
-from atml.experiments.clip import common
 
 
 def run(cfg: common.ClipConfig, ctx: RunContext) -> Results:
@@ -54,18 +54,29 @@ def run(cfg: common.ClipConfig, ctx: RunContext) -> Results:
     return out
 
 
+MANY_CLASSES = 20
+"""Above this, class names are left off the axes (they would overlap) and per-class bars become sorted curves."""
+
+
 @plots.styled
 def confusion_grid(confusions: dict[str, np.ndarray], names: list[str], accs: dict[str, float]) -> Any:
     fig, axes = plots.figure(2, 2, width=2.0, height=6.2)
+    many = len(names) > MANY_CLASSES
     for ax, (name, matrix) in zip(axes.flat, confusions.items()):
         norm = matrix / matrix.sum(1, keepdims=True).clip(min=1)
         image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(names)), labels=names, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(names)), labels=names, fontsize=6)
+        if many:  # 100 names cannot be read on a column-wide axis; classes in the order of the table
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            ax.set_xticks(range(len(names)), labels=names, rotation=90, fontsize=6)
+            ax.set_yticks(range(len(names)), labels=names, fontsize=6)
         ax.set_title(f"{name}: acc {accs[name]:.3f}")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        ax.set_xlabel("predicted class" if many else "predicted")
+        ax.set_ylabel("true class" if many else "true")
         ax.grid(False)
+    for ax in list(axes.flat)[len(confusions):]:  # three prompt sets where the descriptive one has no text
+        ax.set_visible(False)
     fig.tight_layout()
     fig.colorbar(image, ax=axes.ravel().tolist(), label="share of the true class", fraction=0.03, pad=0.02)
     return fig
@@ -75,10 +86,16 @@ def confusion_grid(confusions: dict[str, np.ndarray], names: list[str], accs: di
 def per_class_figure(per_class: dict[str, np.ndarray], names: list[str]) -> Any:
     fig, axes = plots.figure(1, width=2.0, height=2.2)
     ax = axes[0][0]
-    width = 0.8 / len(per_class)
-    for i, (name, acc) in enumerate(per_class.items()):
-        ax.bar(np.arange(len(names)) + i * width - 0.4 + width / 2, acc, width, label=name, color=plots.palette(i))
-    ax.set_xticks(range(len(names)), labels=names, rotation=30)
+    if len(names) > MANY_CLASSES:  # one sorted curve per prompt set: how accuracy spreads over the classes
+        for i, (name, acc) in enumerate(per_class.items()):
+            ax.plot(np.arange(1, len(names) + 1), np.sort(acc)[::-1], label=name, color=plots.palette(i))
+        ax.set_xlabel(f"class, sorted by its accuracy ({len(names)} classes)")
+    else:
+        width = 0.8 / len(per_class)
+        for i, (name, acc) in enumerate(per_class.items()):
+            ax.bar(np.arange(len(names)) + i * width - 0.4 + width / 2, acc, width, label=name,
+                   color=plots.palette(i))
+        ax.set_xticks(range(len(names)), labels=names, rotation=30)
     ax.set_ylabel("zero-shot accuracy")
     ax.set_ylim(0, 1)
     plots.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=len(per_class))

@@ -16,15 +16,15 @@ import numpy as np
 import torch
 
 from atml.analysis import generative, inception
-from atml.data.integrity import sha256sum
 from atml.config import RunConfig, require_positive
+from atml.data.integrity import sha256sum
 from atml.errors import UsageError
 from atml.experiments import grayscale
 from atml.models.classifier import SmallCNN, uint8_to_unit
 from atml.models.gan import DCGAN, to_unit
 from atml.registry import Experiment
-from atml.results import Results, RunResults
 from atml.report import plots
+from atml.results import Results, RunResults
 from atml.runner import RunContext
 from atml.train import gan_recipe
 from atml.train.loop import Batches, Fit, StepOutput, classification_step, fit
@@ -33,7 +33,8 @@ from atml.train.loop import Batches, Fit, StepOutput, classification_step, fit
 @dataclasses.dataclass
 class Config(RunConfig):
     data: str = "fashion-mnist"
-    """fashion-mnist | digits (scikit-learn, upsampled to 28 px) | generated-fashion-mnist | rehearsal-fashion-mnist."""
+    """fashion-mnist | digits (scikit-learn, upsampled to 28 px) | folder (--data-dir DIR, grey at 28 px) |
+    generated-fashion-mnist | rehearsal-fashion-mnist."""
     epochs: int = 20
     batch_size: int = 128
     lr: float = 2e-4
@@ -59,8 +60,7 @@ class Config(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.data not in grayscale.DATA:
-            raise UsageError(f"data={self.data!r} is not valid; choose one of {', '.join(grayscale.DATA)}")
+        grayscale.check(self)
         if self.weights != "random":
             raise UsageError("gan.dcgan trains from scratch: use weights=random")
         require_positive(self, "epochs", "batch_size", "latent_dim", "width", "sample_every", "eval_samples",

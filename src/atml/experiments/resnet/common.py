@@ -21,11 +21,12 @@ from torch import nn
 
 from atml import runtime
 from atml.config import RunConfig, require_positive
-from atml.data import ImageDataset, cifar10, digits, rehearsal
+from atml.data import ImageDataset, digits
 from atml.errors import UsageError
+from atml.experiments import datasets
 from atml.models import resnet
-from atml.results import Metric
 from atml.models import weights as weights_lib
+from atml.results import Metric
 from atml.runner import RunContext
 from atml.train import checkpoint, pretrain
 from atml.train.augment import Augment
@@ -33,15 +34,14 @@ from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Callback, Fit, fit
 from atml.train.stages import new_head, stage_metrics, training_problem  # noqa: F401 - used by the experiments
 
-DATA = ("cifar10", "digits", "generated-cifar10", "rehearsal-cifar10")
-
 
 @dataclasses.dataclass
 class ResNetConfig(RunConfig):
     """What every ResNet experiment shares: data, backbone, optimisation and speed switches."""
 
     data: str = "cifar10"
-    """cifar10 (official batches) | digits (scikit-learn, classes 5-9) | generated-cifar10 (smoke) |
+    """cifar10 | cifar100 (official batches) | folder (--data-dir DIR: DIR/train/CLASS/*.jpg, DIR/val/...) |
+    digits (scikit-learn, classes 5-9) | generated-cifar10 | generated-cifar100 (smoke) |
     rehearsal-cifar10 (generated, CIFAR-10's real counts: timing only)."""
     arch: str = "resnet152"
     """resnet152 | resnet50 | resnet18 | digits-resnet | digits-resnet-small."""
@@ -76,8 +76,7 @@ class ResNetConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.data not in DATA:
-            raise UsageError(f"data={self.data!r} is not valid; choose one of {', '.join(DATA)}")
+        datasets.check(self, "resnet")
         if self.arch not in resnet.ARCHS:
             raise UsageError(f"arch={self.arch!r} is not valid; choose one of {', '.join(resnet.ARCHS)}")
         require_positive(self, "epochs", "batch_size", "pretrain_epochs")
@@ -94,22 +93,9 @@ class ResNetConfig(RunConfig):
 
 
 def load_data(cfg: ResNetConfig, ctx: RunContext) -> ImageDataset:
-    """The dataset named by ``cfg.data``, subsampled by the limits; recorded in env.json."""
-    if cfg.data == "cifar10":
-        root = Path(cfg.data_dir) if cfg.data_dir else runtime.cache_dir() / "data"
-        data = cifar10.load(root, offline=ctx.offline)
-    elif cfg.data == "generated-cifar10":
-        folder = cifar10.write_batches(ctx.scratch("data"), n_train=120, n_test=60, seed=cfg.seed)
-        data = cifar10.load_generated(folder)
-    elif cfg.data in rehearsal.NAMES:
-        data = rehearsal.load(cfg.data, cfg.seed)
-    else:
-        data = digits.load(digits.TRANSFER_CLASSES, seed=cfg.seed)
-    data.train = data.train.subset(cfg.train_limit, seed=cfg.seed)
-    data.val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
-    ctx.record_source("data", {"name": data.name, "source": data.source, "train": len(data.train),
-                               "val": len(data.val), "classes": data.train.classes})
-    return data
+    """The dataset named by ``cfg.data`` (the dataset factory), subsampled by the limits; recorded in env.json."""
+    return datasets.load(cfg, ctx, generated=(120, 60), digit_classes=digits.TRANSFER_CLASSES,
+                         limits=(cfg.train_limit, cfg.val_limit))
 
 
 def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int, source_key: str = "weights") -> resnet.Backbone:

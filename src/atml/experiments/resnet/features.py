@@ -20,8 +20,8 @@ from atml.errors import UsageError
 from atml.experiments.resnet import common
 from atml.models import resnet
 from atml.registry import Experiment
-from atml.results import Metric, Metrics, Results, RunResults, Table
 from atml.report import plots
+from atml.results import Metric, Metrics, Results, RunResults, Table
 from atml.runner import RunContext
 
 DEPTHS = (("early", "layer1"), ("middle", "layer3"), ("late", "layer4"))

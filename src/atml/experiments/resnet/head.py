@@ -16,7 +16,13 @@ import torch
 from atml import bench as bench_lib
 from atml import references
 from atml.errors import UsageError
-from atml.experiments.resnet.common import ResNetConfig, load_backbone, load_data, train_head, training_problem
+from atml.experiments.resnet.common import (
+    ResNetConfig,
+    load_backbone,
+    load_data,
+    train_head,
+    training_problem,
+)
 from atml.models import resnet
 from atml.registry import Experiment
 from atml.report import plots

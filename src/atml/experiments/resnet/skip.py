@@ -19,8 +19,8 @@ from atml.errors import UsageError
 from atml.experiments.resnet import common
 from atml.models import resnet
 from atml.registry import Experiment
-from atml.results import Metric, Metrics, Results, RunResults, Table, under
 from atml.report import plots
+from atml.results import Metric, Metrics, Results, RunResults, Table, under
 from atml.runner import RunContext
 from atml.train.gradients import GradientFlow
 

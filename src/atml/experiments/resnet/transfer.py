@@ -12,19 +12,19 @@ from __future__ import annotations
 import copy
 import dataclasses
 import typing
-
-import torch
 from typing import Any
 
+import torch
+
 from atml import runtime
+from atml.distributed import rank_and_world
 from atml.errors import UsageError
 from atml.experiments.resnet import common
 from atml.models import resnet
 from atml.registry import Experiment
-from atml.results import Metrics, Results, RunResults, Table
 from atml.report import plots
+from atml.results import Metrics, Results, RunResults, Table
 from atml.runner import RunContext
-from atml.distributed import rank_and_world
 
 INITS = ("pretrained", "random")
 REGIMES = {"head": (), "last": ("body.layer4",), "full": ("body",)}

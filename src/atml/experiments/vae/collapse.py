@@ -7,11 +7,11 @@ from typing import Any
 import torch
 
 from atml.experiments import grayscale
-from atml.registry import Experiment
-from atml.results import Metrics, Results, RunResults, Table
-from atml.report import plots
-from atml.runner import RunContext
 from atml.experiments.vae import common
+from atml.registry import Experiment
+from atml.report import plots
+from atml.results import Metrics, Results, RunResults, Table
+from atml.runner import RunContext
 
 
 @plots.styled

@@ -12,25 +12,23 @@ from typing import Any
 import torch
 
 from atml.analysis import latent
-from atml.experiments import grayscale
 from atml.config import RunConfig, require_positive, require_unit_interval
 from atml.data import ImageDataset
 from atml.errors import UsageError
+from atml.experiments import grayscale
 from atml.models import vae as vae_model
 from atml.report import plots
 from atml.results import Metric
 from atml.runner import RunContext
 from atml.train.loop import Batches, Fit, fit
-from atml.train.vae_recipe import Variant, VAEStep
-
-DATA = grayscale.DATA
+from atml.train.vae_recipe import VAEStep, Variant
 
 
 @dataclasses.dataclass
 class Config(RunConfig):
     data: str = "fashion-mnist"
-    """fashion-mnist (official IDX files) | digits (scikit-learn, upsampled to 28 px) | generated-fashion-mnist |
-    rehearsal-fashion-mnist (generated at the real counts: timing only)."""
+    """fashion-mnist (official IDX files) | digits (scikit-learn, upsampled to 28 px) | folder (--data-dir DIR,
+    grey at 28 px) | generated-fashion-mnist | rehearsal-fashion-mnist (generated at the real counts: timing only)."""
     latent_dim: int = 20
     hidden: int = 400
     epochs: int = 20
@@ -58,8 +56,7 @@ class Config(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.data not in DATA:
-            raise UsageError(f"data={self.data!r} is not valid; choose one of {', '.join(DATA)}")
+        grayscale.check(self)
         if self.weights != "random":
             raise UsageError("the VAE experiments train from scratch: use weights=random")
         require_positive(self, "latent_dim", "hidden", "epochs", "batch_size", "cycles", "diag_samples")

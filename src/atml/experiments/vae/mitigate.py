@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from atml.experiments import grayscale
-from atml.registry import Experiment
-from atml.results import Results, RunResults, Table
-from atml.report import plots
-from atml.runner import RunContext
 from atml.experiments.vae import common
+from atml.registry import Experiment
+from atml.report import plots
+from atml.results import Results, RunResults, Table
+from atml.runner import RunContext
 
 
 @plots.styled

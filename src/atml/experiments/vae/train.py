@@ -7,12 +7,12 @@ from typing import Any
 import torch
 
 from atml.experiments import grayscale
+from atml.experiments.vae import common
 from atml.models import vae as vae_model
 from atml.registry import Experiment
 from atml.results import Results, RunResults
 from atml.runner import RunContext
 from atml.train.vae_recipe import VAEStep
-from atml.experiments.vae import common
 
 
 def run(cfg: common.Config, ctx: RunContext) -> Results:

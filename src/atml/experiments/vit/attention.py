@@ -18,9 +18,10 @@ from atml.errors import UsageError
 from atml.experiments.vit import common
 from atml.models import vit
 from atml.registry import Experiment
-from atml.results import Results, RunResults, Table
 from atml.report import plots
+from atml.results import Results, RunResults, Table
 from atml.runner import RunContext
+
 
 @dataclasses.dataclass
 class AttentionConfig(common.ViTConfig):

@@ -16,9 +16,10 @@ import torch
 from atml.errors import UsageError
 from atml.experiments.vit import common
 from atml.registry import Experiment
-from atml.results import Results, RunResults, Table
 from atml.report import plots
+from atml.results import Results, RunResults, Table
 from atml.runner import RunContext
+
 
 @dataclasses.dataclass
 class ClassifyConfig(common.ViTConfig):

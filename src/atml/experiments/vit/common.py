@@ -16,16 +16,16 @@ import torch
 
 from atml import runtime
 from atml.config import RunConfig, require_positive
-from atml.data import ImageDataset, ImageSplit, cifar10, digits, rehearsal
+from atml.data import ImageDataset, ImageSplit, digits
+from atml.data.images import IMAGE_SUFFIXES, load_rgb
 from atml.errors import DataError, UsageError, WeightsError
+from atml.experiments import datasets
 from atml.models import vit
 from atml.runner import RunContext
 from atml.train import vit_recipe
 
-DATA = ("cifar10", "digits", "generated-cifar10", "rehearsal-cifar10")
 PHOTOS = {"chelsea": "cat (Chelsea)", "coffee": "cup of coffee", "astronaut": "astronaut (Eileen Collins)",
           "rocket": "rocket on its launch pad"}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 SMOKE = {"arch": vit.DEIT_SMALL, "weights": "random"}
 SMOKE_SMALL = {"arch": "vit-digits", "weights": "random", "data": "digits"}
@@ -42,7 +42,8 @@ class ViTConfig(RunConfig):
     weights: str = "imagenet"
     """imagenet | random | train-digits (demo) | a state dict file | a transformers folder."""
     data: str = "cifar10"
-    """cifar10 | digits | generated-cifar10 (smoke) | rehearsal-cifar10 (timing only): the labelled set."""
+    """cifar10 | cifar100 | folder (--data-dir DIR, ImageFolder layout) | digits | generated-cifar10 |
+    generated-cifar100 (smoke) | rehearsal-cifar10 (timing only): the labelled set."""
     batch_size: int = 64
     train_epochs: int = vit_recipe.Recipe.epochs
     """Epochs of the demo ViT's training on digits 0-4 (weights=train-digits)."""
@@ -55,8 +56,7 @@ class ViTConfig(RunConfig):
             raise UsageError(f"arch={self.arch!r} is not valid; choose one of {', '.join(vit.ARCHS)}")
         if self.backend not in vit.BACKENDS:
             raise UsageError(f"backend={self.backend!r} is not valid; choose one of {', '.join(vit.BACKENDS)}")
-        if self.data not in DATA:
-            raise UsageError(f"data={self.data!r} is not valid; choose one of {', '.join(DATA)}")
+        datasets.check(self, "vit")
         if self.weights == "train-digits" and self.arch != "vit-digits":
             raise UsageError("weights=train-digits needs arch=vit-digits")
         require_positive(self, "batch_size", "train_epochs")
@@ -82,20 +82,9 @@ def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, a
 
 def load_labelled(cfg: ViTConfig, ctx: RunContext, *, digit_classes: tuple[int, ...] = digits.PRETRAIN_CLASSES,
                   record: bool = True) -> ImageDataset:
-    """The labelled set of ``cfg.data``; for digits, the classes asked for (0-4: the demo ViT's own)."""
-    if cfg.data == "cifar10":
-        root = Path(cfg.data_dir) if cfg.data_dir else runtime.cache_dir() / "data"
-        data = cifar10.load(root, offline=ctx.offline)
-    elif cfg.data == "generated-cifar10":
-        data = cifar10.load_generated(cifar10.write_batches(ctx.scratch("data"), n_train=100, n_test=50, seed=cfg.seed))
-    elif cfg.data in rehearsal.NAMES:
-        data = rehearsal.load(cfg.data, cfg.seed)
-    else:
-        data = digits.load(digit_classes, seed=cfg.seed)
-    if record:
-        ctx.record_source("data", {"name": data.name, "source": data.source, "train": len(data.train),
-                                   "val": len(data.val), "classes": data.train.classes})
-    return data
+    """The labelled set of ``cfg.data`` (the dataset factory); for digits, the classes asked for (0-4: the demo
+    ViT's own)."""
+    return datasets.load(cfg, ctx, record=record, generated=(100, 50), digit_classes=digit_classes)
 
 
 def sample_photos() -> dict[str, torch.Tensor]:
@@ -137,27 +126,6 @@ def read_images(paths: tuple[str, ...]) -> dict[str, torch.Tensor]:
         raise DataError(f"cannot read {len(bad)} image(s): {'; '.join(bad)}. Pass JPEG/PNG/... files, or move these "
                         "out of the folder")
     return out
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """An image file as an upright uint8 ``(H, W, 3)`` array (see :func:`read_images`)."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            return np.repeat(_to_8_bit(np.asarray(image), image.mode)[..., None], 3, axis=-1)
-        return np.asarray(image.convert("RGB")).copy()
-
-
-def _to_8_bit(array: np.ndarray, mode: str) -> np.ndarray:
-    """Grey levels of a 16-bit, 32-bit or float image scaled to 0-255."""
-    values = array.astype(np.float64)
-    if mode == "F":
-        top = 1.0 if values.max(initial=0) <= 1.0 else 255.0 if values.max(initial=0) <= 255 else values.max()
-    else:  # 16-bit grey (I;16*) or its 32-bit container (I): the full 16-bit range
-        top = 65535.0 if values.max(initial=0) <= 65535 else values.max()
-    return np.clip(np.round(values / top * 255), 0, 255).astype(np.uint8)
 
 
 def _image_key(path: Path) -> str:

@@ -17,8 +17,8 @@ from atml.errors import UsageError
 from atml.experiments.vit import common
 from atml.models import vit
 from atml.registry import Experiment
-from atml.results import Results, RunResults, Table
 from atml.report import plots
+from atml.results import Results, RunResults, Table
 from atml.runner import RunContext
 
 FILLS = ("mean", "zero", "drop")

@@ -17,14 +17,15 @@ from atml import runtime
 from atml.data import digits
 from atml.errors import UsageError
 from atml.experiments.vit import common
-from atml.train.stages import new_head, stage_metrics
 from atml.models import vit
 from atml.registry import Experiment
-from atml.results import Metric, Metrics, Results, RunResults, Table, under
 from atml.report import plots
+from atml.results import Metric, Metrics, Results, RunResults, Table, under
 from atml.runner import RunContext
 from atml.train.features import FrozenFeatures, extract
 from atml.train.loop import Batches, Fit, fit
+from atml.train.stages import new_head, stage_metrics
+
 
 @dataclasses.dataclass
 class PoolingConfig(common.ViTConfig):

@@ -1,0 +1,126 @@
+"""One dataset factory for every family, as timm's ``create_dataset``: a name and options in, uint8 tensors out.
+
+    create(Spec("cifar10", root="~/data"))                  # official batches, MD5-checked
+    create(Spec("folder", root="~/photos", image_size=96))  # any labelled image folder
+    create(Spec("digits", digit_classes=(5, 6, 7, 8, 9)))   # the demo's data
+
+Every dataset arrives as the same in-memory :class:`~atml.data.ImageDataset` (uint8 images,
+int64 labels, class names), so every experiment runs on any of them. A family says which
+names it takes (:data:`FAMILY_DATA`); its config's ``data`` field picks one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from atml import runtime
+from atml.data import (
+    ImageDataset,
+    cifar10,
+    cifar100,
+    digits,
+    fashion_mnist,
+    folder,
+    rehearsal,
+    stl10,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What to load, and how a family wants it."""
+
+    name: str
+    root: str | None = None
+    """``--data-dir``: where the files are (default: ``$ATML_CACHE/data``)."""
+    seed: int = 0
+    offline: bool = False
+    scratch: Path | None = None
+    """Where generated datasets are written (the run folder's ``data/``)."""
+    generated: tuple[int, int] = (100, 50)
+    """Train and test images of a generated dataset (smoke preset, tests)."""
+    digit_classes: tuple[int, ...] = tuple(range(10))
+    digit_size: int | None = None
+    """Upsample the 8x8 digits to this size (the 28 px generative models)."""
+    digit_val_fraction: float = 0.3
+    image_size: int = 128
+    """Image folders: each image's short side resized to this, then centre-cropped to a square."""
+    grayscale: bool = False
+    """Image folders: convert to one grey channel (the 28 px generative models)."""
+    skip_bad_images: bool = False
+
+
+@dataclasses.dataclass
+class Loaded:
+    """The dataset, and the files an image folder could not read (when they were skipped)."""
+
+    data: ImageDataset
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+
+def _root(spec: Spec) -> Path:
+    return Path(spec.root).expanduser() if spec.root else runtime.cache_dir() / "data"
+
+
+def _digits(spec: Spec) -> Loaded:
+    data = digits.load(spec.digit_classes, val_fraction=spec.digit_val_fraction, seed=spec.seed)
+    if spec.digit_size:
+        data.train, data.val = data.train.resized(spec.digit_size), data.val.resized(spec.digit_size)
+        data.source += f"; bilinearly upsampled from 8x8 to {spec.digit_size}x{spec.digit_size}"
+    return Loaded(data)
+
+
+def _folder(spec: Spec) -> Loaded:
+    if not spec.root:
+        from atml.errors import UsageError
+
+        raise UsageError("data=folder needs --data-dir DIR (DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg, or "
+                         "DIR/CLASS/*.jpg)")
+    read = folder.load(spec.root, size=spec.image_size, seed=spec.seed, skip_bad=spec.skip_bad_images,
+                       grayscale=spec.grayscale)
+    return Loaded(read.data, read.skipped)
+
+
+def _scratch(spec: Spec) -> Path:
+    return spec.scratch or runtime.cache_dir() / "generated"
+
+
+DATASETS: dict[str, Callable[[Spec], Loaded]] = {
+    "cifar10": lambda s: Loaded(cifar10.load(_root(s), offline=s.offline)),
+    "cifar100": lambda s: Loaded(cifar100.load(_root(s), offline=s.offline)),
+    "stl10": lambda s: Loaded(stl10.load(_root(s), offline=s.offline)),
+    "fashion-mnist": lambda s: Loaded(fashion_mnist.load(_root(s), offline=s.offline)),
+    "digits": _digits,
+    "folder": _folder,
+    "generated-cifar10": lambda s: Loaded(cifar10.load_generated(
+        cifar10.write_batches(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed))),
+    "generated-cifar100": lambda s: Loaded(cifar100.load_generated(
+        cifar100.write_files(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed))),
+    "generated-stl10": lambda s: Loaded(stl10.load_generated(
+        stl10.write_binaries(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed))),
+    "generated-fashion-mnist": lambda s: Loaded(fashion_mnist.load_generated(
+        fashion_mnist.write_idx(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed))),
+    **{name: (lambda s, n=name: Loaded(rehearsal.load(n, s.seed))) for name in rehearsal.NAMES},
+}
+"""Every dataset atml reads, by the name a config's ``data`` field uses."""
+
+FAMILY_DATA: dict[str, tuple[str, ...]] = {
+    "resnet": ("cifar10", "cifar100", "digits", "folder", "generated-cifar10", "generated-cifar100",
+               "rehearsal-cifar10"),
+    "vit": ("cifar10", "cifar100", "digits", "folder", "generated-cifar10", "generated-cifar100", "rehearsal-cifar10"),
+    "clip": ("stl10", "cifar10", "cifar100", "digits", "folder", "generated-stl10", "generated-cifar100",
+             "rehearsal-stl10"),
+    "grayscale": ("fashion-mnist", "digits", "folder", "generated-fashion-mnist", "rehearsal-fashion-mnist"),
+}
+"""The datasets each family takes (the generative models take any of them as 28 px grey images)."""
+
+
+def create(spec: Spec) -> Loaded:
+    """The dataset ``spec.name``, loaded and checked (see each reader for its checks)."""
+    if spec.name not in DATASETS:
+        from atml.errors import UsageError
+
+        raise UsageError(f"data={spec.name!r} is not a known dataset; choose one of {', '.join(DATASETS)}")
+    return DATASETS[spec.name](spec)

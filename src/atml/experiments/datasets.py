@@ -1,0 +1,35 @@
+"""How every experiment reads its data: the dataset factory, with the run's options, recorded in env.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atml.data import ImageDataset, factory
+from atml.errors import UsageError
+from atml.runner import RunContext
+
+
+def check(cfg: Any, family: str) -> None:
+    """Refuse a ``data`` name the family does not take, naming the ones it does."""
+    if cfg.data not in factory.FAMILY_DATA[family]:
+        raise UsageError(f"data={cfg.data!r} is not valid; choose one of {', '.join(factory.FAMILY_DATA[family])}")
+
+
+def load(cfg: Any, ctx: RunContext, *, limits: tuple[int, int] = (0, 0), record: bool = True,
+         **spec: Any) -> ImageDataset:
+    """``cfg.data`` through :func:`atml.data.factory.create`, subsampled to ``limits`` (train, val; 0: all).
+
+    What was read (and any unreadable files left out) goes to env.json's ``data`` entry, and
+    from there to the run's notes.
+    """
+    options = {"image_size": cfg.image_size, "skip_bad_images": cfg.skip_bad_images, **spec}
+    loaded = factory.create(factory.Spec(cfg.data, root=cfg.data_dir, seed=cfg.seed, offline=ctx.offline,
+                                         scratch=ctx.scratch("data") if cfg.data.startswith("generated-") else None,
+                                         **options))
+    data = loaded.data
+    data.train = data.train.subset(limits[0], seed=cfg.seed)
+    data.val = data.val.subset(limits[1], seed=cfg.seed + 1)
+    if record:
+        ctx.record_source("data", {"name": data.name, "source": data.source, "train": len(data.train),
+                                   "val": len(data.val), "classes": data.train.classes, "skipped": loaded.skipped})
+    return data
