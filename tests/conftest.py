@@ -27,3 +27,28 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
 def cifar_dir(tmp_path: Path) -> Path:
     """Small CIFAR-10-format batches with a generated-data manifest."""
     return cifar10.write_batches(tmp_path / "data", n_train=60, n_test=30, seed=1)
+
+
+@pytest.fixture
+def plant_hub_file():
+    """Put a file into this test's Hugging Face cache in the hub's own layout (blobs/<sha256>, a snapshot link)."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    from atml.data.integrity import sha256sum
+
+    def plant(repo: str, filename: str, source: Path) -> Path:
+        root = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+        digest, commit = sha256sum(source), "0" * 40
+        (root / "blobs").mkdir(parents=True, exist_ok=True)
+        (root / "refs").mkdir(exist_ok=True)
+        (root / "refs" / "main").write_text(commit)
+        shutil.copyfile(source, root / "blobs" / digest)
+        link = root / "snapshots" / commit / filename
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path("../../blobs") / digest)
+        return root / "blobs" / digest
+
+    return plant

@@ -63,9 +63,27 @@ def distribute(module: torch.nn.Module, device: torch.device) -> torch.nn.Module
     if not any(p.requires_grad for p in module.parameters()):
         return module
     if device.type == "cuda":
-        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        return DistributedDataParallel(module, device_ids=[device.index])
+        return DistributedDataParallel(sync_batchnorm(module), device_ids=[device.index])
     return DistributedDataParallel(module)  # gloo on CPU: per-rank BatchNorm statistics
+
+
+PLAIN_BATCHNORM = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+
+
+def sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Plain BatchNorm layers become SyncBatchNorm; subclasses are left alone.
+
+    torch's ``convert_sync_batchnorm`` converts every ``_BatchNorm`` subclass too, which
+    would unfreeze atml's eval-pinned frozen norms and drop the activation of timm's
+    ``BatchNormAct2d``; those keep per-process statistics (frozen ones have none to sync).
+    """
+    if type(module) in PLAIN_BATCHNORM:
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        converted = sync_batchnorm(child)
+        if converted is not child:
+            setattr(module, name, converted)
+    return module
 
 
 def sync_gradients(params: Any) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, conv1x1
 
 from atml.errors import UsageError
+from atml.models import cnn
 from atml.models import weights as wts
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -25,17 +26,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DIGITS_MEAN = (0.5, 0.5, 0.5)
 DIGITS_STD = (0.5, 0.5, 0.5)
 
-TORCHVISION_ARCHS = {
-    "resnet152": (tvm.resnet152, {"imagenet": tvm.ResNet152_Weights.IMAGENET1K_V2,
-                                  "imagenet-v1": tvm.ResNet152_Weights.IMAGENET1K_V1}),
-    "resnet50": (tvm.resnet50, {"imagenet": tvm.ResNet50_Weights.IMAGENET1K_V2,
-                                "imagenet-v1": tvm.ResNet50_Weights.IMAGENET1K_V1}),
-    "resnet18": (tvm.resnet18, {"imagenet": tvm.ResNet18_Weights.IMAGENET1K_V1,
-                                "imagenet-v1": tvm.ResNet18_Weights.IMAGENET1K_V1}),
-}
+RESNETS = ("resnet152", "resnet101", "resnet50", "resnet34", "resnet18", "resnext50_32x4d", "resnext101_32x8d",
+           "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
+"""torchvision's ResNets: what resnet.skip can ablate (any torchvision or timm CNN serves the other experiments)."""
 DIGITS_ARCHS = {"digits-resnet": (2, 2, 2, 2), "digits-resnet-small": (1, 1, 1, 1)}
 """atml's small ResNets for the demo: blocks per stage (the small one mirrors ResNet-18 vs -152)."""
-ARCHS = (*TORCHVISION_ARCHS, *DIGITS_ARCHS)
+ARCHS = (*RESNETS, *DIGITS_ARCHS)
 
 
 class DigitsResNet(nn.Module):
@@ -97,7 +93,15 @@ class Preprocess(nn.Module):
 
 
 class ResNetClassifier(nn.Module):
-    """A ResNet body with a new head; ``forward = forward_head(forward_features(x))``."""
+    """A ResNet body with a new head; ``forward = forward_head(forward_features(x))``.
+
+    The same interface as :class:`atml.models.cnn.Classifier` (head, stages, the "last
+    block"), with ResNet's own names: ``body.fc``, ``body.layer1`` ... ``body.layer4``.
+    """
+
+    head_name = "body.fc"
+    stage_paths = ("body.layer1", "body.layer2", "body.layer3", "body.layer4")
+    last_paths = ("body.layer4",)
 
     def __init__(self, body: nn.Module, num_classes: int) -> None:
         super().__init__()
@@ -107,6 +111,9 @@ class ResNetClassifier(nn.Module):
     @property
     def head(self) -> nn.Linear:
         return self.body.fc
+
+    def set_head(self, head: nn.Linear) -> None:
+        self.body.fc = head
 
     @property
     def num_features(self) -> int:
@@ -132,7 +139,7 @@ class ResNetClassifier(nn.Module):
 class Backbone:
     """A built model plus what the run records about it."""
 
-    model: ResNetClassifier
+    model: ResNetClassifier | cnn.Classifier
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weights: wts.WeightsInfo
@@ -142,20 +149,41 @@ def weight_names(arch: str) -> tuple[str, ...]:
     """The named weights ``arch`` knows (besides a path to a file)."""
     if arch in DIGITS_ARCHS:
         return ("random", "pretrain-digits")
-    return (*TORCHVISION_ARCHS[arch][1], "random")
+    if cnn.is_timm(arch):
+        return ("imagenet", "random")
+    return (*_torchvision_weights(arch), "random")
+
+
+def _torchvision_weights(arch: str) -> dict[str, Any]:
+    """``imagenet``: torchvision's default (best) ImageNet weights; ``imagenet-v1``: the original release."""
+    enum = tvm.get_model_weights(arch)
+    named = {"imagenet": enum.DEFAULT}
+    if "IMAGENET1K_V1" in enum.__members__:
+        named["imagenet-v1"] = enum.IMAGENET1K_V1
+    return named
 
 
 def build(arch: str, num_classes: int, weights: str, *, offline: bool,
           state: dict[str, torch.Tensor] | None = None, state_info: wts.WeightsInfo | None = None) -> Backbone:
-    """Build ``arch`` with ``weights`` (a name, 'random', a file, or an in-memory ``state``)."""
-    if arch not in ARCHS:
-        raise UsageError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
+    """Build ``arch`` with ``weights`` (a name, 'random', a file, or an in-memory ``state``).
+
+    ``arch``: a torchvision CNN (ResNets keep ResNet's layout, so resnet.skip works on them),
+    ``timm/NAME`` for any timm CNN, or one of atml's digits ResNets.
+    """
+    cnn.check_arch(arch, ARCHS)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    named: dict[str, Any] = {}
     if arch in DIGITS_ARCHS:
-        body, mean, std = DigitsResNet(num_classes, blocks=DIGITS_ARCHS[arch]), DIGITS_MEAN, DIGITS_STD
-        named: dict[str, Any] = {}
+        body: nn.Module = DigitsResNet(num_classes, blocks=DIGITS_ARCHS[arch])
+        mean, std = DIGITS_MEAN, DIGITS_STD
+    elif cnn.is_timm(arch):
+        return _build_timm(arch, num_classes, weights, offline=offline, state=state, state_info=state_info)
     else:
-        factory, named = TORCHVISION_ARCHS[arch]
-        body, mean, std = factory(weights=None), IMAGENET_MEAN, IMAGENET_STD
+        body = cnn.torchvision_body(arch)
+        named = _torchvision_weights(arch)
+        if weights in named:
+            transform = named[weights].transforms()
+            mean, std = tuple(transform.mean), tuple(transform.std)
     info = wts.WeightsInfo("random", f"random initialisation ({arch})", pretrained=False)
     if state is not None:
         info = state_info or wts.WeightsInfo("memory", "in-memory state dict")
@@ -167,13 +195,39 @@ def build(arch: str, num_classes: int, weights: str, *, offline: bool,
     elif weights != "random":
         valid = ", ".join([*named, "random", "a path to a .pth/.safetensors file"])
         raise UsageError(f"--weights {weights!r} is not known for {arch}; valid: {valid}")
+    if isinstance(body, tvm.ResNet | DigitsResNet):
+        if state is not None:
+            wts.load_backbone(body, state, head_prefix="fc.", source=info.description)
+        return Backbone(ResNetClassifier(body, num_classes), mean, std, info)
+    model = cnn.classifier(arch, body, num_classes)
     if state is not None:
-        wts.load_backbone(body, state, head_prefix="fc.", source=info.description)
-    return Backbone(ResNetClassifier(body, num_classes), mean, std, info)
+        wts.load_backbone(model.body, state, head_prefix=model.source_head, source=info.description)
+    return Backbone(model, mean, std, info)
 
 
-def freeze(model: nn.Module, trainable: Iterable[str] = ("body.fc",), *, fold: bool = True) -> nn.Module:
-    """Freeze all but the modules named in ``trainable`` (prefixes of parameter names).
+def _build_timm(arch: str, num_classes: int, weights: str, *, offline: bool,
+                state: dict[str, torch.Tensor] | None, state_info: wts.WeightsInfo | None) -> Backbone:
+    info = wts.WeightsInfo("random", f"random initialisation ({arch})", pretrained=False)
+    file = None
+    if weights == "imagenet" and state is None:
+        file, info = wts.timm_pretrained_file(arch.removeprefix(cnn.TIMM), offline=offline)
+    elif wts.is_path(weights) and state is None:
+        state, info = wts.read_state_dict(weights)
+    elif state is not None:
+        info = state_info or wts.WeightsInfo("memory", "in-memory state dict")
+    elif weights != "random":
+        raise UsageError(f"--weights {weights!r} is not known for {arch}; valid: imagenet, random, "
+                         "a path to a .pth/.safetensors file")
+    body, pretrained_cfg = cnn.timm_body(arch, file)
+    model = cnn.classifier(arch, body, num_classes)
+    if state is not None:
+        wts.load_backbone(body, state, head_prefix=model.source_head, source=info.description)
+    return Backbone(model, tuple(pretrained_cfg.get("mean", IMAGENET_MEAN)),
+                    tuple(pretrained_cfg.get("std", IMAGENET_STD)), info)
+
+
+def freeze(model: nn.Module, trainable: Iterable[str] | None = None, *, fold: bool = True) -> nn.Module:
+    """Freeze all but the modules named in ``trainable`` (prefixes of parameter names; default: the head).
 
     Frozen BatchNorm layers become :class:`FrozenBatchNorm2d`, whose statistics cannot
     change even in ``train()`` mode (a bare ``requires_grad_(False)`` misses that). With
@@ -184,7 +238,7 @@ def freeze(model: nn.Module, trainable: Iterable[str] = ("body.fc",), *, fold: b
     Works in place on any device and dtype, before or after ``.to()``: replacements are
     built from the tensors they replace.
     """
-    prefixes = tuple(trainable)
+    prefixes = tuple(trainable) if trainable is not None else (getattr(model, "head_name", "body.fc"),)
     for name, param in model.named_parameters():
         param.requires_grad_(name.startswith(prefixes))
     _freeze_bn(model, "", prefixes)
@@ -224,14 +278,45 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 def _freeze_bn(module: nn.Module, path: str, keep: tuple[str, ...]) -> None:
+    """Frozen normalisation of any kind, wherever it sits outside ``keep``.
+
+    Plain BatchNorm becomes :class:`FrozenBatchNorm2d` (foldable); other BatchNorm
+    subclasses, which add to it (timm's ``BatchNormAct2d`` applies its activation), keep
+    their class and forward but are pinned to eval mode (:func:`pin_eval`). Layer and group
+    norms have no statistics: frozen parameters freeze them. Dropout and stochastic depth
+    in frozen parts are pinned to eval mode too: a frozen network is a fixed function.
+    """
     for name, child in module.named_children():
         full = f"{path}.{name}" if path else name
-        if isinstance(child, nn.BatchNorm2d) and not full.startswith(keep):
+        if full.startswith(keep):
+            continue
+        if type(child) in (nn.BatchNorm2d, nn.SyncBatchNorm) and child.track_running_stats:
+            setattr(module, name, FrozenBatchNorm2d(child))
+        elif isinstance(child, nn.modules.batchnorm._BatchNorm):
             if child.running_mean is None:
                 raise UsageError(f"{full} is a BatchNorm without running statistics; it cannot be frozen")
-            setattr(module, name, FrozenBatchNorm2d(child))
+            pin_eval(child)
+            _freeze_bn(child, full, keep)
+        elif isinstance(child, nn.modules.dropout._DropoutNd) or type(child).__name__ in RANDOM_DEPTH:
+            pin_eval(child)
         else:
             _freeze_bn(child, full, keep)
+
+
+RANDOM_DEPTH = ("StochasticDepth", "DropPath")
+"""torchvision's and timm's stochastic depth (active in train mode, like dropout)."""
+_PINNED: dict[type, type] = {}
+
+
+def pin_eval(module: nn.Module) -> nn.Module:
+    """Keep ``module`` in eval mode whatever ``train()`` asks (same class behaviour, same state-dict keys)."""
+    cls = type(module)
+    if cls not in _PINNED.values():
+        if cls not in _PINNED:
+            _PINNED[cls] = type(f"EvalPinned{cls.__name__}", (cls,),
+                                {"train": lambda self, mode=True: cls.train(self, False), "__module__": __name__})
+        module.__class__ = _PINNED[cls]
+    return module.eval()
 
 
 def conv_bn_pairs(module: nn.Module) -> list[tuple[nn.Module, str, str]]:

@@ -112,6 +112,32 @@ def torchvision_state_dict(weights: Any, *, offline: bool) -> tuple[dict[str, to
     return state, info
 
 
+def timm_pretrained_file(name: str, *, offline: bool) -> tuple[str, WeightsInfo]:
+    """The default pretrained weights of timm model ``name``: ``model.safetensors`` of its Hugging Face repo.
+
+    From the local Hugging Face cache, or downloaded there when online; the cache stores the
+    file under its SHA-256, which is checked against the bytes.
+    """
+    import timm
+    from huggingface_hub import hf_hub_download
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        raise WeightsError(f"timm/{name} has no weights on the Hugging Face hub; pass --weights PATH to a state dict")
+    tag = f"{repo}"
+    try:
+        path = hf_hub_download(repo, "model.safetensors", local_files_only=offline)
+    except OSError as err:  # huggingface_hub: not cached (offline), HTTP and connection errors
+        how = ("offline mode forbids downloading; run once online, or" if offline else "the download failed; ")
+        raise WeightsError(f"timm/{name} ImageNet weights ({repo}, model.safetensors) are not in the Hugging Face "
+                           f"cache and {how} pass --weights /path/to/model.safetensors "
+                           f"({type(err).__name__})") from err
+    check_hub_blob(Path(path))
+    return path, WeightsInfo("imagenet", f"timm {tag} (Hugging Face hub, model.safetensors, SHA-256 verified)", path,
+                             sha256sum(Path(path)))
+
+
 def download(url: str, path: Path, label: str) -> None:
     """Fetch ``url`` to ``path`` (temp file + rename, by torch.hub), checking the hash in its name."""
     match = HASH_IN_NAME.search(path.name)

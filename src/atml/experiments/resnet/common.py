@@ -24,7 +24,7 @@ from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, digits
 from atml.errors import UsageError
 from atml.experiments import datasets
-from atml.models import resnet
+from atml.models import cnn, resnet
 from atml.models import weights as weights_lib
 from atml.results import Metric
 from atml.runner import RunContext
@@ -44,9 +44,11 @@ class ResNetConfig(RunConfig):
     digits (scikit-learn, classes 5-9) | generated-cifar10 | generated-cifar100 (smoke) |
     rehearsal-cifar10 (generated, CIFAR-10's real counts: timing only)."""
     arch: str = "resnet152"
-    """resnet152 | resnet50 | resnet18 | digits-resnet | digits-resnet-small."""
+    """resnet152 | resnet50 | resnet18 | any torchvision CNN (convnext_tiny, efficientnet_b0, ...) |
+    timm/NAME for any timm CNN (timm/convnext_tiny, timm/efficientnet_b0, ...) | digits-resnet | digits-resnet-small."""
     weights: str = "imagenet"
-    """imagenet | imagenet-v1 | random | pretrain-digits (demo) | path to a state dict."""
+    """imagenet (torchvision's default, or timm's default weights from the Hugging Face hub) | imagenet-v1 |
+    random | pretrain-digits (demo) | path to a state dict."""
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
@@ -77,8 +79,7 @@ class ResNetConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         datasets.check(self, "resnet")
-        if self.arch not in resnet.ARCHS:
-            raise UsageError(f"arch={self.arch!r} is not valid; choose one of {', '.join(resnet.ARCHS)}")
+        cnn.check_arch(self.arch, resnet.ARCHS)
         require_positive(self, "epochs", "batch_size", "pretrain_epochs")
         names = (*resnet.weight_names(self.arch), *self.extra_weights)
         if self.weights not in names and not weights_lib.is_path(self.weights):
@@ -123,6 +124,7 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifie
     are sharded and the head trains with DistributedDataParallel (see :mod:`atml.train.loop`).
     """
     stage = stage or f"r{res}"
+    cnn.check_input_size(model, res, cfg.arch)
     ckpt = ctx.checkpoint(f"head_{stage}")
     frozen = FrozenFeatures(resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last), model,
                             compile=cfg.compile).to(ctx.device)
@@ -187,14 +189,15 @@ def finetune_pipeline(cfg: ResNetConfig, model: resnet.ResNetClassifier, backbon
     Built, frozen and laid out first, moved last. The head starts from the same seeded
     initialisation as :func:`train_head`'s; trained blocks get ``lr * backbone_lr_scale``.
     """
-    model.body.fc = new_head(model.num_features, num_classes, cfg.seed + res)
-    resnet.freeze(model, trainable=(*trainable, "body.fc"))
+    cnn.check_input_size(model, res, cfg.arch)
+    model.set_head(new_head(model.num_features, num_classes, cfg.seed + res))
+    resnet.freeze(model, trainable=(*trainable, model.head_name))
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     prep = resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last)
     pipeline = Pipeline(prep, model, Augment(cfg.hflip) if cfg.augment else None).to(device)
-    head = list(model.body.fc.parameters())
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("body.fc")]
+    head = list(model.head.parameters())
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(model.head_name)]
     groups = [{"params": head}] + ([{"params": rest, "lr": cfg.lr * cfg.backbone_lr_scale}] if rest else [])
     return pipeline, torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 

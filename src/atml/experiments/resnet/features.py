@@ -18,13 +18,14 @@ import torch
 from atml.analysis import representation as rep
 from atml.errors import UsageError
 from atml.experiments.resnet import common
-from atml.models import resnet
+from atml.models import cnn, resnet
 from atml.registry import Experiment
 from atml.report import plots
 from atml.results import Metric, Metrics, Results, RunResults, Table
 from atml.runner import RunContext
 
-DEPTHS = (("early", "layer1"), ("middle", "layer3"), ("late", "layer4"))
+DEPTHS = ("early", "middle", "late")
+"""The first stage, the one before the last, the last (ResNet: layer1, layer3, layer4; see cnn.depth_stages)."""
 METHODS = ("tsne", "umap")
 
 
@@ -34,14 +35,17 @@ class Config(common.ResNetConfig):
     per_class: int = 100
     """Validation images per class in the sample."""
     compare_arch: str = "resnet18"
-    """A second architecture measured the same way ('' to skip)."""
+    """A second architecture measured the same way, any arch accepts ('' to skip)."""
 
     def validate(self) -> None:
         super().validate()
         if self.per_class < 2:
             raise UsageError(f"per_class={self.per_class} is not valid; use an integer >= 2")
-        if self.compare_arch and self.compare_arch not in resnet.ARCHS:
-            raise UsageError(f"compare_arch={self.compare_arch!r} is not valid; choose one of {', '.join(resnet.ARCHS)}")
+        if self.compare_arch:
+            try:
+                cnn.check_arch(self.compare_arch, resnet.ARCHS)
+            except UsageError as err:
+                raise UsageError(str(err).replace("arch=", "compare_arch=", 1)) from None
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -55,11 +59,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @torch.inference_mode()
-def depth_features(model: resnet.ResNetClassifier, prep: torch.nn.Module, images: torch.Tensor,
+def depth_features(model: resnet.ResNetClassifier | cnn.Classifier, prep: torch.nn.Module, images: torch.Tensor,
                    device: torch.device, batch_size: int) -> dict[str, np.ndarray]:
     """``{depth: (N, channels)}`` pooled stage outputs; hooks are gone when this returns."""
     model.eval()
-    layers = {depth: getattr(model.body, stage) for depth, stage in DEPTHS}
+    layers = {depth: model.get_submodule(path) for depth, path in cnn.depth_stages(model.stage_paths).items()}
     with rep.layer_outputs(model, layers) as store:
         for batch in images.split(batch_size):
             model.forward_features(prep(batch.to(device)))
@@ -85,27 +89,29 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     idx = rep.balanced_indices(data.val.labels, cfg.per_class, seed=cfg.seed)
     images, labels = data.val.images[idx], data.val.labels[idx].numpy()
     classes = data.val.classes
-    feats = {}
+    feats, stages = {}, {}
     for key, arch in (("weights", cfg.arch), ("compare_weights", cfg.compare_arch)):
         if not arch:
             continue
         backbone = common.load_backbone(dataclasses.replace(cfg, arch=arch), ctx, len(classes), source_key=key)
+        cnn.check_input_size(backbone.model, cfg.resolution, arch)
         model = resnet.freeze(backbone.model, trainable=()).to(ctx.device)  # BatchNorm folded: same features
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         prep = resnet.Preprocess(cfg.resolution, backbone.mean, backbone.std, cfg.channels_last).to(ctx.device)
+        stages[arch] = {d: p.removeprefix("body.") for d, p in cnn.depth_stages(model.stage_paths).items()}
         ctx.step(f"{arch}: features of {len(labels)} images at {len(DEPTHS)} depths")
         feats[arch] = depth_features(model, prep, images, ctx.device, cfg.batch_size)
     main = feats[cfg.arch]
     out = Results()
     ctx.step(f"{cfg.arch}: k-NN, linear probes and silhouette per depth")
     out.metrics.records += measure(main, labels, cfg.seed, cfg.arch)
-    for i, (a, _) in enumerate(DEPTHS):
-        for b, _ in DEPTHS[i + 1:]:
+    for i, a in enumerate(DEPTHS):
+        for b in DEPTHS[i + 1:]:
             out.add("cka", rep.linear_cka(main[a], main[b]), depth_a=a, depth_b=b)
     ctx.step(f"t-SNE ({rep.tsne_backend()}) and UMAP of {len(DEPTHS)} depths")
     embeddings = {(depth, method): (rep.tsne if method == "tsne" else rep.umap_embed)(main[depth], seed=cfg.seed)
-                  for depth, _ in DEPTHS for method in METHODS}
+                  for depth in DEPTHS for method in METHODS}
     for (depth, method), points in embeddings.items():
         out.add("knn_acc_2d", rep.knn_accuracy(points, labels, seed=cfg.seed), key=f"{method}_knn_acc_{depth}",
                 method=method, depth=depth)
@@ -117,15 +123,16 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     if cfg.compare_arch:
         ctx.step(f"{cfg.compare_arch}: k-NN, linear probes and silhouette per depth")
         out.metrics.records += measure(feats[cfg.compare_arch], labels, cfg.seed, cfg.compare_arch, compare=True)
-    out.add_figures(ctx.save_figure(embedding_figure(embeddings, labels, classes), "embeddings"))
+    out.add_figures(ctx.save_figure(embedding_figure(embeddings, labels, classes, stages[cfg.arch]), "embeddings"))
     out.add_figures(ctx.save_figure(cka_figure(out.metrics), "cka"))
     out.add_figures(ctx.save_figure(confusion_figure(matrix, classes), "confusion_late_probe"))
     out.add_figures(ctx.save_figure(depth_figure(out.metrics, cfg), "separability_vs_depth"))
     out.tables += tables(out.metrics, cfg, pairs)
     out.data.update({"closest_pairs": pairs, "confusion": matrix.tolist(), "classes": classes,
-                     "compare_arch": cfg.compare_arch, "arch": cfg.arch, "samples": len(labels)})
+                     "compare_arch": cfg.compare_arch, "arch": cfg.arch, "samples": len(labels), "stages": stages})
     out.notes.append(f"{len(labels)} validation images ({cfg.per_class} per class), {cfg.resolution} px; depths: "
-                     + ", ".join(f"{d} = output of {s}" for d, s in DEPTHS) + " (global-average-pooled). "
+                     + "; ".join(f"{arch}: " + ", ".join(f"{d} = output of {s}" for d, s in named.items())
+                                 for arch, named in stages.items()) + " (global-average-pooled). "
                      "k-NN (k=5, cosine) and logistic-regression probe accuracies are 5-fold cross-validated; "
                      f"t-SNE ({rep.tsne_backend()}) and UMAP run on the first 50 principal components.")
     return out
@@ -134,9 +141,9 @@ def run(cfg: Config, ctx: RunContext) -> Results:
 def tables(metrics: Metrics, cfg: Config, pairs: list[tuple[str, str, float]]) -> list[Table]:
     archs = [cfg.arch] + ([cfg.compare_arch] if cfg.compare_arch else [])
     rows = [[arch, depth, *(metrics.get(n, arch=arch, depth=depth) for n in ("knn_acc", "probe_acc", "silhouette"))]
-            for arch in archs for depth, _ in DEPTHS]
+            for arch in archs for depth in DEPTHS]
     embed = [[depth, method, metrics.get("knn_acc_2d", method=method, depth=depth),
-              metrics.get("silhouette_2d", method=method, depth=depth)] for depth, _ in DEPTHS for method in METHODS]
+              metrics.get("silhouette_2d", method=method, depth=depth)] for depth in DEPTHS for method in METHODS]
     return [Table("Class separation per depth", ["arch", "depth", "k-NN acc", "linear probe acc", "silhouette"], rows),
             Table(f"t-SNE vs UMAP: separation in 2-D ({cfg.arch})",
                   ["depth", "method", "k-NN acc (2-D)", "silhouette (2-D)"], embed),
@@ -145,14 +152,15 @@ def tables(metrics: Metrics, cfg: Config, pairs: list[tuple[str, str, float]]) -
 
 
 @plots.styled
-def embedding_figure(embeddings: dict[tuple[str, str], np.ndarray], labels: np.ndarray, classes: list[str]) -> Any:
+def embedding_figure(embeddings: dict[tuple[str, str], np.ndarray], labels: np.ndarray, classes: list[str],
+                     stages: dict[str, str]) -> Any:
     fig, axes = plots.figure(len(DEPTHS), len(METHODS), width=2.0, height=4.2)
     for row, method in enumerate(METHODS):
-        for col, (depth, stage) in enumerate(DEPTHS):
+        for col, depth in enumerate(DEPTHS):
             ax = axes[row][col]
             points = embeddings[(depth, method)]
             scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=4, vmin=0, vmax=9)
-            ax.set_title(f"{method.upper() if method == 'umap' else 't-SNE'}, {depth} ({stage})")
+            ax.set_title(f"{method.upper() if method == 'umap' else 't-SNE'}, {depth} ({stages[depth]})")
             ax.set_xticks([])
             ax.set_yticks([])
     handles = [plots.plt.Line2D([], [], marker="o", ls="", color=scatter.cmap(scatter.norm(i)), label=c)
@@ -164,7 +172,7 @@ def embedding_figure(embeddings: dict[tuple[str, str], np.ndarray], labels: np.n
 
 @plots.styled
 def cka_figure(metrics: Metrics) -> Any:
-    names = [d for d, _ in DEPTHS]
+    names = [d for d in DEPTHS]
     grid = np.eye(len(names))
     for i, a in enumerate(names):
         for j, b in enumerate(names):
@@ -210,9 +218,9 @@ def depth_figure(metrics: Metrics, cfg: Config) -> Any:
     archs = [(cfg.arch, "-")] + ([(cfg.compare_arch, ":")] if cfg.compare_arch else [])
     for arch, style in archs:
         for i, key in enumerate(("knn_acc", "probe_acc", "silhouette")):
-            ax.plot(x, [metrics.value(key, arch=arch, depth=d) for d, _ in DEPTHS], style, marker="o",
+            ax.plot(x, [metrics.value(key, arch=arch, depth=d) for d in DEPTHS], style, marker="o",
                     color=plots.palette(i))
-    ax.set_xticks(list(x), labels=[d for d, _ in DEPTHS])
+    ax.set_xticks(list(x), labels=[d for d in DEPTHS])
     ax.set_ylabel("score")
     handles = [plots.Line2D([], [], color=plots.palette(i), marker="o", label=label)
                for i, label in enumerate(("k-NN accuracy", "probe accuracy", "silhouette"))]
@@ -223,7 +231,7 @@ def depth_figure(metrics: Metrics, cfg: Config) -> Any:
 
 def discuss(results: RunResults) -> list[str]:
     m, data = results.metrics, results.data
-    depths = [d for d, _ in DEPTHS]
+    depths = [d for d in DEPTHS]
     probe = [m.value("probe_acc", arch=data["arch"], depth=d) for d in depths]
     text = ["Linear-probe accuracy by depth: " + ", ".join(f"{d} {p:.3f}" for d, p in zip(depths, probe)) + "; "
             + ("later layers separate the classes better." if probe[-1] > probe[0]

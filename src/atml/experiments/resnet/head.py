@@ -23,7 +23,7 @@ from atml.experiments.resnet.common import (
     train_head,
     training_problem,
 )
-from atml.models import resnet
+from atml.models import cnn, resnet
 from atml.registry import Experiment
 from atml.report import plots
 from atml.results import Metrics, Results, RunResults, Table, under
@@ -56,6 +56,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     data = load_data(cfg, ctx)
     backbone = load_backbone(cfg, ctx, num_classes=len(data.train.classes))
     model = resnet.freeze(backbone.model)  # built and frozen here; train_head moves it to the device
+    for res in cfg.resolutions:  # every size before any training: a too-small one fails now, not after an hour
+        cnn.check_input_size(model, res, cfg.arch)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     out = Results()

@@ -35,6 +35,9 @@ class Config(common.ResNetConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.arch not in resnet.ARCHS:
+            raise UsageError(f"resnet.skip removes the skip connections of ResNet blocks, so it takes ResNets only; "
+                             f"arch={self.arch!r} is not one. Choose one of {', '.join(resnet.ARCHS)}")
         if not 4 <= self.resolution <= 1024:
             raise UsageError(f"resolution={self.resolution} is not valid; use a size in [4, 1024]")
 

@@ -27,7 +27,7 @@ from atml.results import Metrics, Results, RunResults, Table
 from atml.runner import RunContext
 
 INITS = ("pretrained", "random")
-REGIMES = {"head": (), "last": ("body.layer4",), "full": ("body",)}
+REGIMES = ("head", "last", "full")
 REGIME_NAMES = {"head": "head only", "last": "last block + head", "full": "full fine-tuning"}
 ALL_CELLS = tuple(f"{i}:{r}" for i in INITS for r in REGIMES)
 
@@ -82,7 +82,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
             seconds = stage_numbers.value("head_time_s") + stage_numbers.get("feature_time_s", 0.0)
         else:
             rows, numbers = common.train_blocks(cfg, ctx, model, backbone, data, cfg.resolution, stage,
-                                                trainable=REGIMES[regime])
+                                                trainable=trained_parts(model, regime))
             stage_numbers = Metrics(numbers)
             seconds = stage_numbers.value("train_time_s")
         stages[stage] = rows
@@ -120,6 +120,12 @@ def run(cfg: Config, ctx: RunContext) -> Results:
 
 
 CALIBRATION_IMAGES = 4096
+
+
+def trained_parts(model: Any, regime: str) -> tuple[str, ...]:
+    """Parameter prefixes a regime trains besides the head: none, the last stage (ResNet: layer4; other CNNs:
+    the last stage and the layers after it), or the whole body."""
+    return {"head": (), "last": tuple(model.last_paths), "full": ("body",)}[regime]
 
 
 def calibrate_random_init(model: resnet.ResNetClassifier, backbone: resnet.Backbone, data: Any, cfg: Config,
