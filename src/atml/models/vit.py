@@ -103,9 +103,15 @@ class Preprocess(nn.Module):
 
 
 class ViT(nn.Module):
-    """A timm or transformers ViT classifier with token-level access and attention capture."""
+    """A timm or transformers ViT classifier with token-level access and attention capture.
 
-    def __init__(self, model: nn.Module, backend: str, arch: Arch, classes: list[str]) -> None:
+    Tokens are ``[CLS, registers..., patches...]``: ``num_prefix_tokens`` counts the class
+    token and any register tokens (DINOv2 with registers: 5), so patch ``i`` is token
+    ``num_prefix_tokens + i`` whatever the model.
+    """
+
+    def __init__(self, model: nn.Module, backend: str, arch: Arch, classes: list[str],
+                 num_prefix_tokens: int = 1) -> None:
         super().__init__()
         self.model = model
         self.backend = backend
@@ -113,7 +119,21 @@ class ViT(nn.Module):
         self.classes = classes
         self.preprocess = Preprocess(arch)
         self.grid = arch.image_size // arch.patch_size
-        self.num_prefix_tokens = 1
+        self.num_prefix_tokens = num_prefix_tokens
+
+    @property
+    def has_head(self) -> bool:
+        """False for a backbone published without a classifier (DINOv2): ``classify`` then returns features."""
+        return self.backend == "hf" or getattr(self.model, "num_classes", 1) > 0
+
+    def set_head(self, weight: torch.Tensor, bias: torch.Tensor, classes: list[str]) -> None:
+        """Give a timm ViT a linear classifier (fitted elsewhere, e.g. a probe on its own features)."""
+        self.model.reset_classifier(len(classes))
+        with torch.no_grad():
+            self.model.head.weight.copy_(weight)
+            self.model.head.bias.copy_(bias)
+        self.model.head.to(self.model.cls_token.device)
+        self.classes = list(classes)
 
     @property
     def num_features(self) -> int:
@@ -192,19 +212,27 @@ def drop_tokens(tokens: torch.Tensor, keep: torch.Tensor, prefix: int = 1) -> to
 
 def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: int = 1000,
           classes: list[str] | None = None, offline: bool = True,
-          state: dict[str, torch.Tensor] | None = None, state_info: WeightsInfo | None = None) -> tuple[ViT, WeightsInfo]:
+          state: dict[str, torch.Tensor] | None = None, state_info: WeightsInfo | None = None,
+          input_size: int = 0) -> tuple[ViT, WeightsInfo]:
     """The model with its weights loaded, and what to record about them.
 
+    ``arch_name``: DeiT-Small, the demo's ``vit-digits``, ``timm/NAME`` for any timm
+    VisionTransformer (``input_size``: build it at this size instead of its own, position
+    embeddings resampled), or ``auto`` with ``backend=hf`` and a transformers folder.
     ``state``/``state_info``: a timm-layout state dict already in hand (the demo's trained ViT).
     """
     if backend not in BACKENDS:
         raise UsageError(f"backend={backend!r} is not valid; choose one of {', '.join(BACKENDS)}")
-    if arch_name not in ARCHS:
-        raise UsageError(f"arch={arch_name!r} is not valid; choose one of {', '.join(ARCHS)}")
-    arch = ARCHS[arch_name]
+    check_arch(arch_name, backend)
     if backend == "hf" and weights_lib.is_path(weights) and Path(weights).expanduser().is_dir():
         model, info, names = _hf_from_folder(Path(weights).expanduser(), arch_name)
-        return ViT(model, "hf", arch, classes or names), info
+        return ViT(model, "hf", hf_arch(Path(weights).expanduser(), model.config), classes or names), info
+    if arch_name == AUTO:
+        raise UsageError(f"arch={AUTO} takes its shape from a transformers folder: pass backend=hf and "
+                         "--weights FOLDER")
+    if arch_name.startswith(TIMM):
+        return _build_any_timm(arch_name.removeprefix(TIMM), weights, offline=offline, input_size=input_size)
+    arch = ARCHS[arch_name]
     if weights == "imagenet":
         if arch_name != DEIT_SMALL:
             raise UsageError(f"weights=imagenet exists only for arch={DEIT_SMALL}")
@@ -234,6 +262,76 @@ def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: i
     hf_model = hf_from_timm(timm_model, arch, classes)
     state_info = dataclasses.replace(state_info, description=state_info.description + " (converted timm -> transformers)")
     return ViT(hf_model, "hf", arch, classes), state_info
+
+
+TIMM = "timm/"
+AUTO = "auto"
+
+
+def check_arch(arch_name: str, backend: str = "timm") -> None:
+    """Refuse an arch that is neither atml's, ``timm/NAME`` of a timm model, nor ``auto`` (transformers folders)."""
+    if arch_name in ARCHS or arch_name == AUTO:
+        return
+    if arch_name.startswith(TIMM):
+        import timm
+
+        if backend == "hf":
+            raise UsageError(f"arch={arch_name} is a timm model: use backend=timm (backend=hf reads transformers "
+                             f"folders, with arch={AUTO})")
+        if timm.is_model(arch_name.removeprefix(TIMM)):
+            return
+        close = timm.list_models(f"*{arch_name.removeprefix(TIMM).split('_')[0]}*")[:6]
+        raise UsageError(f"arch={arch_name!r}: timm has no model {arch_name.removeprefix(TIMM)!r}"
+                         + (f"; similar: {', '.join(TIMM + c for c in close)}" if close else ""))
+    raise UsageError(f"arch={arch_name!r} is not valid; choose one of {', '.join(ARCHS)}, timm/NAME for any timm "
+                     f"ViT (timm/vit_small_patch14_dinov2, timm/vit_base_patch16_224, ...), or {AUTO} with "
+                     "backend=hf and a transformers folder")
+
+
+def _build_any_timm(name: str, weights: str, *, offline: bool, input_size: int) -> tuple[ViT, WeightsInfo]:
+    """Any timm ``VisionTransformer`` (class token required; register tokens and any patch size handled)."""
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    file, state = None, None
+    if weights == "imagenet":
+        file, info = weights_lib.timm_pretrained_file(name, offline=offline)
+        info.description = info.description.replace("ImageNet ", "")
+    elif weights == "random":
+        info = WeightsInfo("random", f"random initialisation (timm/{name}; no pretrained weights)", pretrained=False)
+    elif weights_lib.is_path(weights):
+        state, info = weights_lib.read_state_dict(weights)
+    else:
+        raise UsageError(f"weights={weights!r} is not valid for timm/{name}; use imagenet (timm's default weights "
+                         "for it), random, or a state dict file")
+    kwargs: dict[str, Any] = {"pretrained": file is not None}
+    if file is not None:
+        kwargs["pretrained_cfg_overlay"] = {"file": file}
+    if input_size:
+        kwargs["img_size"] = input_size
+    if state is not None and "head.weight" in state:
+        kwargs["num_classes"] = state["head.weight"].shape[0]
+    try:
+        model = timm.create_model(name, **kwargs)
+    except (AssertionError, ValueError, TypeError) as err:  # timm's own checks of img_size and patch size
+        raise UsageError(f"timm/{name} cannot be built at input_size={input_size}: {err}") from err
+    if not isinstance(model, VisionTransformer):
+        raise UsageError(f"timm/{name} is a {type(model).__name__}, not a VisionTransformer; atml's ViT experiments "
+                         "read its patch tokens and attention the way timm's VisionTransformer lays them out")
+    if model.cls_token is None:
+        raise UsageError(f"timm/{name} has no class token (it pools its patches); the ViT experiments read the "
+                         "CLS token's attention and features: pick a model with one")
+    if state is not None:
+        _load_timm_state(model, state, info.file or info.spec)
+    cfg = model.pretrained_cfg
+    image, patch = model.patch_embed.img_size, model.patch_embed.patch_size
+    if image[0] != image[1] or patch[0] != patch[1]:
+        raise UsageError(f"timm/{name} has a non-square input or patch ({image}, {patch}); atml's maps need squares")
+    arch = Arch(image[0], patch[0], model.embed_dim, len(model.blocks), model.blocks[0].attn.num_heads,
+                model.blocks[0].mlp.fc1.out_features / model.embed_dim, tuple(cfg.get("mean", IMAGENET_MEAN)),
+                tuple(cfg.get("std", IMAGENET_STD)), float(cfg.get("crop_pct", 1.0)) if not input_size else 1.0)
+    classes = (imagenet_classes() if model.num_classes == 1000 else [str(i) for i in range(model.num_classes)])
+    return ViT(model.eval(), "timm", arch, classes, model.num_prefix_tokens), info
 
 
 def _timm_model(arch_name: str, arch: Arch, num_classes: int) -> nn.Module:
@@ -346,7 +444,11 @@ def _hf_from_folder(folder: Path, arch_name: str) -> tuple[nn.Module, WeightsInf
                                                                        use_safetensors=files[0].suffix == ".safetensors")
     except Exception as err:  # transformers raises OSError, ValueError... for broken folders
         raise WeightsError(f"cannot load the transformers model in {folder}: {str(err).splitlines()[0]}") from err
-    _check_arch(model.config, ARCHS[arch_name], folder)
+    if getattr(model.config, "model_type", "vit") != "vit":
+        raise WeightsError(f"{folder} holds a transformers {model.config.model_type} model; backend=hf reads ViT "
+                           "(ViTForImageClassification) folders; use the model's timm/ name for others")
+    if arch_name in ARCHS:
+        _check_arch(model.config, ARCHS[arch_name], folder)
     config = json.loads(config_path.read_text())
     names = [config.get("id2label", {}).get(str(i), str(i)) for i in range(model.config.num_labels)]
     weights_lib.check_hub_blob(files[0])  # a Hugging Face snapshot: the bytes must match the blob's SHA-256
@@ -369,6 +471,17 @@ def _hf_from_cache(offline: bool) -> tuple[nn.Module, WeightsInfo, list[str]] | 
     info.spec = "imagenet"
     info.description = f"{HF_DEIT} from the Hugging Face hub ({info.description})"
     return model, info, names
+
+
+def hf_arch(folder: Path, config: Any) -> Arch:
+    """The shape a transformers ViT folder holds, with its image processor's mean and std when it has one."""
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # ViTImageProcessor's defaults
+    processor = folder / "preprocessor_config.json"
+    if processor.is_file():
+        values = json.loads(processor.read_text())
+        mean, std = tuple(values.get("image_mean", mean)), tuple(values.get("image_std", std))
+    return Arch(config.image_size, config.patch_size, config.hidden_size, config.num_hidden_layers,
+                config.num_attention_heads, config.intermediate_size / config.hidden_size, mean, std, 1.0)
 
 
 def _check_arch(config: Any, arch: Arch, source: Path) -> None:

@@ -56,8 +56,8 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
     shown_x = common.as_batch(shown, model, ctx.device)
     maps = layer_maps(model, shown_x, cfg.batch_size)
     stats = head_stats(model, layer_maps(model, stats_x, cfg.batch_size))
-    last = att.cls_to_patches(maps[-1])  # (B, H, N)
-    flow = att.rollout(maps)
+    last = att.cls_to_patches(maps[-1], model.num_prefix_tokens)  # (B, H, N)
+    flow = att.rollout(maps, model.num_prefix_tokens)
     out = Results(notes=notes)
     out.add_figures(ctx.save_figure(overlay_figure(shown, model, last.mean(1), flow), "attention_maps"))
     out.add_figures(ctx.save_figure(heads_figure(next(iter(shown.values())), model, last[0]), "attention_heads"))
@@ -107,9 +107,9 @@ def head_stats(model: vit.ViT, maps: list[torch.Tensor]) -> dict[str, Any]:
     """Per layer and head: entropy, mean distance, peak patch; per layer: head-head similarity."""
     out: dict[str, list] = {"entropy": [], "distance_px": [], "similarity": [], "peak": [], "peak_share": []}
     for attn in maps:
-        cls = att.cls_to_patches(attn)  # (B, H, N)
+        cls = att.cls_to_patches(attn, model.num_prefix_tokens)  # (B, H, N)
         out["entropy"].append(att.entropy(cls).mean(0))
-        out["distance_px"].append(att.mean_distance(attn, model.grid, model.arch.patch_size))
+        out["distance_px"].append(att.mean_distance(attn, model.grid, model.arch.patch_size, model.num_prefix_tokens))
         out["similarity"].append(float(att.head_similarity(cls).mean()))
         peaks = cls.argmax(-1)  # (B, H)
         mode = peaks.mode(0).values

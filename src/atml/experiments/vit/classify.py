@@ -37,6 +37,9 @@ class ClassifyConfig(common.ViTConfig):
 
 def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
+    if not model.has_head:
+        raise UsageError(f"{cfg.arch} has no classification head (a self-supervised backbone), so it has no classes "
+                         "to predict; vit.attention, vit.masking (with a fitted probe) and vit.pooling take it")
     out = Results(notes=common.source_notes(cfg, ctx))
     notes = out.notes
     if len(model.classes) == 1000:

@@ -36,11 +36,17 @@ REHEARSAL = {"data": "rehearsal-cifar10", "weights": "random"}  # the full prese
 @dataclasses.dataclass
 class ViTConfig(RunConfig):
     arch: str = vit.DEIT_SMALL
-    """deit_small_patch16_224 | vit-digits (the demo's small ViT)."""
+    """deit_small_patch16_224 | vit-digits (the demo's small ViT) | timm/NAME for any timm ViT with a class token
+    (timm/vit_small_patch14_dinov2, timm/vit_small_patch14_reg4_dinov2, timm/vit_base_patch16_224, ...) |
+    auto (backend=hf: the shape of the transformers folder given as weights)."""
     backend: str = "timm"
     """timm | hf (Hugging Face transformers; pip install 'atml[hf]')."""
     weights: str = "imagenet"
-    """imagenet | random | train-digits (demo) | a state dict file | a transformers folder."""
+    """imagenet (DeiT's release; for timm/NAME: timm's default weights of that model) | random |
+    train-digits (demo) | a state dict file | a transformers folder."""
+    input_size: int = 0
+    """timm/NAME ViTs: build the model at this input size (px, a multiple of its patch; position embeddings
+    resampled); 0: the model's own (DINOv2: 518)."""
     data: str = "cifar10"
     """cifar10 | cifar100 | folder (--data-dir DIR, ImageFolder layout) | digits | generated-cifar10 |
     generated-cifar100 (smoke) | rehearsal-cifar10 (timing only): the labelled set."""
@@ -52,10 +58,14 @@ class ViTConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.arch not in vit.ARCHS:
-            raise UsageError(f"arch={self.arch!r} is not valid; choose one of {', '.join(vit.ARCHS)}")
         if self.backend not in vit.BACKENDS:
             raise UsageError(f"backend={self.backend!r} is not valid; choose one of {', '.join(vit.BACKENDS)}")
+        vit.check_arch(self.arch, self.backend)
+        if self.input_size and not self.arch.startswith(vit.TIMM):
+            raise UsageError(f"input_size={self.input_size} applies to timm/NAME archs only (arch={self.arch} has a "
+                             "fixed size); leave it at 0")
+        if self.input_size < 0:
+            raise UsageError(f"input_size={self.input_size} is not valid; use a size in px, or 0 for the model's own")
         datasets.check(self, "vit")
         if self.weights == "train-digits" and self.arch != "vit-digits":
             raise UsageError("weights=train-digits needs arch=vit-digits")
@@ -75,7 +85,7 @@ def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, a
         model, info = vit.build(arch, "state", backend=cfg.backend, num_classes=len(digits.PRETRAIN_CLASSES),
                                 classes=[str(c) for c in digits.PRETRAIN_CLASSES], state=state, state_info=info)
     else:
-        model, info = vit.build(arch, weights, backend=cfg.backend, offline=ctx.offline)
+        model, info = vit.build(arch, weights, backend=cfg.backend, offline=ctx.offline, input_size=cfg.input_size)
     ctx.record_source(source_key, dataclasses.asdict(info))
     return model.to(ctx.device).eval()
 
@@ -174,6 +184,39 @@ def split_images(split: ImageSplit, count: int) -> dict[str, torch.Tensor]:
             order.append(int(idx[0]))
     order += [i for i in range(len(split)) if i not in order]
     return {f"val[{i}] label {split.classes[int(split.labels[i])]}": split.images[i] for i in order[:count]}
+
+
+PROBE_IMAGES = 2000
+
+
+def fit_probe_head(model: vit.ViT, data: ImageDataset, ctx: RunContext, batch_size: int, seed: int) -> str:
+    """Give a backbone without a classifier (DINOv2) a logistic-regression head on its own pooled features.
+
+    Fitted on (up to 2,000) training images of the labelled set, so accuracy under masking is
+    that of this linear readout. Returns the note saying so.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    train = data.train.subset(PROBE_IMAGES, seed=seed)
+    ctx.step(f"the model has no classifier: fitting a linear probe on {len(train)} training images")
+    with torch.inference_mode():
+        feats = torch.cat([model.classify(model.tokens(model.preprocess(b.to(ctx.device)))).float().cpu()
+                           for b in train.images.split(batch_size)]).numpy()
+    probe = LogisticRegression(max_iter=2000, C=1.0).fit(feats, train.labels.numpy())
+    weight, bias = torch.zeros(len(train.classes), feats.shape[1]), torch.zeros(len(train.classes))
+    fitted = torch.as_tensor(probe.classes_)
+    if len(fitted) == 2:  # scikit-learn keeps one row for two classes: logits (-z/2, z/2) give the same softmax
+        row = torch.as_tensor(probe.coef_[0], dtype=torch.float32)
+        weight[fitted] = torch.stack([-row / 2, row / 2])
+        bias[fitted] = torch.tensor([-probe.intercept_[0] / 2, probe.intercept_[0] / 2], dtype=torch.float32)
+    else:
+        weight[fitted] = torch.as_tensor(probe.coef_, dtype=torch.float32)
+        bias[fitted] = torch.as_tensor(probe.intercept_, dtype=torch.float32)
+        bias[[c for c in range(len(train.classes)) if c not in set(fitted.tolist())]] = -1e4  # never seen: never
+    model.set_head(weight, bias, train.classes)
+    return (f"The model has no classification head (a self-supervised backbone), so its predictions come from a "
+            f"logistic-regression probe on its pooled final features, fitted on {len(train)} training images of "
+            f"{data.name}; accuracies are that linear readout's.")
 
 
 def source_notes(cfg: ViTConfig, ctx: RunContext) -> list[str]:

@@ -82,6 +82,7 @@ def fill_masked(x: torch.Tensor, keep: torch.Tensor, grid: int, value: torch.Ten
 def run(cfg: MaskingConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data = common.load_labelled(cfg, ctx)
+    probe_note = "" if model.has_head else common.fit_probe_head(model, data, ctx, cfg.batch_size, cfg.seed)
     split = data.val.subset(cfg.limit, seed=cfg.seed)
     x = torch.cat([model.preprocess(b.to(ctx.device)) for b in split.images.split(cfg.batch_size)])
     base = evaluate(model, x, None, cfg.batch_size)
@@ -114,7 +115,7 @@ def run(cfg: MaskingConfig, ctx: RunContext) -> Results:
     out.add("images", len(split))
     out.add("masking_time_s", time.perf_counter() - started, "s")
     notes = out.notes
-    notes += common.source_notes(cfg, ctx)
+    notes += common.source_notes(cfg, ctx) + ([probe_note] if probe_note else [])
     notes.append(f"{len(split)} validation images of {data.name}; labels: "
                  + ("the model's own top-1 on the unmasked image (its classes are not the dataset's), so accuracy "
                     "here is agreement with the unmasked prediction." if own_labels else "the dataset's labels."))

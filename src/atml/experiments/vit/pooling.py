@@ -40,7 +40,8 @@ class PoolingConfig(common.ViTConfig):
             raise UsageError("epochs must be >= 1, lr > 0, train_limit and val_limit >= 0")
 
 
-POOLINGS = {"cls": lambda t: t[:, 0], "mean": lambda t: t[:, 1:].mean(1)}
+POOLINGS = {"cls": lambda t, prefix: t[:, 0], "mean": lambda t, prefix: t[:, prefix:].mean(1)}
+"""Token 0 is the class token; patches start after the class and register tokens (``prefix`` of them)."""
 
 
 def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
@@ -71,7 +72,9 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
     notes.append(f"Both probes: one linear layer on frozen, cached features ({train.images.shape[-1]}px "
                  f"{data.name}, {len(train)} train / {len(val)} val images), same initialisation seed, Adam lr {cfg.lr}, "
                  f"{cfg.epochs} epochs, batch {cfg.batch_size}. CLS = the final class token after the last norm; "
-                 "mean = the average of the final patch tokens.")
+                 "mean = the average of the final patch tokens"
+                 + (f" (the {model.num_prefix_tokens - 1} register tokens are in neither)."
+                    if model.num_prefix_tokens > 1 else "."))
     if cfg.weights == "train-digits":
         notes.append("Demo: the ViT was trained on digits 0-4 only; the probes learn digits 5-9, classes it never saw.")
     out.tables.append(Table("Linear probes on frozen ViT features",
@@ -84,7 +87,7 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
 def pooled_features(model: vit.ViT, x: torch.Tensor) -> torch.Tensor:
     """``[CLS, mean of patches]`` side by side, ``(B, 2 * D)``, from one forward pass."""
     tokens = model.tokens(x)
-    return torch.cat([fn(tokens) for fn in POOLINGS.values()], dim=1)
+    return torch.cat([fn(tokens, model.num_prefix_tokens) for fn in POOLINGS.values()], dim=1)
 
 
 def train_probe(cfg: PoolingConfig, ctx: RunContext, f_train: torch.Tensor, y_train: torch.Tensor,
