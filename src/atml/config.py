@@ -150,6 +150,7 @@ def _parse_scalar(raw: str) -> Any:
 
 def _replace(cfg: Any, key: str, value: Any) -> Any:
     head, _, rest = key.partition(".")
+    head = getattr(type(cfg), "ALIASES", {}).get(head, head)  # another library's word for a field
     hints = typing.get_type_hints(type(cfg))
     if head not in hints or head not in field_names(type(cfg)):
         valid = ", ".join(field_names(type(cfg)))

@@ -62,16 +62,22 @@ ARCHS = {
 class CLIPModel(nn.Module):
     """An open_clip CLIP with its preprocessing and tokenizer; embeddings raw or L2-normalised."""
 
-    def __init__(self, model: nn.Module, arch_name: str) -> None:
+    def __init__(self, model: nn.Module, arch_name: str, arch: Arch | None = None, tokenizer: Any = None) -> None:
         super().__init__()
         import open_clip
 
         self.model = model
         self.arch_name = arch_name
-        self.arch = ARCHS[arch_name]
+        self.arch = arch or ARCHS[arch_name]
         self.preprocess = vit.Preprocess(vit.Arch(self.arch.image_size, 1, 1, 1, 1, 1.0, self.arch.mean,
                                                   self.arch.std, 1.0))
-        self.tokenizer = open_clip.get_tokenizer("ViT-B-32")  # OpenAI's BPE vocabulary, shipped with open_clip
+        # OpenAI's BPE vocabulary ships with open_clip; other tokenizers (SigLIP's) are passed in
+        self.tokenizer = tokenizer or open_clip.get_tokenizer("ViT-B-32")
+
+    @property
+    def sigmoid(self) -> bool:
+        """Trained with SigLIP's pairwise sigmoid loss (a learnt logit bias), not CLIP's softmax over the batch."""
+        return getattr(self.model, "logit_bias", None) is not None
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts, context_length=self.arch.context_length)
@@ -85,26 +91,56 @@ class CLIPModel(nn.Module):
         return self.model.encode_text(tokens, normalize=normalize)
 
 
+def check_arch(arch_name: str) -> None:
+    """Refuse a name that is neither atml's nor one of open_clip's model configs."""
+    import open_clip
+
+    if arch_name in ARCHS or arch_name in open_clip.list_models():
+        return
+    close = [m for m in open_clip.list_models() if arch_name.lower()[:5] in m.lower()][:8]
+    raise UsageError(f"arch={arch_name!r} is not an open_clip model"
+                     + (f"; similar: {', '.join(close)}" if close else "")
+                     + f"; open_clip.list_models() lists all {len(open_clip.list_models())}, and clip-digits is the "
+                     "demo's tiny CLIP")
+
+
+def weight_names(arch_name: str) -> tuple[str, ...]:
+    """The pretrained tags open_clip publishes for ``arch_name`` (besides random and a file)."""
+    import open_clip
+
+    if arch_name not in open_clip.list_models():
+        return ()
+    return tuple(open_clip.list_pretrained_tags_by_model(arch_name))
+
+
 def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
           state: dict[str, torch.Tensor] | None = None, state_info: WeightsInfo | None = None) -> tuple[CLIPModel, WeightsInfo]:
-    """The model with its weights loaded, and what to record about them."""
-    if arch_name not in ARCHS:
-        raise UsageError(f"arch={arch_name!r} is not valid; choose one of {', '.join(ARCHS)}")
-    if weights == "openai":
-        if arch_name != "ViT-B-32":
-            raise UsageError("weights=openai exists only for arch=ViT-B-32")
+    """The model with its weights loaded, and what to record about them.
+
+    ``arch_name``: any open_clip model config (``ViT-B-16``, ``RN50``, ``ViT-B-16-SigLIP``,
+    ...) or the demo's ``clip-digits``; ``weights``: one of open_clip's pretrained tags for it
+    (``openai``, ``laion2b_s34b_b88k``, ``webli``, ...), ``random``, or a file.
+    """
+    check_arch(arch_name)
+    tags = weight_names(arch_name)
+    pretrained_cfg: dict[str, Any] = {}
+    if weights == "openai" and arch_name == "ViT-B-32":
         state, state_info = openai_state_dict(offline=offline)
+    elif weights in tags:
+        state, state_info, pretrained_cfg = open_clip_state_dict(arch_name, weights, offline=offline)
     elif weights == "random":
         state_info = WeightsInfo("random", f"open_clip's random initialisation of {arch_name} (seed {seed}; "
                                  "no pretrained weights)", pretrained=False)
     elif weights_lib.is_path(weights):
         state, state_info = weights_lib.read_state_dict(_weights_file(Path(weights).expanduser()))
     elif state is None:
-        raise UsageError(f"weights={weights!r} is not valid; use openai, random, a state dict file or a folder holding "
-                         f"{OPENAI_FILE}")
+        raise UsageError(f"weights={weights!r} is not valid for {arch_name}; use "
+                         + (f"one of open_clip's tags ({', '.join(tags)}), " if tags else "")
+                         + f"random, a state dict file or a folder holding {OPENAI_FILE}")
+    quick_gelu = pretrained_cfg.get("quick_gelu", arch_name == "ViT-B-32")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _open_clip_model(arch_name)
+        model = _open_clip_model(arch_name, quick_gelu)
     if state is not None:
         try:
             model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
@@ -112,7 +148,77 @@ def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
             lines = " ".join(line.strip() for line in str(err).splitlines()[1:3])
             raise WeightsError(f"{state_info.file or state_info.spec} does not fit open_clip {arch_name}: "
                                f"{lines[:300]}") from err
-    return CLIPModel(model.eval(), arch_name), state_info
+    if arch_name in ARCHS:
+        return CLIPModel(model.eval(), arch_name), state_info
+    if not pretrained_cfg and tags:  # random or a file: the normalisation the model's published weights use
+        import open_clip
+
+        pretrained_cfg = {k: v for k, v in open_clip.get_pretrained_cfg(arch_name, tags[0]).items()
+                          if k in ("mean", "std")}
+    return CLIPModel(model.eval(), arch_name, _arch_of(model, pretrained_cfg),
+                     tokenizer(arch_name, offline=offline)), state_info
+
+
+def _arch_of(model: nn.Module, pretrained_cfg: dict[str, Any]) -> Arch:
+    """Input size, text length and normalisation of an open_clip model (the weights' own when they say)."""
+    size = model.visual.image_size
+    pre = getattr(model.visual, "preprocess_cfg", {}) or {}
+    mean = tuple(pretrained_cfg.get("mean") or pre.get("mean") or ARCHS["ViT-B-32"].mean)
+    std = tuple(pretrained_cfg.get("std") or pre.get("std") or ARCHS["ViT-B-32"].std)
+    return Arch(None, int(size[0] if isinstance(size, (tuple, list)) else size), int(model.context_length),
+                mean, std)
+
+
+def tokenizer(arch_name: str, *, offline: bool) -> Any:
+    """open_clip's tokenizer for the model: OpenAI's BPE (shipped), or a Hugging Face tokenizer (SigLIP's)."""
+    import open_clip
+
+    text_cfg = open_clip.get_model_config(arch_name).get("text_cfg", {})
+    repo = text_cfg.get("hf_tokenizer_name")
+    if not repo:
+        return open_clip.get_tokenizer(arch_name)
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo, local_files_only=offline,
+                                   allow_patterns=["tokenizer*", "special_tokens_map.json", "*.model", "vocab*",
+                                                   "config.json"])
+    except OSError as err:
+        raise WeightsError(f"{arch_name} tokenizes text with the Hugging Face tokenizer {repo}, which is not in the "
+                           "Hugging Face cache" + (" and offline mode forbids downloading" if offline else "")
+                           + f"; run once online, or put it there with huggingface-cli download {repo}") from err
+    with _quiet_open_clip():
+        return open_clip.tokenizer.HFTokenizer(folder, context_length=text_cfg.get("context_length", 77),
+                                               **text_cfg.get("tokenizer_kwargs", {}))
+
+
+def open_clip_state_dict(arch_name: str, tag: str, *,
+                         offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo, dict[str, Any]]:
+    """open_clip's pretrained ``tag`` for ``arch_name`` from the Hugging Face cache or hub, SHA-256 checked."""
+    import open_clip
+    from huggingface_hub import hf_hub_download
+
+    cfg = open_clip.get_pretrained_cfg(arch_name, tag)
+    repo = (cfg.get("hf_hub") or "").strip("/")
+    if not repo:
+        raise WeightsError(f"open_clip publishes {arch_name} {tag} only as {cfg.get('url') or 'a file'}, not on the "
+                           "Hugging Face hub; download it and pass --weights /path/to/the/file")
+    path, errors = None, []
+    for name in (OPENAI_FILE, "open_clip_pytorch_model.bin"):
+        try:
+            path = Path(hf_hub_download(repo, name, local_files_only=offline))
+            break
+        except OSError as err:
+            errors.append(type(err).__name__)
+    if path is None:
+        how = "offline mode forbids downloading" if offline else f"the download failed ({', '.join(errors)})"
+        raise WeightsError(f"open_clip {arch_name} weights {tag} ({repo}) are not in the Hugging Face cache and {how}; "
+                           f"run once online, or pass --weights /path/to/{OPENAI_FILE}")
+    weights_lib.check_hub_blob(path)
+    state, info = weights_lib.read_state_dict(path)
+    info.spec = tag
+    info.description = f"open_clip {arch_name} {tag} ({repo}, {path.name}; SHA-256 checked)"
+    return state, info, dict(cfg)
 
 
 @contextlib.contextmanager
@@ -141,13 +247,13 @@ def open_clip_file() -> str:
     return open_clip.__file__
 
 
-def _open_clip_model(arch_name: str) -> nn.Module:
+def _open_clip_model(arch_name: str, quick_gelu: bool) -> nn.Module:
     import open_clip
 
-    arch = ARCHS[arch_name]
-    if arch.open_clip_name:
+    arch = ARCHS.get(arch_name)
+    if arch is None or arch.open_clip_name:
         with _quiet_open_clip():  # its "no pretrained weights loaded" warning: atml loads them itself
-            return open_clip.create_model(arch.open_clip_name, pretrained=None, quick_gelu=True)
+            return open_clip.create_model(arch_name, pretrained=None, quick_gelu=quick_gelu)
     cfg = arch.custom
     return open_clip.CLIP(cfg["embed_dim"], open_clip.CLIPVisionCfg(**cfg["vision_cfg"]),
                           open_clip.CLIPTextCfg(**cfg["text_cfg"]), quick_gelu=False)

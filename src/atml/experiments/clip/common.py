@@ -11,6 +11,7 @@ Image embeddings are computed once per (weights, images, precision) and cached i
 from __future__ import annotations
 
 import dataclasses
+import typing
 import hashlib
 import time
 
@@ -24,6 +25,7 @@ from atml.distributed import sharded
 from atml.errors import UsageError
 from atml.experiments import datasets
 from atml.models import clip
+from atml.models import weights as weights_lib
 from atml.runner import RunContext
 from atml.train import clip_recipe
 
@@ -63,10 +65,15 @@ def prompt_sets(classes: list[str]) -> dict[str, dict[str, list[str]]]:
 
 @dataclasses.dataclass
 class ClipConfig(RunConfig):
+    ALIASES: typing.ClassVar[dict[str, str]] = {"model": "arch", "pretrained": "weights"}
+    """open_clip's own words: --set model=ViT-B-16 --set pretrained=laion2b_s34b_b88k."""
+
     arch: str = "ViT-B-32"
-    """ViT-B-32 | clip-digits (the demo's tiny CLIP)."""
+    """Any open_clip model (ViT-B-32, ViT-B-16, RN50, ViT-B-16-SigLIP, ...; also --set model=...) |
+    clip-digits (the demo's tiny CLIP)."""
     weights: str = "openai"
-    """openai | random | train-digits (demo) | path to an open_clip state dict."""
+    """One of open_clip's pretrained tags for the arch (openai, laion2b_s34b_b88k, webli, ...; also
+    --set pretrained=...) | random | train-digits (demo) | path to an open_clip state dict."""
     data: str = "stl10"
     """stl10 (official binaries) | cifar10 | cifar100 | folder (--data-dir DIR, ImageFolder layout; prompts use the
     folder names) | digits (demo) | generated-stl10 | generated-cifar100 (smoke) | rehearsal-stl10 (timing only)."""
@@ -82,8 +89,11 @@ class ClipConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.arch not in clip.ARCHS:
-            raise UsageError(f"arch={self.arch!r} is not valid; choose one of {', '.join(clip.ARCHS)}")
+        clip.check_arch(self.arch)
+        known = ("random", "train-digits", *clip.weight_names(self.arch), *(("openai",) if self.arch == "ViT-B-32" else ()))
+        if self.weights not in known and not weights_lib.is_path(self.weights):
+            raise UsageError(f"weights={self.weights!r} is not known for {self.arch}; choose one of "
+                             f"{', '.join(dict.fromkeys(known))}, or a path to a state dict")
         datasets.check(self, "clip")
         if self.weights == "train-digits" and self.arch != "clip-digits":
             raise UsageError("weights=train-digits needs arch=clip-digits")
@@ -102,6 +112,8 @@ def load_model(cfg: ClipConfig, ctx: RunContext, *, weights: str | None = None,
     else:
         model, info = clip.build(cfg.arch, weights, offline=ctx.offline, seed=cfg.seed)
     ctx.record_source(source_key, dataclasses.asdict(info))
+    if model.sigmoid and source_key == "weights":
+        ctx.record_source("sigmoid_loss", True)
     model.weights_sha256 = info.sha256 or f"{info.spec}-seed{cfg.seed}"
     return model.to(ctx.device).eval()
 
@@ -195,7 +207,17 @@ def source_notes(cfg: ClipConfig, ctx: RunContext) -> list[str]:
                    "numbers describe that model, not OpenAI's ViT-B/32.")
     if cfg.weights == "random":
         out.append("Random weights: the numbers test the code path only.")
+    if ctx.sources.get("sigmoid_loss"):
+        out.append(SIGLIP_NOTE)
     return out
+
+
+SIGLIP_NOTE = ("SigLIP (Zhai et al. 2023) is trained with a pairwise sigmoid loss: each image-text pair is a yes/no "
+               "question with a learnt bias, not one choice among the batch's texts. Zero-shot prediction is still "
+               "the class whose prompt has the highest logit (scale x cosine + bias, so the highest cosine), but its "
+               "probabilities are independent sigmoids that need not sum to 1. The gap is measured the same way, "
+               "on L2-normalised embeddings; the softmax-temperature explanation of CLIP's gap (Liang et al. 2022) "
+               "does not carry over, so a SigLIP gap is a property of that training, not comparable one-for-one.")
 
 
 
