@@ -111,7 +111,7 @@ def test_demo_clip_trains_once_and_embeddings_are_reused_across_experiments(tmp_
     run_b, aligned = _run(tmp_path / "b", "clip.align", *args)
     env_a = json.loads((run_a / "env.json").read_text())["sources"]
     env_b = json.loads((run_b / "env.json").read_text())["sources"]
-    assert env_a["weights"]["spec"] == "train-digits" and env_a["weights"]["sha256"] == env_b["weights"]["sha256"]
+    assert env_a["weights"]["spec"] == "digits" and env_a["weights"]["sha256"] == env_b["weights"]["sha256"]
     assert env_a["embeddings_test"]["cache_hit"] is False and env_b["embeddings_test"]["cache_hit"] is True
     m = aligned["metrics"]
     assert m["orthogonality_error"] < 1e-8 and m["residual_train"] <= m["residual_train_before"] + 1e-9

@@ -53,7 +53,7 @@ def test_demo_path_pretrains_on_digits_0_4_and_transfers_to_5_9(tmp_path):
     run = _only_run(tmp_path)
     results = json.loads((run / "results.json").read_text())
     weights = results["sources"]["weights"]
-    assert weights["spec"] == "pretrain-digits" and "digits 0-4" in weights["description"]
+    assert weights["spec"] == "digits" and "digits 0-4" in weights["description"]
     assert len(weights["sha256"]) == 64
     assert results["sources"]["data"]["classes"] == ["5", "6", "7", "8", "9"]
     assert results["metrics"]["pretrain_val_acc"] > 0.5

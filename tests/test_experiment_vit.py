@@ -86,7 +86,7 @@ def test_demo_vit_is_trained_once_then_masking_and_pooling_run_on_it(tmp_path):
     assert m["val_acc_cls"] != m["val_acc_mean"] or m["val_loss_cls"] != m["val_loss_mean"]  # two probes, two inputs
     assert m["cls_minus_mean_val_acc"] == pytest.approx(m["val_acc_cls"] - m["val_acc_mean"])
     env = json.loads((run / "env.json").read_text())
-    assert env["sources"]["weights"]["spec"] == "train-digits"
+    assert env["sources"]["weights"]["spec"] == "digits"
     assert "digits5-9" in env["sources"]["data"]["name"]  # probes learn classes the ViT never saw
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["probe_cls.pt", "probe_mean.pt"]
 

@@ -241,3 +241,24 @@ def test_an_older_run_folder_is_still_read_and_shown(smoke_run, tmp_path):
     assert cli.main(["report", str(old), "--out", str(tmp_path / "rep")]) == 0
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "written by an older atml" in html and "val_acc_32" in html
+
+
+@pytest.mark.parametrize("experiment, cfg, reason", [
+    ("resnet.head", {"data": "cifar10", "arch": "timm/convnext_tiny", "weights": "imagenet", "epochs": 10},
+     "arch is 'timm/convnext_tiny', the reference used 'resnet152'"),
+    ("vit.pooling", {"data": "folder", "arch": "deit_small_patch16_224", "weights": "imagenet"},
+     "data is 'folder', the reference used 'cifar10'"),
+    ("clip.zeroshot", {"data": "stl10", "arch": "ViT-B-16-SigLIP", "weights": "webli"},
+     "arch is 'ViT-B-16-SigLIP', the reference used 'ViT-B-32'"),
+])
+def test_a_full_run_on_another_model_or_folder_is_never_compared(experiment, cfg, reason):
+    import types
+
+    from atml import references
+    from atml.results import Metric, Metrics, RunResults
+
+    metrics = Metrics([Metric(r.metric, r.value, condition=dict(r.condition))
+                       for r in references.for_experiment(experiment) if r.metric])
+    rows = references.compare_all(experiment, RunResults(metrics=metrics, preset="full"), types.SimpleNamespace(**cfg))
+    compared = [r for r in rows if r["status"] != "context"]
+    assert compared and all(r["status"] == "not comparable" and reason in r["reason"] for r in compared)

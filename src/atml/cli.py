@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="experiments and their presets")
     p.set_defaults(func=cmd_list)
 
+    p = sub.add_parser("models", help="the model registry: atml's entries, or one model's weights tags")
+    p.add_argument("name", nargs="?", help="a model name, e.g. resnet152, timm/convnext_tiny, ViT-B-16")
+    p.add_argument("--family", choices=("cnn", "vit", "clip"),
+                   help="cnn (resnet.*), vit (vit.*) or clip (clip.*); with NAME: where to look it up "
+                        "(default: the first family that knows it)")
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("run", help="run one experiment into a new run folder")
     p.add_argument("experiment", help="an experiment name from 'atml list'")
     _run_options(p, default_preset=None)
@@ -124,6 +131,32 @@ def cmd_list(args: argparse.Namespace) -> int:
     for exp in reg:
         print(f"{exp.name:<{width}}  {exp.summary}  [presets: {', '.join(exp.presets)}]")
     return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from atml.models import registry as models
+
+    if args.name is None:
+        rows = models.table(args.family)
+        print(f"{'family':<6}  {'model':<24}  {'weights':<11}  {'source':<13}  {'size':>4}  location")
+        for r in rows:
+            print(f"{r['family']:<6}  {r['model']:<24}  {r['weights']:<11}  {r['source']:<13}  "
+                  f"{r['input_size']:>4}  {r['location']}")
+        print("Any other torchvision or timm CNN (timm/NAME), timm ViT (timm/NAME) or open_clip model works too: "
+              "'atml models NAME' shows its weights tags.")
+        return 0
+    entry = models.find(args.name, args.family)
+    pre = entry.preprocessing
+    print(f"{entry.name} ({entry.family}, built by {entry.builder}; exposes {', '.join(entry.exposes)})")
+    print(f"  random: {pre.input_size} px, mean {_floats(pre.mean)}, std {_floats(pre.std)}")
+    for w in entry.weights.values():
+        print(f"  {w.tag}: {w.source} {w.location}; check: {w.check}; {w.preprocessing.input_size} px, "
+              f"{w.preprocessing.interpolation}, mean {_floats(w.preprocessing.mean)}")
+    return 0
+
+
+def _floats(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -43,6 +43,9 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise UsageError for values outside their valid range."""
+        from atml.models.registry import canonical_weights
+
+        self.weights = canonical_weights(self.weights)  # the demo's weights had two names before: one now
         if self.device not in DEVICES:
             raise UsageError(f"device={self.device!r} is not valid; choose one of {', '.join(DEVICES)}")
         if self.seed < 0:

@@ -11,7 +11,7 @@ Weights (``weights=``):
 * a path: an open_clip state dict (``.safetensors``, or ``.pt``/``.pth``/``.bin`` read
   with ``weights_only=True``), or a folder holding ``open_clip_model.safetensors`` (a
   Hugging Face snapshot of the model).
-* ``train-digits``: the demo's tiny CLIP trained by atml (:mod:`atml.train.clip_recipe`).
+* ``digits``: the demo's tiny CLIP trained by atml (:mod:`atml.train.clip_recipe`).
 
 The tokenizer is open_clip's BPE tokenizer, whose vocabulary ships inside the package,
 so text encoding never needs the network.
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from atml.errors import UsageError, WeightsError
-from atml.models import vit
+from atml.models import registry, vit
 from atml.models import weights as weights_lib
 from atml.models.weights import WeightsInfo
 
@@ -105,12 +105,8 @@ def check_arch(arch_name: str) -> None:
 
 
 def weight_names(arch_name: str) -> tuple[str, ...]:
-    """The pretrained tags open_clip publishes for ``arch_name`` (besides random and a file)."""
-    import open_clip
-
-    if arch_name not in open_clip.list_models():
-        return ()
-    return tuple(open_clip.list_pretrained_tags_by_model(arch_name))
+    """The weights tags the model registry has for ``arch_name`` (besides random and a file)."""
+    return registry.weight_tags("clip", arch_name)
 
 
 def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
@@ -122,11 +118,13 @@ def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
     (``openai``, ``laion2b_s34b_b88k``, ``webli``, ...), ``random``, or a file.
     """
     check_arch(arch_name)
-    tags = weight_names(arch_name)
+    entry = registry.lookup("clip", arch_name)
+    tags = tuple(t for t, w in entry.weights.items() if w.source != "atml")
+    chosen = entry.weights.get(weights)
     pretrained_cfg: dict[str, Any] = {}
-    if weights == "openai" and arch_name == "ViT-B-32":
+    if chosen is not None and chosen.location == OPENAI_HUB:
         state, state_info = openai_state_dict(offline=offline)
-    elif weights in tags:
+    elif chosen is not None and chosen.source in ("open_clip-hub", "url"):
         state, state_info, pretrained_cfg = open_clip_state_dict(arch_name, weights, offline=offline)
     elif weights == "random":
         state_info = WeightsInfo("random", f"open_clip's random initialisation of {arch_name} (seed {seed}; "
@@ -150,11 +148,8 @@ def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
                                f"{lines[:300]}") from err
     if arch_name in ARCHS:
         return CLIPModel(model.eval(), arch_name), state_info
-    if not pretrained_cfg and tags:  # random or a file: the normalisation the model's published weights use
-        import open_clip
-
-        pretrained_cfg = {k: v for k, v in open_clip.get_pretrained_cfg(arch_name, tags[0]).items()
-                          if k in ("mean", "std")}
+    if not pretrained_cfg:  # random or a file: the normalisation the model's published weights use
+        pretrained_cfg = {"mean": entry.preprocessing.mean, "std": entry.preprocessing.std}
     return CLIPModel(model.eval(), arch_name, _arch_of(model, pretrained_cfg),
                      tokenizer(arch_name, offline=offline)), state_info
 

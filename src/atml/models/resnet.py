@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,13 +17,11 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, conv1x1
 
 from atml.errors import UsageError
-from atml.models import cnn
+from atml.models import cnn, registry
 from atml.models import weights as wts
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DIGITS_MEAN = (0.5, 0.5, 0.5)
-DIGITS_STD = (0.5, 0.5, 0.5)
 
 RESNETS = ("resnet152", "resnet101", "resnet50", "resnet34", "resnet18", "resnext50_32x4d", "resnext101_32x8d",
            "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
@@ -146,21 +143,8 @@ class Backbone:
 
 
 def weight_names(arch: str) -> tuple[str, ...]:
-    """The named weights ``arch`` knows (besides a path to a file)."""
-    if arch in DIGITS_ARCHS:
-        return ("random", "pretrain-digits")
-    if cnn.is_timm(arch):
-        return ("imagenet", "random")
-    return (*_torchvision_weights(arch), "random")
-
-
-def _torchvision_weights(arch: str) -> dict[str, Any]:
-    """``imagenet``: torchvision's default (best) ImageNet weights; ``imagenet-v1``: the original release."""
-    enum = tvm.get_model_weights(arch)
-    named = {"imagenet": enum.DEFAULT}
-    if "IMAGENET1K_V1" in enum.__members__:
-        named["imagenet-v1"] = enum.IMAGENET1K_V1
-    return named
+    """The named weights ``arch`` knows in the model registry (besides a path to a file)."""
+    return (*registry.weight_tags("cnn", arch), "random")
 
 
 def build(arch: str, num_classes: int, weights: str, *, offline: bool,
@@ -171,19 +155,17 @@ def build(arch: str, num_classes: int, weights: str, *, offline: bool,
     ``timm/NAME`` for any timm CNN, or one of atml's digits ResNets.
     """
     cnn.check_arch(arch, ARCHS)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    named: dict[str, Any] = {}
+    entry = registry.lookup("cnn", arch)
+    chosen = entry.weights.get(weights)
+    pre = chosen.preprocessing if chosen else entry.preprocessing
+    mean, std = pre.mean, pre.std
+    named = {tag: tvm.get_weight(w.location) for tag, w in entry.weights.items() if w.source == "torchvision"}
     if arch in DIGITS_ARCHS:
         body: nn.Module = DigitsResNet(num_classes, blocks=DIGITS_ARCHS[arch])
-        mean, std = DIGITS_MEAN, DIGITS_STD
     elif cnn.is_timm(arch):
         return _build_timm(arch, num_classes, weights, offline=offline, state=state, state_info=state_info)
     else:
         body = cnn.torchvision_body(arch)
-        named = _torchvision_weights(arch)
-        if weights in named:
-            transform = named[weights].transforms()
-            mean, std = tuple(transform.mean), tuple(transform.std)
     info = wts.WeightsInfo("random", f"random initialisation ({arch})", pretrained=False)
     if state is not None:
         info = state_info or wts.WeightsInfo("memory", "in-memory state dict")
@@ -222,8 +204,8 @@ def _build_timm(arch: str, num_classes: int, weights: str, *, offline: bool,
     model = cnn.classifier(arch, body, num_classes)
     if state is not None:
         wts.load_backbone(body, state, head_prefix=model.source_head, source=info.description)
-    return Backbone(model, tuple(pretrained_cfg.get("mean", IMAGENET_MEAN)),
-                    tuple(pretrained_cfg.get("std", IMAGENET_STD)), info)
+    pre = registry.lookup("cnn", arch).preprocessing
+    return Backbone(model, tuple(pretrained_cfg.get("mean", pre.mean)), tuple(pretrained_cfg.get("std", pre.std)), info)
 
 
 def freeze(model: nn.Module, trainable: Iterable[str] | None = None, *, fold: bool = True) -> nn.Module:

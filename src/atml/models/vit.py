@@ -21,7 +21,7 @@ Weights (``weights=``):
 * ``random``: freshly initialised, said so everywhere.
 * a path: a timm-style state dict (``.pth``/``.pt`` with ``weights_only=True``, or
   ``.safetensors``), or a transformers model folder (``config.json`` + weights).
-* ``train-digits``: the demo's small ViT trained by atml (:mod:`atml.train.vit_recipe`).
+* ``digits``: the demo's small ViT trained by atml (:mod:`atml.train.vit_recipe`).
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ import torch
 from torch import nn
 
 from atml.errors import UsageError, WeightsError
+from atml.models import registry
 from atml.models import weights as weights_lib
 from atml.models.weights import WeightsInfo
 
 BACKENDS = ("timm", "hf")
 DEIT_SMALL = "deit_small_patch16_224"
-DEIT_URL = "https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth"
+DEIT_URL = registry.MODELS[("vit", DEIT_SMALL)].weights["imagenet"].location
 HF_DEIT = "facebook/deit-small-patch16-224"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -234,8 +235,8 @@ def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: i
         return _build_any_timm(arch_name.removeprefix(TIMM), weights, offline=offline, input_size=input_size)
     arch = ARCHS[arch_name]
     if weights == "imagenet":
-        if arch_name != DEIT_SMALL:
-            raise UsageError(f"weights=imagenet exists only for arch={DEIT_SMALL}")
+        if "imagenet" not in registry.weight_tags("vit", arch_name):
+            raise UsageError(f"weights=imagenet exists only for arch={DEIT_SMALL} and timm/NAME archs")
         if backend == "hf":
             found = _hf_from_cache(offline)
             if found is not None:

@@ -57,7 +57,7 @@ def digits_clip(recipe: Recipe, *, device: torch.device, progress: bool = False,
     description = (f"atml clip-digits (open_clip.CLIP: ViT patch 8 at 32px, 3 blocks; text 2 blocks; 64-d) trained by "
                    f"atml with open_clip's ClipLoss on captioned scikit-learn digits 0-9 ({recipe.epochs} epochs, "
                    f"seed {recipe.seed}; held-out zero-shot acc {meta['val_acc']:.3f}); stands in for OpenAI's CLIP")
-    info = WeightsInfo("train-digits", description, str(path), sha256sum(path), source_val_acc=float(meta["val_acc"]))
+    info = WeightsInfo("digits", description, str(path), sha256sum(path), source_val_acc=float(meta["val_acc"]))
     return saved["state_dict"], info
 
 

@@ -68,7 +68,7 @@ def digits_backbone(recipe: Recipe, *, device: torch.device, progress: bool = Fa
     description = (f"atml {recipe.arch} pretrained by atml on scikit-learn digits 0-4 at {recipe.resolution}px "
                    f"({recipe.epochs} epochs, seed {recipe.seed}; held-out acc {meta['val_acc']:.3f}); "
                    "stands in for ImageNet weights in the demo")
-    info = WeightsInfo("pretrain-digits", description, str(path), sha256sum(path),
+    info = WeightsInfo("digits", description, str(path), sha256sum(path),
                        source_val_acc=float(meta["val_acc"]))
     return saved["state_dict"], info
 

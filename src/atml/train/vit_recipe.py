@@ -51,7 +51,7 @@ def digits_vit(recipe: Recipe, *, device: torch.device, progress: bool = False,
     description = (f"atml vit-digits (patch 4, 32px, 4 blocks, width 96) trained by atml on scikit-learn digits 0-4 "
                    f"({recipe.epochs} epochs, seed {recipe.seed}; held-out acc {meta['val_acc']:.3f}); stands in "
                    "for ImageNet DeiT weights in the demo")
-    info = WeightsInfo("train-digits", description, str(path), sha256sum(path), source_val_acc=float(meta["val_acc"]))
+    info = WeightsInfo("digits", description, str(path), sha256sum(path), source_val_acc=float(meta["val_acc"]))
     return saved["state_dict"], info
 
 

@@ -24,7 +24,7 @@ from atml.data import ImageDataset
 from atml.distributed import sharded
 from atml.errors import UsageError
 from atml.experiments import datasets
-from atml.models import clip
+from atml.models import clip, registry
 from atml.models import weights as weights_lib
 from atml.runner import RunContext
 from atml.train import clip_recipe
@@ -73,7 +73,7 @@ class ClipConfig(RunConfig):
     clip-digits (the demo's tiny CLIP)."""
     weights: str = "openai"
     """One of open_clip's pretrained tags for the arch (openai, laion2b_s34b_b88k, webli, ...; also
-    --set pretrained=...) | random | train-digits (demo) | path to an open_clip state dict."""
+    --set pretrained=...) | random | digits (demo) | path to an open_clip state dict."""
     data: str = "stl10"
     """stl10 (official binaries) | cifar10 | cifar100 | folder (--data-dir DIR, ImageFolder layout; prompts use the
     folder names) | digits (demo) | generated-stl10 | generated-cifar100 (smoke) | rehearsal-stl10 (timing only)."""
@@ -83,20 +83,20 @@ class ClipConfig(RunConfig):
     train_limit: int = 0
     """Training images used where a split is fitted (clip.align; 0: all)."""
     train_epochs: int = clip_recipe.Recipe.epochs
-    """Epochs of the demo CLIP's training (weights=train-digits)."""
+    """Epochs of the demo CLIP's training (weights=digits)."""
     amp: bool = True
     """bf16 autocast for the encoders on CUDA (ignored on CPU)."""
 
     def validate(self) -> None:
         super().validate()
         clip.check_arch(self.arch)
-        known = ("random", "train-digits", *clip.weight_names(self.arch), *(("openai",) if self.arch == "ViT-B-32" else ()))
+        if self.weights == registry.DEMO_TAG and not registry.trained_by_atml("clip", self.arch, self.weights):
+            raise UsageError(f"weights=digits needs arch={' or '.join(registry.demo_models('clip'))}")
+        known = ("random", *registry.weight_tags("clip", self.arch))
         if self.weights not in known and not weights_lib.is_path(self.weights):
             raise UsageError(f"weights={self.weights!r} is not known for {self.arch}; choose one of "
                              f"{', '.join(dict.fromkeys(known))}, or a path to a state dict")
         datasets.check(self, "clip")
-        if self.weights == "train-digits" and self.arch != "clip-digits":
-            raise UsageError("weights=train-digits needs arch=clip-digits")
         require_positive(self, "batch_size", "train_epochs")
         if self.test_limit < 0 or self.train_limit < 0:
             raise UsageError("test_limit and train_limit must be >= 0 (0 means all)")
@@ -105,7 +105,7 @@ class ClipConfig(RunConfig):
 def load_model(cfg: ClipConfig, ctx: RunContext, *, weights: str | None = None,
                source_key: str = "weights") -> clip.CLIPModel:
     weights = weights or cfg.weights
-    if weights == "train-digits":
+    if registry.trained_by_atml("clip", cfg.arch, weights):
         recipe = dataclasses.replace(clip_recipe.Recipe(), epochs=cfg.train_epochs, seed=cfg.seed)
         state, info = clip_recipe.digits_clip(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
         model, info = clip.build(cfg.arch, "state", state=state, state_info=info)
@@ -201,7 +201,7 @@ def source_notes(cfg: ClipConfig, ctx: RunContext) -> list[str]:
     data = ctx.sources.get("data", {})
     out = [f"Model: open_clip {cfg.arch}; weights: {weights.get('description', cfg.weights)}.",
            f"Data: {data.get('source', cfg.data)}; {data.get('train')} train / {data.get('test')} test images."]
-    if cfg.weights == "train-digits":
+    if cfg.weights == "digits":
         out.append("Demo preset: no CLIP weights offline, so atml trained a tiny CLIP through open_clip's own model "
                    "and loss on captioned digits (70% split) and the experiment runs on it, on the held-out 30%; its "
                    "numbers describe that model, not OpenAI's ViT-B/32.")
@@ -267,5 +267,5 @@ def _mean_offdiag(sim: torch.Tensor) -> torch.Tensor:
 
 
 SMOKE = {"arch": "clip-digits", "weights": "random", "data": "generated-stl10", "batch_size": 32}
-DEMO = {"offline": True, "arch": "clip-digits", "weights": "train-digits", "data": "digits", "batch_size": 256}
+DEMO = {"offline": True, "arch": "clip-digits", "weights": "digits", "data": "digits", "batch_size": 256}
 REHEARSAL = {"data": "rehearsal-stl10", "weights": "random"}  # the full preset on generated data (timing)

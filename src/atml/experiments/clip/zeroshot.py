@@ -114,7 +114,7 @@ def discuss(results: RunResults) -> list[str]:
 
 def bench(cfg: common.ClipConfig) -> dict[str, Any]:
     """Embeddings computed once and reused by the three experiments vs recomputed by each."""
-    cfg = dataclasses.replace(cfg, weights="random" if cfg.weights == "train-digits" else cfg.weights)
+    cfg = dataclasses.replace(cfg, weights="random" if cfg.weights == "digits" else cfg.weights)
     with bench_lib.scratch_context(cfg) as ctx:
         model = common.load_model(cfg, ctx)
         data, names = common.load_data(cfg, ctx)

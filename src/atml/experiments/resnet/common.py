@@ -24,7 +24,7 @@ from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, digits
 from atml.errors import UsageError
 from atml.experiments import datasets
-from atml.models import cnn, resnet
+from atml.models import cnn, registry, resnet
 from atml.models import weights as weights_lib
 from atml.results import Metric
 from atml.runner import RunContext
@@ -48,7 +48,7 @@ class ResNetConfig(RunConfig):
     timm/NAME for any timm CNN (timm/convnext_tiny, timm/efficientnet_b0, ...) | digits-resnet | digits-resnet-small."""
     weights: str = "imagenet"
     """imagenet (torchvision's default, or timm's default weights from the Hugging Face hub) | imagenet-v1 |
-    random | pretrain-digits (demo) | path to a state dict."""
+    random | digits (demo) | path to a state dict."""
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
@@ -71,7 +71,7 @@ class ResNetConfig(RunConfig):
     compile: str = "off"
     """torch.compile the frozen backbone's feature pass: off | default | reduce-overhead | max-autotune."""
     pretrain_epochs: int = 8
-    """Epochs of the digits 0-4 pretraining behind weights=pretrain-digits."""
+    """Epochs of the digits 0-4 pretraining behind weights=digits."""
 
     extra_weights: typing.ClassVar[tuple[str, ...]] = ()
     """Weight names an experiment accepts besides the arch's own (resnet.transfer: pretrained-file)."""
@@ -81,6 +81,8 @@ class ResNetConfig(RunConfig):
         datasets.check(self, "resnet")
         cnn.check_arch(self.arch, resnet.ARCHS)
         require_positive(self, "epochs", "batch_size", "pretrain_epochs")
+        if self.weights == registry.DEMO_TAG and not registry.trained_by_atml("cnn", self.arch, self.weights):
+            raise UsageError(f"weights=digits needs arch={' or '.join(registry.demo_models('cnn'))}")
         names = (*resnet.weight_names(self.arch), *self.extra_weights)
         if self.weights not in names and not weights_lib.is_path(self.weights):
             raise UsageError(f"weights={self.weights!r} is not known for arch={self.arch}; valid: {', '.join(names)}, "
@@ -100,10 +102,10 @@ def load_data(cfg: ResNetConfig, ctx: RunContext) -> ImageDataset:
 
 
 def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int, source_key: str = "weights") -> resnet.Backbone:
-    """The backbone with its weights; ``pretrain-digits`` trains (or reuses) the demo backbone."""
-    if cfg.weights == "pretrain-digits":
-        if cfg.arch not in resnet.DIGITS_ARCHS:
-            raise UsageError(f"weights=pretrain-digits needs a digits arch ({', '.join(resnet.DIGITS_ARCHS)})")
+    """The backbone with its weights; ``digits`` trains (or reuses) the demo backbone."""
+    if cfg.weights == registry.DEMO_TAG:
+        if not registry.trained_by_atml("cnn", cfg.arch, cfg.weights):
+            raise UsageError(f"weights=digits needs a digits arch ({', '.join(registry.demo_models('cnn'))})")
         recipe = pretrain.Recipe(arch=cfg.arch, epochs=cfg.pretrain_epochs, seed=cfg.seed)
         state, info = pretrain.digits_backbone(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
         backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=True, state=state, state_info=info)

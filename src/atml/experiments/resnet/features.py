@@ -51,7 +51,7 @@ class Config(common.ResNetConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"data": "generated-cifar10", "arch": "resnet50", "weights": "random", "resolution": 32,
               "per_class": 5, "compare_arch": "resnet18", "batch_size": 32},
-    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolution": 32,
+    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "digits", "resolution": 32,
              "per_class": 60, "compare_arch": "digits-resnet-small", "batch_size": 128},
     "full": {},
     "rehearsal": {"data": "rehearsal-cifar10", "weights": "random"},

@@ -44,7 +44,7 @@ class Config(ResNetConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"data": "generated-cifar10", "arch": "resnet18", "weights": "random", "resolutions": (16, 32),
               "epochs": 2, "batch_size": 32},
-    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits",
+    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "digits",
              "resolutions": (8, 16, 32),
              "epochs": 20, "batch_size": 64, "lr": 3e-3},
     "full": {},
@@ -146,7 +146,7 @@ def bench(cfg: Config) -> dict[str, Any]:
     Uses the experiment's own ``train_head`` for both paths, on a throw-away run folder,
     with randomly initialised weights (speed does not depend on the weight values).
     """
-    cfg = dataclasses.replace(cfg, weights="random" if cfg.weights == "pretrain-digits" else cfg.weights)
+    cfg = dataclasses.replace(cfg, weights="random" if cfg.weights == "digits" else cfg.weights)
     res = max(cfg.resolutions)
     with bench_lib.scratch_context(cfg) as ctx:
         data = load_data(cfg, ctx)

@@ -45,7 +45,7 @@ class Config(common.ResNetConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"data": "generated-cifar10", "arch": "resnet50", "weights": "random", "resolution": 32,
               "epochs": 2, "batch_size": 32},
-    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolution": 32,
+    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "digits", "resolution": 32,
              "epochs": 8, "batch_size": 64, "lr": 3e-3, "hflip": False},
     "full": {"epochs": 5},
     "rehearsal": {"epochs": 5, "data": "rehearsal-cifar10", "weights": "random"},

@@ -48,13 +48,13 @@ class Config(common.ResNetConfig):
             raise UsageError(f"cells={list(self.cells)} is not valid; choose from {', '.join(ALL_CELLS)}")
         if self.weights == "random":
             raise UsageError("resnet.transfer compares pretrained with random weights: set weights to a pretrained "
-                             "source (imagenet, pretrain-digits or a file)")
+                             "source (imagenet, digits or a file)")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"data": "generated-cifar10", "arch": "resnet18", "weights": "pretrained-file", "resolution": 32,
               "epochs": 2, "batch_size": 32},
-    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "pretrain-digits", "resolution": 32,
+    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "digits", "resolution": 32,
              "epochs": 5, "batch_size": 64, "lr": 3e-3, "hflip": False},
     "full": {"epochs": 10},
     "rehearsal": {"epochs": 10, "data": "rehearsal-cifar10", "weights": "pretrained-file"},

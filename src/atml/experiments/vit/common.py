@@ -20,7 +20,7 @@ from atml.data import ImageDataset, ImageSplit, digits
 from atml.data.images import IMAGE_SUFFIXES, load_rgb
 from atml.errors import DataError, UsageError, WeightsError
 from atml.experiments import datasets
-from atml.models import vit
+from atml.models import registry, vit
 from atml.runner import RunContext
 from atml.train import vit_recipe
 
@@ -29,7 +29,7 @@ PHOTOS = {"chelsea": "cat (Chelsea)", "coffee": "cup of coffee", "astronaut": "a
 
 SMOKE = {"arch": vit.DEIT_SMALL, "weights": "random"}
 SMOKE_SMALL = {"arch": "vit-digits", "weights": "random", "data": "digits"}
-DEMO = {"offline": True, "arch": "vit-digits", "weights": "train-digits", "data": "digits"}
+DEMO = {"offline": True, "arch": "vit-digits", "weights": "digits", "data": "digits"}
 REHEARSAL = {"data": "rehearsal-cifar10", "weights": "random"}  # the full preset on generated data (timing)
 
 
@@ -43,7 +43,7 @@ class ViTConfig(RunConfig):
     """timm | hf (Hugging Face transformers; pip install 'atml[hf]')."""
     weights: str = "imagenet"
     """imagenet (DeiT's release; for timm/NAME: timm's default weights of that model) | random |
-    train-digits (demo) | a state dict file | a transformers folder."""
+    digits (demo) | a state dict file | a transformers folder."""
     input_size: int = 0
     """timm/NAME ViTs: build the model at this input size (px, a multiple of its patch; position embeddings
     resampled); 0: the model's own (DINOv2: 518)."""
@@ -52,7 +52,7 @@ class ViTConfig(RunConfig):
     generated-cifar100 (smoke) | rehearsal-cifar10 (timing only): the labelled set."""
     batch_size: int = 64
     train_epochs: int = vit_recipe.Recipe.epochs
-    """Epochs of the demo ViT's training on digits 0-4 (weights=train-digits)."""
+    """Epochs of the demo ViT's training on digits 0-4 (weights=digits)."""
     compile: str = "off"
     """torch.compile the frozen feature pass (vit.pooling): off | default | reduce-overhead | max-autotune."""
 
@@ -67,8 +67,8 @@ class ViTConfig(RunConfig):
         if self.input_size < 0:
             raise UsageError(f"input_size={self.input_size} is not valid; use a size in px, or 0 for the model's own")
         datasets.check(self, "vit")
-        if self.weights == "train-digits" and self.arch != "vit-digits":
-            raise UsageError("weights=train-digits needs arch=vit-digits")
+        if self.weights == registry.DEMO_TAG and not registry.trained_by_atml("vit", self.arch, self.weights):
+            raise UsageError(f"weights=digits needs arch={' or '.join(registry.demo_models('vit'))}")
         require_positive(self, "batch_size", "train_epochs")
         if self.compile not in runtime.COMPILE_MODES:
             raise UsageError(f"compile={self.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
@@ -79,7 +79,7 @@ def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, a
     """The ViT named by the config (or the given weights/arch), on the device, in eval mode."""
     weights = weights or cfg.weights
     arch = arch or cfg.arch
-    if weights == "train-digits":
+    if registry.trained_by_atml("vit", arch, weights):
         recipe = vit_recipe.Recipe(epochs=cfg.train_epochs, seed=cfg.seed)
         state, info = vit_recipe.digits_vit(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
         model, info = vit.build(arch, "state", backend=cfg.backend, num_classes=len(digits.PRETRAIN_CLASSES),
@@ -223,7 +223,7 @@ def source_notes(cfg: ViTConfig, ctx: RunContext) -> list[str]:
     weights = ctx.sources.get("weights", {})
     out = [f"Model: {cfg.arch} through {'timm' if cfg.backend == 'timm' else 'Hugging Face transformers'}; "
            f"weights: {weights.get('description', cfg.weights)}."]
-    if cfg.weights == "train-digits":
+    if cfg.weights == "digits":
         out.append("Demo preset: no ImageNet weights offline, so atml trained this small ViT (patch 4 on 32x32 "
                    "upsampled digits, 64 patches + CLS) on digits 0-4 and the experiment runs on it; its numbers "
                    "describe that model, not DeiT-Small.")

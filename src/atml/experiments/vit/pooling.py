@@ -75,7 +75,7 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
                  "mean = the average of the final patch tokens"
                  + (f" (the {model.num_prefix_tokens - 1} register tokens are in neither)."
                     if model.num_prefix_tokens > 1 else "."))
-    if cfg.weights == "train-digits":
+    if cfg.weights == "digits":
         notes.append("Demo: the ViT was trained on digits 0-4 only; the probes learn digits 5-9, classes it never saw.")
     out.tables.append(Table("Linear probes on frozen ViT features",
                             ["pooling", "train acc", "val acc", "best val acc", "val loss"],
@@ -114,7 +114,7 @@ def discuss(results: RunResults) -> list[str]:
 
 def bench(cfg: PoolingConfig) -> dict[str, Any]:
     """Cached features (one backbone pass) vs the backbone recomputed for each probe and epoch."""
-    cfg = dataclasses.replace(cfg, weights="random" if cfg.weights == "train-digits" else cfg.weights)
+    cfg = dataclasses.replace(cfg, weights="random" if cfg.weights == "digits" else cfg.weights)
     with bench_lib.scratch_context(cfg) as ctx:
         model = common.load_model(cfg, ctx)
         data = common.load_labelled(cfg, ctx, digit_classes=digits.TRANSFER_CLASSES)

@@ -1,0 +1,247 @@
+"""One model registry: for each model and weights tag, where the weights come from, how to check them, the
+preprocessing they expect and what the model exposes, in the style of timm's ``pretrained_cfg`` and
+open_clip's ``pretrained.py``.
+
+    lookup("cnn", "resnet152").weights["imagenet"]      # torchvision ResNet152_Weights.IMAGENET1K_V2
+    lookup("vit", "timm/vit_small_patch14_dinov2")       # built from timm's own pretrained_cfg
+    lookup("clip", "ViT-B-16").weights["laion2b_s34b_b88k"]
+
+atml's own entries are written out below (the course models and the demo's stand-ins, whose
+weights tag is ``digits`` in every family: atml trains them on scikit-learn digits and caches
+them). Every other timm, torchvision or open_clip model gets its entry from that library's own
+tables when it is looked up, so the loaders never hold a list of names. The builders
+(:mod:`atml.models.resnet`, :mod:`atml.models.vit`, :mod:`atml.models.clip`) ask this module
+which weights a tag means and load them by their ``source``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+from atml.errors import UsageError
+
+FAMILIES = ("cnn", "vit", "clip")
+DEMO_TAG = "digits"
+"""The demo stand-ins' weights, in every family: trained by atml on scikit-learn digits (cached)."""
+DEMO_ALIASES = ("pretrain-digits", "train-digits")
+"""Earlier spellings of ``digits`` (resnet.* and vit.*/clip.*), still read from saved configs."""
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = (0.5, 0.5, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """What the weights expect: normalisation, input size, resize rule."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: int
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Weights:
+    """One weights tag of one model."""
+
+    tag: str
+    source: str
+    """torchvision | url | timm-hub | open_clip-hub | atml (trained by atml's recipe) | none (random)."""
+    location: str
+    """torchvision enum ``ResNet152_Weights.IMAGENET1K_V2`` | a URL | ``repo`` on the Hugging Face hub |
+    the atml recipe's name."""
+    check: str
+    """How the file is verified: the SHA-256 prefix in its name, the Hugging Face blob name (SHA-256), or
+    atml's own cache (its SHA-256 recorded in env.json)."""
+    preprocessing: Preprocessing
+    description: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """One model name: how it is built and what the experiments can read from it."""
+
+    name: str
+    family: str
+    builder: str
+    """torchvision | timm | open_clip | atml."""
+    exposes: tuple[str, ...]
+    """What the model gives the experiments: features, stages, skips (ResNets), tokens, attention,
+    image-text embeddings."""
+    weights: Mapping[str, Weights]
+    preprocessing: Preprocessing
+    """For random initialisation: the normalisation of the model's published weights."""
+
+
+def _torchvision_resnet(name: str, enum: str, tags: Mapping[str, str]) -> Model:
+    pre = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 224, "bilinear", 224 / 232)
+    return Model(name, "cnn", "torchvision", ("features", "stages", "skips"), {
+        tag: Weights(tag, "torchvision", f"{enum}.{member}", "SHA-256 prefix in the file name (torch.hub)", pre,
+                     f"torchvision {enum}.{member}") for tag, member in tags.items()}, pre)
+
+
+def _demo(name: str, family: str, exposes: tuple[str, ...], size: int, recipe: str, what: str) -> Model:
+    pre = Preprocessing(HALF, HALF, size)
+    return Model(name, family, "atml", exposes, {DEMO_TAG: Weights(
+        DEMO_TAG, "atml", recipe, "atml's cache ($ATML_CACHE/pretrained), SHA-256 recorded in env.json", pre, what)},
+        pre)
+
+
+_V1_V2 = {"imagenet": "IMAGENET1K_V2", "imagenet-v1": "IMAGENET1K_V1"}
+_DEIT_PRE = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 224, "bicubic", 0.875)
+_CLIP_PRE = Preprocessing(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, 224, "bicubic", 1.0)
+
+MODELS: dict[tuple[str, str], Model] = {(m.family, m.name): m for m in (
+    _torchvision_resnet("resnet152", "ResNet152_Weights", _V1_V2),
+    _torchvision_resnet("resnet50", "ResNet50_Weights", _V1_V2),
+    _torchvision_resnet("resnet18", "ResNet18_Weights", {"imagenet": "IMAGENET1K_V1", "imagenet-v1": "IMAGENET1K_V1"}),
+    _demo("digits-resnet", "cnn", ("features", "stages", "skips"), 32, "atml.train.pretrain",
+          "atml's digits ResNet (2 blocks per stage) pretrained on digits 0-4"),
+    _demo("digits-resnet-small", "cnn", ("features", "stages", "skips"), 32, "atml.train.pretrain",
+          "atml's small digits ResNet (1 block per stage) pretrained on digits 0-4"),
+    Model("deit_small_patch16_224", "vit", "timm", ("tokens", "attention"), {"imagenet": Weights(
+        "imagenet", "url", "https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth",
+        "SHA-256 prefix in the file name (torch.hub); backend=hf: facebook/deit-small-patch16-224, Hugging Face "
+        "blob name", _DEIT_PRE, "DeiT-Small/16 ImageNet-1k, official release")}, _DEIT_PRE),
+    _demo("vit-digits", "vit", ("tokens", "attention"), 32, "atml.train.vit_recipe",
+          "atml's small ViT (patch 4, 32 px) trained on digits 0-4"),
+    Model("ViT-B-32", "clip", "open_clip", ("image-text embeddings",), {"openai": Weights(
+        "openai", "open_clip-hub", "timm/vit_base_patch32_clip_224.openai", "Hugging Face blob name (SHA-256)",
+        _CLIP_PRE, "OpenAI CLIP ViT-B/32 via open_clip")}, _CLIP_PRE),
+    _demo("clip-digits", "clip", ("image-text embeddings",), 32, "atml.train.clip_recipe",
+          "atml's tiny CLIP trained with open_clip's loss on captioned digits"),
+)}
+
+
+def canonical_weights(tag: str) -> str:
+    """One spelling for the demo's weights: ``digits`` (earlier ``pretrain-digits`` / ``train-digits``)."""
+    return DEMO_TAG if tag in DEMO_ALIASES else tag
+
+
+def lookup(family: str, name: str) -> Model:
+    """The registry entry for ``name`` in ``family``: atml's own, or one built from timm/torchvision/open_clip."""
+    if (family, name) in MODELS:
+        entry = MODELS[(family, name)]
+        if entry.builder == "open_clip":  # open_clip's other tags for the same model, atml's entries first
+            return dataclasses.replace(entry, weights={**_from_library(family, name).weights, **entry.weights})
+        return entry
+    return _from_library(family, name)
+
+
+@functools.cache
+def _from_library(family: str, name: str) -> Model:
+    if family in ("cnn", "vit") and name.startswith("timm/"):
+        return _timm_entry(family, name)
+    if family == "cnn":
+        return _torchvision_entry(name)
+    if family == "clip":
+        return _open_clip_entry(name)
+    raise UsageError(f"arch={name!r} is not in atml's model registry for the {family} experiments")
+
+
+def _timm_entry(family: str, name: str) -> Model:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name.removeprefix("timm/"))
+    values = cfg.to_dict() if cfg is not None else {}
+    pre = Preprocessing(tuple(values.get("mean", IMAGENET_MEAN)), tuple(values.get("std", IMAGENET_STD)),
+                        int(values.get("input_size", (3, 224, 224))[-1]), values.get("interpolation", "bicubic"),
+                        float(values.get("crop_pct", 0.875)))
+    weights = {}
+    if values.get("hf_hub_id"):
+        weights["imagenet"] = Weights("imagenet", "timm-hub", values["hf_hub_id"],
+                                      "Hugging Face blob name (SHA-256)", pre,
+                                      f"timm {values['hf_hub_id']} (timm's default weights for it)")
+    exposes = ("features", "stages") if family == "cnn" else ("tokens", "attention")
+    return Model(name, family, "timm", exposes, weights, pre)
+
+
+def _torchvision_entry(name: str) -> Model:
+    import torchvision.models as tvm
+
+    enum = tvm.get_model_weights(name)
+    weights = {}
+    for tag, member in (("imagenet", enum.DEFAULT.name), ("imagenet-v1", "IMAGENET1K_V1")):
+        if member in enum.__members__:
+            transform = enum[member].transforms()
+            pre = Preprocessing(tuple(transform.mean), tuple(transform.std), int(transform.crop_size[0]),
+                                transform.interpolation.value,
+                                transform.crop_size[0] / transform.resize_size[0])
+            weights[tag] = Weights(tag, "torchvision", f"{enum.__name__}.{member}",
+                                   "SHA-256 prefix in the file name (torch.hub)", pre,
+                                   f"torchvision {enum.__name__}.{member}")
+    is_resnet = name.startswith(("resnet", "resnext", "wide_resnet"))
+    default = next(iter(weights.values())).preprocessing if weights else Preprocessing(IMAGENET_MEAN, IMAGENET_STD,
+                                                                                         224)
+    return Model(name, "cnn", "torchvision", ("features", "stages", "skips") if is_resnet else ("features", "stages"),
+                 weights, default)
+
+
+def _open_clip_entry(name: str) -> Model:
+    import open_clip
+
+    weights, default = {}, None
+    for tag in open_clip.list_pretrained_tags_by_model(name):
+        cfg = open_clip.get_pretrained_cfg(name, tag)
+        pre = Preprocessing(tuple(cfg.get("mean") or OPENAI_CLIP_MEAN), tuple(cfg.get("std") or OPENAI_CLIP_STD),
+                            224, cfg.get("interpolation", "bicubic"))
+        default = default or pre
+        repo = (cfg.get("hf_hub") or "").strip("/")
+        weights[tag] = Weights(tag, "open_clip-hub" if repo else "url", repo or cfg.get("url", ""),
+                               "Hugging Face blob name (SHA-256)" if repo else "none published", pre,
+                               f"open_clip {name} {tag}")
+    return Model(name, "clip", "open_clip", ("image-text embeddings",), weights, default or _CLIP_PRE)
+
+
+def find(name: str, family: str | None = None) -> Model:
+    """The entry for ``name`` in ``family``, or in the first family whose experiments accept it (``atml models``).
+
+    Without a family a ``timm/`` name is read as a ViT when timm calls it one (vit_, deit, eva, beit), else as a CNN.
+    """
+    from atml.models import clip, cnn, resnet, vit
+
+    checks = {"cnn": lambda: cnn.check_arch(name, resnet.ARCHS), "vit": lambda: vit.check_arch(name),
+              "clip": lambda: clip.check_arch(name)}
+    if family is None and name.startswith("timm/"):
+        family = "vit" if name.removeprefix("timm/").startswith(("vit_", "deit", "eva", "beit")) else "cnn"
+    for candidate in (family,) if family else FAMILIES:
+        try:
+            checks[candidate]()
+        except UsageError:
+            if family:
+                raise
+            continue
+        return lookup(candidate, name)
+    raise UsageError(f"{name!r} is not a model atml knows: not one of atml's entries ('atml models' lists them), "
+                     "a torchvision CNN, timm/NAME of a timm model, or an open_clip model")
+
+
+def trained_by_atml(family: str, name: str, tag: str) -> bool:
+    """Whether ``tag`` of ``name`` is a demo stand-in atml trains itself (its recipe, cached)."""
+    entry = MODELS.get((family, name))  # atml trains only its own entries; never ask a library about a path
+    chosen = entry and entry.weights.get(canonical_weights(tag))
+    return bool(chosen) and chosen.source == "atml"
+
+
+def demo_models(family: str) -> tuple[str, ...]:
+    """The models with atml-trained weights in ``family`` (where ``weights=digits`` applies)."""
+    return tuple(m.name for m in MODELS.values() if m.family == family and DEMO_TAG in m.weights)
+
+
+def weight_tags(family: str, name: str) -> tuple[str, ...]:
+    """The named weights ``name`` has (``random`` and a file path are always accepted besides)."""
+    return tuple(lookup(family, name).weights)
+
+
+def table(family: str | None = None) -> list[dict[str, Any]]:
+    """atml's own entries as rows (README, ``atml models``): model, weights tag, source, check, preprocessing."""
+    return [{"family": m.family, "model": m.name, "builder": m.builder, "weights": w.tag, "source": w.source,
+             "location": w.location, "check": w.check, "mean": w.preprocessing.mean, "std": w.preprocessing.std,
+             "input_size": w.preprocessing.input_size, "exposes": ", ".join(m.exposes)}
+            for m in MODELS.values() if family in (None, m.family) for w in m.weights.values()]
