@@ -6,7 +6,7 @@ from atml import config
 
 from atml.experiments.resnet import common as resnet_common
 from atml.experiments.resnet import head as resnet_head
-from atml.models import resnet
+from atml.models import registry, resnet
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 
@@ -14,7 +14,8 @@ from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 def _frozen_model():
     torch.manual_seed(0)
     model = resnet.freeze(resnet.build("digits-resnet", 5, "random", offline=True).model)
-    prep = resnet.Preprocess(16, resnet.DIGITS_MEAN, resnet.DIGITS_STD)
+    digits = registry.lookup("cnn", "digits-resnet").preprocessing
+    prep = resnet.Preprocess(16, digits.mean, digits.std)
     return model, FrozenFeatures(prep, model)
 
 

@@ -23,7 +23,7 @@ def test_any_cnn_gets_a_new_head_and_its_own_stages(arch):
     features = model.forward_features(x)
     assert features.shape == (2, model.num_features) and model(x).shape == (2, 7)
     assert isinstance(model.head, nn.Linear) and model.head.out_features == 7
-    assert len(model.stage_paths) >= 3 and model.last_paths[0] == model.stage_paths[-1]
+    assert len(model.stage_paths) >= 3 and model.stage_paths[-1] in model.last_paths
     maps = {}
     hooks = [model.get_submodule(p).register_forward_hook(lambda _m, _i, out, p=p: maps.__setitem__(p, out.shape))
              for p in model.stage_paths]
@@ -75,6 +75,19 @@ def test_the_last_stage_regime_trains_the_last_stage_and_what_follows_it():
     trained = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad and n.startswith("body.")}
     assert trained == {"stages", "head"}
     assert all(not p.requires_grad for n, p in model.named_parameters() if n.startswith("body.stages.2"))
+
+
+@pytest.mark.parametrize("arch, last", [
+    ("densenet121", ("features.transition3", "features.denseblock4", "features.norm5")),  # not norm5 alone
+    ("vgg11", ("features.16", "features.17", "features.18", "features.19", "features.20", "classifier")),
+    ("googlenet", ("inception5a", "inception5b", "avgpool")),  # the global pool ends the last stage
+])
+def test_the_last_stage_of_a_torchvision_cnn_is_every_module_at_its_last_resolution(arch, last):
+    model = resnet.build(arch, 5, "random", offline=True).model
+    assert model.last_paths == tuple(f"body.{p}" for p in last)
+    assert model.stage_paths[-1] == f"body.{last[-2] if last[-1] == 'classifier' else last[-1]}"
+    resnet.freeze(model, trainable=(*model.last_paths, model.head_name))
+    assert any(p.requires_grad for n, p in model.named_parameters() if n.startswith(f"body.{last[0]}."))
 
 
 def test_a_timm_state_dict_file_loads_into_the_body_and_skips_its_classifier(tmp_path):

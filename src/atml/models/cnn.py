@@ -34,6 +34,8 @@ NOT_CNNS = ("vit_", "swin_", "maxvit_")
 """torchvision classification models that are transformers (their features are not channel-first maps)."""
 MIN_STAGE_REDUCTION = 4
 """Stages from stride 4 on: the stem (stride 1-2) is not a stage."""
+PROBE_SIZE = 128
+"""The image size a CNN's stages are found at (Inception v3 needs at least 75 px)."""
 
 
 class Classifier(nn.Module):
@@ -163,25 +165,27 @@ def torchvision_body(arch: str) -> nn.Module:
 def classifier(arch: str, body: nn.Module, num_classes: int) -> Classifier:
     """Wrap ``body`` (timm with ``num_classes=0``, or a torchvision classifier) with a new head."""
     if is_timm(arch):
-        stages = _timm_stages(body)
+        groups = _timm_stages(body)
         num_features = _feature_width(body)
         head = body.pretrained_cfg.get("classifier")
         source_head = f"{head}." if isinstance(head, str) else "head."
     else:
         source_head, num_features = _drop_last_linear(body, arch)
-        stages = _probed_stages(body, _trunk(body))
-    if not stages:
+        groups = _probed_stages(body, _trunk(body))
+    if not groups:
         raise UsageError(f"arch={arch!r}: no stages with channel-first feature maps were found; atml's CNN "
                          "experiments need a convolutional network")
-    return Classifier(body, num_features, num_classes, stages, _last(body, stages[-1]), source_head)
+    return Classifier(body, num_features, num_classes, tuple(g[-1] for g in groups), _last(body, groups[-1]),
+                      source_head)
 
 
-def _timm_stages(body: nn.Module) -> tuple[str, ...]:
+def _timm_stages(body: nn.Module) -> list[tuple[str, ...]]:
+    """timm's stages (``feature_info``: what ``features_only`` hooks), one module each."""
     info = getattr(body, "feature_info", None)
     if not info:
         return _probed_stages(body, _trunk(body))
-    stages = tuple(f["module"] for f in info if f.get("reduction", 0) >= MIN_STAGE_REDUCTION)
-    return stages or tuple(f["module"] for f in info)
+    stages = [(f["module"],) for f in info if f.get("reduction", 0) >= MIN_STAGE_REDUCTION]
+    return stages or [(f["module"],) for f in info]
 
 
 def _feature_width(body: nn.Module) -> int:
@@ -189,7 +193,7 @@ def _feature_width(body: nn.Module) -> int:
     if width:
         return int(width)
     with torch.no_grad():
-        return int(body.eval()(torch.zeros(1, 3, 64, 64)).flatten(1).shape[1])
+        return int(body.eval()(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE)).flatten(1).shape[1])
 
 
 def _drop_last_linear(body: nn.Module, arch: str) -> tuple[str, int]:
@@ -213,8 +217,13 @@ def _trunk(body: nn.Module) -> str:
 
 
 @torch.no_grad()
-def _probed_stages(body: nn.Module, trunk: str) -> tuple[str, ...]:
-    """For each output resolution of the trunk's children, the last child producing it (from stride 4 on)."""
+def _probed_stages(body: nn.Module, trunk: str) -> list[tuple[str, ...]]:
+    """The trunk's children grouped by the resolution they compute at (from stride 4 on): one group per stage.
+
+    A pooling or activation child (no parameters) closes the stage before it (VGG's max-pools, GoogLeNet's
+    global pool). A stage's features are its last child's output; training "the last stage" trains its
+    whole group (DenseNet: transition3, denseblock4, norm5; EfficientNet: its last blocks and final 1x1 conv).
+    """
     container = body.get_submodule(trunk) if trunk else body
     shapes: dict[str, tuple[int, ...]] = {}
     children = [(name, m) for name, m in container.named_children() if not isinstance(m, nn.Identity)]
@@ -222,23 +231,28 @@ def _probed_stages(body: nn.Module, trunk: str) -> tuple[str, ...]:
                for name, m in children]
     was_training = body.training
     try:
-        body.eval()(torch.zeros(1, 3, 64, 64))
+        body.eval()(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE))
     finally:
         for handle in handles:
             handle.remove()
         body.train(was_training)
-    last_of_size: dict[int, str] = {}
-    for name, _ in children:
-        shape = shapes.get(name)
-        if shape and len(shape) == 4 and 64 // shape[-1] >= MIN_STAGE_REDUCTION:
-            last_of_size[shape[-1]] = name
     prefix = f"{trunk}." if trunk else ""
-    return tuple(prefix + name for name in last_of_size.values())
+    groups: dict[int, list[str]] = {}
+    size = None
+    for name, module in children:
+        shape = shapes.get(name)
+        if not shape or len(shape) != 4:
+            continue
+        if size is None or any(True for _ in module.parameters()):
+            size = shape[-1]  # a pooling or activation child ends the stage before it, never starts one
+        if PROBE_SIZE // size >= MIN_STAGE_REDUCTION:
+            groups.setdefault(size, []).append(prefix + name)
+    return [tuple(names) for names in groups.values()]
 
 
-def _last(body: nn.Module, last_stage: str) -> tuple[str, ...]:
-    """The last stage, and every top-level module of ``body`` registered after the one holding it."""
-    top = last_stage.split(".")[0]
+def _last(body: nn.Module, last_stage: tuple[str, ...]) -> tuple[str, ...]:
+    """The last stage's modules, and every top-level module of ``body`` registered after the one holding it."""
+    top = last_stage[-1].split(".")[0]
     names = [name for name, _ in body.named_children()]
     after = names[names.index(top) + 1:] if top in names else []
-    return (last_stage, *(n for n in after if any(True for _ in body.get_submodule(n).parameters())))
+    return (*last_stage, *(n for n in after if any(True for _ in body.get_submodule(n).parameters())))
