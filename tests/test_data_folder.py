@@ -125,3 +125,16 @@ def test_every_image_family_runs_on_a_user_folder_with_an_unreadable_file(experi
     assert data["name"] == "folder:photos" and data["classes"][:2] == ["ants", "bees"]
     size = 28 if experiment.split(".")[0] in ("vae", "gan") else 40
     assert f"resized to {size} px" in data["source"]
+
+
+@pytest.mark.parametrize("experiment", ["resnet.features", "vit.pooling", "vae.train", "clip.zeroshot", "gan.dcgan"])
+@pytest.mark.parametrize("data_dir, message", [(None, "no --data-dir was given"), ("missing", "is not a folder")])
+def test_a_folder_run_without_a_folder_is_an_option_error_before_any_run_folder(experiment, data_dir, message,
+                                                                                 tmp_path, capsys):
+    argv = ["run", experiment, "--preset", "smoke", "--set", "data=folder", "--out", str(tmp_path / "runs")]
+    if data_dir:
+        argv += ["--data-dir", str(tmp_path / data_dir)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "data=folder" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # nothing to clean up: refused before the run folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from atml.data import ImageDataset, factory
@@ -13,6 +14,10 @@ def check(cfg: Any, family: str) -> None:
     """Refuse a ``data`` name the family does not take, naming the ones it does."""
     if cfg.data not in factory.FAMILY_DATA[family]:
         raise UsageError(f"data={cfg.data!r} is not valid; choose one of {', '.join(factory.FAMILY_DATA[family])}")
+    if cfg.data == "folder" and not (cfg.data_dir and Path(cfg.data_dir).expanduser().is_dir()):
+        where = f"--data-dir {cfg.data_dir} is not a folder" if cfg.data_dir else "no --data-dir was given"
+        raise UsageError(f"data=folder reads an image folder, but {where}; pass --data-dir DIR with "
+                         "DIR/train/CLASS/*.jpg (and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
 
 
 def load(cfg: Any, ctx: RunContext, *, limits: tuple[int, int] = (0, 0), record: bool = True,

@@ -129,8 +129,8 @@ def timm_pretrained_file(name: str, *, offline: bool) -> tuple[str, WeightsInfo]
     try:
         path = hf_hub_download(repo, "model.safetensors", local_files_only=offline)
     except OSError as err:  # huggingface_hub: not cached (offline), HTTP and connection errors
-        how = ("offline mode forbids downloading; run once online, or" if offline else "the download failed; ")
-        raise WeightsError(f"timm/{name} ImageNet weights ({repo}, model.safetensors) are not in the Hugging Face "
+        how = "offline mode forbids downloading; run once online, or" if offline else "the download failed;"
+        raise WeightsError(f"timm/{name} pretrained weights ({repo}, model.safetensors) are not in the Hugging Face "
                            f"cache and {how} pass --weights /path/to/model.safetensors "
                            f"({type(err).__name__})") from err
     check_hub_blob(Path(path))
