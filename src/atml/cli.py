@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from atml import config as config_lib
+from atml.distributed import rank_and_world
 from atml.errors import AtmlError, UsageError
 from atml.experiments import registry
-from atml.distributed import rank_and_world
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ from atml.models import registry, vit
 from atml.models import weights as weights_lib
 from atml.models.weights import WeightsInfo
 
-OPENAI_HUB = "timm/vit_base_patch32_clip_224.openai"
+OPENAI_HUB = registry.MODELS[("clip", "ViT-B-32")].weights["openai"].location
 OPENAI_FILE = "open_clip_model.safetensors"
 
 
@@ -49,9 +49,11 @@ class Arch:
     custom: dict[str, Any] | None = None
 
 
-ARCHS = {
-    "ViT-B-32": Arch("ViT-B-32", 224, 77, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-    "clip-digits": Arch(None, 32, 16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), custom={
+_B32_PRE = registry.MODELS[("clip", "ViT-B-32")].preprocessing
+_DIGITS_PRE = registry.MODELS[("clip", "clip-digits")].preprocessing
+ARCHS = {  # preprocessing from the model registry
+    "ViT-B-32": Arch("ViT-B-32", 224, 77, _B32_PRE.mean, _B32_PRE.std),
+    "clip-digits": Arch(None, 32, 16, _DIGITS_PRE.mean, _DIGITS_PRE.std, custom={
         "embed_dim": 64,
         "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 96, "layers": 3, "head_width": 32},
         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},

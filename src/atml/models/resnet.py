@@ -20,9 +20,6 @@ from atml.errors import UsageError
 from atml.models import cnn, registry
 from atml.models import weights as wts
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 RESNETS = ("resnet152", "resnet101", "resnet50", "resnet34", "resnet18", "resnext50_32x4d", "resnext101_32x8d",
            "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
 """torchvision's ResNets: what resnet.skip can ablate (any torchvision or timm CNN serves the other experiments)."""

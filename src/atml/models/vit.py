@@ -45,7 +45,6 @@ BACKENDS = ("timm", "hf")
 DEIT_SMALL = "deit_small_patch16_224"
 DEIT_URL = registry.MODELS[("vit", DEIT_SMALL)].weights["imagenet"].location
 HF_DEIT = "facebook/deit-small-patch16-224"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +63,11 @@ class Arch:
     """Resize the short side to ``image_size / crop_pct``, then centre-crop (timm's rule)."""
 
 
-ARCHS = {
-    DEIT_SMALL: Arch(224, 16, 384, 12, 6, 4.0, IMAGENET_MEAN, IMAGENET_STD, 0.875),
-    "vit-digits": Arch(32, 4, 96, 4, 3, 2.0, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.0),
+_DEIT_PRE = registry.MODELS[("vit", DEIT_SMALL)].preprocessing
+_DIGITS_PRE = registry.MODELS[("vit", "vit-digits")].preprocessing
+ARCHS = {  # preprocessing from the model registry
+    DEIT_SMALL: Arch(224, 16, 384, 12, 6, 4.0, _DEIT_PRE.mean, _DEIT_PRE.std, _DEIT_PRE.crop_pct),
+    "vit-digits": Arch(32, 4, 96, 4, 3, 2.0, _DIGITS_PRE.mean, _DIGITS_PRE.std, _DIGITS_PRE.crop_pct),
 }
 
 
@@ -329,8 +330,8 @@ def _build_any_timm(name: str, weights: str, *, offline: bool, input_size: int) 
     if image[0] != image[1] or patch[0] != patch[1]:
         raise UsageError(f"timm/{name} has a non-square input or patch ({image}, {patch}); atml's maps need squares")
     arch = Arch(image[0], patch[0], model.embed_dim, len(model.blocks), model.blocks[0].attn.num_heads,
-                model.blocks[0].mlp.fc1.out_features / model.embed_dim, tuple(cfg.get("mean", IMAGENET_MEAN)),
-                tuple(cfg.get("std", IMAGENET_STD)), float(cfg.get("crop_pct", 1.0)) if not input_size else 1.0)
+                model.blocks[0].mlp.fc1.out_features / model.embed_dim, tuple(cfg.get("mean", registry.IMAGENET_MEAN)),
+                tuple(cfg.get("std", registry.IMAGENET_STD)), float(cfg.get("crop_pct", 1.0)) if not input_size else 1.0)
     classes = (imagenet_classes() if model.num_classes == 1000 else [str(i) for i in range(model.num_classes)])
     return ViT(model.eval(), "timm", arch, classes, model.num_prefix_tokens), info
 
