@@ -118,6 +118,10 @@ CASES = [(name, ()) for name in registry().names()] + [
     ("resnet.head", ("feature_cache=false",)),
     *[("resnet.transfer", (f"cells=[{cell}]",)) for cell in resnet_transfer.ALL_CELLS[1:]],
     ("resnet.features", ("compare_arch=", "arch=resnet18")),
+    # any model (issue 17): timm's BatchNormAct2d pinned, torchvision BatchNorm folded, register tokens
+    ("resnet.features", ("compare_arch=", "arch=timm/efficientnet_b0")),
+    ("resnet.transfer", ("cells=[random:last]", "arch=mobilenet_v3_small")),
+    ("vit.attention", ("arch=timm/vit_small_patch14_reg4_dinov2", "input_size=56")),
 ]
 
 
@@ -145,12 +149,15 @@ def test_the_audit_catches_a_module_left_on_the_cpu(tmp_path: Path) -> None:
 # -- the building blocks, on a second device and a second dtype ---------------------------------
 @pytest.mark.parametrize("order", ["freeze-then-move", "move-then-freeze"])
 @pytest.mark.parametrize(("device", "dtype"), [(META, torch.float32), (torch.device("cpu"), torch.float64)])
-def test_freezing_follows_the_model_in_either_order(order: str, device: torch.device, dtype: torch.dtype) -> None:
-    model = resnet.build("resnet18", 10, "random", offline=True).model
+@pytest.mark.parametrize("arch", ["resnet18", "timm/efficientnet_b0", "efficientnet_b0"])
+def test_freezing_follows_the_model_in_either_order(order: str, device: torch.device, dtype: torch.dtype,
+                                                    arch: str) -> None:
+    model = resnet.build(arch, 10, "random", offline=True).model
+    trainable = (*model.last_paths, model.head_name)
     if order == "freeze-then-move":
-        model = resnet.freeze(model, trainable=("body.layer4", "body.fc")).to(device, dtype)
+        model = resnet.freeze(model, trainable=trainable).to(device, dtype)
     else:
-        model = resnet.freeze(model.to(device, dtype), trainable=("body.layer4", "body.fc"))
+        model = resnet.freeze(model.to(device, dtype), trainable=trainable)
     assert misplaced(model, device, dtype) == []
     with placement_audit(device):
         out = model(torch.zeros(2, 3, 32, 32, device=device, dtype=dtype))

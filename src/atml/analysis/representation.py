@@ -30,14 +30,15 @@ from atml.errors import UsageError
 def layer_outputs(model: torch.nn.Module, layers: Mapping[str, torch.nn.Module]) -> Iterator[dict[str, list]]:
     """Record each layer's output during the ``with`` block (4-D maps global-average-pooled).
 
-    The forward hooks are removed on exit, whatever happens inside.
+    Outputs stay on the model's device (no copy to the host inside a forward: the caller copies
+    once at the end). The forward hooks are removed on exit, whatever happens inside.
     """
     store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
 
     def hook(name: str):  # noqa: ANN202 - a hook factory
         def record(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
             out = output.float()
-            store[name].append((out.mean(dim=(2, 3)) if out.dim() == 4 else out).detach().cpu())
+            store[name].append((out.mean(dim=(2, 3)) if out.dim() == 4 else out).detach())
         return record
 
     handles = [module.register_forward_hook(hook(name)) for name, module in layers.items()]

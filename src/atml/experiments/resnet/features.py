@@ -67,7 +67,7 @@ def depth_features(model: resnet.ResNetClassifier | cnn.Classifier, prep: torch.
     with rep.layer_outputs(model, layers) as store:
         for batch in images.split(batch_size):
             model.forward_features(prep(batch.to(device)))
-    return {depth: torch.cat(chunks).numpy() for depth, chunks in store.items()}
+    return {depth: torch.cat(chunks).cpu().numpy() for depth, chunks in store.items()}  # one copy per depth
 
 
 def measure(features: dict[str, np.ndarray], labels: np.ndarray, seed: int, arch: str,
