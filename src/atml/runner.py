@@ -56,6 +56,12 @@ class RunContext:
         env.setdefault("sources", {})[kind] = value
         self.run.write_env(env)
 
+    def record_env(self, key: str, value: Any) -> None:
+        """A top-level entry of ``env.json`` (``data``: how the run's data was had), written at once."""
+        env = self.run.read_env()
+        env[key] = value
+        self.run.write_env(env)
+
     def checkpoint(self, name: str) -> Path:
         return self.run.checkpoints / f"{name}.pt"
 
@@ -196,6 +202,7 @@ def _complete(results: Results, exp: Experiment, preset: str, cfg: Any, ctx: Run
     if skipped:
         results.notes.append(f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): "
                              + "; ".join(skipped))
+    results.notes += (ctx.sources.get("data") or {}).get("notes") or []  # e.g. a dataset cache that was rebuilt
     is_rehearsal = rehearsal.is_rehearsal(preset, cfg)
     if is_rehearsal:
         results.notes.insert(0, rehearsal.NOTE)

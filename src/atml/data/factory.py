@@ -50,6 +50,8 @@ class Spec:
     grayscale: bool = False
     """Image folders: convert to one grey channel (the 28 px generative models)."""
     skip_bad_images: bool = False
+    progress: bool = True
+    """Show a progress bar (rate, time left) while an image folder is decoded into the cache."""
 
 
 @dataclasses.dataclass
@@ -58,6 +60,8 @@ class Loaded:
 
     data: ImageDataset
     skipped: list[str] = dataclasses.field(default_factory=list)
+    readiness: folder.Readiness | None = None
+    """How an image folder's splits were had (decoded now or from the cache); None for the other datasets."""
 
 
 def _root(spec: Spec) -> Path:
@@ -79,8 +83,8 @@ def _folder(spec: Spec) -> Loaded:
         raise UsageError("data=folder needs --data-dir DIR (DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg, or "
                          "DIR/CLASS/*.jpg)")
     read = folder.load(spec.root, size=spec.image_size, seed=spec.seed, skip_bad=spec.skip_bad_images,
-                       grayscale=spec.grayscale)
-    return Loaded(read.data, read.skipped)
+                       grayscale=spec.grayscale, progress=spec.progress)
+    return Loaded(read.data, read.skipped, read.readiness)
 
 
 def _scratch(spec: Spec) -> Path:

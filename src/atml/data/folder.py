@@ -1,22 +1,25 @@
-"""Any labelled image folder, in torchvision's ImageFolder layout, as atml's in-memory uint8 tensors.
+"""Any labelled image folder, in torchvision's ImageFolder layout, decoded once into atml's dataset cache.
 
     DIR/train/CLASS/*.jpg      DIR/val/CLASS/*.jpg      (or DIR/CLASS/*.jpg: split here, fixed seed)
 
-Every image is decoded once (upright, 16-bit grey scaled, see :mod:`atml.data.images`),
-its short side resized to ``size`` and centre-cropped to ``size`` x ``size`` (the size is
-recorded in the dataset's source), optionally made grey for the 28 px generative models.
-Every unreadable file is named in one error, or skipped and listed with ``skip_bad``.
+Every image is decoded once, by every core (upright, 16-bit grey scaled, see
+:mod:`atml.data.decode`), its short side resized to ``size`` and centre-cropped to ``size`` x
+``size``, optionally made grey for the 28 px generative models, and kept in
+:mod:`atml.data.cache`: later runs memory-map the decoded arrays, so a run's memory does not
+grow with the folder. Hidden files and folders (``.DS_Store``, macOS ``._name.jpg``) are
+skipped. Every unreadable file is named in one error, or skipped and listed with ``skip_bad``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from atml.data import ImageDataset, ImageSplit
-from atml.data.images import IMAGE_SUFFIXES, load_rgb, square
+from atml.data import ImageDataset, ImageSplit, cache
+from atml.data.decode import is_image_file
 from atml.errors import DataError
 
 VAL_NAMES = ("val", "valid", "validation", "test")
@@ -24,14 +27,35 @@ VAL_NAMES = ("val", "valid", "validation", "test")
 
 @dataclasses.dataclass
 class FolderRead:
-    """A folder dataset and the files that could not be read (when they were skipped)."""
+    """A folder dataset, the files that could not be read (when they were skipped), and how it was had."""
 
     data: ImageDataset
     skipped: list[str]
+    readiness: Readiness
+
+
+@dataclasses.dataclass
+class Readiness:
+    """How the splits were had: decoded now or read from the cache, where, in how long."""
+
+    images: int
+    seconds: float
+    from_cache: bool
+    cache: list[str]
+    notes: list[str]
+
+    @classmethod
+    def of(cls, splits: Sequence[cache.Split]) -> Readiness:
+        return cls(sum(len(s.labels) for s in splits), sum(s.seconds for s in splits),
+                   all(s.from_cache for s in splits), [str(s.path) for s in splits],
+                   [n for s in splits for n in s.notes])
+
+    def as_json(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.2, skip_bad: bool = False,
-         grayscale: bool = False) -> FolderRead:
+         grayscale: bool = False, progress: bool = True) -> FolderRead:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; pass --data-dir DIR with DIR/train/CLASS/*.jpg "
@@ -42,63 +66,63 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
     if len(classes) < 2:
         raise DataError(f"{train_dir} holds {len(classes)} class folder(s); an image folder needs one subfolder per "
                         "class (at least two), each holding that class's images")
-    bad: list[str] = []
-    train = _read_split(train_dir, classes, size, grayscale, bad)
+    files, labels = list_files(train_dir, classes)
     if val_dir is not None:
-        val = _read_split(val_dir, classes, size, grayscale, bad)
+        parts = {"train": (files, labels), "val": list_files(val_dir, classes)}
         how = f"{train_dir.name}/ and {val_dir.name}/ as given"
     else:
-        train, val = _split(train, val_fraction, seed)
+        parts = split_files(files, labels, len(classes), val_fraction, seed)
         how = f"no val/ folder: a stratified {1 - val_fraction:.0%}/{val_fraction:.0%} split, seed {seed}"
+    splits = {name: cache.load(cache.Request(f"folder-{root.name}-{name}", root, f, lab, classes, size, grayscale),
+                               progress=progress)
+              for name, (f, lab) in parts.items()}
+    bad = [b for s in splits.values() for b in s.bad]
     if bad and not skip_bad:
         raise DataError(f"cannot read {len(bad)} image(s) in {root}: {'; '.join(bad[:20])}"
                         + (f"; and {len(bad) - 20} more" if len(bad) > 20 else "")
                         + ". Remove them, or pass --set skip_bad_images=true to leave them out (they are listed)")
+    train, val = (as_image_split(splits[n], classes) for n in ("train", "val"))
     if min(len(train), len(val)) == 0:
         raise DataError(f"{root} gives {len(train)} training and {len(val)} validation images; both need some")
     source = (f"image folder {root} ({len(classes)} classes; {how}); every image's short side resized to {size} px "
               f"and centre-cropped to {size}x{size}" + (", converted to grey" if grayscale else ""))
-    return FolderRead(ImageDataset(f"folder:{root.name}", train, val, source), bad)
+    return FolderRead(ImageDataset(f"folder:{root.name}", train, val, source), bad,
+                      Readiness.of(list(splits.values())))
 
 
-def _read_split(folder: Path, classes: list[str], size: int, grayscale: bool, bad: list[str]) -> ImageSplit:
-    images, labels = [], []
+def list_files(folder: Path, classes: Sequence[str]) -> tuple[list[Path], list[int]]:
+    """Every image file under ``folder/CLASS`` (nested folders too; hidden files and folders skipped), in order."""
+    files: list[Path] = []
+    labels: list[int] = []
     for index, name in enumerate(classes):
         directory = folder / name
-        files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) \
+        found = sorted(p for p in directory.rglob("*") if p.is_file() and is_image_file(p)
+                       and not any(part.startswith(".") for part in p.relative_to(directory).parts)) \
             if directory.is_dir() else []
-        for path in files:
-            try:
-                image = square(torch.from_numpy(load_rgb(path)).permute(2, 0, 1), size)
-            except (OSError, ValueError) as err:  # Pillow: UnidentifiedImageError (an OSError), truncated files...
-                bad.append(f"{path} ({str(err).splitlines()[0][:100]})")
-                continue
-            images.append(_grey(image) if grayscale else image)
-            labels.append(index)
-    channels = 1 if grayscale else 3
-    stacked = torch.stack(images) if images else torch.empty((0, channels, size, size), dtype=torch.uint8)
-    return ImageSplit(stacked, torch.tensor(labels, dtype=torch.int64), list(classes))
+        files += found
+        labels += [index] * len(found)
+    return files, labels
 
 
-def _grey(image: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601 luma, as Pillow's convert("L")."""
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-    return (image.float() * weights).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-
-
-def _split(split: ImageSplit, val_fraction: float, seed: int) -> tuple[ImageSplit, ImageSplit]:
+def split_files(files: list[Path], labels: list[int], n_classes: int, val_fraction: float,
+                seed: int) -> dict[str, tuple[list[Path], list[int]]]:
     """Stratified by class, with a fixed seed: the same folder always splits the same way."""
     generator = torch.Generator().manual_seed(seed)
+    label_tensor = torch.tensor(labels, dtype=torch.int64)
     train_idx, val_idx = [], []
-    for c in range(len(split.classes)):
-        idx = (split.labels == c).nonzero().flatten()
+    for c in range(n_classes):
+        idx = (label_tensor == c).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=generator)]
         n_val = max(1, round(len(idx) * val_fraction)) if len(idx) > 1 else 0
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
-    tr, va = torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
-    return (ImageSplit(split.images[tr], split.labels[tr], split.classes),
-            ImageSplit(split.images[va], split.labels[va], split.classes))
+    picked = {"train": torch.cat(train_idx).sort().values.tolist(), "val": torch.cat(val_idx).sort().values.tolist()}
+    return {name: ([files[i] for i in idx], [labels[i] for i in idx]) for name, idx in picked.items()}
+
+
+def as_image_split(split: cache.Split, classes: Sequence[str]) -> ImageSplit:
+    """The cached arrays as torch tensors over the same memory map (no copy)."""
+    return ImageSplit(torch.from_numpy(split.images), torch.from_numpy(split.labels), list(classes))
 
 
 def write_folder(root: str | Path, *, classes: tuple[str, ...] = ("ants", "bees", "cats"), per_class: int = 6,

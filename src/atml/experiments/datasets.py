@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,22 @@ def load(cfg: Any, ctx: RunContext, *, limits: tuple[int, int] = (0, 0), record:
     What was read (and any unreadable files left out) goes to env.json's ``data`` entry, and
     from there to the run's notes.
     """
-    options = {"image_size": cfg.image_size, "skip_bad_images": cfg.skip_bad_images, **spec}
+    options = {"image_size": cfg.image_size, "skip_bad_images": cfg.skip_bad_images, "progress": ctx.progress, **spec}
+    start = time.perf_counter()
     loaded = factory.create(factory.Spec(cfg.data, root=cfg.data_dir, seed=cfg.seed, offline=ctx.offline,
                                          scratch=ctx.scratch("data") if cfg.data.startswith("generated-") else None,
                                          **options))
     data = loaded.data
+    ready = loaded.readiness
+    readiness = {"images": ready.images if ready else len(data.train) + len(data.val),
+                 "seconds": round(ready.seconds if ready else time.perf_counter() - start, 3),
+                 "from_cache": bool(ready and ready.from_cache), "cache": ready.cache if ready else None,
+                 "notes": ready.notes if ready else []}
     data.train = data.train.subset(limits[0], seed=cfg.seed)
     data.val = data.val.subset(limits[1], seed=cfg.seed + 1)
     if record:
         ctx.record_source("data", {"name": data.name, "source": data.source, "train": len(data.train),
-                                   "val": len(data.val), "classes": data.train.classes, "skipped": loaded.skipped})
+                                   "val": len(data.val), "classes": data.train.classes, "skipped": loaded.skipped,
+                                   **readiness})
+        ctx.record_env("data", {k: readiness[k] for k in ("images", "seconds", "from_cache", "cache")})
     return data

@@ -256,4 +256,13 @@ def _jinja() -> jinja2.Environment:
     env.filters["fmt"] = fmt
     env.filters["tex"] = latex_escape
     env.filters["md"] = markdown_cell
+    env.globals["data_ready"] = data_ready
     return env
+
+
+def data_ready(data: dict[str, Any]) -> str:
+    """How a run had its data: ``1,000 images in 0.4 s, read from the dataset cache (PATH)``."""
+    how = ("read from the dataset cache" if data.get("from_cache")
+           else "decoded into the dataset cache" if data.get("cache") else "read from the files")
+    where = f" ({', '.join(data['cache'])})" if data.get("cache") else ""
+    return f"{data.get('images') or 0:,} images in {data.get('seconds') or 0:.1f} s, {how}{where}"

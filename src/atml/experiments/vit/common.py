@@ -17,7 +17,7 @@ import torch
 from atml import runtime
 from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, ImageSplit, digits
-from atml.data.images import IMAGE_SUFFIXES, load_rgb
+from atml.data.images import IMAGE_SUFFIXES, is_image_file, load_rgb
 from atml.errors import DataError, UsageError, WeightsError
 from atml.experiments import datasets
 from atml.models import registry, vit
@@ -117,7 +117,8 @@ def read_images(paths: tuple[str, ...]) -> dict[str, torch.Tensor]:
     for spec in paths:
         path = Path(spec).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
             if not found:
                 raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}), in it or its subfolders; "
                                 "pass image files or folders")

@@ -1,0 +1,74 @@
+"""One image file to one square uint8 array, at the speed Pillow allows.
+
+Imports only numpy and Pillow, so worker threads and processes start light. The steps:
+JPEG DCT scaling (``draft``) to the smallest power-of-two reduction that still covers the
+target, the EXIF orientation applied, 16- and 32-bit grey scaled to 8 bits, one antialiased
+bilinear resize of the 8-bit image (Pillow's, the short side to ``size``), a centre crop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+DECODER_VERSION = 2
+"""Bumped whenever these steps change the pixels they give: the dataset cache is keyed by it."""
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by its suffix, and not a hidden file (macOS ``._name.jpg`` stubs, ``.DS_Store``)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def decode_square(path: str | Path, size: int, grayscale: bool = False) -> np.ndarray:
+    """``path`` as uint8 ``(C, size, size)``, C = 1 (grey, ITU-R 601 luma) or 3 (RGB).
+
+    Raises OSError or ValueError (Pillow's) for a file that is not a readable image.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        width, height = image.size
+        scale = size / min(width, height)
+        if image.format == "JPEG" and scale <= 0.5:  # decode at 1/2, 1/4 or 1/8 scale: 2-6x less work
+            image.draft("L" if grayscale else "RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
+        upright = ImageOps.exif_transpose(image)
+        return _square(_eight_bit(upright, grayscale), size)
+
+
+def _eight_bit(image, grayscale: bool):  # (PIL.Image, bool) -> PIL.Image in mode "L" or "RGB"
+    from PIL import Image
+
+    if image.mode in _DEEP_MODES:
+        grey = Image.fromarray(to_8_bit(np.asarray(image), image.mode))
+        return grey if grayscale else grey.convert("RGB")
+    if grayscale:
+        return image.convert("L") if image.mode in ("L", "RGB") else image.convert("RGB").convert("L")
+    return image.convert("RGB")
+
+
+def _square(image, size: int) -> np.ndarray:
+    from PIL import Image
+
+    width, height = image.size
+    scale = size / min(width, height)
+    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    if new != (width, height):
+        image = image.resize(new, Image.Resampling.BILINEAR)  # antialiased when shrinking
+    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    array = np.asarray(image.crop((left, top, left + size, top + size)))
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (C, size, size)
+
+
+def to_8_bit(array: np.ndarray, mode: str) -> np.ndarray:
+    """Grey levels of a 16-bit, 32-bit or float image scaled to 0-255."""
+    values = array.astype(np.float64)
+    if mode == "F":
+        top = 1.0 if values.max(initial=0) <= 1.0 else 255.0 if values.max(initial=0) <= 255 else values.max()
+    else:  # 16-bit grey (I;16*) or its 32-bit container (I): the full 16-bit range
+        top = 65535.0 if values.max(initial=0) <= 65535 else values.max()
+    return np.clip(np.round(values / top * 255), 0, 255).astype(np.uint8)
