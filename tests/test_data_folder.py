@@ -85,7 +85,9 @@ def test_a_folder_that_is_not_a_dataset_says_what_the_layout_is(tmp_path, make, 
 
 
 def test_the_factory_knows_every_dataset_and_needs_a_folder_for_folder():
-    with pytest.raises(UsageError, match="data='imagenet' is not a known dataset"):
+    with pytest.raises(UsageError, match="data='imagenet-21k' is not a known dataset"):
+        factory.create(factory.Spec("imagenet-21k"))
+    with pytest.raises(UsageError, match="data=imagenet needs --data-dir"):
         factory.create(factory.Spec("imagenet"))
     with pytest.raises(UsageError, match="needs --data-dir"):
         factory.create(factory.Spec("folder"))

@@ -63,6 +63,8 @@ class Request:
     classes: Sequence[str]
     size: int
     grayscale: bool = False
+    interpolation: str = "bilinear"
+    """Pillow's filter for the resize: ``bilinear`` (atml's default) or ``bicubic`` (timm's ViTs)."""
 
     @property
     def channels(self) -> int:
@@ -97,7 +99,7 @@ def key(request: Request) -> str:
 
     digest = hashlib.sha256()
     head = {"format": FORMAT, "decoder": DECODER_VERSION, "pillow": PIL.__version__, "size": request.size,
-            "grayscale": request.grayscale, "classes": list(request.classes)}
+            "grayscale": request.grayscale, "interpolation": request.interpolation, "classes": list(request.classes)}
     digest.update(json.dumps(head, sort_keys=True).encode())
     for path, label in zip(request.files, request.labels, strict=True):
         stat = path.stat()
@@ -186,7 +188,7 @@ def _decode_all(request: Request, out: Path, *, workers: int | None, progress: b
 
     def one(path: Path) -> np.ndarray | str:
         try:
-            return decode_square(path, request.size, request.grayscale)
+            return decode_square(path, request.size, request.grayscale, request.interpolation)
         except (OSError, ValueError, SyntaxError) as err:  # Pillow: UnidentifiedImageError, truncated files...
             return f"{path} ({(str(err).splitlines() or [type(err).__name__])[0][:100]})"
 

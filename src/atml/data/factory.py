@@ -23,6 +23,7 @@ from atml.data import (
     digits,
     fashion_mnist,
     folder,
+    imagenet,
     rehearsal,
     stl10,
 )
@@ -50,6 +51,8 @@ class Spec:
     grayscale: bool = False
     """Image folders: convert to one grey channel (the 28 px generative models)."""
     skip_bad_images: bool = False
+    interpolation: str = "bilinear"
+    """Image folders and ImageNet: Pillow's resize filter (a ViT's preprocessing uses ``bicubic``)."""
     progress: bool = True
     """Show a progress bar (rate, time left) while an image folder is decoded into the cache."""
 
@@ -83,7 +86,17 @@ def _folder(spec: Spec) -> Loaded:
         raise UsageError("data=folder needs --data-dir DIR (DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg, or "
                          "DIR/CLASS/*.jpg)")
     read = folder.load(spec.root, size=spec.image_size, seed=spec.seed, skip_bad=spec.skip_bad_images,
-                       grayscale=spec.grayscale, progress=spec.progress)
+                       grayscale=spec.grayscale, interpolation=spec.interpolation, progress=spec.progress)
+    return Loaded(read.data, read.skipped, read.readiness)
+
+
+def _imagenet(spec: Spec) -> Loaded:
+    if not spec.root:
+        from atml.errors import UsageError
+
+        raise UsageError(f"data=imagenet needs --data-dir DIR with {imagenet.LAYOUT}")
+    read = imagenet.load(spec.root, size=spec.image_size, interpolation=spec.interpolation,
+                         skip_bad=spec.skip_bad_images, progress=spec.progress)
     return Loaded(read.data, read.skipped, read.readiness)
 
 
@@ -98,6 +111,7 @@ DATASETS: dict[str, Callable[[Spec], Loaded]] = {
     "fashion-mnist": lambda s: Loaded(fashion_mnist.load(_root(s), offline=s.offline)),
     "digits": _digits,
     "folder": _folder,
+    "imagenet": _imagenet,
     "generated-cifar10": lambda s: Loaded(cifar10.load_generated(
         cifar10.write_batches(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed))),
     "generated-cifar100": lambda s: Loaded(cifar100.load_generated(
@@ -113,7 +127,7 @@ DATASETS: dict[str, Callable[[Spec], Loaded]] = {
 FAMILY_DATA: dict[str, tuple[str, ...]] = {
     "resnet": ("cifar10", "cifar100", "digits", "folder", "generated-cifar10", "generated-cifar100",
                "rehearsal-cifar10"),
-    "vit": ("cifar10", "cifar100", "digits", "folder", "generated-cifar10", "generated-cifar100", "rehearsal-cifar10"),
+    "vit": ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100", "rehearsal-cifar10"),
     "clip": ("stl10", "cifar10", "cifar100", "digits", "folder", "generated-stl10", "generated-cifar100",
              "rehearsal-stl10"),
     "grayscale": ("fashion-mnist", "digits", "folder", "generated-fashion-mnist", "rehearsal-fashion-mnist"),

@@ -55,7 +55,7 @@ class Readiness:
 
 
 def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.2, skip_bad: bool = False,
-         grayscale: bool = False, progress: bool = True) -> FolderRead:
+         grayscale: bool = False, interpolation: str = "bilinear", progress: bool = True) -> FolderRead:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; pass --data-dir DIR with DIR/train/CLASS/*.jpg "
@@ -73,7 +73,8 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
     else:
         parts = split_files(files, labels, len(classes), val_fraction, seed)
         how = f"no val/ folder: a stratified {1 - val_fraction:.0%}/{val_fraction:.0%} split, seed {seed}"
-    splits = {name: cache.load(cache.Request(f"folder-{root.name}-{name}", root, f, lab, classes, size, grayscale),
+    splits = {name: cache.load(cache.Request(f"folder-{root.name}-{name}", root, f, lab, classes, size, grayscale,
+                                             interpolation),
                                progress=progress)
               for name, (f, lab) in parts.items()}
     bad = [b for s in splits.values() for b in s.bad]

@@ -15,10 +15,11 @@ def check(cfg: Any, family: str) -> None:
     """Refuse a ``data`` name the family does not take, naming the ones it does."""
     if cfg.data not in factory.FAMILY_DATA[family]:
         raise UsageError(f"data={cfg.data!r} is not valid; choose one of {', '.join(factory.FAMILY_DATA[family])}")
-    if cfg.data == "folder" and not (cfg.data_dir and Path(cfg.data_dir).expanduser().is_dir()):
+    if cfg.data in ("folder", "imagenet") and not (cfg.data_dir and Path(cfg.data_dir).expanduser().is_dir()):
         where = f"--data-dir {cfg.data_dir} is not a folder" if cfg.data_dir else "no --data-dir was given"
-        raise UsageError(f"data=folder reads an image folder, but {where}; pass --data-dir DIR with "
-                         "DIR/train/CLASS/*.jpg (and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
+        layout = ("DIR/val/<wnid>/*.JPEG (ImageNet's validation layout)" if cfg.data == "imagenet" else
+                  "DIR/train/CLASS/*.jpg (and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
+        raise UsageError(f"data={cfg.data} reads an image folder, but {where}; pass --data-dir DIR with {layout}")
 
 
 def load(cfg: Any, ctx: RunContext, *, limits: tuple[int, int] = (0, 0), record: bool = True,

@@ -91,10 +91,14 @@ def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, a
 
 
 def load_labelled(cfg: ViTConfig, ctx: RunContext, *, digit_classes: tuple[int, ...] = digits.PRETRAIN_CLASSES,
-                  record: bool = True) -> ImageDataset:
+                  record: bool = True, model: vit.ViT | None = None) -> ImageDataset:
     """The labelled set of ``cfg.data`` (the dataset factory); for digits, the classes asked for (0-4: the demo
-    ViT's own)."""
-    return datasets.load(cfg, ctx, record=record, generated=(100, 50), digit_classes=digit_classes)
+    ViT's own). ImageNet is decoded at the size ``model``'s preprocessing resizes to, with its bicubic filter,
+    so the model crops it exactly as its own pipeline would."""
+    extra: dict[str, Any] = {}
+    if cfg.data == "imagenet" and model is not None:
+        extra = {"image_size": model.preprocess.resize, "interpolation": "bicubic"}
+    return datasets.load(cfg, ctx, record=record, generated=(100, 50), digit_classes=digit_classes, **extra)
 
 
 def sample_photos() -> dict[str, torch.Tensor]:
@@ -169,6 +173,20 @@ def predict(model: vit.ViT, images: torch.Tensor, device: torch.device, batch_si
         k = keep[start:start + batch_size] if keep is not None else None
         out.append(model(x, k).float().softmax(-1).cpu())
     return torch.cat(out)
+
+
+@torch.inference_mode()
+def topk_accuracy(model: vit.ViT, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int,
+                  ks: tuple[int, ...]) -> dict[int, float]:
+    """Top-k accuracy for each k, counted batch by batch (nothing kept per image: memory flat in N)."""
+    hits = dict.fromkeys(ks, 0)
+    for start in range(0, len(images), batch_size):
+        logits = model(model.preprocess(images[start:start + batch_size].to(device))).float()
+        top = logits.topk(max(ks), dim=1).indices.cpu()  # (B, max k)
+        match = top == labels[start:start + batch_size, None]
+        for k in ks:
+            hits[k] += int(match[:, :k].any(1).sum())
+    return {k: hits[k] / max(len(images), 1) for k in ks}
 
 
 def as_batch(images: dict[str, torch.Tensor], model: vit.ViT, device: torch.device) -> torch.Tensor:

@@ -81,36 +81,37 @@ def fill_masked(x: torch.Tensor, keep: torch.Tensor, grid: int, value: torch.Ten
 
 def run(cfg: MaskingConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
-    data = common.load_labelled(cfg, ctx)
+    data = common.load_labelled(cfg, ctx, model=model)
     probe_note = "" if model.has_head else common.fit_probe_head(model, data, ctx, cfg.batch_size, cfg.seed)
     split = data.val.subset(cfg.limit, seed=cfg.seed)
-    x = torch.cat([model.preprocess(b.to(ctx.device)) for b in split.images.split(cfg.batch_size)])
-    base = evaluate(model, x, None, cfg.batch_size)
     own_labels = model.classes != split.classes
-    labels = base.argmax(1) if own_labels else split.labels
-    values = {"mean": x.mean((0, 2, 3), keepdim=True),
-              "zero": ((0 - model.preprocess.mean) / model.preprocess.std).cpu()}
+    base = unmasked(model, split.images, ctx.device, cfg.batch_size)
+    labels = base.pred if own_labels else split.labels
+    values = {"mean": base.mean_pixel, "zero": ((0 - model.preprocess.mean) / model.preprocess.std).cpu()}
     patches = model.grid ** 2
     results: dict[tuple[str, str, float], list[dict[str, float]]] = {}
     started = time.perf_counter()
     for pattern in PATTERNS:
-        ctx.step(f"{pattern} masking of {len(x)} images: {len(cfg.ratios)} ratios x {len(cfg.fills)} fills"
+        ctx.step(f"{pattern} masking of {len(split)} images: {len(cfg.ratios)} ratios x {len(cfg.fills)} fills"
                  + (f" x {cfg.seeds} draws" if pattern == "random" else ""))
         for ratio in cfg.ratios:
             draws = cfg.seeds if pattern == "random" and ratio > 0 else 1
             for seed in range(draws):
                 gen = torch.Generator().manual_seed(cfg.seed * 1000 + seed)
-                keep = (random_keep(len(x), patches, ratio, gen) if pattern == "random"
-                        else center_keep(len(x), model.grid, ratio))
-                for fill in cfg.fills:
-                    if ratio == 0:
-                        probs = base
-                    elif fill == "drop":
-                        probs = evaluate(model, x, keep, cfg.batch_size)
-                    else:
-                        probs = evaluate(model, fill_masked(x, keep, model.grid, values[fill]), None, cfg.batch_size)
-                    results.setdefault((pattern, fill, ratio), []).append(
-                        score(probs, labels, base.argmax(1)) | {"masked": 1 - keep.shape[1] / patches})
+                scores = {fill: Score() for fill in cfg.fills}
+                masked = 0.0
+                for start, images in _batches(split.images, cfg.batch_size):
+                    rows = slice(start, start + len(images))
+                    keep = (random_keep(len(images), patches, ratio, gen) if pattern == "random"
+                            else center_keep(len(images), model.grid, ratio))
+                    masked = 1 - keep.shape[1] / patches
+                    x = model.preprocess(images.to(ctx.device)) if ratio > 0 else None
+                    for fill, total in scores.items():
+                        probs = (base.probs(rows) if x is None  # unmasked: the first pass's predictions
+                                 else masked_probs(model, x, keep, fill, model.grid, values))
+                        total.add(probs, labels[rows], base.pred[rows])
+                for fill, total in scores.items():
+                    results.setdefault((pattern, fill, ratio), []).append(total.means() | {"masked": masked})
     out = summarise_masking(results)
     out.add("images", len(split))
     out.add("masking_time_s", time.perf_counter() - started, "s")
@@ -122,26 +123,87 @@ def run(cfg: MaskingConfig, ctx: RunContext) -> Results:
     notes.append(f"Random masks: {cfg.seeds} draws per ratio (mean and standard deviation); centre: the patches "
                  "nearest the image centre, as many as random masking hides, so both mask the same share: "
                  "round(ratio x patches) / patches, the 'masked share' in the table and on the figure's x axis. Fills: 'mean' = the mean pixel of "
-                 "these images, 'zero' = black, 'drop' = the masked patch tokens are removed from the sequence.")
+                 "these images, 'zero' = black, 'drop' = the masked patch tokens are removed from the sequence. "
+                 f"Evaluated {cfg.batch_size} images at a time: memory does not grow with the number of images.")
     out.add_figures(ctx.save_figure(masking_figure(results, cfg), "masking_curves"))
     out.add_figures(ctx.save_figure(examples_figure(split.images[0], model, cfg, values["mean"]), "masking_examples"))
     return out
 
 
+def _batches(images: torch.Tensor, batch_size: int):  # -> Iterator[tuple[int, torch.Tensor]]
+    for start in range(0, len(images), batch_size):
+        yield start, images[start:start + batch_size]
+
+
+@dataclasses.dataclass
+class Unmasked:
+    """The first pass over the images: top-1 and label-class inputs kept per image, the mean pixel."""
+
+    pred: torch.Tensor
+    """``(N,)`` the unmasked top-1."""
+    top_probs: torch.Tensor | None
+    """``(N, classes)`` when N x classes is at most :data:`KEEP_PROBS`, else None (recomputed per batch)."""
+    mean_pixel: torch.Tensor
+    """``(1, C, 1, 1)`` the mean of the preprocessed images, per channel."""
+    model: vit.ViT
+    images: torch.Tensor
+    device: torch.device
+
+    def probs(self, rows: slice) -> torch.Tensor:
+        if self.top_probs is not None:
+            return self.top_probs[rows].float()
+        x = self.model.preprocess(self.images[rows].to(self.device))
+        return self.model(x).float().softmax(-1).cpu()
+
+
+KEEP_PROBS = 4_000_000
+"""Unmasked probabilities kept from the first pass up to this many values (16 MB), else recomputed per batch."""
+
+
 @torch.inference_mode()
-def evaluate(model: vit.ViT, x: torch.Tensor, keep: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-    out = []
-    for start in range(0, len(x), batch_size):
-        k = keep[start:start + batch_size] if keep is not None else None
-        out.append(model(x[start:start + batch_size], k).float().softmax(-1).cpu())
-    return torch.cat(out)
+def unmasked(model: vit.ViT, images: torch.Tensor, device: torch.device, batch_size: int) -> Unmasked:
+    preds, kept, total, pixels = [], [], None, 0
+    keep = len(images) * len(model.classes) <= KEEP_PROBS
+    for _, batch in _batches(images, batch_size):
+        x = model.preprocess(batch.to(device))
+        sums = x.double().sum((0, 2, 3)).cpu()
+        total = sums if total is None else total + sums
+        pixels += x.shape[0] * x.shape[2] * x.shape[3]
+        probs = model(x).float().softmax(-1).cpu()
+        preds.append(probs.argmax(1))
+        if keep:
+            kept.append(probs)
+    assert total is not None
+    mean = (total / pixels).float().view(1, -1, 1, 1)
+    return Unmasked(torch.cat(preds), torch.cat(kept) if keep else None, mean, model, images, device)
 
 
-def score(probs: torch.Tensor, labels: torch.Tensor, base_pred: torch.Tensor) -> dict[str, float]:
-    pred = probs.argmax(1)
-    return {"acc": float((pred == labels).float().mean()),
-            "conf": float(probs.gather(1, labels[:, None]).mean()),
-            "flip": float((pred != base_pred).float().mean())}
+@torch.inference_mode()
+def masked_probs(model: vit.ViT, x: torch.Tensor, keep: torch.Tensor, fill: str, grid: int,
+                 values: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Softmax probabilities of one preprocessed batch with the patches outside ``keep`` masked by ``fill``."""
+    if fill == "drop":
+        return model(x, keep).float().softmax(-1).cpu()
+    return model(fill_masked(x, keep, grid, values[fill])).float().softmax(-1).cpu()
+
+
+class Score:
+    """Accuracy, confidence of the label class and top-1 flips, summed over batches."""
+
+    def __init__(self) -> None:
+        self.hits = self.conf = self.flips = 0.0
+        self.count = 0
+
+    def add(self, probs: torch.Tensor, labels: torch.Tensor, base_pred: torch.Tensor) -> None:
+        pred = probs.argmax(1)
+        self.hits += float((pred == labels).sum())
+        self.conf += float(probs.gather(1, labels[:, None]).double().sum())
+        self.flips += float((pred != base_pred).sum())
+        self.count += len(labels)
+
+    def means(self) -> dict[str, float]:
+        n = max(self.count, 1)
+        return {"acc": self.hits / n, "conf": self.conf / n, "flip": self.flips / n}
 
 
 def summarise_masking(results: dict[tuple[str, str, float], list[dict[str, float]]]) -> Results:

@@ -1,0 +1,94 @@
+"""ImageNet-1k's validation set in the layout torchvision's and timm's validation scripts read.
+
+    DIR/val/n01440764/ILSVRC2012_val_00000293.JPEG      (1,000 folders named by WordNet ID)
+    DIR/train/n01440764/*.JPEG                          (optional; read only when present)
+
+Class indices are the positions of the sorted WordNet IDs and class names come from the
+list inside timm, so a model with an ImageNet-1k head is scored on its own classes. Images
+are decoded once into :mod:`atml.data.cache` at the size the model's preprocessing resizes
+to (DeiT-S: short side 248, crop 248 here, the model crops 224), with its interpolation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from atml.data import ImageDataset, ImageSplit, cache
+from atml.data.folder import FolderRead, Readiness, as_image_split, list_files
+from atml.errors import DataError
+
+LAYOUT = "DIR/val/<wnid>/*.JPEG (the 1,000 WordNet-ID folders of ILSVRC2012's validation set, e.g. n01440764)"
+
+
+def wnids_and_names() -> tuple[list[str], list[str]]:
+    """ImageNet-1k's WordNet IDs (sorted: the class indices) and class names, from timm's list."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return list(info.label_names()), [info.index_to_description(i) for i in range(1000)]
+
+
+def load(root: str | Path, *, size: int, interpolation: str = "bicubic", skip_bad: bool = False,
+         progress: bool = True) -> FolderRead:
+    root = Path(root).expanduser()
+    wnids, names = wnids_and_names()
+    parts = {name: root / name for name in ("train", "val") if (root / name).is_dir()}
+    if "val" not in parts:
+        raise DataError(f"{root / 'val'} does not exist; data=imagenet reads {LAYOUT}; pass --data-dir DIR")
+    for folder in parts.values():
+        _check_classes(folder, wnids)
+    splits = {}
+    for name, folder in parts.items():
+        files, labels = list_files(folder, wnids)
+        splits[name] = cache.load(cache.Request(f"imagenet-{name}", root, files, labels, wnids, size,
+                                                interpolation=interpolation), progress=progress)
+    bad = [b for s in splits.values() for b in s.bad]
+    if bad and not skip_bad:
+        raise DataError(f"cannot read {len(bad)} image(s) in {root}: {'; '.join(bad[:20])}"
+                        + (f"; and {len(bad) - 20} more" if len(bad) > 20 else "")
+                        + ". Remove them, or pass --set skip_bad_images=true to leave them out (they are listed)")
+    val = as_image_split(splits["val"], names)
+    train = as_image_split(splits["train"], names) if "train" in splits else ImageSplit(
+        torch.empty((0, 3, size, size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64), names)
+    source = (f"ImageNet-1k validation set at {root / 'val'} ({len(val):,} images"
+              + (f"; train/ {len(train):,}" if len(train) else "; no train/") + "; classes: sorted WordNet IDs, "
+              f"names from timm); short side resized to {size} px ({interpolation}) and centre-cropped to {size}x{size}")
+    return FolderRead(ImageDataset("imagenet", train, val, source), bad, Readiness.of(list(splits.values())))
+
+
+def _check_classes(folder: Path, wnids: list[str]) -> None:
+    present = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    missing = [w for w in wnids if w not in present]
+    foreign = sorted(present - set(wnids))
+    if missing or foreign:
+        said = []
+        if missing:
+            said.append(f"{len(missing)} of ImageNet-1k's 1,000 class folders are missing ({', '.join(missing[:5])}"
+                        + (", ..." if len(missing) > 5 else "") + ")")
+        if foreign:
+            said.append(f"{len(foreign)} folder(s) are not ImageNet-1k WordNet IDs ({', '.join(foreign[:5])})")
+        raise DataError(f"{folder}: {'; '.join(said)}. data=imagenet reads {LAYOUT}; for another set of classes "
+                        "use data=folder")
+
+
+def write_val_folder(root: str | Path, *, per_class: int = 1, size: tuple[int, int] = (40, 52), seed: int = 0,
+                     classes: int = 1000) -> Path:
+    """A generated folder in ImageNet's validation layout (all 1,000 WordNet IDs; JPEGs), for tests and timing."""
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    wnids, _ = wnids_and_names()
+    n = 0
+    for index, wnid in enumerate(wnids[:classes]):
+        folder = root / "val" / wnid
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = np.array([index % 256, (index * 7) % 256, (index * 13) % 256])
+        for _ in range(per_class):
+            n += 1
+            pixels = np.clip(colour + rng.normal(0, 20, (*size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"ILSVRC2012_val_{n:08d}.JPEG", quality=90)
+    return root
