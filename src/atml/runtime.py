@@ -87,6 +87,16 @@ def reset_peak_memory(device: torch.device) -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
+def available_memory(device: torch.device) -> int:
+    """Bytes a run can still allocate: free GPU memory on CUDA, else the kernel's MemAvailable (or 1 TB unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        return int(next(line for line in meminfo if line.startswith("MemAvailable:")).split()[1]) * 1024
+    return 1 << 40
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """CUDA max allocated on a GPU, else the process's peak resident set size."""
     if device.type == "cuda":

@@ -23,10 +23,24 @@ def rollout(maps: list[torch.Tensor], prefix: int = 1) -> torch.Tensor:
     """
     result = None
     for attn in maps:
-        a = attn.float().mean(1)
-        a = a + torch.eye(a.shape[-1], device=a.device)
-        a = a / a.sum(-1, keepdim=True)
-        result = a if result is None else a @ result
+        result = rollout_step(attn, result)
+    assert result is not None
+    return rollout_flow(result, prefix)
+
+
+def rollout_step(attn: torch.Tensor, result: torch.Tensor | None) -> torch.Tensor:
+    """One layer of :func:`rollout`: ``(B, H, T, T)`` attention times the product so far ``(B, T, T)``.
+
+    Lets a caller consume the layers one at a time, as the model computes them.
+    """
+    a = attn.float().mean(1)
+    a = a + torch.eye(a.shape[-1], device=a.device)
+    a = a / a.sum(-1, keepdim=True)
+    return a if result is None else a @ result
+
+
+def rollout_flow(result: torch.Tensor, prefix: int = 1) -> torch.Tensor:
+    """The CLS row of the rolled-out product, over the patches, renormalised: ``(B, N)``."""
     flow = result[:, 0, prefix:]
     return flow / flow.sum(-1, keepdim=True)
 

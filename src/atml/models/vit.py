@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,21 +178,27 @@ class ViT(nn.Module):
         return [layer.attention for layer in self.model.vit.layers]
 
     @contextlib.contextmanager
-    def attention(self) -> Iterator[list[torch.Tensor]]:
-        """Within the block, every forward appends each layer's attention ``(B, H, T, T)``, in order."""
+    def attention(self, consume: Callable[[torch.Tensor], None] | None = None) -> Iterator[list[torch.Tensor]]:
+        """Within the block, every forward appends each layer's attention ``(B, H, T, T)``, in order.
+
+        With ``consume``, each layer's attention is passed to it as the model computes it and
+        nothing is kept: memory holds one layer's maps, not all of them (DINOv2 at 518 px:
+        45 MB per image and layer, 0.5 GB per image for its 12 layers).
+        """
         maps: list[torch.Tensor] = []
+        keep = consume or maps.append
         handles = []
         modules = self.attention_modules()
         if self.backend == "timm":
             saved = [m.fused_attn for m in modules]
             for m in modules:
                 m.fused_attn = False
-                handles.append(m.attn_drop.register_forward_hook(lambda _m, _i, out: maps.append(out.detach())))
+                handles.append(m.attn_drop.register_forward_hook(lambda _m, _i, out: keep(out.detach())))
         else:
             saved = self.model.config._attn_implementation
             self.model.set_attn_implementation("eager")
             for m in modules:
-                handles.append(m.register_forward_hook(lambda _m, _i, out: maps.append(out[1].detach())))
+                handles.append(m.register_forward_hook(lambda _m, _i, out: keep(out[1].detach())))
         try:
             yield maps
         finally:

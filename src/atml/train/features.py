@@ -60,8 +60,8 @@ def extract(frozen: FrozenFeatures, images: torch.Tensor, *, batch_size: int, de
             amp: bool = True, progress: bool = False, desc: str = "features") -> tuple[torch.Tensor, float]:
     """Features ``(N, D)`` float32 on the CPU for uint8 ``images``, and the images/s achieved.
 
-    On a GPU nothing waits inside the loop: each batch is copied from pinned host memory
-    without blocking, its features stay on the device, and one copy back at the end is the
+    On a GPU nothing waits inside the loop: each batch is pinned (only that batch: the split
+    may be a memory map of any size) and copied without blocking, its features stay on the device, and one copy back at the end is the
     only synchronisation, so the host queues batch ``i + 1`` while the GPU computes batch ``i``.
     The rate includes every copy (uint8 images in host memory to features on the host).
 
@@ -71,13 +71,13 @@ def extract(frozen: FrozenFeatures, images: torch.Tensor, *, batch_size: int, de
     frozen.eval()
 
     def compute(part: torch.Tensor) -> torch.Tensor:
-        if device.type == "cuda":
-            part = part.pin_memory()  # lets the copies below run asynchronously
         chunks = []
         for batch in tqdm(part.split(batch_size), desc=desc, leave=False, disable=not progress):
             n = len(batch)
             if frozen.compiled and n < batch_size:  # one input shape: a short last batch would recompile
                 batch = torch.cat([batch, batch.new_zeros((batch_size - n, *batch.shape[1:]))])
+            if device.type == "cuda":  # batch by batch (torch caches the page-locked blocks): async copies
+                batch = batch.pin_memory()
             with runtime.autocast(device, amp):
                 chunks.append(frozen(batch.to(device, non_blocking=True))[:n])
         return torch.cat(chunks).float().cpu() if chunks else torch.empty(0)

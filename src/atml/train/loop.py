@@ -96,9 +96,9 @@ class Batches:
     ``world`` > 1 each rank takes its interleaved share and ``batch_size / world`` items
     per step, so the ranks' batches together are exactly the single-process batch.
 
-    All of atml's datasets fit in memory as uint8 tensors, so there is no decoding to
-    parallelise: batches are index slices, moved to the device with non-blocking copies
-    from pinned memory when the device is a GPU.
+    The tensors are decoded already (in memory, or memory-mapped from atml's dataset cache),
+    so there is nothing to decode here: batches are index gathers, pinned one at a time
+    (``pin``) for non-blocking copies when the device is a GPU.
     """
 
     def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, *, shuffle: bool = False,
@@ -115,6 +115,7 @@ class Batches:
         self.rank = here[0] if rank is None else rank
         self.world = here[1] if world is None else world
         self.epoch = 0
+        self.pinned = False
 
     @property
     def num_samples(self) -> int:
@@ -131,7 +132,8 @@ class Batches:
         self.epoch = epoch
 
     def pin(self) -> Batches:
-        self.tensors = tuple(t.pin_memory() for t in self.tensors)
+        """Pin each batch as it is taken (never the whole tensors: they may be memory maps of any size)."""
+        self.pinned = True
         return self
 
     def __iter__(self) -> Iterator[Batch]:
@@ -140,7 +142,7 @@ class Batches:
         sampler.set_epoch(self.epoch)
         order = torch.tensor(list(sampler), dtype=torch.long)
         for idx in order.split(self.per_rank_batch):
-            batch = tuple(t[idx] for t in self.tensors)
+            batch = tuple(t[idx].pin_memory() if self.pinned else t[idx] for t in self.tensors)
             yield self.transform(batch) if self.transform else batch
 
 

@@ -139,10 +139,10 @@ def compute_embeddings(model: clip.CLIPModel, images: torch.Tensor, device: torc
                        amp: bool = True) -> tuple[torch.Tensor, float]:
     """Raw image embeddings ``(N, D)`` float32 on the CPU, and the images/s achieved."""
     def compute(part: torch.Tensor) -> torch.Tensor:
-        if device.type == "cuda":
-            part = part.pin_memory()
         out = []
         for batch in part.split(batch_size):  # nothing waits for the device until the one copy back
+            if device.type == "cuda":  # one batch at a time: the split may be a memory map of any size
+                batch = batch.pin_memory()
             with runtime.autocast(device, amp):
                 out.append(model.encode_images(batch.to(device, non_blocking=True)))
         return torch.cat(out).float().cpu()
@@ -155,7 +155,10 @@ def compute_embeddings(model: clip.CLIPModel, images: torch.Tensor, device: torc
 def image_embeddings(model: clip.CLIPModel, images: torch.Tensor, cfg: ClipConfig, ctx: RunContext,
                      split: str, *, use_cache: bool = True) -> torch.Tensor:
     """Raw embeddings of ``images``, from the cache when these weights already embedded these images."""
-    digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+    hasher = hashlib.sha256()
+    for chunk in images.split(1024):  # hashed in place, chunk by chunk: no copy of the split
+        hasher.update(chunk.contiguous().numpy())
+    digest = hasher.hexdigest()[:16]
     precision = bench_lib.PRECISION_NAMES[runtime.compute_dtype(ctx.device, cfg.amp)]  # bf16 and fp32 differ
     key = f"{model.arch_name}-{model.weights_sha256[:16]}-{digest}-{len(images)}-{precision}"
     path = runtime.cache_dir() / "clip-embeddings" / f"{key}.pt"

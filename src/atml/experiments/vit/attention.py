@@ -44,26 +44,29 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
     notes = common.source_notes(cfg, ctx)
     if cfg.images:
         shown = common.read_images(cfg.images)
-        stats_x = common.as_batch(shown, model, ctx.device)
+        stats_batches = lambda: (common.as_batch(dict(part), model, ctx.device)  # noqa: E731
+                                 for part in _chunks(list(shown.items()), cfg.batch_size))
     elif len(model.classes) == 1000:
         shown = common.sample_photos()
-        stats_x = common.as_batch(shown, model, ctx.device)
+        stats_batches = lambda: iter([common.as_batch(shown, model, ctx.device)])  # noqa: E731
     else:
         data = common.load_labelled(cfg, ctx)
         shown = common.split_images(data.val, cfg.count)
-        stats_x = model.preprocess(data.val.subset(cfg.stats_images, seed=cfg.seed).images.to(ctx.device))
+        stats_images = data.val.subset(cfg.stats_images, seed=cfg.seed).images
+        stats_batches = lambda: (model.preprocess(b.to(ctx.device)) for b in stats_images.split(cfg.batch_size))  # noqa: E731
     shown = dict(list(shown.items())[:cfg.count]) if not cfg.images else shown
-    shown_x = common.as_batch(shown, model, ctx.device)
-    maps = layer_maps(model, shown_x, cfg.batch_size)
-    stats = head_stats(model, layer_maps(model, stats_x, cfg.batch_size))
-    last = att.cls_to_patches(maps[-1], model.num_prefix_tokens)  # (B, H, N)
-    flow = att.rollout(maps, model.num_prefix_tokens)
+    batch = attention_batch(model, cfg.batch_size, ctx.device)
+    seen = attention_pass(model, (common.as_batch(dict(part), model, ctx.device)
+                                  for part in _chunks(list(shown.items()), batch)), keep_maps=True)
+    stats_pass = attention_pass(model, (x for big in stats_batches() for x in big.split(batch)), keep_maps=False)
+    stats = stats_pass.stats()
+    last, flow = seen.last_cls, seen.rollout  # (B, H, N), (B, N)
     out = Results(notes=notes)
     out.add_figures(ctx.save_figure(overlay_figure(shown, model, last.mean(1), flow), "attention_maps"))
     out.add_figures(ctx.save_figure(heads_figure(next(iter(shown.values())), model, last[0]), "attention_heads"))
     out.add_figures(ctx.save_figure(stats_figure(stats), "head_statistics"))
-    for name, value in (("images", len(shown)), ("stats_images", int(stats_x.shape[0])), ("layers", len(maps)),
-                        ("heads", int(maps[-1].shape[1])), ("grid", model.grid)):
+    for name, value in (("images", len(shown)), ("stats_images", stats_pass.images), ("layers", stats_pass.layers),
+                        ("heads", stats_pass.heads), ("grid", model.grid)):
         out.add(name, value)
     out.add("max_entropy_nats", math.log(model.grid ** 2), "nats")
     units = {"entropy": "nats", "distance_px": "px", "similarity": ""}
@@ -71,51 +74,141 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
         for layer, index in (("last", -1), ("first", 0)):
             out.add(f"mean_{name}", float(stats[name][index].mean()), unit, key=f"{layer}_layer_mean_{name}",
                     layer=layer)
-    out.add("cls_self_attention", float(maps[-1][:, :, 0, 0].mean()), key="last_layer_cls_self_attention",
-            layer="last")
+    out.add("cls_self_attention", seen.cls_self, key="last_layer_cls_self_attention", layer="last")
     rows = []
     for h in range(stats["entropy"].shape[1]):
         peak = int(stats["peak"][-1][h])
         rows.append([h, float(stats["entropy"][-1][h]), float(stats["distance_px"][-1][h]),
                      f"({peak // model.grid}, {peak % model.grid})", float(stats["peak_share"][-1][h])])
-    out.tables += [Table(f"Last-layer heads (CLS-to-patch attention, {int(stats_x.shape[0])} images; "
+    out.tables += [Table(f"Last-layer heads (CLS-to-patch attention, {stats_pass.images} images; "
                          f"uniform entropy = {math.log(model.grid ** 2):.2f} nats)",
                          ["head", "entropy (nats)", "mean distance (px)", "peak patch (row, col)",
                           "images peaking there"], rows),
                    Table("Per layer: mean over heads", ["layer", "entropy (nats)", "mean distance (px)",
                                                         "head-head cosine"],
                          [[i + 1, float(stats["entropy"][i].mean()), float(stats["distance_px"][i].mean()),
-                           float(stats["similarity"][i])] for i in range(len(maps))])]
+                           float(stats["similarity"][i])] for i in range(stats_pass.layers)])]
     notes.append("Attention probabilities recorded from the model's unfused attention path (hooks removed "
                  "afterwards); maps are the last layer's CLS row over the patches, renormalised, and the rollout "
-                 "of Abnar and Zuidema (2020) through all layers, overlaid in red.")
+                 "of Abnar and Zuidema (2020) through all layers, overlaid in red. Statistics are accumulated "
+                 f"layer by layer as the model computes them, {batch} image(s) at a time, so memory holds one "
+                 "layer's attention of one batch.")
     return out
 
 
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+ATTENTION_BUDGET = 1 << 30
+"""Bytes one batch's attention may take (one layer's maps, about three copies while the layer computes them)."""
+
+
+def attention_batch(model: vit.ViT, batch_size: int, device: torch.device) -> int:
+    """Images per forward so that one layer's attention fits :data:`ATTENTION_BUDGET`; refuses what cannot fit."""
+    from atml import runtime
+
+    tokens = model.num_prefix_tokens + model.grid ** 2
+    heads = _heads(model)
+    per_image = 4 * heads * tokens * tokens * 4  # float32 maps: ~3 live copies in the layer, 1 for the rollout
+    available = runtime.available_memory(device)
+    if per_image > available:
+        raise UsageError(f"one image's attention at {model.arch.image_size}px ({tokens:,} tokens, {heads} heads) needs "
+                         f"about {per_image / 1e9:.1f} GB but {available / 1e9:.1f} GB is available on {device}; pass "
+                         "a smaller --set input_size")
+    return max(1, min(batch_size, ATTENTION_BUDGET // per_image, available // (2 * per_image)))
+
+
+def _heads(model: vit.ViT) -> int:
+    module = model.attention_modules()[0]
+    return int(getattr(module, "num_heads", None) or getattr(module, "num_attention_heads", None)
+               or module.attention.num_attention_heads)
+
+
+@dataclasses.dataclass
+class AttentionPass:
+    """What one pass over the images leaves: per-layer sums for the statistics, and (optionally) the maps drawn."""
+
+    prefix: int
+    grid: int
+    patch: int
+    images: int = 0
+    layers: int = 0
+    heads: int = 0
+    entropy: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    distance: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    similarity: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    peaks: list[list[torch.Tensor]] = dataclasses.field(default_factory=list)
+    cls_maps: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    rollouts: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    cls_self_sum: torch.Tensor | None = None
+    """Sums stay on the model's device: nothing waits for a copy inside the forward."""
+
+    def add_layer(self, index: int, attn: torch.Tensor) -> None:
+        """One layer's attention ``(B, H, T, T)`` of the current batch, summed into the statistics."""
+        b = attn.shape[0]
+        cls = att.cls_to_patches(attn, self.prefix)  # (B, H, N)
+        sums = (att.entropy(cls).sum(0), att.mean_distance(attn, self.grid, self.patch, self.prefix) * b,
+                att.head_similarity(cls).sum())
+        if index == len(self.entropy):
+            self.entropy.append(torch.zeros_like(sums[0]))
+            self.distance.append(torch.zeros_like(sums[1]))
+            self.similarity.append(torch.zeros_like(sums[2]))
+            self.peaks.append([])
+        self.entropy[index] += sums[0]
+        self.distance[index] += sums[1]
+        self.similarity[index] += sums[2]
+        self.peaks[index].append(cls.argmax(-1))  # (B, H)
+
+    def stats(self) -> dict[str, Any]:
+        """Per layer and head: entropy, mean distance, peak patch; per layer: head-head similarity (image means)."""
+        n = max(self.images, 1)
+        peaks = [torch.cat(p).cpu() for p in self.peaks]
+        modes = [p.mode(0).values for p in peaks]
+        return {"entropy": torch.stack(self.entropy).cpu() / n, "distance_px": torch.stack(self.distance).cpu() / n,
+                "similarity": torch.stack(self.similarity).cpu() / n, "peak": torch.stack(modes),
+                "peak_share": torch.stack([(p == m).float().mean(0) for p, m in zip(peaks, modes)])}
+
+    @property
+    def last_cls(self) -> torch.Tensor:
+        return torch.cat(self.cls_maps).cpu()
+
+    @property
+    def rollout(self) -> torch.Tensor:
+        return torch.cat(self.rollouts).cpu()
+
+    @property
+    def cls_self(self) -> float:
+        return float(self.cls_self_sum) / max(self.images * self.heads, 1) if self.cls_self_sum is not None else 0.0
+
+
 @torch.inference_mode()
-def layer_maps(model: vit.ViT, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Each layer's attention ``(B, H, T, T)`` on the CPU, for normalised images ``x``."""
-    per_batch = []
-    for chunk in x.split(batch_size):
-        with model.attention() as maps:
-            model(chunk)
-        per_batch.append([m.float().cpu() for m in maps])
-    return [torch.cat(layer) for layer in zip(*per_batch)]
+def attention_pass(model: vit.ViT, batches: Any, *, keep_maps: bool) -> AttentionPass:
+    """Run ``batches`` (normalised images) through ``model``, consuming each layer's attention as it is computed."""
+    result = AttentionPass(model.num_prefix_tokens, model.grid, model.arch.patch_size)
+    layers = len(model.attention_modules())
+    for x in batches:
+        state: dict[str, Any] = {"layer": 0, "flow": None}
 
+        def consume(attn: torch.Tensor) -> None:
+            attn = attn.float()
+            index = state["layer"]
+            result.add_layer(index, attn)
+            state["flow"] = att.rollout_step(attn, state["flow"])
+            if index == layers - 1:
+                total = attn[:, :, 0, 0].sum()
+                result.cls_self_sum = total if result.cls_self_sum is None else result.cls_self_sum + total
+                if keep_maps:
+                    result.cls_maps.append(att.cls_to_patches(attn, result.prefix))
+            state["layer"] += 1
 
-def head_stats(model: vit.ViT, maps: list[torch.Tensor]) -> dict[str, Any]:
-    """Per layer and head: entropy, mean distance, peak patch; per layer: head-head similarity."""
-    out: dict[str, list] = {"entropy": [], "distance_px": [], "similarity": [], "peak": [], "peak_share": []}
-    for attn in maps:
-        cls = att.cls_to_patches(attn, model.num_prefix_tokens)  # (B, H, N)
-        out["entropy"].append(att.entropy(cls).mean(0))
-        out["distance_px"].append(att.mean_distance(attn, model.grid, model.arch.patch_size, model.num_prefix_tokens))
-        out["similarity"].append(float(att.head_similarity(cls).mean()))
-        peaks = cls.argmax(-1)  # (B, H)
-        mode = peaks.mode(0).values
-        out["peak"].append(mode)
-        out["peak_share"].append((peaks == mode).float().mean(0))
-    return {k: (torch.stack(v) if k != "similarity" else torch.tensor(v)) for k, v in out.items()}
+        with model.attention(consume):
+            model(x)
+        if keep_maps:
+            result.rollouts.append(att.rollout_flow(state["flow"], result.prefix))
+        result.images += x.shape[0]
+        result.layers, result.heads = state["layer"], len(result.entropy[0]) if result.entropy else 0
+    return result
 
 
 def _upsample(grid_map: torch.Tensor, grid: int, size: tuple[int, int]) -> np.ndarray:
