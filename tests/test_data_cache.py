@@ -259,3 +259,23 @@ def test_jpeg_draft_decoding_matches_a_full_decode_closely(tmp_path):
         full = np.asarray(image.convert("RGB").resize((85, 64), Image.Resampling.BILINEAR)
                           .crop((10, 0, 74, 64))).transpose(2, 0, 1).astype(float)
     assert fast.shape == (3, 64, 64) and np.abs(fast - full).mean() < 4
+
+
+def test_atml_cache_lists_what_is_cached_with_sizes_and_clears_it(photos, capsys):
+    from atml import cli
+
+    _read(photos)
+    (cache.root().parent / "pretrained").mkdir()
+    (cache.root().parent / "pretrained" / "resnet-digits.pt").write_bytes(b"x" * 5000)
+    assert cli.main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert "datasets/folder-photos-train-" in out and "18 images, 3 x 16 x 16, from " in out
+    assert "models (demo)" in out and "pretrained" in out
+    assert cli.main(["cache", "clear"]) == 0
+    assert not cache.root().exists() and (cache.root().parent / "pretrained").exists()
+    assert cli.main(["cache", "clear", "--all"]) == 0
+    assert not (cache.root().parent / "pretrained").exists()
+    assert cli.main(["cache", "--all"]) == 2
+    capsys.readouterr()
+    assert cli.main(["cache"]) == 0
+    assert "holds nothing cached" in capsys.readouterr().out

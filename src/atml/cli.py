@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny batches: checks the paths, not the speed")
     p.add_argument("--json", help="also write the figures to this file")
     p.set_defaults(func=cmd_speed)
+
+    p = sub.add_parser("cache", help="what $ATML_CACHE holds (decoded datasets, models), with sizes; or clear it")
+    p.add_argument("action", nargs="?", default="list", choices=("list", "clear"),
+                   help="list (default) | clear: remove the decoded datasets (with --all: everything cached)")
+    p.add_argument("--all", action="store_true", help="with clear: also the demo models, generated and "
+                   "downloaded data")
+    p.set_defaults(func=cmd_cache)
     return parser
 
 
@@ -123,6 +130,31 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     if args.offline:
         extra.append("offline=true")
     return [*args.overrides, *extra]
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from atml import runtime
+    from atml.data import cache
+
+    if args.action == "clear":
+        gone = cache.clear("all" if args.all else "datasets")
+        print(f"removed {len(gone)} item(s) from {runtime.cache_dir()}" + "".join(f"\n  {p}" for p in gone))
+        return 0
+    if args.all:
+        raise UsageError("--all goes with 'atml cache clear'")
+    items = cache.entries()
+    if not items:
+        print(f"{runtime.cache_dir()} holds nothing cached")
+        return 0
+    print(f"{runtime.cache_dir()} ({_gb(sum(i.bytes for i in items))} in all):")
+    for item in items:
+        print(f"  {_gb(item.bytes):>9}  {item.kind:<20} {item.path.relative_to(runtime.cache_dir())}"
+              + (f"  {item.detail}" if item.detail else ""))
+    return 0
+
+
+def _gb(size: int) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -288,8 +288,8 @@ def entries() -> list[Entry]:
     return found
 
 
-_KINDS = {"demo": "model", "models": "model", "rehearsal": "dataset (generated)", "data": "dataset (downloaded)",
-          "generated": "dataset (generated)"}
+_KINDS = {"pretrained": "models (demo)", "clip-embeddings": "embeddings", "rehearsal": "dataset (generated)",
+          "data": "dataset (downloaded)", "generated": "dataset (generated)"}
 
 
 def _describe(folder: Path) -> str:
