@@ -9,6 +9,12 @@ ran every epoch is "measured", the others "estimated".
 
     python scripts/suite_timing.py --device cuda --json benchmarks/suite-timing-H200.json
     python scripts/suite_timing.py --device cpu --train-limit 128 --eval-limit 32 --set batch_size=16  # reduced
+    python scripts/suite_timing.py --device cuda --imagenet 50000 --experiments vit.classify,vit.masking
+
+``--imagenet N`` adds an ImageNet-validation-format rehearsal: N generated JPEGs of 500x375
+in ``val/<wnid>/`` (written once under ``$ATML_CACHE/rehearsal``), read with ``data=imagenet``
+by the experiments that score a model on ImageNet's classes (vit.classify, vit.masking); the
+first of them decodes it into the dataset cache, so its row includes the decoding.
 
 On a GPU, utilisation is sampled with nvidia-smi while each experiment runs.
 """
@@ -19,6 +25,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -77,7 +84,8 @@ def time_experiment(name: str, device: torch.device, epochs: int, overrides: lis
     results = json.loads((run.path / "results.json").read_text())
     remaining = sum((s["planned_epochs"] - s["run_epochs"]) * s["seconds"] / max(s["run_epochs"], 1)
                     for s in budget.stages)
-    return {"experiment": name, "status": results["status"], "wall_s": wall, "full_epochs_s": wall + remaining,
+    label = name + (" (data=imagenet)" if "data=imagenet" in overrides else "")
+    return {"experiment": label, "status": results["status"], "wall_s": wall, "full_epochs_s": wall + remaining,
             "how": "measured" if remaining == 0 else "estimated", "overrides": overrides,
             "stages": [{**s, "s_per_epoch": s["seconds"] / max(s["run_epochs"], 1)} for s in budget.stages],
             "peak_memory_mb": results["metrics"].get("peak_memory_mb"),
@@ -91,13 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1, help="epochs run per training stage (the rest is estimated)")
     parser.add_argument("--train-limit", type=int, default=0, help="training images per experiment (0: all)")
     parser.add_argument("--eval-limit", type=int, default=0, help="evaluation images per experiment (0: as the preset)")
-    parser.add_argument("--experiments", default="all", help="comma-separated names, or all")
+    parser.add_argument("--experiments", default="all", help="comma-separated names, all, or '' (none: with "
+                        "--imagenet, only its rows)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config value for every experiment that has the key, e.g. batch_size=16 on a CPU")
+    parser.add_argument("--imagenet", type=int, default=0, metavar="N",
+                        help="also time vit.classify and vit.masking on N generated ImageNet-layout JPEGs (N: a "
+                             "multiple of 1000; 50000 is ImageNet's validation set)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
+    if args.imagenet % 1000:
+        parser.error(f"--imagenet {args.imagenet}: use a multiple of 1000 (images per class x 1,000 classes)")
     device = runtime.select_device(args.device)
-    names = registry().names() if args.experiments == "all" else args.experiments.split(",")
+    names = registry().names() if args.experiments == "all" else [n for n in args.experiments.split(",") if n]
     torch.backends.cudnn.benchmark = True
     card = runtime.environment(device, 0)["device_name"]
     print(f"suite timing: {card}, torch {torch.__version__}, rehearsal preset, at most {args.epochs} epoch(s) per "
@@ -106,13 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for name in rehearsal.NAMES:  # generated once, outside the timed runs
         rehearsal.load(name)
+    jobs = [(name, limits(registry().get(name), args.train_limit, args.eval_limit, args.overrides)) for name in names]
+    if args.imagenet:
+        from atml.data import imagenet
+
+        root = runtime.cache_dir() / "rehearsal" / f"imagenet-val-{args.imagenet}"
+        if not (root / ".complete").is_file():
+            imagenet.write_val_folder(root, per_class=args.imagenet // 1000, size=(375, 500),
+                                      workers=len(os.sched_getaffinity(0)))
+            (root / ".complete").write_text(str(args.imagenet))
+        jobs += [(name, [*limits(registry().get(name), 0, 0, args.overrides), "data=imagenet", f"data_dir={root}",
+                         *(["limit=0"] if name == "vit.masking" else [])])
+                 for name in ("vit.classify", "vit.masking")]
     print(f"  rehearsal data ready in {time.perf_counter() - started:.0f} s", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="atml-suite-timing-") as tmp:
-        for name in names:
-            row = time_experiment(name, device, args.epochs,
-                                  limits(registry().get(name), args.train_limit, args.eval_limit, args.overrides),
-                                  Path(tmp))
+        for name, overrides in jobs:
+            row = time_experiment(name, device, args.epochs, overrides, Path(tmp))
             rows.append(row)
             util = f"  GPU util {row['gpu_utilisation_mean']:.0f}%" if row["gpu_utilisation_mean"] is not None else ""
             main_stage = max(row["stages"], key=lambda s: s["planned_epochs"] * s["s_per_epoch"], default=None)

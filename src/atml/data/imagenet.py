@@ -74,21 +74,34 @@ def _check_classes(folder: Path, wnids: list[str]) -> None:
 
 
 def write_val_folder(root: str | Path, *, per_class: int = 1, size: tuple[int, int] = (40, 52), seed: int = 0,
-                     classes: int = 1000) -> Path:
-    """A generated folder in ImageNet's validation layout (all 1,000 WordNet IDs; JPEGs), for tests and timing."""
+                     classes: int = 1000, workers: int = 1) -> Path:
+    """A generated folder in ImageNet's validation layout (the 1,000 WordNet IDs; JPEGs of ``size`` (H, W)).
+
+    For tests, and for timing at ImageNet's size (50 per class: 50,000 images, written once
+    by ``scripts/suite_timing.py --imagenet``); ``workers`` processes write the classes.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    root = Path(root)
+    wnids, _ = wnids_and_names()
+    jobs = [(root / "val" / wnid, index, per_class, size, seed) for index, wnid in enumerate(wnids[:classes])]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_write_class, jobs, chunksize=8))
+    else:
+        for job in jobs:
+            _write_class(job)
+    return root
+
+
+def _write_class(job: tuple[Path, int, int, tuple[int, int], int]) -> None:
     import numpy as np
     from PIL import Image
 
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    wnids, _ = wnids_and_names()
-    n = 0
-    for index, wnid in enumerate(wnids[:classes]):
-        folder = root / "val" / wnid
-        folder.mkdir(parents=True, exist_ok=True)
-        colour = np.array([index % 256, (index * 7) % 256, (index * 13) % 256])
-        for _ in range(per_class):
-            n += 1
-            pixels = np.clip(colour + rng.normal(0, 20, (*size, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"ILSVRC2012_val_{n:08d}.JPEG", quality=90)
-    return root
+    folder, index, per_class, size, seed = job
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, index])
+    colour = np.array([index % 256, (index * 7) % 256, (index * 13) % 256])
+    for i in range(per_class):
+        pixels = np.clip(colour + rng.normal(0, 20, (*size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"ILSVRC2012_val_{index * per_class + i + 1:08d}.JPEG", quality=90)

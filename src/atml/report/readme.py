@@ -238,7 +238,30 @@ def bench_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def data_scale_section(report: dict[str, Any]) -> str:
+    """``scripts/data_scale.py``'s JSON: first decode, cached read and anonymous memory per folder size."""
+    lines = [f"`scripts/data_scale.py` on {report['cpu']} ({report['cores']} cores), torch {report['torch']}, "
+             f"torchvision {report['torchvision']}, Pillow {report['pillow']}, {report['date']}: folders of "
+             f"{report['image']} at image_size {report['image_size']}, each figure from a fresh process "
+             f"(`benchmarks/{report.get('file', 'data-scale.json')}`):", "",
+             "| images | atml first decode: s (img/s) | atml cached: s (share of first) | torchvision DataLoader: s "
+             "(img/s) | atml / torchvision | peak anonymous MB: atml first / cached / torchvision | same pixels "
+             "cached | Pillow decode-only limit (img/s) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in report["rows"]:
+        first, cached, peer = r["atml_first"], r["atml_cached"], r["torchvision"]
+        lines.append(f"| {r['images']:,} | {first['seconds']:.1f} ({first['images_per_s']:,.0f}) | "
+                     f"{cached['seconds']:.2f} ({r['cached_share_of_first']:.1%}) | {peer['seconds']:.1f} "
+                     f"({peer['images_per_s']:,.0f}) | {r['first_vs_torchvision']:.2f}x | "
+                     f"{first['peak_anon_mb']:,.0f} / {cached['peak_anon_mb']:,.0f} / {peer['peak_anon_mb']:,.0f} | "
+                     f"{'yes' if r['same_pixels_cached'] else 'NO'} | {r['decode_limit']['images_per_s']:,.0f} |")
+    if report.get("storage"):
+        lines += ["", f"Storage, random 64-image batches from the {report['rows'][-1]['images']:,}-image cache: "
+                  + "; ".join(f"{s['storage']} {s['images_per_s']:,.0f} img/s" for s in report["storage"]) + "."]
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "data-scale-cpu": ("data-scale-cpu.json", data_scale_section),
     "bench-cpu": ("bench-cpu.json", bench_section),
     "results": ("demo-results.json", lambda summary: section(summary)),
     "speed-cpu": ("speed-cpu.json", speed_section),

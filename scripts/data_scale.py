@@ -1,0 +1,226 @@
+"""How atml's image-folder reader scales: first decode, cached read and anonymous memory at three sizes.
+
+    python scripts/data_scale.py --json benchmarks/data-scale-cpu.json            # 1,000 / 5,000 / 20,000
+    python scripts/data_scale.py --sizes 200,400 --json /tmp/quick.json           # a quick check
+
+For each size it writes (once, under --root) a folder of N JPEGs of 500x375 in ImageFolder
+layout (10 classes), then times, each in a fresh process and side by side:
+
+- atml, first decode: ``atml.data.folder.load`` into an empty ``$ATML_CACHE`` (every core),
+  then one pass over every image in batches of 64 from the memory-mapped cache;
+- atml, cached: the same in a new process, the cache already built;
+- torchvision: ``ImageFolder`` + ``DataLoader`` (num_workers = cores, batch 64, Resize(224) +
+  CenterCrop(224) + PILToTensor), one pass;
+- the decode-only limit: Pillow decoding (no resize) of 300 of the files on one core, times cores.
+
+Memory is the peak *anonymous* resident memory (``RssAnon``: file pages of a memory map are
+the kernel's to reclaim), sampled every 5 ms and summed over the process and its workers,
+above the process's own baseline after imports. Each pass sums every pixel, so the decoded and
+the cached run can be checked to give the same numbers. With zarr installed, the storage rows
+compare random 64-image batches from numpy's memmap (atml's choice) and from zarr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+CLASSES = 10
+SIZE = 224
+
+_MEASURE = textwrap.dedent("""
+    import json, os, sys, threading, time
+    import numpy as np
+    import psutil, torch
+
+    def anon(pid):
+        try:
+            with open(f"/proc/{pid}/status") as handle:
+                return next(int(l.split()[1]) for l in handle if l.startswith("RssAnon:")) * 1024
+        except (OSError, StopIteration):
+            return 0
+
+    me = psutil.Process()
+    peak = [0]
+    def watch():
+        while True:
+            total = anon(me.pid) + sum(anon(c.pid) for c in me.children(recursive=True))
+            peak[0] = max(peak[0], total)
+            time.sleep(0.005)
+
+    mode, root = sys.argv[1], sys.argv[2]
+    if mode == "atml":
+        from atml.data import folder
+        from atml.train.loop import Batches
+    else:
+        from torch.utils.data import DataLoader
+        from torchvision import datasets, transforms
+    torch.zeros(64, 3, 224, 224, dtype=torch.uint8).long().sum()  # torch's one-time allocations
+    base = anon(me.pid)
+    threading.Thread(target=watch, daemon=True).start()
+    start = time.perf_counter()
+    total, images = 0, 0
+    if mode == "atml":
+        read = folder.load(root, size=224, progress=False)
+        ready = time.perf_counter() - start
+        for split in (read.data.train, read.data.val):
+            for (batch,) in Batches((split.images,), 64):
+                total += int(np.add.reduce(batch.numpy().reshape(-1), dtype=np.uint64))  # buffered: no copy
+                images += len(batch)
+        extra = {"ready_s": ready, "from_cache": read.readiness.from_cache}
+    else:
+        tf = transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224), transforms.PILToTensor()])
+        loader = DataLoader(datasets.ImageFolder(root, transform=tf), batch_size=64,
+                            num_workers=len(os.sched_getaffinity(0)))
+        for batch, _ in loader:
+            total += int(np.add.reduce(batch.numpy().reshape(-1), dtype=np.uint64))
+            images += len(batch)
+        extra = {}
+    seconds = time.perf_counter() - start
+    time.sleep(0.02)
+    print(json.dumps({"seconds": seconds, "images": images, "images_per_s": images / seconds,
+                      "peak_anon_mb": (peak[0] - base) / 2**20, "pixel_sum": total, **extra}))
+""")
+
+
+def _write_one(args: tuple[Path, int]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    path, i = args
+    rng = np.random.default_rng(i)
+    c = i % CLASSES
+    yy, xx = np.mgrid[0:375, 0:500]
+    base = np.stack([(xx * (c + 1) / 5 + rng.uniform(0, 255)) % 256, (yy * (i % 7 + 1) / 4) % 256,
+                     ((xx + yy) / 3 + 25 * c) % 256], -1)
+    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, quality=90)
+
+
+def write_folder(root: Path, n: int) -> Path:
+    """N JPEGs of 500x375 in ImageFolder layout, written once (a marker file says it is complete)."""
+    if (root / ".complete").is_file():
+        return root
+    jobs = []
+    for i in range(n):
+        folder = root / f"class{i % CLASSES}"
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs.append((folder / f"img{i:07d}.jpg", i))
+    with ProcessPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        list(pool.map(_write_one, jobs, chunksize=64))
+    (root / ".complete").write_text(str(n))
+    return root
+
+
+def measure(mode: str, root: Path, cache: Path) -> dict:
+    env = {**os.environ, "ATML_CACHE": str(cache), "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+    done = subprocess.run([sys.executable, "-c", _MEASURE, mode, str(root)], capture_output=True, text=True, env=env,
+                          check=False)
+    if done.returncode:
+        raise SystemExit(f"{mode} on {root} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def decode_limit(root: Path, files: int = 300) -> dict:
+    from PIL import Image
+
+    paths = sorted(root.rglob("*.jpg"))[:files]
+    start = time.perf_counter()
+    for path in paths:
+        with Image.open(path) as image:
+            image.load()
+    per_core = len(paths) / (time.perf_counter() - start)
+    cores = len(os.sched_getaffinity(0))
+    return {"per_core": per_core, "cores": cores, "images_per_s": per_core * cores}
+
+
+def storage(cache: Path, batches: int = 200) -> list[dict]:
+    """Random 64-image batches from atml's memory map and, when zarr is installed, from zarr (chunks of 64)."""
+    import numpy as np
+
+    folder = max((p for p in (cache / "datasets").iterdir() if p.is_dir()), key=lambda p: p.stat().st_size)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    images = np.memmap(folder / "images.u8", dtype=np.uint8, mode="r", shape=tuple(manifest["shape"]))
+    rng = np.random.default_rng(0)
+    picks = [np.sort(rng.choice(len(images), 64, replace=False)) for _ in range(batches)]
+    rows = [_time_reads("numpy memmap (atml)", lambda idx: images[idx], picks, "")]
+    try:
+        import zarr
+    except ImportError:
+        return rows
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        array = zarr.create_array(f"{tmp}/images.zarr", shape=images.shape, chunks=(64, *images.shape[1:]),
+                                  dtype="uint8")
+        start = time.perf_counter()
+        for i in range(0, len(images), 1024):
+            array[i:i + 1024] = images[i:i + 1024]
+        write_s = time.perf_counter() - start
+        rows.append(_time_reads(f"zarr {zarr.__version__} (chunks of 64 images, default codec)",
+                                lambda idx: array.get_orthogonal_selection((idx,)), picks,
+                                f"written in {write_s:.1f} s"))
+    return rows
+
+
+def _time_reads(name: str, read, picks: list, note: str) -> dict:
+    read(picks[0])
+    start = time.perf_counter()
+    for idx in picks:
+        read(idx)
+    seconds = time.perf_counter() - start
+    return {"storage": name, "random_batches_per_s": len(picks) / seconds,
+            "images_per_s": 64 * len(picks) / seconds, "note": note}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1000,5000,20000")
+    parser.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "atml-data-scale"),
+                        help="where the generated folders are written once and kept")
+    parser.add_argument("--json", help="write the report here")
+    args = parser.parse_args(argv)
+    import PIL
+    import torch
+    import torchvision
+
+    report = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(),
+              "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__, "torchvision": torchvision.__version__,
+              "pillow": PIL.__version__, "image": "JPEG 500x375, quality 90", "image_size": SIZE, "rows": []}
+    with open("/proc/cpuinfo") as handle:
+        report["cpu"] = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
+                             report["cpu"])
+    for n in (int(s) for s in args.sizes.split(",")):
+        root = write_folder(Path(args.root) / str(n), n)
+        with tempfile.TemporaryDirectory() as cache_dir:
+            cache = Path(cache_dir)
+            first = measure("atml", root, cache)
+            cached = measure("atml", root, cache)
+            if n == max(int(s) for s in args.sizes.split(",")):
+                report["storage"] = storage(cache)
+        peer = measure("torchvision", root, cache)
+        row = {"images": n, "atml_first": first, "atml_cached": cached, "torchvision": peer,
+               "decode_limit": decode_limit(root), "same_pixels_cached": first["pixel_sum"] == cached["pixel_sum"],
+               "cached_share_of_first": cached["seconds"] / first["seconds"],
+               "first_vs_torchvision": first["images_per_s"] / peer["images_per_s"]}
+        report["rows"].append(row)
+        print(f"{n:>6} images: atml first {first['images_per_s']:.0f} img/s ({first['peak_anon_mb']:.0f} MB anon), "
+              f"cached {cached['seconds']:.2f} s ({cached['peak_anon_mb']:.0f} MB), torchvision "
+              f"{peer['images_per_s']:.0f} img/s ({peer['peak_anon_mb']:.0f} MB); decode limit "
+              f"{row['decode_limit']['images_per_s']:.0f} img/s", flush=True)
+    for s in report.get("storage", []):
+        print(f"storage: {s['storage']}: {s['images_per_s']:.0f} img/s in random 64-image batches {s['note']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
