@@ -1,4 +1,7 @@
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -120,3 +123,18 @@ def test_deferred_finite_check_names_the_first_bad_step_without_reading_every_st
         watch.add(torch.tensor(value), step)  # fewer than 25 steps: nothing is read yet
     with pytest.raises(DivergedError, match=r"loss became inf at epoch 2, step 3"):
         watch.check()
+
+
+def test_features_larger_than_the_limit_go_to_a_memory_mapped_file_with_the_same_values(monkeypatch, tmp_path):
+    from atml.train import features as feats
+
+    frozen = feats.FrozenFeatures(torch.nn.Identity(), torch.nn.Flatten(),
+                                  features=lambda module, x: module(x.float()))
+    images = torch.randint(0, 255, (50, 3, 4, 4), dtype=torch.uint8)
+    in_memory, _ = feats.extract(frozen, images, batch_size=16, device=torch.device("cpu"))
+    monkeypatch.setenv("ATML_FEATURES_IN_MEMORY_MB", "0")
+    spilled, _ = feats.extract(frozen, images, batch_size=16, device=torch.device("cpu"))
+    assert torch.equal(in_memory, spilled) and spilled.shape == (50, 48)
+    maps = Path("/proc/self/maps").read_text()
+    assert "/features/features-" in maps and "(deleted)" in maps  # file-backed, and removed from the folder
+    assert not any((Path(os.environ["ATML_CACHE"]) / "features").iterdir())

@@ -7,6 +7,8 @@ cached features: E epochs then cost one backbone pass instead of E.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -55,6 +57,27 @@ class HeadOnFrozen(torch.nn.Module):
         return self.head(self.frozen(images))
 
 
+def in_memory_limit() -> int:
+    """Bytes of features kept in memory before :func:`extract` writes them to disk instead."""
+    return int(os.environ.get("ATML_FEATURES_IN_MEMORY_MB", "2048")) << 20
+
+
+def disk_features(shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor of ``shape`` over a memory-mapped file that is already unlinked (gone when unmapped)."""
+    import numpy as np
+
+    folder = runtime.cache_dir() / "features"
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, path = tempfile.mkstemp(prefix="features-", suffix=".f32", dir=folder)
+    try:
+        os.ftruncate(handle, int(np.prod(shape)) * 4)
+        array = np.memmap(path, dtype=np.float32, mode="r+", shape=shape)
+    finally:
+        os.close(handle)
+        os.unlink(path)
+    return torch.from_numpy(array)
+
+
 @torch.inference_mode()
 def extract(frozen: FrozenFeatures, images: torch.Tensor, *, batch_size: int, device: torch.device,
             amp: bool = True, progress: bool = False, desc: str = "features") -> tuple[torch.Tensor, float]:
@@ -65,13 +88,19 @@ def extract(frozen: FrozenFeatures, images: torch.Tensor, *, batch_size: int, de
     only synchronisation, so the host queues batch ``i + 1`` while the GPU computes batch ``i``.
     The rate includes every copy (uint8 images in host memory to features on the host).
 
+    Features larger than :func:`in_memory_limit` (2 GB; ``ATML_FEATURES_IN_MEMORY_MB``) are
+    written batch by batch to an unlinked file under ``$ATML_CACHE/features`` and returned as a
+    tensor over its memory map, so they take file pages, not anonymous memory.
+
     Under torchrun each rank computes a contiguous shard and the shards are gathered, so
     every rank ends with all ``N`` rows, in order, and the rate is that of all ranks together.
     """
     frozen.eval()
 
     def compute(part: torch.Tensor) -> torch.Tensor:
-        chunks = []
+        chunks: list[torch.Tensor] = []
+        spill: torch.Tensor | None = None
+        done = 0
         for batch in tqdm(part.split(batch_size), desc=desc, leave=False, disable=not progress):
             n = len(batch)
             if frozen.compiled and n < batch_size:  # one input shape: a short last batch would recompile
@@ -79,7 +108,16 @@ def extract(frozen: FrozenFeatures, images: torch.Tensor, *, batch_size: int, de
             if device.type == "cuda":  # batch by batch (torch caches the page-locked blocks): async copies
                 batch = batch.pin_memory()
             with runtime.autocast(device, amp):
-                chunks.append(frozen(batch.to(device, non_blocking=True))[:n])
+                features = frozen(batch.to(device, non_blocking=True))[:n]
+            if spill is None and not chunks and len(part) * features[0].numel() * 4 > in_memory_limit():
+                spill = disk_features((len(part), *features.shape[1:]))
+            if spill is not None:  # too large to hold: each batch's features go to the file as they come
+                spill[done:done + n] = features.float().cpu()
+            else:
+                chunks.append(features)
+            done += n
+        if spill is not None:
+            return spill
         return torch.cat(chunks).float().cpu() if chunks else torch.empty(0)
 
     start = time.perf_counter()
