@@ -34,6 +34,16 @@ def test_run_takes_typed_overrides_and_returns_typed_results(vae_run):
     assert vae_run.figure_path("loss_curves").is_file() and vae_run.figure_path("loss_curves", "pdf").is_file()
     assert any(r["metric"] == "val_loss" for r in vae_run.references)
     assert atml.load(vae_run.path).metrics.flat() == vae_run.metrics.flat()
+
+
+def test_records_and_metrics_compare_as_values(vae_run):
+    from atml.results import Metric
+
+    loaded = atml.load(vae_run.path).metrics
+    assert loaded == vae_run.metrics and loaded is not vae_run.metrics
+    assert Metric("val_acc", 0.5, condition={"top_k": 1}, flat_key="val_acc_1") == Metric("val_acc", 0.5,
+                                                                                          condition={"top_k": 1})
+    assert Metric("val_acc", 0.5) != Metric("val_acc", 0.6) and len({Metric("a", 1.0), Metric("a", 1.0)}) == 1
     assert "Final loss" in vae_run.discussion()[0]
 
 

@@ -73,6 +73,11 @@ def test_resume_refuses_conflicting_options_and_applies_more_epochs(tmp_path, ca
     env = json.loads((run / "env.json").read_text())
     assert env["resumed_with"][-1]["changed"] == {"epochs": {"saved": 1, "now": 2}}
     assert "epochs: 2" in (run / "config.yaml").read_text()
+    before = (run / "results.json").read_text()
+    capsys.readouterr()
+    assert run_cli("run", "resnet.head", "--resume", str(run)) == 0  # finished: says so, changes nothing
+    assert "is already complete" in capsys.readouterr().out
+    assert (run / "results.json").read_text() == before
 
 
 def test_offline_imagenet_weights_are_an_error(tmp_path, capsys):

@@ -233,7 +233,7 @@ def test_an_empty_folder_and_odd_images_are_clear_or_handled(tmp_path):
     empty = tmp_path / "empty"
     (empty / "a").mkdir(parents=True)
     (empty / "b").mkdir()
-    with pytest.raises(DataError, match="gives 0 training and 0 validation images"):
+    with pytest.raises(DataError, match=r"holds 0 class folder\(s\) with images \(empty: a, b\)"):
         _read(empty)
     odd = tmp_path / "odd"
     for name in ("a", "b"):

@@ -75,7 +75,7 @@ def test_images_of_any_mode_and_shape_become_square_uint8(tmp_path):
 
 @pytest.mark.parametrize("make, message", [
     (lambda root: None, "does not exist"),
-    (lambda root: (root / "train" / "only").mkdir(parents=True), "holds 1 class folder(s)"),
+    (lambda root: (root / "train" / "only").mkdir(parents=True), "holds 0 class folder(s) with images (empty: only)"),
 ])
 def test_a_folder_that_is_not_a_dataset_says_what_the_layout_is(tmp_path, make, message):
     root = tmp_path / "data"
@@ -140,3 +140,15 @@ def test_a_folder_run_without_a_folder_is_an_option_error_before_any_run_folder(
     err = capsys.readouterr().err
     assert message in err and "data=folder" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()  # nothing to clean up: refused before the run folder
+
+
+def test_an_empty_class_folder_is_left_out_and_said_and_a_val_only_class_is_refused(photos):
+    (photos / "train" / "dogs").mkdir()
+    (photos / "train" / "dogs" / ".DS_Store").write_bytes(b"\0\0")
+    (photos / "train" / "dogs" / "._x.png").write_bytes(b"\0\5\26\7")  # a macOS resource-fork stub
+    read = folder.load(photos, size=16)
+    assert read.data.train.classes == ["ants", "bees", "cats"] and len(read.data.train) == 18
+    assert any("hold no images and were left out" in n and "dogs" in n for n in read.readiness.notes)
+    (photos / "val" / "eels").mkdir()
+    with pytest.raises(DataError, match=r"has class folder\(s\) that .*train has not: eels"):
+        folder.load(photos, size=16)

@@ -187,3 +187,43 @@ def test_only_hub_errors_fall_back_to_the_release_file(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", broken)
     with pytest.raises(TypeError, match="a bug"):
         vit._hf_from_cache(offline=True)
+
+
+def test_attention_statistics_summed_layer_by_layer_match_the_whole_maps(pair):
+    """vit.attention's pass keeps no layer's maps, one batch at a time; its numbers are those of all maps at once."""
+    from atml.experiments.vit import attention as exp
+
+    model = pair[0]
+    x = torch.randn(7, 3, 32, 32)
+    with torch.no_grad(), model.attention() as maps:
+        model(x)
+    whole = [m.float() for m in maps]
+    with torch.no_grad(), model.attention(lambda attn: None) as kept:
+        model(x)
+    assert kept == []  # with a consumer nothing is held
+    one_pass = exp.attention_pass(model, iter(x.split(3)), keep_maps=True)
+    stats = one_pass.stats()
+    prefix = model.num_prefix_tokens
+    for layer, attn in enumerate(whole):
+        cls = att.cls_to_patches(attn, prefix)
+        assert torch.allclose(stats["entropy"][layer], att.entropy(cls).mean(0), atol=1e-5)
+        assert torch.allclose(stats["distance_px"][layer],
+                              att.mean_distance(attn, model.grid, model.arch.patch_size, prefix), atol=1e-4)
+        assert math.isclose(float(stats["similarity"][layer]), float(att.head_similarity(cls).mean()), abs_tol=1e-5)
+    assert torch.allclose(one_pass.rollout, att.rollout(whole, prefix), atol=1e-6)
+    assert torch.allclose(one_pass.last_cls, att.cls_to_patches(whole[-1], prefix), atol=1e-6)
+    assert one_pass.images == 7 and one_pass.layers == len(whole)
+
+
+def test_an_attention_that_cannot_fit_is_refused_in_one_line(pair, monkeypatch):
+    from atml import runtime
+    from atml.errors import UsageError
+    from atml.experiments.vit import attention as exp
+
+    monkeypatch.setattr(runtime, "available_memory", lambda device: 1000)
+    with pytest.raises(UsageError, match=r"needs about .* GB but 0\.0 GB is available on cpu; pass a smaller"):
+        exp.attention_batch(pair[0], 64, torch.device("cpu"))
+    monkeypatch.setattr(exp, "ATTENTION_BUDGET", 4 * 6 * 65 * 65 * 4 * 5)  # five images' worth
+    monkeypatch.setattr(runtime, "available_memory", lambda device: 1 << 40)
+    heads = exp._heads(pair[0])
+    assert exp.attention_batch(pair[0], 64, torch.device("cpu")) == 5 * 6 // heads

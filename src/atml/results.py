@@ -25,7 +25,7 @@ RUN_KEYS = ("experiment", "preset", "status", "error", "error_kind", "resumable"
 """The top-level keys of results.json; in older files any other key is experiment-specific data."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Metric:
     """One number a run measured.
 
@@ -44,6 +44,17 @@ class Metric:
     @property
     def key(self) -> str:
         return self.flat_key or "_".join([self.name, *(str(v) for v in self.condition.values())])
+
+    def _identity(self) -> tuple[Any, ...]:
+        return self.name, self.value, self.unit, tuple(sorted(self.condition.items())), self.key
+
+    def __eq__(self, other: object) -> bool:
+        """Equal as values: a record read back from results.json equals the one written (however its key was
+        given)."""
+        return isinstance(other, Metric) and self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
     def holds(self, **condition: Any) -> bool:
         """True when every given condition matches this record's."""
@@ -124,6 +135,12 @@ class Metrics:
 
     def __contains__(self, name: str) -> bool:
         return any(r.name == name for r in self.records)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when they hold equal records in the same order."""
+        return isinstance(other, Metrics) and self.records == other.records
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: no hash
 
     def find(self, name: str, **condition: Any) -> list[Metric]:
         """Every record called ``name`` whose condition includes ``condition``."""

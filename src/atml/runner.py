@@ -96,6 +96,10 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
     is_main = ranks is None or ranks.rank == 0
     say = say if is_main else (lambda _message: None)
     try:
+        if resume and not resume_changes and _finished(run):
+            say(f"atml: {run.path} is already complete (its results.json says ok): nothing to resume. Pass "
+                "--set epochs=N with more epochs than it ran to train further, or start a new run")
+            return run
         if tensorboard and is_main:
             run.enable_tensorboard()
         if resume and resume_changes and is_main:
@@ -133,6 +137,15 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
     finally:
         run.close_tensorboard()
         run.unlock()
+
+
+def _finished(run: RunDir) -> bool:
+    """A run whose results.json says it completed."""
+    path = run.path / "results.json"
+    try:
+        return path.is_file() and run.read_results().get("status") == "ok"
+    except RunDirError:
+        return False
 
 
 def _open_run(exp: Experiment, preset: str, out: str | Path | None, resume: str | Path | None,

@@ -62,11 +62,23 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
                         "(and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
     train_dir = root / "train" if (root / "train").is_dir() else root
     val_dir = next((root / n for n in VAL_NAMES if (root / n).is_dir()), None) if train_dir != root else None
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if val_dir is not None:
+        extra = sorted({p.name for p in val_dir.iterdir() if p.is_dir() and not p.name.startswith(".")} - set(folders))
+        if extra:
+            raise DataError(f"{val_dir} has class folder(s) that {train_dir} has not: {', '.join(extra)}; a model "
+                            f"trained on {train_dir.name}/ cannot predict them. Add them to {train_dir.name}/ or "
+                            f"move them out of {val_dir.name}/")
+    found = {name: list_files(train_dir, [name])[0] for name in folders}
+    empty = [name for name in folders if not found[name]]
+    classes = [name for name in folders if found[name]]
     if len(classes) < 2:
-        raise DataError(f"{train_dir} holds {len(classes)} class folder(s); an image folder needs one subfolder per "
-                        "class (at least two), each holding that class's images")
-    files, labels = list_files(train_dir, classes)
+        raise DataError(f"{train_dir} holds {len(classes)} class folder(s) with images"
+                        + (f" (empty: {', '.join(empty)})" if empty else "")
+                        + "; an image folder needs one subfolder per class (at least two), each holding that class's "
+                        "images")
+    files = [path for name in classes for path in found[name]]
+    labels = [index for index, name in enumerate(classes) for _ in found[name]]
     if val_dir is not None:
         parts = {"train": (files, labels), "val": list_files(val_dir, classes)}
         how = f"{train_dir.name}/ and {val_dir.name}/ as given"
@@ -87,8 +99,11 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
         raise DataError(f"{root} gives {len(train)} training and {len(val)} validation images; both need some")
     source = (f"image folder {root} ({len(classes)} classes; {how}); every image's short side resized to {size} px "
               f"and centre-cropped to {size}x{size}" + (", converted to grey" if grayscale else ""))
-    return FolderRead(ImageDataset(f"folder:{root.name}", train, val, source), bad,
-                      Readiness.of(list(splits.values())))
+    readiness = Readiness.of(list(splits.values()))
+    if empty:
+        readiness.notes.append(f"{len(empty)} class folder(s) of {train_dir} hold no images and were left out, so "
+                               f"the dataset has {len(classes)} classes: {', '.join(empty)}")
+    return FolderRead(ImageDataset(f"folder:{root.name}", train, val, source), bad, readiness)
 
 
 def list_files(folder: Path, classes: Sequence[str]) -> tuple[list[Path], list[int]]:
