@@ -49,6 +49,19 @@ def test_classify_user_images_and_a_missing_one(tmp_path, capsys):
     assert failed["status"] == "failed" and "nope.png does not exist" in failed["error"]
 
 
+@pytest.mark.parametrize("experiment", ["vit.classify", "vit.attention"])
+def test_a_corrupt_user_image_stops_the_run_or_is_skipped_and_listed(experiment, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(folder / "good.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    argv = ["run", experiment, "--preset", "smoke", "--set", f"images=[{folder}]", "--set", "count=1"]
+    assert cli.main([*argv, "--out", str(tmp_path / "refused")]) == 3
+    assert "broken.jpg" in capsys.readouterr().err
+    _, results = _run(tmp_path, *argv[1:], "--set", "skip_bad_images=true")
+    assert any("1 unreadable image(s) left out" in n and "broken.jpg" in n for n in results["notes"])
+
+
 def test_attention_smoke_records_per_layer_and_head_numbers(tmp_path):
     _, results = _run(tmp_path, "vit.attention", "--preset", "smoke")
     m = results["metrics"]

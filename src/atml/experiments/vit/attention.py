@@ -43,7 +43,7 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     notes = common.source_notes(cfg, ctx)
     if cfg.images:
-        shown = common.read_images(cfg.images)
+        shown = common.user_images(cfg, notes)
         stats_batches = lambda: (common.as_batch(dict(part), model, ctx.device)  # noqa: E731
                                  for part in _chunks(list(shown.items()), cfg.batch_size))
     elif len(model.classes) == 1000:

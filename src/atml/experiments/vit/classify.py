@@ -43,7 +43,7 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
     out = Results(notes=common.source_notes(cfg, ctx))
     notes = out.notes
     if len(model.classes) == 1000 and cfg.data != "imagenet":
-        groups = {"photos": (model, common.read_images(cfg.images) if cfg.images else common.sample_photos())}
+        groups = {"photos": (model, common.user_images(cfg, notes) if cfg.images else common.sample_photos())}
     else:
         data = common.load_labelled(cfg, ctx, model=model)
         groups = {"held-out": (model, common.split_images(data.val, cfg.count))}
@@ -58,9 +58,9 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
                         if cfg.data == "imagenet" else "") + ".")
         photo_model, why = (model, "") if len(model.classes) == 1000 else common.imagenet_photo_model(cfg, ctx)
         if photo_model is not None:
-            groups["photos"] = (photo_model, common.read_images(cfg.images) if cfg.images else common.sample_photos())
+            groups["photos"] = (photo_model, common.user_images(cfg, notes) if cfg.images else common.sample_photos())
         elif cfg.images:  # no ImageNet model: the user's images still get an answer, with what it means
-            groups["your images"] = (model, common.read_images(cfg.images))
+            groups["your images"] = (model, common.user_images(cfg, notes))
             notes.append(f"No ImageNet ViT weights are at hand ({why}), so your images were classified by this "
                          f"model, whose only classes are {', '.join(model.classes)}: each answer says which of "
                          "those the image resembles most, nothing more. Pass DeiT-Small weights (--weights, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,13 +110,14 @@ def sample_photos() -> dict[str, torch.Tensor]:
             for name in PHOTOS}
 
 
-def read_images(paths: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def read_images(paths: tuple[str, ...], *, skip_bad: bool = False,
+                skipped: list[str] | None = None) -> dict[str, torch.Tensor]:
     """User image files, or every image under user folders (subfolders included), as uint8 ``(3, H, W)``.
 
     Keyed by path (two ``x.png`` in different folders are two images). Each image is turned
     upright by its EXIF orientation (phone photos), and converted by mode: 16-bit and
     32-bit grey scaled to 8 bits, not clipped; palette, alpha and grey images to RGB. Every
-    unreadable file is named in one error.
+    unreadable file is named in one error, or with ``skip_bad`` left out and added to ``skipped``.
     """
     files: list[Path] = []
     for spec in paths:
@@ -137,10 +139,22 @@ def read_images(paths: tuple[str, ...]) -> dict[str, torch.Tensor]:
             out[_image_key(path)] = torch.from_numpy(load_rgb(path)).permute(2, 0, 1)
         except (OSError, ValueError) as err:  # Pillow: UnidentifiedImageError (an OSError), truncated files...
             bad.append(f"{path} ({str(err).splitlines()[0][:120]})")
-    if bad:
+    if bad and (not skip_bad or not out):
         raise DataError(f"cannot read {len(bad)} image(s): {'; '.join(bad)}. Pass JPEG/PNG/... files, or move these "
-                        "out of the folder")
+                        "out of the folder" + ("" if skip_bad else ", or pass --set skip_bad_images=true to leave "
+                                               "them out (they are listed)"))
+    if skipped is not None:
+        skipped += bad
     return out
+
+
+def user_images(cfg: Any, notes: list[str]) -> dict[str, torch.Tensor]:
+    """``cfg.images`` read with the run's ``skip_bad_images``; files left out are listed in ``notes``."""
+    skipped: list[str] = []
+    images = read_images(cfg.images, skip_bad=cfg.skip_bad_images, skipped=skipped)
+    if skipped:
+        notes.append(f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): {'; '.join(skipped)}")
+    return images
 
 
 def _image_key(path: Path) -> str:
