@@ -175,3 +175,20 @@ def test_masking_sentences_name_the_share_actually_masked():
     r.add("masked_share", 6 / 64, pattern="random", ratio=10)  # what an 8x8 grid really masks at a nominal 10%
     text = " ".join(vit_exp.discuss(RunResults(metrics=r.metrics)))
     assert "9.4% of the patches masked" in text and "10%" not in text
+
+
+@pytest.mark.parametrize("experiment", ["vit.classify", "vit.attention"])
+def test_an_imagenet_model_reads_the_folder_it_is_given(experiment, tmp_path):
+    from atml.data import folder as folder_data
+
+    photos = folder_data.write_folder(tmp_path / "photos", per_class=4)
+    run, results = _run(tmp_path, experiment, "--preset", "smoke", "--set", "data=folder", "--data-dir", str(photos),
+                        "--set", "arch=timm/vit_tiny_patch16_224", "--set", "input_size=32", "--set", "count=2")
+    env = json.loads((run / "env.json").read_text())
+    assert env["sources"]["data"]["name"] == "folder:photos" and env["data"]["images"] == 18
+    if experiment == "vit.classify":
+        assert any("folder:photos: 2 of its 6 validation images classified into ImageNet-1k" in n
+                   for n in results["notes"])
+        assert "folder" in results["tables"][0]["title"]
+    else:
+        assert results["metrics"]["stats_images"] == 6  # the folder's validation images, not the sample photos

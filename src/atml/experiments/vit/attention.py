@@ -26,7 +26,8 @@ from atml.runner import RunContext
 @dataclasses.dataclass
 class AttentionConfig(common.ViTConfig):
     images: tuple[str, ...] = ()
-    """Image files or folders (default: the sample photos, or held-out digits for the demo ViT)."""
+    """Image files or folders (default: ImageNet models look at the sample photos, unless data=folder or
+    data=imagenet names a folder; other models at held-out images of their dataset)."""
     count: int = 3
     """Images drawn with their maps."""
     stats_images: int = 64
@@ -46,11 +47,11 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
         shown = common.user_images(cfg, notes)
         stats_batches = lambda: (common.as_batch(dict(part), model, ctx.device)  # noqa: E731
                                  for part in _chunks(list(shown.items()), cfg.batch_size))
-    elif len(model.classes) == 1000:
+    elif len(model.classes) == 1000 and cfg.data not in ("folder", "imagenet"):  # an ImageNet model: photos
         shown = common.sample_photos()
         stats_batches = lambda: iter([common.as_batch(shown, model, ctx.device)])  # noqa: E731
     else:
-        data = common.load_labelled(cfg, ctx)
+        data = common.load_labelled(cfg, ctx, model=model)
         shown = common.split_images(data.val, cfg.count)
         stats_images = data.val.subset(cfg.stats_images, seed=cfg.seed).images
         stats_batches = lambda: (model.preprocess(b.to(ctx.device)) for b in stats_images.split(cfg.batch_size))  # noqa: E731

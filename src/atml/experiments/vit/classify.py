@@ -42,7 +42,16 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
                          "to predict; vit.attention, vit.masking (with a fitted probe) and vit.pooling take it")
     out = Results(notes=common.source_notes(cfg, ctx))
     notes = out.notes
-    if len(model.classes) == 1000 and cfg.data != "imagenet":
+    if len(model.classes) == 1000 and cfg.data == "folder":  # the folder's images, in the model's classes
+        data = common.load_labelled(cfg, ctx, model=model)
+        groups = {"folder": (model, common.split_images(data.val, cfg.count))}
+        notes.append(f"{data.name}: {len(groups['folder'])} of its {len(data.val):,} validation images classified "
+                     f"into ImageNet-1k's classes. The folder's classes ({', '.join(data.val.classes[:8])}"
+                     f"{', ...' if len(data.val.classes) > 8 else ''}) are not the model's, so no accuracy is "
+                     "computed; data=imagenet scores a model on its own classes.")
+        if cfg.images:
+            groups["your images"] = (model, common.user_images(cfg, notes))
+    elif len(model.classes) == 1000 and cfg.data != "imagenet":
         groups = {"photos": (model, common.user_images(cfg, notes) if cfg.images else common.sample_photos())}
     else:
         data = common.load_labelled(cfg, ctx, model=model)
