@@ -181,3 +181,14 @@ def test_sigterm_keeps_checkpoints_prints_the_resume_command_and_resumes(tmp_pat
     assert 1 <= done < 400 and not (run / "results.json").exists()
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == sorted(epochs) and max(epochs) <= done + 1  # nothing past the epoch being interrupted
+
+
+@pytest.mark.parametrize("experiment, extra", [("vit.attention", ["--set", "backend=hf", "--set", "arch=auto"]),
+                                               ("resnet.head", []), ("clip.zeroshot", [])])
+def test_a_weights_path_that_does_not_exist_is_named_before_any_run_folder(experiment, extra, tmp_path, capsys):
+    missing = tmp_path / "path" / "that" / "does-not-exist"
+    code = run_cli("run", experiment, "--preset", "smoke", *extra, "--weights", str(missing),
+                   "--out", str(tmp_path / "runs"))
+    err = capsys.readouterr().err
+    assert code == 3 and f"{missing} does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

@@ -43,9 +43,16 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise UsageError for values outside their valid range."""
+        from pathlib import Path
+
+        from atml.errors import WeightsError
         from atml.models.registry import canonical_weights
+        from atml.models.weights import is_path
 
         self.weights = canonical_weights(self.weights)  # the demo's weights had two names before: one now
+        if is_path(self.weights) and not Path(self.weights).expanduser().exists():
+            raise WeightsError(f"--weights {self.weights}: {Path(self.weights).expanduser()} does not exist; pass an "
+                               "existing weights file (or transformers folder), or a name such as imagenet or random")
         if self.device not in DEVICES:
             raise UsageError(f"device={self.device!r} is not valid; choose one of {', '.join(DEVICES)}")
         if self.seed < 0:
