@@ -200,13 +200,24 @@ def model_throughput(forward: Any, example: torch.Tensor, device: torch.device, 
     return {"images_per_s": rate, **ceiling(rate, flops, device)}
 
 
+CHANCE_MARGIN = 0.05
+"""An accuracy within this of chance (1 / classes) says nothing: two paths agreeing there prove nothing."""
+
+
 def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: dict[str, float],
-              result_name: str = "final val acc") -> dict[str, Any]:
-    """Print the comparison table and return the same figures as a dict."""
+              result_name: str = "final val acc", chance: float | None = None) -> dict[str, Any]:
+    """Print the comparison table and return the same figures as a dict.
+
+    With ``chance`` (an accuracy's chance level), results within :data:`CHANCE_MARGIN` of it are
+    reported as at chance, never as "the same result".
+    """
     (naive_label, (naive_s, naive_acc)), (fast_label, (fast_s, fast_acc)) = timings.items()
+    at_chance = chance is not None and max(naive_acc, fast_acc) <= chance + CHANCE_MARGIN
     lines = [title, f"  {naive_label:<32} {naive_s:8.2f} s   {result_name} {naive_acc:.4f}",
              f"  {fast_label:<32} {fast_s:8.2f} s   {result_name} {fast_acc:.4f}",
              f"  speed-up: {naive_s / fast_s:.1f}x",
+             *([f"  both at chance ({chance:.2f}): their agreement says nothing about the two paths"]
+               if at_chance else []),
              "  model forward: " + ", ".join(f"{v:.1f} img/s {k[len('images_per_s_'):]}".rstrip()
                                              for k, v in throughput.items() if k.startswith("images_per_s"))
              + f" ({throughput['flops_per_image'] / 1e9:.4f} GFLOP/img)",
@@ -217,4 +228,5 @@ def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: d
     print("\n".join(lines))
     return {"title": title, "naive_label": naive_label, "atml_label": fast_label, "result_name": result_name,
             "naive_s": naive_s, "atml_s": fast_s, "speedup": naive_s / fast_s,
-            "naive_val_acc": naive_acc, "atml_val_acc": fast_acc, **throughput}
+            "naive_val_acc": naive_acc, "atml_val_acc": fast_acc, "chance": chance, "at_chance": at_chance,
+            **throughput}

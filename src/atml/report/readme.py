@@ -230,7 +230,8 @@ def bench_section(report: dict[str, Any]) -> str:
              "| command | naive path | atml path | speed-up | same result | model rate, share of the machine's "
              "matrix-multiply rate |", "| --- | --- | --- | --- | --- | --- |"]
     for b in report["benches"]:
-        same = (f"{b['result_name']} {b['atml_val_acc']:.4f} both" if abs(b["naive_val_acc"] - b["atml_val_acc"]) < 5e-5
+        same = (f"no: both at chance ({b['chance']:.2f}), {b['atml_val_acc']:.4f}" if b.get("at_chance")
+                else f"{b['result_name']} {b['atml_val_acc']:.4f} both" if abs(b["naive_val_acc"] - b["atml_val_acc"]) < 5e-5
                 else f"{b['result_name']} {b['naive_val_acc']:.4f} vs {b['atml_val_acc']:.4f}")
         lines.append(f"| `{b['command']}` | {b['naive_label']}: {b['naive_s']:.2f} s | {b['atml_label']}: "
                      f"{b['atml_s']:.2f} s | {b['speedup']:.1f}x | {same} | {b['achieved_gflops']:.0f} GFLOP/s = "
