@@ -262,3 +262,13 @@ def test_a_full_run_on_another_model_or_folder_is_never_compared(experiment, cfg
     rows = references.compare_all(experiment, RunResults(metrics=metrics, preset="full"), types.SimpleNamespace(**cfg))
     compared = [r for r in rows if r["status"] != "context"]
     assert compared and all(r["status"] == "not comparable" and reason in r["reason"] for r in compared)
+
+
+def test_a_parent_folder_stands_for_the_runs_inside_and_nothing_is_an_error(smoke_run, tmp_path, capsys):
+    import atml
+    from atml.errors import UsageError
+
+    assert cli.main(["report", str(smoke_run.parent), "--out", str(tmp_path / "r")]) == 0
+    assert "resnet.head" in (tmp_path / "r" / "report.md").read_text()
+    with pytest.raises(UsageError, match="there was nothing to read"):
+        atml.report([], tmp_path / "empty")

@@ -40,7 +40,10 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from atml import __version__
+
     parser = argparse.ArgumentParser(prog="atml", description="A lab for looking inside modern vision models.")
+    parser.add_argument("--version", action="version", version=f"atml {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="experiments and their presets")

@@ -127,14 +127,28 @@ def check_output_folder(out: Path) -> Path:
 
 
 def unique_paths(paths: Sequence[Path]) -> list[Path]:
-    """The paths in order, each folder once (``runs/a`` and ``./runs/a/`` are the same run)."""
+    """The paths in order, each folder once (``runs/a`` and ``./runs/a/`` are the same run).
+
+    A folder that is not a run but holds run folders (``runs``, an ``atml demo``'s folder)
+    stands for the runs inside it, in name order.
+    """
+    if not paths:
+        raise UsageError("there was nothing to read: pass one or more run folders (e.g. runs/*), or a folder "
+                         "holding them")
     seen, out = set(), []
-    for path in map(Path, paths):
+    for path in (run for given in map(Path, paths) for run in _runs_in(given)):
         key = path.resolve()
         if key not in seen:
             seen.add(key)
             out.append(path)
     return out
+
+
+def _runs_in(path: Path) -> list[Path]:
+    if not path.is_dir() or (path / "config.yaml").is_file() or (path / "results.json").is_file():
+        return [path]
+    inside = sorted(p for p in path.rglob("config.yaml") if len(p.relative_to(path).parts) <= 3)
+    return [p.parent for p in inside] or [path]
 
 
 def group_by_seed(views: list[RunView]) -> list[Group]:
