@@ -171,6 +171,8 @@ def test_seeds_are_grouped_with_mean_spread_and_n(tmp_path, capsys):
     values = [json.loads((r / "results.json").read_text())["metrics"]["val_loss"] for r in runs]
     assert float(mean) == pytest.approx(sum(values) / 2, rel=1e-3) and n == "2" and float(std) > 0
     assert "mean of 2 seeds" in md
+    # the sentences follow the numbers of the table: the mean over the seeds, and the page says so
+    assert f"validation {sum(values) / 2:.2f}" in md and "discussion from the mean of 2 seeds" in md
     assert "mean and standard deviation over 2 seeds" in (tmp_path / "rep" / "tables.tex").read_text()
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "Spread over 2 seeds" in html and "Variational autoencoder" in html

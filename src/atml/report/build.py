@@ -54,6 +54,10 @@ class Group:
     """Per metric: mean, sample std, n, min, max over the seeds (empty for a single run)."""
     references: list[dict[str, Any]]
     """The published figures compared with the mean over seeds (with one run: that run's)."""
+    discussion: list[str]
+    """The sentences, written from the mean over seeds (with one run: that run's)."""
+    discussed: str = "the run"
+    """What the discussion was written from, for the page (``the mean of 3 seeds``)."""
 
     @property
     def first(self) -> RunView:
@@ -91,7 +95,7 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *,
             warn(f"{path}: {err}")
     if not views:
         raise RunDirError("no run folder could be read: " + "; ".join(f"{s.path}: {s.reason}" for s in skipped))
-    groups = group_by_seed(views)
+    groups = group_by_seed(views, reg)
     try:
         out.mkdir(parents=True, exist_ok=True)
         for view in views:
@@ -151,7 +155,7 @@ def _runs_in(path: Path) -> list[Path]:
     return [p.parent for p in inside] or [path]
 
 
-def group_by_seed(views: list[RunView]) -> list[Group]:
+def group_by_seed(views: list[RunView], reg: Registry | None = None) -> list[Group]:
     """Gather runs whose config is the same but for the seed, in first-seen order.
 
     Runs with the same config and the same seed are repeats, not a spread: such a bucket is
@@ -169,14 +173,14 @@ def group_by_seed(views: list[RunView]) -> list[Group]:
         if len(set(seeds)) < len(seeds):
             groups += [_group([v]) for v in bucket]
         else:
-            groups.append(_group(sorted(bucket, key=lambda v: v.results.seed or 0)))
+            groups.append(_group(sorted(bucket, key=lambda v: v.results.seed or 0), reg))
     return groups
 
 
-def _group(views: list[RunView]) -> Group:
+def _group(views: list[RunView], reg: Registry | None = None) -> Group:
     first = views[0]
     if len(views) == 1:
-        return Group(views, [], first.results.references)
+        return Group(views, [], first.results.references, first.discussion)
     flats = [w.results.metrics.flat() for w in views]
     shared = [m for m in first.results.metrics if all(m.key in f for f in flats)]
     spread, means = [], []
@@ -189,7 +193,12 @@ def _group(views: list[RunView]) -> Group:
     cfg = types.SimpleNamespace(**first.config)
     refs = [{**ref, "reason": f"mean of {len(views)} seeds; {ref['reason']}"}
             for ref in references.compare_all(first.results.experiment, mean_run, cfg)]
-    return Group(views, spread, refs)
+    exp = reg.get(first.results.experiment) if reg and first.results.experiment in reg.names() else None
+    try:
+        return Group(views, spread, refs, discuss(exp, mean_run), f"the mean of {len(views)} seeds")
+    except (KeyError, ValueError, TypeError):  # a record some seeds lack: the sentences need every seed's numbers
+        return Group(views, spread, refs, first.discussion, f"seed {first.results.seed} (the seeds do not share "
+                                                               "every number the discussion needs)")
 
 
 def _load(path: Path, index: int, reg: Registry) -> RunView:
