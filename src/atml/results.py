@@ -21,7 +21,7 @@ from typing import Any
 
 SCHEMA = 2
 RUN_KEYS = ("experiment", "preset", "status", "error", "error_kind", "resumable", "traceback", "metrics", "records",
-            "figures", "tables", "notes", "data", "sources", "seed", "device", "references", "rehearsal", "schema")
+            "figures", "tables", "notes", "warnings", "data", "sources", "seed", "device", "references", "rehearsal", "schema")
 """The top-level keys of results.json; in older files any other key is experiment-specific data."""
 
 
@@ -176,6 +176,8 @@ class Results:
     tables: list[Table] = dataclasses.field(default_factory=list)
     figures: list[Figure] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Numbers to read with care (estimates from fewer samples than they need); the report shows them boxed."""
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Experiment-specific structured data the discussion or the report needs (cells, prompts...)."""
 
@@ -214,7 +216,7 @@ class RunResults(Results):
         data.update({k: v for k, v in raw.items() if k not in RUN_KEYS})  # older files kept extras at the top
         return cls(metrics=metrics, tables=[Table.from_json(t) for t in raw.get("tables") or []],
                    figures=figures_from_paths(raw.get("figures") or []), notes=list(raw.get("notes") or []),
-                   data=data, experiment=raw.get("experiment", ""), preset=raw.get("preset", "-"),
+                   warnings=list(raw.get("warnings") or []), data=data, experiment=raw.get("experiment", ""), preset=raw.get("preset", "-"),
                    status=raw.get("status", "unknown"), error=raw.get("error"), seed=raw.get("seed"),
                    device=raw.get("device"), sources=dict(raw.get("sources") or {}),
                    references=list(raw.get("references") or []), rehearsal=bool(raw.get("rehearsal")),
@@ -232,4 +234,4 @@ def to_json(results: Results, **run: Any) -> dict[str, Any]:
             "records": [m.to_json() for m in results.metrics],
             "figures": [f for fig in results.figures for f in fig.files],
             "tables": [t.to_json() for t in results.tables], "notes": list(results.notes),
-            "data": results.data}
+            "warnings": list(results.warnings), "data": results.data}

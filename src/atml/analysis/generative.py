@@ -70,4 +70,4 @@ def class_histogram(predictions: np.ndarray, classes: int) -> tuple[np.ndarray, 
     """Share of samples per predicted class and its entropy normalised to [0, 1] (1: uniform)."""
     hist = np.bincount(predictions, minlength=classes) / max(len(predictions), 1)
     nonzero = hist[hist > 0]
-    return hist, float(-(nonzero * np.log(nonzero)).sum() / np.log(classes))
+    return hist, float(-(nonzero * np.log(nonzero)).sum() / np.log(classes)) + 0.0  # + 0.0: never -0.0

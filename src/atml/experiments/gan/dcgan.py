@@ -147,7 +147,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                "classifier_val_acc": classifier_acc, "eval_samples": n,
                "final_d_real": last_train["d_real"], "final_d_fake": last_train["d_fake"]}
     metrics.update(inception_metrics(cfg, ctx, real_a, fake))
-    out = Results(data={"classes": data.train.classes, "class_histogram": hist.tolist()})
+    out = Results(data={"classes": data.train.classes, "class_histogram": hist.tolist()},
+                  warnings=sample_warnings(n, f_a.shape[1], metrics))
     for name, value in metrics.items():
         out.add(name, value)
     samples = [f"figures/{p.name}" for p in gan_recipe.sample_paths(ctx.run.figures)] if ctx.is_main else []
@@ -162,6 +163,19 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                   "same half A, so neither side was seen by the feature CNN and the sample counts match. "
                   "Not Inception FID: compare it only with other FD-atml-cnn numbers.",
                   inception_note(metrics, n), *invalid]
+    return out
+
+
+def sample_warnings(n: int, dim: int, metrics: dict[str, float]) -> list[str]:
+    """Frechet distances and precision/recall from fewer images than their features have dimensions are unreliable."""
+    out = []
+    if n < dim:
+        out.append(f"FD-atml-cnn and precision/recall compare {n} generated with {n} validation images in {dim}-d "
+                   f"features: with fewer images than dimensions the covariances are singular and the distance is "
+                   f"dominated by sampling noise; use at least {dim} (eval_samples and a larger validation split)")
+    if "inception_fid" in metrics and n < 2048:
+        out.append(f"Inception FID/KID from {n} images per side (2048-d features): FID is biased upwards at this size "
+                   "and compares only with FIDs from the same number of images")
     return out
 
 

@@ -130,7 +130,17 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.tables += tables(out.metrics, cfg, pairs)
     out.data.update({"closest_pairs": pairs, "confusion": matrix.tolist(), "classes": classes,
                      "compare_arch": cfg.compare_arch, "arch": cfg.arch, "samples": len(labels), "stages": stages})
-    out.notes.append(f"{len(labels)} validation images ({cfg.per_class} per class), {cfg.resolution} px; depths: "
+    counts = np.bincount(labels, minlength=len(classes))
+    per_class = (f"{counts.min()} per class" if counts.min() == counts.max()
+                 else f"{counts.min()}-{counts.max()} per class")
+    if counts.min() < cfg.per_class:
+        per_class += f"; {cfg.per_class} asked for, the split has no more"
+    folds = int(min(5, counts.min()))
+    if counts.min() * (folds - 1) // max(folds, 1) <= 5:  # k-NN with k = 5 needs more than 5 neighbours per class
+        out.warnings.append(f"k-NN (k=5) and the probes ran on {counts.min()} image(s) in the smallest class, so "
+                            "a cross-validation fold has 5 or fewer of that class to learn from: these accuracies "
+                            "are noisy; pass a larger split or more per_class")
+    out.notes.append(f"{len(labels)} validation images ({per_class}), {cfg.resolution} px; depths: "
                      + "; ".join(f"{arch}: " + ", ".join(f"{d} = output of {s}" for d, s in named.items())
                                  for arch, named in stages.items()) + " (global-average-pooled). "
                      "k-NN (k=5, cosine) and logistic-regression probe accuracies are 5-fold cross-validated; "

@@ -40,7 +40,7 @@ def run(cfg: common.Config, ctx: RunContext) -> Results:
     contrast = common.mitigation_variants(cfg)[0]
     runs = [common.train_variant(cfg, ctx, data, common.baseline(cfg), "baseline"),
             common.train_variant(cfg, ctx, data, contrast, "kl_heavy")]
-    out = Results(notes=common.notes(cfg))
+    out = Results(notes=common.notes(cfg, data), warnings=common.warnings(cfg, data))
     out.add_figures(ctx.save_figure(common.kl_per_dim_bars(runs), "kl_per_dim"))
     out.add_figures(ctx.save_figure(kl_heatmaps(runs), "kl_per_dim_over_epochs"))
     out.add_figures(ctx.save_figure(common.loss_curves(runs), "loss_curves"))

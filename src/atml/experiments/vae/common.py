@@ -7,6 +7,7 @@ they run and what they plot.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -251,11 +252,29 @@ def variant_key(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def notes(cfg: Config) -> list[str]:
+def diag_images(cfg: Config, data: ImageDataset) -> int:
+    """How many validation images the diagnostics (active units, I(x; z)) use: the config's, at most the split."""
+    return min(cfg.diag_samples, len(data.val))
+
+
+def warnings(cfg: Config, data: ImageDataset) -> list[str]:
+    """An I(x; z) estimate from few images is capped at log N: say so when N is small."""
+    n = diag_images(cfg, data)
+    if n >= MI_IMAGES:
+        return []
+    return [f"I(x; z) was estimated on {n} validation images, so it cannot exceed log {n} = {math.log(n):.2f} "
+            f"nats whatever the encoder does; use at least {MI_IMAGES} (a larger split, or diag_samples)"]
+
+
+MI_IMAGES = 200
+"""Fewer validation images than this and the I(x; z) estimate's ceiling (log N) is a warning."""
+
+
+def notes(cfg: Config, data: ImageDataset) -> list[str]:
     out = [f"Model: the course VAE (MLP {28 * 28}-{cfg.hidden}-{cfg.latent_dim}, sigmoid decoder), Adam lr {cfg.lr}, "
            f"batch {cfg.batch_size}, {cfg.epochs} epochs. Loss: squared error summed over pixels plus KL, both "
            "averaged over the batch, the seed report's scaling.",
-           f"Active units: Cov_x E[z_i|x] > {latent.ACTIVE_THRESHOLD}; I(x; z) estimated on {cfg.diag_samples} "
+           f"Active units: Cov_x E[z_i|x] > {latent.ACTIVE_THRESHOLD}; I(x; z) estimated on {diag_images(cfg, data)} "
            "validation images, as in He et al. 2019: a Monte Carlo estimate whose scale is log N for the N "
            "images used (the most information an N-image mixture can carry); sampling noise can put it "
            "slightly above log N."]

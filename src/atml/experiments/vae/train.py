@@ -24,7 +24,7 @@ def run(cfg: common.Config, ctx: RunContext) -> Results:
         x = test.float().div(255).to(ctx.device)
         recon = model(x).recon.cpu()
     n = 10
-    out = Results(notes=common.notes(cfg))
+    out = Results(notes=common.notes(cfg, data), warnings=common.warnings(cfg, data))
     out.add_figures(ctx.save_figure(common.loss_curves([trained]), "loss_curves"))
     out.add_figures(ctx.save_figure(common.image_rows({"test images": x.cpu(), "reconstructions": recon}),
                                     "reconstructions"))
