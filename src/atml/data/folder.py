@@ -41,14 +41,17 @@ class Readiness:
     images: int
     seconds: float
     from_cache: bool
+    """True when every split came from the cache."""
     cache: list[str]
     notes: list[str]
+    decoded: list[str] = dataclasses.field(default_factory=list)
+    """The cache folders this call decoded (the others were read from the cache)."""
 
     @classmethod
     def of(cls, splits: Sequence[cache.Split]) -> Readiness:
         return cls(sum(len(s.labels) for s in splits), sum(s.seconds for s in splits),
                    all(s.from_cache for s in splits), [str(s.path) for s in splits],
-                   [n for s in splits for n in s.notes])
+                   [n for s in splits for n in s.notes], [str(s.path) for s in splits if not s.from_cache])
 
     def as_json(self) -> dict:
         return dataclasses.asdict(self)
