@@ -131,3 +131,72 @@ def test_the_compute_figure_labels_its_log_axis_without_collisions():
     boxes = [t.get_window_extent(fig.canvas.get_renderer()) for t in labels]
     assert labels and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     assert all(t.get_text().replace(".", "").isdigit() for t in labels)  # plain numbers, not 3x10^0
+
+
+def test_attention_figures_number_from_one_on_absolute_scales(figures):
+    fig = figures["vit.attention/head_statistics"]
+    heat, line = fig.axes[0], fig.axes[2]  # (entropy, distance, cosine, then the two colour bars)
+    layers = len(line.get_lines()[0].get_xdata())
+    assert list(heat.get_yticks()) == list(range(1, layers + 1))  # as the line plot and the table number them
+    assert heat.images[0].get_clim() == (0.0, pytest.approx(math.log(14 ** 2)))  # 0 to uniform, not min to max
+    assert line.get_ylim()[1] > 1.0  # a cosine of 1.0 is not clipped
+
+
+def test_a_uniform_attention_map_is_drawn_transparent():
+    import torch
+
+    from atml.experiments.vit import attention as exp
+
+    grid = 8
+    uniform = torch.full((grid * grid,), 1 / grid ** 2)
+    assert exp._upsample(uniform + 1e-6 * torch.rand(grid * grid), grid, (32, 32)).max() < 0.01
+    peaked = torch.zeros(grid * grid)
+    peaked[0] = 1.0
+    assert exp._upsample(peaked, grid, (32, 32)).max() == pytest.approx(1.0)
+
+
+def test_the_skip_gradient_panels_share_one_axis_and_name_only_what_they_draw(figures):
+    fig = figures["resnet.skip/gradient_flow"]
+    left, right = fig.axes[:2]
+    assert left.get_shared_y_axes().joined(left, right)
+    drawn = {line.get_label() for ax in (left, right) for line in ax.get_lines()}
+    assert {t.get_text() for t in fig.legends[0].get_texts()} <= drawn
+
+
+def test_course_reference_points_only_on_the_courses_axes():
+    from atml.experiments.resnet import head
+    from atml.results import Metrics, Metric
+
+    records = Metrics([Metric(n, 0.5, condition={"resolution": r}) for n in ("val_acc", "best_val_acc") for r in (8, 16)])
+    cfg = head.Config(resolutions=(8, 16), data="digits", arch="resnet-digits")
+    labels = [line.get_label() for line in head.accuracy_vs_resolution(records, cfg).axes[0].get_lines()]
+    assert not any("seed report" in label for label in labels)
+
+
+def test_masking_fills_are_told_apart_by_marker(figures):
+    fig = figures["vit.masking/masking_curves"]
+    markers = {line.get_marker() for ax in fig.axes for line in ax.get_lines() if line.get_marker() not in ("None", "")}
+    assert len(markers) >= 3
+
+
+def test_latex_columns_have_one_number_of_decimals_and_text_left():
+    from atml.report.build import latex_columns
+
+    spec, cells = latex_columns([["intact", 0.4, 551.0, 3], ["removed", 0.4083, 388.8, 12]])
+    assert spec == "lrrr"
+    assert [r[1:] for r in cells] == [["0.4000", "551.0", "3"], ["0.4083", "388.8", "12"]]
+
+
+def test_many_images_are_split_over_figures_of_at_most_eight(tmp_path):
+    from PIL import Image
+
+    from atml import cli
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(9):
+        Image.fromarray(np.full((20, 24, 3), 20 * i, np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "runs"
+    assert cli.main(["run", "vit.classify", "--preset", "smoke", "--set", f"images=[{folder}]", "--out", str(out)]) == 0
+    names = sorted(p.name for p in next(out.iterdir()).joinpath("figures").glob("*.png"))
+    assert names == ["predictions_photos_1.png", "predictions_photos_2.png"]

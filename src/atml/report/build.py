@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import html
 import json
+import math
 import os
 import shutil
 import time
@@ -261,6 +262,29 @@ LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
+def latex_columns(rows: Sequence[Sequence[Any]]) -> tuple[str, list[list[str]]]:
+    """A booktabs column spec and the cells: text columns left-aligned; number columns right-aligned with one
+    number of decimals each, enough for 4 significant digits of the column's largest value (0.4000 / 0.4083,
+    551.0 / 388.8); whole-number columns without decimals."""
+    width = max((len(r) for r in rows), default=0)
+    spec, formats = "", []
+    for c in range(width):
+        values = [r[c] for r in rows if c < len(r) and r[c] is not None]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numbers) < len(values) or not numbers:
+            spec, formats = spec + "l", formats + [None]
+            continue
+        spec += "r"
+        if all(float(v).is_integer() for v in numbers):
+            formats.append(0)
+            continue
+        top = max((abs(float(v)) for v in numbers if v), default=1.0)
+        formats.append(max(0, min(6, 3 - math.floor(math.log10(top)))) if math.isfinite(top) else 4)
+    cells = [[latex_escape(v if f is None or v is None or isinstance(v, bool) or not isinstance(v, (int, float))
+                           else f"{float(v):.{f}f}") for v, f in zip(r, formats)] for r in rows]
+    return spec, cells
+
+
 def latex_escape(value: Any) -> str:
     """Text safe in LaTeX: each special character replaced once, in a single pass (a replacement's own
     braces are never escaped again)."""
@@ -280,6 +304,7 @@ def _jinja() -> jinja2.Environment:
     env.filters["tex"] = latex_escape
     env.filters["md"] = markdown_cell
     env.globals["data_ready"] = data_ready
+    env.globals["latex_columns"] = latex_columns
     return env
 
 

@@ -41,9 +41,10 @@ def styled(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def figure(ncols: int = 1, nrows: int = 1, *, width: float = 2.0, height: float = 2.2) -> tuple[Any, Any]:
+def figure(ncols: int = 1, nrows: int = 1, *, width: float = 2.0, height: float = 2.2,
+           sharey: bool = False) -> tuple[Any, Any]:
     """A figure ``width`` columns wide (1 or 2); call it inside a :func:`styled` function."""
-    fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN_WIDTH_IN * width, height), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN_WIDTH_IN * width, height), squeeze=False, sharey=sharey)
     return fig, axes
 
 

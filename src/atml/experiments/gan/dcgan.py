@@ -231,18 +231,20 @@ def curves_figure(rows: list[dict[str, Any]]) -> Any:
     fig, axes = plots.figure(3, width=2.0, height=2.0)
     train = [r for r in rows if r["phase"] == "train"]
     epochs = [r["epoch"] for r in train]
-    for key, label in (("loss", "generator"), ("loss_d", "discriminator")):
-        axes[0][0].plot(epochs, [r[key] for r in train], label=label)
-    for key, label in (("d_real", "D(x)"), ("d_fake", "D(G(z))")):
-        axes[0][1].plot(epochs, [r[key] for r in train], label=label)
-    for key, label in (("grad_norm_g", "generator"), ("grad_norm_d", "discriminator")):
-        axes[0][2].plot(epochs, [r[key] for r in train], label=label)
+    g, d = plots.palette(0), plots.palette(1)
+    for ax, (g_key, d_key) in ((axes[0][0], ("loss", "loss_d")), (axes[0][2], ("grad_norm_g", "grad_norm_d"))):
+        ax.plot(epochs, [r[g_key] for r in train], "-", color=g, marker="o", ms=2)
+        ax.plot(epochs, [r[d_key] for r in train], "-", color=d, marker="s", ms=2)
+    axes[0][1].plot(epochs, [r["d_real"] for r in train], "-", color=d, marker="s", ms=2)
+    axes[0][1].plot(epochs, [r["d_fake"] for r in train], "--", color=d, marker="^", ms=2)
     for ax, title in zip(axes[0], ("losses", "discriminator outputs", "gradient norms")):
         ax.set_ylabel(title)
         ax.set_xlabel("epoch")
         plots.epoch_axis(ax)
-        ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, borderaxespad=0.2)
-    fig.tight_layout()
+    plots.legend_below(fig, [plots.Line2D([], [], color=g, marker="o", ms=3, label="generator"),
+                             plots.Line2D([], [], color=d, marker="s", ms=3, label="discriminator; D(x) on real"),
+                             plots.Line2D([], [], color=d, ls="--", marker="^", ms=3, label="D(G(z)) on generated")],
+                       ncol=3)
     return fig
 
 

@@ -86,9 +86,11 @@ def accuracy_vs_resolution(metrics: Metrics, cfg: Config) -> Any:
     final, best = metrics.by("val_acc", "resolution"), metrics.by("best_val_acc", "resolution")
     ax.plot(res, [final[r] for r in res], "o-", label=f"atml ({cfg.arch}, {cfg.data}) final")
     ax.plot(res, [best[r] for r in res], "x:", label="atml best epoch")
-    seed = references.values("resnet.head", "val_acc", "resolution", source="seed report")
-    ax.plot(list(seed), list(seed.values()), "s", color="tab:red", mfc="none",
-            label="seed report (CIFAR-10, ResNet-152)")
+    comparable = cfg.data == "cifar10" and cfg.arch == "resnet152"
+    seed = references.values("resnet.head", "val_acc", "resolution", source="seed report") if comparable else {}
+    if seed:  # another model or dataset: the course's points would sit on axes they do not belong to
+        ax.plot(list(seed), list(seed.values()), "s", color="tab:red", mfc="none",
+                label="seed report (CIFAR-10, ResNet-152)")
     ax.set_xscale("log", base=2)
     ticks = sorted({*res, *seed})
     ax.set_xticks(ticks, labels=[str(r) for r in ticks])

@@ -124,20 +124,23 @@ def table(metrics: Metrics) -> Table:
 
 @plots.styled
 def gradient_figure(stages: dict[str, list[dict[str, Any]]]) -> Any:
-    fig, axes = plots.figure(2, width=2.0, height=2.2)
+    fig, axes = plots.figure(2, width=2.0, height=2.2, sharey=True)  # one scale: the panels compare
+    drawn: set[str] = set()
     for ax, stage in zip(axes[0], ("intact_blocks", "ablated_blocks")):
         rows = [r for r in stages[stage] if r["phase"] == "train" and "grad_in" in r]
         for i, name in enumerate(STAGES):
             pts = [(r["epoch"], r["grad_in"][name]) for r in rows if name in r["grad_in"]]
             if pts:
                 ax.plot(*zip(*pts), "o-", color=plots.palette(i), label=f"output of {name}")
+                drawn.add(name)
         ax.set_yscale("log")
+        plots.log_axis(ax, "y")
         ax.set_title(f"{'skips removed' if stage.startswith('ablated') else 'intact'}: |dL/d(stage output)|")
         ax.set_xlabel("epoch")
         plots.epoch_axis(ax)
     axes[0][0].set_ylabel("gradient norm (mean per step)")
     plots.legend_below(fig, [plots.Line2D([], [], color=plots.palette(i), marker="o", label=f"output of {name}")
-                             for i, name in enumerate(STAGES)])
+                             for i, name in enumerate(STAGES) if name in drawn])
     return fig
 
 

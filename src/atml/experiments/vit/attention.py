@@ -65,7 +65,7 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
     out = Results(notes=notes)
     out.add_figures(ctx.save_figure(overlay_figure(shown, model, last.mean(1), flow), "attention_maps"))
     out.add_figures(ctx.save_figure(heads_figure(next(iter(shown.values())), model, last[0]), "attention_heads"))
-    out.add_figures(ctx.save_figure(stats_figure(stats), "head_statistics"))
+    out.add_figures(ctx.save_figure(stats_figure(stats, model), "head_statistics"))
     for name, value in (("images", len(shown)), ("stats_images", stats_pass.images), ("layers", stats_pass.layers),
                         ("heads", stats_pass.heads), ("grid", model.grid)):
         out.add(name, value)
@@ -79,7 +79,7 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
     rows = []
     for h in range(stats["entropy"].shape[1]):
         peak = int(stats["peak"][-1][h])
-        rows.append([h, float(stats["entropy"][-1][h]), float(stats["distance_px"][-1][h]),
+        rows.append([h + 1, float(stats["entropy"][-1][h]), float(stats["distance_px"][-1][h]),
                      f"({peak // model.grid}, {peak % model.grid})", float(stats["peak_share"][-1][h])])
     out.tables += [Table(f"Last-layer heads (CLS-to-patch attention, {stats_pass.images} images; "
                          f"uniform entropy = {math.log(model.grid ** 2):.2f} nats)",
@@ -91,7 +91,9 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
                            float(stats["similarity"][i])] for i in range(stats_pass.layers)])]
     notes.append("Attention probabilities recorded from the model's unfused attention path (hooks removed "
                  "afterwards); maps are the last layer's CLS row over the patches, renormalised, and the rollout "
-                 "of Abnar and Zuidema (2020) through all layers, overlaid in red. Statistics are accumulated "
+                 "of Abnar and Zuidema (2020) through all layers, overlaid in red: a patch is transparent at or below "
+                 f"the uniform share (1/{model.grid ** 2}) and fully red at {OVERLAY_FULL:g}x it, on a log scale, "
+                 "so a near-uniform map looks near-uniform. Layers and heads are numbered from 1. Statistics are accumulated "
                  f"layer by layer as the model computes them, {batch} image(s) at a time, so memory holds one "
                  "layer's attention of one batch.")
     return out
@@ -212,10 +214,16 @@ def attention_pass(model: vit.ViT, batches: Any, *, keep_maps: bool) -> Attentio
     return result
 
 
+OVERLAY_FULL = 16.0
+"""An overlay is fully red where a patch gets this many times the uniform share (1 / patches); transparent at or
+below the uniform share, on a log scale between: a near-uniform map looks near-uniform, not full contrast."""
+
+
 def _upsample(grid_map: torch.Tensor, grid: int, size: tuple[int, int]) -> np.ndarray:
-    m = grid_map.reshape(1, 1, grid, grid).float()
+    """Opacity per pixel: the patch's attention relative to uniform, 0 at or below it, 1 at :data:`OVERLAY_FULL`x."""
+    m = grid_map.reshape(1, 1, grid, grid).float() * grid * grid  # x uniform
     m = torch.nn.functional.interpolate(m, size=size, mode="bilinear", align_corners=False)[0, 0]
-    return ((m - m.min()) / (m.max() - m.min()).clamp_min(1e-12)).numpy()
+    return (m.clamp_min(1.0).log() / math.log(OVERLAY_FULL)).clamp(0, 1).numpy()
 
 
 def _overlay(ax: Any, img: torch.Tensor, heat: np.ndarray) -> None:
@@ -233,6 +241,12 @@ def _crop(img: torch.Tensor, model: vit.ViT) -> torch.Tensor:
     """The image as the model saw it (resize + centre crop), uint8, for drawing."""
     x = model.preprocess(img[None].to(model.preprocess.mean.device)) * model.preprocess.std + model.preprocess.mean
     return (x[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def uniform_distance(model: vit.ViT) -> float:
+    """The mean attention distance (px) of uniform patch-to-patch attention: the far end of the distance scale."""
+    uniform = torch.full((1, 1, model.grid ** 2, model.grid ** 2), 1.0 / model.grid ** 2)
+    return float(att.mean_distance(uniform, model.grid, model.arch.patch_size, prefix=0)[0])
 
 
 @plots.styled
@@ -264,30 +278,40 @@ def heads_figure(img: torch.Tensor, model: vit.ViT, per_head: torch.Tensor) -> A
         ax = axes[h // cols][h % cols]
         if h < heads:
             _overlay(ax, shown, _upsample(per_head[h], model.grid, tuple(shown.shape[-2:])))
-            ax.set_title(f"head {h}, H={float(att.entropy(per_head[h])):.2f}")
+            ax.set_title(f"head {h + 1}, H={float(att.entropy(per_head[h])):.2f}")
         else:
             ax.axis("off")
-    fig.suptitle("last layer, CLS attention per head (H: entropy in nats)")
+    fig.suptitle(f"last layer, CLS attention per head (H: entropy in nats; red: share over uniform, full at "
+                 f"{OVERLAY_FULL:g}x)")
     fig.tight_layout()
     return fig
 
 
 @plots.styled
-def stats_figure(stats: dict[str, Any]) -> Any:
+def stats_figure(stats: dict[str, Any], model: vit.ViT) -> Any:
+    """Per layer and head, on absolute scales: entropy from 0 to uniform (log N), distance from 0 to the distance of
+    uniform attention, so sub-pixel differences do not show as contrast. Layers and heads count from 1."""
     fig, axes = plots.figure(3, width=2.0, height=2.2)
-    for ax, key, title in ((axes[0][0], "entropy", "CLS entropy (nats)"),
-                           (axes[0][1], "distance_px", "mean attention distance (px)")):
-        image = ax.imshow(stats[key].numpy(), aspect="auto", cmap="viridis")
+    layers, heads = stats["entropy"].shape
+    scales = {"entropy": (0.0, math.log(model.grid ** 2), "CLS entropy (nats)\n0 to uniform"),
+              "distance_px": (0.0, max(uniform_distance(model), float(stats["distance_px"].max())),
+                              "mean attention distance (px)\n0 to uniform attention's")}
+    for ax, key in ((axes[0][0], "entropy"), (axes[0][1], "distance_px")):
+        low, high, title = scales[key]
+        image = ax.imshow(stats[key].numpy(), aspect="auto", cmap="viridis", vmin=low, vmax=high,
+                          extent=(0.5, heads + 0.5, layers + 0.5, 0.5))
+        ax.set_xticks(range(1, heads + 1))
+        ax.set_yticks(range(1, layers + 1))
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         ax.set_title(title)
         ax.grid(False)
         fig.colorbar(image, ax=ax, fraction=0.05)
     ax = axes[0][2]
-    ax.plot(range(1, len(stats["similarity"]) + 1), stats["similarity"].numpy(), "o-")
+    ax.plot(range(1, len(stats["similarity"]) + 1), stats["similarity"].numpy(), "o-", clip_on=False)
     ax.set_xlabel("layer")
     ax.set_ylabel("mean head-head cosine")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.02)
     fig.tight_layout()
     return fig
 

@@ -8,6 +8,7 @@ with a note on what its digit classes mean).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,13 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
         out.tables.append(Table(f"Top-{k} predictions ({group}; {net.arch.image_size}px, "
                                 f"{'ImageNet-1k' if len(net.classes) == 1000 else 'digits 0-4'} classes)",
                                 ["image", "rank", "class", "probability"], rows))
-        out.add_figures(ctx.save_figure(predictions_figure(images, top, net.classes), f"predictions_{group}"))
+        names = list(images)
+        for part, start in enumerate(range(0, len(names), PER_FIGURE)):
+            chunk = {name: images[name] for name in names[start:start + PER_FIGURE]}
+            rows = slice(start, start + PER_FIGURE)
+            suffix = f"_{part + 1}" if len(names) > PER_FIGURE else ""
+            out.add_figures(ctx.save_figure(predictions_figure(chunk, top.values[rows], top.indices[rows], net.classes),
+                                            f"predictions_{group}{suffix}"))
     if cfg.images:
         notes.append(f"Images: {', '.join(cfg.images)} (user files, {sum(len(g[1]) for n, g in groups.items() if n != 'held-out')} "
                      "read).")
@@ -100,20 +107,37 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
     return out
 
 
+PER_FIGURE = 8
+"""Images per predictions figure: two per row, four rows, one figure a page column can hold."""
+
+
 @plots.styled
-def predictions_figure(images: dict[str, torch.Tensor], top: Any, classes: list[str]) -> Any:
+def predictions_figure(images: dict[str, torch.Tensor], values: torch.Tensor, indices: torch.Tensor,
+                       classes: list[str]) -> Any:
+    """Two images per row, each beside its top-k bars; the probability axis ends just past the largest bar of the
+    figure (stated on the axis), so flat predictions stay readable, and every bar carries its value."""
     n = len(images)
-    fig, axes = plots.figure(2, n, width=2.0, height=1.5 * n)
+    rows = math.ceil(n / 2)
+    fig, axes = plots.figure(4 if n > 1 else 2, rows, width=2.0, height=1.45 * rows + 0.2)
+    top = min(1.0, float(values.max()) * 1.3) if len(values) else 1.0
     for i, (name, img) in enumerate(images.items()):
-        axes[i][0].imshow(_display(img))
-        axes[i][0].set_title(name if len(name) <= 40 else "..." + name[-37:])
-        axes[i][0].axis("off")
-        labels = [classes[int(j)][:28] for j in top.indices[i]]
-        ax = axes[i][1]
-        ax.barh(range(len(labels))[::-1], top.values[i].numpy(), color="tab:blue")
-        ax.set_yticks(range(len(labels))[::-1], labels=labels)
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("probability")
+        picture, bars = axes[i // 2][2 * (i % 2)], axes[i // 2][2 * (i % 2) + 1]
+        picture.imshow(_display(img))
+        picture.set_title(name if len(name) <= 24 else "..." + name[-21:], fontsize=6)
+        picture.axis("off")
+        labels = [classes[int(j)].split(",")[0][:18] for j in indices[i]]
+        probs = values[i].numpy()
+        positions = list(range(len(labels)))[::-1]
+        bars.barh(positions, probs, color="tab:blue")
+        bars.set_yticks(positions, labels=labels, fontsize=6)
+        for y, p in zip(positions, probs):
+            label = f"{p:.2f}" if p >= 0.01 else f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+            bars.text(p + top * 0.02, y, label, va="center", fontsize=5)
+        bars.set_xlim(0, top)
+        bars.set_xlabel(f"probability (0 to {top:.2g})", fontsize=6)
+    for j in range(n, rows * 2 if n > 1 else 1):
+        for ax in axes[j // 2][2 * (j % 2):2 * (j % 2) + 2]:
+            ax.axis("off")
     fig.tight_layout()
     return fig
 

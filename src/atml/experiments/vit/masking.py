@@ -231,6 +231,7 @@ def summarise_masking(results: dict[tuple[str, str, float], list[dict[str, float
 def masking_figure(results: dict[tuple[str, str, float], list[dict[str, float]]], cfg: MaskingConfig) -> Any:
     fig, axes = plots.figure(3, width=2.0, height=2.6)
     styles = {fill: plots.palette(i) for i, fill in enumerate(FILLS)}
+    markers = {"mean": "o", "zero": "s", "drop": "^"}
     for col, (key, label) in enumerate((("acc", "accuracy"), ("conf", "confidence of label class"),
                                         ("flip", "top-1 flip rate"))):
         ax = axes[0][col]
@@ -240,11 +241,14 @@ def masking_figure(results: dict[tuple[str, str, float], list[dict[str, float]]]
                 x = [np.mean([d["masked"] for d in ds]) for ds in draws]
                 y = [np.mean([d[key] for d in ds]) for ds in draws]
                 err = [np.std([d[key] for d in ds], ddof=1) if len(ds) > 1 else 0 for ds in draws]
-                ax.errorbar(x, y, yerr=err, ls=ls, marker="o", ms=3, color=styles[fill], capsize=2)
+                ax.errorbar(x, y, yerr=err, ls=ls, marker=markers[fill], ms=3.5 if fill == "mean" else 3,
+                            mfc="none" if fill == "drop" else styles[fill], color=styles[fill], capsize=2,
+                            alpha=0.9)
         ax.set_xlabel("masked share of patches")
         ax.set_ylabel(label)
         ax.set_ylim(0, 1)
-    handles = [plots.Line2D([], [], color=styles[fill], marker="o", label=f"fill: {fill}") for fill in cfg.fills]
+    handles = [plots.Line2D([], [], color=styles[fill], marker=markers[fill], mfc="none" if fill == "drop" else
+                            styles[fill], label=f"fill: {fill}") for fill in cfg.fills]
     handles += [plots.Line2D([], [], color="0.35", ls=ls, label=pattern) for pattern, ls in (("random", "-"),
                                                                                            ("center", "--"))]
     plots.legend_below(fig, handles, ncol=5)
