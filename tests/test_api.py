@@ -70,3 +70,34 @@ def test_report_from_runs_and_folders(vae_run, tmp_path):
     page = atml.report([vae_run, vae_run.path], tmp_path / "rep")
     assert page.name == "report.html" and (page.parent / "report.md").is_file()
     assert "from 1 run(s)" in (page.parent / "report.md").read_text()  # the same run twice counts once
+
+
+def test_the_api_and_the_cli_share_the_default_preset_and_unknown_keys_suggest_the_right_one(capsys):
+    import inspect
+
+    from atml import cli
+    from atml import config as config_lib
+
+    assert inspect.signature(atml.run).parameters["preset"].default == config_lib.DEFAULT_PRESET
+    assert f"default: {config_lib.DEFAULT_PRESET}" in cli.build_parser()._subparsers._group_actions[0].choices[
+        "run"].format_help()
+    with pytest.raises(UsageError, match=r"unknown config key 'epoch' for vae.train \(did you mean 'epochs'\?\)"):
+        atml.run("vae.train", "smoke", epoch=3)
+    assert cli.main(["run", "resnet.head", "--preset", "smoke", "--set", "epoch=3"]) == 2
+    assert "for resnet.head (did you mean 'epochs'?)" in capsys.readouterr().err
+
+
+def test_api_errors_name_keyword_arguments_not_command_line_flags(tmp_path):
+    from atml.errors import DataError
+
+    with pytest.raises(UsageError) as err:
+        atml.run("resnet.features", "smoke", out=tmp_path, data="folder")
+    assert "data_dir=" in str(err.value) and "--data-dir" not in str(err.value)
+    photos = tmp_path / "photos"
+    from atml.data import folder
+
+    folder.write_folder(photos, per_class=3)
+    (photos / "train" / "ants" / "bad.jpg").write_bytes(b"no")
+    with pytest.raises(DataError) as err:
+        atml.run("resnet.features", "smoke", out=tmp_path / "runs", quiet=True, data="folder", data_dir=photos)
+    assert "skip_bad_images=true" in str(err.value) and "--set" not in str(err.value)

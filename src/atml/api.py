@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from atml.errors import AtmlError
 from atml.results import Figure, Metrics, RunResults, Table
 
 
@@ -180,9 +181,10 @@ class Run:
         return build.render_run(self.path, registry())
 
 
-def run(name: str, preset: str = "demo", *, out: str | Path | None = None, device: str = "auto", seed: int = 0,
+def run(name: str, preset: str = "full", *, out: str | Path | None = None, device: str = "auto", seed: int = 0,
         progress: bool | None = None, quiet: bool = False, **overrides: Any) -> Run:
-    """Run experiment ``name`` at ``preset`` into a new run folder under ``out`` (default ``runs``).
+    """Run experiment ``name`` at ``preset`` (default ``full``, as ``atml run``) into a new run folder under ``out``
+    (default ``runs``).
 
     ``overrides`` are the keys ``--set`` takes, with Python values (``epochs=2``,
     ``resolutions=[16, 32]``); they are checked as the command line checks them and a bad
@@ -193,13 +195,29 @@ def run(name: str, preset: str = "demo", *, out: str | Path | None = None, devic
     from atml import runner
     from atml.experiments import registry
 
-    exp = registry().get(name)
-    cfg = config_lib.build(exp.config_cls, exp.presets, preset, [])
-    cfg = config_lib.apply_values(cfg, {"device": device, "seed": seed, **overrides})
-    say = (lambda _m: None) if quiet else print
-    folder = runner.execute(exp, cfg, preset=preset, out=out, progress=_in_notebook() if progress is None else progress,
-                            say=say)
+    try:
+        exp = registry().get(name)
+        cfg = config_lib.build(exp.config_cls, exp.presets, preset, [])
+        cfg = config_lib.apply_values(cfg, {"device": device, "seed": seed, **overrides}, name=exp.name)
+        say = (lambda _m: None) if quiet else print
+        folder = runner.execute(exp, cfg, preset=preset, out=out,
+                                progress=_in_notebook() if progress is None else progress, say=say)
+    except AtmlError as err:  # the same checks as the command line, in Python's words
+        err.args = (pythonic(str(err)),)
+        raise
     return Run(folder.path)
+
+
+_FLAGS = {"--data-dir ": "data_dir=", "--weights ": "weights=", "--device ": "device=", "--seed ": "seed=",
+          "--out ": "out=", "--set ": "", "--data-dir": "data_dir=", "--weights": "weights="}
+
+
+def pythonic(message: str) -> str:
+    """A message written for the command line with its options as :func:`run`'s keyword arguments
+    (``--data-dir DIR`` -> ``data_dir=DIR``, ``--set epochs=3`` -> ``epochs=3``)."""
+    for flag, keyword in _FLAGS.items():
+        message = message.replace(flag, keyword)
+    return message
 
 
 def load(path: str | Path) -> Run:

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_options(p: argparse.ArgumentParser, default_preset: str | None = "full") -> None:
     p.add_argument("--preset", default=default_preset,
-                   help=f"smoke | demo | full | rehearsal (default: {default_preset or 'full'})")
+                   help=f"smoke | demo | full | rehearsal (default: {default_preset or config_lib.DEFAULT_PRESET})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set epochs=3 (repeatable)")
     p.add_argument("--data-dir", help="folder with the dataset files")
@@ -210,8 +210,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                resume_changes=changes)]
     else:
         exp = reg.get(args.experiment)
-        preset = args.preset or "full"
-        cfg = config_lib.build(exp.config_cls, exp.presets, preset, _overrides(args))
+        preset = args.preset or config_lib.DEFAULT_PRESET
+        cfg = config_lib.build(exp.config_cls, exp.presets, preset, _overrides(args), name=exp.name)
         runs = [runner.execute(exp, c, preset=preset, out=args.out, tensorboard=args.tensorboard)
                 for c in _seeded(cfg, args.seeds)]
     if rank_and_world()[0] == 0:
@@ -272,7 +272,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     exp = registry().get(args.experiment)
     if exp.bench is None:
         raise UsageError(f"{exp.name} has no benchmark")
-    cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, _overrides(args))
+    cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, _overrides(args), name=exp.name)
     figures = exp.bench(cfg)
     if args.json:
         import json

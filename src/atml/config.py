@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -79,9 +80,14 @@ def field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
+DEFAULT_PRESET = "full"
+"""The preset ``atml run`` and ``atml.run`` use when none is given: the course's scale."""
+
+
 def build(cls: type, presets: Mapping[str, Mapping[str, Any]], preset: str,
-          overrides: Iterable[str] = ()) -> Any:
-    """Defaults, then ``presets[preset]``, then ``key=value`` overrides; validated."""
+          overrides: Iterable[str] = (), *, name: str = "") -> Any:
+    """Defaults, then ``presets[preset]``, then ``key=value`` overrides; validated. ``name``: the experiment's, for
+    messages."""
     if preset not in presets:
         raise UsageError(f"unknown preset {preset!r}; valid presets: {', '.join(presets)}")
     cfg = cls()
@@ -89,16 +95,16 @@ def build(cls: type, presets: Mapping[str, Mapping[str, Any]], preset: str,
         cfg = _replace(cfg, key, value)
     for item in overrides:
         key, raw = parse_override(item)
-        cfg = _replace(cfg, key, _Override(raw))
+        cfg = _replace(cfg, key, _Override(raw), name)
     cfg.validate()
     return cfg
 
 
-def apply_values(cfg: Any, values: Mapping[str, Any]) -> Any:
+def apply_values(cfg: Any, values: Mapping[str, Any], *, name: str = "") -> Any:
     """``cfg`` with Python values set by key (dotted keys reach nested configs), typed and validated as
     ``--set`` overrides are: ``apply_values(cfg, {"epochs": 2, "resolutions": [16, 32]})``."""
     for key, value in values.items():
-        cfg = _replace(cfg, key, value)
+        cfg = _replace(cfg, key, value, name)
     cfg.validate()
     return cfg
 
@@ -158,13 +164,17 @@ def _parse_scalar(raw: str) -> Any:
         return raw
 
 
-def _replace(cfg: Any, key: str, value: Any) -> Any:
+def _replace(cfg: Any, key: str, value: Any, name: str = "") -> Any:
     head, _, rest = key.partition(".")
     head = getattr(type(cfg), "ALIASES", {}).get(head, head)  # another library's word for a field
     hints = typing.get_type_hints(type(cfg))
     if head not in hints or head not in field_names(type(cfg)):
-        valid = ", ".join(field_names(type(cfg)))
-        raise UsageError(f"unknown config key {key!r} for {type(cfg).__name__}; valid keys: {valid}")
+        import difflib
+
+        names = field_names(type(cfg))
+        close = difflib.get_close_matches(head, names, n=1)
+        raise UsageError(f"unknown config key {key!r} for {name or type(cfg).__name__}"
+                         + (f" (did you mean {close[0]!r}?)" if close else "") + f"; valid keys: {', '.join(names)}")
     if rest:  # nested dataclass
         inner = getattr(cfg, head)
         if not dataclasses.is_dataclass(inner):
@@ -227,6 +237,6 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 raise UsageError(f"config key {key!r} is {value!r}; use a finite number")
             return number
     elif hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
+        if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
+            return os.fspath(value) if isinstance(value, os.PathLike) else str(value)  # pathlib paths for files
     raise UsageError(f"config key {key!r} expects {getattr(hint, '__name__', hint)}, got {value!r}")
