@@ -104,7 +104,7 @@ _BUILD = textwrap.dedent("""
     from atml.data import cache, decode, folder
     if len(sys.argv) > 2:  # slow every decode down so the parent can act mid-build
         slow, real = float(sys.argv[2]), decode.decode_square
-        cache.decode_square = lambda *a: (time.sleep(slow), real(*a))[1]
+        decode.decode_square = lambda *a: (time.sleep(slow), real(*a))[1]
     read = folder.load(sys.argv[1], size=16, progress=False)
     print(json.dumps({"from_cache": read.readiness.from_cache, "decoded": read.readiness.decoded,
                       "sum": int(read.data.train.images.sum())}))

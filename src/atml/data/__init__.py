@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used, so decode workers start without it
+    import torch
 
 
 @dataclasses.dataclass
@@ -20,6 +22,8 @@ class ImageSplit:
 
     def subset(self, limit: int, seed: int = 0) -> ImageSplit:
         """A class-balanced-in-expectation random subset of ``limit`` items (0: all)."""
+        import torch
+
         if limit <= 0 or limit >= len(self):
             return self
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit]
@@ -28,6 +32,8 @@ class ImageSplit:
 
     def resized(self, size: int) -> ImageSplit:
         """Images bilinearly resized to ``size`` x ``size``, still uint8 (e.g. digits 8 -> 28 px)."""
+        import torch
+
         out = torch.empty((len(self), self.images.shape[1], size, size), dtype=torch.uint8)
         for start in range(0, len(self), 1024):  # a float copy of 1,024 images at a time, not of the split
             x = torch.nn.functional.interpolate(self.images[start:start + 1024].float(), size=(size, size),

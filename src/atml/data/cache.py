@@ -25,6 +25,7 @@ and the pages are the kernel's to reclaim (file-backed, not anonymous memory).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atml.data.decode import DECODER_VERSION, decode_square
+from atml.data.decode import DECODER_VERSION, decode_or_reason
 from atml.errors import DataError
 
 FORMAT = 1
@@ -175,49 +176,49 @@ def _check_space(where: Path, needed: int) -> None:
 
 
 def _decode_all(request: Request, out: Path, *, workers: int | None, progress: bool) -> tuple[list[int], list[str]]:
-    """Decode every file with a pool of threads (Pillow releases the GIL while it decodes and resizes).
+    """Decode every file with a pool of threads, one per core, and write each image, in order, as it comes.
 
-    Written in order, one image after another, with plain writes: a full disk is an OSError
-    here, where a memory map would die of SIGBUS.
+    Threads, not processes: Pillow releases the GIL while it resizes, and on 1,000 JPEGs of
+    500x375 two threads decoded 762 images/s where two worker processes (forkserver, fork or
+    spawn) managed 600-650, paying for start-up and for sending every image back. Written with
+    plain writes, one image after another: a full disk is an OSError here, where a memory map
+    would die of SIGBUS. The pool's ``map`` keeps the order.
     """
     from tqdm.auto import tqdm
 
     workers = workers or len(os.sched_getaffinity(0))
+    jobs = [(str(path), request.size, request.grayscale, request.interpolation) for path in request.files]
+    pool = ThreadPoolExecutor(workers)
+    results = _bounded_map(pool, jobs, ahead=4 * workers)
     kept: list[int] = []
     bad: list[str] = []
-
-    def one(path: Path) -> np.ndarray | str:
-        try:
-            return decode_square(path, request.size, request.grayscale, request.interpolation)
-        except (OSError, ValueError, SyntaxError) as err:  # Pillow: UnidentifiedImageError, truncated files...
-            return f"{path} ({(str(err).splitlines() or [type(err).__name__])[0][:100]})"
-
-    bar = tqdm(total=len(request.files), desc=f"decoding {request.name}", unit="img", disable=not progress,
-               leave=False, mininterval=1.0)
-    with open(out, "wb") as handle, ThreadPoolExecutor(workers) as pool:
-        window = 4 * workers  # decoded images waiting to be written: memory stays flat
-        pending: list = []
-        files = iter(enumerate(request.files))
-        for index, path in files:
-            pending.append((index, pool.submit(one, path)))
-            if len(pending) >= window:
-                _write_first(pending, handle, kept, bad)
+    bar = tqdm(total=len(jobs), desc=f"decoding {request.name}", unit="img", disable=not progress, leave=False,
+               mininterval=1.0)
+    try:
+        with open(out, "wb") as handle:
+            for index, result in enumerate(results):
+                if isinstance(result, str):
+                    bad.append(result)
+                else:
+                    handle.write(np.ascontiguousarray(result).data)
+                    kept.append(index)
                 bar.update(1)
-        while pending:
-            _write_first(pending, handle, kept, bad)
-            bar.update(1)
-    bar.close()
+    finally:
+        bar.close()
+        pool.shutdown(cancel_futures=True)
     return kept, bad
 
 
-def _write_first(pending: list, handle, kept: list[int], bad: list[str]) -> None:
-    index, future = pending.pop(0)
-    result = future.result()
-    if isinstance(result, str):
-        bad.append(result)
-        return
-    handle.write(np.ascontiguousarray(result).data)
-    kept.append(index)
+def _bounded_map(pool: ThreadPoolExecutor, jobs: list, ahead: int) -> Iterator[np.ndarray | str]:
+    """``decode_or_reason`` over ``jobs`` in order, at most ``ahead`` images decoded and not yet taken: memory stays
+    flat even when the disk is slower than the decoders."""
+    pending: collections.deque = collections.deque()
+    for job in jobs:
+        pending.append(pool.submit(decode_or_reason, job))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _checksums(path: Path) -> dict[str, list[int]]:

@@ -42,6 +42,16 @@ def decode_square(path: str | Path, size: int, grayscale: bool = False, interpol
         return _square(_eight_bit(upright, grayscale), size, interpolation)
 
 
+def decode_or_reason(job: tuple[str, int, bool, str]) -> np.ndarray | str:
+    """:func:`decode_square` of ``(path, size, grayscale, interpolation)``, or ``"path (why)"`` when it cannot be
+    read: the unit of work of the dataset cache's decoding pool (threads or processes)."""
+    path, size, grayscale, interpolation = job
+    try:
+        return decode_square(path, size, grayscale, interpolation)
+    except (OSError, ValueError, SyntaxError) as err:  # Pillow: UnidentifiedImageError, truncated files...
+        return f"{path} ({(str(err).splitlines() or [type(err).__name__])[0][:100]})"
+
+
 def _eight_bit(image, grayscale: bool):  # (PIL.Image, bool) -> PIL.Image in mode "L" or "RGB"
     from PIL import Image
 
@@ -63,7 +73,7 @@ def _square(image, size: int, interpolation: str) -> np.ndarray:
         image = image.resize(new, Image.Resampling[interpolation.upper()])  # antialiased when shrinking
     left, top = (new[0] - size) // 2, (new[1] - size) // 2
     array = np.asarray(image.crop((left, top, left + size, top + size)))
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)  # (C, size, size)
+    return array[None] if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1))  # (C, size, size)
 
 
 def to_8_bit(array: np.ndarray, mode: str) -> np.ndarray:
