@@ -162,6 +162,32 @@ def decode_limit(root: Path, files: int = 300) -> dict:
     return {"per_core": per_core, "cores": cores, "images_per_s": per_core * cores}
 
 
+def pools(root: Path) -> dict:
+    """Images/s of atml's decode step (decode, resize, crop) on one core, a thread per core, a process per core."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    from atml.data.decode import decode_or_reason
+
+    jobs = [(str(p), SIZE, False, "bilinear") for p in sorted(root.rglob("*.jpg"))]
+    cores = len(os.sched_getaffinity(0))
+
+    def rate(run) -> float:
+        start = time.perf_counter()
+        count = sum(1 for _ in run())
+        return count / (time.perf_counter() - start)
+
+    out = {"images": len(jobs), "one core": rate(lambda: map(decode_or_reason, jobs))}
+    with ThreadPoolExecutor(cores) as pool:
+        out[f"{cores} threads"] = rate(lambda: pool.map(decode_or_reason, jobs))
+    for method in ("fork", "forkserver", "spawn"):  # start-up included: a run pays it too
+        def processes(method=method):
+            with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context(method)) as pool:
+                yield from pool.map(decode_or_reason, jobs, chunksize=16)
+        out[f"{cores} processes ({method})"] = rate(processes)
+    return out
+
+
 def storage(cache: Path, batches: int = 200) -> list[dict]:
     """Random 64-image batches from atml's memory map and, when zarr is installed, from zarr (chunks of 64)."""
     import numpy as np
@@ -205,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "atml-data-scale"),
                         help="where the generated folders are written once and kept")
     parser.add_argument("--json", help="write the report here")
+    parser.add_argument("--pools-only", action="store_true",
+                        help="only time the decoding pools on the smallest folder, added to an existing --json")
     args = parser.parse_args(argv)
     import PIL
     import torch
@@ -216,7 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     with open("/proc/cpuinfo") as handle:
         report["cpu"] = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
                              report["cpu"])
-    for n in (int(s) for s in args.sizes.split(",")):
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.pools_only:
+        report = json.loads(Path(args.json).read_text())
+        report["pools"] = pools(write_folder(Path(args.root) / str(min(sizes)), min(sizes)))
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        print(report["pools"])
+        return 0
+    report["pools"] = pools(write_folder(Path(args.root) / str(min(sizes)), min(sizes)))
+    for n in sizes:
         root = write_folder(Path(args.root) / str(n), n)
         with tempfile.TemporaryDirectory() as cache_dir:
             cache = Path(cache_dir)

@@ -280,3 +280,26 @@ def test_atml_cache_lists_what_is_cached_with_sizes_and_clears_it(photos, capsys
     capsys.readouterr()
     assert cli.main(["cache"]) == 0
     assert "holds nothing cached" in capsys.readouterr().out
+
+
+def test_worker_processes_write_each_image_in_its_place_and_holes_of_unreadable_files_are_closed(tmp_path):
+    """Past PROCESSES_FROM images each worker writes its image at its own offset; unreadable files leave holes
+    that are closed by moving the later images down, so every image keeps its label."""
+    root = tmp_path / "many"
+    levels = {}
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(cache.PROCESSES_FROM // 2 + 10):
+            path = root / c / f"{i:04d}.png"
+            levels[path] = (i * 7 + (100 if c == "b" else 0)) % 256
+            Image.fromarray(np.full((6, 6, 3), levels[path], np.uint8)).save(path)
+    for broken in (root / "a" / "0003.png", root / "b" / "0050.png"):
+        broken.write_bytes(b"broken")
+        del levels[broken]
+    read = _read(root, size=6, skip_bad=True)
+    assert len(read.skipped) == 2 and read.readiness.images == len(levels)
+    files, _ = folder.list_files(root, ["a", "b"])
+    split = folder.split_files(files, [0 if p.parent.name == "a" else 1 for p in files], 2, 0.2, 0)
+    for name, images in (("train", read.data.train.images), ("val", read.data.val.images)):
+        expected = [levels[p] for p in split[name][0] if p in levels]
+        assert images[:, 0, 0, 0].tolist() == expected

@@ -25,7 +25,6 @@ and the pages are the kernel's to reclaim (file-backed, not anonymous memory).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import errno
@@ -34,15 +33,16 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 import zlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from atml.data.decode import DECODER_VERSION, decode_or_reason
+from atml.data.decode import DECODER_VERSION, decode_into
 from atml.errors import DataError
 
 FORMAT = 1
@@ -175,50 +175,70 @@ def _check_space(where: Path, needed: int) -> None:
                         "free space there or point ATML_CACHE at a disk with room")
 
 
-def _decode_all(request: Request, out: Path, *, workers: int | None, progress: bool) -> tuple[list[int], list[str]]:
-    """Decode every file with a pool of threads, one per core, and write each image, in order, as it comes.
+PROCESSES_FROM = 200
+"""Folders of at least this many images are decoded by worker processes on Linux, fewer by threads."""
 
-    Threads, not processes: Pillow releases the GIL while it resizes, and on 1,000 JPEGs of
-    500x375 two threads decoded 762 images/s where two worker processes (forkserver, fork or
-    spawn) managed 600-650, paying for start-up and for sending every image back. Written with
-    plain writes, one image after another: a full disk is an OSError here, where a memory map
-    would die of SIGBUS. The pool's ``map`` keeps the order.
+
+def _decode_all(request: Request, out: Path, *, workers: int | None, progress: bool) -> tuple[list[int], list[str]]:
+    """Decode every file into ``out`` with one worker per core; returns the indices kept and the unreadable files.
+
+    Each worker writes its image straight to its place in the file (``pwrite`` at ``index x
+    bytes per image``) and sends back only a status, so nothing large crosses between
+    processes and the parent holds no image. Pillow keeps the GIL while it decodes a JPEG, so
+    on Linux, from :data:`PROCESSES_FROM` images, the workers are processes started by
+    ``fork`` (as torch's DataLoader does; ``spawn`` and ``forkserver`` would import the
+    user's main script again, and the workers use only Pillow and numpy); otherwise threads.
+    Plain writes, not a memory map: a full disk is an error here, where a map dies of SIGBUS.
+    Unreadable files leave holes, closed afterwards by moving the later images down.
     """
     from tqdm.auto import tqdm
 
     workers = workers or len(os.sched_getaffinity(0))
-    jobs = [(str(path), request.size, request.grayscale, request.interpolation) for path in request.files]
-    pool = ThreadPoolExecutor(workers)
-    results = _bounded_map(pool, jobs, ahead=4 * workers)
-    kept: list[int] = []
-    bad: list[str] = []
-    bar = tqdm(total=len(jobs), desc=f"decoding {request.name}", unit="img", disable=not progress, leave=False,
+    count, nbytes = len(request.files), request.channels * request.size * request.size
+    with open(out, "wb") as handle:
+        os.ftruncate(handle.fileno(), count * nbytes)  # a file too large for the disk or limits fails here
+    jobs = [(i, str(path), request.size, request.grayscale, request.interpolation, str(out), nbytes)
+            for i, path in enumerate(request.files)]
+    if workers > 1 and count >= PROCESSES_FROM and sys.platform.startswith("linux"):
+        import multiprocessing
+
+        pool: Executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        results = pool.map(decode_into, jobs, chunksize=16)
+    else:
+        pool = ThreadPoolExecutor(workers)
+        results = pool.map(decode_into, jobs)
+    bad: dict[int, str] = {}
+    bar = tqdm(total=count, desc=f"decoding {request.name}", unit="img", disable=not progress, leave=False,
                mininterval=1.0)
     try:
-        with open(out, "wb") as handle:
-            for index, result in enumerate(results):
-                if isinstance(result, str):
-                    bad.append(result)
-                else:
-                    handle.write(np.ascontiguousarray(result).data)
-                    kept.append(index)
-                bar.update(1)
+        for index, problem, code in results:
+            if code:  # the write failed: the disk is full, or a limit was hit
+                raise OSError(code, problem)
+            if problem:
+                bad[index] = problem
+            bar.update(1)
     finally:
         bar.close()
         pool.shutdown(cancel_futures=True)
-    return kept, bad
+    if bad:
+        _close_holes(out, nbytes, count, set(bad))
+    return [i for i in range(count) if i not in bad], [bad[i] for i in sorted(bad)]
 
 
-def _bounded_map(pool: ThreadPoolExecutor, jobs: list, ahead: int) -> Iterator[np.ndarray | str]:
-    """``decode_or_reason`` over ``jobs`` in order, at most ``ahead`` images decoded and not yet taken: memory stays
-    flat even when the disk is slower than the decoders."""
-    pending: collections.deque = collections.deque()
-    for job in jobs:
-        pending.append(pool.submit(decode_or_reason, job))
-        if len(pending) >= ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+def _close_holes(out: Path, nbytes: int, count: int, holes: set[int]) -> None:
+    """Move every image after a hole down to the next free place; truncate what is left."""
+    with open(out, "r+b") as handle:
+        free = 0
+        for index in range(count):
+            if index in holes:
+                continue
+            if free != index:
+                handle.seek(index * nbytes)
+                data = handle.read(nbytes)
+                handle.seek(free * nbytes)
+                handle.write(data)
+            free += 1
+        handle.truncate(free * nbytes)
 
 
 def _checksums(path: Path) -> dict[str, list[int]]:

@@ -8,6 +8,7 @@ bilinear resize of the 8-bit image (Pillow's, the short side to ``size``), a cen
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,28 @@ def decode_or_reason(job: tuple[str, int, bool, str]) -> np.ndarray | str:
         return decode_square(path, size, grayscale, interpolation)
     except (OSError, ValueError, SyntaxError) as err:  # Pillow: UnidentifiedImageError, truncated files...
         return f"{path} ({(str(err).splitlines() or [type(err).__name__])[0][:100]})"
+
+
+def decode_into(job: tuple[int, str, int, bool, str, str, int]) -> tuple[int, str | None, int]:
+    """Decode image ``index`` and write it at ``index * nbytes`` in the file ``out``: the dataset cache's unit of
+    work, in a thread or a worker process (nothing but a short status comes back).
+
+    Returns ``(index, problem, errno)``: ``problem`` is None when written, ``"path (why)"`` when the file is not a
+    readable image (errno 0), or the write's error message with its errno (a full disk).
+    """
+    index, path, size, grayscale, interpolation, out, nbytes = job
+    image = decode_or_reason((path, size, grayscale, interpolation))
+    if isinstance(image, str):
+        return index, image, 0
+    try:
+        fd = os.open(out, os.O_WRONLY)
+        try:
+            os.pwrite(fd, image.data, index * nbytes)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        return index, f"{out}: {err.strerror or err}", err.errno or 0
+    return index, None, 0
 
 
 def _eight_bit(image, grayscale: bool):  # (PIL.Image, bool) -> PIL.Image in mode "L" or "RGB"

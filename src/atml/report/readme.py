@@ -255,6 +255,10 @@ def data_scale_section(report: dict[str, Any]) -> str:
                      f"({peer['images_per_s']:,.0f}) | {r['first_vs_torchvision']:.2f}x | "
                      f"{first['peak_anon_mb']:,.0f} / {cached['peak_anon_mb']:,.0f} / {peer['peak_anon_mb']:,.0f} | "
                      f"{'yes' if r['same_pixels_cached'] else 'NO'} | {r['decode_limit']['images_per_s']:,.0f} |")
+    if report.get("pools"):
+        pools = {k: v for k, v in report["pools"].items() if k != "images"}
+        lines += ["", f"atml's decode step (decode, resize, crop) on the {report['pools']['images']:,}-image folder, "
+                  "images/s, start-up included: " + "; ".join(f"{k} {v:,.0f}" for k, v in pools.items()) + "."]
     if report.get("storage"):
         lines += ["", f"Storage, random 64-image batches from the {report['rows'][-1]['images']:,}-image cache: "
                   + "; ".join(f"{s['storage']} {s['images_per_s']:,.0f} img/s" for s in report["storage"]) + "."]
