@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             imagenet.write_val_folder(root, per_class=args.imagenet // 1000, size=(375, 500),
                                       workers=len(os.sched_getaffinity(0)))
             (root / ".complete").write_text(str(args.imagenet))
-        jobs += [(name, [*limits(registry().get(name), 0, 0, args.overrides), "data=imagenet", f"data_dir={root}",
-                         *(["limit=0"] if name == "vit.masking" else [])])
+        jobs += [(name, [*limits(registry().get(name), 0, args.eval_limit, args.overrides), "data=imagenet",
+                         f"data_dir={root}", *(["limit=0"] if name == "vit.masking" and not args.eval_limit else [])])
                  for name in ("vit.classify", "vit.masking")]
     print(f"  rehearsal data ready in {time.perf_counter() - started:.0f} s", flush=True)
     rows = []
