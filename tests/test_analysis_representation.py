@@ -64,3 +64,16 @@ def test_closest_pairs_and_balanced_sample():
     assert {a, b} in ({0, 1}, {2, 3}) and sim > 0.99
     idx = rep.balanced_indices(torch.tensor([0] * 10 + [1] * 3), per_class=4)
     assert torch.bincount(torch.tensor([0] * 10 + [1] * 3)[idx]).tolist() == [4, 3]
+
+
+def test_tsne_on_a_small_set_prints_nothing_of_its_own(capfd, caplog):
+    """openTSNE lowered a perplexity above a third of the samples itself and printed a raw line per call."""
+    import numpy as np
+
+    from atml.analysis import representation as rep
+
+    assert rep.perplexity_for(9) == pytest.approx(8 / 3) and rep.perplexity_for(1000) == 30
+    xy = rep.tsne(np.random.default_rng(0).normal(size=(9, 20)), seed=0)
+    assert xy.shape == (9, 2)
+    out = capfd.readouterr()
+    assert "too high" not in out.out + out.err + caplog.text

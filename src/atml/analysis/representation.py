@@ -107,8 +107,12 @@ def tsne_backend() -> str:
 
 
 def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
-    """2-D t-SNE after PCA to 50 dimensions, PCA initialisation, perplexity adapted to small samples."""
-    perplexity = float(min(30, max(5, (len(features) - 1) / 4)))
+    """2-D t-SNE after PCA to 50 dimensions, PCA initialisation, perplexity adapted to small samples.
+
+    :func:`perplexity_for` keeps it below a third of the samples, so openTSNE never lowers it
+    itself (it printed a raw "Perplexity value 5 is too high" line per call on small sets).
+    """
+    perplexity = perplexity_for(len(features))
     x = reduce(features, seed=seed)
     if tsne_backend() == "openTSNE":
         from openTSNE import TSNE as OpenTSNE
@@ -116,6 +120,11 @@ def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
         return np.asarray(OpenTSNE(n_components=2, perplexity=perplexity, initialization="pca", random_state=seed,
                                    n_jobs=-1, verbose=False).fit(np.ascontiguousarray(x, dtype=np.float64)))
     return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(x)
+
+
+def perplexity_for(samples: int) -> float:
+    """t-SNE perplexity: 30, or a quarter of the samples when fewer (at least 5), never above a third of them."""
+    return float(min(30, max(5, (samples - 1) / 4), max(1, (samples - 1) / 3)))
 
 
 def umap_embed(features: np.ndarray, seed: int = 0) -> np.ndarray:

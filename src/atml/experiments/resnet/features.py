@@ -144,7 +144,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                      + "; ".join(f"{arch}: " + ", ".join(f"{d} = output of {s}" for d, s in named.items())
                                  for arch, named in stages.items()) + " (global-average-pooled). "
                      "k-NN (k=5, cosine) and logistic-regression probe accuracies are 5-fold cross-validated; "
-                     f"t-SNE ({rep.tsne_backend()}) and UMAP run on the first 50 principal components.")
+                     f"t-SNE ({rep.tsne_backend()}, perplexity {rep.perplexity_for(len(labels)):.3g}) and UMAP "
+                     "run on the first 50 principal components.")
     return out
 
 
