@@ -117,3 +117,30 @@ def test_vit_experiments_run_on_non_deit_vits(experiment, arch, tmp_path):
         assert results["metrics"]["acc_random_mean_0"] >= results["metrics"]["acc_random_mean_50"] - 0.5
         if arch == REGISTERS:
             assert any("logistic-regression probe" in n for n in results["notes"])
+
+
+def test_without_a_network_a_hub_model_is_one_line_at_once_not_retries(monkeypatch):
+    import socket
+    import time
+
+    import huggingface_hub
+
+    from atml.models import weights as weights_lib
+
+    calls = []
+    real = huggingface_hub.hf_hub_download
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("local_files_only", False))
+        return real(*args, **kwargs)
+
+    def unreachable(*_args, **_kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", counted)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    started = time.perf_counter()
+    with pytest.raises(WeightsError) as err:
+        weights_lib.timm_pretrained_file("vit_tiny_patch16_224", offline=False)
+    assert time.perf_counter() - started < 2 and calls == [True]  # only the cache was asked
+    assert "cannot be reached (Network is unreachable)" in str(err.value) and "\n" not in str(err.value)

@@ -127,7 +127,13 @@ def timm_pretrained_file(name: str, *, offline: bool) -> tuple[str, WeightsInfo]
         raise WeightsError(f"timm/{name} has no weights on the Hugging Face hub; pass --weights PATH to a state dict")
     tag = f"{repo}"
     try:
-        path = hf_hub_download(repo, "model.safetensors", local_files_only=offline)
+        try:
+            path = hf_hub_download(repo, "model.safetensors", local_files_only=True)
+        except OSError:
+            if offline:
+                raise
+            hub_reachable(name)  # no network: one line now, not huggingface_hub's retries (six tries over ~23 s)
+            path = hf_hub_download(repo, "model.safetensors")
     except OSError as err:  # huggingface_hub: not cached (offline), HTTP and connection errors
         how = "offline mode forbids downloading; run once online, or" if offline else "the download failed;"
         raise WeightsError(f"timm/{name} pretrained weights ({repo}, model.safetensors) are not in the Hugging Face "
@@ -136,6 +142,26 @@ def timm_pretrained_file(name: str, *, offline: bool) -> tuple[str, WeightsInfo]
     check_hub_blob(Path(path))
     return path, WeightsInfo("imagenet", f"timm {tag} (Hugging Face hub, model.safetensors, SHA-256 verified)", path,
                              sha256sum(Path(path)))
+
+
+HUB_TIMEOUT_S = 3.0
+
+
+def hub_reachable(name: str) -> None:
+    """Raise WeightsError in one line when the Hugging Face hub (``HF_ENDPOINT``) cannot be reached quickly."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_TIMEOUT_S).close()
+    except OSError as err:
+        raise WeightsError(f"timm/{name} pretrained weights are not in the Hugging Face cache and {host} cannot be "
+                           f"reached ({err.strerror or type(err).__name__}); connect, or pass --weights "
+                           "/path/to/model.safetensors, or --offline") from None
 
 
 def download(url: str, path: Path, label: str) -> None:
