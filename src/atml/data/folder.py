@@ -13,7 +13,7 @@ skipped. Every unreadable file is named in one error, or skipped and listed with
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -92,11 +92,7 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
                                              interpolation),
                                progress=progress)
               for name, (f, lab) in parts.items()}
-    bad = [b for s in splits.values() for b in s.bad]
-    if bad and not skip_bad:
-        raise DataError(f"cannot read {len(bad)} image(s) in {root}: {'; '.join(bad[:20])}"
-                        + (f"; and {len(bad) - 20} more" if len(bad) > 20 else "")
-                        + ". Remove them, or pass --set skip_bad_images=true to leave them out (they are listed)")
+    bad = unreadable(splits.values(), root, skip_bad)
     train, val = (as_image_split(splits[n], classes) for n in ("train", "val"))
     if min(len(train), len(val)) == 0:
         raise DataError(f"{root} gives {len(train)} training and {len(val)} validation images; both need some")
@@ -107,6 +103,16 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
         readiness.notes.append(f"{len(empty)} class folder(s) of {train_dir} hold no images and were left out, so "
                                f"the dataset has {len(classes)} classes: {', '.join(empty)}")
     return FolderRead(ImageDataset(f"folder:{root.name}", train, val, source), bad, readiness)
+
+
+def unreadable(splits: Iterable[cache.Split], root: Path, skip_bad: bool) -> list[str]:
+    """The files the splits could not decode; without ``skip_bad``, one error naming them (the first 20)."""
+    bad = [b for s in splits for b in s.bad]
+    if bad and not skip_bad:
+        raise DataError(f"cannot read {len(bad)} image(s) in {root}: {'; '.join(bad[:20])}"
+                        + (f"; and {len(bad) - 20} more" if len(bad) > 20 else "")
+                        + ". Remove them, or pass --set skip_bad_images=true to leave them out (they are listed)")
+    return bad
 
 
 def list_files(folder: Path, classes: Sequence[str]) -> tuple[list[Path], list[int]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from atml.data import ImageDataset, ImageSplit, cache
-from atml.data.folder import FolderRead, Readiness, as_image_split, list_files
+from atml.data.folder import FolderRead, Readiness, as_image_split, list_files, unreadable
 from atml.errors import DataError
 
 LAYOUT = "DIR/val/<wnid>/*.JPEG (the 1,000 WordNet-ID folders of ILSVRC2012's validation set, e.g. n01440764)"
@@ -44,11 +44,7 @@ def load(root: str | Path, *, size: int, interpolation: str = "bicubic", skip_ba
         files, labels = list_files(folder, wnids)
         splits[name] = cache.load(cache.Request(f"imagenet-{name}", root, files, labels, wnids, size,
                                                 interpolation=interpolation), progress=progress)
-    bad = [b for s in splits.values() for b in s.bad]
-    if bad and not skip_bad:
-        raise DataError(f"cannot read {len(bad)} image(s) in {root}: {'; '.join(bad[:20])}"
-                        + (f"; and {len(bad) - 20} more" if len(bad) > 20 else "")
-                        + ". Remove them, or pass --set skip_bad_images=true to leave them out (they are listed)")
+    bad = unreadable(splits.values(), root, skip_bad)
     val = as_image_split(splits["val"], names)
     train = as_image_split(splits["train"], names) if "train" in splits else ImageSplit(
         torch.empty((0, 3, size, size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64), names)
