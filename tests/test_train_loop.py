@@ -138,3 +138,22 @@ def test_features_larger_than_the_limit_go_to_a_memory_mapped_file_with_the_same
     maps = Path("/proc/self/maps").read_text()
     assert "/features/features-" in maps and "(deleted)" in maps  # file-backed, and removed from the folder
     assert not any((Path(os.environ["ATML_CACHE"]) / "features").iterdir())
+
+
+def test_one_progress_bar_per_stage_not_per_epoch_and_phase(tmp_path, monkeypatch):
+    """A notebook keeps every bar it was shown: 3 epochs x (train, val) drew six; a stage now draws one."""
+    import dataclasses
+
+    from atml.train import loop
+
+    bars = []
+    real = loop.tqdm
+
+    def counted(*args, **kwargs):
+        bars.append(kwargs.get("desc"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "tqdm", counted)
+    job = dataclasses.replace(_job(tmp_path, 3, MemoryRecorder()), progress=True)
+    rows = fit(job)
+    assert len(rows) == 6 and bars == ["s"]

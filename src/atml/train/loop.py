@@ -219,25 +219,31 @@ def fit(job: Fit) -> list[dict[str, Any]]:
     if job.ddp and start < last:
         job = dataclasses.replace(job, model=distribute(job.model, job.device))
     seconds = 0.0
-    for epoch in range(start + 1, last + 1):
-        epoch_started = time.perf_counter()
-        job.train.set_epoch(epoch)
-        records = {"train": _run_epoch(job, epoch, train=True)}
-        if job.val is not None:
-            records["val"] = _run_epoch(job, epoch, train=False)
-        if job.scheduler is not None:
-            job.scheduler.step()
-        for callback in job.callbacks:  # may add fields to records, or raise to reject this epoch
-            callback.on_epoch_end(epoch, records)
-        # Records first, checkpoint second: a crash in between leaves a record past the checkpoint,
-        # which resuming prunes, never a checkpointed epoch without its record.
-        for record in records.values():
-            job.recorder.log_metrics(record)
-        if job.checkpoint_path is not None and rank_and_world()[0] == 0:  # rank 0 writes for all
-            checkpoint.save(job.checkpoint_path, model=unwrap(job.model), optimizer=job.optimizer, epoch=epoch,
-                            scheduler=job.scheduler)
-        job.say(_summary(job, epoch, records))
-        seconds += time.perf_counter() - epoch_started  # train, val, callbacks and the checkpoint
+    steps = (last - start) * (len(job.train) + (len(job.val) if job.val is not None else 0))
+    # One bar for the whole stage (a notebook keeps every bar it was shown: one per epoch and phase left dozens)
+    bar = tqdm(total=steps, desc=job.stage, leave=False, disable=not job.progress or steps == 0, file=sys.stderr)
+    try:
+        for epoch in range(start + 1, last + 1):
+            epoch_started = time.perf_counter()
+            job.train.set_epoch(epoch)
+            records = {"train": _run_epoch(job, epoch, train=True, bar=bar)}
+            if job.val is not None:
+                records["val"] = _run_epoch(job, epoch, train=False, bar=bar)
+            if job.scheduler is not None:
+                job.scheduler.step()
+            for callback in job.callbacks:  # may add fields to records, or raise to reject this epoch
+                callback.on_epoch_end(epoch, records)
+            # Records first, checkpoint second: a crash in between leaves a record past the checkpoint,
+            # which resuming prunes, never a checkpointed epoch without its record.
+            for record in records.values():
+                job.recorder.log_metrics(record)
+            if job.checkpoint_path is not None and rank_and_world()[0] == 0:  # rank 0 writes for all
+                checkpoint.save(job.checkpoint_path, model=unwrap(job.model), optimizer=job.optimizer, epoch=epoch,
+                                scheduler=job.scheduler)
+            job.say(_summary(job, epoch, records))
+            seconds += time.perf_counter() - epoch_started  # train, val, callbacks and the checkpoint
+    finally:
+        bar.close()
     if budget is not None:
         budget.stages.append({"stage": job.stage, "planned_epochs": job.epochs - start, "run_epochs": last - start,
                               "seconds": seconds})
@@ -260,7 +266,7 @@ FINITE_CHECK_EVERY = 25
 waits for the device, and waiting every step would stop the host from queueing the next one."""
 
 
-def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
+def _run_epoch(job: Fit, epoch: int, *, train: bool, bar: Any) -> dict[str, Any]:
     job.model.train(train)
     batches = job.train if train else job.val
     sums: dict[str, torch.Tensor] = {}  # running totals, kept on the device until the epoch ends
@@ -268,10 +274,10 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool) -> dict[str, Any]:
     watch = _FiniteWatch(job, epoch)
     seen = 0
     started = time.perf_counter()
-    desc = f"{job.stage} {'train' if train else 'val'} {epoch}/{job.epochs}"
-    bar = tqdm(batches, desc=desc, leave=False, disable=not job.progress, file=sys.stderr)
+    bar.set_description(f"{job.stage} {'train' if train else 'val'} {epoch}/{job.epochs}", refresh=False)
     with torch.set_grad_enabled(train):
-        for step_index, batch in enumerate(bar):
+        for step_index, batch in enumerate(batches):
+            bar.update(1)
             batch = tuple(t.to(job.device, non_blocking=True) for t in batch)
             if train:
                 for callback in job.callbacks:
