@@ -152,3 +152,24 @@ def test_an_empty_class_folder_is_left_out_and_said_and_a_val_only_class_is_refu
     (photos / "val" / "eels").mkdir()
     with pytest.raises(DataError, match=r"has class folder\(s\) that .*train has not: eels"):
         folder.load(photos, size=16)
+
+
+def _experiments() -> list[str]:
+    from atml.experiments import registry
+
+    return registry().names()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", _experiments())
+def test_every_experiment_uses_the_folder_and_skip_bad_images_it_is_given(experiment, photos, tmp_path):
+    """No option accepted and ignored: data, data_dir and skip_bad_images reach every experiment's run."""
+    (photos / "train" / "bees" / "broken.jpg").write_bytes(b"not a jpeg")
+    argv = ["run", experiment, "--preset", "smoke", "--set", "data=folder", "--data-dir", str(photos),
+            "--set", "image_size=32", "--set", "skip_bad_images=true", "--out", str(tmp_path / "runs")]
+    assert cli.main(argv) == 0
+    run = next((tmp_path / "runs").iterdir())
+    env = json.loads((run / "env.json").read_text())
+    assert env["sources"]["data"]["name"] == "folder:photos" and env["data"]["cache"]
+    notes = json.loads((run / "results.json").read_text())["notes"]
+    assert any("broken.jpg" in n and "left out" in n for n in notes)
