@@ -103,10 +103,10 @@ def test_interrupted_run_resumes_to_the_same_weights_and_metrics(tmp_path, capsy
 
     real = loop._run_epoch
 
-    def interrupt(job, epoch, *, train):
+    def interrupt(job, epoch, *, train, **kwargs):
         if job.stage == "r32" and epoch == 2 and train:
             raise KeyboardInterrupt
-        return real(job, epoch, train=train)
+        return real(job, epoch, train=train, **kwargs)
 
     monkeypatch.setattr(loop, "_run_epoch", interrupt)
     assert run_cli(*SMOKE, "--out", str(tmp_path / "b")) == 130
