@@ -11,8 +11,8 @@ import pytest
 from atml import cli
 
 
-def _torchrun(*args, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _torchrun(*args, timeout=300, **env_changes):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_changes}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -52,7 +52,10 @@ def test_feature_extraction_is_sharded_across_ranks_and_gathered(tmp_path):
 def test_training_under_torchrun_matches_the_single_process_run(tmp_path, experiment, tolerance):
     args = ["run", experiment, "--preset", "smoke"]
     assert cli.main([*args, "--out", str(tmp_path / "one")]) == 0
-    done = _torchrun("-m", "atml", *args, "--out", str(tmp_path / "two"))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = _torchrun("-m", "atml", *args, "--out", str(tmp_path / "two"), TMPDIR=str(scratch))
+    assert list(scratch.glob("atml-*")) == []  # rank 1's private scratch folders are removed when its run ends
     (one,), (two,) = list((tmp_path / "one").iterdir()), list((tmp_path / "two").iterdir())
     assert done.stdout.strip().splitlines()[-1] == str(two)  # printed once, by rank 0
     single, double = _rows(one), _rows(two)

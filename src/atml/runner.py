@@ -9,6 +9,7 @@ references it compares with, and writes results.json (schema in :mod:`atml.resul
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import tempfile
 import time
@@ -44,6 +45,8 @@ class RunContext:
     """False on torchrun ranks other than 0, which compute but write nothing."""
     name: str = ""
     """The experiment's name, for progress lines."""
+    private: list[Path] = dataclasses.field(default_factory=list)
+    """Scratch folders of a rank other than 0, removed when its run ends."""
 
     def step(self, message: str) -> None:
         """One progress line for a long step that has no epochs (features, embeddings, probes)."""
@@ -78,7 +81,8 @@ class RunContext:
         """A folder for files a run generates for itself (smoke datasets); private to this rank."""
         if self.is_main:
             return self.run.path / name
-        return Path(tempfile.mkdtemp(prefix=f"atml-rank-{name}-"))
+        self.private.append(Path(tempfile.mkdtemp(prefix=f"atml-rank-{name}-")))
+        return self.private[-1]
 
 
 def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = None,
@@ -95,6 +99,7 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
     run = _open_run(exp, preset, out, resume, ranks)
     is_main = ranks is None or ranks.rank == 0
     say = say if is_main else (lambda _message: None)
+    ctx: RunContext | None = None
     try:
         if resume and not resume_changes and _finished(run):
             say(f"atml: {run.path} is already complete (its results.json says ok): nothing to resume. Pass "
@@ -137,6 +142,8 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
     finally:
         run.close_tensorboard()
         run.unlock()
+        for folder in ctx.private if ctx else ():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _finished(run: RunDir) -> bool:
