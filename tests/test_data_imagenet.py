@@ -60,3 +60,86 @@ def test_vit_classify_scores_an_imagenet_head_on_its_own_classes(val_folder, tmp
     env = json.loads((run / "env.json").read_text())
     assert env["data"]["images"] == 1000 and env["data"]["cache"]
     assert env["sources"]["data"]["name"] == "imagenet"
+
+
+def _reference_predictions(model, files, size, mean, std):
+    """An independent pipeline: torchvision's transforms on each file, the model's argmax and top 5."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
+                             transforms.Normalize(mean, std)])
+    with torch.no_grad():
+        batch = torch.stack([tf(Image.open(f).convert("RGB")) for f in files])
+        return model(batch).topk(5, dim=1).indices
+
+
+def test_resnet_head_scores_the_weights_own_imagenet_head_on_its_own_classes(tmp_path):
+    """Each generated image is filed under the class an independent torchvision pipeline predicts for it, so a
+    head scored on ImageNet's own class indices, with the weights' preprocessing, gets (nearly) all of them right;
+    a new head, another class order or other pixels would score near 1/1000."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from atml.models.resnet import DIGITS_ARCHS, DigitsResNet
+
+    torch.manual_seed(0)
+    model = DigitsResNet(1000, blocks=DIGITS_ARCHS["digits-resnet"]).eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(50)  # spread the random logits: fewer near-ties between classes
+    torch.save(model.state_dict(), tmp_path / "digits-imagenet.pth")
+    rng = np.random.default_rng(0)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    files = []
+    for i in range(48):
+        base = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)  # coarse random blocks, smoothly enlarged
+        pixels = np.asarray(Image.fromarray(base).resize((64, 48), Image.Resampling.BICUBIC))
+        files.append(loose / f"ILSVRC2012_val_{i + 1:08d}.JPEG")
+        Image.fromarray(pixels).save(files[-1], quality=95)
+    predicted = _reference_predictions(model, files, 32, (0.5,) * 3, (0.5,) * 3)
+    wnids, _ = imagenet.wnids_and_names()
+    root = tmp_path / "imagenet"
+    for wnid in wnids:
+        (root / "val" / wnid).mkdir(parents=True)
+    for file, top in zip(files, predicted):
+        shutil.copy(file, root / "val" / wnids[int(top[0])] / file.name)
+
+    argv = ["run", "resnet.head", "--preset", "smoke", "--set", "data=imagenet", "--data-dir", str(root),
+            "--set", "arch=digits-resnet", "--weights", str(tmp_path / "digits-imagenet.pth"),
+            "--out", str(tmp_path / "runs")]
+    assert cli.main(argv) == 0
+    run = next((tmp_path / "runs").iterdir())
+    results = json.loads((run / "results.json").read_text())
+    records = {(r["name"], r["condition"].get("top_k")): r["value"] for r in results["records"]}
+    assert records[("pretrained_val_acc", 1)] >= 0.9, records  # near-ties may flip on resampling's last bit
+    assert records[("pretrained_val_acc", 5)] >= records[("pretrained_val_acc", 1)]
+    assert not any(name == "val_acc" for name, _ in records)  # no train/ folder: no new head, and it says so
+    assert any("no train/ folder: no new head was trained" in n for n in results["notes"])
+    assert any("scored on 48 validation images before any training" in n and "centre crop 32" in n
+               for n in results["notes"])
+    refs = [r for r in results["references"] if "ResNet-152 torchvision" in r["what"]]
+    assert len(refs) == 2 and all(r["status"] == "not comparable" for r in refs)  # another arch, smoke preset
+
+
+def test_an_experiment_that_trains_refuses_imagenet_without_train_images(val_folder, tmp_path, capsys):
+    argv = ["run", "resnet.features", "--preset", "smoke", "--set", "data=imagenet", "--data-dir", str(val_folder),
+            "--out", str(tmp_path / "runs")]
+    assert cli.main(argv) != 0
+    err = capsys.readouterr().err
+    assert "has no training images (no train/ folder)" in err and "Traceback" not in err
+
+
+def test_torchvision_resnet_entries_record_the_resize_their_weights_were_evaluated_at():
+    import torchvision.models as tvm
+
+    from atml.models import registry
+
+    for arch, enum in (("resnet152", tvm.ResNet152_Weights), ("resnet50", tvm.ResNet50_Weights)):
+        for tag, member in (("imagenet", "IMAGENET1K_V2"), ("imagenet-v1", "IMAGENET1K_V1")):
+            pre = registry.lookup("cnn", arch).weights[tag].preprocessing
+            transform = enum[member].transforms()
+            assert round(pre.input_size / pre.crop_pct) == transform.resize_size[0], (arch, tag)
+            assert pre.interpolation == transform.interpolation.value

@@ -44,10 +44,14 @@ REFERENCES: tuple[Reference, ...] = (
     Reference("resnet.head", "ImageNet ResNet logistic-regression probe on CIFAR-10 at 224", 0.915,
               "Kornblith et al. 2019, tables (about 90-93%)", "recalled", "val_acc", None, _CIFAR_HEAD,
               {"resolution": 224}),
-    Reference("resnet.head", "ResNet-152 torchvision IMAGENET1K_V2 ImageNet top-1 (the backbone's own accuracy)",
-              0.82284, "torchvision model docs", "recalled"),
-    Reference("resnet.head", "ResNet-152 torchvision IMAGENET1K_V1 ImageNet top-1", 0.78312,
-              "torchvision model docs", "checked"),
+    Reference("resnet.head", "ResNet-152 torchvision IMAGENET1K_V2 ImageNet-1k validation top-1 (resize 232, "
+              "bilinear, centre crop 224)", 0.82284, "torchvision model docs (ResNet152_Weights)", "checked",
+              "pretrained_val_acc", 0.005, {"preset": "full", "data": "imagenet", "arch": "resnet152",
+                                            "weights": "imagenet", "val_limit": 0}, {"top_k": 1}),
+    Reference("resnet.head", "ResNet-152 torchvision IMAGENET1K_V1 ImageNet-1k validation top-1 (resize 256, "
+              "bilinear, centre crop 224)", 0.78312, "torchvision model docs (ResNet152_Weights)", "checked",
+              "pretrained_val_acc", 0.005, {"preset": "full", "data": "imagenet", "arch": "resnet152",
+                                            "weights": "imagenet-v1", "val_limit": 0}, {"top_k": 1}),
 )
 
 

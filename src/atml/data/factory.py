@@ -125,7 +125,7 @@ DATASETS: dict[str, Callable[[Spec], Loaded]] = {
 """Every dataset atml reads, by the name a config's ``data`` field uses."""
 
 FAMILY_DATA: dict[str, tuple[str, ...]] = {
-    "resnet": ("cifar10", "cifar100", "digits", "folder", "generated-cifar10", "generated-cifar100",
+    "resnet": ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
                "rehearsal-cifar10"),
     "vit": ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100", "rehearsal-cifar10"),
     "clip": ("stl10", "cifar10", "cifar100", "digits", "folder", "generated-stl10", "generated-cifar100",

@@ -79,11 +79,18 @@ class Model:
     """For random initialisation: the normalisation of the model's published weights."""
 
 
+_TORCHVISION_RESIZE = {"IMAGENET1K_V1": 256, "IMAGENET1K_V2": 232}
+"""The short side torchvision's ResNet weights are evaluated at before the 224 centre crop (their transforms)."""
+
+
 def _torchvision_resnet(name: str, enum: str, tags: Mapping[str, str]) -> Model:
-    pre = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 224, "bilinear", 224 / 232)
+    def pre(member: str) -> Preprocessing:
+        return Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 224, "bilinear", 224 / _TORCHVISION_RESIZE[member])
+
     return Model(name, "cnn", "torchvision", ("features", "stages", "skips"), {
-        tag: Weights(tag, "torchvision", f"{enum}.{member}", "SHA-256 prefix in the file name (torch.hub)", pre,
-                     f"torchvision {enum}.{member}") for tag, member in tags.items()}, pre)
+        tag: Weights(tag, "torchvision", f"{enum}.{member}", "SHA-256 prefix in the file name (torch.hub)",
+                     pre(member), f"torchvision {enum}.{member}") for tag, member in tags.items()},
+        pre(tags["imagenet"]))
 
 
 def _demo(name: str, family: str, exposes: tuple[str, ...], size: int, recipe: str, what: str) -> Model:

@@ -65,17 +65,25 @@ def _make_layer(inplanes: int, planes: int, blocks: int, stride: int) -> tuple[n
 
 
 class Preprocess(nn.Module):
-    """uint8 ``(B, C, H, W)`` -> normalised float ``(B, 3, r, r)``, run on the device."""
+    """uint8 ``(B, C, H, W)`` -> normalised float ``(B, 3, r, r)``, run on the device.
+
+    ``crop``: first take the central ``crop`` x ``crop`` pixels (an ImageNet evaluation: images
+    stored at the weights' resize size, 232 or 256, cropped to their 224).
+    """
 
     def __init__(self, resolution: int, mean: tuple[float, ...], std: tuple[float, ...],
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = True, crop: int | None = None) -> None:
         super().__init__()
         self.resolution = resolution
+        self.crop = crop
         self.channels_last = channels_last
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.crop is not None and images.shape[-1] > self.crop:
+            top, left = (images.shape[-2] - self.crop) // 2, (images.shape[-1] - self.crop) // 2
+            images = images[..., top:top + self.crop, left:left + self.crop]
         x = images.float().div_(255)
         if x.shape[1] == 1:  # grayscale digits -> 3 channels
             x = x.expand(-1, 3, -1, -1)
@@ -137,6 +145,9 @@ class Backbone:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weights: wts.WeightsInfo
+    pretrained_head: nn.Linear | None = None
+    """The classifier the weights came with (``build(..., keep_head=True)``), when it is one linear layer on the
+    pooled features: an ImageNet model's own 1,000-class head, scored on ImageNet before a new head is trained."""
 
 
 def weight_names(arch: str) -> tuple[str, ...]:
@@ -145,8 +156,12 @@ def weight_names(arch: str) -> tuple[str, ...]:
 
 
 def build(arch: str, num_classes: int, weights: str, *, offline: bool,
-          state: dict[str, torch.Tensor] | None = None, state_info: wts.WeightsInfo | None = None) -> Backbone:
+          state: dict[str, torch.Tensor] | None = None, state_info: wts.WeightsInfo | None = None,
+          keep_head: bool = False) -> Backbone:
     """Build ``arch`` with ``weights`` (a name, 'random', a file, or an in-memory ``state``).
+
+    The model gets a new head of ``num_classes``; ``keep_head`` also keeps the weights' own
+    classifier beside it (:attr:`Backbone.pretrained_head`).
 
     ``arch``: a torchvision CNN (ResNets keep ResNet's layout, so resnet.skip works on them),
     ``timm/NAME`` for any timm CNN, or one of atml's digits ResNets.
@@ -160,7 +175,8 @@ def build(arch: str, num_classes: int, weights: str, *, offline: bool,
     if arch in DIGITS_ARCHS:
         body: nn.Module = DigitsResNet(num_classes, blocks=DIGITS_ARCHS[arch])
     elif cnn.is_timm(arch):
-        return _build_timm(arch, num_classes, weights, offline=offline, state=state, state_info=state_info)
+        return _build_timm(arch, num_classes, weights, offline=offline, state=state, state_info=state_info,
+                           keep_head=keep_head)
     else:
         body = cnn.torchvision_body(arch)
     info = wts.WeightsInfo("random", f"random initialisation ({arch})", pretrained=False)
@@ -177,15 +193,33 @@ def build(arch: str, num_classes: int, weights: str, *, offline: bool,
     if isinstance(body, tvm.ResNet | DigitsResNet):
         if state is not None:
             wts.load_backbone(body, state, head_prefix="fc.", source=info.description)
-        return Backbone(ResNetClassifier(body, num_classes), mean, std, info)
-    model = cnn.classifier(arch, body, num_classes)
-    if state is not None:
-        wts.load_backbone(model.body, state, head_prefix=model.source_head, source=info.description)
-    return Backbone(model, mean, std, info)
+        model: ResNetClassifier | cnn.Classifier = ResNetClassifier(body, num_classes)
+        prefix = "fc."
+    else:
+        model = cnn.classifier(arch, body, num_classes)
+        prefix = model.source_head
+        if state is not None:
+            wts.load_backbone(model.body, state, head_prefix=prefix, source=info.description)
+    head = source_head(state, prefix, model.num_features) if keep_head and state is not None else None
+    return Backbone(model, mean, std, info, head)
+
+
+def source_head(state: dict[str, torch.Tensor], prefix: str, num_features: int) -> nn.Linear | None:
+    """The classifier under ``prefix`` in ``state`` as a linear layer, or None when there is none of that width."""
+    weight, bias = (state.get(f"{prefix}{k}", state.get(f"module.{prefix}{k}")) for k in ("weight", "bias"))
+    if weight is None or weight.ndim != 2 or weight.shape[1] != num_features:
+        return None
+    head = nn.Linear(num_features, weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        if bias is not None:
+            head.bias.copy_(bias)
+    return head
 
 
 def _build_timm(arch: str, num_classes: int, weights: str, *, offline: bool,
-                state: dict[str, torch.Tensor] | None, state_info: wts.WeightsInfo | None) -> Backbone:
+                state: dict[str, torch.Tensor] | None, state_info: wts.WeightsInfo | None,
+                keep_head: bool = False) -> Backbone:
     info = wts.WeightsInfo("random", f"random initialisation ({arch})", pretrained=False)
     file = None
     if weights == "imagenet" and state is None:
@@ -201,8 +235,13 @@ def _build_timm(arch: str, num_classes: int, weights: str, *, offline: bool,
     model = cnn.classifier(arch, body, num_classes)
     if state is not None:
         wts.load_backbone(body, state, head_prefix=model.source_head, source=info.description)
+    head = None
+    if keep_head and (state is not None or file is not None):  # timm drops the head it loads with num_classes=0
+        head = source_head(state if state is not None else wts.read_state_dict(file)[0], model.source_head,
+                           model.num_features)
     pre = registry.lookup("cnn", arch).preprocessing
-    return Backbone(model, tuple(pretrained_cfg.get("mean", pre.mean)), tuple(pretrained_cfg.get("std", pre.std)), info)
+    return Backbone(model, tuple(pretrained_cfg.get("mean", pre.mean)), tuple(pretrained_cfg.get("std", pre.std)), info,
+                    head)
 
 
 def freeze(model: nn.Module, trainable: Iterable[str] | None = None, *, fold: bool = True) -> nn.Module:

@@ -243,8 +243,10 @@ def data_scale_section(report: dict[str, Any]) -> str:
     """``scripts/data_scale.py``'s JSON: first decode, cached read and anonymous memory per folder size."""
     lines = [f"`scripts/data_scale.py` on {report['cpu']} ({report['cores']} cores), torch {report['torch']}, "
              f"torchvision {report['torchvision']}, Pillow {report['pillow']}, {report['date']}: folders of "
-             f"{report['image']} at image_size {report['image_size']}, each figure from a fresh process "
-             f"(`benchmarks/{report.get('file', 'data-scale.json')}`):", "",
+             f"{report['image']} at image_size {report['image_size']}, each figure from a fresh process"
+             + (f", first decodes and torchvision passes the best of {report['repeats']} alternated runs"
+                if report.get("repeats", 1) > 1 else "")
+             + f" (`benchmarks/{report.get('file', 'data-scale.json')}`):", "",
              "| images | atml first decode + one pass: s (img/s) | atml cached: split ready in s; + one pass: s "
              "(share of first) | torchvision DataLoader, one pass: s (img/s) | atml first / torchvision | peak "
              "anonymous MB: atml first / cached / torchvision | same pixels cached | Pillow decode-only limit "

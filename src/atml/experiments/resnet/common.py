@@ -22,7 +22,7 @@ from torch import nn
 from atml import runtime
 from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, digits
-from atml.errors import UsageError
+from atml.errors import DataError, UsageError
 from atml.experiments import datasets
 from atml.models import cnn, registry, resnet
 from atml.models import weights as weights_lib
@@ -41,6 +41,7 @@ class ResNetConfig(RunConfig):
 
     data: str = "cifar10"
     """cifar10 | cifar100 (official batches) | folder (--data-dir DIR: DIR/train/CLASS/*.jpg, DIR/val/...) |
+    imagenet (--data-dir DIR: DIR/val/<wnid>/*.JPEG; resnet.head scores the weights' own ImageNet head on it) |
     digits (scikit-learn, classes 5-9) | generated-cifar10 | generated-cifar100 (smoke) |
     rehearsal-cifar10 (generated, CIFAR-10's real counts: timing only)."""
     arch: str = "resnet152"
@@ -95,24 +96,86 @@ class ResNetConfig(RunConfig):
             raise UsageError("train_limit and val_limit must be >= 0 (0 means all)")
 
 
-def load_data(cfg: ResNetConfig, ctx: RunContext) -> ImageDataset:
-    """The dataset named by ``cfg.data`` (the dataset factory), subsampled by the limits; recorded in env.json."""
-    return datasets.load(cfg, ctx, generated=(120, 60), digit_classes=digits.TRANSFER_CLASSES,
-                         limits=(cfg.train_limit, cfg.val_limit))
+def load_data(cfg: ResNetConfig, ctx: RunContext, *, needs_train: bool = True) -> ImageDataset:
+    """The dataset named by ``cfg.data`` (the dataset factory), subsampled by the limits; recorded in env.json.
+
+    ImageNet is decoded at the short side the weights are evaluated at (torchvision's 232 or
+    256, timm's ``input_size / crop_pct``) with their interpolation, and centre-cropped to their
+    input size on the device (:func:`score_pretrained_head`), as their own pipeline does.
+    """
+    extra: dict[str, Any] = {}
+    if cfg.data == "imagenet":
+        pre = weights_preprocessing(cfg)
+        extra = {"image_size": round(pre.input_size / pre.crop_pct), "interpolation": pre.interpolation}
+    data = datasets.load(cfg, ctx, generated=(120, 60), digit_classes=digits.TRANSFER_CLASSES,
+                         limits=(cfg.train_limit, cfg.val_limit), **extra)
+    if needs_train and not len(data.train):
+        raise DataError(f"data={cfg.data} at {cfg.data_dir} has no training images (no train/ folder), and this "
+                        "experiment trains on them: add DIR/train/<wnid>/*.JPEG, or use resnet.head, which scores the "
+                        "weights' own ImageNet head on val/ alone")
+    return data
+
+
+def weights_preprocessing(cfg: ResNetConfig) -> registry.Preprocessing:
+    """What the run's weights expect (the registry's entry; a file: the architecture's default)."""
+    entry = registry.lookup("cnn", cfg.arch)
+    chosen = entry.weights.get(cfg.weights)
+    return chosen.preprocessing if chosen else entry.preprocessing
 
 
 def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int, source_key: str = "weights") -> resnet.Backbone:
-    """The backbone with its weights; ``digits`` trains (or reuses) the demo backbone."""
+    """The backbone with its weights; ``digits`` trains (or reuses) the demo backbone. On ImageNet the weights'
+    own classifier is kept beside the new head (:attr:`atml.models.resnet.Backbone.pretrained_head`)."""
+    keep_head = cfg.data == "imagenet"
     if cfg.weights == registry.DEMO_TAG:
         if not registry.trained_by_atml("cnn", cfg.arch, cfg.weights):
             raise UsageError(f"weights=digits needs a digits arch ({', '.join(registry.demo_models('cnn'))})")
         recipe = pretrain.Recipe(arch=cfg.arch, epochs=cfg.pretrain_epochs, seed=cfg.seed)
         state, info = pretrain.digits_backbone(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
-        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=True, state=state, state_info=info)
+        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=True, state=state, state_info=info,
+                                keep_head=keep_head)
     else:
-        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=ctx.offline)
+        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=ctx.offline, keep_head=keep_head)
     ctx.record_source(source_key, dataclasses.asdict(backbone.weights))
     return backbone
+
+
+def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: resnet.Backbone,
+                          data: ImageDataset) -> tuple[list[Metric], list[str]]:
+    """Top-1 and top-5 of the weights' own classifier on the validation split (ImageNet: its own classes).
+
+    The images are cropped to the weights' input size and normalised as their pipeline does;
+    features come from the same batch-by-batch pass as the heads' (:func:`extract`). Returns
+    the numbers (``pretrained_val_acc`` at ``top_k`` 1 and 5) and a note saying what was done,
+    or no numbers and why not.
+    """
+    head, classes = backbone.pretrained_head, len(data.val.classes)
+    if head is None or head.out_features != classes:
+        have = "no classifier" if head is None else f"a {head.out_features}-class classifier"
+        return [], [f"weights={cfg.weights} carry {have}, not one over the dataset's {classes} classes: the "
+                    "pretrained head was not scored"]
+    pre = weights_preprocessing(cfg)
+    frozen = FrozenFeatures(resnet.Preprocess(pre.input_size, backbone.mean, backbone.std, cfg.channels_last,
+                                              crop=pre.input_size), backbone.model, compile=cfg.compile).to(ctx.device)
+    started = time.perf_counter()
+    features, ips = extract(frozen, data.val.images, batch_size=max(cfg.batch_size, 256), device=ctx.device,
+                            amp=cfg.amp, progress=ctx.progress, desc="pretrained head val")
+    correct = torch.zeros(2, dtype=torch.int64)
+    head = head.float().eval()
+    with torch.no_grad():
+        for rows, labels in zip(features.split(8192), data.val.labels.split(8192), strict=True):
+            top5 = head(rows.float()).topk(min(5, classes), dim=1).indices
+            hits = top5 == labels[:, None]
+            correct += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()])
+    n = len(data.val)
+    numbers = [Metric("pretrained_val_acc", correct[0].item() / n, condition={"top_k": 1}),
+               Metric("pretrained_val_acc", correct[1].item() / n, condition={"top_k": 5}),
+               Metric("pretrained_eval_images_per_s", ips, "img/s"),
+               Metric("pretrained_eval_s", time.perf_counter() - started, "s")]
+    note = (f"The weights' own {classes}-class head scored on {n:,} validation images before any training: "
+            f"short side {data.val.images.shape[-1]} px ({pre.interpolation}), centre crop {pre.input_size}, "
+            f"mean {tuple(round(m, 3) for m in backbone.mean)}, std {tuple(round(v, 3) for v in backbone.std)}.")
+    return numbers, [note]
 
 
 def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,

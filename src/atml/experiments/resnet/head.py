@@ -20,6 +20,7 @@ from atml.experiments.resnet.common import (
     ResNetConfig,
     load_backbone,
     load_data,
+    score_pretrained_head,
     train_head,
     training_problem,
 )
@@ -53,14 +54,25 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def run(cfg: Config, ctx: RunContext) -> Results:
-    data = load_data(cfg, ctx)
+    data = load_data(cfg, ctx, needs_train=cfg.data != "imagenet")
     backbone = load_backbone(cfg, ctx, num_classes=len(data.train.classes))
+    out = Results()
+    if cfg.data == "imagenet":  # the weights' own head on its own classes, before a new one is trained
+        numbers, said = score_pretrained_head(cfg, ctx, backbone, data)
+        out.metrics.records += numbers
+        out.notes += said
+        if numbers:
+            out.tables.append(pretrained_table(out.metrics, len(data.val)))
+        if not len(data.train):
+            out.notes.append(f"{cfg.data_dir} has no train/ folder: no new head was trained (the resolution sweep "
+                             "needs training images).")
+            out.data["problems"] = {}
+            return out
     model = resnet.freeze(backbone.model)  # built and frozen here; train_head moves it to the device
     for res in cfg.resolutions:  # every size before any training: a too-small one fails now, not after an hour
         cnn.check_input_size(model, res, cfg.arch)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    out = Results()
     stages: dict[str, list[dict[str, Any]]] = {}
     for res in cfg.resolutions:
         stages[f"r{res}"], numbers = train_head(cfg, ctx, model, backbone, data, res)
@@ -108,6 +120,11 @@ def resolution_table(cfg: Config, metrics: Metrics) -> Table:
                  ["resolution", "train acc", "val acc", "best val acc", "backbone img/s", "head train s"], rows)
 
 
+def pretrained_table(metrics: Metrics, images: int) -> Table:
+    return Table(f"The weights' own head on the validation split ({images:,} images)", ["top-1", "top-5"],
+                 [[metrics.get("pretrained_val_acc", top_k=1), metrics.get("pretrained_val_acc", top_k=5)]])
+
+
 def notes(cfg: Config) -> list[str]:
     out = [f"Backbone: {cfg.arch}; {cfg.epochs} epochs of Adam (lr {cfg.lr}) on the head alone, "
            f"batch {cfg.batch_size}, backbone and its BatchNorm statistics frozen (folded into the convolutions)."]
@@ -122,9 +139,14 @@ def notes(cfg: Config) -> list[str]:
 
 def discuss(results: RunResults) -> list[str]:
     """Sentences stating what this run's numbers show."""
+    text = []
+    if (top1 := results.metrics.get("pretrained_val_acc", top_k=1)) is not None:
+        top5 = results.metrics.get("pretrained_val_acc", top_k=5)
+        text.append(f"The weights' own head scores top-1 {top1:.4f} and top-5 {top5:.4f} on the validation split "
+                    "(its own classes, before any training).")
     final = results.metrics.by("val_acc", "resolution")
     if not final:
-        return []
+        return text
     problems = results.data.get("problems") or {}
     if problems:
         return [f"Not read as results: {', '.join(f'{s} ({p})' for s, p in problems.items())}; the resolution "
@@ -132,7 +154,7 @@ def discuss(results: RunResults) -> list[str]:
     res = sorted(final)
     lo, hi = res[0], res[-1]
     best = max(res, key=final.get)
-    text = [f"Validation accuracy goes from {final[lo]:.3f} at {lo} px to {final[hi]:.3f} at {hi} px; the best "
+    text += [f"Validation accuracy goes from {final[lo]:.3f} at {lo} px to {final[hi]:.3f} at {hi} px; the best "
             f"resolution is {best} px ({final[best]:.3f})."]
     train = results.metrics.by("train_acc", "resolution")
     gaps = [train[r] - final[r] for r in res]
