@@ -35,7 +35,8 @@ from typing import Any
 
 import torch
 
-from atml import runtime, speed
+from atml import runtime
+from atml import speedtest as speed
 from atml import config as config_lib
 from atml.experiments import registry
 

@@ -100,7 +100,7 @@ def test_a_rate_leaves_out_the_warm_up():
 
     import torch
 
-    from atml import bench
+    from atml import benchmark as bench
 
     calls = []
 
@@ -116,7 +116,8 @@ def test_a_rate_leaves_out_the_warm_up():
 def test_a_rate_is_compared_with_the_gemm_ceiling_of_its_own_precision(monkeypatch, device, precision):
     import torch
 
-    from atml import bench, runtime
+    from atml import benchmark as bench
+    from atml import runtime
 
     asked = []
     monkeypatch.setattr(runtime, "matmul_gflops", lambda *a, dtype=torch.float32, **k: asked.append(dtype) or 1000.0)
@@ -156,7 +157,7 @@ def test_speed_command_prints_ratios_against_timm(tmp_path):
 
 
 def test_a_bench_at_chance_never_reports_the_same_result(capsys):
-    from atml import bench
+    from atml import benchmark as bench
     from atml.report import readme
 
     throughput = {"flops_per_image": 1e9, "achieved_gflops": 10.0, "share_of_gemm": 0.5, "precision": "fp32",

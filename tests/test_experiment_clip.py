@@ -166,3 +166,21 @@ def test_the_embedding_cache_keeps_precisions_apart(tmp_path, monkeypatch):
     run, _ = _run(tmp_path / "b", "clip.zeroshot", "--preset", "smoke")
     second = json.loads((run / "env.json").read_text())["sources"]["embeddings_test"]
     assert second["file"].endswith("-bf16.pt") and second["cache_hit"] is False
+
+
+def test_image_embeddings_past_the_memory_limit_go_to_a_memory_mapped_file(monkeypatch):
+    import os
+    from pathlib import Path
+
+    class Encoder(torch.nn.Module):  # the one method compute_embeddings calls
+        def encode_images(self, images):
+            return images.float().flatten(1)[:, :8] * 2
+
+    images = torch.randint(0, 255, (40, 3, 4, 4), dtype=torch.uint8)
+    in_memory, _ = clip_exp.compute_embeddings(Encoder(), images, torch.device("cpu"), batch_size=16)
+    monkeypatch.setenv("ATML_FEATURES_IN_MEMORY_MB", "0")
+    spilled, _ = clip_exp.compute_embeddings(Encoder(), images, torch.device("cpu"), batch_size=16)
+    assert torch.equal(in_memory, spilled) and spilled.shape == (40, 8)
+    maps = Path("/proc/self/maps").read_text()
+    assert "/features/features-" in maps and "(deleted)" in maps  # file pages, not anonymous memory
+    assert not any((Path(os.environ["ATML_CACHE"]) / "features").iterdir())

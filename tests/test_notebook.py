@@ -25,5 +25,12 @@ def test_the_tour_notebook_runs_in_a_jupyter_kernel(tmp_path):
     html = [o["data"]["text/html"] for outs in outputs.values() for o in outs
             if o.output_type == "execute_result" and "text/html" in o.get("data", {})]
     assert any("vae.train" in h and "What the numbers show" in h and "<img" in h for h in html)  # a Run, displayed
+    printed = "".join(o.get("text", "") for outs in outputs.values() for o in outs if o.output_type == "stream")
+    assert "is an unfinished run of vae.train (smoke): it has no results.json. It stopped after epoch 1" in printed
+    assert "atml.resume(" in printed and "--resume" in printed
+    plain = [o["data"]["text/plain"] for outs in outputs.values() for o in outs if o.output_type == "execute_result"]
+    assert any(p.startswith("('ok', ") for p in plain)  # the resumed run finished
+    assert any("dataframe" in h and "resolution" in h for h in html)  # seeds as a pandas DataFrame
+    assert any("image/png" in o.get("data", {}) for outs in outputs.values() for o in outs)  # the seeds' plot
     last = outputs[max(outputs)][0]["data"]["text/plain"]
     assert "report.html" in last and "tables.tex" in last

@@ -103,6 +103,16 @@ def test_batches_cover_every_sample_once_per_epoch():
     assert not torch.equal(seen, torch.cat([batch[0] for batch in b]))  # reshuffled next epoch
 
 
+def test_batches_in_stored_order_are_views_of_the_split_not_copies():
+    images, labels = torch.arange(30).view(10, 3), torch.arange(10)
+    batches = list(Batches((images, labels), 4))
+    assert [len(b[0]) for b in batches] == [4, 4, 2] and len(Batches((images, labels), 4)) == 3
+    assert torch.equal(torch.cat([b[0] for b in batches]), images)
+    assert all(b[0].data_ptr() == images[4 * i].data_ptr() for i, b in enumerate(batches))  # no gather: a view
+    shuffled = next(iter(Batches((images, labels), 4, shuffle=True)))
+    assert shuffled[0].data_ptr() != images.data_ptr()  # shuffled: gathered as before
+
+
 def test_ranks_together_see_exactly_the_single_process_batches():
     single = Batches((torch.arange(12),), 4, shuffle=True, seed=3)
     ranks = [Batches((torch.arange(12),), 4, shuffle=True, seed=3, rank=r, world=2) for r in (0, 1)]

@@ -7,7 +7,10 @@ From Python (a notebook or a script), the same experiments the ``atml`` command 
     atml.experiments()                                  # what there is, with presets and config fields
     run = atml.run("resnet.head", "smoke", epochs=1)    # a Run: typed metrics, tables, figures, notes
     run.metrics.by("val_acc", "resolution")
+    runs = atml.run("resnet.head", "smoke", seeds=3)    # Runs: .summary() (mean, std, n), .to_frame() (pandas)
+    atml.resume("runs/resnet.head-smoke-...")           # continue an interrupted run from its checkpoints
     atml.report([run], "reports/mine")                  # the HTML/Markdown/LaTeX report
+    atml.model_info("resnet152"), atml.bench("resnet.head"), atml.speed(quick=True)
 
 Nothing heavy is imported until one of these is called.
 """
@@ -17,10 +20,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Run", "experiments", "load", "report", "run"]
+__all__ = ["Bench", "Run", "Runs", "Speed", "bench", "experiments", "load", "model_info", "report", "resume", "run",
+           "speed"]
 
 if TYPE_CHECKING:
-    from atml.api import Run, experiments, load, report, run
+    from atml.api import Bench, Run, Runs, Speed, bench, experiments, load, model_info, report, resume, run, speed
 
 
 def __getattr__(name: str) -> Any:

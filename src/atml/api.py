@@ -26,8 +26,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from atml.errors import AtmlError
-from atml.results import Figure, Metrics, RunResults, Table
+from atml.errors import AtmlError, UsageError
+from atml.results import Figure, Metrics, RunResults, Spread, Table, pandas_or_error, spread
+
+if typing.TYPE_CHECKING:
+    import pandas
+
+    from atml import speedtest as speed_lib
+    from atml.models import registry as registry_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,17 +113,12 @@ class Run:
     """
 
     def __init__(self, path: str | Path) -> None:
-        from atml.errors import RunDirError
-
         self.path = Path(path)
-        if not (self.path / "results.json").is_file():
-            raise RunDirError(f"{self.path} has no results.json: not a finished atml run folder")
-        self.results = RunResults.from_json(json.loads((self.path / "results.json").read_text()))
-        import yaml
-
-        self.config: dict[str, Any] = yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+        _check_finished(self.path)
+        self.results = RunResults.from_json(_read_json(self.path / "results.json"))
+        self.config: dict[str, Any] = _read_yaml(self.path / "config.yaml")
         env = self.path / "env.json"
-        self.env: dict[str, Any] = json.loads(env.read_text()) if env.is_file() else {}
+        self.env: dict[str, Any] = _read_json(env) if env.is_file() else {}
 
     @property
     def experiment(self) -> str:
@@ -130,6 +131,10 @@ class Run:
     @property
     def status(self) -> str:
         return self.results.status
+
+    @property
+    def seed(self) -> int | None:
+        return self.results.seed
 
     @property
     def metrics(self) -> Metrics:
@@ -156,6 +161,11 @@ class Run:
         """Experiment-specific structured results (e.g. ``resnet.transfer``'s cells)."""
         return self.results.data
 
+    def to_frame(self) -> pandas.DataFrame:
+        """The run's records as a tidy DataFrame (see :meth:`atml.results.Metrics.to_frame`), with ``run`` and
+        ``seed`` columns, so that frames of several runs concatenate."""
+        return self.metrics.to_frame(run=str(self.path), seed=self.seed)
+
     def figure_path(self, name: str, kind: str = "png") -> Path:
         """The file of the figure called ``name`` (``kind``: png or pdf)."""
         figure = next((f for f in self.figures if f.name == name), None)
@@ -181,35 +191,145 @@ class Run:
         return build.render_run(self.path, registry())
 
 
-def run(name: str, preset: str = "full", *, out: str | Path | None = None, device: str = "auto", seed: int = 0,
-        progress: bool | None = None, quiet: bool = False, **overrides: Any) -> Run:
-    """Run experiment ``name`` at ``preset`` (default ``full``, as ``atml run``) into a new run folder under ``out``
-    (default ``runs``).
+class Runs(Sequence[Run]):
+    """Runs of one experiment and config that differ only in their seed (``atml.run(..., seeds=N)``).
 
-    ``overrides`` are the keys ``--set`` takes, with Python values (``epochs=2``,
-    ``resolutions=[16, 32]``); they are checked as the command line checks them and a bad
-    one raises :class:`~atml.errors.UsageError` naming the valid keys or range. Long steps
-    show progress bars (notebook bars in Jupyter); ``quiet`` silences the per-epoch lines.
+    A sequence of :class:`Run`; :meth:`summary` gives each metric's mean, sample standard
+    deviation and n over the seeds, as the report's seed table does; :meth:`to_frame` one
+    tidy DataFrame of every run's records; :func:`report` takes it as it is.
+    """
+
+    def __init__(self, runs: Iterable[Run]) -> None:
+        self._runs = list(runs)
+
+    @typing.overload
+    def __getitem__(self, index: int) -> Run: ...
+
+    @typing.overload
+    def __getitem__(self, index: slice) -> Runs: ...
+
+    def __getitem__(self, index: int | slice) -> Run | Runs:
+        return Runs(self._runs[index]) if isinstance(index, slice) else self._runs[index]
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def summary(self) -> list[Spread]:
+        """Every metric all the runs have: mean, sample std (0 for one run), n, min and max over the seeds."""
+        return spread([r.metrics for r in self._runs])
+
+    def mean(self, name: str, **condition: Any) -> float:
+        """The mean over the runs of one metric (looked up as :meth:`atml.results.Metrics.value` does)."""
+        values = [r.metrics.value(name, **condition) for r in self._runs]
+        return sum(values) / len(values)
+
+    def to_frame(self) -> pandas.DataFrame:
+        """Every run's records in one tidy DataFrame (columns ``run``, ``seed``, ``name``, ``value``, ``unit``,
+        ``key``, then one per condition key): ``df.groupby(["name", "resolution"]).value.agg(["mean", "std"])``."""
+        pd = pandas_or_error()
+        frames = [r.to_frame() for r in self._runs]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def __repr__(self) -> str:
+        seeds = [r.seed for r in self._runs]
+        name = self._runs[0].experiment if self._runs else "-"
+        return f"Runs({name}, {len(self._runs)} run(s), seeds {seeds})"
+
+
+@typing.overload
+def run(name: str, preset: str | None = ..., *, seeds: None = ..., out: str | Path | None = ...,
+        device: str = ..., seed: int = ..., data_dir: str | Path | None = ..., weights: str | Path | None = ...,
+        offline: bool | None = ..., tensorboard: bool = ..., resume: str | Path | None = ...,
+        progress: bool | None = ..., quiet: bool = ..., **overrides: Any) -> Run: ...
+
+
+@typing.overload
+def run(name: str, preset: str | None = ..., *, seeds: int, out: str | Path | None = ...,
+        device: str = ..., seed: int = ..., data_dir: str | Path | None = ..., weights: str | Path | None = ...,
+        offline: bool | None = ..., tensorboard: bool = ..., resume: str | Path | None = ...,
+        progress: bool | None = ..., quiet: bool = ..., **overrides: Any) -> Runs: ...
+
+
+def run(name: str, preset: str | None = None, *, seeds: int | None = None, out: str | Path | None = None,
+        device: str = "auto", seed: int = 0, data_dir: str | Path | None = None, weights: str | Path | None = None,
+        offline: bool | None = None, tensorboard: bool = False, resume: str | Path | None = None,
+        progress: bool | None = None, quiet: bool = False, **overrides: Any) -> Run | Runs:
+    """Run experiment ``name`` at ``preset`` (default ``full``, as ``atml run``) into a new run folder under ``out``
+    (default ``runs``); the same code path as ``atml run``.
+
+    - ``overrides`` are the keys ``--set`` takes, with Python values (``epochs=2``,
+      ``resolutions=[16, 32]``), checked as the command line checks them: a bad one raises
+      :class:`~atml.errors.UsageError` naming the valid keys or range.
+    - ``data_dir`` (``--data-dir``: the folder of ``data=folder``/``imagenet`` or of the
+      official dataset files), ``weights`` (``--weights``: a registry tag such as
+      ``imagenet``, ``random``, or a .pth/.safetensors file), ``device`` (auto, cpu, cuda,
+      mps), ``seed``, ``offline`` (never use the network) are the command line's flags.
+    - ``seeds=N``: N runs with seeds ``seed ... seed+N-1``, returned as :class:`Runs`
+      (without it, one :class:`Run`).
+    - ``tensorboard``: also write TensorBoard event files in the run folder.
+    - ``resume=PATH``: continue that interrupted run instead (as :func:`resume`; ``name``
+      must be its experiment and ``overrides`` may only raise ``epochs`` or change ``device``).
+
+    Ctrl-C keeps the checkpoints, says the :func:`resume` call that continues, and raises
+    ``KeyboardInterrupt``. Long steps show progress bars (notebook bars in Jupyter);
+    ``quiet`` silences the per-epoch lines.
     """
     from atml import config as config_lib
     from atml import runner
     from atml.experiments import registry
 
+    flags = {"data_dir": data_dir, "weights": weights, "offline": offline}
+    values = {**overrides, **{k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}}
+    if resume is not None:
+        if seeds is not None or out is not None:
+            raise UsageError("seeds and out start new runs; they cannot be combined with resume=")
+        return resume_run(resume, name=name, preset=preset, tensorboard=tensorboard, progress=progress,
+                          quiet=quiet, **({"device": device} if device != "auto" else {}), **values)
+    say = (lambda _m: None) if quiet else print
     try:
         exp = registry().get(name)
-        cfg = config_lib.build(exp.config_cls, exp.presets, preset, [])
-        cfg = config_lib.apply_values(cfg, {"device": device, "seed": seed, **overrides}, name=exp.name)
-        say = (lambda _m: None) if quiet else print
-        folder = runner.execute(exp, cfg, preset=preset, out=out,
-                                progress=_in_notebook() if progress is None else progress, say=say)
+        folders = runner.start(exp, preset or config_lib.DEFAULT_PRESET, values={"device": device, "seed": seed,
+                                                                                  **values},
+                               seeds=1 if seeds is None else seeds, out=out, tensorboard=tensorboard,
+                               progress=_in_notebook() if progress is None else progress, say=say, python=True)
     except AtmlError as err:  # the same checks as the command line, in Python's words
+        err.args = (pythonic(str(err)),)
+        raise
+    runs = [Run(folder.path) for folder in folders]
+    return runs[0] if seeds is None else Runs(runs)
+
+
+def resume(path: str | Path, *, tensorboard: bool = False, progress: bool | None = None, quiet: bool = False,
+           **changes: Any) -> Run:
+    """Continue the interrupted run in ``path`` from its last checkpoint (``atml run NAME --resume PATH``).
+
+    ``changes`` may raise ``epochs`` (train further) or set another ``device``; both are
+    recorded in the run's ``env.json``. Any other change is refused with the command line's
+    message, since it would mix two experiments in one folder. A finished run is left as it
+    is (and says so).
+    """
+    return resume_run(path, tensorboard=tensorboard, progress=progress, quiet=quiet, **changes)
+
+
+def resume_run(path: str | Path, *, name: str | None = None, preset: str | None = None, tensorboard: bool = False,
+               progress: bool | None = None, quiet: bool = False, **changes: Any) -> Run:
+    from atml import runner
+    from atml.experiments import registry
+
+    say = (lambda _m: None) if quiet else print
+    try:
+        folder = runner.resume(registry().get, path, name=name, values=changes, preset=preset,
+                               tensorboard=tensorboard, progress=_in_notebook() if progress is None else progress,
+                               say=say, python=True)
+    except AtmlError as err:
         err.args = (pythonic(str(err)),)
         raise
     return Run(folder.path)
 
 
-_FLAGS = {"--data-dir ": "data_dir=", "--weights ": "weights=", "--device ": "device=", "--seed ": "seed=",
-          "--out ": "out=", "--set ": "", "--data-dir": "data_dir=", "--weights": "weights="}
+_FLAGS = {"--resume continues": "atml.resume() continues", "--resume": "resume=", "--seeds ": "seeds=",
+          "--data-dir ": "data_dir=", "--weights ": "weights=", "--device ": "device=", "--seed ": "seed=",
+          "--out ": "out=", "--set ": "", "--preset ": "preset=", "--models ": "models=", "--compile ": "compile=", "--data-dir": "data_dir=", "--weights": "weights="}
 
 
 def pythonic(message: str) -> str:
@@ -221,8 +341,75 @@ def pythonic(message: str) -> str:
 
 
 def load(path: str | Path) -> Run:
-    """The :class:`Run` of an existing run folder (one written by ``atml run`` or :func:`run`)."""
+    """The :class:`Run` of an existing run folder (one written by ``atml run`` or :func:`run`).
+
+    Raises :class:`~atml.errors.RunDirError` naming the file and what is wrong: a folder that
+    is not a run, an interrupted run (the epoch it reached and the :func:`resume` call), or a
+    damaged ``results.json``/``env.json``/``config.yaml`` (line and column).
+    """
     return Run(path)
+
+
+def _check_finished(path: Path) -> None:
+    """Raise a RunDirError saying why ``path`` is not a finished run folder; nothing when it is one."""
+    from atml.errors import RunDirError
+
+    if not path.is_dir():
+        raise RunDirError(f"{path} does not exist or is not a folder; pass a run folder (atml run prints its path)")
+    if (path / "results.json").is_file():
+        return
+    if not (path / "config.yaml").is_file():
+        raise RunDirError(f"{path} is not an atml run folder (no results.json, no config.yaml); pass the folder a run "
+                          "printed, e.g. runs/resnet.head-smoke-...")
+    saved = _read_yaml(path / "config.yaml")
+    reached = ""
+    rows = []
+    if (path / "metrics.jsonl").is_file():
+        for line in (path / "metrics.jsonl").read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by the interruption
+                break
+    if rows:
+        last = rows[-1]
+        reached = f" It stopped after epoch {last.get('epoch')} of stage {last.get('stage', 'main')}"
+        reached += " (checkpoints kept)." if any((path / "checkpoints").glob("*.pt")) else "."
+    raise RunDirError(f"{path} is an unfinished run of {saved.get('experiment', '?')} ({saved.get('preset', '?')}): "
+                      f"it has no results.json.{reached} Continue it with atml.resume({str(path)!r}) (or atml run "
+                      f"{saved.get('experiment', 'NAME')} --resume {path})")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    from atml.errors import RunDirError
+
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); the file is "
+                          "damaged (a run stopped while writing it?): run the experiment again") from None
+    except OSError as err:
+        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} holds a JSON {type(data).__name__}, not the object atml writes; the file is damaged")
+    return data
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    from atml.errors import RunDirError
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise RunDirError(f"{path} is not valid YAML{where}; the file is damaged") from None
+    except OSError as err:
+        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} does not hold a config (a YAML mapping); the file is damaged")
+    return data
 
 
 def report(runs: Iterable[Run | str | Path], out: str | Path | None = None) -> Path:
@@ -234,6 +421,108 @@ def report(runs: Iterable[Run | str | Path], out: str | Path | None = None) -> P
     target = Path(out) if out else Path("reports") / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
     return build.write_report(paths, target, registry(), warn=lambda line: print(f"not included: {line}",
                                                                                  file=sys.stderr))
+
+
+@typing.overload
+def model_info(name: None = ..., family: str | None = ...) -> list[registry_lib.Model]: ...
+
+
+@typing.overload
+def model_info(name: str, family: str | None = ...) -> registry_lib.Model: ...
+
+
+def model_info(name: str | None = None, family: str | None = None) -> list[registry_lib.Model] | registry_lib.Model:
+    """The model registry (``atml models``): atml's own entries (of ``family``: cnn, vit or clip), or, with
+    ``name``, the entry of any model atml can build (``resnet152``, ``timm/convnext_tiny``, ``ViT-B-16``) with its
+    weights tags, sources, checks and preprocessing. (Not ``atml.models``: that name is atml's models package.)"""
+    from atml.models import registry as models_registry
+
+    try:
+        if family is not None and family not in models_registry.FAMILIES:
+            raise UsageError(f"family={family!r} is not valid; choose one of {', '.join(models_registry.FAMILIES)}")
+        if name is not None:
+            return models_registry.find(name, family)
+        return [m for m in models_registry.MODELS.values() if family in (None, m.family)]
+    except AtmlError as err:
+        err.args = (pythonic(str(err)),)
+        raise
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    """``atml bench``: atml's path beside the naive one, same data, epochs and seed, in one process."""
+
+    experiment: str
+    title: str
+    naive_label: str
+    atml_label: str
+    naive_s: float
+    atml_s: float
+    speedup: float
+    result_name: str
+    naive_result: float
+    atml_result: float
+    chance: float | None
+    at_chance: bool
+    """Both results within a few points of chance: their agreement says nothing."""
+    throughput: dict[str, Any]
+    """The model's forward rate and its share of the machine's matrix-multiply rate."""
+
+
+def bench(name: str, preset: str = "demo", *, device: str = "auto", seed: int = 0, **overrides: Any) -> Bench:
+    """``atml bench NAME``: time atml's path against the naive one (prints the table, returns the figures)."""
+    from atml import config as config_lib
+    from atml.experiments import registry
+
+    try:
+        exp = registry().get(name)
+        if exp.bench is None:
+            raise UsageError(f"{exp.name} has no benchmark; these have one: "
+                            + ", ".join(e.name for e in registry() if e.bench is not None))
+        cfg = config_lib.build(exp.config_cls, exp.presets, preset, [], name=exp.name)
+        cfg = config_lib.apply_values(cfg, {"device": device, "seed": seed, **overrides}, name=exp.name)
+        figures = exp.bench(cfg)
+    except AtmlError as err:
+        err.args = (pythonic(str(err)),)
+        raise
+    fixed = {"title", "naive_label", "atml_label", "naive_s", "atml_s", "speedup", "result_name", "naive_val_acc",
+             "atml_val_acc", "chance", "at_chance"}
+    return Bench(exp.name, figures["title"], figures["naive_label"], figures["atml_label"], figures["naive_s"],
+                 figures["atml_s"], figures["speedup"], figures["result_name"], figures["naive_val_acc"],
+                 figures["atml_val_acc"], figures["chance"], figures["at_chance"],
+                 {k: v for k, v in figures.items() if k not in fixed})
+
+
+@dataclasses.dataclass(frozen=True)
+class Speed:
+    """``atml speed``: atml's frozen-feature and fine-tuning rates beside timm's plain loops, on one device."""
+
+    device: str
+    device_name: str
+    torch: str
+    precision: str
+    date: str
+    seconds: float
+    pairs: list[speed_lib.Pair]
+    """One per path and model: ``name``, ``atml`` and ``peer`` images/s, ``peer_name``, ``ratio``."""
+    sizes: dict[str, int]
+
+
+def speed(device: str = "auto", *, models: Sequence[str] = ("resnet152", "deit_small_patch16_224"),
+          compile: str = "off", quick: bool = False) -> Speed:
+    """``atml speed``: random-weight ResNet-152 and DeiT-S through atml's paths and timm's loops (prints a line
+    per pair; ``quick`` runs tiny batches that check the paths, not the speed)."""
+    from atml import speedtest as speed_module
+
+    try:
+        speed_module.check_options(device, compile, tuple(models))
+        figures = speed_module.run(device, quick=quick, compile=compile, models=tuple(models))
+    except AtmlError as err:
+        err.args = (pythonic(str(err)),)
+        raise
+    pairs = [speed_module.Pair(p["name"], p["atml"], p["peer"], p["peer_name"]) for p in figures["pairs"]]
+    return Speed(figures["device"], figures["device_name"], figures["torch"], figures["precision"], figures["date"],
+                 figures["seconds"], pairs, figures["sizes"])
 
 
 def _in_notebook() -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import signal
 import sys
 import time
@@ -119,13 +118,6 @@ def _repeat_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files")
 
 
-def _seeded(cfg: object, seeds: int) -> list[object]:
-    """``seeds`` copies of ``cfg`` with consecutive seeds from its own."""
-    if seeds < 1:
-        raise UsageError(f"--seeds {seeds} is not valid; use an integer >= 1")
-    return [dataclasses.replace(cfg, seed=cfg.seed + i) for i in range(seeds)]
-
-
 def _overrides(args: argparse.Namespace) -> list[str]:
     """The common flags as config overrides, after ``--set`` so that flags win."""
     flags = {"data_dir": args.data_dir, "weights": args.weights, "device": args.device, "seed": args.seed}
@@ -199,21 +191,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     reg = registry()
     if args.resume:
-        exp, saved, preset = runner.load_for_resume(reg.get, args.resume)
-        if exp.name != args.experiment:
-            raise UsageError(f"{args.resume} is a run of {exp.name}, not {args.experiment}")
         if args.seeds != 1 or args.out:
             raise UsageError("--seeds and --out start new runs; they cannot be combined with --resume")
-        cfg, changes = runner.resume_config(saved, config_lib.apply_overrides(saved, _overrides(args)), preset,
-                                            args.preset)
-        runs = [runner.execute(exp, cfg, preset=preset, resume=args.resume, tensorboard=args.tensorboard,
-                               resume_changes=changes)]
+        runs = [runner.resume(reg.get, args.resume, name=args.experiment, texts=_overrides(args), preset=args.preset,
+                              tensorboard=args.tensorboard)]
     else:
-        exp = reg.get(args.experiment)
-        preset = args.preset or config_lib.DEFAULT_PRESET
-        cfg = config_lib.build(exp.config_cls, exp.presets, preset, _overrides(args), name=exp.name)
-        runs = [runner.execute(exp, c, preset=preset, out=args.out, tensorboard=args.tensorboard)
-                for c in _seeded(cfg, args.seeds)]
+        runs = runner.start(reg.get(args.experiment), args.preset or config_lib.DEFAULT_PRESET,
+                            texts=_overrides(args), seeds=args.seeds, out=args.out, tensorboard=args.tensorboard)
     if rank_and_world()[0] == 0:
         print("\n".join(str(run.path) for run in runs))
     return 0
@@ -240,7 +224,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for exp in registry():
         cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, [f"device={args.device}", "offline=true"])
         runs += [runner.execute(exp, c, preset=args.preset, out=out / "runs", tensorboard=args.tensorboard).path
-                 for c in _seeded(cfg, args.seeds)]
+                 for c in runner.seeded(cfg, args.seeds)]
     page = build.write_report(runs, out / "report", registry())
     print(page)
     return 0
@@ -249,16 +233,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_speed(args: argparse.Namespace) -> int:
     import json
 
-    from atml import runtime, speed
+    from atml import speedtest as speed
 
     models = tuple(m for m in args.models.split(",") if m)
-    unknown = [m for m in models if m not in (speed.RESNET, speed.DEIT)]
-    if unknown or not models:
-        raise UsageError(f"--models {args.models!r} is not valid; choose from {speed.RESNET}, {speed.DEIT}")
-    if args.compile not in runtime.COMPILE_MODES:
-        raise UsageError(f"--compile {args.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
-    if args.device not in config_lib.DEVICES:
-        raise UsageError(f"--device {args.device!r} is not valid; choose one of {', '.join(config_lib.DEVICES)}")
+    speed.check_options(args.device, args.compile, models)
     figures = speed.run(args.device, quick=args.quick, compile=args.compile, models=models)
     if args.json:
         from atml import storage

@@ -16,8 +16,11 @@ and whose experiment-specific top-level keys it gathers into ``data``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas
 
 SCHEMA = 2
 RUN_KEYS = ("experiment", "preset", "status", "error", "error_kind", "resumable", "traceback", "metrics", "records",
@@ -166,6 +169,64 @@ class Metrics:
     def flat(self) -> dict[str, float]:
         """The stable flat view written to results.json: ``{key: value}``."""
         return {r.key: r.value for r in self.records}
+
+    def to_frame(self, **columns: Any) -> pandas.DataFrame:
+        """A tidy pandas DataFrame: one row per record with ``name``, ``value``, ``unit``, ``key`` and one column
+        per condition key (absent conditions are NaN/None), after any fixed ``columns`` (``run``, ``seed``)."""
+        pd = pandas_or_error()
+        rows = [{**columns, "name": r.name, "value": r.value, "unit": r.unit, "key": r.key, **r.condition}
+                for r in self.records]
+        return pd.DataFrame(rows, columns=_frame_columns(rows, list(columns)))
+
+
+def _frame_columns(rows: list[dict[str, Any]], first: list[str]) -> list[str]:
+    fixed = [*first, "name", "value", "unit", "key"]
+    conditions = dict.fromkeys(k for row in rows for k in row if k not in fixed)
+    return [*fixed, *conditions]
+
+
+def pandas_or_error() -> Any:
+    """pandas, or one line saying how to install it (it is an optional dependency: the notebook extra)."""
+    try:
+        import pandas
+    except ImportError:
+        from atml.errors import UsageError
+
+        raise UsageError("to_frame() needs pandas, which is not installed: pip install pandas (or "
+                         "pip install 'atml[notebook]')") from None
+    return pandas
+
+
+@dataclasses.dataclass(frozen=True)
+class Spread:
+    """One metric over runs that differ only in their seed: mean, sample standard deviation, n, range."""
+
+    metric: str
+    """The record's flat key (``val_acc_32``)."""
+    name: str
+    condition: Mapping[str, Any]
+    mean: float
+    std: float
+    n: int
+    min: float
+    max: float
+
+
+def spread(runs: Sequence[Metrics]) -> list[Spread]:
+    """Every record the runs all have (in the first run's order), summarised over them; the report's seed table."""
+    if not runs:
+        return []
+    flats = [m.flat() for m in runs]
+    out = []
+    for record in runs[0]:
+        if not all(record.key in f for f in flats):
+            continue
+        values = [float(f[record.key]) for f in flats]
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+        out.append(Spread(record.key, record.name, dict(record.condition), mean, std, len(values), min(values),
+                          max(values)))
+    return out
 
 
 @dataclasses.dataclass

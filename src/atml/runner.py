@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +85,63 @@ class RunContext:
         return self.private[-1]
 
 
+def start(exp: Experiment, preset: str, *, texts: Sequence[str] = (), values: Mapping[str, Any] | None = None,
+          seeds: int = 1, out: str | Path | None = None, tensorboard: bool = False, progress: bool | None = None,
+          say: Callable[[str], None] = print, python: bool = False) -> list[RunDir]:
+    """New runs of ``exp`` at ``preset``: ``atml run`` and :func:`atml.run` both come here.
+
+    ``texts`` are ``--set``-style ``key=value`` overrides, ``values`` Python values by key
+    (applied after the texts); ``seeds`` runs with consecutive seeds from the config's own.
+    ``python``: messages name Python calls (``atml.resume(...)``) instead of commands.
+    """
+    cfg = config_lib.build(exp.config_cls, exp.presets, preset, list(texts), name=exp.name)
+    if values:
+        cfg = config_lib.apply_values(cfg, values, name=exp.name)
+    return [execute(exp, c, preset=preset, out=out, tensorboard=tensorboard, progress=progress, say=say, python=python)
+            for c in seeded(cfg, seeds)]
+
+
+def seeded(cfg: Any, seeds: int) -> list[Any]:
+    """``seeds`` copies of ``cfg`` with consecutive seeds from its own."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise UsageError(f"--seeds {seeds} is not valid; use an integer >= 1")
+    return [dataclasses.replace(cfg, seed=cfg.seed + i) for i in range(seeds)]
+
+
+def resume(lookup: Callable[[str], Experiment], path: str | Path, *, name: str | None = None,
+           texts: Sequence[str] = (), values: Mapping[str, Any] | None = None, preset: str | None = None,
+           tensorboard: bool = False, progress: bool | None = None, say: Callable[[str], None] = print,
+           python: bool = False) -> RunDir:
+    """Continue the run in ``path`` from its checkpoints (``atml run --resume`` and :func:`atml.resume`).
+
+    Options given (``texts``/``values``) are checked against the saved config by
+    :func:`resume_config`: more epochs and another device are accepted and recorded, anything
+    else is refused. ``name``/``preset``, when given, must be the saved run's.
+    """
+    exp, saved, saved_preset = load_for_resume(lookup, path)
+    if name is not None and exp.name != name:
+        raise UsageError(f"{path} is a run of {exp.name}, not {name}")
+    given = config_lib.apply_overrides(saved, list(texts))
+    if values:
+        given = config_lib.apply_values(given, values, name=exp.name)
+    cfg, changes = resume_config(saved, given, saved_preset, preset)
+    return execute(exp, cfg, preset=saved_preset, resume=path, tensorboard=tensorboard, progress=progress, say=say,
+                   resume_changes=changes, python=python)
+
+
+def resume_call(exp: str, path: Path | str, *, python: bool) -> str:
+    """How to resume the run in ``path``: the Python call or the command."""
+    return f"atml.resume({str(path)!r})" if python else f"atml run {exp} --resume {path}"
+
+
 def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = None,
             resume: str | Path | None = None, progress: bool | None = None,
             say: Callable[[str], None] = print, tensorboard: bool = False,
-            resume_changes: dict[str, Any] | None = None) -> RunDir:
+            resume_changes: dict[str, Any] | None = None, python: bool = False) -> RunDir:
     """Create (or reopen with ``resume``) the run folder, run the experiment, write results.
 
     ``resume_changes``: options changed on resuming (see :func:`resume_config`), written to
-    the saved config and recorded in ``env.json``.
+    the saved config and recorded in ``env.json``. ``python``: messages name Python calls.
     """
     device = runtime.select_device(cfg.device)
     ranks = distributed.init_distributed()
@@ -102,8 +151,9 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
     ctx: RunContext | None = None
     try:
         if resume and not resume_changes and _finished(run):
+            more = "epochs=N" if python else "--set epochs=N"
             say(f"atml: {run.path} is already complete (its results.json says ok): nothing to resume. Pass "
-                "--set epochs=N with more epochs than it ran to train further, or start a new run")
+                f"{more} with more epochs than it ran to train further, or start a new run")
             return run
         if tensorboard and is_main:
             run.enable_tensorboard()
@@ -133,7 +183,7 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
                 _write_failed(run, exp, preset, cfg, ctx, err)
             raise
         except KeyboardInterrupt:
-            say(f"atml: checkpoints are kept. Resume with: atml run {exp.name} --resume {run.path}")
+            say(f"atml: checkpoints are kept. Resume with: {resume_call(exp.name, run.path, python=python)}")
             raise
         results = _complete(results, exp, preset, cfg, ctx, time.perf_counter() - started)
         run.write_results(results)

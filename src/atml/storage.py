@@ -88,9 +88,10 @@ def _signals_deferred() -> Iterator[None]:
             signal.raise_signal(caught[0])
 
 
-def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """The only way atml reads a torch file: ``weights_only=True``, so no pickled code runs."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> Any:
+    """The only way atml reads a torch file: ``weights_only=True``, so no pickled code runs. ``mmap``: tensors
+    over the file's pages (read as used, reclaimable), not copies in anonymous memory."""
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
 def why_unreadable(path: str | os.PathLike) -> str:

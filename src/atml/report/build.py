@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import numpy as np
 
 from atml import references, storage
+from atml import results as results_lib
 from atml.errors import RunDirError, UsageError
 from atml.registry import Experiment, Registry
 from atml.results import Metrics, RunResults
@@ -182,14 +182,11 @@ def _group(views: list[RunView], reg: Registry | None = None) -> Group:
     first = views[0]
     if len(views) == 1:
         return Group(views, [], first.results.references, first.discussion)
-    flats = [w.results.metrics.flat() for w in views]
-    shared = [m for m in first.results.metrics if all(m.key in f for f in flats)]
-    spread, means = [], []
-    for record in shared:
-        values = np.array([float(f[record.key]) for f in flats])
-        spread.append({"metric": record.key, "mean": float(values.mean()), "std": float(values.std(ddof=1)),
-                       "n": len(values), "min": float(values.min()), "max": float(values.max())})
-        means.append(dataclasses.replace(record, value=float(values.mean())))
+    summary = results_lib.spread([w.results.metrics for w in views])
+    spread = [{"metric": m.metric, "mean": m.mean, "std": m.std, "n": m.n, "min": m.min, "max": m.max}
+              for m in summary]
+    by_key = {m.metric: m.mean for m in summary}
+    means = [dataclasses.replace(r, value=by_key[r.key]) for r in first.results.metrics if r.key in by_key]
     mean_run = dataclasses.replace(first.results, metrics=Metrics(means))
     cfg = types.SimpleNamespace(**first.config)
     refs = [{**ref, "reason": f"mean of {len(views)} seeds; {ref['reason']}"}

@@ -78,6 +78,32 @@ def disk_features(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
+class Rows:
+    """The rows of an ``(N, ...)`` float32 result gathered batch by batch: kept on the device in memory, or, when
+    the whole would pass :func:`in_memory_limit`, written to a :func:`disk_features` file as they come."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.chunks: list[torch.Tensor] = []
+        self.spill: torch.Tensor | None = None
+
+    def add(self, rows: torch.Tensor) -> None:
+        if self.spill is None and not self.chunks and self.total * rows[0].numel() * 4 > in_memory_limit():
+            self.spill = disk_features((self.total, *rows.shape[1:]))
+        if self.spill is not None:  # too large to hold: each batch goes to the file
+            self.spill[self.done:self.done + len(rows)] = rows.float().cpu()
+        else:
+            self.chunks.append(rows)
+        self.done += len(rows)
+
+    def result(self) -> torch.Tensor:
+        """All rows, float32 on the CPU (a tensor over the file's memory map when spilled)."""
+        if self.spill is not None:
+            return self.spill
+        return torch.cat(self.chunks).float().cpu() if self.chunks else torch.empty(0)
+
+
 @torch.inference_mode()
 def extract(frozen: FrozenFeatures, images: torch.Tensor, *, batch_size: int, device: torch.device,
             amp: bool = True, progress: bool = False, desc: str = "features") -> tuple[torch.Tensor, float]:
@@ -98,9 +124,7 @@ def extract(frozen: FrozenFeatures, images: torch.Tensor, *, batch_size: int, de
     frozen.eval()
 
     def compute(part: torch.Tensor) -> torch.Tensor:
-        chunks: list[torch.Tensor] = []
-        spill: torch.Tensor | None = None
-        done = 0
+        rows = Rows(len(part))
         for batch in tqdm(part.split(batch_size), desc=desc, leave=False, disable=not progress):
             n = len(batch)
             if frozen.compiled and n < batch_size:  # one input shape: a short last batch would recompile
@@ -108,17 +132,8 @@ def extract(frozen: FrozenFeatures, images: torch.Tensor, *, batch_size: int, de
             if device.type == "cuda":  # batch by batch (torch caches the page-locked blocks): async copies
                 batch = batch.pin_memory()
             with runtime.autocast(device, amp):
-                features = frozen(batch.to(device, non_blocking=True))[:n]
-            if spill is None and not chunks and len(part) * features[0].numel() * 4 > in_memory_limit():
-                spill = disk_features((len(part), *features.shape[1:]))
-            if spill is not None:  # too large to hold: each batch's features go to the file as they come
-                spill[done:done + n] = features.float().cpu()
-            else:
-                chunks.append(features)
-            done += n
-        if spill is not None:
-            return spill
-        return torch.cat(chunks).float().cpu() if chunks else torch.empty(0)
+                rows.add(frozen(batch.to(device, non_blocking=True))[:n])
+        return rows.result()
 
     start = time.perf_counter()
     features = sharded(compute, images, device)

@@ -97,8 +97,9 @@ class Batches:
     per step, so the ranks' batches together are exactly the single-process batch.
 
     The tensors are decoded already (in memory, or memory-mapped from atml's dataset cache),
-    so there is nothing to decode here: batches are index gathers, pinned one at a time
-    (``pin``) for non-blocking copies when the device is a GPU.
+    so there is nothing to decode here: batches are index gathers (slices, which copy nothing,
+    when the order is the stored one on one rank), pinned one at a time (``pin``) for
+    non-blocking copies when the device is a GPU.
     """
 
     def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, *, shuffle: bool = False,
@@ -137,6 +138,13 @@ class Batches:
         return self
 
     def __iter__(self) -> Iterator[Batch]:
+        if not self.shuffle and self.world == 1:  # in order on one rank: slices are views (no gather, no copy)
+            for start in range(0, self.num_samples, self.per_rank_batch):
+                batch = tuple(t[start:start + self.per_rank_batch] for t in self.tensors)
+                if self.pinned:
+                    batch = tuple(t.pin_memory() for t in batch)
+                yield self.transform(batch) if self.transform else batch
+            return
         sampler = DistributedSampler(range(self.num_samples), num_replicas=self.world, rank=self.rank,
                                      shuffle=self.shuffle, seed=self.seed)
         sampler.set_epoch(self.epoch)

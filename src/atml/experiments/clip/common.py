@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from atml import bench as bench_lib
+from atml import benchmark as bench_lib
 from atml import runtime, storage
 from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset
@@ -28,6 +28,7 @@ from atml.models import clip, registry
 from atml.models import weights as weights_lib
 from atml.runner import RunContext
 from atml.train import clip_recipe
+from atml.train.features import Rows
 
 # The 18 CIFAR-10 templates of the CLIP paper (openai/CLIP, notebooks/Prompt_Engineering_for_ImageNet and
 # data/prompts.md), used as one ensemble.
@@ -137,15 +138,16 @@ def load_data(cfg: ClipConfig, ctx: RunContext) -> tuple[ImageDataset, list[str]
 @torch.inference_mode()
 def compute_embeddings(model: clip.CLIPModel, images: torch.Tensor, device: torch.device, batch_size: int,
                        amp: bool = True) -> tuple[torch.Tensor, float]:
-    """Raw image embeddings ``(N, D)`` float32 on the CPU, and the images/s achieved."""
+    """Raw image embeddings ``(N, D)`` float32 on the CPU, and the images/s achieved; past
+    :func:`~atml.train.features.in_memory_limit` they go to an unlinked file as they come (:class:`Rows`)."""
     def compute(part: torch.Tensor) -> torch.Tensor:
-        out = []
+        rows = Rows(len(part))
         for batch in part.split(batch_size):  # nothing waits for the device until the one copy back
             if device.type == "cuda":  # one batch at a time: the split may be a memory map of any size
                 batch = batch.pin_memory()
             with runtime.autocast(device, amp):
-                out.append(model.encode_images(batch.to(device, non_blocking=True)))
-        return torch.cat(out).float().cpu()
+                rows.add(model.encode_images(batch.to(device, non_blocking=True)))
+        return rows.result()
 
     start = time.perf_counter()
     embeddings = sharded(compute, images, device)  # under torchrun: one shard per rank, gathered
@@ -164,7 +166,7 @@ def image_embeddings(model: clip.CLIPModel, images: torch.Tensor, cfg: ClipConfi
     path = runtime.cache_dir() / "clip-embeddings" / f"{key}.pt"
     hit = use_cache and path.is_file()
     if hit:
-        embeddings = storage.torch_load(path)["embeddings"]
+        embeddings = storage.torch_load(path, mmap=True)["embeddings"]  # file pages: any number of images
     else:
         embeddings, ips = compute_embeddings(model, images, ctx.device, cfg.batch_size, cfg.amp)
         ctx.sources.setdefault("embedding_images_per_s", {})[split] = ips

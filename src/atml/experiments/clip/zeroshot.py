@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atml import bench as bench_lib
+from atml import benchmark as bench_lib
 from atml import runtime
 from atml.analysis import representation as rep
 from atml.experiments.clip import common

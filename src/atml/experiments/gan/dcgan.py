@@ -284,7 +284,7 @@ def discuss(results: RunResults) -> list[str]:
 
 def bench(cfg: Config) -> dict[str, Any]:
     """DCGAN trained on atml's in-memory batches vs a per-sample PIL Dataset + DataLoader (same order and seed)."""
-    from atml import bench as bench_lib
+    from atml import benchmark as bench_lib
 
     def build() -> tuple[Any, ...]:
         model = DCGAN(cfg.latent_dim, cfg.width).to(ctx.device)

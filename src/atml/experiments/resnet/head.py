@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from atml import bench as bench_lib
+from atml import benchmark as bench_lib
 from atml import references
 from atml.errors import UsageError
 from atml.experiments.resnet.common import (

@@ -73,7 +73,7 @@ def bench(cfg: common.Config) -> dict[str, Any]:
     Same data, batch order (DistributedSampler, same seed), initialisation and epochs, so
     both paths must end on the same loss.
     """
-    from atml import bench as bench_lib
+    from atml import benchmark as bench_lib
 
     def build() -> tuple[Any, ...]:
         model = vae_model.VAE(cfg.latent_dim, cfg.hidden).to(ctx.device)

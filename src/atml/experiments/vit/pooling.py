@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from atml import bench as bench_lib
+from atml import benchmark as bench_lib
 from atml import runtime
 from atml.data import digits
 from atml.errors import UsageError
