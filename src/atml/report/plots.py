@@ -6,13 +6,15 @@ Every figure is saved as PNG (for the HTML page) and PDF (for LaTeX), atomically
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import matplotlib
 
-matplotlib.use("Agg")  # headless; set before pyplot is imported
+if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend, so the user's own plots still show
+    matplotlib.use("Agg")  # headless; set before pyplot is imported (atml closes each figure it saves)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
@@ -36,7 +38,10 @@ def styled(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         with plt.rc_context(STYLE):
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            interactive = matplotlib.is_interactive()  # set by a notebook's backend on its first figure
+        matplotlib.interactive(interactive)  # not undone with the style, or the user's own plots stop showing
+        return result
 
     return wrapper
 

@@ -269,7 +269,20 @@ def data_scale_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_memory_section(report: dict[str, Any]) -> str:
+    """``scripts/run_memory.py``'s JSON: one command's time and peak anonymous memory at several values of an option."""
+    key = report["vary"]
+    lines = [f"`scripts/run_memory.py` on {report['cpu']} ({report['cores']} cores), torch {report['torch']}, "
+             f"{report['date']}: `{report['command']}` with `--set {key}=N`, each in a fresh process "
+             f"(`benchmarks/{report.get('file', 'run-memory.json')}`):", "",
+             f"| {key} | status | wall time s | peak anonymous MB |", "| --- | --- | --- | --- |"]
+    for r in report["rows"]:
+        lines.append(f"| {r[key]} | {r['status']} | {r['seconds']:.1f} | {r['peak_anon_mb']:,.0f} |")
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "attention-memory-cpu": ("attention-memory-cpu.json", run_memory_section),
     "data-scale-cpu": ("data-scale-cpu.json", data_scale_section),
     "data-scale-large-cpu": ("data-scale-large-cpu.json", data_scale_section),
     "bench-cpu": ("bench-cpu.json", bench_section),
