@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from atml._version import __version__
 __all__ = ["Bench", "Run", "Runs", "Speed", "bench", "experiments", "load", "model_info", "report", "resume", "run",
            "speed"]
 

@@ -39,7 +39,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from atml import __version__
+    from atml._version import __version__
 
     parser = argparse.ArgumentParser(prog="atml", description="A lab for looking inside modern vision models.")
     parser.add_argument("--version", action="version", version=f"atml {__version__}")

@@ -126,7 +126,7 @@ def environment(device: torch.device, seed: int) -> dict[str, Any]:
     """Versions, device, seed and commit, as recorded in a run's ``env.json``."""
     import torchvision
 
-    from atml import __version__
+    from atml._version import __version__
 
     env = {
         "atml": __version__,

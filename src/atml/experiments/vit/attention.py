@@ -43,23 +43,23 @@ class AttentionConfig(common.ViTConfig):
 def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     notes = common.source_notes(cfg, ctx)
+    batch = attention_batch(model, cfg.batch_size, ctx.device)  # images per forward: also per preprocessing
     if cfg.images:
         shown = common.user_images(cfg, notes)
         stats_batches = lambda: (common.as_batch(dict(part), model, ctx.device)  # noqa: E731
-                                 for part in _chunks(list(shown.items()), cfg.batch_size))
+                                 for part in _chunks(list(shown.items()), batch))
     elif len(model.classes) == 1000 and cfg.data not in ("folder", "imagenet"):  # an ImageNet model: photos
         shown = common.sample_photos()
-        stats_batches = lambda: iter([common.as_batch(shown, model, ctx.device)])  # noqa: E731
+        stats_batches = lambda: iter(common.as_batch(shown, model, ctx.device).split(batch))  # noqa: E731
     else:
         data = common.load_labelled(cfg, ctx, model=model)
         shown = common.split_images(data.val, cfg.count)
         stats_images = data.val.subset(cfg.stats_images, seed=cfg.seed).images
-        stats_batches = lambda: (model.preprocess(b.to(ctx.device)) for b in stats_images.split(cfg.batch_size))  # noqa: E731
+        stats_batches = lambda: (model.preprocess(b.to(ctx.device)) for b in stats_images.split(batch))  # noqa: E731
     shown = dict(list(shown.items())[:cfg.count]) if not cfg.images else shown
-    batch = attention_batch(model, cfg.batch_size, ctx.device)
     seen = attention_pass(model, (common.as_batch(dict(part), model, ctx.device)
                                   for part in _chunks(list(shown.items()), batch)), keep_maps=True)
-    stats_pass = attention_pass(model, (x for big in stats_batches() for x in big.split(batch)), keep_maps=False)
+    stats_pass = attention_pass(model, stats_batches(), keep_maps=False)
     stats = stats_pass.stats()
     last, flow = seen.last_cls, seen.rollout  # (B, H, N), (B, N)
     out = Results(notes=notes)
