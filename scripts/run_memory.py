@@ -4,10 +4,11 @@
         run vit.attention --preset smoke --set arch=timm/vit_small_patch14_reg4_dinov2
 
 Each value runs in a fresh process (``python -m atml ... --set KEY=VALUE``, ``--out`` a
-temporary folder); its peak *anonymous* resident memory (``RssAnon``: file pages of memory
-maps are the kernel's to reclaim), summed over the process and any children, is sampled from
-here every 20 ms. A flat peak across the values says the run's memory does not grow with
-that option (images read, images averaged over).
+temporary folder). Two figures: the kernel's high-water mark of its resident memory (exact:
+``ru_maxrss`` from ``wait4``, file pages of the libraries included) and its peak *anonymous*
+resident memory (``RssAnon``, sampled from here every 20 ms, so a short-lived peak can be
+missed, more often in a short run). A flat high-water mark across the values says the run's
+memory does not grow with that option (images read, images averaged over).
 """
 
 from __future__ import annotations
@@ -32,9 +33,13 @@ def measure(argv: list[str], out: Path) -> dict:
         child = subprocess.Popen([sys.executable, "-m", "atml", *argv, "--out", str(out)], stdout=log, stderr=log,
                                  env={**os.environ, "TQDM_DISABLE": "1"})
         peak = 0
-        while child.poll() is None:
-            peak = max(peak, sum(_anon(pid) for pid in _tree(child.pid)))
+        while True:  # reaped with wait4, which also gives the kernel's high-water mark of its resident memory
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, sum(_anon(p) for p in _tree(child.pid)))
             time.sleep(0.02)
+        child.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - start
         log.seek(0)
         text = log.read()
@@ -42,7 +47,8 @@ def measure(argv: list[str], out: Path) -> dict:
         raise SystemExit(f"atml {' '.join(argv)} failed (exit {child.returncode}):\n{text[-3000:]}")
     run = next(out.iterdir())
     results = json.loads((run / "results.json").read_text())
-    return {"seconds": seconds, "peak_anon_mb": peak / 2**20, "status": results["status"],
+    return {"seconds": seconds, "peak_anon_mb": peak / 2**20, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "status": results["status"],
             "run_peak_memory_mb": results["metrics"].get("peak_memory_mb")}
 
 
@@ -66,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as out:
             row = {key: value, **measure([*command, "--set", f"{key}={value}"], Path(out))}
         report["rows"].append(row)
-        print(f"{key}={value}: {row['seconds']:.1f} s, peak anonymous {row['peak_anon_mb']:,.0f} MB", flush=True)
+        print(f"{key}={value}: {row['seconds']:.1f} s, high-water mark {row['peak_rss_mb']:,.0f} MB, sampled peak "
+              f"anonymous {row['peak_anon_mb']:,.0f} MB", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     return 0

@@ -435,13 +435,14 @@ def model_info(name: str | None = None, family: str | None = None) -> list[regis
     """The model registry (``atml models``): atml's own entries (of ``family``: cnn, vit or clip), or, with
     ``name``, the entry of any model atml can build (``resnet152``, ``timm/convnext_tiny``, ``ViT-B-16``) with its
     weights tags, sources, checks and preprocessing. (Not ``atml.models``: that name is atml's models package.)"""
+    from atml.models import factory
     from atml.models import registry as models_registry
 
     try:
         if family is not None and family not in models_registry.FAMILIES:
             raise UsageError(f"family={family!r} is not valid; choose one of {', '.join(models_registry.FAMILIES)}")
         if name is not None:
-            return models_registry.find(name, family)
+            return factory.find(name, family)
         return [m for m in models_registry.MODELS.values() if family in (None, m.family)]
     except AtmlError as err:
         err.args = (pythonic(str(err)),)

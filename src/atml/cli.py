@@ -161,6 +161,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from atml.models import factory
     from atml.models import registry as models
 
     if args.name is None:
@@ -172,7 +173,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("Any other torchvision or timm CNN (timm/NAME), timm ViT (timm/NAME) or open_clip model works too: "
               "'atml models NAME' shows its weights tags.")
         return 0
-    entry = models.find(args.name, args.family)
+    entry = factory.find(args.name, args.family)
     pre = entry.preprocessing
     print(f"{entry.name} ({entry.family}, built by {entry.builder}; exposes {', '.join(entry.exposes)})")
     print(f"  random: {pre.input_size} px, mean {_floats(pre.mean)}, std {_floats(pre.std)}")

@@ -206,29 +206,6 @@ def _open_clip_entry(name: str) -> Model:
     return Model(name, "clip", "open_clip", ("image-text embeddings",), weights, default or _CLIP_PRE)
 
 
-def find(name: str, family: str | None = None) -> Model:
-    """The entry for ``name`` in ``family``, or in the first family whose experiments accept it (``atml models``).
-
-    Without a family a ``timm/`` name is read as a ViT when timm calls it one (vit_, deit, eva, beit), else as a CNN.
-    """
-    from atml.models import clip, cnn, resnet, vit
-
-    checks = {"cnn": lambda: cnn.check_arch(name, resnet.ARCHS), "vit": lambda: vit.check_arch(name),
-              "clip": lambda: clip.check_arch(name)}
-    if family is None and name.startswith("timm/"):
-        family = "vit" if name.removeprefix("timm/").startswith(("vit_", "deit", "eva", "beit")) else "cnn"
-    for candidate in (family,) if family else FAMILIES:
-        try:
-            checks[candidate]()
-        except UsageError:
-            if family:
-                raise
-            continue
-        return lookup(candidate, name)
-    raise UsageError(f"{name!r} is not a model atml knows: not one of atml's entries ('atml models' lists them), "
-                     "a torchvision CNN, timm/NAME of a timm model, or an open_clip model")
-
-
 def trained_by_atml(family: str, name: str, tag: str) -> bool:
     """Whether ``tag`` of ``name`` is a demo stand-in atml trains itself (its recipe, cached)."""
     entry = MODELS.get((family, name))  # atml trains only its own entries; never ask a library about a path

@@ -275,9 +275,11 @@ def run_memory_section(report: dict[str, Any]) -> str:
     lines = [f"`scripts/run_memory.py` on {report['cpu']} ({report['cores']} cores), torch {report['torch']}, "
              f"{report['date']}: `{report['command']}` with `--set {key}=N`, each in a fresh process "
              f"(`benchmarks/{report.get('file', 'run-memory.json')}`):", "",
-             f"| {key} | status | wall time s | peak anonymous MB |", "| --- | --- | --- | --- |"]
+             f"| {key} | status | wall time s | resident high-water mark MB (kernel, exact) | peak anonymous MB "
+             "(sampled every 20 ms) |", "| --- | --- | --- | --- | --- |"]
     for r in report["rows"]:
-        lines.append(f"| {r[key]} | {r['status']} | {r['seconds']:.1f} | {r['peak_anon_mb']:,.0f} |")
+        lines.append(f"| {r[key]} | {r['status']} | {r['seconds']:.1f} | {r['peak_rss_mb']:,.0f} | "
+                     f"{r['peak_anon_mb']:,.0f} |")
     return "\n".join(lines)
 
 
