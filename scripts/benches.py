@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             benches.append(json.loads(out.read_text()))
     device = runtime.select_device(args.device)
     report = {"device_name": runtime.environment(device, 0)["device_name"], "torch": torch.__version__,
-              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), "benches": benches}
+              "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"), "benches": benches}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
     print(args.json)

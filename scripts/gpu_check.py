@@ -35,9 +35,9 @@ from typing import Any
 
 import torch
 
+from atml import config as config_lib
 from atml import runtime
 from atml import speedtest as speed
-from atml import config as config_lib
 from atml.experiments import registry
 
 TORCHRUN_EXPERIMENT = "resnet.transfer"
@@ -92,7 +92,7 @@ def run_speed(device: torch.device, quick: bool, compile_mode: str) -> dict[str,
     out["gemm_gflops"] = {"fp32": runtime.matmul_gflops(n, device=device)}
     if device.type == "cuda":
         out["gemm_gflops"]["bf16"] = runtime.matmul_gflops(n, device=device, dtype=torch.bfloat16)
-    print("  GEMM ceiling (measured, %d^3): " % n
+    print(f"  GEMM ceiling (measured, {n}^3): "
           + ", ".join(f"{k} {v / 1000:.1f} TFLOP/s" for k, v in out["gemm_gflops"].items()), flush=True)
     return out
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.benchmark = True
     card = runtime.environment(device, 0)["device_name"]
     report: dict[str, Any] = {"card": card, "device": str(device), "torch": torch.__version__,
-                              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                              "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                               "cuda": torch.version.cuda, "driver": _driver()}
     print(f"gpu_check: {card}, torch {torch.__version__}, CUDA {torch.version.cuda}", flush=True)
     started = time.perf_counter()

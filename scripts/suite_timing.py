@@ -142,14 +142,15 @@ def main(argv: list[str] | None = None) -> int:
             main_stage = max(row["stages"], key=lambda s: s["planned_epochs"] * s["s_per_epoch"], default=None)
             per_epoch = (f"{main_stage['s_per_epoch']:.1f} s/epoch ({main_stage['stage']})" if main_stage
                          else "no training stage")
-            print(f"  {name:<16} {row['status']:<6} ran {row['wall_s']:7.1f} s; full epochs {row['full_epochs_s']:8.1f} s "
+            print(f"  {name:<16} {row['status']:<6} ran {row['wall_s']:7.1f} s; full epochs "
+                  f"{row['full_epochs_s']:8.1f} s "
                   f"({row['how']}); {per_epoch}; peak {row['peak_memory_mb'] or 0:,.0f} MB{util}", flush=True)
     total = sum(r["full_epochs_s"] for r in rows)
     how = "measured" if all(r["how"] == "measured" for r in rows) else "estimated from measured per-epoch times"
     print(f"whole suite at the full preset's epochs: {total / 60:.1f} min ({how})", flush=True)
     if args.json:
         report = {"card": card, "device": str(device), "torch": torch.__version__,
-                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                   "epochs_per_stage": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit,
                   "overrides": args.overrides,
                   "experiments": rows, "suite_s": total, "suite_how": how}

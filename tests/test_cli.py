@@ -153,7 +153,8 @@ def test_demo_runs_every_experiment_and_ends_with_the_report_path(tmp_path, caps
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == str(tmp_path / "demo" / "report" / "report.html")
     runs = sorted((tmp_path / "demo" / "runs").iterdir())
-    assert sorted(json.loads((r / "results.json").read_text())["experiment"] for r in runs) == sorted(registry().names())
+    ran = sorted(json.loads((r / "results.json").read_text())["experiment"] for r in runs)
+    assert ran == sorted(registry().names())
     assert all(json.loads((r / "results.json").read_text())["preset"] == "smoke" for r in runs)
     assert run_cli("demo", "--out", str(tmp_path / "demo")) == 2  # never into a used folder
 

@@ -22,7 +22,8 @@ def test_generated_idx_files_read_back(fmnist_root):
 def test_production_path_checks_official_md5s(fmnist_root):
     with pytest.raises(DataError) as err:
         fashion_mnist.load(fmnist_root, offline=True)
-    assert "train-images-idx3-ubyte.gz" in str(err.value) and fashion_mnist.MD5["train-images-idx3-ubyte.gz"] in str(err.value)
+    name = "train-images-idx3-ubyte.gz"
+    assert name in str(err.value) and fashion_mnist.MD5[name] in str(err.value)
 
 
 def test_missing_files_named_with_how_to_get_them(tmp_path):

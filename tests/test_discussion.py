@@ -89,10 +89,13 @@ def test_align_sentences_do_not_assume_an_improvement():
     def align(residual_after: float, centroid_after: float) -> str:
         before, after = (("when", "before"),), (("when", "after"),)
         m = _records({("orthogonality_error", ()): 1e-12,
-                      ("residual", (("split", "test"), *before)): 0.9, ("residual", (("split", "test"), *after)): residual_after,
+                      ("residual", (("split", "test"), *before)): 0.9,
+                      ("residual", (("split", "test"), *after)): residual_after,
                       ("centroid_distance", before): 0.5, ("centroid_distance", after): centroid_after,
-                      ("acc", (("prompt_set", "photo"), *before)): 0.6, ("acc", (("prompt_set", "photo"), *after)): 0.55,
-                      ("acc", (("prompt_set", "cifar18"), *before)): 0.9, ("acc", (("prompt_set", "cifar18"), *after)): 0.9})
+                      ("acc", (("prompt_set", "photo"), *before)): 0.6,
+                      ("acc", (("prompt_set", "photo"), *after)): 0.55,
+                      ("acc", (("prompt_set", "cifar18"), *before)): 0.9,
+                      ("acc", (("prompt_set", "cifar18"), *after)): 0.9})
         return " ".join(clip_align.discuss(RunResults(metrics=m)))
 
     better = align(0.7, 0.3)

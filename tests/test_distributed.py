@@ -59,7 +59,8 @@ def test_training_under_torchrun_matches_the_single_process_run(tmp_path, experi
     (one,), (two,) = list((tmp_path / "one").iterdir()), list((tmp_path / "two").iterdir())
     assert done.stdout.strip().splitlines()[-1] == str(two)  # printed once, by rank 0
     single, double = _rows(one), _rows(two)
-    assert [(r["stage"], r["epoch"], r["phase"]) for r in single] == [(r["stage"], r["epoch"], r["phase"]) for r in double]
+    assert [(r["stage"], r["epoch"], r["phase"]) for r in single] == [(r["stage"], r["epoch"],
+                                                                       r["phase"]) for r in double]
     for a, b in zip(single, double):
         assert abs(a["loss"] - b["loss"]) <= tolerance * max(1.0, abs(a["loss"])), (a, b)
     results = json.loads((two / "results.json").read_text())

@@ -15,7 +15,8 @@ def test_features_smoke(tmp_path):
     assert 0 <= m["cka_early_late"] <= 1
     # generated classes are colour templates: every depth separates them far above chance (0.1)
     assert min(m[f"probe_acc_{d}"] for d in ("early", "middle", "late")) > 0.8
-    assert len(results["data"]["confusion"]) == 10 and sum(map(sum, results["data"]["confusion"])) == results["data"]["samples"]
+    confusion = results["data"]["confusion"]
+    assert len(confusion) == 10 and sum(map(sum, confusion)) == results["data"]["samples"]
     assert 30 <= results["data"]["samples"] <= 50  # at most 5 per class of the 60 generated validation images
     assert {"figures/embeddings.png", "figures/cka.png", "figures/confusion_late_probe.png"} <= set(results["figures"])
     env = json.loads((run / "env.json").read_text())
@@ -27,4 +28,4 @@ def test_long_analysis_steps_say_what_they_are_doing(tmp_path, capsys):
     out = capsys.readouterr().out
     for step in ("resnet50: features of", "k-NN, linear probes and silhouette per depth", "t-SNE (",
                  "resnet18: k-NN"):
-        assert f"[resnet.features] " in out and step in out, step
+        assert "[resnet.features] " in out and step in out, step

@@ -39,7 +39,8 @@ def test_transfer_refuses_random_as_the_pretrained_side(tmp_path, capsys):
 def test_torchrun_two_gloo_ranks_match_the_single_process_run(tmp_path):
     """DDP on CPU: the global batches are identical, so the head cell matches exactly and full
     fine-tuning within tolerance (BatchNorm statistics are per rank on gloo)."""
-    assert cli.main(["run", "resnet.transfer", "--preset", "smoke", "--set", CELLS, "--out", str(tmp_path / "one")]) == 0
+    assert cli.main(["run", "resnet.transfer", "--preset", "smoke", "--set", CELLS, "--out",
+                     str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "atml", "run",
            "resnet.transfer", "--preset", "smoke", "--set", CELLS, "--out", str(tmp_path / "two")]
@@ -48,7 +49,8 @@ def test_torchrun_two_gloo_ranks_match_the_single_process_run(tmp_path):
     (one,), (two,) = list((tmp_path / "one").iterdir()), list((tmp_path / "two").iterdir())
     assert done.stdout.strip().splitlines().count(str(two)) == 1  # the final line, printed by rank 0 alone
     single, double = _rows(one), _rows(two)
-    assert [(r["stage"], r["epoch"], r["phase"]) for r in single] == [(r["stage"], r["epoch"], r["phase"]) for r in double]
+    assert [(r["stage"], r["epoch"], r["phase"]) for r in single] == [(r["stage"], r["epoch"],
+                                                                       r["phase"]) for r in double]
     for a, b in zip(single, double):
         tolerance = 1e-4 if a["stage"] == "pretrained_head" else 0.1 * a["loss"]
         assert abs(a["loss"] - b["loss"]) <= tolerance, (a, b)

@@ -25,7 +25,8 @@ def test_vae_train(tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and len(rows[-1]["kl_per_dim"]) == 20
     assert sum(rows[-1]["kl_per_dim"]) == pytest.approx(rows[-1]["kl"], rel=1e-5)
-    assert {"figures/reconstructions.png", "figures/generations.png", "figures/loss_curves.pdf"} <= set(results["figures"])
+    assert {"figures/reconstructions.png", "figures/generations.png",
+            "figures/loss_curves.pdf"} <= set(results["figures"])
     refs = {r["metric"]: r["status"] for r in results["references"] if r["metric"]}
     assert refs["val_loss"] == "not comparable" and refs["train_loss"] == "not comparable"
     assert "generated" in results["sources"]["data"]["source"]

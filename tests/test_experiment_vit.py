@@ -165,7 +165,6 @@ def test_the_centre_block_masks_the_same_share_as_random_masking(grid, ratio):
 
 def test_masking_sentences_name_the_share_actually_masked():
     from atml.experiments.vit import masking as vit_exp
-
     from atml.results import Results, RunResults
 
     r = Results()

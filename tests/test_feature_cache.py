@@ -3,7 +3,6 @@
 import torch
 
 from atml import config
-
 from atml.experiments.resnet import common as resnet_common
 from atml.experiments.resnet import head as resnet_head
 from atml.models import registry, resnet

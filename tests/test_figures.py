@@ -165,9 +165,10 @@ def test_the_skip_gradient_panels_share_one_axis_and_name_only_what_they_draw(fi
 
 def test_course_reference_points_only_on_the_courses_axes():
     from atml.experiments.resnet import head
-    from atml.results import Metrics, Metric
+    from atml.results import Metric, Metrics
 
-    records = Metrics([Metric(n, 0.5, condition={"resolution": r}) for n in ("val_acc", "best_val_acc") for r in (8, 16)])
+    records = Metrics([Metric(n, 0.5, condition={"resolution": r}) for n in ("val_acc", "best_val_acc") for r in (8,
+                                                                                                                  16)])
     cfg = head.Config(resolutions=(8, 16), data="digits", arch="resnet-digits")
     labels = [line.get_label() for line in head.accuracy_vs_resolution(records, cfg).axes[0].get_lines()]
     assert not any("seed report" in label for label in labels)

@@ -1,9 +1,9 @@
 """Static check: every torch.load in atml's source passes weights_only=True."""
 
 import re
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 import atml
 
@@ -14,7 +14,8 @@ def test_every_torch_load_uses_weights_only():
     root = Path(atml.__file__).parent
     calls = [(path, m.group("args")) for path in root.rglob("*.py") for m in CALL.finditer(path.read_text())]
     assert calls, "the check found no torch.load at all: the pattern is broken"
-    unsafe = [f"{path.relative_to(root)}: torch.load({args})" for path, args in calls if "weights_only=True" not in args]
+    unsafe = [f"{path.relative_to(root)}: torch.load({args})" for path,
+              args in calls if "weights_only=True" not in args]
     assert not unsafe, unsafe
 
 
@@ -63,5 +64,6 @@ def test_silencing_open_clip_leaves_every_other_logger_alone(caplog):
     assert not logging.getLogger().disabled
     assert [r.getMessage() for r in caplog.records] == ["still heard", "root, from atml's own code"]
     caplog.clear()
-    clip._open_clip_model("ViT-B-32", quick_gelu=True)  # open_clip warns that no pretrained weights were loaded: dropped
+    clip._open_clip_model("ViT-B-32",
+                          quick_gelu=True)  # open_clip warns that no pretrained weights were loaded: dropped
     assert not [r for r in caplog.records if "pretrained" in r.getMessage().lower()]

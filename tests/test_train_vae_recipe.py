@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from atml.models.vae import VAE
-from atml.train.vae_recipe import Variant, VAEStep, kl_weight_at
+from atml.train.vae_recipe import VAEStep, Variant, kl_weight_at
 
 
 @pytest.mark.parametrize("variant, progress, expected", [

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from atml._version import __version__
+from atml._version import __version__ as __version__
+
 __all__ = ["Bench", "Run", "Runs", "Speed", "bench", "experiments", "load", "model_info", "report", "resume", "run",
            "speed"]
 

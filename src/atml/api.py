@@ -329,7 +329,8 @@ def resume_run(path: str | Path, *, name: str | None = None, preset: str | None 
 
 _FLAGS = {"--resume continues": "atml.resume() continues", "--resume": "resume=", "--seeds ": "seeds=",
           "--data-dir ": "data_dir=", "--weights ": "weights=", "--device ": "device=", "--seed ": "seed=",
-          "--out ": "out=", "--set ": "", "--preset ": "preset=", "--models ": "models=", "--compile ": "compile=", "--data-dir": "data_dir=", "--weights": "weights="}
+          "--out ": "out=", "--set ": "", "--preset ": "preset=", "--models ": "models=", "--compile ": "compile=",
+          "--data-dir": "data_dir=", "--weights": "weights="}
 
 
 def pythonic(message: str) -> str:

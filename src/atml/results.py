@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 SCHEMA = 2
 RUN_KEYS = ("experiment", "preset", "status", "error", "error_kind", "resumable", "traceback", "metrics", "records",
-            "figures", "tables", "notes", "warnings", "data", "sources", "seed", "device", "references", "rehearsal", "schema")
+            "figures", "tables", "notes", "warnings", "data", "sources", "seed", "device", "references", "rehearsal",
+            "schema")
 """The top-level keys of results.json; in older files any other key is experiment-specific data."""
 
 
@@ -277,7 +278,8 @@ class RunResults(Results):
         data.update({k: v for k, v in raw.items() if k not in RUN_KEYS})  # older files kept extras at the top
         return cls(metrics=metrics, tables=[Table.from_json(t) for t in raw.get("tables") or []],
                    figures=figures_from_paths(raw.get("figures") or []), notes=list(raw.get("notes") or []),
-                   warnings=list(raw.get("warnings") or []), data=data, experiment=raw.get("experiment", ""), preset=raw.get("preset", "-"),
+                   warnings=list(raw.get("warnings") or []), data=data, experiment=raw.get("experiment", ""),
+                   preset=raw.get("preset", "-"),
                    status=raw.get("status", "unknown"), error=raw.get("error"), seed=raw.get("seed"),
                    device=raw.get("device"), sources=dict(raw.get("sources") or {}),
                    references=list(raw.get("references") or []), rehearsal=bool(raw.get("rehearsal")),

@@ -222,6 +222,6 @@ def run(device_name: str = "auto", *, quick: bool = False, compile: str = "off",
     started = time.perf_counter()
     pairs = compare(device, sizes, compile=compile, models=models, say=say)
     return {"device": str(device), "device_name": name, "torch": torch.__version__, "precision": precision,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
             "sizes": dataclasses.asdict(sizes), "seconds": time.perf_counter() - started,
             "pairs": [{**dataclasses.asdict(p), "ratio": p.ratio} for p in pairs]}

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atml.data import ImageDataset, ImageSplit
-from atml.data import integrity
+from atml.data import ImageDataset, ImageSplit, integrity
 from atml.errors import DataError
 
 FOLDER = "cifar-10-batches-py"

@@ -127,7 +127,8 @@ DATASETS: dict[str, Callable[[Spec], Loaded]] = {
 FAMILY_DATA: dict[str, tuple[str, ...]] = {
     "resnet": ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
                "rehearsal-cifar10"),
-    "vit": ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100", "rehearsal-cifar10"),
+    "vit": ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
+            "rehearsal-cifar10"),
     "clip": ("stl10", "cifar10", "cifar100", "digits", "folder", "generated-stl10", "generated-cifar100",
              "rehearsal-stl10"),
     "grayscale": ("fashion-mnist", "digits", "folder", "generated-fashion-mnist", "rehearsal-fashion-mnist"),

@@ -50,7 +50,8 @@ def load(root: str | Path, *, size: int, interpolation: str = "bicubic", skip_ba
         torch.empty((0, 3, size, size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64), names)
     source = (f"ImageNet-1k validation set at {root / 'val'} ({len(val):,} images"
               + (f"; train/ {len(train):,}" if len(train) else "; no train/") + "; classes: sorted WordNet IDs, "
-              f"names from timm); short side resized to {size} px ({interpolation}) and centre-cropped to {size}x{size}")
+              f"names from timm); short side resized to {size} px ({interpolation}) and centre-cropped to "
+              f"{size}x{size}")
     return FolderRead(ImageDataset("imagenet", train, val, source), bad, Readiness.of(list(splits.values())))
 
 

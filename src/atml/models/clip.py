@@ -112,7 +112,8 @@ def weight_names(arch_name: str) -> tuple[str, ...]:
 
 
 def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
-          state: dict[str, torch.Tensor] | None = None, state_info: WeightsInfo | None = None) -> tuple[CLIPModel, WeightsInfo]:
+          state: dict[str, torch.Tensor] | None = None,
+          state_info: WeightsInfo | None = None) -> tuple[CLIPModel, WeightsInfo]:
     """The model with its weights loaded, and what to record about them.
 
     ``arch_name``: any open_clip model config (``ViT-B-16``, ``RN50``, ``ViT-B-16-SigLIP``,

@@ -54,7 +54,8 @@ class DCGAN(nn.Module):
         self.discriminator = Discriminator(width)
         self.apply(init_weights)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               device: torch.device | None = None) -> torch.Tensor:
         z = torch.randn(n, self.generator.latent_dim, generator=generator)
         return self.generator(z.to(device or next(self.parameters()).device))
 

@@ -268,7 +268,8 @@ def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: i
     if backend == "timm":
         return ViT(timm_model.eval(), "timm", arch, classes), state_info
     hf_model = hf_from_timm(timm_model, arch, classes)
-    state_info = dataclasses.replace(state_info, description=state_info.description + " (converted timm -> transformers)")
+    state_info = dataclasses.replace(state_info,
+                                     description=state_info.description + " (converted timm -> transformers)")
     return ViT(hf_model, "hf", arch, classes), state_info
 
 
@@ -337,7 +338,8 @@ def _build_any_timm(name: str, weights: str, *, offline: bool, input_size: int) 
         raise UsageError(f"timm/{name} has a non-square input or patch ({image}, {patch}); atml's maps need squares")
     arch = Arch(image[0], patch[0], model.embed_dim, len(model.blocks), model.blocks[0].attn.num_heads,
                 model.blocks[0].mlp.fc1.out_features / model.embed_dim, tuple(cfg.get("mean", registry.IMAGENET_MEAN)),
-                tuple(cfg.get("std", registry.IMAGENET_STD)), float(cfg.get("crop_pct", 1.0)) if not input_size else 1.0)
+                tuple(cfg.get("std", registry.IMAGENET_STD)),
+                float(cfg.get("crop_pct", 1.0)) if not input_size else 1.0)
     classes = (imagenet_classes() if model.num_classes == 1000 else [str(i) for i in range(model.num_classes)])
     return ViT(model.eval(), "timm", arch, classes, model.num_prefix_tokens), info
 
@@ -434,7 +436,8 @@ def timm_to_hf(state: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Te
                 out[f"{dst}{b}.{p}"] = state[f"{src}{a}.{p}"]
         for p in ("weight", "bias"):
             q, k, v = state[f"{src}attn.qkv.{p}"].chunk(3)
-            out[f"{dst}attention.q_proj.{p}"], out[f"{dst}attention.k_proj.{p}"], out[f"{dst}attention.v_proj.{p}"] = q, k, v
+            for name, part in (("q_proj", q), ("k_proj", k), ("v_proj", v)):
+                out[f"{dst}attention.{name}.{p}"] = part
     return out
 
 
@@ -448,8 +451,9 @@ def _hf_from_folder(folder: Path, arch_name: str) -> tuple[nn.Module, WeightsInf
     if not files:
         raise WeightsError(f"{folder} has a config.json but no model.safetensors or pytorch_model.bin")
     try:
+        safetensors = files[0].suffix == ".safetensors"
         model = transformers.ViTForImageClassification.from_pretrained(str(folder), local_files_only=True,
-                                                                       use_safetensors=files[0].suffix == ".safetensors")
+                                                                       use_safetensors=safetensors)
     except Exception as err:  # transformers raises OSError, ValueError... for broken folders
         raise WeightsError(f"cannot load the transformers model in {folder}: {str(err).splitlines()[0]}") from err
     if getattr(model.config, "model_type", "vit") != "vit":

@@ -91,7 +91,8 @@ def check_hub_blob(path: Path) -> None:
     if blob.parent.name == "blobs" and len(blob.name) == 64 and all(c in "0123456789abcdef" for c in blob.name):
         digest = sha256sum(blob)
         if digest != blob.name:
-            raise WeightsError(f"{path} fails its hash check: the Hugging Face cache stores it as SHA-256 {blob.name[:16]}..., "
+            raise WeightsError(f"{path} fails its hash check: the Hugging Face cache stores it as SHA-256 "
+                               f"{blob.name[:16]}..., "
                                f"the bytes hash to {digest[:16]}...; delete {blob} and download it again")
 
 

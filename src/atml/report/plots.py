@@ -77,7 +77,8 @@ def epoch_axis(ax: Any) -> None:
 
 def phase_handles() -> list[Line2D]:
     """Legend entries for the line styles: train dashed, validation solid."""
-    return [Line2D([], [], color="0.35", ls="--", label="train"), Line2D([], [], color="0.35", ls="-", label="validation")]
+    return [Line2D([], [], color="0.35", ls="--", label="train"),
+            Line2D([], [], color="0.35", ls="-", label="validation")]
 
 
 def legend_below(fig: Any, handles: Sequence[Any], ncol: int | None = None) -> Any:
@@ -103,7 +104,7 @@ def log_axis(ax: Any, axis: str = "x") -> None:
 def training_curves(records: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str = "") -> Any:
     """Loss and accuracy per epoch; one colour per stage, train dashed, validation solid; legend below."""
     fig, axes = figure(2, width=2.0, height=2.6)
-    for i, (stage, rows) in enumerate(records.items()):
+    for i, rows in enumerate(records.values()):
         for phase, style in (("train", "--"), ("val", "-")):
             pts = [r for r in rows if r.get("phase") == phase]
             epochs = [r["epoch"] for r in pts]

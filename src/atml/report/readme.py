@@ -194,7 +194,8 @@ def speed_section(figures: dict[str, Any]) -> str:
     """``atml speed``'s JSON as a table: atml's path, the peer's loop, the ratio."""
     sizes = figures["sizes"]
     lines = [f"`atml speed --device {figures['device']}` on {figures['device_name']}, torch {figures['torch']}, "
-             f"{figures['precision']}, batch {sizes['batch']}, 224 px, random weights, {figures.get('date', 'undated')} "
+             f"{figures['precision']}, batch {sizes['batch']}, 224 px, random weights, "
+             f"{figures.get('date', 'undated')} "
              f"(`benchmarks/{figures.get('file', 'speed.json')}`):", "",
              "| path | atml (img/s) | peer | peer (img/s) | atml / peer |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {p['name']} | {p['atml']:,.1f} | {p['peer_name']} | {p['peer']:,.1f} | {p['ratio']:.2f} |"
@@ -230,8 +231,9 @@ def bench_section(report: dict[str, Any]) -> str:
              "| command | naive path | atml path | speed-up | same result | model rate, share of the machine's "
              "matrix-multiply rate |", "| --- | --- | --- | --- | --- | --- |"]
     for b in report["benches"]:
+        agree = abs(b["naive_val_acc"] - b["atml_val_acc"]) < 5e-5
         same = (f"no: both at chance ({b['chance']:.2f}), {b['atml_val_acc']:.4f}" if b.get("at_chance")
-                else f"{b['result_name']} {b['atml_val_acc']:.4f} both" if abs(b["naive_val_acc"] - b["atml_val_acc"]) < 5e-5
+                else f"{b['result_name']} {b['atml_val_acc']:.4f} both" if agree
                 else f"{b['result_name']} {b['naive_val_acc']:.4f} vs {b['atml_val_acc']:.4f}")
         lines.append(f"| `{b['command']}` | {b['naive_label']}: {b['naive_s']:.2f} s | {b['atml_label']}: "
                      f"{b['atml_s']:.2f} s | {b['speedup']:.1f}x | {same} | {b['achieved_gflops']:.0f} GFLOP/s = "

@@ -20,10 +20,10 @@ import torch
 
 from atml.data import digits
 from atml.data.integrity import sha256sum
+from atml.distributed import UNSHARDED
 from atml.models import clip
 from atml.models.weights import WeightsInfo
 from atml.train.augment import Augment
-from atml.distributed import UNSHARDED
 from atml.train.loop import Batches, Fit, MemoryRecorder, StepOutput, fit
 from atml.train.pretrain import cached_training
 
@@ -97,7 +97,8 @@ def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[
     records = fit(Fit(model, optimizer,
                       Batches((data.train.images, data.train.labels), recipe.batch_size, shuffle=True, seed=recipe.seed,
                               **UNSHARDED),
-                      Batches((data.val.images, data.val.labels), 512, **UNSHARDED), recipe.epochs, device, MemoryRecorder(),
+                      Batches((data.val.images, data.val.labels), 512, **UNSHARDED), recipe.epochs, device,
+                      MemoryRecorder(),
                       stage="pretrain-clip", step=ContrastiveStep(model, device), scheduler=scheduler,
                       progress=progress, say=say))
     val_acc = [r for r in records if r["phase"] == "val"][-1]["acc"]

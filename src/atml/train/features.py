@@ -110,8 +110,9 @@ def extract(frozen: FrozenFeatures, images: torch.Tensor, *, batch_size: int, de
     """Features ``(N, D)`` float32 on the CPU for uint8 ``images``, and the images/s achieved.
 
     On a GPU nothing waits inside the loop: each batch is pinned (only that batch: the split
-    may be a memory map of any size) and copied without blocking, its features stay on the device, and one copy back at the end is the
-    only synchronisation, so the host queues batch ``i + 1`` while the GPU computes batch ``i``.
+    may be a memory map of any size) and copied without blocking, its features stay on the
+    device, and one copy back at the end is the only synchronisation, so the host queues
+    batch ``i + 1`` while the GPU computes batch ``i``.
     The rate includes every copy (uint8 images in host memory to features on the host).
 
     Features larger than :func:`in_memory_limit` (2 GB; ``ATML_FEATURES_IN_MEMORY_MB``) are

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from atml.distributed import sync_gradients
 from atml.errors import DivergedError
 from atml.models.gan import DCGAN
-from atml.distributed import sync_gradients
 from atml.train.loop import Batch, Callback, StepOutput
 
 

@@ -18,8 +18,8 @@ import dataclasses
 
 import torch
 
-from atml.models import vae
 from atml.distributed import sync_gradients, unwrap
+from atml.models import vae
 from atml.train.loop import Batch, Callback, StepOutput
 
 SCHEDULES = ("constant", "warmup", "cyclical")

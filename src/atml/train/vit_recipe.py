@@ -17,10 +17,10 @@ import torch
 
 from atml.data import digits
 from atml.data.integrity import sha256sum
+from atml.distributed import UNSHARDED
 from atml.models import vit
 from atml.models.weights import WeightsInfo
 from atml.train.augment import Augment
-from atml.distributed import UNSHARDED
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 from atml.train.pretrain import cached_training
 
@@ -76,7 +76,8 @@ def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[
     records = fit(Fit(trainable, optimizer,
                       Batches((data.train.images, data.train.labels), recipe.batch_size, shuffle=True, seed=recipe.seed,
                               **UNSHARDED),
-                      Batches((data.val.images, data.val.labels), 256, **UNSHARDED), recipe.epochs, device, MemoryRecorder(),
+                      Batches((data.val.images, data.val.labels), 256, **UNSHARDED), recipe.epochs, device,
+                      MemoryRecorder(),
                       stage="pretrain-vit", scheduler=scheduler, progress=progress, say=say))
     val_acc = [r for r in records if r["phase"] == "val"][-1]["acc"]
     state = {k: v.detach().cpu() for k, v in model.model.state_dict().items()}

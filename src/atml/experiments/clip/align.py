@@ -107,14 +107,16 @@ def discuss(results: RunResults) -> list[str]:
     if m.get("residual", split="test", when="after") is None:
         return []
     v = lambda name, when, **c: m.value(name, when=when, **c)  # noqa: E731
-    residual = "cuts" if v("residual", "after", split="test") < v("residual", "before", split="test") else "does not cut"
+    cut = v("residual", "after", split="test") < v("residual", "before", split="test")
+    residual = "cuts" if cut else "does not cut"
     centroid = "falls" if v("centroid_distance", "after") < v("centroid_distance", "before") else "does not fall"
     return [f"The rotation is orthogonal to {m.value('orthogonality_error'):.1e} and {residual} the test residual "
             f"({v('residual', 'before', split='test'):.2f} before, {v('residual', 'after', split='test'):.2f} after); "
             f"the centroid distance {centroid} ({v('centroid_distance', 'before'):.2f} -> "
             f"{v('centroid_distance', 'after'):.2f}).",
             f"Zero-shot accuracy with 'a photo of a {{}}.' goes from {v('acc', 'before', prompt_set='photo'):.3f} to "
-            f"{v('acc', 'after', prompt_set='photo'):.3f} (18 templates: {v('acc', 'before', prompt_set='cifar18'):.3f} "
+            f"{v('acc', 'after', prompt_set='photo'):.3f} (18 templates: "
+            f"{v('acc', 'before', prompt_set='cifar18'):.3f} "
             f"-> {v('acc', 'after', prompt_set='cifar18'):.3f}); a rotation keeps all angles between images, so what "
             "changes is only how images face the class texts."]
 

@@ -11,9 +11,9 @@ Image embeddings are computed once per (weights, images, precision) and cached i
 from __future__ import annotations
 
 import dataclasses
-import typing
 import hashlib
 import time
+import typing
 
 import torch
 
@@ -40,8 +40,10 @@ CIFAR_TEMPLATES = (
     "a good photo of the {}.", "a photo of the small {}.", "a photo of the big {}.",
 )
 DESCRIPTIONS = {
-    "airplane": "an aircraft with wings", "bird": "an animal with feathers and a beak", "car": "a motor vehicle on a road",
-    "cat": "a small furry pet with whiskers", "deer": "a wild animal of the forest", "dog": "a loyal pet with four legs",
+    "airplane": "an aircraft with wings", "bird": "an animal with feathers and a beak",
+    "car": "a motor vehicle on a road",
+    "cat": "a small furry pet with whiskers", "deer": "a wild animal of the forest",
+    "dog": "a loyal pet with four legs",
     "horse": "a large animal with a mane and hooves", "monkey": "a primate with a long tail",
     "ship": "a large boat on the water", "truck": "a heavy vehicle for carrying goods",
     **{w: f"the number {i} written by hand" for i, w in enumerate(clip_recipe.WORDS)},

@@ -154,8 +154,8 @@ def _closing_sentence(m: Metrics) -> str:
     text = (f"Zero-shot accuracy on the whole test split is {before:.3f} as is and {after:.3f} with the gap closed "
             "by a translation fitted on training images and the class prompts. ")
     if abs(change) < 0.02:
-        return text + ("Closing it changes accuracy by less than 2 points: a translation adds nearly the same amount to "
-                       "every class's score, so the ranking zero-shot relies on survives the gap.")
+        return text + ("Closing it changes accuracy by less than 2 points: a translation adds nearly the same amount "
+                       "to every class's score, so the ranking zero-shot relies on survives the gap.")
     return text + (f"Closing it moves accuracy by {change * 100:+.1f} points: the translation changes the classes' "
                    "scores by different amounts, so the gap is not neutral for this model's ranking.")
 

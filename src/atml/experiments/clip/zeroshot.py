@@ -43,7 +43,8 @@ def run(cfg: common.ClipConfig, ctx: RunContext) -> Results:
         out.add("image_encoder_images_per_s", ips, "img/s")
     out.tables += [Table(f"Zero-shot accuracy on {len(labels)} test images per prompt set",
                          ["prompt set", "prompts per class", "example", "accuracy"],
-                         [[n, len(next(iter(p.values()))), next(iter(p.values()))[0], accs[n]] for n, p in sets.items()]),
+                         [[n, len(next(iter(p.values()))), next(iter(p.values()))[0], accs[n]]
+                          for n, p in sets.items()]),
                    Table("Per-class zero-shot accuracy", ["class", *sets],
                          [[c, *(float(per_class[s][i]) for s in sets)] for i, c in enumerate(names)])]
     out.add_figures(ctx.save_figure(confusion_grid(confusions, names, accs), "confusion_matrices"))
@@ -129,7 +130,8 @@ def bench(cfg: common.ClipConfig) -> dict[str, Any]:
                               float((common.zero_shot(emb, classes) == data.val.labels).float().mean()))
         throughput = clip_throughput(model, data.val.images, ctx.device, cfg.batch_size)
     return bench_lib.summarise(f"clip.* {cfg.arch}, {len(data.val)} test images, 3 experiments, device "
-                               f"{ctx.device}, weights {cfg.weights}", timings, throughput, chance=1 / len(data.val.classes))
+                               f"{ctx.device}, weights {cfg.weights}", timings, throughput,
+                               chance=1 / len(data.val.classes))
 
 
 def clip_throughput(model: clip.CLIPModel, images: torch.Tensor, device: torch.device,

@@ -209,7 +209,8 @@ def inception_note(metrics: dict[str, Any], n: int) -> str:
 
 
 def save_grid(ctx: RunContext, epoch: int, images: torch.Tensor) -> None:
-    ctx.save_figure(image_grid(to_unit(images).clamp(0, 1), f"fixed noise, epoch {epoch}"), f"samples_epoch_{epoch:03d}")
+    ctx.save_figure(image_grid(to_unit(images).clamp(0, 1), f"fixed noise, epoch {epoch}"),
+                    f"samples_epoch_{epoch:03d}")
 
 
 @plots.styled

@@ -187,7 +187,8 @@ def bench(cfg: Config) -> dict[str, Any]:
         prep = resnet.Preprocess(res, backbone.mean, backbone.std)
         throughput = bench_lib.backbone_throughput(model, prep, data.train.images, ctx.device, cfg.batch_size)
     return bench_lib.summarise(f"resnet.head {cfg.arch} at {res}px, {len(data.train)} train images, "
-                               f"{cfg.epochs} epochs, device {ctx.device}, weights {cfg.weights}", timings, throughput, chance=1 / len(data.train.classes))
+                               f"{cfg.epochs} epochs, device {ctx.device}, weights {cfg.weights}", timings,
+                               throughput, chance=1 / len(data.train.classes))
 
 
 EXPERIMENT = Experiment(name="resnet.head",

@@ -116,7 +116,8 @@ def table(metrics: Metrics) -> Table:
     for stage, ablate, train_blocks in VARIANTS:
         seconds = metrics.get("train_time_s", variant=stage) or metrics.get("head_time_s", variant=stage)
         rows.append(["removed" if ablate else "intact", "blocks + head" if train_blocks else "head only",
-                     *(metrics.get(n, variant=stage) for n in ("val_acc_epoch1", "val_acc", "best_val_acc", "val_loss")),
+                     *(metrics.get(n, variant=stage) for n in ("val_acc_epoch1", "val_acc", "best_val_acc",
+                                                               "val_loss")),
                      seconds])
     return Table("Skip-connection ablation", ["skips", "trained", "val acc epoch 1", "final val acc", "best val acc",
                                                "final val loss", "train s"], rows)
@@ -156,7 +157,8 @@ def discuss(results: RunResults) -> list[str]:
         text.append(f"{label.capitalize()}, removing the skips in {blocks} changes final "
                     f"validation accuracy from {a:.3f} to {b:.3f} ({b - a:+.3f}).")
     text.append(_catch_up(results))
-    intact, ablated = m.by("grad_in", "layer", variant="intact_blocks"), m.by("grad_in", "layer", variant="ablated_blocks")
+    intact = m.by("grad_in", "layer", variant="intact_blocks")
+    ablated = m.by("grad_in", "layer", variant="ablated_blocks")
     deepest = next((s for s in STAGES if s in intact and s in ablated), None)
     if deepest:
         ratio = ablated[deepest] / max(intact[deepest], 1e-12)

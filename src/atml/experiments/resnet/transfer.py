@@ -193,7 +193,8 @@ def discuss(results: RunResults) -> list[str]:
         p, r = cells.get(f"pretrained:{regime}"), cells.get(f"random:{regime}")
         if p and r and not (p.get("problem") or r.get("problem")):
             text.append(f"{REGIME_NAMES[regime].capitalize()}: pretrained {p['best_val_acc']:.3f} vs random init "
-                        f"{r['best_val_acc']:.3f} best validation accuracy ({p['best_val_acc'] - r['best_val_acc']:+.3f}).")
+                        f"{r['best_val_acc']:.3f} best validation accuracy "
+                        f"({p['best_val_acc'] - r['best_val_acc']:+.3f}).")
     flagged = [c for c in results.data["cells"] if c.get("problem")]
     if flagged:
         text.append("Not compared or ranked, because their training cannot be read as a result: "

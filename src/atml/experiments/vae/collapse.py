@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -73,11 +74,15 @@ SETTINGS = ("baseline", "kl_heavy")
 """The two runs: the course's KL weight, and the KL-heavy contrast."""
 
 
+def _value(metrics: Any, key: str, *, setting: str) -> float:
+    return metrics.value(key, setting=setting)
+
+
 def discuss(results: RunResults) -> list[str]:
     m, latent_dim = results.metrics, results.data["latent_dim"]
     text = []
     for setting, name in zip(SETTINGS, ("the baseline", "the KL-heavy setting")):
-        v = lambda key: m.value(key, setting=setting)  # noqa: E731
+        v = functools.partial(_value, m, setting=setting)
         text.append(
             f"In {name} the posterior is {_state(m, setting, latent_dim)}: {v('active_units'):.0f}/{latent_dim} active "
             f"units, I(x; z) = {v('mutual_info'):.2f} nats, KL = {v('kl'):.2f} nats; decoding the "

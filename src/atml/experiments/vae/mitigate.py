@@ -32,7 +32,8 @@ def mitigation_bars(runs: list[common.Trained]) -> Any:
 def run(cfg: common.Config, ctx: RunContext) -> Results:
     data = grayscale.load_data(cfg, ctx)
     runs = [common.train_variant(cfg, ctx, data, common.baseline(cfg), "baseline")]
-    runs += [common.train_variant(cfg, ctx, data, v, common.variant_key(v.name)) for v in common.mitigation_variants(cfg)]
+    runs += [common.train_variant(cfg, ctx, data, v, common.variant_key(v.name))
+             for v in common.mitigation_variants(cfg)]
     out = Results(notes=common.notes(cfg, data), warnings=common.warnings(cfg, data))
     out.add_figures(ctx.save_figure(mitigation_bars(runs), "mitigations"))
     out.add_figures(ctx.save_figure(common.loss_curves(runs), "loss_curves"))

@@ -93,7 +93,8 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
                  "afterwards); maps are the last layer's CLS row over the patches, renormalised, and the rollout "
                  "of Abnar and Zuidema (2020) through all layers, overlaid in red: a patch is transparent at or below "
                  f"the uniform share (1/{model.grid ** 2}) and fully red at {OVERLAY_FULL:g}x it, on a log scale, "
-                 "so a near-uniform map looks near-uniform. Layers and heads are numbered from 1. Statistics are accumulated "
+                 "so a near-uniform map looks near-uniform. Layers and heads are numbered from 1. Statistics are "
+                 "accumulated "
                  f"layer by layer as the model computes them, {batch} image(s) at a time, so memory holds one "
                  "layer's attention of one batch.")
     return out
@@ -193,7 +194,7 @@ def attention_pass(model: vit.ViT, batches: Any, *, keep_maps: bool) -> Attentio
     for x in batches:
         state: dict[str, Any] = {"layer": 0, "flow": None}
 
-        def consume(attn: torch.Tensor) -> None:
+        def consume(attn: torch.Tensor, state: dict[str, Any] = state) -> None:  # this batch's state
             attn = attn.float()
             index = state["layer"]
             result.add_layer(index, attn)

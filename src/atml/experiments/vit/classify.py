@@ -98,7 +98,8 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
             out.add_figures(ctx.save_figure(predictions_figure(chunk, top.values[rows], top.indices[rows], net.classes),
                                             f"predictions_{group}{suffix}"))
     if cfg.images:
-        notes.append(f"Images: {', '.join(cfg.images)} (user files, {sum(len(g[1]) for n, g in groups.items() if n != 'held-out')} "
+        notes.append(f"Images: {', '.join(cfg.images)} (user files, "
+                     f"{sum(len(g[1]) for n, g in groups.items() if n != 'held-out')} "
                      "read).")
     elif "photos" in groups:
         notes.append("Photos: scikit-image's sample images ("

@@ -122,7 +122,8 @@ def run(cfg: MaskingConfig, ctx: RunContext) -> Results:
                     "here is agreement with the unmasked prediction." if own_labels else "the dataset's labels."))
     notes.append(f"Random masks: {cfg.seeds} draws per ratio (mean and standard deviation); centre: the patches "
                  "nearest the image centre, as many as random masking hides, so both mask the same share: "
-                 "round(ratio x patches) / patches, the 'masked share' in the table and on the figure's x axis. Fills: 'mean' = the mean pixel of "
+                 "round(ratio x patches) / patches, the 'masked share' in the table and on the figure's x axis. "
+                 "Fills: 'mean' = the mean pixel of "
                  "these images, 'zero' = black, 'drop' = the masked patch tokens are removed from the sequence. "
                  f"Evaluated {cfg.batch_size} images at a time: memory does not grow with the number of images.")
     out.add_figures(ctx.save_figure(masking_figure(results, cfg), "masking_curves"))
@@ -207,7 +208,7 @@ class Score:
 
 
 def summarise_masking(results: dict[tuple[str, str, float], list[dict[str, float]]]) -> Results:
-    """Means over draws as records (condition: pattern, fill, nominal ratio in %), the share actually masked, a table."""
+    """Means over draws as records (condition: pattern, fill, nominal ratio in %), the share masked, a table."""
     out = Results()
     rows = []
     for (pattern, fill, ratio), draws in results.items():

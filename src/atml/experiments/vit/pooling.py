@@ -70,7 +70,8 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
                                     "probe_curves"))
     notes = out.notes
     notes.append(f"Both probes: one linear layer on frozen, cached features ({train.images.shape[-1]}px "
-                 f"{data.name}, {len(train)} train / {len(val)} val images), same initialisation seed, Adam lr {cfg.lr}, "
+                 f"{data.name}, {len(train)} train / {len(val)} val images), same initialisation seed, Adam lr "
+                 f"{cfg.lr}, "
                  f"{cfg.epochs} epochs, batch {cfg.batch_size}. CLS = the final class token after the last norm; "
                  "mean = the average of the final patch tokens"
                  + (f" (the {model.num_prefix_tokens - 1} register tokens are in neither)."
@@ -123,7 +124,7 @@ def bench(cfg: PoolingConfig) -> dict[str, Any]:
         timings = {}
         started = time.perf_counter()
         accs = []
-        for i, name in enumerate(POOLINGS):  # naive: every epoch runs the backbone again for each probe
+        for i, _name in enumerate(POOLINGS):  # naive: every epoch runs the backbone again for each probe
             head = new_head(model.num_features, len(train.classes), cfg.seed).to(ctx.device)
             opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
             cols = slice(i * model.num_features, (i + 1) * model.num_features)
@@ -131,7 +132,8 @@ def bench(cfg: PoolingConfig) -> dict[str, Any]:
             for epoch in range(1, cfg.epochs + 1):
                 batches.set_epoch(epoch)  # the order fit() uses
                 for xb, yb in batches:
-                    loss = torch.nn.functional.cross_entropy(head(frozen(xb.to(ctx.device))[:, cols]), yb.to(ctx.device))
+                    loss = torch.nn.functional.cross_entropy(head(frozen(xb.to(ctx.device))[:, cols]),
+                                                             yb.to(ctx.device))
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
