@@ -215,6 +215,17 @@ def test_attention_statistics_summed_layer_by_layer_match_the_whole_maps(pair):
     assert one_pass.images == 7 and one_pass.layers == len(whole)
 
 
+def test_the_statistics_pass_computes_no_rollout(pair, monkeypatch):
+    """The rollout (a T x T matmul per layer and image) is drawn for the shown images only."""
+    from atml.experiments.vit import attention as exp
+
+    calls = []
+    real = att.rollout_step
+    monkeypatch.setattr(att, "rollout_step", lambda *a: calls.append(1) or real(*a))
+    stats_pass = exp.attention_pass(pair[0], iter(torch.randn(4, 3, 32, 32).split(2)), keep_maps=False)
+    assert calls == [] and stats_pass.images == 4 and stats_pass.stats()["entropy"].shape[0] == stats_pass.layers
+
+
 def test_an_attention_that_cannot_fit_is_refused_in_one_line(pair, monkeypatch):
     from atml import runtime
     from atml.errors import UsageError

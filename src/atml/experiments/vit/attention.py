@@ -198,7 +198,8 @@ def attention_pass(model: vit.ViT, batches: Any, *, keep_maps: bool) -> Attentio
             attn = attn.float()
             index = state["layer"]
             result.add_layer(index, attn)
-            state["flow"] = att.rollout_step(attn, state["flow"])
+            if keep_maps:  # the rollout is drawn for the shown images only: the statistics pass skips its matmuls
+                state["flow"] = att.rollout_step(attn, state["flow"])
             if index == layers - 1:
                 total = attn[:, :, 0, 0].sum()
                 result.cls_self_sum = total if result.cls_self_sum is None else result.cls_self_sum + total
