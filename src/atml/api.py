@@ -16,13 +16,14 @@ The command line is a thin layer over these functions (``atml run`` = :func:`run
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import inspect
 import json
 import sys
 import time
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +114,14 @@ class Run:
     """
 
     def __init__(self, path: str | Path) -> None:
+        from atml.run_dir import read_json, read_yaml
+
         self.path = Path(path)
         _check_finished(self.path)
-        self.results = RunResults.from_json(_read_json(self.path / "results.json"))
-        self.config: dict[str, Any] = _read_yaml(self.path / "config.yaml")
+        self.results = RunResults.from_json(read_json(self.path / "results.json"))
+        self.config: dict[str, Any] = read_yaml(self.path / "config.yaml")
         env = self.path / "env.json"
-        self.env: dict[str, Any] = _read_json(env) if env.is_file() else {}
+        self.env: dict[str, Any] = read_json(env) if env.is_file() else {}
 
     @property
     def experiment(self) -> str:
@@ -286,15 +289,12 @@ def run(name: str, preset: str | None = None, *, seeds: int | None = None, out: 
         return resume_run(resume, name=name, preset=preset, tensorboard=tensorboard, progress=progress,
                           quiet=quiet, **({"device": device} if device != "auto" else {}), **values)
     say = (lambda _m: None) if quiet else print
-    try:
+    with _in_python_words():
         exp = registry().get(name)
         folders = runner.start(exp, preset or config_lib.DEFAULT_PRESET, values={"device": device, "seed": seed,
                                                                                   **values},
                                seeds=1 if seeds is None else seeds, out=out, tensorboard=tensorboard,
                                progress=_in_notebook() if progress is None else progress, say=say, python=True)
-    except AtmlError as err:  # the same checks as the command line, in Python's words
-        err.args = (pythonic(str(err)),)
-        raise
     runs = [Run(folder.path) for folder in folders]
     return runs[0] if seeds is None else Runs(runs)
 
@@ -317,14 +317,21 @@ def resume_run(path: str | Path, *, name: str | None = None, preset: str | None 
     from atml.experiments import registry
 
     say = (lambda _m: None) if quiet else print
-    try:
+    with _in_python_words():
         folder = runner.resume(registry().get, path, name=name, values=changes, preset=preset,
                                tensorboard=tensorboard, progress=_in_notebook() if progress is None else progress,
                                say=say, python=True)
+    return Run(folder.path)
+
+
+@contextlib.contextmanager
+def _in_python_words() -> Iterator[None]:
+    """Re-raise atml's errors with command-line options written as keyword arguments (see :func:`pythonic`)."""
+    try:
+        yield
     except AtmlError as err:
         err.args = (pythonic(str(err)),)
         raise
-    return Run(folder.path)
 
 
 _FLAGS = {"--resume continues": "atml.resume() continues", "--resume": "resume=", "--seeds ": "seeds=",
@@ -354,6 +361,7 @@ def load(path: str | Path) -> Run:
 def _check_finished(path: Path) -> None:
     """Raise a RunDirError saying why ``path`` is not a finished run folder; nothing when it is one."""
     from atml.errors import RunDirError
+    from atml.run_dir import read_yaml
 
     if not path.is_dir():
         raise RunDirError(f"{path} does not exist or is not a folder; pass a run folder (atml run prints its path)")
@@ -362,7 +370,7 @@ def _check_finished(path: Path) -> None:
     if not (path / "config.yaml").is_file():
         raise RunDirError(f"{path} is not an atml run folder (no results.json, no config.yaml); pass the folder a run "
                           "printed, e.g. runs/resnet.head-smoke-...")
-    saved = _read_yaml(path / "config.yaml")
+    saved = read_yaml(path / "config.yaml")
     reached = ""
     rows = []
     if (path / "metrics.jsonl").is_file():
@@ -378,39 +386,6 @@ def _check_finished(path: Path) -> None:
     raise RunDirError(f"{path} is an unfinished run of {saved.get('experiment', '?')} ({saved.get('preset', '?')}): "
                       f"it has no results.json.{reached} Continue it with atml.resume({str(path)!r}) (or atml run "
                       f"{saved.get('experiment', 'NAME')} --resume {path})")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    from atml.errors import RunDirError
-
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise RunDirError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); the file is "
-                          "damaged (a run stopped while writing it?): run the experiment again") from None
-    except OSError as err:
-        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
-    if not isinstance(data, dict):
-        raise RunDirError(f"{path} holds a JSON {type(data).__name__}, not the object atml writes; the file is damaged")
-    return data
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    from atml.errors import RunDirError
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise RunDirError(f"{path} is not valid YAML{where}; the file is damaged") from None
-    except OSError as err:
-        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
-    if not isinstance(data, dict):
-        raise RunDirError(f"{path} does not hold a config (a YAML mapping); the file is damaged")
-    return data
 
 
 def report(runs: Iterable[Run | str | Path], out: str | Path | None = None) -> Path:
@@ -439,15 +414,12 @@ def model_info(name: str | None = None, family: str | None = None) -> list[regis
     from atml.models import factory
     from atml.models import registry as models_registry
 
-    try:
+    with _in_python_words():
         if family is not None and family not in models_registry.FAMILIES:
             raise UsageError(f"family={family!r} is not valid; choose one of {', '.join(models_registry.FAMILIES)}")
         if name is not None:
             return factory.find(name, family)
         return [m for m in models_registry.MODELS.values() if family in (None, m.family)]
-    except AtmlError as err:
-        err.args = (pythonic(str(err)),)
-        raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -476,7 +448,7 @@ def bench(name: str, preset: str = "demo", *, device: str = "auto", seed: int = 
     from atml import config as config_lib
     from atml.experiments import registry
 
-    try:
+    with _in_python_words():
         exp = registry().get(name)
         if exp.bench is None:
             raise UsageError(f"{exp.name} has no benchmark; these have one: "
@@ -484,9 +456,6 @@ def bench(name: str, preset: str = "demo", *, device: str = "auto", seed: int = 
         cfg = config_lib.build(exp.config_cls, exp.presets, preset, [], name=exp.name)
         cfg = config_lib.apply_values(cfg, {"device": device, "seed": seed, **overrides}, name=exp.name)
         figures = exp.bench(cfg)
-    except AtmlError as err:
-        err.args = (pythonic(str(err)),)
-        raise
     fixed = {"title", "naive_label", "atml_label", "naive_s", "atml_s", "speedup", "result_name", "naive_val_acc",
              "atml_val_acc", "chance", "at_chance"}
     return Bench(exp.name, figures["title"], figures["naive_label"], figures["atml_label"], figures["naive_s"],
@@ -516,12 +485,9 @@ def speed(device: str = "auto", *, models: Sequence[str] = ("resnet152", "deit_s
     per pair; ``quick`` runs tiny batches that check the paths, not the speed)."""
     from atml import speedtest as speed_module
 
-    try:
+    with _in_python_words():
         speed_module.check_options(device, compile, tuple(models))
         figures = speed_module.run(device, quick=quick, compile=compile, models=tuple(models))
-    except AtmlError as err:
-        err.args = (pythonic(str(err)),)
-        raise
     pairs = [speed_module.Pair(p["name"], p["atml"], p["peer"], p["peer_name"]) for p in figures["pairs"]]
     return Speed(figures["device"], figures["device_name"], figures["torch"], figures["precision"], figures["date"],
                  figures["seconds"], pairs, figures["sizes"])

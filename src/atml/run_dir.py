@@ -102,13 +102,13 @@ class RunDir:
         storage.write_text(self.path / "config.yaml", yaml.safe_dump(data, sort_keys=False))
 
     def read_config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / "config.yaml").read_text())
+        return read_yaml(self.path / "config.yaml")
 
     def write_env(self, env: dict[str, Any]) -> None:
         storage.write_json(self.path / "env.json", env)
 
     def read_env(self) -> dict[str, Any]:
-        return _read_json(self.path / "env.json")
+        return read_json(self.path / "env.json")
 
     def write_results(self, results: dict[str, Any]) -> None:
         path = self.path / "results.json"
@@ -119,7 +119,7 @@ class RunDir:
                               "(if any) is intact and the checkpoints are kept") from err
 
     def read_results(self) -> dict[str, Any]:
-        return _read_json(self.path / "results.json")
+        return read_json(self.path / "results.json")
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line and flush it to disk before returning (and to TensorBoard if on)."""
@@ -165,13 +165,35 @@ class RunDir:
         return iter(sorted(self.figures.glob("*.png")))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A run folder's JSON object, or a RunDirError naming the file and what is wrong (line and column)."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError as err:
         raise RunDirError(f"{path} is missing: the run did not finish; resume it with --resume {path.parent}") from err
     except json.JSONDecodeError as err:
-        raise RunDirError(f"{path} is not valid JSON ({err}); the file is damaged") from err
+        raise RunDirError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); the file is "
+                          "damaged (a run stopped while writing it?): run the experiment again") from None
+    except OSError as err:
+        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} holds a JSON {type(data).__name__}, not the object atml writes; the file is damaged")
+    return data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A run folder's config.yaml as a mapping, or a RunDirError naming the file (line and column)."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise RunDirError(f"{path} is not valid YAML{where}; the file is damaged") from None
+    except OSError as err:
+        raise RunDirError(f"cannot read {path}: {err.strerror or err}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} does not hold a config (a YAML mapping); the file is damaged")
+    return data
 
 
 class FollowerRunDir(RunDir):
