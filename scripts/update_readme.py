@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from atml.report import readme
+from atml.reporting import readme
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -37,7 +37,7 @@ def test_the_sampled_estimate_can_exceed_log_n_so_nothing_calls_log_n_a_bound():
     assert max(estimates) > math.log(n) > min(estimates)
     import inspect
 
-    from atml.experiments.vae import common
+    from atml.suite.vae import common
 
     source = inspect.getsource(latent) + inspect.getsource(common)
     assert "bounded by log N" not in source and "at most log N nats" not in source

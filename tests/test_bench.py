@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from atml import config
-from atml.experiments import registry
+from atml.suite import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,7 +158,7 @@ def test_speed_command_prints_ratios_against_timm(tmp_path):
 
 def test_a_bench_at_chance_never_reports_the_same_result(capsys):
     from atml import benchmark as bench
-    from atml.report import readme
+    from atml.reporting import readme
 
     throughput = {"flops_per_image": 1e9, "achieved_gflops": 10.0, "share_of_gemm": 0.5, "precision": "fp32",
                   "gemm_gflops": 20.0, "images_per_s": 10.0}

@@ -147,7 +147,7 @@ def test_bench_command_prints_both_paths_and_the_ratio(capsys):
 @pytest.mark.slow
 def test_demo_runs_every_experiment_and_ends_with_the_report_path(tmp_path, capsys):
     """The whole suite through ``atml demo`` (at the smoke preset: the demo preset takes minutes)."""
-    from atml.experiments import registry
+    from atml.suite import registry
 
     assert run_cli("demo", "--preset", "smoke", "--out", str(tmp_path / "demo")) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]

@@ -155,7 +155,7 @@ def test_an_empty_class_folder_is_left_out_and_said_and_a_val_only_class_is_refu
 
 
 def _experiments() -> list[str]:
-    from atml.experiments import registry
+    from atml.suite import registry
 
     return registry().names()
 

@@ -24,10 +24,10 @@ from torch import nn
 
 from atml import config as config_lib
 from atml import runner
-from atml.experiments import registry
-from atml.experiments.resnet import skip as resnet_skip
-from atml.experiments.resnet import transfer as resnet_transfer
 from atml.models import resnet
+from atml.suite import registry
+from atml.suite.resnet import skip as resnet_skip
+from atml.suite.resnet import transfer as resnet_transfer
 from atml.train.features import FrozenFeatures
 
 META = torch.device("meta")

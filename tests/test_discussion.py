@@ -7,12 +7,12 @@ import types
 import matplotlib.colors
 import pytest
 
-from atml.experiments.clip import align as clip_align
-from atml.experiments.clip import gap as clip_gap
-from atml.experiments.vae import collapse as vae_collapse
-from atml.experiments.vae import common as vae_exp
-from atml.experiments.vae import train as vae_train
 from atml.results import Metric, Metrics, RunResults
+from atml.suite.clip import align as clip_align
+from atml.suite.clip import gap as clip_gap
+from atml.suite.vae import collapse as vae_collapse
+from atml.suite.vae import common as vae_exp
+from atml.suite.vae import train as vae_train
 
 
 def _records(values: dict[tuple[str, tuple], float]) -> Metrics:

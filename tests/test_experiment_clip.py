@@ -9,10 +9,10 @@ from safetensors.torch import save_file
 
 from atml import cli
 from atml.errors import WeightsError
-from atml.experiments.clip import align as clip_align
-from atml.experiments.clip import common as clip_exp
-from atml.experiments.clip import gap as clip_gap
 from atml.models import clip
+from atml.suite.clip import align as clip_align
+from atml.suite.clip import common as clip_exp
+from atml.suite.clip import gap as clip_gap
 
 
 def test_procrustes_recovers_a_known_rotation_exactly():

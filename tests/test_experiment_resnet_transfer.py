@@ -72,8 +72,8 @@ def test_random_init_cells_train_at_the_demo_preset(tmp_path):
 
 
 def test_a_stage_at_chance_or_diverging_is_flagged_and_never_ranked():
-    from atml.experiments.resnet import common as resnet_common
-    from atml.experiments.resnet import transfer as resnet_transfer
+    from atml.suite.resnet import common as resnet_common
+    from atml.suite.resnet import transfer as resnet_transfer
 
     def rows(accs, losses):
         return [{"phase": "val", "acc": a, "loss": loss} for a, loss in zip(accs, losses)]

@@ -109,7 +109,7 @@ def test_user_images_are_read_upright_at_their_true_grey_levels_and_keyed_by_pat
     from PIL import Image
 
     from atml.errors import DataError
-    from atml.experiments.vit import common as vit_common
+    from atml.suite.vit import common as vit_common
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b" / "sub").mkdir(parents=True)
@@ -152,7 +152,7 @@ def test_demo_classifies_user_images_with_the_digits_vit_and_says_so(tmp_path):
 @pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5, 0.75])
 def test_the_centre_block_masks_the_same_share_as_random_masking(grid, ratio):
     """A square of side round(sqrt(r N)) masked 9 of 64 patches (14%) for a nominal 10%."""
-    from atml.experiments.vit import masking as vit_exp
+    from atml.suite.vit import masking as vit_exp
 
     patches = grid * grid
     centre = vit_exp.center_keep(2, grid, ratio)
@@ -164,8 +164,8 @@ def test_the_centre_block_masks_the_same_share_as_random_masking(grid, ratio):
 
 
 def test_masking_sentences_name_the_share_actually_masked():
-    from atml.experiments.vit import masking as vit_exp
     from atml.results import Results, RunResults
+    from atml.suite.vit import masking as vit_exp
 
     r = Results()
     for fill, ratio, acc in (("mean", 0, 1.0), ("mean", 10, 0.9), ("drop", 10, 0.95), ("zero", 10, 0.8)):

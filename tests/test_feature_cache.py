@@ -3,9 +3,9 @@
 import torch
 
 from atml import config
-from atml.experiments.resnet import common as resnet_common
-from atml.experiments.resnet import head as resnet_head
 from atml.models import registry, resnet
+from atml.suite.resnet import common as resnet_common
+from atml.suite.resnet import head as resnet_head
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 

@@ -15,8 +15,8 @@ from matplotlib.lines import Line2D
 
 from atml import config as config_lib
 from atml import runner
-from atml.experiments import registry
-from atml.report import plots
+from atml.reporting import plots
+from atml.suite import registry
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_tick_labels_never_overlap(figures):
 
 def test_the_compute_figure_labels_its_log_axis_without_collisions():
     """Within a decade matplotlib labels minor log ticks, which collided (demo: 3 to 40 s)."""
-    from atml.experiments.resnet import transfer as resnet_transfer
+    from atml.suite.resnet import transfer as resnet_transfer
 
     cells = [{"cell": f"{i}:{r}", "init": i, "regime": r, "time_s": t, "best_val_acc": a, "problem": None}
              for (i, r), t, a in zip([(i, r) for i in ("pretrained", "random") for r in ("head", "last", "full")],
@@ -145,7 +145,7 @@ def test_attention_figures_number_from_one_on_absolute_scales(figures):
 def test_a_uniform_attention_map_is_drawn_transparent():
     import torch
 
-    from atml.experiments.vit import attention as exp
+    from atml.suite.vit import attention as exp
 
     grid = 8
     uniform = torch.full((grid * grid,), 1 / grid ** 2)
@@ -164,8 +164,8 @@ def test_the_skip_gradient_panels_share_one_axis_and_name_only_what_they_draw(fi
 
 
 def test_course_reference_points_only_on_the_courses_axes():
-    from atml.experiments.resnet import head
     from atml.results import Metric, Metrics
+    from atml.suite.resnet import head
 
     records = Metrics([Metric(n, 0.5, condition={"resolution": r}) for n in ("val_acc", "best_val_acc") for r in (8,
                                                                                                                   16)])
@@ -181,7 +181,7 @@ def test_masking_fills_are_told_apart_by_marker(figures):
 
 
 def test_latex_columns_have_one_number_of_decimals_and_text_left():
-    from atml.report.build import latex_columns
+    from atml.reporting.build import latex_columns
 
     spec, cells = latex_columns([["intact", 0.4, 551.0, 3], ["removed", 0.4083, 388.8, 12]])
     assert spec == "lrrr"

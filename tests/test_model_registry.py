@@ -3,10 +3,10 @@
 import pytest
 
 from atml import cli, config
-from atml.experiments.clip import common as clip_common
-from atml.experiments.resnet import common as resnet_common
-from atml.experiments.vit import common as vit_common
 from atml.models import registry
+from atml.suite.clip import common as clip_common
+from atml.suite.resnet import common as resnet_common
+from atml.suite.vit import common as vit_common
 
 
 def test_atmls_entries_say_source_check_and_preprocessing():

@@ -8,8 +8,8 @@ from safetensors.torch import save_file
 
 from atml import cli
 from atml.errors import WeightsError
-from atml.experiments.clip import common
 from atml.models import clip
+from atml.suite.clip import common
 
 
 def _run(tmp_path, *argv):

@@ -7,8 +7,8 @@ import torch
 
 from atml.analysis import attention as att
 from atml.errors import WeightsError
-from atml.experiments.vit import masking as vit_exp
 from atml.models import vit
+from atml.suite.vit import masking as vit_exp
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,7 @@ def test_only_hub_errors_fall_back_to_the_release_file(monkeypatch):
 
 def test_attention_statistics_summed_layer_by_layer_match_the_whole_maps(pair):
     """vit.attention's pass keeps no layer's maps, one batch at a time; its numbers are those of all maps at once."""
-    from atml.experiments.vit import attention as exp
+    from atml.suite.vit import attention as exp
 
     model = pair[0]
     x = torch.randn(7, 3, 32, 32)
@@ -217,7 +217,7 @@ def test_attention_statistics_summed_layer_by_layer_match_the_whole_maps(pair):
 
 def test_the_statistics_pass_computes_no_rollout(pair, monkeypatch):
     """The rollout (a T x T matmul per layer and image) is drawn for the shown images only."""
-    from atml.experiments.vit import attention as exp
+    from atml.suite.vit import attention as exp
 
     calls = []
     real = att.rollout_step
@@ -229,7 +229,7 @@ def test_the_statistics_pass_computes_no_rollout(pair, monkeypatch):
 def test_an_attention_that_cannot_fit_is_refused_in_one_line(pair, monkeypatch):
     from atml import runtime
     from atml.errors import UsageError
-    from atml.experiments.vit import attention as exp
+    from atml.suite.vit import attention as exp
 
     monkeypatch.setattr(runtime, "available_memory", lambda device: 1000)
     with pytest.raises(UsageError, match=r"needs about .* GB but 0\.0 GB is available on cpu; pass a smaller"):

@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 from atml import cli
 from atml.analysis import attention as att
 from atml.errors import UsageError, WeightsError
-from atml.experiments.vit import pooling
 from atml.models import vit
+from atml.suite.vit import pooling
 
 REGISTERS = "timm/vit_small_patch14_reg4_dinov2"  # class token + 4 registers, patch 14, no classifier
 

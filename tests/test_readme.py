@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
-from atml.experiments import registry
-from atml.report import readme
+from atml.reporting import readme
+from atml.suite import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ import torch
 from atml import config as config_lib
 from atml import runner
 from atml.data import rehearsal
-from atml.experiments import registry
-from atml.report import build
+from atml.reporting import build
+from atml.suite import registry
 from atml.train.loop import Batches, Fit, MemoryRecorder, epoch_budget, fit
 
 ROOT = Path(__file__).resolve().parents[1]

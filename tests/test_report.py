@@ -151,7 +151,7 @@ def test_an_unusable_report_folder_is_one_clear_line(smoke_run, tmp_path, capsys
 
 
 def test_latex_escape_replaces_every_special_character_once():
-    from atml.report.build import latex_escape
+    from atml.reporting.build import latex_escape
 
     assert latex_escape("a\\b&c%d$e#f_g{h}i~j^k") == (
         r"a\textbackslash{}b\&c\%d\$e\#f\_g\{h\}i\textasciitilde{}j\textasciicircum{}k")
@@ -196,7 +196,7 @@ def test_bad_seed_count_is_refused(tmp_path, capsys):
 
 def test_every_reference_names_a_registered_experiment_and_a_valid_status():
     from atml import references
-    from atml.experiments import registry
+    from atml.suite import registry
 
     names = registry().names()
     for ref in references.REFERENCES:

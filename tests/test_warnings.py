@@ -8,7 +8,7 @@ import numpy as np
 
 from atml import cli
 from atml.analysis import generative
-from atml.experiments.gan import dcgan
+from atml.suite.gan import dcgan
 
 
 def _results(tmp_path, *argv):

@@ -61,14 +61,14 @@ class ExperimentInfo:
 
     def preset(self, name: str) -> dict[str, Any]:
         """The values a preset sets (the rest are the config's defaults)."""
-        from atml.experiments import registry
+        from atml.suite import registry
 
         return dict(registry().get(self.name).presets[name])
 
 
 def experiments() -> list[ExperimentInfo]:
     """Every registered experiment, in the order ``atml demo`` runs them."""
-    from atml.experiments import registry
+    from atml.suite import registry
 
     return [ExperimentInfo(e.name, e.summary, tuple(e.presets), e.config_cls, config_fields(e.config_cls),
                            e.bench is not None) for e in registry()]
@@ -178,8 +178,8 @@ class Run:
 
     def discussion(self) -> list[str]:
         """The sentences the report writes under "What the numbers show"."""
-        from atml.experiments import registry
-        from atml.report import build
+        from atml.reporting import build
+        from atml.suite import registry
 
         reg = registry()
         return build.discuss(reg.get(self.experiment) if self.experiment in reg.names() else None, self.results)
@@ -188,8 +188,8 @@ class Run:
         return f"Run({self.experiment}, preset={self.preset}, status={self.status}, path={str(self.path)!r})"
 
     def _repr_html_(self) -> str:
-        from atml.experiments import registry
-        from atml.report import build
+        from atml.reporting import build
+        from atml.suite import registry
 
         return build.render_run(self.path, registry())
 
@@ -279,7 +279,7 @@ def run(name: str, preset: str | None = None, *, seeds: int | None = None, out: 
     """
     from atml import config as config_lib
     from atml import runner
-    from atml.experiments import registry
+    from atml.suite import registry
 
     flags = {"data_dir": data_dir, "weights": weights, "offline": offline}
     values = {**overrides, **{k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}}
@@ -314,7 +314,7 @@ def resume(path: str | Path, *, tensorboard: bool = False, progress: bool | None
 def resume_run(path: str | Path, *, name: str | None = None, preset: str | None = None, tensorboard: bool = False,
                progress: bool | None = None, quiet: bool = False, **changes: Any) -> Run:
     from atml import runner
-    from atml.experiments import registry
+    from atml.suite import registry
 
     say = (lambda _m: None) if quiet else print
     with _in_python_words():
@@ -390,8 +390,8 @@ def _check_finished(path: Path) -> None:
 
 def report(runs: Iterable[Run | str | Path], out: str | Path | None = None) -> Path:
     """One report (HTML, Markdown, LaTeX tables, figures) from runs or run folders; returns report.html's path."""
-    from atml.experiments import registry
-    from atml.report import build
+    from atml.reporting import build
+    from atml.suite import registry
 
     paths: Sequence[Path] = [r.path if isinstance(r, Run) else Path(r) for r in runs]
     target = Path(out) if out else Path("reports") / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -446,7 +446,7 @@ class Bench:
 def bench(name: str, preset: str = "demo", *, device: str = "auto", seed: int = 0, **overrides: Any) -> Bench:
     """``atml bench NAME``: time atml's path against the naive one (prints the table, returns the figures)."""
     from atml import config as config_lib
-    from atml.experiments import registry
+    from atml.suite import registry
 
     with _in_python_words():
         exp = registry().get(name)

@@ -11,7 +11,7 @@ from pathlib import Path
 from atml import config as config_lib
 from atml.distributed import rank_and_world
 from atml.errors import AtmlError, UsageError
-from atml.experiments import registry
+from atml.suite import registry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from atml.report import build
+    from atml.reporting import build
 
     out = Path(args.out) if args.out else Path("reports") / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
     page = build.write_report([Path(r) for r in args.runs], out, registry(),
@@ -216,7 +216,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from atml import runner
-    from atml.report import build
+    from atml.reporting import build
 
     out = Path(args.out) if args.out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and any(out.iterdir()):

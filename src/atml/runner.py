@@ -70,7 +70,7 @@ class RunContext:
 
     def save_figure(self, fig: Any, name: str) -> list[str]:
         """Save ``fig`` as PNG and PDF in ``figures/``; returns their paths relative to the run."""
-        from atml.report import plots
+        from atml.reporting import plots
 
         if not self.is_main:
             plots.plt.close(fig)

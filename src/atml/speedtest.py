@@ -88,8 +88,8 @@ def atml_resnet_features(device: torch.device, sizes: Sizes, amp: bool = True, c
 def atml_vit_features(device: torch.device, sizes: Sizes, amp: bool = True, compile: str = "off",
                       arch: str = DEIT) -> float:
     """vit.pooling's path: the ViT wrapper, CLS and mean-of-patches from one forward, extract."""
-    from atml.experiments.vit.pooling import pooled_features
     from atml.models import vit
+    from atml.suite.vit.pooling import pooled_features
 
     model, _ = vit.build(arch, "random", offline=True)
     frozen = FrozenFeatures(model.preprocess, model, pooled_features, compile=compile)
@@ -127,8 +127,8 @@ def plain_finetune(device: torch.device, sizes: Sizes, amp: bool = True, arch: s
 
 def atml_finetune(device: torch.device, sizes: Sizes, amp: bool = True, arch: str = RESNET) -> float:
     """resnet.transfer's full fine-tuning through the shared loop; the rate of its second epoch."""
-    from atml.experiments.resnet import common as resnet_common
     from atml.models import resnet
+    from atml.suite.resnet import common as resnet_common
     from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 
     cfg = resnet_common.ResNetConfig(batch_size=sizes.batch, augment=True, amp=amp)

@@ -1,5 +1,0 @@
-"""Generative adversarial networks: ``gan.dcgan``."""
-
-from atml.experiments.gan import dcgan
-
-EXPERIMENTS = (dcgan.EXPERIMENT,)

@@ -1,0 +1,5 @@
+"""Generative adversarial networks: ``gan.dcgan``."""
+
+from atml.suite.gan import dcgan
+
+EXPERIMENTS = (dcgan.EXPERIMENT,)

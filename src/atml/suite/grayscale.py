@@ -1,0 +1,32 @@
+"""28x28 grayscale data for the generative experiments (VAE, GAN), through the dataset factory.
+
+* ``fashion-mnist``: the official IDX files (MD5-checked; downloaded when online);
+* ``digits``: scikit-learn's 8x8 digits, all ten classes, upsampled to 28x28 (demo);
+* ``folder``: any labelled image folder (``--data-dir``), converted to grey at 28x28;
+* ``generated-fashion-mnist``: small generated IDX files (smoke).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atml.data import ImageDataset
+from atml.runner import RunContext
+from atml.suite import datasets
+
+SIZE = 28
+"""The generative models' image size (their architecture is fixed to it)."""
+
+
+def check(cfg: Any) -> None:
+    datasets.check(cfg, "grayscale")
+
+
+def load_data(cfg: Any, ctx: RunContext) -> ImageDataset:
+    """The dataset named by ``cfg.data``; ``cfg`` needs data, data_dir, seed and the two limits."""
+    data = datasets.load(cfg, ctx, limits=(cfg.train_limit, cfg.val_limit), generated=(200, 100),
+                         digit_classes=tuple(range(10)), digit_size=SIZE, digit_val_fraction=0.2,
+                         image_size=SIZE, grayscale=True)
+    ctx.record_source("weights", {"spec": "random", "description": "trained from scratch (random init)",
+                                  "pretrained": False})
+    return data

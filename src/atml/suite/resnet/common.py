@@ -1,0 +1,287 @@
+"""What the ResNet experiments share: config fields, data, backbones, heads and fine-tuning.
+
+``resnet.head``, ``resnet.skip``, ``resnet.features`` and ``resnet.transfer`` all read the
+same datasets (CIFAR-10, the demo digits, generated smoke files), build backbones the same
+way (torchvision weights, local files, or the demo's digits-pretrained net) and train
+through the same two functions: :func:`train_head` (frozen backbone, optional feature
+cache) and :func:`train_blocks` (some or all backbone blocks trainable, augmentation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from atml import runtime
+from atml.config import RunConfig, require_positive
+from atml.data import ImageDataset, digits
+from atml.errors import DataError, UsageError
+from atml.models import cnn, registry, resnet
+from atml.models import weights as weights_lib
+from atml.results import Metric
+from atml.runner import RunContext
+from atml.suite import datasets
+from atml.train import checkpoint, pretrain
+from atml.train.augment import Augment
+from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
+from atml.train.loop import Batches, Callback, Fit, fit
+from atml.train.stages import new_head, stage_metrics, training_problem  # noqa: F401 - used by the experiments
+
+
+@dataclasses.dataclass
+class ResNetConfig(RunConfig):
+    """What every ResNet experiment shares: data, backbone, optimisation and speed switches."""
+
+    data: str = "cifar10"
+    """cifar10 | cifar100 (official batches) | folder (--data-dir DIR: DIR/train/CLASS/*.jpg, DIR/val/...) |
+    imagenet (--data-dir DIR: DIR/val/<wnid>/*.JPEG; resnet.head scores the weights' own ImageNet head on it) |
+    digits (scikit-learn, classes 5-9) | generated-cifar10 | generated-cifar100 (smoke) |
+    rehearsal-cifar10 (generated, CIFAR-10's real counts: timing only)."""
+    arch: str = "resnet152"
+    """resnet152 | resnet50 | resnet18 | any torchvision CNN (convnext_tiny, efficientnet_b0, ...) |
+    timm/NAME for any timm CNN (timm/convnext_tiny, timm/efficientnet_b0, ...) | digits-resnet | digits-resnet-small."""
+    weights: str = "imagenet"
+    """imagenet (torchvision's default, or timm's default weights from the Hugging Face hub) | imagenet-v1 |
+    random | digits (demo) | path to a state dict."""
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    """Adam learning rate for the head (and for trained blocks, times ``backbone_lr_scale``)."""
+    backbone_lr_scale: float = 0.1
+    """Learning-rate factor for backbone blocks that are trained (fine-tuning)."""
+    augment: bool = False
+    """Random crop (and flip, if ``hflip``) for cells that train backbone blocks."""
+    hflip: bool = True
+    """Horizontal flips in the augmentation (off for digits, where a flip changes the class)."""
+    weight_decay: float = 0.0
+    feature_cache: bool = True
+    """Run the frozen backbone once per resolution and train the head on cached features."""
+    train_limit: int = 0
+    """Use at most this many training images (0: all)."""
+    val_limit: int = 0
+    channels_last: bool = True
+    amp: bool = True
+    """bf16 autocast for the backbone on CUDA (ignored on CPU)."""
+    compile: str = "off"
+    """torch.compile the frozen backbone's feature pass: off | default | reduce-overhead | max-autotune."""
+    pretrain_epochs: int = 8
+    """Epochs of the digits 0-4 pretraining behind weights=digits."""
+
+    extra_weights: typing.ClassVar[tuple[str, ...]] = ()
+    """Weight names an experiment accepts besides the arch's own (resnet.transfer: pretrained-file)."""
+
+    def validate(self) -> None:
+        super().validate()
+        datasets.check(self, "resnet")
+        cnn.check_arch(self.arch, resnet.ARCHS)
+        require_positive(self, "epochs", "batch_size", "pretrain_epochs")
+        if self.weights == registry.DEMO_TAG and not registry.trained_by_atml("cnn", self.arch, self.weights):
+            raise UsageError(f"weights=digits needs arch={' or '.join(registry.demo_models('cnn'))}")
+        names = (*resnet.weight_names(self.arch), *self.extra_weights)
+        if self.weights not in names and not weights_lib.is_path(self.weights):
+            raise UsageError(f"weights={self.weights!r} is not known for arch={self.arch}; valid: {', '.join(names)}, "
+                             "or a path to a .pth/.pt/.safetensors file")
+        if self.compile not in runtime.COMPILE_MODES:
+            raise UsageError(f"compile={self.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
+        if not self.lr > 0 or self.weight_decay < 0 or not self.backbone_lr_scale > 0:
+            raise UsageError("lr and backbone_lr_scale must be > 0 and weight_decay >= 0")
+        if self.train_limit < 0 or self.val_limit < 0:
+            raise UsageError("train_limit and val_limit must be >= 0 (0 means all)")
+
+
+def load_data(cfg: ResNetConfig, ctx: RunContext, *, needs_train: bool = True) -> ImageDataset:
+    """The dataset named by ``cfg.data`` (the dataset factory), subsampled by the limits; recorded in env.json.
+
+    ImageNet is decoded at the short side the weights are evaluated at (torchvision's 232 or
+    256, timm's ``input_size / crop_pct``) with their interpolation, and centre-cropped to their
+    input size on the device (:func:`score_pretrained_head`), as their own pipeline does.
+    """
+    extra: dict[str, Any] = {}
+    if cfg.data == "imagenet":
+        pre = weights_preprocessing(cfg)
+        extra = {"image_size": round(pre.input_size / pre.crop_pct), "interpolation": pre.interpolation}
+    data = datasets.load(cfg, ctx, generated=(120, 60), digit_classes=digits.TRANSFER_CLASSES,
+                         limits=(cfg.train_limit, cfg.val_limit), **extra)
+    if needs_train and not len(data.train):
+        raise DataError(f"data={cfg.data} at {cfg.data_dir} has no training images (no train/ folder), and this "
+                        "experiment trains on them: add DIR/train/<wnid>/*.JPEG, or use resnet.head, which scores the "
+                        "weights' own ImageNet head on val/ alone")
+    return data
+
+
+def weights_preprocessing(cfg: ResNetConfig) -> registry.Preprocessing:
+    """What the run's weights expect (the registry's entry; a file: the architecture's default)."""
+    entry = registry.lookup("cnn", cfg.arch)
+    chosen = entry.weights.get(cfg.weights)
+    return chosen.preprocessing if chosen else entry.preprocessing
+
+
+def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int, source_key: str = "weights") -> resnet.Backbone:
+    """The backbone with its weights; ``digits`` trains (or reuses) the demo backbone. On ImageNet the weights'
+    own classifier is kept beside the new head (:attr:`atml.models.resnet.Backbone.pretrained_head`)."""
+    keep_head = cfg.data == "imagenet"
+    if cfg.weights == registry.DEMO_TAG:
+        if not registry.trained_by_atml("cnn", cfg.arch, cfg.weights):
+            raise UsageError(f"weights=digits needs a digits arch ({', '.join(registry.demo_models('cnn'))})")
+        recipe = pretrain.Recipe(arch=cfg.arch, epochs=cfg.pretrain_epochs, seed=cfg.seed)
+        state, info = pretrain.digits_backbone(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
+        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=True, state=state, state_info=info,
+                                keep_head=keep_head)
+    else:
+        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=ctx.offline, keep_head=keep_head)
+    ctx.record_source(source_key, dataclasses.asdict(backbone.weights))
+    return backbone
+
+
+def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: resnet.Backbone,
+                          data: ImageDataset) -> tuple[list[Metric], list[str]]:
+    """Top-1 and top-5 of the weights' own classifier on the validation split (ImageNet: its own classes).
+
+    The images are cropped to the weights' input size and normalised as their pipeline does;
+    features come from the same batch-by-batch pass as the heads' (:func:`extract`). Returns
+    the numbers (``pretrained_val_acc`` at ``top_k`` 1 and 5) and a note saying what was done,
+    or no numbers and why not.
+    """
+    head, classes = backbone.pretrained_head, len(data.val.classes)
+    if head is None or head.out_features != classes:
+        have = "no classifier" if head is None else f"a {head.out_features}-class classifier"
+        return [], [f"weights={cfg.weights} carry {have}, not one over the dataset's {classes} classes: the "
+                    "pretrained head was not scored"]
+    pre = weights_preprocessing(cfg)
+    frozen = FrozenFeatures(resnet.Preprocess(pre.input_size, backbone.mean, backbone.std, cfg.channels_last,
+                                              crop=pre.input_size), backbone.model, compile=cfg.compile).to(ctx.device)
+    started = time.perf_counter()
+    features, ips = extract(frozen, data.val.images, batch_size=max(cfg.batch_size, 256), device=ctx.device,
+                            amp=cfg.amp, progress=ctx.progress, desc="pretrained head val")
+    correct = torch.zeros(2, dtype=torch.int64)
+    head = head.float().eval()
+    with torch.no_grad():
+        for rows, labels in zip(features.split(8192), data.val.labels.split(8192), strict=True):
+            top5 = head(rows.float()).topk(min(5, classes), dim=1).indices
+            hits = top5 == labels[:, None]
+            correct += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()])
+    n = len(data.val)
+    numbers = [Metric("pretrained_val_acc", correct[0].item() / n, condition={"top_k": 1}),
+               Metric("pretrained_val_acc", correct[1].item() / n, condition={"top_k": 5}),
+               Metric("pretrained_eval_images_per_s", ips, "img/s"),
+               Metric("pretrained_eval_s", time.perf_counter() - started, "s")]
+    note = (f"The weights' own {classes}-class head scored on {n:,} validation images before any training: "
+            f"short side {data.val.images.shape[-1]} px ({pre.interpolation}), centre crop {pre.input_size}, "
+            f"mean {tuple(round(m, 3) for m in backbone.mean)}, std {tuple(round(v, 3) for v in backbone.std)}.")
+    return numbers, [note]
+
+
+def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
+               data: ImageDataset, res: int, stage: str | None = None) -> tuple[list[dict[str, Any]], list[Metric]]:
+    """Train a fresh head on the frozen ``model`` at resolution ``res`` (feature cache or not).
+
+    Returns the stage's records and its numbers (accuracies, losses, feature and head time,
+    backbone images/s) without conditions: the caller places them in its grid.
+
+    Under torchrun the feature extraction is sharded across ranks and gathered, the batches
+    are sharded and the head trains with DistributedDataParallel (see :mod:`atml.train.loop`).
+    """
+    stage = stage or f"r{res}"
+    cnn.check_input_size(model, res, cfg.arch)
+    ckpt = ctx.checkpoint(f"head_{stage}")
+    frozen = FrozenFeatures(resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last), model,
+                            compile=cfg.compile).to(ctx.device)
+    head = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
+    out: list[Metric] = []
+    if finished(ckpt, cfg.epochs):  # resumed run: this stage is complete, skip the backbone pass
+        trainable, train_b, val_b = head, None, None
+    elif cfg.feature_cache:
+        started = time.perf_counter()
+        kw = {"batch_size": max(cfg.batch_size, 256), "device": ctx.device, "amp": cfg.amp, "progress": ctx.progress}
+        f_train, ips = extract(frozen, data.train.images, desc=f"{stage} features train", **kw)
+        f_val, _ = extract(frozen, data.val.images, desc=f"{stage} features val", **kw)
+        out += [Metric("feature_time_s", time.perf_counter() - started, "s"),
+                Metric("backbone_images_per_s", ips, "img/s")]
+        trainable = head
+        train_b = Batches((f_train, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
+        val_b = Batches((f_val, data.val.labels), 1024)
+    else:
+        trainable = HeadOnFrozen(frozen, head)
+        train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
+        val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256))
+        if ctx.device.type == "cuda":  # page-locked host memory: non-blocking copies overlap compute
+            train_b, val_b = train_b.pin(), val_b.pin()
+    optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    started = time.perf_counter()
+    rows = fit(Fit(trainable, optimizer, train_b or _empty(),
+                   val_b, cfg.epochs, ctx.device, ctx.run, stage=stage, checkpoint_path=ckpt, progress=ctx.progress,
+                   say=ctx.say,
+                   autocast=lambda: runtime.autocast(ctx.device, cfg.amp)))
+    out.append(Metric("head_time_s", time.perf_counter() - started, "s"))
+    return rows, [*stage_metrics(rows), *out]
+
+
+def finished(ckpt: Path, epochs: int) -> bool:
+    return ckpt.exists() and checkpoint.load(ckpt)["epoch"] >= epochs
+
+
+def _empty() -> Batches:
+    return Batches((torch.empty(0),), 1)
+
+
+
+
+class Pipeline(nn.Module):
+    """uint8 images -> preprocess -> (augment) -> ResNet classifier."""
+
+    def __init__(self, preprocess: nn.Module, model: resnet.ResNetClassifier, augment: nn.Module | None) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.augment = augment or nn.Identity()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.augment(self.preprocess(images)))
+
+
+def finetune_pipeline(cfg: ResNetConfig, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
+                      num_classes: int, res: int, trainable: Sequence[str],
+                      device: torch.device) -> tuple[Pipeline, torch.optim.Optimizer]:
+    """The model set up to train the head plus the named backbone parts, on ``device``, and its optimizer.
+
+    Built, frozen and laid out first, moved last. The head starts from the same seeded
+    initialisation as :func:`train_head`'s; trained blocks get ``lr * backbone_lr_scale``.
+    """
+    cnn.check_input_size(model, res, cfg.arch)
+    model.set_head(new_head(model.num_features, num_classes, cfg.seed + res))
+    resnet.freeze(model, trainable=(*trainable, model.head_name))
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    prep = resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last)
+    pipeline = Pipeline(prep, model, Augment(cfg.hflip) if cfg.augment else None).to(device)
+    head = list(model.head.parameters())
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(model.head_name)]
+    groups = [{"params": head}] + ([{"params": rest, "lr": cfg.lr * cfg.backbone_lr_scale}] if rest else [])
+    return pipeline, torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
+                 data: ImageDataset, res: int, stage: str, trainable: Sequence[str],
+                 callbacks: Sequence[Callback] = ()) -> tuple[list[dict[str, Any]], list[Metric]]:
+    """Train the head plus the named backbone parts (prefixes like ``body.layer4``); the rest frozen.
+
+    Under torchrun the pipeline trains with DistributedDataParallel (BatchNorm synchronised
+    across GPUs).
+    """
+    pipeline, optimizer = finetune_pipeline(cfg, model, backbone, len(data.train.classes), res, trainable, ctx.device)
+    train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
+    val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256))
+    if ctx.device.type == "cuda":
+        train_b, val_b = train_b.pin(), val_b.pin()
+    started = time.perf_counter()
+    rows = fit(Fit(pipeline, optimizer, train_b, val_b, cfg.epochs, ctx.device, ctx.run,
+                   stage=stage, checkpoint_path=ctx.checkpoint(stage), callbacks=callbacks, progress=ctx.progress,
+                   say=ctx.say, autocast=lambda: runtime.autocast(ctx.device, cfg.amp)))
+    return rows, [*stage_metrics(rows), Metric("train_time_s", time.perf_counter() - started, "s")]

@@ -1,0 +1,269 @@
+"""``resnet.features``: the feature hierarchy of a frozen ResNet, in numbers and pictures.
+
+Features of early, middle and late stages (forward hooks, global-average-pooled) for a
+class-balanced sample of the validation split; per depth: k-NN accuracy, linear-probe
+accuracy and silhouette, linear CKA between depths, t-SNE and UMAP embeddings (and how
+well each separates the classes in 2-D), the confusion matrix of the late-layer probe,
+the closest class pairs, and the same numbers for a second, shallower architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from atml.analysis import representation as rep
+from atml.errors import UsageError
+from atml.models import cnn, resnet
+from atml.registry import Experiment
+from atml.reporting import plots
+from atml.results import Metric, Metrics, Results, RunResults, Table
+from atml.runner import RunContext
+from atml.suite.resnet import common
+
+DEPTHS = ("early", "middle", "late")
+"""The first stage, the one before the last, the last (ResNet: layer1, layer3, layer4; see cnn.depth_stages)."""
+METHODS = ("tsne", "umap")
+
+
+@dataclasses.dataclass
+class Config(common.ResNetConfig):
+    resolution: int = 224
+    per_class: int = 100
+    """Validation images per class in the sample."""
+    compare_arch: str = "resnet18"
+    """A second architecture measured the same way, any arch accepts ('' to skip)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.per_class < 2:
+            raise UsageError(f"per_class={self.per_class} is not valid; use an integer >= 2")
+        if self.compare_arch:
+            try:
+                cnn.check_arch(self.compare_arch, resnet.ARCHS)
+            except UsageError as err:
+                raise UsageError(str(err).replace("arch=", "compare_arch=", 1)) from None
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"data": "generated-cifar10", "arch": "resnet50", "weights": "random", "resolution": 32,
+              "per_class": 5, "compare_arch": "resnet18", "batch_size": 32},
+    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "digits", "resolution": 32,
+             "per_class": 60, "compare_arch": "digits-resnet-small", "batch_size": 128},
+    "full": {},
+    "rehearsal": {"data": "rehearsal-cifar10", "weights": "random"},
+}
+
+
+@torch.inference_mode()
+def depth_features(model: resnet.ResNetClassifier | cnn.Classifier, prep: torch.nn.Module, images: torch.Tensor,
+                   device: torch.device, batch_size: int) -> dict[str, np.ndarray]:
+    """``{depth: (N, channels)}`` pooled stage outputs; hooks are gone when this returns."""
+    model.eval()
+    layers = {depth: model.get_submodule(path) for depth, path in cnn.depth_stages(model.stage_paths).items()}
+    with rep.layer_outputs(model, layers) as store:
+        for batch in images.split(batch_size):
+            model.forward_features(prep(batch.to(device)))
+    return {depth: torch.cat(chunks).cpu().numpy() for depth, chunks in store.items()}  # one copy per depth
+
+
+def measure(features: dict[str, np.ndarray], labels: np.ndarray, seed: int, arch: str,
+            compare: bool = False) -> list[Metric]:
+    """k-NN accuracy, linear-probe accuracy and silhouette per depth, for one architecture."""
+    out = []
+    prefix = "compare_" if compare else ""
+    for depth, feats in features.items():
+        values = {"knn_acc": rep.knn_accuracy(feats, labels, seed=seed),
+                  "probe_acc": rep.linear_probe(feats, labels, seed=seed)[0],
+                  "silhouette": rep.silhouette(feats, labels)}
+        out += [Metric(name, value, condition={"arch": arch, "depth": depth}, flat_key=f"{prefix}{name}_{depth}")
+                for name, value in values.items()]
+    return out
+
+
+def run(cfg: Config, ctx: RunContext) -> Results:
+    data = common.load_data(cfg, ctx)
+    idx = rep.balanced_indices(data.val.labels, cfg.per_class, seed=cfg.seed)
+    images, labels = data.val.images[idx], data.val.labels[idx].numpy()
+    classes = data.val.classes
+    feats, stages = {}, {}
+    for key, arch in (("weights", cfg.arch), ("compare_weights", cfg.compare_arch)):
+        if not arch:
+            continue
+        backbone = common.load_backbone(dataclasses.replace(cfg, arch=arch), ctx, len(classes), source_key=key)
+        cnn.check_input_size(backbone.model, cfg.resolution, arch)
+        model = resnet.freeze(backbone.model, trainable=()).to(ctx.device)  # BatchNorm folded: same features
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        prep = resnet.Preprocess(cfg.resolution, backbone.mean, backbone.std, cfg.channels_last).to(ctx.device)
+        stages[arch] = {d: p.removeprefix("body.") for d, p in cnn.depth_stages(model.stage_paths).items()}
+        ctx.step(f"{arch}: features of {len(labels)} images at {len(DEPTHS)} depths")
+        feats[arch] = depth_features(model, prep, images, ctx.device, cfg.batch_size)
+    main = feats[cfg.arch]
+    out = Results()
+    ctx.step(f"{cfg.arch}: k-NN, linear probes and silhouette per depth")
+    out.metrics.records += measure(main, labels, cfg.seed, cfg.arch)
+    for i, a in enumerate(DEPTHS):
+        for b in DEPTHS[i + 1:]:
+            out.add("cka", rep.linear_cka(main[a], main[b]), depth_a=a, depth_b=b)
+    ctx.step(f"t-SNE ({rep.tsne_backend()}) and UMAP of {len(DEPTHS)} depths")
+    embeddings = {(depth, method): (rep.tsne if method == "tsne" else rep.umap_embed)(main[depth], seed=cfg.seed)
+                  for depth in DEPTHS for method in METHODS}
+    for (depth, method), points in embeddings.items():
+        out.add("knn_acc_2d", rep.knn_accuracy(points, labels, seed=cfg.seed), key=f"{method}_knn_acc_{depth}",
+                method=method, depth=depth)
+        out.add("silhouette_2d", rep.silhouette(points, labels, metric="euclidean"),
+                key=f"{method}_silhouette_{depth}", method=method, depth=depth)
+    _, predictions = rep.linear_probe(main["late"], labels, seed=cfg.seed)
+    matrix = rep.confusion(labels, predictions, len(classes))
+    pairs = [(classes[i], classes[j], s) for i, j, s in rep.closest_class_pairs(main["late"], labels)]
+    if cfg.compare_arch:
+        ctx.step(f"{cfg.compare_arch}: k-NN, linear probes and silhouette per depth")
+        out.metrics.records += measure(feats[cfg.compare_arch], labels, cfg.seed, cfg.compare_arch, compare=True)
+    out.add_figures(ctx.save_figure(embedding_figure(embeddings, labels, classes, stages[cfg.arch]), "embeddings"))
+    out.add_figures(ctx.save_figure(cka_figure(out.metrics), "cka"))
+    out.add_figures(ctx.save_figure(confusion_figure(matrix, classes), "confusion_late_probe"))
+    out.add_figures(ctx.save_figure(depth_figure(out.metrics, cfg), "separability_vs_depth"))
+    out.tables += tables(out.metrics, cfg, pairs)
+    out.data.update({"closest_pairs": pairs, "confusion": matrix.tolist(), "classes": classes,
+                     "compare_arch": cfg.compare_arch, "arch": cfg.arch, "samples": len(labels), "stages": stages})
+    counts = np.bincount(labels, minlength=len(classes))
+    per_class = (f"{counts.min()} per class" if counts.min() == counts.max()
+                 else f"{counts.min()}-{counts.max()} per class")
+    if counts.min() < cfg.per_class:
+        per_class += f"; {cfg.per_class} asked for, the split has no more"
+    folds = int(min(5, counts.min()))
+    if counts.min() * (folds - 1) // max(folds, 1) <= 5:  # k-NN with k = 5 needs more than 5 neighbours per class
+        out.warnings.append(f"k-NN (k=5) and the probes ran on {counts.min()} image(s) in the smallest class, so "
+                            "a cross-validation fold has 5 or fewer of that class to learn from: these accuracies "
+                            "are noisy; pass a larger split or more per_class")
+    out.notes.append(f"{len(labels)} validation images ({per_class}), {cfg.resolution} px; depths: "
+                     + "; ".join(f"{arch}: " + ", ".join(f"{d} = output of {s}" for d, s in named.items())
+                                 for arch, named in stages.items()) + " (global-average-pooled). "
+                     "k-NN (k=5, cosine) and logistic-regression probe accuracies are 5-fold cross-validated; "
+                     f"t-SNE ({rep.tsne_backend()}, perplexity {rep.perplexity_for(len(labels)):.3g}) and UMAP "
+                     "run on the first 50 principal components.")
+    return out
+
+
+def tables(metrics: Metrics, cfg: Config, pairs: list[tuple[str, str, float]]) -> list[Table]:
+    archs = [cfg.arch] + ([cfg.compare_arch] if cfg.compare_arch else [])
+    rows = [[arch, depth, *(metrics.get(n, arch=arch, depth=depth) for n in ("knn_acc", "probe_acc", "silhouette"))]
+            for arch in archs for depth in DEPTHS]
+    embed = [[depth, method, metrics.get("knn_acc_2d", method=method, depth=depth),
+              metrics.get("silhouette_2d", method=method, depth=depth)] for depth in DEPTHS for method in METHODS]
+    return [Table("Class separation per depth", ["arch", "depth", "k-NN acc", "linear probe acc", "silhouette"], rows),
+            Table(f"t-SNE vs UMAP: separation in 2-D ({cfg.arch})",
+                  ["depth", "method", "k-NN acc (2-D)", "silhouette (2-D)"], embed),
+            Table("Most similar classes (cosine of late-feature centroids)", ["class", "class", "cosine"],
+                  [list(p) for p in pairs])]
+
+
+@plots.styled
+def embedding_figure(embeddings: dict[tuple[str, str], np.ndarray], labels: np.ndarray, classes: list[str],
+                     stages: dict[str, str]) -> Any:
+    fig, axes = plots.figure(len(DEPTHS), len(METHODS), width=2.0, height=4.2)
+    for row, method in enumerate(METHODS):
+        for col, depth in enumerate(DEPTHS):
+            ax = axes[row][col]
+            points = embeddings[(depth, method)]
+            scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=4, vmin=0, vmax=9)
+            ax.set_title(f"{method.upper() if method == 'umap' else 't-SNE'}, {depth} ({stages[depth]})")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    handles = [plots.plt.Line2D([], [], marker="o", ls="", color=scatter.cmap(scatter.norm(i)), label=c)
+               for i, c in enumerate(classes)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(10, len(classes)), frameon=False, fontsize=6)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+@plots.styled
+def cka_figure(metrics: Metrics) -> Any:
+    names = [d for d in DEPTHS]
+    grid = np.eye(len(names))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i < j:
+                grid[i, j] = grid[j, i] = metrics.value("cka", depth_a=a, depth_b=b)
+    fig, axes = plots.figure(1, width=1.0, height=2.4)
+    ax = axes[0][0]
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(names)), labels=names)
+    ax.set_yticks(range(len(names)), labels=names)
+    ax.grid(False)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w" if grid[i, j] < 0.6 else "k")
+    ax.set_title("linear CKA between depths")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+@plots.styled
+def confusion_figure(matrix: np.ndarray, classes: list[str]) -> Any:
+    fig, axes = plots.figure(1, width=1.0, height=3.0)
+    ax = axes[0][0]
+    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true class", fraction=0.046, pad=0.04)
+    ax.set_xticks(range(len(classes)), labels=classes, rotation=90)
+    ax.set_yticks(range(len(classes)), labels=classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.grid(False)
+    ax.set_title("late-feature linear probe (out-of-fold)")
+    fig.tight_layout()
+    return fig
+
+
+@plots.styled
+def depth_figure(metrics: Metrics, cfg: Config) -> Any:
+    fig, axes = plots.figure(1, width=1.0, height=2.4)
+    ax = axes[0][0]
+    x = range(len(DEPTHS))
+    archs = [(cfg.arch, "-")] + ([(cfg.compare_arch, ":")] if cfg.compare_arch else [])
+    for arch, style in archs:
+        for i, key in enumerate(("knn_acc", "probe_acc", "silhouette")):
+            ax.plot(x, [metrics.value(key, arch=arch, depth=d) for d in DEPTHS], style, marker="o",
+                    color=plots.palette(i))
+    ax.set_xticks(list(x), labels=[d for d in DEPTHS])
+    ax.set_ylabel("score")
+    handles = [plots.Line2D([], [], color=plots.palette(i), marker="o", label=label)
+               for i, label in enumerate(("k-NN accuracy", "probe accuracy", "silhouette"))]
+    handles += [plots.Line2D([], [], color="0.35", ls=style, label=arch) for arch, style in archs]
+    plots.legend_below(fig, handles, ncol=3)
+    return fig
+
+
+def discuss(results: RunResults) -> list[str]:
+    m, data = results.metrics, results.data
+    depths = [d for d in DEPTHS]
+    probe = [m.value("probe_acc", arch=data["arch"], depth=d) for d in depths]
+    text = ["Linear-probe accuracy by depth: " + ", ".join(f"{d} {p:.3f}" for d, p in zip(depths, probe)) + "; "
+            + ("later layers separate the classes better." if probe[-1] > probe[0]
+               else "here the later layers do not separate the classes better than the early ones.")]
+    text.append(f"CKA between early and late features is {m.value('cka', depth_a='early', depth_b='late'):.2f} (1: "
+                "the same representation up to rotation and scale); middle-late "
+                f"{m.value('cka', depth_a='middle', depth_b='late'):.2f}.")
+    better = {d: "UMAP" if m.value("knn_acc_2d", method="umap", depth=d) > m.value("knn_acc_2d", method="tsne", depth=d)
+              else "t-SNE" for d in depths}
+    text.append("In 2-D, k-NN accuracy is higher for " + ", ".join(f"{better[d]} at {d}" for d in depths) + ".")
+    pairs = data.get("closest_pairs") or []
+    if pairs:
+        text.append("Most similar class pairs in late features: "
+                    + ", ".join(f"{a}/{b} ({s:.2f})" for a, b, s in pairs[:3]) + ".")
+    if data.get("compare_arch"):
+        a = m.value("probe_acc", arch=data["arch"], depth="late")
+        b = m.value("probe_acc", arch=data["compare_arch"], depth="late")
+        text.append(f"Late-feature probe: {data['arch']} {a:.3f} vs {data['compare_arch']} {b:.3f}.")
+    return text
+
+
+EXPERIMENT = Experiment(name="resnet.features",
+                        summary="ResNet feature hierarchy: k-NN/probe/silhouette per depth, CKA, t-SNE vs UMAP",
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss)

@@ -1,0 +1,213 @@
+"""``resnet.transfer``: {pretrained, random init} x {head only, last block + head, full fine-tuning}.
+
+Every cell trains on the same data, seed and schedule and reports, besides its curves
+and accuracies, what it cost: trainable parameters, wall time, training images/s and
+peak memory, so the trade-off between compute and accuracy is a table. Head-only cells
+use the feature cache; cells that train backbone blocks use random-crop (and flip)
+augmentation. Under ``torchrun`` every cell trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from typing import Any
+
+import torch
+
+from atml import runtime
+from atml.distributed import rank_and_world
+from atml.errors import UsageError
+from atml.models import resnet
+from atml.registry import Experiment
+from atml.reporting import plots
+from atml.results import Metrics, Results, RunResults, Table
+from atml.runner import RunContext
+from atml.suite.resnet import common
+
+INITS = ("pretrained", "random")
+REGIMES = ("head", "last", "full")
+REGIME_NAMES = {"head": "head only", "last": "last block + head", "full": "full fine-tuning"}
+ALL_CELLS = tuple(f"{i}:{r}" for i in INITS for r in REGIMES)
+
+
+@dataclasses.dataclass
+class Config(common.ResNetConfig):
+    resolution: int = 224
+    cells: tuple[str, ...] = ALL_CELLS
+    """Which cells of the grid to run, as init:regime (init: pretrained|random; regime: head|last|full)."""
+    augment: bool = True
+
+    extra_weights: typing.ClassVar[tuple[str, ...]] = ("pretrained-file",)
+
+    def validate(self) -> None:
+        super().validate()
+        bad = [c for c in self.cells if c not in ALL_CELLS]
+        if bad or not self.cells:
+            raise UsageError(f"cells={list(self.cells)} is not valid; choose from {', '.join(ALL_CELLS)}")
+        if self.weights == "random":
+            raise UsageError("resnet.transfer compares pretrained with random weights: set weights to a pretrained "
+                             "source (imagenet, digits or a file)")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"data": "generated-cifar10", "arch": "resnet18", "weights": "pretrained-file", "resolution": 32,
+              "epochs": 2, "batch_size": 32},
+    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "digits", "resolution": 32,
+             "epochs": 5, "batch_size": 64, "lr": 3e-3, "hflip": False},
+    "full": {"epochs": 10},
+    "rehearsal": {"epochs": 10, "data": "rehearsal-cifar10", "weights": "pretrained-file"},
+}
+
+
+def run(cfg: Config, ctx: RunContext) -> Results:
+    data = common.load_data(cfg, ctx)
+    pretrained = load_pretrained(cfg, ctx, len(data.train.classes))
+    random_init = resnet.build(cfg.arch, len(data.train.classes), "random", offline=True)
+    ctx.record_source("random_weights", dataclasses.asdict(random_init.weights))
+    stages, cells = {}, []
+    for cell in cfg.cells:
+        init, regime = cell.split(":")
+        backbone = pretrained if init == "pretrained" else random_init
+        stage = cell.replace(":", "_")
+        runtime.reset_peak_memory(ctx.device)
+        model = copy.deepcopy(backbone.model)  # train_head / train_blocks freeze it, then move it
+        if init == "random":
+            calibrate_random_init(model, backbone, data, cfg, ctx.device)
+        if regime == "head":
+            resnet.freeze(model)
+            rows, numbers = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
+            stage_numbers = Metrics(numbers)
+            seconds = stage_numbers.value("head_time_s") + stage_numbers.get("feature_time_s", 0.0)
+        else:
+            rows, numbers = common.train_blocks(cfg, ctx, model, backbone, data, cfg.resolution, stage,
+                                                trainable=trained_parts(model, regime))
+            stage_numbers = Metrics(numbers)
+            seconds = stage_numbers.value("train_time_s")
+        stages[stage] = rows
+        problem = common.training_problem(rows, len(data.train.classes), len(data.val))
+        cells.append({"cell": cell, "init": init, "regime": regime, "stage": stage, "problem": problem,
+                      "val_acc": stage_numbers.value("val_acc"), "best_val_acc": stage_numbers.value("best_val_acc"),
+                      "trainable_params": resnet.trainable_parameters(model), "time_s": seconds,
+                      "images_per_s": len(data.train) * cfg.epochs / max(seconds, 1e-9),
+                      "peak_memory_mb": runtime.peak_memory_mb(ctx.device)})
+    out = Results()
+    units = {"val_acc": "", "best_val_acc": "", "trainable_params": "", "time_s": "s", "images_per_s": "img/s",
+             "peak_memory_mb": "MB"}
+    for c in cells:
+        for name, unit in units.items():
+            out.add(name, c[name], unit, init=c["init"], regime=c["regime"])
+    out.add_figures(ctx.save_figure(plots.training_curves(stages, title="transfer grid"), "curves"))
+    out.add_figures(ctx.save_figure(compute_figure(cells), "accuracy_vs_compute"))
+    world = rank_and_world()[1]
+    memory = "CUDA max allocated" if ctx.device.type == "cuda" else "process peak RSS (reset per cell)"
+    notes = [f"{cfg.arch} at {cfg.resolution} px, {cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr:g} "
+             f"(backbone blocks x{cfg.backbone_lr_scale:g}); augmentation for trained blocks: "
+             f"{'random crop' + (' + flip' if cfg.hflip else '') if cfg.augment else 'none'}; head-only cells train "
+             f"on cached features. Peak memory: {memory}; {world} process(es)."]
+    if any(c["init"] == "random" for c in cells):
+        notes.append("Random-init cells: before training, one pass over up to "
+                     f"{CALIBRATION_IMAGES:,} training images (train mode, no gradients, no labels) sets every "
+                     "BatchNorm's statistics to those of the random network's own activations (precise BN); "
+                     "with the initial 0/1 statistics a frozen random network normalises nothing and its cells "
+                     "stayed at chance.")
+    notes += [f"{c['cell']}: {c['problem']}; not ranked." for c in cells if c["problem"]]
+    out.notes += notes
+    out.tables.append(table(cells))
+    out.data["cells"] = cells
+    return out
+
+
+CALIBRATION_IMAGES = 4096
+
+
+def trained_parts(model: Any, regime: str) -> tuple[str, ...]:
+    """Parameter prefixes a regime trains besides the head: none, the last stage (ResNet: layer4; other CNNs:
+    the last stage and the layers after it), or the whole body."""
+    return {"head": (), "last": tuple(model.last_paths), "full": ("body",)}[regime]
+
+
+def calibrate_random_init(model: resnet.ResNetClassifier, backbone: resnet.Backbone, data: Any, cfg: Config,
+                          device: Any) -> None:
+    """Give a randomly initialised network's BatchNorm layers the statistics of its own activations.
+
+    At initialisation every running mean is 0 and every running variance 1, which are not the
+    statistics of a random network's activations; frozen (or evaluated) with them, BatchNorm
+    normalises nothing, activations grow through the depth, and the head sees features that
+    barely differ between images: the random cells stayed at chance. One pass over (up to
+    4,096) training images in train mode, without gradients or labels, sets exact averages
+    (precise BN), as a random-feature baseline needs. The weights stay random.
+    """
+    from atml.train import pretrain
+
+    prep = resnet.Preprocess(cfg.resolution, backbone.mean, backbone.std, cfg.channels_last)
+    images = data.train.subset(CALIBRATION_IMAGES, seed=cfg.seed).images
+    pipeline = torch.nn.Sequential(prep, model).to(device)
+    pretrain.recalibrate_bn(pipeline, images, device, batch_size=max(cfg.batch_size, 128))
+
+
+def load_pretrained(cfg: Config, ctx: RunContext, num_classes: int) -> resnet.Backbone:
+    """The pretrained backbone; the smoke preset saves random torchvision weights to a file and
+    loads them back through the local-file path, since no real weights exist offline."""
+    if cfg.weights == "pretrained-file":
+        path = ctx.scratch("weights") / f"{cfg.arch}-random-as-pretrained.pth"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed + 1)
+            torch.save(resnet.build(cfg.arch, 1000, "random", offline=True).model.body.state_dict(), path)
+        cfg = dataclasses.replace(cfg, weights=str(path))
+    return common.load_backbone(cfg, ctx, num_classes)
+
+
+def table(cells: list[dict[str, Any]]) -> Table:
+    return Table("Transfer grid: accuracy and what it cost",
+                 ["init", "trained", "final val acc", "best val acc", "trainable params", "wall s", "train img/s",
+                  "peak MB", "problem"],
+                 [[c["init"], REGIME_NAMES[c["regime"]], c["val_acc"], c["best_val_acc"], c["trainable_params"],
+                   c["time_s"], c["images_per_s"], c["peak_memory_mb"], c.get("problem") or ""] for c in cells])
+
+
+@plots.styled
+def compute_figure(cells: list[dict[str, Any]]) -> Any:
+    fig, axes = plots.figure(1, width=1.0, height=2.6)
+    ax = axes[0][0]
+    markers = {"head": "o", "last": "s", "full": "^"}
+    for c in cells:
+        ax.scatter(c["time_s"], c["best_val_acc"], marker=markers[c["regime"]], s=18,
+                   color=plots.palette(0 if c["init"] == "pretrained" else 3),
+                   label=f"{c['init']}, {REGIME_NAMES[c['regime']]}" + (" (flagged)" if c.get("problem") else ""))
+    ax.set_xscale("log")
+    plots.log_axis(ax)
+    ax.set_xlabel("wall time (s, log)")
+    ax.set_ylabel("best validation accuracy")
+    plots.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=2)
+    return fig
+
+
+def discuss(results: RunResults) -> list[str]:
+    cells = {c["cell"]: c for c in results.data["cells"]}
+    healthy = [c for c in results.data["cells"] if not c.get("problem")]
+    text = []
+    for regime in REGIMES:
+        p, r = cells.get(f"pretrained:{regime}"), cells.get(f"random:{regime}")
+        if p and r and not (p.get("problem") or r.get("problem")):
+            text.append(f"{REGIME_NAMES[regime].capitalize()}: pretrained {p['best_val_acc']:.3f} vs random init "
+                        f"{r['best_val_acc']:.3f} best validation accuracy "
+                        f"({p['best_val_acc'] - r['best_val_acc']:+.3f}).")
+    flagged = [c for c in results.data["cells"] if c.get("problem")]
+    if flagged:
+        text.append("Not compared or ranked, because their training cannot be read as a result: "
+                    + "; ".join(f"{c['cell']} ({c['problem']})" for c in flagged) + ".")
+    if healthy:
+        ranked = sorted(healthy, key=lambda c: c["best_val_acc"] / max(c["time_s"], 1e-9), reverse=True)
+        best = max(healthy, key=lambda c: c["best_val_acc"])
+        text.append(f"Most accurate: {best['cell']} ({best['best_val_acc']:.3f}, {best['time_s']:.1f} s, "
+                    f"{best['trainable_params']:,} trainable parameters). Most accuracy per second: "
+                    f"{ranked[0]['cell']} ({ranked[0]['best_val_acc']:.3f} in {ranked[0]['time_s']:.1f} s).")
+    return text
+
+
+EXPERIMENT = Experiment(name="resnet.transfer",
+                        summary="ResNet transfer grid: pretrained vs random x head / last block / full fine-tuning",
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss)

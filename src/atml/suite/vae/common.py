@@ -1,0 +1,285 @@
+"""What the VAE experiments share: one config, one data path, one training function, one set of diagnostics.
+
+``vae.train``, ``vae.collapse`` and ``vae.mitigate`` differ only in which training variants
+they run and what they plot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+
+from atml.analysis import latent
+from atml.config import RunConfig, require_positive, require_unit_interval
+from atml.data import ImageDataset
+from atml.errors import UsageError
+from atml.models import vae as vae_model
+from atml.reporting import plots
+from atml.results import Metric
+from atml.runner import RunContext
+from atml.suite import grayscale
+from atml.train.loop import Batches, Fit, fit
+from atml.train.vae_recipe import VAEStep, Variant
+
+
+@dataclasses.dataclass
+class Config(RunConfig):
+    data: str = "fashion-mnist"
+    """fashion-mnist (official IDX files) | digits (scikit-learn, upsampled to 28 px) | folder (--data-dir DIR,
+    grey at 28 px) | generated-fashion-mnist | rehearsal-fashion-mnist (generated at the real counts: timing only)."""
+    latent_dim: int = 20
+    hidden: int = 400
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    """Adam learning rate."""
+    kl_weight: float = 1.0
+    """The baseline's KL weight (1: the ELBO, as in the course)."""
+    contrast_kl_weight: float = 8.0
+    """A KL-heavy setting that collapses the posterior; vae.mitigate's variants all use it."""
+    free_bits: float = 0.5
+    """Nats per latent dimension for the free-bits variant."""
+    warmup_fraction: float = 0.5
+    """Share of training over which the warm-up variant raises the KL weight from 0."""
+    cycles: int = 4
+    """Cycles of the cyclical schedule."""
+    aggressive_fraction: float = 0.5
+    """Share of epochs with extra encoder updates (aggressive variant)."""
+    aggressive_steps: int = 5
+    """Encoder-only updates per batch in the aggressive phase."""
+    diag_samples: int = 1000
+    """Validation images used for active units and mutual information (MI <= log of this)."""
+    train_limit: int = 0
+    val_limit: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        grayscale.check(self)
+        if self.weights != "random":
+            raise UsageError("the VAE experiments train from scratch: use weights=random")
+        require_positive(self, "latent_dim", "hidden", "epochs", "batch_size", "cycles", "diag_samples")
+        require_unit_interval(self, "warmup_fraction", "aggressive_fraction")
+        if not self.lr > 0 or self.kl_weight < 0 or self.contrast_kl_weight < 0 or self.free_bits < 0:
+            raise UsageError("lr must be > 0; kl_weight, contrast_kl_weight and free_bits must be >= 0")
+        if self.aggressive_steps < 0 or self.train_limit < 0 or self.val_limit < 0:
+            raise UsageError("aggressive_steps, train_limit and val_limit must be >= 0")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"data": "generated-fashion-mnist", "epochs": 2, "batch_size": 64, "diag_samples": 100},
+    "demo": {"offline": True, "data": "digits", "epochs": 20, "batch_size": 64},
+    "full": {},
+    "rehearsal": {"data": "rehearsal-fashion-mnist"},
+}
+
+
+@dataclasses.dataclass
+class Trained:
+    """A trained VAE, its per-epoch records and its diagnostics on validation data."""
+
+    variant: Variant
+    model: vae_model.VAE
+    rows: list[dict[str, Any]]
+    diag: dict[str, Any]
+
+
+def baseline(cfg: Config) -> Variant:
+    return Variant(f"baseline (beta={cfg.kl_weight:g})", kl_weight=cfg.kl_weight)
+
+
+def mitigation_variants(cfg: Config) -> list[Variant]:
+    """Every mitigation, all at the KL-heavy contrast weight, plus that setting untreated."""
+    beta = cfg.contrast_kl_weight
+    aggressive_epochs = max(1, round(cfg.epochs * cfg.aggressive_fraction))
+    return [
+        Variant(f"KL-heavy (beta={beta:g})", kl_weight=beta),
+        Variant("linear warm-up", kl_weight=beta, schedule="warmup", warmup_fraction=cfg.warmup_fraction),
+        Variant("cyclical", kl_weight=beta, schedule="cyclical", cycles=cfg.cycles),
+        Variant(f"free bits ({cfg.free_bits:g} nats)", kl_weight=beta, free_bits=cfg.free_bits),
+        Variant("aggressive encoder", kl_weight=beta, aggressive_epochs=aggressive_epochs,
+                aggressive_steps=cfg.aggressive_steps),
+    ]
+
+
+def train_variant(cfg: Config, ctx: RunContext, data: ImageDataset, variant: Variant, stage: str) -> Trained:
+    """Train a fresh VAE (seeded identically for every variant) and diagnose it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = vae_model.VAE(cfg.latent_dim, cfg.hidden).to(ctx.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step = VAEStep(variant, cfg.epochs, optimizer)
+    rows = fit(Fit(model, optimizer, Batches((data.train.images,), cfg.batch_size, shuffle=True, seed=cfg.seed),
+                   Batches((data.val.images,), 1024), cfg.epochs, ctx.device, ctx.run, stage=stage, step=step,
+                   callbacks=[step], checkpoint_path=ctx.checkpoint(stage), progress=ctx.progress, say=ctx.say,
+                   ddp=False))  # encoder-only updates (aggressive variant) would stall DDP's reducer
+    return Trained(variant, model, rows, diagnose(model, data, cfg, ctx.device))
+
+
+@torch.no_grad()
+def diagnose(model: vae_model.VAE, data: ImageDataset, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Collapse evidence on (a sample of) the validation set, in numbers."""
+    images = data.val.subset(cfg.diag_samples, seed=cfg.seed).images
+    mu, logvar = latent.encode_all(model, images, device=device)
+    active, mean_variance = latent.active_units(mu)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    x = images.float().div(255)
+    z = mu + torch.randn(mu.shape, generator=generator) * (0.5 * logvar).exp()
+    decode = lambda codes: model.decode(codes.to(device)).cpu()  # noqa: E731
+    kl = latent.mean_kl_per_dim(mu, logvar)
+    sse = lambda recon: (recon - x).pow(2).flatten(1).sum(1).mean().item()  # noqa: E731
+    recon_sample = decode(z)
+    return {
+        "active_units": active,
+        "mutual_info": latent.mutual_information(mu, logvar, generator),
+        "mutual_info_log_n": float(torch.log(torch.tensor(float(len(images))))),  # the estimate's scale
+        "kl": float(kl.sum()),
+        "kl_per_dim": kl.tolist(),
+        "mu_variance_per_dim": mean_variance.tolist(),
+        "mu_spread": float(mu.std(0).mean()),
+        "sse_posterior_mean": sse(decode(mu)),
+        "sse_prior_mean": sse(decode(torch.zeros_like(mu)).expand_as(x)),
+        "neg_elbo_gaussian_nats": float(vae_model.neg_elbo_nats(torch.tensor(sse(recon_sample)), kl.sum(),
+                                                               x[0].numel())),
+    }
+
+
+def final(rows: list[dict[str, Any]], phase: str, key: str) -> float:
+    return [r for r in rows if r["phase"] == phase][-1][key]
+
+
+def use_of_x(diag: dict[str, Any]) -> float:
+    """Share of the prior-mean reconstruction error that encoding x removes (0: q(z|x) ignores x)."""
+    return 1 - diag["sse_posterior_mean"] / max(diag["sse_prior_mean"], 1e-9)
+
+
+def verdict(diag: dict[str, Any], latent_dim: int) -> str:
+    if diag["mutual_info"] < 0.5 or diag["kl"] < 1.0:
+        return "collapsed"
+    if diag["active_units"] < latent_dim / 2:
+        return "partly collapsed"
+    return "not collapsed"
+
+
+def sample_prior(model: vae_model.VAE, n: int, latent_dim: int, device: torch.device, seed: int,
+                 prior: str) -> torch.Tensor:
+    """Decoded samples from N(0, I) or from a Laplace prior of the same variance (b = 1/sqrt 2)."""
+    generator = torch.Generator().manual_seed(seed)
+    if prior == "gaussian":
+        z = torch.randn(n, latent_dim, generator=generator)
+    else:
+        u = torch.rand(n, latent_dim, generator=generator) - 0.5  # inverse-CDF sampling
+        z = -(2 ** -0.5) * torch.sign(u) * torch.log1p(-2 * u.abs())
+    with torch.no_grad():
+        return model.decode(z.to(device)).cpu()
+
+
+# -- figures shared by the three experiments ----------------------------------------------
+@plots.styled
+def loss_curves(runs: list[Trained]) -> Any:
+    fig, axes = plots.figure(3, width=2.0, height=2.4)
+    for i, run in enumerate(runs):
+        for phase, style in (("train", "--"), ("val", "-")):
+            pts = [r for r in run.rows if r["phase"] == phase]
+            for ax, key in zip(axes[0], ("mse_plus_kl", "recon", "kl")):
+                ax.plot([r["epoch"] for r in pts], [r[key] for r in pts], style, color=plots.palette(i))
+    for ax, title in zip(axes[0], ("MSE + KL (per image)", "reconstruction (SSE)", "KL (nats)")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        plots.epoch_axis(ax)
+    handles = [plots.Line2D([], [], color=plots.palette(i), label=run.variant.name) for i, run in enumerate(runs)]
+    plots.legend_below(fig, handles + plots.phase_handles(), ncol=3)
+    return fig
+
+
+@plots.styled
+def image_rows(rows: dict[str, torch.Tensor], title: str = "") -> Any:
+    """One row of images per entry (name -> (N, 1, H, W) in [0, 1])."""
+    fig, axes = plots.figure(1, len(rows), width=2.0, height=0.55 * len(rows) + 0.3)
+    for ax, (name, images) in zip(axes[:, 0], rows.items()):
+        strip = torch.cat(list(images[:, 0].clamp(0, 1)), dim=1)  # (H, N*W)
+        ax.imshow(strip.numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+ACTIVE_COLOUR, INACTIVE_COLOUR = "C0", "C3"
+
+
+def kl_bar_order(diag: dict[str, Any]) -> list[int]:
+    """Latent dimensions by decreasing KL; each bar keeps its own dimension's activity colour."""
+    kl = diag["kl_per_dim"]
+    return sorted(range(len(kl)), key=lambda d: kl[d], reverse=True)
+
+
+@plots.styled
+def kl_per_dim_bars(runs: list[Trained]) -> Any:
+    fig, axes = plots.figure(len(runs), width=2.0, height=2.0)
+    for ax, run in zip(axes[0], runs):
+        dims = kl_bar_order(run.diag)
+        values = [run.diag["kl_per_dim"][d] for d in dims]
+        colours = [ACTIVE_COLOUR if run.diag["mu_variance_per_dim"][d] > latent.ACTIVE_THRESHOLD else INACTIVE_COLOUR
+                   for d in dims]
+        ax.bar(range(len(values)), values, color=colours)
+        ax.set_title(f"{run.variant.name}: {run.diag['active_units']} active", fontsize=7)
+        ax.set_xlabel("latent dimension (sorted)")
+        ax.set_ylabel("KL (nats)")
+    fig.tight_layout()
+    return fig
+
+
+DIAG_UNITS = {"active_units": "", "mutual_info": "nats", "kl": "nats", "mu_spread": "", "sse_posterior_mean": "",
+              "sse_prior_mean": "", "neg_elbo_gaussian_nats": "nats"}
+
+
+def diag_metrics(diag: dict[str, Any], prefix: str = "", **condition: Any) -> list[Metric]:
+    """The collapse diagnostics as records (``prefix``: the older flat names put the variant first)."""
+    values = {**{k: diag[k] for k in DIAG_UNITS}, "use_of_x": use_of_x(diag)}
+    return [Metric(k, float(v), DIAG_UNITS.get(k, ""), condition, f"{prefix}{k}" if prefix else None)
+            for k, v in values.items()]
+
+
+def variant_key(name: str) -> str:
+    """A variant's name as it appears in metric names (``free bits (0.5 nats)`` -> ``free_bits__0_5_nats``)."""
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+
+
+def diag_images(cfg: Config, data: ImageDataset) -> int:
+    """How many validation images the diagnostics (active units, I(x; z)) use: the config's, at most the split."""
+    return min(cfg.diag_samples, len(data.val))
+
+
+def warnings(cfg: Config, data: ImageDataset) -> list[str]:
+    """An I(x; z) estimate from few images is capped at log N: say so when N is small."""
+    n = diag_images(cfg, data)
+    if n >= MI_IMAGES:
+        return []
+    return [f"I(x; z) was estimated on {n} validation images, so it cannot exceed log {n} = {math.log(n):.2f} "
+            f"nats whatever the encoder does; use at least {MI_IMAGES} (a larger split, or diag_samples)"]
+
+
+MI_IMAGES = 200
+"""Fewer validation images than this and the I(x; z) estimate's ceiling (log N) is a warning."""
+
+
+def notes(cfg: Config, data: ImageDataset) -> list[str]:
+    out = [f"Model: the course VAE (MLP {28 * 28}-{cfg.hidden}-{cfg.latent_dim}, sigmoid decoder), Adam lr {cfg.lr}, "
+           f"batch {cfg.batch_size}, {cfg.epochs} epochs. Loss: squared error summed over pixels plus KL, both "
+           "averaged over the batch, the seed report's scaling.",
+           f"Active units: Cov_x E[z_i|x] > {latent.ACTIVE_THRESHOLD}; I(x; z) estimated on {diag_images(cfg, data)} "
+           "validation images, as in He et al. 2019: a Monte Carlo estimate whose scale is log N for the N "
+           "images used (the most information an N-image mixture can carry); sampling noise can put it "
+           "slightly above log N."]
+    if cfg.data == "digits":
+        out.append("Demo preset: scikit-learn's 8x8 digits upsampled to 28x28 stand in for FashionMNIST.")
+    if cfg.data == "generated-fashion-mnist":
+        out.append("Smoke preset: generated IDX files, not real FashionMNIST; numbers test the code path only.")
+    return out

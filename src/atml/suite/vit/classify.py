@@ -1,0 +1,173 @@
+"""``vit.classify``: top-1/top-5 predictions with probabilities for a few images.
+
+scikit-image's sample photos (or your files and folders) through the model's own
+preprocessing; at the demo preset, held-out digits through the demo ViT (and your images,
+with a note on what its digit classes mean).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from atml.errors import UsageError
+from atml.registry import Experiment
+from atml.reporting import plots
+from atml.results import Results, RunResults, Table
+from atml.runner import RunContext
+from atml.suite.vit import common
+
+
+@dataclasses.dataclass
+class ClassifyConfig(common.ViTConfig):
+    images: tuple[str, ...] = ()
+    """Image files or folders to classify (default: scikit-image's sample photos)."""
+    top_k: int = 5
+    count: int = 3
+    """Held-out images shown when the model is not an ImageNet classifier (the demo's digits ViT)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if not 1 <= self.top_k <= 10 or not 1 <= self.count <= 12:
+            raise UsageError("top_k must be in [1, 10] and count in [1, 12]")
+
+
+def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
+    model = common.load_model(cfg, ctx)
+    if not model.has_head:
+        raise UsageError(f"{cfg.arch} has no classification head (a self-supervised backbone), so it has no classes "
+                         "to predict; vit.attention, vit.masking (with a fitted probe) and vit.pooling take it")
+    out = Results(notes=common.source_notes(cfg, ctx))
+    notes = out.notes
+    if len(model.classes) == 1000 and cfg.data == "folder":  # the folder's images, in the model's classes
+        data = common.load_labelled(cfg, ctx, model=model)
+        groups = {"folder": (model, common.split_images(data.val, cfg.count))}
+        notes.append(f"{data.name}: {len(groups['folder'])} of its {len(data.val):,} validation images classified "
+                     f"into ImageNet-1k's classes. The folder's classes ({', '.join(data.val.classes[:8])}"
+                     f"{', ...' if len(data.val.classes) > 8 else ''}) are not the model's, so no accuracy is "
+                     "computed; data=imagenet scores a model on its own classes.")
+        if cfg.images:
+            groups["your images"] = (model, common.user_images(cfg, notes))
+    elif len(model.classes) == 1000 and cfg.data != "imagenet":
+        groups = {"photos": (model, common.user_images(cfg, notes) if cfg.images else common.sample_photos())}
+    else:
+        data = common.load_labelled(cfg, ctx, model=model)
+        groups = {"held-out": (model, common.split_images(data.val, cfg.count))}
+        k = min(cfg.top_k, len(model.classes))
+        accuracy = common.topk_accuracy(model, data.val.images, data.val.labels, ctx.device, cfg.batch_size,
+                                        tuple(sorted({1, k})))
+        for top_k, hit in accuracy.items():
+            out.add("val_acc", hit, key=f"val_top{top_k}", top_k=top_k)
+        notes.append(f"Held-out accuracy over all {len(data.val):,} validation images of {data.name}: "
+                     + ", ".join(f"top-{t} {a:.4f}" for t, a in accuracy.items())
+                     + (" (ImageNet-1k's own classes: the model's published top-1 is the reference)"
+                        if cfg.data == "imagenet" else "") + ".")
+        photo_model, why = (model, "") if len(model.classes) == 1000 else common.imagenet_photo_model(cfg, ctx)
+        if photo_model is not None:
+            groups["photos"] = (photo_model, common.user_images(cfg, notes) if cfg.images else common.sample_photos())
+        elif cfg.images:  # no ImageNet model: the user's images still get an answer, with what it means
+            groups["your images"] = (model, common.user_images(cfg, notes))
+            notes.append(f"No ImageNet ViT weights are at hand ({why}), so your images were classified by this "
+                         f"model, whose only classes are {', '.join(model.classes)}: each answer says which of "
+                         "those the image resembles most, nothing more. Pass DeiT-Small weights (--weights, "
+                         "--preset full) for ImageNet classes.")
+        else:
+            notes.append(f"The sample photos were skipped: no ImageNet ViT weights are available ({why}).")
+    for group, (net, images) in groups.items():
+        probs = torch.cat([common.predict(net, img[None], ctx.device, 1) for img in images.values()])
+        k = min(cfg.top_k, len(net.classes))
+        top = probs.topk(k)
+        rows = []
+        for i, name in enumerate(images):
+            for rank in range(k):
+                rows.append([name if rank == 0 else "", rank + 1, net.classes[int(top.indices[i, rank])],
+                             float(top.values[i, rank])])
+            out.add("top1_prob", float(top.values[i, 0]), key=f"{group}_top1_prob_{i}", group=group, image=name)
+        out.tables.append(Table(f"Top-{k} predictions ({group}; {net.arch.image_size}px, "
+                                f"{'ImageNet-1k' if len(net.classes) == 1000 else 'digits 0-4'} classes)",
+                                ["image", "rank", "class", "probability"], rows))
+        names = list(images)
+        for part, start in enumerate(range(0, len(names), PER_FIGURE)):
+            chunk = {name: images[name] for name in names[start:start + PER_FIGURE]}
+            rows = slice(start, start + PER_FIGURE)
+            suffix = f"_{part + 1}" if len(names) > PER_FIGURE else ""
+            out.add_figures(ctx.save_figure(predictions_figure(chunk, top.values[rows], top.indices[rows], net.classes),
+                                            f"predictions_{group}{suffix}"))
+    if cfg.images:
+        notes.append(f"Images: {', '.join(cfg.images)} (user files, "
+                     f"{sum(len(g[1]) for n, g in groups.items() if n != 'held-out')} "
+                     "read).")
+    elif "photos" in groups:
+        notes.append("Photos: scikit-image's sample images ("
+                     + ", ".join(f"{k}: {v}" for k, v in common.PHOTOS.items()) + "), resized by the model's own "
+                     "preprocessing (short side to 248 px, centre crop 224).")
+    return out
+
+
+PER_FIGURE = 8
+"""Images per predictions figure: two per row, four rows, one figure a page column can hold."""
+
+
+@plots.styled
+def predictions_figure(images: dict[str, torch.Tensor], values: torch.Tensor, indices: torch.Tensor,
+                       classes: list[str]) -> Any:
+    """Two images per row, each beside its top-k bars; the probability axis ends just past the largest bar of the
+    figure (stated on the axis), so flat predictions stay readable, and every bar carries its value."""
+    n = len(images)
+    rows = math.ceil(n / 2)
+    fig, axes = plots.figure(4 if n > 1 else 2, rows, width=2.0, height=1.45 * rows + 0.2)
+    top = min(1.0, float(values.max()) * 1.3) if len(values) else 1.0
+    for i, (name, img) in enumerate(images.items()):
+        picture, bars = axes[i // 2][2 * (i % 2)], axes[i // 2][2 * (i % 2) + 1]
+        picture.imshow(_display(img))
+        picture.set_title(name if len(name) <= 24 else "..." + name[-21:], fontsize=6)
+        picture.axis("off")
+        labels = [classes[int(j)].split(",")[0][:18] for j in indices[i]]
+        probs = values[i].numpy()
+        positions = list(range(len(labels)))[::-1]
+        bars.barh(positions, probs, color="tab:blue")
+        bars.set_yticks(positions, labels=labels, fontsize=6)
+        for y, p in zip(positions, probs):
+            label = f"{p:.2f}" if p >= 0.01 else f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+            bars.text(p + top * 0.02, y, label, va="center", fontsize=5)
+        bars.set_xlim(0, top)
+        bars.set_xlabel(f"probability (0 to {top:.2g})", fontsize=6)
+    for j in range(n, rows * 2 if n > 1 else 1):
+        for ax in axes[j // 2][2 * (j % 2):2 * (j % 2) + 2]:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def _display(img: torch.Tensor) -> np.ndarray:
+    arr = img.permute(1, 2, 0).numpy()
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def discuss(results: RunResults) -> list[str]:
+    m = results.metrics
+    out = []
+    if (top1 := m.get("val_acc", top_k=1)) is not None:
+        out.append(f"On the held-out images the model's top-1 accuracy is {top1:.3f}.")
+    probs = [r.value for r in m.find("top1_prob")]
+    if probs:
+        out.append(f"The top-1 probability of the shown images ranges from {min(probs):.2f} to {max(probs):.2f}"
+                   + ("; the model is confident on all of them." if min(probs) > 0.5 else
+                      "; low values mean the model hesitates between classes."))
+    return out
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {**common.SMOKE, "data": "digits"},
+    "demo": common.DEMO,
+    "full": {},
+    "rehearsal": common.REHEARSAL,
+}
+
+EXPERIMENT = Experiment(name="vit.classify",
+                        summary="ViT top-1/top-5 predictions with probabilities for a few images",
+                        config_cls=ClassifyConfig, presets=PRESETS, run=run, discuss=discuss)

@@ -1,0 +1,265 @@
+"""What the ViT experiments share: config fields, the model and its weights, images and data.
+
+Full: DeiT-Small/16 with ImageNet weights (timm, or transformers with ``backend=hf``),
+scikit-image's sample photos and CIFAR-10. Demo: no ImageNet weights offline, so atml
+trains its small ``vit-digits`` ViT on digits 0-4 (cached) and every experiment runs on
+it; the sample photos still go through DeiT-Small when its weights are on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from atml import runtime
+from atml.config import RunConfig, require_positive
+from atml.data import ImageDataset, ImageSplit, digits
+from atml.data.images import IMAGE_SUFFIXES, is_image_file, load_rgb
+from atml.errors import DataError, UsageError, WeightsError
+from atml.models import registry, vit
+from atml.runner import RunContext
+from atml.suite import datasets
+from atml.train import vit_recipe
+
+PHOTOS = {"chelsea": "cat (Chelsea)", "coffee": "cup of coffee", "astronaut": "astronaut (Eileen Collins)",
+          "rocket": "rocket on its launch pad"}
+
+SMOKE = {"arch": vit.DEIT_SMALL, "weights": "random"}
+SMOKE_SMALL = {"arch": "vit-digits", "weights": "random", "data": "digits"}
+DEMO = {"offline": True, "arch": "vit-digits", "weights": "digits", "data": "digits"}
+REHEARSAL = {"data": "rehearsal-cifar10", "weights": "random"}  # the full preset on generated data (timing)
+
+
+@dataclasses.dataclass
+class ViTConfig(RunConfig):
+    arch: str = vit.DEIT_SMALL
+    """deit_small_patch16_224 | vit-digits (the demo's small ViT) | timm/NAME for any timm ViT with a class token
+    (timm/vit_small_patch14_dinov2, timm/vit_small_patch14_reg4_dinov2, timm/vit_base_patch16_224, ...) |
+    auto (backend=hf: the shape of the transformers folder given as weights)."""
+    backend: str = "timm"
+    """timm | hf (Hugging Face transformers; pip install 'atml[hf]')."""
+    weights: str = "imagenet"
+    """imagenet (DeiT's release; for timm/NAME: timm's default weights of that model) | random |
+    digits (demo) | a state dict file | a transformers folder."""
+    input_size: int = 0
+    """timm/NAME ViTs: build the model at this input size (px, a multiple of its patch; position embeddings
+    resampled); 0: the model's own (DINOv2: 518)."""
+    data: str = "cifar10"
+    """cifar10 | cifar100 | folder (--data-dir DIR, ImageFolder layout) | digits | generated-cifar10 |
+    generated-cifar100 (smoke) | rehearsal-cifar10 (timing only): the labelled set."""
+    batch_size: int = 64
+    train_epochs: int = vit_recipe.Recipe.epochs
+    """Epochs of the demo ViT's training on digits 0-4 (weights=digits)."""
+    compile: str = "off"
+    """torch.compile the frozen feature pass (vit.pooling): off | default | reduce-overhead | max-autotune."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.backend not in vit.BACKENDS:
+            raise UsageError(f"backend={self.backend!r} is not valid; choose one of {', '.join(vit.BACKENDS)}")
+        vit.check_arch(self.arch, self.backend)
+        if self.input_size and not self.arch.startswith(vit.TIMM):
+            raise UsageError(f"input_size={self.input_size} applies to timm/NAME archs only (arch={self.arch} has a "
+                             "fixed size); leave it at 0")
+        if self.input_size < 0:
+            raise UsageError(f"input_size={self.input_size} is not valid; use a size in px, or 0 for the model's own")
+        datasets.check(self, "vit")
+        if self.weights == registry.DEMO_TAG and not registry.trained_by_atml("vit", self.arch, self.weights):
+            raise UsageError(f"weights=digits needs arch={' or '.join(registry.demo_models('vit'))}")
+        require_positive(self, "batch_size", "train_epochs")
+        if self.compile not in runtime.COMPILE_MODES:
+            raise UsageError(f"compile={self.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
+
+
+def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, arch: str | None = None,
+               source_key: str = "weights") -> vit.ViT:
+    """The ViT named by the config (or the given weights/arch), on the device, in eval mode."""
+    weights = weights or cfg.weights
+    arch = arch or cfg.arch
+    if registry.trained_by_atml("vit", arch, weights):
+        recipe = vit_recipe.Recipe(epochs=cfg.train_epochs, seed=cfg.seed)
+        state, info = vit_recipe.digits_vit(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
+        model, info = vit.build(arch, "state", backend=cfg.backend, num_classes=len(digits.PRETRAIN_CLASSES),
+                                classes=[str(c) for c in digits.PRETRAIN_CLASSES], state=state, state_info=info)
+    else:
+        model, info = vit.build(arch, weights, backend=cfg.backend, offline=ctx.offline, input_size=cfg.input_size)
+    ctx.record_source(source_key, dataclasses.asdict(info))
+    return model.to(ctx.device).eval()
+
+
+def load_labelled(cfg: ViTConfig, ctx: RunContext, *, digit_classes: tuple[int, ...] = digits.PRETRAIN_CLASSES,
+                  record: bool = True, model: vit.ViT | None = None) -> ImageDataset:
+    """The labelled set of ``cfg.data`` (the dataset factory); for digits, the classes asked for (0-4: the demo
+    ViT's own). ImageNet is decoded at the size ``model``'s preprocessing resizes to, with its bicubic filter,
+    so the model crops it exactly as its own pipeline would."""
+    extra: dict[str, Any] = {}
+    if cfg.data == "imagenet" and model is not None:
+        extra = {"image_size": model.preprocess.resize, "interpolation": "bicubic"}
+    return datasets.load(cfg, ctx, record=record, generated=(100, 50), digit_classes=digit_classes, **extra)
+
+
+def sample_photos() -> dict[str, torch.Tensor]:
+    """scikit-image's sample photos (shipped in the package) as uint8 ``(3, H, W)``."""
+    import skimage.data
+
+    return {name: torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, name)())).permute(2, 0, 1)
+            for name in PHOTOS}
+
+
+def read_images(paths: tuple[str, ...], *, skip_bad: bool = False,
+                skipped: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """User image files, or every image under user folders (subfolders included), as uint8 ``(3, H, W)``.
+
+    Keyed by path (two ``x.png`` in different folders are two images). Each image is turned
+    upright by its EXIF orientation (phone photos), and converted by mode: 16-bit and
+    32-bit grey scaled to 8 bits, not clipped; palette, alpha and grey images to RGB. Every
+    unreadable file is named in one error, or with ``skip_bad`` left out and added to ``skipped``.
+    """
+    files: list[Path] = []
+    for spec in paths:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}), in it or its subfolders; "
+                                "pass image files or folders")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"image {path} does not exist; pass existing image files or folders with --set images=...")
+    out, bad = {}, []
+    for path in dict.fromkeys(files):  # the same file named twice is read once
+        try:
+            out[_image_key(path)] = torch.from_numpy(load_rgb(path)).permute(2, 0, 1)
+        except (OSError, ValueError) as err:  # Pillow: UnidentifiedImageError (an OSError), truncated files...
+            bad.append(f"{path} ({str(err).splitlines()[0][:120]})")
+    if bad and (not skip_bad or not out):
+        raise DataError(f"cannot read {len(bad)} image(s): {'; '.join(bad)}. Pass JPEG/PNG/... files, or move these "
+                        "out of the folder" + ("" if skip_bad else ", or pass --set skip_bad_images=true to leave "
+                                               "them out (they are listed)"))
+    if skipped is not None:
+        skipped += bad
+    return out
+
+
+def user_images(cfg: Any, notes: list[str]) -> dict[str, torch.Tensor]:
+    """``cfg.images`` read with the run's ``skip_bad_images``; files left out are listed in ``notes``."""
+    skipped: list[str] = []
+    images = read_images(cfg.images, skip_bad=cfg.skip_bad_images, skipped=skipped)
+    if skipped:
+        notes.append(f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): {'; '.join(skipped)}")
+    return images
+
+
+def _image_key(path: Path) -> str:
+    """The path as the user would write it: relative to the working folder when under it."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(resolved)
+
+
+def imagenet_photo_model(cfg: ViTConfig, ctx: RunContext) -> tuple[vit.ViT | None, str]:
+    """DeiT-Small with ImageNet weights when they are available, else ``None`` and why not."""
+    if cfg.arch == vit.DEIT_SMALL:
+        return load_model(cfg, ctx), ""
+    try:
+        model = load_model(cfg, ctx, weights="imagenet", arch=vit.DEIT_SMALL, source_key="photo_weights")
+    except WeightsError as err:
+        return None, str(err)
+    return model, ""
+
+
+@torch.inference_mode()
+def predict(model: vit.ViT, images: torch.Tensor, device: torch.device, batch_size: int,
+            keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax probabilities ``(N, classes)`` for uint8 images (any size; the model's preprocessing)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = model.preprocess(images[start:start + batch_size].to(device))
+        k = keep[start:start + batch_size] if keep is not None else None
+        out.append(model(x, k).float().softmax(-1).cpu())
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def topk_accuracy(model: vit.ViT, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int,
+                  ks: tuple[int, ...]) -> dict[int, float]:
+    """Top-k accuracy for each k, counted batch by batch (nothing kept per image: memory flat in N)."""
+    hits = dict.fromkeys(ks, 0)
+    for start in range(0, len(images), batch_size):
+        logits = model(model.preprocess(images[start:start + batch_size].to(device))).float()
+        top = logits.topk(max(ks), dim=1).indices.cpu()  # (B, max k)
+        match = top == labels[start:start + batch_size, None]
+        for k in ks:
+            hits[k] += int(match[:, :k].any(1).sum())
+    return {k: hits[k] / max(len(images), 1) for k in ks}
+
+
+def as_batch(images: dict[str, torch.Tensor], model: vit.ViT, device: torch.device) -> torch.Tensor:
+    """Preprocess images of different sizes one by one into a single normalised batch."""
+    return torch.cat([model.preprocess(img[None].to(device)) for img in images.values()])
+
+
+def split_images(split: ImageSplit, count: int) -> dict[str, torch.Tensor]:
+    """The first ``count`` images of a split, one per class first, named by their label."""
+    order: list[int] = []
+    for c in range(len(split.classes)):
+        idx = (split.labels == c).nonzero().flatten()
+        if len(idx):
+            order.append(int(idx[0]))
+    order += [i for i in range(len(split)) if i not in order]
+    return {f"val[{i}] label {split.classes[int(split.labels[i])]}": split.images[i] for i in order[:count]}
+
+
+PROBE_IMAGES = 2000
+
+
+def fit_probe_head(model: vit.ViT, data: ImageDataset, ctx: RunContext, batch_size: int, seed: int) -> str:
+    """Give a backbone without a classifier (DINOv2) a logistic-regression head on its own pooled features.
+
+    Fitted on (up to 2,000) training images of the labelled set, so accuracy under masking is
+    that of this linear readout. Returns the note saying so.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    train = data.train.subset(PROBE_IMAGES, seed=seed)
+    ctx.step(f"the model has no classifier: fitting a linear probe on {len(train)} training images")
+    with torch.inference_mode():
+        feats = torch.cat([model.classify(model.tokens(model.preprocess(b.to(ctx.device)))).float().cpu()
+                           for b in train.images.split(batch_size)]).numpy()
+    probe = LogisticRegression(max_iter=2000, C=1.0).fit(feats, train.labels.numpy())
+    weight, bias = torch.zeros(len(train.classes), feats.shape[1]), torch.zeros(len(train.classes))
+    fitted = torch.as_tensor(probe.classes_)
+    if len(fitted) == 2:  # scikit-learn keeps one row for two classes: logits (-z/2, z/2) give the same softmax
+        row = torch.as_tensor(probe.coef_[0], dtype=torch.float32)
+        weight[fitted] = torch.stack([-row / 2, row / 2])
+        bias[fitted] = torch.tensor([-probe.intercept_[0] / 2, probe.intercept_[0] / 2], dtype=torch.float32)
+    else:
+        weight[fitted] = torch.as_tensor(probe.coef_, dtype=torch.float32)
+        bias[fitted] = torch.as_tensor(probe.intercept_, dtype=torch.float32)
+        bias[[c for c in range(len(train.classes)) if c not in set(fitted.tolist())]] = -1e4  # never seen: never
+    model.set_head(weight, bias, train.classes)
+    return (f"The model has no classification head (a self-supervised backbone), so its predictions come from a "
+            f"logistic-regression probe on its pooled final features, fitted on {len(train)} training images of "
+            f"{data.name}; accuracies are that linear readout's.")
+
+
+def source_notes(cfg: ViTConfig, ctx: RunContext) -> list[str]:
+    weights = ctx.sources.get("weights", {})
+    out = [f"Model: {cfg.arch} through {'timm' if cfg.backend == 'timm' else 'Hugging Face transformers'}; "
+           f"weights: {weights.get('description', cfg.weights)}."]
+    if cfg.weights == "digits":
+        out.append("Demo preset: no ImageNet weights offline, so atml trained this small ViT (patch 4 on 32x32 "
+                   "upsampled digits, 64 patches + CLS) on digits 0-4 and the experiment runs on it; its numbers "
+                   "describe that model, not DeiT-Small.")
+    if cfg.weights == "random":
+        out.append("Random weights: the numbers test the code path only.")
+    return out
