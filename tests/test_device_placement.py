@@ -25,6 +25,7 @@ from torch import nn
 from atml import config as config_lib
 from atml import runner
 from atml.models import resnet
+from atml.models.preprocess import Preprocess
 from atml.suite import registry
 from atml.suite.resnet import skip as resnet_skip
 from atml.suite.resnet import transfer as resnet_transfer
@@ -167,7 +168,7 @@ def test_freezing_follows_the_model_in_either_order(order: str, device: torch.de
 def test_frozen_features_move_the_backbone_with_them() -> None:
     backbone = resnet.build("resnet18", 10, "random", offline=True)
     model = resnet.freeze(backbone.model)
-    frozen = FrozenFeatures(resnet.Preprocess(32, backbone.mean, backbone.std), model).to(META)
+    frozen = FrozenFeatures(Preprocess(backbone.preprocessing, 32, channels_last=True), model).to(META)
     assert misplaced(frozen, META) == []
     assert misplaced(model, META) == [], "the backbone must be a submodule, so .to() reaches it"
     with placement_audit(META):

@@ -4,6 +4,7 @@ import torch
 
 from atml import config
 from atml.models import registry, resnet
+from atml.models.preprocess import Preprocess
 from atml.suite.resnet import common as resnet_common
 from atml.suite.resnet import head as resnet_head
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
@@ -13,8 +14,7 @@ from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 def _frozen_model():
     torch.manual_seed(0)
     model = resnet.freeze(resnet.build("digits-resnet", 5, "random", offline=True).model)
-    digits = registry.lookup("cnn", "digits-resnet").preprocessing
-    prep = resnet.Preprocess(16, digits.mean, digits.std)
+    prep = Preprocess(registry.lookup("cnn", "digits-resnet").preprocessing, 16, channels_last=True)
     return model, FrozenFeatures(prep, model)
 
 

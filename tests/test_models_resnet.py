@@ -8,6 +8,7 @@ from safetensors.torch import save_file
 from atml.data.integrity import sha256sum
 from atml.errors import UsageError, WeightsError
 from atml.models import resnet
+from atml.models.preprocess import Preprocess
 
 
 def _saved_resnet18(tmp_path, name="resnet18-random.pth"):
@@ -136,7 +137,7 @@ def test_freeze_can_leave_a_block_trainable():
 @pytest.mark.parametrize("res", [8, 16, 32])
 def test_digits_resnet_and_preprocess_shapes(res):
     built = resnet.build("digits-resnet", 5, "random", offline=True)
-    prep = resnet.Preprocess(res, built.mean, built.std)
+    prep = Preprocess(built.preprocessing, res, channels_last=True)
     x = prep(torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8))
     assert x.shape == (4, 3, res, res) and x.is_contiguous(memory_format=torch.channels_last)
     out = built.model(x)

@@ -15,8 +15,8 @@ from atml.suite.vit import masking as vit_exp
 def pair():
     torch.manual_seed(0)
     timm_vit, _ = vit.build("vit-digits", "random", num_classes=5)
-    hf_vit = vit.ViT(vit.hf_from_timm(timm_vit.model, timm_vit.arch, timm_vit.classes), "hf", timm_vit.arch,
-                     timm_vit.classes)
+    hf_vit = vit.HFViT(vit.hf_from_timm(timm_vit.model, timm_vit.arch, timm_vit.classes), timm_vit.arch,
+                       timm_vit.preprocessing, timm_vit.classes)
     x = torch.randn(3, 3, 32, 32)
     return timm_vit, hf_vit, x
 

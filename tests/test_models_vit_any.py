@@ -89,7 +89,7 @@ def test_backend_hf_takes_the_shape_of_any_transformers_vit_folder(tmp_path):
     (tmp_path / "folder" / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.4] * 3,
                                                                                "image_std": [0.2] * 3}))
     model, info = vit.build(vit.AUTO, str(tmp_path / "folder"), backend="hf")
-    assert (model.grid, model.arch.patch_size, model.arch.dim, model.arch.mean) == (4, 12, 48, (0.4, 0.4, 0.4))
+    assert (model.grid, model.arch.patch_size, model.arch.dim, model.preprocessing.mean) == (4, 12, 48, (0.4, 0.4, 0.4))
     assert model.classes == ["c0", "c1", "c2"]
     assert cli.main(["run", "vit.attention", "--preset", "smoke", "--set", "backend=hf", "--set", "arch=auto",
                      "--weights", str(tmp_path / "folder"), "--out", str(tmp_path / "runs")]) == 0

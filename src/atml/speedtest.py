@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from atml import benchmark as bench
 from atml import runtime
 from atml.errors import UsageError
+from atml.models.preprocess import Preprocess
 from atml.train.features import FrozenFeatures, extract
 
 RESNET = "resnet152"
@@ -81,7 +82,7 @@ def atml_resnet_features(device: torch.device, sizes: Sizes, amp: bool = True, c
 
     backbone = resnet.build(arch, 10, "random", offline=True)
     model = resnet.freeze(backbone.model).to(memory_format=torch.channels_last)
-    frozen = FrozenFeatures(resnet.Preprocess(RESOLUTION, backbone.mean, backbone.std), model, compile=compile)
+    frozen = FrozenFeatures(Preprocess(backbone.preprocessing, RESOLUTION, channels_last=True), model, compile=compile)
     return _extraction_rate(frozen.to(device), device, sizes, amp)
 
 

@@ -30,8 +30,10 @@ import torch
 from torch import nn
 
 from atml.errors import UsageError, WeightsError
-from atml.models import registry, vit
+from atml.models import registry
 from atml.models import weights as weights_lib
+from atml.models.preprocess import Preprocess
+from atml.models.registry import Preprocessing
 from atml.models.weights import WeightsInfo
 
 OPENAI_HUB = registry.MODELS[("clip", "ViT-B-32")].weights["openai"].location
@@ -42,18 +44,14 @@ OPENAI_FILE = "open_clip_model.safetensors"
 class Arch:
     open_clip_name: str | None
     """A model config that ships with open_clip, or None for a custom one."""
-    image_size: int
     context_length: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    preprocessing: Preprocessing
     custom: dict[str, Any] | None = None
 
 
-_B32_PRE = registry.MODELS[("clip", "ViT-B-32")].preprocessing
-_DIGITS_PRE = registry.MODELS[("clip", "clip-digits")].preprocessing
 ARCHS = {  # preprocessing from the model registry
-    "ViT-B-32": Arch("ViT-B-32", 224, 77, _B32_PRE.mean, _B32_PRE.std),
-    "clip-digits": Arch(None, 32, 16, _DIGITS_PRE.mean, _DIGITS_PRE.std, custom={
+    "ViT-B-32": Arch("ViT-B-32", 77, registry.MODELS[("clip", "ViT-B-32")].preprocessing),
+    "clip-digits": Arch(None, 16, registry.MODELS[("clip", "clip-digits")].preprocessing, custom={
         "embed_dim": 64,
         "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 96, "layers": 3, "head_width": 32},
         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
@@ -68,11 +66,13 @@ class CLIPModel(nn.Module):
         super().__init__()
         import open_clip
 
-        self.model = model
+        self.model: Any = model  # open_clip's CLIP (or CustomTextCLIP)
         self.arch_name = arch_name
         self.arch = arch or ARCHS[arch_name]
-        self.preprocess = vit.Preprocess(vit.Arch(self.arch.image_size, 1, 1, 1, 1, 1.0, self.arch.mean,
-                                                  self.arch.std, 1.0))
+        self.preprocessing = self.arch.preprocessing
+        self.preprocess = Preprocess(self.preprocessing)
+        self.weights_sha256 = ""
+        """The weights' digest (or spec and seed for random ones): the key of the embedding cache."""
         # OpenAI's BPE vocabulary ships with open_clip; other tokenizers (SigLIP's) are passed in
         self.tokenizer = tokenizer or open_clip.get_tokenizer("ViT-B-32")
 
@@ -152,7 +152,8 @@ def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
     if arch_name in ARCHS:
         return CLIPModel(model.eval(), arch_name), state_info
     if not pretrained_cfg:  # random or a file: the normalisation the model's published weights use
-        pretrained_cfg = {"mean": entry.preprocessing.mean, "std": entry.preprocessing.std}
+        pretrained_cfg = {"mean": entry.preprocessing.mean, "std": entry.preprocessing.std,
+                          "interpolation": entry.preprocessing.interpolation}
     return CLIPModel(model.eval(), arch_name, _arch_of(model, pretrained_cfg),
                      tokenizer(arch_name, offline=offline)), state_info
 
@@ -161,10 +162,12 @@ def _arch_of(model: nn.Module, pretrained_cfg: dict[str, Any]) -> Arch:
     """Input size, text length and normalisation of an open_clip model (the weights' own when they say)."""
     size = model.visual.image_size
     pre = getattr(model.visual, "preprocess_cfg", {}) or {}
-    mean = tuple(pretrained_cfg.get("mean") or pre.get("mean") or ARCHS["ViT-B-32"].mean)
-    std = tuple(pretrained_cfg.get("std") or pre.get("std") or ARCHS["ViT-B-32"].std)
-    return Arch(None, int(size[0] if isinstance(size, (tuple, list)) else size), int(model.context_length),
-                mean, std)
+    default = ARCHS["ViT-B-32"].preprocessing
+    mean = tuple(pretrained_cfg.get("mean") or pre.get("mean") or default.mean)
+    std = tuple(pretrained_cfg.get("std") or pre.get("std") or default.std)
+    interpolation = pretrained_cfg.get("interpolation") or pre.get("interpolation") or default.interpolation
+    side = int(size[0] if isinstance(size, (tuple, list)) else size)
+    return Arch(None, int(model.context_length), Preprocessing(mean, std, side, interpolation, 1.0))
 
 
 def tokenizer(arch_name: str, *, offline: bool) -> Any:

@@ -93,8 +93,9 @@ def _torchvision_resnet(name: str, enum: str, tags: Mapping[str, str]) -> Model:
         pre(tags["imagenet"]))
 
 
-def _demo(name: str, family: str, exposes: tuple[str, ...], size: int, recipe: str, what: str) -> Model:
-    pre = Preprocessing(HALF, HALF, size)
+def _demo(name: str, family: str, exposes: tuple[str, ...], size: int, recipe: str, what: str,
+          interpolation: str = "bilinear") -> Model:
+    pre = Preprocessing(HALF, HALF, size, interpolation)
     return Model(name, family, "atml", exposes, {DEMO_TAG: Weights(
         DEMO_TAG, "atml", recipe, "atml's cache ($ATML_CACHE/pretrained), SHA-256 recorded in env.json", pre, what)},
         pre)
@@ -117,12 +118,12 @@ MODELS: dict[tuple[str, str], Model] = {(m.family, m.name): m for m in (
         "SHA-256 prefix in the file name (torch.hub); backend=hf: facebook/deit-small-patch16-224, Hugging Face "
         "blob name", _DEIT_PRE, "DeiT-Small/16 ImageNet-1k, official release")}, _DEIT_PRE),
     _demo("vit-digits", "vit", ("tokens", "attention"), 32, "atml.train.vit_recipe",
-          "atml's small ViT (patch 4, 32 px) trained on digits 0-4"),
+          "atml's small ViT (patch 4, 32 px) trained on digits 0-4", "bicubic"),
     Model("ViT-B-32", "clip", "open_clip", ("image-text embeddings",), {"openai": Weights(
         "openai", "open_clip-hub", "timm/vit_base_patch32_clip_224.openai", "Hugging Face blob name (SHA-256)",
         _CLIP_PRE, "OpenAI CLIP ViT-B/32 via open_clip")}, _CLIP_PRE),
     _demo("clip-digits", "clip", ("image-text embeddings",), 32, "atml.train.clip_recipe",
-          "atml's tiny CLIP trained with open_clip's loss on captioned digits"),
+          "atml's tiny CLIP trained with open_clip's loss on captioned digits", "bicubic"),
 )}
 
 

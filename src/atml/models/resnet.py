@@ -19,6 +19,7 @@ from torchvision.models.resnet import Bottleneck, conv1x1
 from atml.errors import UsageError
 from atml.models import cnn, registry
 from atml.models import weights as wts
+from atml.models.registry import Preprocessing
 
 RESNETS = ("resnet152", "resnet101", "resnet50", "resnet34", "resnet18", "resnext50_32x4d", "resnext101_32x8d",
            "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
@@ -62,36 +63,6 @@ def _make_layer(inplanes: int, planes: int, blocks: int, stride: int) -> tuple[n
     layers = [Bottleneck(inplanes, planes, stride, down)]
     layers += [Bottleneck(out, planes) for _ in range(1, blocks)]
     return nn.Sequential(*layers), out
-
-
-class Preprocess(nn.Module):
-    """uint8 ``(B, C, H, W)`` -> normalised float ``(B, 3, r, r)``, run on the device.
-
-    ``crop``: first take the central ``crop`` x ``crop`` pixels (an ImageNet evaluation: images
-    stored at the weights' resize size, 232 or 256, cropped to their 224).
-    """
-
-    def __init__(self, resolution: int, mean: tuple[float, ...], std: tuple[float, ...],
-                 channels_last: bool = True, crop: int | None = None) -> None:
-        super().__init__()
-        self.resolution = resolution
-        self.crop = crop
-        self.channels_last = channels_last
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.crop is not None and images.shape[-1] > self.crop:
-            top, left = (images.shape[-2] - self.crop) // 2, (images.shape[-1] - self.crop) // 2
-            images = images[..., top:top + self.crop, left:left + self.crop]
-        x = images.float().div_(255)
-        if x.shape[1] == 1:  # grayscale digits -> 3 channels
-            x = x.expand(-1, 3, -1, -1)
-        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
-            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear",
-                              align_corners=False, antialias=x.shape[-1] > self.resolution)
-        x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 class ResNetClassifier(nn.Module):
@@ -142,8 +113,8 @@ class Backbone:
     """A built model plus what the run records about it."""
 
     model: ResNetClassifier | cnn.Classifier
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    preprocessing: Preprocessing
+    """What the weights expect (the registry entry's; timm: the created model's ``pretrained_cfg``)."""
     weights: wts.WeightsInfo
     pretrained_head: nn.Linear | None = None
     """The classifier the weights came with (``build(..., keep_head=True)``), when it is one linear layer on the
@@ -170,7 +141,6 @@ def build(arch: str, num_classes: int, weights: str, *, offline: bool,
     entry = registry.lookup("cnn", arch)
     chosen = entry.weights.get(weights)
     pre = chosen.preprocessing if chosen else entry.preprocessing
-    mean, std = pre.mean, pre.std
     named = {tag: tvm.get_weight(w.location) for tag, w in entry.weights.items() if w.source == "torchvision"}
     if arch in DIGITS_ARCHS:
         body: nn.Module = DigitsResNet(num_classes, blocks=DIGITS_ARCHS[arch])
@@ -201,7 +171,7 @@ def build(arch: str, num_classes: int, weights: str, *, offline: bool,
         if state is not None:
             wts.load_backbone(model.body, state, head_prefix=prefix, source=info.description)
     head = source_head(state, prefix, model.num_features) if keep_head and state is not None else None
-    return Backbone(model, mean, std, info, head)
+    return Backbone(model, pre, info, head)
 
 
 def source_head(state: dict[str, torch.Tensor], prefix: str, num_features: int) -> nn.Linear | None:
@@ -239,9 +209,12 @@ def _build_timm(arch: str, num_classes: int, weights: str, *, offline: bool,
     if keep_head and (state is not None or file is not None):  # timm drops the head it loads with num_classes=0
         head = source_head(state if state is not None else wts.read_state_dict(file)[0], model.source_head,
                            model.num_features)
-    pre = registry.lookup("cnn", arch).preprocessing
-    return Backbone(model, tuple(pretrained_cfg.get("mean", pre.mean)), tuple(pretrained_cfg.get("std", pre.std)), info,
-                    head)
+    entry = registry.lookup("cnn", arch).preprocessing
+    pre = Preprocessing(tuple(pretrained_cfg.get("mean", entry.mean)), tuple(pretrained_cfg.get("std", entry.std)),
+                        int(pretrained_cfg.get("input_size", (3, entry.input_size))[-1]),
+                        pretrained_cfg.get("interpolation", entry.interpolation),
+                        float(pretrained_cfg.get("crop_pct", entry.crop_pct)))
+    return Backbone(model, pre, info, head)
 
 
 def freeze(model: nn.Module, trainable: Iterable[str] | None = None, *, fold: bool = True) -> nn.Module:

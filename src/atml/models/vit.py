@@ -39,17 +39,21 @@ from torch import nn
 from atml.errors import UsageError, WeightsError
 from atml.models import registry
 from atml.models import weights as weights_lib
+from atml.models.preprocess import Preprocess
+from atml.models.registry import Preprocessing
 from atml.models.weights import WeightsInfo
 
 BACKENDS = ("timm", "hf")
 DEIT_SMALL = "deit_small_patch16_224"
 DEIT_URL = registry.MODELS[("vit", DEIT_SMALL)].weights["imagenet"].location
+BICUBIC_HALF = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 224, "bicubic", 1.0)
+"""ViTImageProcessor's defaults (a transformers folder without its own preprocessor_config.json)."""
 HF_DEIT = "facebook/deit-small-patch16-224"
 
 
 @dataclasses.dataclass(frozen=True)
 class Arch:
-    """A ViT shape both backends can build."""
+    """A ViT shape both backends can build (its preprocessing is the registry entry's)."""
 
     image_size: int
     patch_size: int
@@ -57,85 +61,39 @@ class Arch:
     depth: int
     heads: int
     mlp_ratio: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    crop_pct: float
-    """Resize the short side to ``image_size / crop_pct``, then centre-crop (timm's rule)."""
 
 
-_DEIT_PRE = registry.MODELS[("vit", DEIT_SMALL)].preprocessing
-_DIGITS_PRE = registry.MODELS[("vit", "vit-digits")].preprocessing
-ARCHS = {  # preprocessing from the model registry
-    DEIT_SMALL: Arch(224, 16, 384, 12, 6, 4.0, _DEIT_PRE.mean, _DEIT_PRE.std, _DEIT_PRE.crop_pct),
-    "vit-digits": Arch(32, 4, 96, 4, 3, 2.0, _DIGITS_PRE.mean, _DIGITS_PRE.std, _DIGITS_PRE.crop_pct),
+ARCHS = {
+    DEIT_SMALL: Arch(224, 16, 384, 12, 6, 4.0),
+    "vit-digits": Arch(32, 4, 96, 4, 3, 2.0),
 }
 
 
-class Preprocess(nn.Module):
-    """uint8 images of any size ``(N, C, H, W)`` -> the model's normalised input.
-
-    The model's own rule for photos: bicubic resize of the short side to ``image_size /
-    crop_pct``, then a centre crop; images smaller than the input (CIFAR-10, digits) are
-    resized straight to it. Grey images are repeated to three channels, then mean/std
-    normalisation.
-    """
-
-    def __init__(self, arch: Arch) -> None:
-        super().__init__()
-        self.size = arch.image_size
-        self.resize = int(arch.image_size / arch.crop_pct)
-        self.register_buffer("mean", torch.tensor(arch.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(arch.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.mean.device, torch.float32) / 255
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        h, w = x.shape[-2:]
-        if min(h, w) < self.size:  # small images (CIFAR-10, digits): straight to the input size
-            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
-            x = x.clamp(0, 1)
-        elif (h, w) != (self.size, self.size):
-            scale = self.resize / min(h, w)
-            size = (max(self.size, round(h * scale)), max(self.size, round(w * scale)))
-            x = nn.functional.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
-            top, left = (size[0] - self.size) // 2, (size[1] - self.size) // 2
-            x = x[..., top:top + self.size, left:left + self.size].clamp(0, 1)
-        return (x - self.mean) / self.std
-
-
 class ViT(nn.Module):
-    """A timm or transformers ViT classifier with token-level access and attention capture.
+    """A ViT classifier with token-level access and attention capture; one subclass per backend.
 
     Tokens are ``[CLS, registers..., patches...]``: ``num_prefix_tokens`` counts the class
     token and any register tokens (DINOv2 with registers: 5), so patch ``i`` is token
     ``num_prefix_tokens + i`` whatever the model.
     """
 
-    def __init__(self, model: nn.Module, backend: str, arch: Arch, classes: list[str],
+    backend: str
+
+    def __init__(self, model: nn.Module, arch: Arch, preprocessing: Preprocessing, classes: list[str],
                  num_prefix_tokens: int = 1) -> None:
         super().__init__()
-        self.model = model
-        self.backend = backend
+        self.model: Any = model  # timm's VisionTransformer or transformers' ViTForImageClassification
         self.arch = arch
+        self.preprocessing = preprocessing
         self.classes = classes
-        self.preprocess = Preprocess(arch)
+        self.preprocess = Preprocess(preprocessing)
         self.grid = arch.image_size // arch.patch_size
         self.num_prefix_tokens = num_prefix_tokens
 
     @property
     def has_head(self) -> bool:
         """False for a backbone published without a classifier (DINOv2): ``classify`` then returns features."""
-        return self.backend == "hf" or getattr(self.model, "num_classes", 1) > 0
-
-    def set_head(self, weight: torch.Tensor, bias: torch.Tensor, classes: list[str]) -> None:
-        """Give a timm ViT a linear classifier (fitted elsewhere, e.g. a probe on its own features)."""
-        self.model.reset_classifier(len(classes))
-        with torch.no_grad():
-            self.model.head.weight.copy_(weight)
-            self.model.head.bias.copy_(bias)
-        self.model.head.to(self.model.cls_token.device)
-        self.classes = list(classes)
+        return True
 
     @property
     def num_features(self) -> int:
@@ -143,23 +101,18 @@ class ViT(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images -> tokens ``(B, 1 + N, D)`` with position embeddings added."""
-        if self.backend == "timm":
-            return self.model.norm_pre(self.model._pos_embed(self.model.patch_embed(x)))
-        return self.model.vit.embeddings(x)
+        raise NotImplementedError
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens -> the final (normed) tokens; any subset of patch tokens may be passed."""
-        if self.backend == "timm":
-            return self.model.norm(self.model.blocks(tokens))
-        for layer in self.model.vit.layers:
-            tokens = layer(tokens, None)
-        return self.model.vit.layernorm(tokens)
+        raise NotImplementedError
 
     def classify(self, encoded: torch.Tensor) -> torch.Tensor:
         """The head on the class token."""
-        if self.backend == "timm":
-            return self.model.forward_head(encoded)
-        return self.model.classifier(encoded[:, 0])
+        raise NotImplementedError
+
+    def attention_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for normalised images; ``keep`` ``(B, K)``: indices of the patches to keep (the rest dropped)."""
@@ -172,11 +125,6 @@ class ViT(nn.Module):
         """Final tokens ``(B, 1 + N, D)`` for normalised images (CLS first)."""
         return self.encode(self.embed(x))
 
-    def attention_modules(self) -> list[nn.Module]:
-        if self.backend == "timm":
-            return [block.attn for block in self.model.blocks]
-        return [layer.attention for layer in self.model.vit.layers]
-
     @contextlib.contextmanager
     def attention(self, consume: Callable[[torch.Tensor], None] | None = None) -> Iterator[list[torch.Tensor]]:
         """Within the block, every forward appends each layer's attention ``(B, H, T, T)``, in order.
@@ -186,29 +134,92 @@ class ViT(nn.Module):
         45 MB per image and layer, 0.5 GB per image for its 12 layers).
         """
         maps: list[torch.Tensor] = []
-        keep = consume or maps.append
-        handles = []
-        modules = self.attention_modules()
-        if self.backend == "timm":
-            saved = [m.fused_attn for m in modules]
-            for m in modules:
-                m.fused_attn = False
-                handles.append(m.attn_drop.register_forward_hook(lambda _m, _i, out: keep(out.detach())))
-        else:
-            saved = self.model.config._attn_implementation
-            self.model.set_attn_implementation("eager")
-            for m in modules:
-                handles.append(m.register_forward_hook(lambda _m, _i, out: keep(out[1].detach())))
-        try:
+        with self._unfused(consume or maps.append):
             yield maps
+
+    def _unfused(self, keep: Callable[[torch.Tensor], None]) -> contextlib.AbstractContextManager[None]:
+        """The model on its unfused attention path, each layer's probabilities passed to ``keep``."""
+        raise NotImplementedError
+
+
+class TimmViT(ViT):
+    """A timm ``VisionTransformer``: attention read at ``attn_drop`` with ``fused_attn`` off."""
+
+    backend = "timm"
+
+    @property
+    def has_head(self) -> bool:
+        return bool(getattr(self.model, "num_classes", 1) > 0)
+
+    def set_head(self, weight: torch.Tensor, bias: torch.Tensor, classes: list[str]) -> None:
+        """Give the ViT a linear classifier (fitted elsewhere, e.g. a probe on its own features)."""
+        self.model.reset_classifier(len(classes))
+        with torch.no_grad():
+            self.model.head.weight.copy_(weight)
+            self.model.head.bias.copy_(bias)
+        self.model.head.to(self.model.cls_token.device)
+        self.classes = list(classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.norm_pre(self.model._pos_embed(self.model.patch_embed(x)))
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.norm(self.model.blocks(tokens))
+
+    def classify(self, encoded: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(encoded)
+
+    def attention_modules(self) -> list[nn.Module]:
+        return [block.attn for block in self.model.blocks]
+
+    @contextlib.contextmanager
+    def _unfused(self, keep: Callable[[torch.Tensor], None]) -> Iterator[None]:
+        modules = self.attention_modules()
+        saved = [m.fused_attn for m in modules]
+        handles = []
+        for m in modules:
+            m.fused_attn = False
+            handles.append(m.attn_drop.register_forward_hook(lambda _m, _i, out: keep(out.detach())))
+        try:
+            yield
         finally:
             for handle in handles:
                 handle.remove()
-            if self.backend == "timm":
-                for m, fused in zip(modules, saved):
-                    m.fused_attn = fused
-            else:
-                self.model.set_attn_implementation(saved)
+            for m, fused in zip(modules, saved):
+                m.fused_attn = fused
+
+
+class HFViT(ViT):
+    """A transformers ``ViTForImageClassification``: attention from the ``eager`` implementation's outputs."""
+
+    backend = "hf"
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.vit.embeddings(x)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        for layer in self.model.vit.layers:
+            tokens = layer(tokens, None)
+        return self.model.vit.layernorm(tokens)
+
+    def classify(self, encoded: torch.Tensor) -> torch.Tensor:
+        return self.model.classifier(encoded[:, 0])
+
+    def attention_modules(self) -> list[nn.Module]:
+        return [layer.attention for layer in self.model.vit.layers]
+
+    @contextlib.contextmanager
+    def _unfused(self, keep: Callable[[torch.Tensor], None]) -> Iterator[None]:
+        saved = self.model.config._attn_implementation
+        self.model.set_attn_implementation("eager")
+        handles = [m.register_forward_hook(lambda _m, _i, out: keep(out[1].detach()))
+                   for m in self.attention_modules()]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.model.set_attn_implementation(saved)
 
 
 def drop_tokens(tokens: torch.Tensor, keep: torch.Tensor, prefix: int = 1) -> torch.Tensor:
@@ -234,13 +245,14 @@ def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: i
     check_arch(arch_name, backend)
     if backend == "hf" and weights_lib.is_path(weights) and Path(weights).expanduser().is_dir():
         model, info, names = _hf_from_folder(Path(weights).expanduser(), arch_name)
-        return ViT(model, "hf", hf_arch(Path(weights).expanduser(), model.config), classes or names), info
+        folder_arch, folder_pre = hf_arch(Path(weights).expanduser(), model.config)
+        return HFViT(model, folder_arch, folder_pre, classes or names), info
     if arch_name == AUTO:
         raise UsageError(f"arch={AUTO} takes its shape from a transformers folder: pass backend=hf and "
                          "--weights FOLDER")
     if arch_name.startswith(TIMM):
         return _build_any_timm(arch_name.removeprefix(TIMM), weights, offline=offline, input_size=input_size)
-    arch = ARCHS[arch_name]
+    arch, pre = ARCHS[arch_name], registry.MODELS[("vit", arch_name)].preprocessing
     if weights == "imagenet":
         if "imagenet" not in registry.weight_tags("vit", arch_name):
             raise UsageError(f"weights=imagenet exists only for arch={DEIT_SMALL} and timm/NAME archs")
@@ -248,7 +260,7 @@ def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: i
             found = _hf_from_cache(offline)
             if found is not None:
                 model, info, names = found
-                return ViT(model, "hf", arch, classes or names), info
+                return HFViT(model, arch, pre, classes or names), info
         state, state_info = deit_state_dict(offline=offline)
         classes = classes or imagenet_classes()
         num_classes = 1000
@@ -262,15 +274,16 @@ def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: i
     elif state is None:
         raise UsageError(f"weights={weights!r} is not valid; use imagenet, random, a file or a transformers folder")
     classes = classes or (imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)])
+    state_info = state_info or WeightsInfo("memory", "in-memory state dict")
     timm_model = _timm_model(arch_name, arch, num_classes)
     if state is not None:
         _load_timm_state(timm_model, state, state_info.file or state_info.spec)
     if backend == "timm":
-        return ViT(timm_model.eval(), "timm", arch, classes), state_info
+        return TimmViT(timm_model.eval(), arch, pre, classes), state_info
     hf_model = hf_from_timm(timm_model, arch, classes)
     state_info = dataclasses.replace(state_info,
                                      description=state_info.description + " (converted timm -> transformers)")
-    return ViT(hf_model, "hf", arch, classes), state_info
+    return HFViT(hf_model, arch, pre, classes), state_info
 
 
 TIMM = "timm/"
@@ -337,11 +350,12 @@ def _build_any_timm(name: str, weights: str, *, offline: bool, input_size: int) 
     if image[0] != image[1] or patch[0] != patch[1]:
         raise UsageError(f"timm/{name} has a non-square input or patch ({image}, {patch}); atml's maps need squares")
     arch = Arch(image[0], patch[0], model.embed_dim, len(model.blocks), model.blocks[0].attn.num_heads,
-                model.blocks[0].mlp.fc1.out_features / model.embed_dim, tuple(cfg.get("mean", registry.IMAGENET_MEAN)),
-                tuple(cfg.get("std", registry.IMAGENET_STD)),
-                float(cfg.get("crop_pct", 1.0)) if not input_size else 1.0)
+                model.blocks[0].mlp.fc1.out_features / model.embed_dim)
+    pre = Preprocessing(tuple(cfg.get("mean", registry.IMAGENET_MEAN)), tuple(cfg.get("std", registry.IMAGENET_STD)),
+                        image[0], cfg.get("interpolation", "bicubic"),
+                        float(cfg.get("crop_pct", 1.0)) if not input_size else 1.0)
     classes = (imagenet_classes() if model.num_classes == 1000 else [str(i) for i in range(model.num_classes)])
-    return ViT(model.eval(), "timm", arch, classes, model.num_prefix_tokens), info
+    return TimmViT(model.eval(), arch, pre, classes, model.num_prefix_tokens), info
 
 
 def _timm_model(arch_name: str, arch: Arch, num_classes: int) -> nn.Module:
@@ -485,15 +499,16 @@ def _hf_from_cache(offline: bool) -> tuple[nn.Module, WeightsInfo, list[str]] | 
     return model, info, names
 
 
-def hf_arch(folder: Path, config: Any) -> Arch:
-    """The shape a transformers ViT folder holds, with its image processor's mean and std when it has one."""
-    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # ViTImageProcessor's defaults
+def hf_arch(folder: Path, config: Any) -> tuple[Arch, Preprocessing]:
+    """The shape a transformers ViT folder holds, and its image processor's mean and std when it has one."""
+    pre = dataclasses.replace(BICUBIC_HALF, input_size=config.image_size)
     processor = folder / "preprocessor_config.json"
     if processor.is_file():
         values = json.loads(processor.read_text())
-        mean, std = tuple(values.get("image_mean", mean)), tuple(values.get("image_std", std))
+        pre = dataclasses.replace(pre, mean=tuple(values.get("image_mean", pre.mean)),
+                                  std=tuple(values.get("image_std", pre.std)))
     return Arch(config.image_size, config.patch_size, config.hidden_size, config.num_hidden_layers,
-                config.num_attention_heads, config.intermediate_size / config.hidden_size, mean, std, 1.0)
+                config.num_attention_heads, config.intermediate_size / config.hidden_size), pre
 
 
 def _check_arch(config: Any, arch: Arch, source: Path) -> None:

@@ -21,6 +21,7 @@ from atml.data import digits
 from atml.data.integrity import sha256sum
 from atml.distributed import UNSHARDED
 from atml.models import resnet
+from atml.models.preprocess import Preprocess
 from atml.models.weights import WeightsInfo
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 
@@ -78,7 +79,7 @@ def _pretrain(recipe: Recipe, device: torch.device, progress: bool,
     torch.manual_seed(recipe.seed)
     data = digits.load(digits.PRETRAIN_CLASSES, seed=recipe.seed)
     backbone = resnet.build(recipe.arch, len(digits.PRETRAIN_CLASSES), "random", offline=True)
-    prep = resnet.Preprocess(recipe.resolution, backbone.mean, backbone.std)
+    prep = Preprocess(backbone.preprocessing, recipe.resolution, channels_last=True)
     model = torch.nn.Sequential(prep, backbone.model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs)

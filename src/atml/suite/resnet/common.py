@@ -25,6 +25,7 @@ from atml.data import ImageDataset, digits
 from atml.errors import DataError, UsageError
 from atml.models import cnn, registry, resnet
 from atml.models import weights as weights_lib
+from atml.models.preprocess import Preprocess, resize_size
 from atml.results import Metric
 from atml.runner import RunContext
 from atml.suite import datasets
@@ -106,7 +107,7 @@ def load_data(cfg: ResNetConfig, ctx: RunContext, *, needs_train: bool = True) -
     extra: dict[str, Any] = {}
     if cfg.data == "imagenet":
         pre = weights_preprocessing(cfg)
-        extra = {"image_size": round(pre.input_size / pre.crop_pct), "interpolation": pre.interpolation}
+        extra = {"image_size": resize_size(pre), "interpolation": pre.interpolation}
     data = datasets.load(cfg, ctx, generated=(120, 60), digit_classes=digits.TRANSFER_CLASSES,
                          limits=(cfg.train_limit, cfg.val_limit), **extra)
     if needs_train and not len(data.train):
@@ -154,9 +155,9 @@ def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: resnet.B
         have = "no classifier" if head is None else f"a {head.out_features}-class classifier"
         return [], [f"weights={cfg.weights} carry {have}, not one over the dataset's {classes} classes: the "
                     "pretrained head was not scored"]
-    pre = weights_preprocessing(cfg)
-    frozen = FrozenFeatures(resnet.Preprocess(pre.input_size, backbone.mean, backbone.std, cfg.channels_last,
-                                              crop=pre.input_size), backbone.model, compile=cfg.compile).to(ctx.device)
+    pre = backbone.preprocessing
+    frozen = FrozenFeatures(Preprocess(pre, channels_last=cfg.channels_last), backbone.model,
+                            compile=cfg.compile).to(ctx.device)
     started = time.perf_counter()
     features, ips = extract(frozen, data.val.images, batch_size=max(cfg.batch_size, 256), device=ctx.device,
                             amp=cfg.amp, progress=ctx.progress, desc="pretrained head val")
@@ -174,7 +175,7 @@ def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: resnet.B
                Metric("pretrained_eval_s", time.perf_counter() - started, "s")]
     note = (f"The weights' own {classes}-class head scored on {n:,} validation images before any training: "
             f"short side {data.val.images.shape[-1]} px ({pre.interpolation}), centre crop {pre.input_size}, "
-            f"mean {tuple(round(m, 3) for m in backbone.mean)}, std {tuple(round(v, 3) for v in backbone.std)}.")
+            f"mean {tuple(round(m, 3) for m in pre.mean)}, std {tuple(round(v, 3) for v in pre.std)}.")
     return numbers, [note]
 
 
@@ -191,7 +192,7 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifie
     stage = stage or f"r{res}"
     cnn.check_input_size(model, res, cfg.arch)
     ckpt = ctx.checkpoint(f"head_{stage}")
-    frozen = FrozenFeatures(resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last), model,
+    frozen = FrozenFeatures(Preprocess(backbone.preprocessing, res, channels_last=cfg.channels_last), model,
                             compile=cfg.compile).to(ctx.device)
     head = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
     out: list[Metric] = []
@@ -259,7 +260,7 @@ def finetune_pipeline(cfg: ResNetConfig, model: resnet.ResNetClassifier, backbon
     resnet.freeze(model, trainable=(*trainable, model.head_name))
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    prep = resnet.Preprocess(res, backbone.mean, backbone.std, cfg.channels_last)
+    prep = Preprocess(backbone.preprocessing, res, channels_last=cfg.channels_last)
     pipeline = Pipeline(prep, model, Augment(cfg.hflip) if cfg.augment else None).to(device)
     head = list(model.head.parameters())
     rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(model.head_name)]

@@ -18,6 +18,7 @@ import torch
 from atml.analysis import representation as rep
 from atml.errors import UsageError
 from atml.models import cnn, resnet
+from atml.models.preprocess import Preprocess
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metric, Metrics, Results, RunResults, Table
@@ -98,7 +99,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
         model = resnet.freeze(backbone.model, trainable=()).to(ctx.device)  # BatchNorm folded: same features
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        prep = resnet.Preprocess(cfg.resolution, backbone.mean, backbone.std, cfg.channels_last).to(ctx.device)
+        prep = Preprocess(backbone.preprocessing, cfg.resolution, channels_last=cfg.channels_last).to(ctx.device)
         stages[arch] = {d: p.removeprefix("body.") for d, p in cnn.depth_stages(model.stage_paths).items()}
         ctx.step(f"{arch}: features of {len(labels)} images at {len(DEPTHS)} depths")
         feats[arch] = depth_features(model, prep, images, ctx.device, cfg.batch_size)

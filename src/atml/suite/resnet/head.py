@@ -17,6 +17,7 @@ from atml import benchmark as bench_lib
 from atml import references
 from atml.errors import UsageError
 from atml.models import cnn, resnet
+from atml.models.preprocess import Preprocess
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, under
@@ -184,7 +185,7 @@ def bench(cfg: Config) -> dict[str, Any]:
             for path in ctx.run.checkpoints.glob("*.pt"):
                 path.unlink()
             ctx.run.prune_metrics(lambda r: False)
-        prep = resnet.Preprocess(res, backbone.mean, backbone.std)
+        prep = Preprocess(backbone.preprocessing, res, channels_last=True)
         throughput = bench_lib.backbone_throughput(model, prep, data.train.images, ctx.device, cfg.batch_size)
     return bench_lib.summarise(f"resnet.head {cfg.arch} at {res}px, {len(data.train)} train images, "
                                f"{cfg.epochs} epochs, device {ctx.device}, weights {cfg.weights}", timings,

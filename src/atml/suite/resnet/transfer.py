@@ -20,6 +20,7 @@ from atml import runtime
 from atml.distributed import rank_and_world
 from atml.errors import UsageError
 from atml.models import resnet
+from atml.models.preprocess import Preprocess
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table
@@ -141,7 +142,7 @@ def calibrate_random_init(model: resnet.ResNetClassifier, backbone: resnet.Backb
     """
     from atml.train import pretrain
 
-    prep = resnet.Preprocess(cfg.resolution, backbone.mean, backbone.std, cfg.channels_last)
+    prep = Preprocess(backbone.preprocessing, cfg.resolution, channels_last=cfg.channels_last)
     images = data.train.subset(CALIBRATION_IMAGES, seed=cfg.seed).images
     pipeline = torch.nn.Sequential(prep, model).to(device)
     pretrain.recalibrate_bn(pipeline, images, device, batch_size=max(cfg.batch_size, 128))

@@ -98,7 +98,7 @@ def load_labelled(cfg: ViTConfig, ctx: RunContext, *, digit_classes: tuple[int, 
     so the model crops it exactly as its own pipeline would."""
     extra: dict[str, Any] = {}
     if cfg.data == "imagenet" and model is not None:
-        extra = {"image_size": model.preprocess.resize, "interpolation": "bicubic"}
+        extra = {"image_size": model.preprocess.resize, "interpolation": model.preprocessing.interpolation}
     return datasets.load(cfg, ctx, record=record, generated=(100, 50), digit_classes=digit_classes, **extra)
 
 
