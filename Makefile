@@ -1,6 +1,6 @@
 # Two commands do all the setup on a fresh machine:
 #   make demo   - every experiment at the demo preset (offline, CPU, minutes); prints the report's path
-#   make test   - ruff, then the test suite (what CI runs)
+#   make test   - ruff, mypy (the packages listed in pyproject.toml), then the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,6 +20,7 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 clean:

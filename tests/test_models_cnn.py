@@ -97,7 +97,7 @@ def test_a_timm_state_dict_file_loads_into_the_body_and_skips_its_classifier(tmp
     save_file(source.state_dict(), tmp_path / "regnety.safetensors")
     backbone = resnet.build("timm/regnety_002", 3, str(tmp_path / "regnety.safetensors"), offline=True)
     assert torch.equal(backbone.model.body.s4.b1.conv1.conv.weight, source.s4.b1.conv1.conv.weight)
-    assert backbone.weights.sha256 and backbone.model.head.out_features == 3
+    assert backbone.info.sha256 and backbone.model.head.out_features == 3
     other = timm.create_model("convnext_atto", num_classes=10)
     save_file(other.state_dict(), tmp_path / "convnext.safetensors")
     with pytest.raises(WeightsError, match="does not fit this architecture"):
@@ -115,7 +115,7 @@ def test_timm_imagenet_weights_come_from_the_hub_cache_hash_checked(tmp_path, pl
     blob = plant_hub_file(repo, "model.safetensors", tmp_path / "model.safetensors")
     backbone = resnet.build("timm/regnety_002", 3, "imagenet", offline=True)
     assert torch.equal(backbone.model.body.stem.conv.weight, source.stem.conv.weight)
-    assert repo in backbone.weights.description and backbone.weights.sha256 == blob.name
+    assert repo in backbone.info.description and backbone.info.sha256 == blob.name
     blob.write_bytes(blob.read_bytes()[:-8] + b"\0" * 8)  # corrupted in the cache
     with pytest.raises(WeightsError, match="fails its hash check"):
         resnet.build("timm/regnety_002", 3, "imagenet", offline=True)

@@ -26,7 +26,7 @@ def test_local_state_dict_loads_through_production_path(tmp_path):
     for key, value in reference.state_dict().items():
         if not key.startswith("fc."):
             assert torch.equal(ours[key], value), key
-    assert built.weights.sha256 == sha256sum(path) and built.weights.pretrained
+    assert built.info.sha256 == sha256sum(path) and built.info.pretrained
 
 
 def test_features_and_head_agree_with_torchvision_forward(tmp_path):
@@ -57,7 +57,7 @@ def test_hash_in_file_name_passes_when_it_matches(tmp_path):
     _, path = _saved_resnet18(tmp_path)
     named = tmp_path / f"resnet18-{sha256sum(path)[:8]}.pth"
     path.rename(named)
-    assert resnet.build("resnet18", 10, str(named), offline=True).weights.file == str(named)
+    assert resnet.build("resnet18", 10, str(named), offline=True).info.file == str(named)
 
 
 def test_wrong_architecture_is_refused(tmp_path):

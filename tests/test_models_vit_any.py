@@ -18,8 +18,7 @@ REGISTERS = "timm/vit_small_patch14_reg4_dinov2"  # class token + 4 registers, p
 @pytest.fixture(scope="module")
 def dinov2():
     torch.manual_seed(0)
-    model, info = vit.build(REGISTERS, "random", input_size=56)
-    return model
+    return vit.build(REGISTERS, "random", input_size=56).model
 
 
 def test_register_tokens_and_the_patch_size_come_from_the_model(dinov2):
@@ -46,7 +45,7 @@ def test_register_tokens_and_the_patch_size_come_from_the_model(dinov2):
 
 def test_a_headless_backbone_gets_a_fitted_linear_head(dinov2):
     weight, bias = torch.randn(3, 384), torch.zeros(3)
-    model, _ = vit.build(REGISTERS, "random", input_size=56)
+    model = vit.build(REGISTERS, "random", input_size=56).model
     model.set_head(weight, bias, ["a", "b", "c"])
     assert model.has_head and model.classes == ["a", "b", "c"]
     x = torch.randn(2, 3, 56, 56)
@@ -73,10 +72,12 @@ def test_timm_vit_weights_from_the_hub_cache_and_local_files(tmp_path, plant_hub
         vit.build("timm/vit_tiny_patch16_224", "imagenet", offline=True)
     plant_hub_file(timm.models.get_pretrained_cfg("vit_tiny_patch16_224").hf_hub_id, "model.safetensors",
                    tmp_path / "model.safetensors")
-    model, info = vit.build("timm/vit_tiny_patch16_224", "imagenet", offline=True)
+    built = vit.build("timm/vit_tiny_patch16_224", "imagenet", offline=True)
+    model, info = built.model, built.info
     assert torch.equal(model.model.pos_embed, source.pos_embed) and len(model.classes) == 1000
     assert "vit_tiny_patch16_224" in info.description and info.sha256
-    local, info = vit.build("timm/vit_tiny_patch16_224", str(tmp_path / "model.safetensors"))
+    built = vit.build("timm/vit_tiny_patch16_224", str(tmp_path / "model.safetensors"))
+    local, info = built.model, built.info
     assert torch.equal(local.model.head.weight, source.head.weight) and info.file.endswith("model.safetensors")
 
 
@@ -88,7 +89,7 @@ def test_backend_hf_takes_the_shape_of_any_transformers_vit_folder(tmp_path):
     transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "folder")
     (tmp_path / "folder" / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.4] * 3,
                                                                                "image_std": [0.2] * 3}))
-    model, info = vit.build(vit.AUTO, str(tmp_path / "folder"), backend="hf")
+    model = vit.build(vit.AUTO, str(tmp_path / "folder"), backend="hf").model
     assert (model.grid, model.arch.patch_size, model.arch.dim, model.preprocessing.mean) == (4, 12, 48, (0.4, 0.4, 0.4))
     assert model.classes == ["c0", "c1", "c2"]
     assert cli.main(["run", "vit.attention", "--preset", "smoke", "--set", "backend=hf", "--set", "arch=auto",

@@ -38,10 +38,10 @@ def test_every_family_reads_interpolation_and_crop_from_its_weights_entry():
     cfg = timm.models.get_pretrained_cfg("resnet18").to_dict()
     assert (built.preprocessing.interpolation, built.preprocessing.crop_pct) == (cfg["interpolation"],
                                                                                  cfg["crop_pct"])
-    digits_vit, _ = vit.build("vit-digits", "random", num_classes=5)
+    digits_vit = vit.build("vit-digits", "random", num_classes=5).model
     assert digits_vit.preprocess.preprocessing == registry.lookup("vit", "vit-digits").preprocessing
     assert digits_vit.preprocess.mode == "bicubic"  # what the demo ViT was trained with
-    tiny_clip, _ = clip.build("clip-digits", "random")
+    tiny_clip = clip.build("clip-digits", "random").model
     assert tiny_clip.preprocess.preprocessing == registry.lookup("clip", "clip-digits").preprocessing
 
 

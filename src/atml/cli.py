@@ -11,6 +11,7 @@ from pathlib import Path
 from atml import config as config_lib
 from atml.distributed import rank_and_world
 from atml.errors import AtmlError, UsageError
+from atml.models.registry import FAMILIES as MODEL_FAMILIES
 from atml.suite import registry
 
 
@@ -50,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="the model registry: atml's entries, or one model's weights tags")
     p.add_argument("name", nargs="?", help="a model name, e.g. resnet152, timm/convnext_tiny, ViT-B-16")
-    p.add_argument("--family", choices=("cnn", "vit", "clip"),
-                   help="cnn (resnet.*), vit (vit.*) or clip (clip.*); with NAME: where to look it up "
-                        "(default: the first family that knows it)")
+    p.add_argument("--family", choices=MODEL_FAMILIES,
+                   help="cnn (resnet.*), vit (vit.*), clip (clip.*), vae (vae.*) or gan (gan.*); with NAME: where to "
+                        "look it up (default: the first family that knows it)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("run", help="run one experiment into a new run folder")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atml.errors import UsageError
+
+if TYPE_CHECKING:
+    from atml.results import Results, RunResults
+    from atml.runner import RunContext
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,10 +21,10 @@ class Experiment:
     summary: str
     config_cls: type
     presets: Mapping[str, Mapping[str, Any]]
-    run: Callable[[Any, Any], dict[str, Any]]
-    """``run(cfg, ctx) -> results`` (see :mod:`atml.experiments`)."""
+    run: Callable[[Any, RunContext], Results]
+    """``run(cfg, ctx) -> results`` (see :mod:`atml.suite`); ``cfg`` is an instance of ``config_cls``."""
     bench: Callable[[Any], dict[str, Any]] | None = None
-    discuss: Callable[[dict[str, Any]], list[str]] | None = None
+    discuss: Callable[[RunResults], list[str]] | None = None
     """Sentences for the report, written from a run's own results."""
 
 

@@ -92,7 +92,7 @@ def atml_vit_features(device: torch.device, sizes: Sizes, amp: bool = True, comp
     from atml.models import vit
     from atml.suite.vit.pooling import pooled_features
 
-    model, _ = vit.build(arch, "random", offline=True)
+    model = vit.build(arch, "random", offline=True).model
     frozen = FrozenFeatures(model.preprocess, model, pooled_features, compile=compile)
     return _extraction_rate(frozen.to(device), device, sizes, amp)
 

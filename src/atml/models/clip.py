@@ -34,6 +34,7 @@ from atml.models import registry
 from atml.models import weights as weights_lib
 from atml.models.preprocess import Preprocess
 from atml.models.registry import Preprocessing
+from atml.models.types import Built
 from atml.models.weights import WeightsInfo
 
 OPENAI_HUB = registry.MODELS[("clip", "ViT-B-32")].weights["openai"].location
@@ -106,14 +107,9 @@ def check_arch(arch_name: str) -> None:
                      "demo's tiny CLIP")
 
 
-def weight_names(arch_name: str) -> tuple[str, ...]:
-    """The weights tags the model registry has for ``arch_name`` (besides random and a file)."""
-    return registry.weight_tags("clip", arch_name)
-
-
 def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
           state: dict[str, torch.Tensor] | None = None,
-          state_info: WeightsInfo | None = None) -> tuple[CLIPModel, WeightsInfo]:
+          state_info: WeightsInfo | None = None) -> Built[CLIPModel]:
     """The model with its weights loaded, and what to record about them.
 
     ``arch_name``: any open_clip model config (``ViT-B-16``, ``RN50``, ``ViT-B-16-SigLIP``,
@@ -142,6 +138,7 @@ def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _open_clip_model(arch_name, quick_gelu)
+    state_info = state_info or WeightsInfo("memory", "in-memory state dict")
     if state is not None:
         try:
             model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
@@ -150,15 +147,16 @@ def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
             raise WeightsError(f"{state_info.file or state_info.spec} does not fit open_clip {arch_name}: "
                                f"{lines[:300]}") from err
     if arch_name in ARCHS:
-        return CLIPModel(model.eval(), arch_name), state_info
+        built = CLIPModel(model.eval(), arch_name)
+        return Built(built, built.preprocess, state_info)
     if not pretrained_cfg:  # random or a file: the normalisation the model's published weights use
         pretrained_cfg = {"mean": entry.preprocessing.mean, "std": entry.preprocessing.std,
                           "interpolation": entry.preprocessing.interpolation}
-    return CLIPModel(model.eval(), arch_name, _arch_of(model, pretrained_cfg),
-                     tokenizer(arch_name, offline=offline)), state_info
+    built = CLIPModel(model.eval(), arch_name, _arch_of(model, pretrained_cfg), tokenizer(arch_name, offline=offline))
+    return Built(built, built.preprocess, state_info)
 
 
-def _arch_of(model: nn.Module, pretrained_cfg: dict[str, Any]) -> Arch:
+def _arch_of(model: Any, pretrained_cfg: dict[str, Any]) -> Arch:
     """Input size, text length and normalisation of an open_clip model (the weights' own when they say)."""
     size = model.visual.image_size
     pre = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -255,7 +253,7 @@ def _open_clip_model(arch_name: str, quick_gelu: bool) -> nn.Module:
     if arch is None or arch.open_clip_name:
         with _quiet_open_clip():  # its "no pretrained weights loaded" warning: atml loads them itself
             return open_clip.create_model(arch_name, pretrained=None, quick_gelu=quick_gelu)
-    cfg = arch.custom
+    cfg = arch.custom or {}
     return open_clip.CLIP(cfg["embed_dim"], open_clip.CLIPVisionCfg(**cfg["vision_cfg"]),
                           open_clip.CLIPTextCfg(**cfg["text_cfg"]), quick_gelu=False)
 

@@ -5,7 +5,7 @@ backbone: pooled features (``forward_features``), a head that can be replaced
 (``head_name``, ``set_head``), the stages whose outputs are the early/middle/late
 features (``stage_paths``), and the modules the "last block" regime trains
 (``last_paths``). :class:`~atml.models.resnet.ResNetClassifier` gives them for ResNets
-(torchvision's and atml's digits nets); :class:`Classifier` for every other CNN:
+(torchvision's and atml's digits nets); :class:`CNNClassifier` for every other CNN:
 
 * ``arch=timm/NAME`` (any ``timm.list_models()`` CNN): built with ``num_classes=0``, so
   the model returns its own pooled pre-logits features; stages are the modules its
@@ -38,7 +38,7 @@ PROBE_SIZE = 128
 """The image size a CNN's stages are found at (Inception v3 needs at least 75 px)."""
 
 
-class Classifier(nn.Module):
+class CNNClassifier(nn.Module):
     """A CNN body that returns pooled features, and a new linear head: ``forward = fc(body(x))``."""
 
     head_name = "fc"
@@ -151,7 +151,7 @@ def timm_body(arch: str, file: str | None = None) -> tuple[nn.Module, dict[str, 
     kwargs: dict[str, Any] = {"pretrained": file is not None, "num_classes": 0}
     if file is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": file}
-    model = timm.create_model(name, **kwargs)
+    model: Any = timm.create_model(name, **kwargs)
     return model, dict(model.pretrained_cfg)
 
 
@@ -162,7 +162,7 @@ def torchvision_body(arch: str) -> nn.Module:
     return tvm.get_model(arch, weights=None, **kwargs)
 
 
-def classifier(arch: str, body: nn.Module, num_classes: int) -> Classifier:
+def classifier(arch: str, body: Any, num_classes: int) -> CNNClassifier:
     """Wrap ``body`` (timm with ``num_classes=0``, or a torchvision classifier) with a new head."""
     if is_timm(arch):
         groups = _timm_stages(body)
@@ -175,16 +175,16 @@ def classifier(arch: str, body: nn.Module, num_classes: int) -> Classifier:
     if not groups:
         raise UsageError(f"arch={arch!r}: no stages with channel-first feature maps were found; atml's CNN "
                          "experiments need a convolutional network")
-    return Classifier(body, num_features, num_classes, tuple(g[-1] for g in groups), _last(body, groups[-1]),
+    return CNNClassifier(body, num_features, num_classes, tuple(g[-1] for g in groups), _last(body, groups[-1]),
                       source_head)
 
 
-def _timm_stages(body: nn.Module) -> list[tuple[str, ...]]:
+def _timm_stages(body: Any) -> list[tuple[str, ...]]:
     """timm's stages (``feature_info``: what ``features_only`` hooks), one module each."""
     info = getattr(body, "feature_info", None)
     if not info:
         return _probed_stages(body, _trunk(body))
-    stages = [(f["module"],) for f in info if f.get("reduction", 0) >= MIN_STAGE_REDUCTION]
+    stages: list[tuple[str, ...]] = [(f["module"],) for f in info if f.get("reduction", 0) >= MIN_STAGE_REDUCTION]
     return stages or [(f["module"],) for f in info]
 
 

@@ -1,11 +1,50 @@
-"""The front door to atml's models: from a name to its registry entry (and, as the refactor goes on, to a built
-model). The registry (:mod:`atml.models.registry`) is data and imports no builder; this module may import them all.
+"""The front door to atml's models: one call builds any of them, as timm's ``create_model`` and open_clip's
+``create_model_and_transforms`` do.
+
+    built = create("resnet152", "imagenet", num_classes=10)        # Built(model, preprocess, info, pretrained_head)
+    built = create("timm/vit_small_patch14_dinov2", "imagenet")     # a TokenModel (ViT), its own preprocessing
+    built = create("clip-digits", "digits", training=Training(epochs=20))  # weights atml trains itself (cached)
+    built = create("mlp-vae", latent_dim=2)                         # the VAE and the DCGAN too
+
+Every kind of weights is resolved here: a registry tag (torchvision, timm, the Hugging Face hub, open_clip),
+``random``, a file or folder, a state dict in memory, and the weights atml trains itself, whose recipe the
+registry entry names in its ``location``. The registry (:mod:`atml.models.registry`) is data and imports no
+builder; this module imports them all. The experiments ask for a model here and nowhere else.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import torch
+from torch import nn
+
 from atml.errors import UsageError
-from atml.models.registry import FAMILIES, Model, lookup
+from atml.models import weights as weights_lib
+from atml.models.preprocess import Preprocess
+from atml.models.registry import DEMO_TAG, FAMILIES, MODELS, Model, canonical_weights, demo_models, lookup
+from atml.models.types import Built
+from atml.models.weights import WeightsInfo
+
+if TYPE_CHECKING:  # importing the family modules at run time would load torchvision, timm and open_clip eagerly
+    from atml.models.clip import CLIPModel
+    from atml.models.resnet import CNN
+    from atml.models.vit import ViT
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """How atml trains the weights it makes itself (the demo stand-ins, tag ``digits``): the recipe's epochs
+    (None: the recipe's default), its seed, the device, and where its progress goes. Cached: the same recipe
+    trains once per machine."""
+
+    epochs: int | None = None
+    seed: int = 0
+    device: torch.device = torch.device("cpu")
+    progress: bool = False
+    say: Callable[[str], None] = print
 
 
 def find(name: str, family: str | None = None) -> Model:
@@ -15,8 +54,12 @@ def find(name: str, family: str | None = None) -> Model:
     """
     from atml.models import clip, cnn, resnet, vit
 
+    def own(kind: str) -> None:
+        if (kind, name) not in MODELS:
+            raise UsageError(f"{name!r} is not one of atml's {kind} models ({', '.join(_names(kind))})")
+
     checks = {"cnn": lambda: cnn.check_arch(name, resnet.ARCHS), "vit": lambda: vit.check_arch(name),
-              "clip": lambda: clip.check_arch(name)}
+              "clip": lambda: clip.check_arch(name), "vae": lambda: own("vae"), "gan": lambda: own("gan")}
     if family is None and name.startswith("timm/"):
         family = "vit" if name.removeprefix("timm/").startswith(("vit_", "deit", "eva", "beit")) else "cnn"
     for candidate in (family,) if family else FAMILIES:
@@ -29,3 +72,136 @@ def find(name: str, family: str | None = None) -> Model:
         return lookup(candidate, name)
     raise UsageError(f"{name!r} is not a model atml knows: not one of atml's entries ('atml models' lists them), "
                      "a torchvision CNN, timm/NAME of a timm model, or an open_clip model")
+
+
+def _names(family: str) -> list[str]:
+    return [m.name for m in MODELS.values() if m.family == family]
+
+
+def check_weights(family: str, name: str, weights: str, extra: tuple[str, ...] = ()) -> None:
+    """Refuse, in one line, weights that ``name`` does not have (a config's ``validate`` calls this once).
+
+    Accepted: the entry's tags, ``random``, a path to a file or folder, and ``extra`` (an experiment's own names).
+    """
+    weights = canonical_weights(weights)
+    if weights == DEMO_TAG and not trained_here(family, name, weights):
+        raise UsageError(f"weights={DEMO_TAG} needs arch={' or '.join(demo_models(family))}")
+    known = ("random", *lookup(family, name).weights, *extra)
+    if weights not in known and not weights_lib.is_path(weights):
+        raise UsageError(f"weights={weights!r} is not known for {name}; valid: {', '.join(dict.fromkeys(known))}, "
+                         "or a path to a weights file")
+
+
+def trained_here(family: str, name: str, weights: str) -> bool:
+    """Whether ``weights`` of ``name`` are a demo stand-in atml trains itself (its recipe, cached)."""
+    entry = MODELS.get((family, name))  # atml trains only its own entries; never ask a library about a path
+    chosen = entry.weights.get(canonical_weights(weights)) if entry else None
+    return chosen is not None and chosen.source == "atml"
+
+
+@overload
+def create(name: str, weights: str = ..., *, family: Literal["cnn"], num_classes: int = ..., offline: bool = ...,
+           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[CNN]: ...
+@overload
+def create(name: str, weights: str = ..., *, family: Literal["vit"], num_classes: int = ..., offline: bool = ...,
+           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[ViT]: ...
+@overload
+def create(name: str, weights: str = ..., *, family: Literal["clip"], num_classes: int = ..., offline: bool = ...,
+           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[CLIPModel]: ...
+@overload
+def create(name: str, weights: str = ..., *, family: str | None = ..., num_classes: int = ..., offline: bool = ...,
+           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[nn.Module]: ...
+def create(name: str, weights: str = "random", *, family: str | None = None, num_classes: int = 1000,
+           offline: bool = True, keep_head: bool = False, training: Training | None = None,
+           **options: Any) -> Built[Any]:
+    """Build ``name`` with ``weights``; see the module docstring.
+
+    ``family``: where to look ``name`` up (default: :func:`find`'s rule). ``num_classes``: a CNN's new head
+    (``keep_head`` keeps the weights' own beside it, :attr:`Built.pretrained_head`). ``training``: how to
+    train weights atml makes itself (default: the recipe's epochs, seed 0, CPU). ``options``: what the
+    family's builder takes besides: ``backend``/``input_size``/``classes`` (ViT), ``seed`` (CLIP's random
+    initialisation), ``state``/``state_info`` (a state dict in memory), ``latent_dim``/``hidden`` (VAE),
+    ``latent_dim``/``width`` (DCGAN).
+    """
+    entry = find(name, family)
+    weights = canonical_weights(weights)
+    if trained_here(entry.family, name, weights):
+        options["state"], options["state_info"] = _train(entry, weights, training or Training())
+    builders = {"cnn": _cnn, "vit": _vit, "clip": _clip, "vae": _vae, "gan": _gan}
+    return builders[entry.family](name, weights, num_classes=num_classes, offline=offline, keep_head=keep_head,
+                                  **options)
+
+
+def _train(entry: Model, weights: str, training: Training) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    """The weights of ``entry`` that atml trains itself, by the recipe its registry entry names (cached)."""
+    recipe = entry.weights[weights].location
+    epochs = {"epochs": training.epochs} if training.epochs is not None else {}
+    device, progress, say = training.device, training.progress, training.say
+    if recipe == "atml.train.pretrain":
+        from atml.train import pretrain
+
+        return pretrain.digits_backbone(pretrain.Recipe(arch=entry.name, seed=training.seed, **epochs), device=device,
+                                        progress=progress, say=say)
+    if recipe == "atml.train.vit_recipe":
+        from atml.train import vit_recipe
+
+        return vit_recipe.digits_vit(vit_recipe.Recipe(seed=training.seed, **epochs), device=device, progress=progress,
+                                     say=say)
+    if recipe == "atml.train.clip_recipe":
+        from atml.train import clip_recipe
+
+        return clip_recipe.digits_clip(clip_recipe.Recipe(seed=training.seed, **epochs), device=device,
+                                       progress=progress, say=say)
+    raise UsageError(f"{entry.name} weights={weights} name the recipe {recipe!r}, which atml does not have")
+
+
+def _cnn(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
+         **options: Any) -> Built[Any]:
+    from atml.models import resnet
+
+    return resnet.build(name, num_classes, weights, offline=offline, keep_head=keep_head, **options)
+
+
+def _vit(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
+         **options: Any) -> Built[Any]:
+    from atml.data import digits
+    from atml.models import vit
+
+    if options.get("state") is not None and "classes" not in options:  # the demo ViT: trained on digits 0-4
+        options["classes"] = [str(c) for c in digits.PRETRAIN_CLASSES]
+        num_classes = len(digits.PRETRAIN_CLASSES)
+    return vit.build(name, weights, num_classes=num_classes, offline=offline, **options)
+
+
+def _clip(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
+          **options: Any) -> Built[Any]:
+    from atml.models import clip
+
+    return clip.build(name, weights, offline=offline, **options)
+
+
+def _vae(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
+         **options: Any) -> Built[Any]:
+    from atml.models.vae import VAE
+
+    return _generative(lookup("vae", name), weights, lambda: VAE(**options))
+
+
+def _gan(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
+         **options: Any) -> Built[Any]:
+    from atml.models.gan import DCGAN
+
+    return _generative(lookup("gan", name), weights, lambda: DCGAN(**options))
+
+
+def _generative(entry: Model, weights: str, make: Callable[[], nn.Module]) -> Built[Any]:
+    """The VAE or DCGAN, freshly initialised (the experiments train it) or from a state dict file."""
+    model = make()
+    info = WeightsInfo("random", f"random initialisation ({entry.name})", pretrained=False)
+    if weights_lib.is_path(weights):
+        state, info = weights_lib.read_state_dict(weights)
+        model.load_state_dict(state)
+    elif weights != "random":
+        raise UsageError(f"weights={weights!r} is not valid for {entry.name}; atml trains it in the experiment: use "
+                         "random or a state dict file")
+    return Built(model, Preprocess(entry.preprocessing), info)

@@ -31,7 +31,8 @@ def resize_size(pre: Preprocessing) -> int:
 
 
 class Preprocess(nn.Module):
-    """uint8 ``(N, C, H, W)`` -> normalised float ``(N, 3, size, size)``, by the weights' own rule (module doc)."""
+    """uint8 ``(N, C, H, W)`` -> normalised float ``(N, 3, size, size)`` (``(N, 1, ...)`` for the grey VAE and DCGAN),
+    by the weights' own rule (module doc)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -43,12 +44,12 @@ class Preprocess(nn.Module):
         self.resize = resize_size(pre) if size is None else self.size
         self.mode = pre.interpolation
         self.channels_last = channels_last
-        self.register_buffer("mean", torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.mean.device, torch.float32) / 255
-        if x.shape[1] == 1:  # grey (digits) -> 3 channels
+        if x.shape[1] == 1 and self.mean.shape[1] == 3:  # grey (digits) into an RGB model
             x = x.expand(-1, 3, -1, -1)
         h, w = x.shape[-2:]
         if min(h, w) < self.size:  # small images: straight to the input size

@@ -23,7 +23,8 @@ from typing import Any
 
 from atml.errors import UsageError
 
-FAMILIES = ("cnn", "vit", "clip")
+FAMILIES = ("cnn", "vit", "clip", "vae", "gan")
+"""Every kind of model atml builds (:func:`atml.models.factory.create`), listed once."""
 DEMO_TAG = "digits"
 """The demo stand-ins' weights, in every family: trained by atml on scikit-learn digits (cached)."""
 DEMO_ALIASES = ("pretrain-digits", "train-digits")
@@ -104,6 +105,8 @@ def _demo(name: str, family: str, exposes: tuple[str, ...], size: int, recipe: s
 _V1_V2 = {"imagenet": "IMAGENET1K_V2", "imagenet-v1": "IMAGENET1K_V1"}
 _DEIT_PRE = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 224, "bicubic", 0.875)
 _CLIP_PRE = Preprocessing(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, 224, "bicubic", 1.0)
+_UNIT_GREY_28 = Preprocessing((0.0,), (1.0,), 28)
+"""The VAE's and the DCGAN's input: one grey channel in [0, 1] at 28 px (MNIST-sized)."""
 
 MODELS: dict[tuple[str, str], Model] = {(m.family, m.name): m for m in (
     _torchvision_resnet("resnet152", "ResNet152_Weights", _V1_V2),
@@ -124,7 +127,11 @@ MODELS: dict[tuple[str, str], Model] = {(m.family, m.name): m for m in (
         _CLIP_PRE, "OpenAI CLIP ViT-B/32 via open_clip")}, _CLIP_PRE),
     _demo("clip-digits", "clip", ("image-text embeddings",), 32, "atml.train.clip_recipe",
           "atml's tiny CLIP trained with open_clip's loss on captioned digits", "bicubic"),
+    Model("mlp-vae", "vae", "atml", ("latent",), {}, _UNIT_GREY_28),
+    Model("dcgan", "gan", "atml", ("generator", "discriminator"), {}, _UNIT_GREY_28),
 )}
+"""atml's own entries. The VAE and the DCGAN have no published weights: the vae.* and gan.* experiments train them
+from a seeded random initialisation."""
 
 
 def canonical_weights(tag: str) -> str:
@@ -207,13 +214,6 @@ def _open_clip_entry(name: str) -> Model:
     return Model(name, "clip", "open_clip", ("image-text embeddings",), weights, default or _CLIP_PRE)
 
 
-def trained_by_atml(family: str, name: str, tag: str) -> bool:
-    """Whether ``tag`` of ``name`` is a demo stand-in atml trains itself (its recipe, cached)."""
-    entry = MODELS.get((family, name))  # atml trains only its own entries; never ask a library about a path
-    chosen = entry and entry.weights.get(canonical_weights(tag))
-    return bool(chosen) and chosen.source == "atml"
-
-
 def demo_models(family: str) -> tuple[str, ...]:
     """The models with atml-trained weights in ``family`` (where ``weights=digits`` applies)."""
     return tuple(m.name for m in MODELS.values() if m.family == family and DEMO_TAG in m.weights)
@@ -226,7 +226,10 @@ def weight_tags(family: str, name: str) -> tuple[str, ...]:
 
 def table(family: str | None = None) -> list[dict[str, Any]]:
     """atml's own entries as rows (README, ``atml models``): model, weights tag, source, check, preprocessing."""
+    random = {m.name: Weights("random", "none", "trained by the experiment from a seeded initialisation", "none",
+                              m.preprocessing, "random initialisation") for m in MODELS.values() if not m.weights}
     return [{"family": m.family, "model": m.name, "builder": m.builder, "weights": w.tag, "source": w.source,
              "location": w.location, "check": w.check, "mean": w.preprocessing.mean, "std": w.preprocessing.std,
              "input_size": w.preprocessing.input_size, "exposes": ", ".join(m.exposes)}
-            for m in MODELS.values() if family in (None, m.family) for w in m.weights.values()]
+            for m in MODELS.values() if family in (None, m.family)
+            for w in (m.weights or {"random": random[m.name]}).values()]

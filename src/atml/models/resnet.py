@@ -7,8 +7,8 @@ does, so a frozen backbone can be run once and its features cached.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,9 @@ from torchvision.models.resnet import Bottleneck, conv1x1
 from atml.errors import UsageError
 from atml.models import cnn, registry
 from atml.models import weights as wts
+from atml.models.preprocess import Preprocess
 from atml.models.registry import Preprocessing
+from atml.models.types import Built
 
 RESNETS = ("resnet152", "resnet101", "resnet50", "resnet34", "resnet18", "resnext50_32x4d", "resnext101_32x8d",
            "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
@@ -68,7 +70,7 @@ def _make_layer(inplanes: int, planes: int, blocks: int, stride: int) -> tuple[n
 class ResNetClassifier(nn.Module):
     """A ResNet body with a new head; ``forward = forward_head(forward_features(x))``.
 
-    The same interface as :class:`atml.models.cnn.Classifier` (head, stages, the "last
+    The same interface as :class:`atml.models.cnn.CNNClassifier` (head, stages, the "last
     block"), with ResNet's own names: ``body.fc``, ``body.layer1`` ... ``body.layer4``.
     """
 
@@ -78,8 +80,9 @@ class ResNetClassifier(nn.Module):
 
     def __init__(self, body: nn.Module, num_classes: int) -> None:
         super().__init__()
-        body.fc = nn.Linear(body.fc.in_features, num_classes)
-        self.body = body
+        resnet: Any = body  # torchvision's ResNet or DigitsResNet: the same attribute names
+        resnet.fc = nn.Linear(resnet.fc.in_features, num_classes)
+        self.body: Any = resnet
 
     @property
     def head(self) -> nn.Linear:
@@ -93,7 +96,7 @@ class ResNetClassifier(nn.Module):
         return self.body.fc.in_features
 
     @staticmethod
-    def body_features(body: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def body_features(body: Any, x: torch.Tensor) -> torch.Tensor:
         x = body.maxpool(body.relu(body.bn1(body.conv1(x))))
         x = body.layer4(body.layer3(body.layer2(body.layer1(x))))
         return torch.flatten(body.avgpool(x), 1)  # (B, features)
@@ -108,31 +111,17 @@ class ResNetClassifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@dataclasses.dataclass
-class Backbone:
-    """A built model plus what the run records about it."""
-
-    model: ResNetClassifier | cnn.Classifier
-    preprocessing: Preprocessing
-    """What the weights expect (the registry entry's; timm: the created model's ``pretrained_cfg``)."""
-    weights: wts.WeightsInfo
-    pretrained_head: nn.Linear | None = None
-    """The classifier the weights came with (``build(..., keep_head=True)``), when it is one linear layer on the
-    pooled features: an ImageNet model's own 1,000-class head, scored on ImageNet before a new head is trained."""
-
-
-def weight_names(arch: str) -> tuple[str, ...]:
-    """The named weights ``arch`` knows in the model registry (besides a path to a file)."""
-    return (*registry.weight_tags("cnn", arch), "random")
+CNN = ResNetClassifier | cnn.CNNClassifier
+"""What :func:`build` returns inside :class:`~atml.models.types.Built`: a ResNet or any other CNN, one interface."""
 
 
 def build(arch: str, num_classes: int, weights: str, *, offline: bool,
           state: dict[str, torch.Tensor] | None = None, state_info: wts.WeightsInfo | None = None,
-          keep_head: bool = False) -> Backbone:
+          keep_head: bool = False) -> Built[CNN]:
     """Build ``arch`` with ``weights`` (a name, 'random', a file, or an in-memory ``state``).
 
     The model gets a new head of ``num_classes``; ``keep_head`` also keeps the weights' own
-    classifier beside it (:attr:`Backbone.pretrained_head`).
+    classifier beside it (:attr:`Built.pretrained_head`).
 
     ``arch``: a torchvision CNN (ResNets keep ResNet's layout, so resnet.skip works on them),
     ``timm/NAME`` for any timm CNN, or one of atml's digits ResNets.
@@ -163,7 +152,7 @@ def build(arch: str, num_classes: int, weights: str, *, offline: bool,
     if isinstance(body, tvm.ResNet | DigitsResNet):
         if state is not None:
             wts.load_backbone(body, state, head_prefix="fc.", source=info.description)
-        model: ResNetClassifier | cnn.Classifier = ResNetClassifier(body, num_classes)
+        model: CNN = ResNetClassifier(body, num_classes)
         prefix = "fc."
     else:
         model = cnn.classifier(arch, body, num_classes)
@@ -171,7 +160,7 @@ def build(arch: str, num_classes: int, weights: str, *, offline: bool,
         if state is not None:
             wts.load_backbone(model.body, state, head_prefix=prefix, source=info.description)
     head = source_head(state, prefix, model.num_features) if keep_head and state is not None else None
-    return Backbone(model, pre, info, head)
+    return Built(model, Preprocess(pre), info, head)
 
 
 def source_head(state: dict[str, torch.Tensor], prefix: str, num_features: int) -> nn.Linear | None:
@@ -189,7 +178,7 @@ def source_head(state: dict[str, torch.Tensor], prefix: str, num_features: int) 
 
 def _build_timm(arch: str, num_classes: int, weights: str, *, offline: bool,
                 state: dict[str, torch.Tensor] | None, state_info: wts.WeightsInfo | None,
-                keep_head: bool = False) -> Backbone:
+                keep_head: bool = False) -> Built[CNN]:
     info = wts.WeightsInfo("random", f"random initialisation ({arch})", pretrained=False)
     file = None
     if weights == "imagenet" and state is None:
@@ -207,14 +196,14 @@ def _build_timm(arch: str, num_classes: int, weights: str, *, offline: bool,
         wts.load_backbone(body, state, head_prefix=model.source_head, source=info.description)
     head = None
     if keep_head and (state is not None or file is not None):  # timm drops the head it loads with num_classes=0
-        head = source_head(state if state is not None else wts.read_state_dict(file)[0], model.source_head,
-                           model.num_features)
+        loaded = state if state is not None else wts.read_state_dict(file)[0] if file is not None else {}
+        head = source_head(loaded, model.source_head, model.num_features)
     entry = registry.lookup("cnn", arch).preprocessing
     pre = Preprocessing(tuple(pretrained_cfg.get("mean", entry.mean)), tuple(pretrained_cfg.get("std", entry.std)),
                         int(pretrained_cfg.get("input_size", (3, entry.input_size))[-1]),
                         pretrained_cfg.get("interpolation", entry.interpolation),
                         float(pretrained_cfg.get("crop_pct", entry.crop_pct)))
-    return Backbone(model, pre, info, head)
+    return Built(model, Preprocess(pre), info, head)
 
 
 def freeze(model: nn.Module, trainable: Iterable[str] | None = None, *, fold: bool = True) -> nn.Module:
@@ -248,8 +237,15 @@ class FrozenBatchNorm2d(nn.Module):
     ``train()`` leave it alone; its tensors are buffers, so no optimizer can update them.
     """
 
-    def __init__(self, bn: nn.BatchNorm2d) -> None:
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
         super().__init__()
+        if bn.running_mean is None or bn.running_var is None:
+            raise UsageError("a BatchNorm without running statistics cannot be frozen")
         self.num_features, self.eps = bn.num_features, bn.eps
         ones = torch.ones_like(bn.running_mean)
         self.register_buffer("weight", bn.weight.detach().clone() if bn.weight is not None else ones)
@@ -281,7 +277,8 @@ def _freeze_bn(module: nn.Module, path: str, keep: tuple[str, ...]) -> None:
         full = f"{path}.{name}" if path else name
         if full.startswith(keep):
             continue
-        if type(child) in (nn.BatchNorm2d, nn.SyncBatchNorm) and child.track_running_stats:
+        if (type(child) in (nn.BatchNorm2d, nn.SyncBatchNorm) and isinstance(child, nn.modules.batchnorm._BatchNorm)
+                and child.track_running_stats):
             setattr(module, name, FrozenBatchNorm2d(child))
         elif isinstance(child, nn.modules.batchnorm._BatchNorm):
             if child.running_mean is None:
@@ -316,7 +313,7 @@ def conv_bn_pairs(module: nn.Module) -> list[tuple[nn.Module, str, str]]:
     The ResNet layout (torchvision, timm and atml's digits nets): ``convN`` then ``bnN`` in a
     block or the stem, and ``Conv2d`` then BatchNorm in a ``Sequential`` (the projection shortcut).
     """
-    pairs = []
+    pairs: list[tuple[nn.Module, str, str]] = []
     for parent in module.modules():
         children = dict(parent.named_children())
         if isinstance(parent, nn.Sequential):
@@ -345,7 +342,8 @@ def fold_frozen_batchnorm(module: nn.Module) -> int:
     """
     count = 0
     for parent, conv_name, bn_name in conv_bn_pairs(module):
-        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+        conv: nn.Conv2d = getattr(parent, conv_name)
+        bn = getattr(parent, bn_name)
         if not isinstance(bn, FrozenBatchNorm2d) or any(p.requires_grad for p in conv.parameters()):
             continue
         with torch.no_grad():
@@ -414,4 +412,4 @@ def default_ablation(model: nn.Module) -> list[str]:
         raise UsageError(f"this architecture has no shape-preserving block in {', '.join(missing)} (each of its "
                          f"blocks there is a projection block), so there is no default to ablate; name the blocks "
                          f"with --set blocks=[...]; blocks that can be ablated: {', '.join(valid) or 'none'}")
-    return chosen
+    return [name for name in chosen if name is not None]

@@ -41,6 +41,7 @@ from atml.models import registry
 from atml.models import weights as weights_lib
 from atml.models.preprocess import Preprocess
 from atml.models.registry import Preprocessing
+from atml.models.types import Built
 from atml.models.weights import WeightsInfo
 
 BACKENDS = ("timm", "hf")
@@ -111,7 +112,8 @@ class ViT(nn.Module):
         """The head on the class token."""
         raise NotImplementedError
 
-    def attention_modules(self) -> list[nn.Module]:
+    def attention_modules(self) -> list[Any]:
+        """Each layer's attention module (the backend's own class)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -169,7 +171,7 @@ class TimmViT(ViT):
     def classify(self, encoded: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(encoded)
 
-    def attention_modules(self) -> list[nn.Module]:
+    def attention_modules(self) -> list[Any]:
         return [block.attn for block in self.model.blocks]
 
     @contextlib.contextmanager
@@ -205,7 +207,7 @@ class HFViT(ViT):
     def classify(self, encoded: torch.Tensor) -> torch.Tensor:
         return self.model.classifier(encoded[:, 0])
 
-    def attention_modules(self) -> list[nn.Module]:
+    def attention_modules(self) -> list[Any]:
         return [layer.attention for layer in self.model.vit.layers]
 
     @contextlib.contextmanager
@@ -222,6 +224,10 @@ class HFViT(ViT):
             self.model.set_attn_implementation(saved)
 
 
+def _built(model: ViT, info: WeightsInfo) -> Built[ViT]:
+    return Built(model, model.preprocess, info)
+
+
 def drop_tokens(tokens: torch.Tensor, keep: torch.Tensor, prefix: int = 1) -> torch.Tensor:
     """Keep the ``prefix`` tokens and the patch tokens at ``keep`` ``(B, K)``."""
     patches = tokens[:, prefix:]
@@ -232,7 +238,7 @@ def drop_tokens(tokens: torch.Tensor, keep: torch.Tensor, prefix: int = 1) -> to
 def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: int = 1000,
           classes: list[str] | None = None, offline: bool = True,
           state: dict[str, torch.Tensor] | None = None, state_info: WeightsInfo | None = None,
-          input_size: int = 0) -> tuple[ViT, WeightsInfo]:
+          input_size: int = 0) -> Built[ViT]:
     """The model with its weights loaded, and what to record about them.
 
     ``arch_name``: DeiT-Small, the demo's ``vit-digits``, ``timm/NAME`` for any timm
@@ -246,7 +252,7 @@ def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: i
     if backend == "hf" and weights_lib.is_path(weights) and Path(weights).expanduser().is_dir():
         model, info, names = _hf_from_folder(Path(weights).expanduser(), arch_name)
         folder_arch, folder_pre = hf_arch(Path(weights).expanduser(), model.config)
-        return HFViT(model, folder_arch, folder_pre, classes or names), info
+        return _built(HFViT(model, folder_arch, folder_pre, classes or names), info)
     if arch_name == AUTO:
         raise UsageError(f"arch={AUTO} takes its shape from a transformers folder: pass backend=hf and "
                          "--weights FOLDER")
@@ -260,7 +266,7 @@ def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: i
             found = _hf_from_cache(offline)
             if found is not None:
                 model, info, names = found
-                return HFViT(model, arch, pre, classes or names), info
+                return _built(HFViT(model, arch, pre, classes or names), info)
         state, state_info = deit_state_dict(offline=offline)
         classes = classes or imagenet_classes()
         num_classes = 1000
@@ -279,11 +285,11 @@ def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: i
     if state is not None:
         _load_timm_state(timm_model, state, state_info.file or state_info.spec)
     if backend == "timm":
-        return TimmViT(timm_model.eval(), arch, pre, classes), state_info
+        return _built(TimmViT(timm_model.eval(), arch, pre, classes), state_info)
     hf_model = hf_from_timm(timm_model, arch, classes)
     state_info = dataclasses.replace(state_info,
                                      description=state_info.description + " (converted timm -> transformers)")
-    return HFViT(hf_model, arch, pre, classes), state_info
+    return _built(HFViT(hf_model, arch, pre, classes), state_info)
 
 
 TIMM = "timm/"
@@ -310,7 +316,7 @@ def check_arch(arch_name: str, backend: str = "timm") -> None:
                      "backend=hf and a transformers folder")
 
 
-def _build_any_timm(name: str, weights: str, *, offline: bool, input_size: int) -> tuple[ViT, WeightsInfo]:
+def _build_any_timm(name: str, weights: str, *, offline: bool, input_size: int) -> Built[ViT]:
     """Any timm ``VisionTransformer`` (class token required; register tokens and any patch size handled)."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
@@ -334,7 +340,7 @@ def _build_any_timm(name: str, weights: str, *, offline: bool, input_size: int) 
     if state is not None and "head.weight" in state:
         kwargs["num_classes"] = state["head.weight"].shape[0]
     try:
-        model = timm.create_model(name, **kwargs)
+        model: Any = timm.create_model(name, **kwargs)
     except (AssertionError, ValueError, TypeError) as err:  # timm's own checks of img_size and patch size
         raise UsageError(f"timm/{name} cannot be built at input_size={input_size}: {err}") from err
     if not isinstance(model, VisionTransformer):
@@ -345,17 +351,18 @@ def _build_any_timm(name: str, weights: str, *, offline: bool, input_size: int) 
                          "CLS token's attention and features: pick a model with one")
     if state is not None:
         _load_timm_state(model, state, info.file or info.spec)
-    cfg = model.pretrained_cfg
+    cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
+    block: Any = model.blocks[0]
     image, patch = model.patch_embed.img_size, model.patch_embed.patch_size
     if image[0] != image[1] or patch[0] != patch[1]:
         raise UsageError(f"timm/{name} has a non-square input or patch ({image}, {patch}); atml's maps need squares")
-    arch = Arch(image[0], patch[0], model.embed_dim, len(model.blocks), model.blocks[0].attn.num_heads,
-                model.blocks[0].mlp.fc1.out_features / model.embed_dim)
+    arch = Arch(image[0], patch[0], model.embed_dim, len(model.blocks), block.attn.num_heads,
+                block.mlp.fc1.out_features / model.embed_dim)
     pre = Preprocessing(tuple(cfg.get("mean", registry.IMAGENET_MEAN)), tuple(cfg.get("std", registry.IMAGENET_STD)),
                         image[0], cfg.get("interpolation", "bicubic"),
                         float(cfg.get("crop_pct", 1.0)) if not input_size else 1.0)
     classes = (imagenet_classes() if model.num_classes == 1000 else [str(i) for i in range(model.num_classes)])
-    return TimmViT(model.eval(), arch, pre, classes, model.num_prefix_tokens), info
+    return _built(TimmViT(model.eval(), arch, pre, classes, model.num_prefix_tokens), info)
 
 
 def _timm_model(arch_name: str, arch: Arch, num_classes: int) -> nn.Module:

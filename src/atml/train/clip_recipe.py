@@ -90,7 +90,7 @@ class ContrastiveStep:
 def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, object]:
     torch.manual_seed(recipe.seed)
     data = digits.load(ALL_DIGITS, seed=recipe.seed)
-    model, _ = clip.build("clip-digits", "random", seed=recipe.seed)
+    model = clip.build("clip-digits", "random", seed=recipe.seed).model
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs)

@@ -68,8 +68,8 @@ class _Trainable(torch.nn.Module):
 def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, object]:
     torch.manual_seed(recipe.seed)
     data = digits.load(digits.PRETRAIN_CLASSES, seed=recipe.seed)
-    model, _ = vit.build("vit-digits", "random", num_classes=len(digits.PRETRAIN_CLASSES),
-                         classes=data.train.classes)
+    model = vit.build("vit-digits", "random", num_classes=len(digits.PRETRAIN_CLASSES),
+                         classes=data.train.classes).model
     trainable = _Trainable(model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs)

@@ -23,8 +23,7 @@ from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset
 from atml.distributed import sharded
 from atml.errors import UsageError
-from atml.models import clip, registry
-from atml.models import weights as weights_lib
+from atml.models import clip, factory
 from atml.runner import RunContext
 from atml.suite import datasets
 from atml.train import clip_recipe
@@ -93,12 +92,7 @@ class ClipConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         clip.check_arch(self.arch)
-        if self.weights == registry.DEMO_TAG and not registry.trained_by_atml("clip", self.arch, self.weights):
-            raise UsageError(f"weights=digits needs arch={' or '.join(registry.demo_models('clip'))}")
-        known = ("random", *registry.weight_tags("clip", self.arch))
-        if self.weights not in known and not weights_lib.is_path(self.weights):
-            raise UsageError(f"weights={self.weights!r} is not known for {self.arch}; choose one of "
-                             f"{', '.join(dict.fromkeys(known))}, or a path to a state dict")
+        factory.check_weights("clip", self.arch, self.weights)
         datasets.check(self, "clip")
         require_positive(self, "batch_size", "train_epochs")
         if self.test_limit < 0 or self.train_limit < 0:
@@ -108,12 +102,9 @@ class ClipConfig(RunConfig):
 def load_model(cfg: ClipConfig, ctx: RunContext, *, weights: str | None = None,
                source_key: str = "weights") -> clip.CLIPModel:
     weights = weights or cfg.weights
-    if registry.trained_by_atml("clip", cfg.arch, weights):
-        recipe = dataclasses.replace(clip_recipe.Recipe(), epochs=cfg.train_epochs, seed=cfg.seed)
-        state, info = clip_recipe.digits_clip(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
-        model, info = clip.build(cfg.arch, "state", state=state, state_info=info)
-    else:
-        model, info = clip.build(cfg.arch, weights, offline=ctx.offline, seed=cfg.seed)
+    built = factory.create(cfg.arch, weights, family="clip", offline=ctx.offline, seed=cfg.seed,
+                           training=ctx.training(cfg.train_epochs, cfg.seed))
+    model, info = built.model, built.info
     ctx.record_source(source_key, dataclasses.asdict(info))
     if model.sigmoid and source_key == "weights":
         ctx.record_source("sigmoid_loss", True)

@@ -19,6 +19,7 @@ from atml.analysis import generative, inception
 from atml.config import RunConfig, require_positive
 from atml.data.integrity import sha256sum
 from atml.errors import UsageError
+from atml.models import factory
 from atml.models.classifier import SmallCNN, uint8_to_unit
 from atml.models.gan import DCGAN, to_unit
 from atml.registry import Experiment
@@ -119,7 +120,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     classifier, classifier_acc = train_classifier(cfg, ctx, data)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = DCGAN(cfg.latent_dim, cfg.width).to(ctx.device)
+        model = factory.create("dcgan", family="gan", latent_dim=cfg.latent_dim, width=cfg.width).model.to(ctx.device)
     optim = gan_recipe.optimizer(model, cfg.lr, cfg.beta1, cfg.g_lr_scale)
     sample_epochs = {1, cfg.epochs, *range(cfg.sample_every, cfg.epochs + 1, cfg.sample_every)}
     samples = gan_recipe.FixedNoiseSamples(model, sample_epochs, lambda e, x: save_grid(ctx, e, x), seed=cfg.seed)
@@ -288,7 +289,7 @@ def bench(cfg: Config) -> dict[str, Any]:
     from atml import benchmark as bench_lib
 
     def build() -> tuple[Any, ...]:
-        model = DCGAN(cfg.latent_dim, cfg.width).to(ctx.device)
+        model = factory.create("dcgan", family="gan", latent_dim=cfg.latent_dim, width=cfg.width).model.to(ctx.device)
         optim = gan_recipe.optimizer(model, cfg.lr, cfg.beta1, cfg.g_lr_scale)
         return model, optim, gan_recipe.GANStep(optim), ()
 

@@ -23,13 +23,13 @@ from atml import runtime
 from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, digits
 from atml.errors import DataError, UsageError
-from atml.models import cnn, registry, resnet
-from atml.models import weights as weights_lib
+from atml.models import cnn, factory, registry, resnet
 from atml.models.preprocess import Preprocess, resize_size
+from atml.models.types import Built
 from atml.results import Metric
 from atml.runner import RunContext
 from atml.suite import datasets
-from atml.train import checkpoint, pretrain
+from atml.train import checkpoint
 from atml.train.augment import Augment
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Callback, Fit, fit
@@ -83,12 +83,7 @@ class ResNetConfig(RunConfig):
         datasets.check(self, "resnet")
         cnn.check_arch(self.arch, resnet.ARCHS)
         require_positive(self, "epochs", "batch_size", "pretrain_epochs")
-        if self.weights == registry.DEMO_TAG and not registry.trained_by_atml("cnn", self.arch, self.weights):
-            raise UsageError(f"weights=digits needs arch={' or '.join(registry.demo_models('cnn'))}")
-        names = (*resnet.weight_names(self.arch), *self.extra_weights)
-        if self.weights not in names and not weights_lib.is_path(self.weights):
-            raise UsageError(f"weights={self.weights!r} is not known for arch={self.arch}; valid: {', '.join(names)}, "
-                             "or a path to a .pth/.pt/.safetensors file")
+        factory.check_weights("cnn", self.arch, self.weights, self.extra_weights)
         if self.compile not in runtime.COMPILE_MODES:
             raise UsageError(f"compile={self.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
         if not self.lr > 0 or self.weight_decay < 0 or not self.backbone_lr_scale > 0:
@@ -124,24 +119,17 @@ def weights_preprocessing(cfg: ResNetConfig) -> registry.Preprocessing:
     return chosen.preprocessing if chosen else entry.preprocessing
 
 
-def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int, source_key: str = "weights") -> resnet.Backbone:
-    """The backbone with its weights; ``digits`` trains (or reuses) the demo backbone. On ImageNet the weights'
-    own classifier is kept beside the new head (:attr:`atml.models.resnet.Backbone.pretrained_head`)."""
-    keep_head = cfg.data == "imagenet"
-    if cfg.weights == registry.DEMO_TAG:
-        if not registry.trained_by_atml("cnn", cfg.arch, cfg.weights):
-            raise UsageError(f"weights=digits needs a digits arch ({', '.join(registry.demo_models('cnn'))})")
-        recipe = pretrain.Recipe(arch=cfg.arch, epochs=cfg.pretrain_epochs, seed=cfg.seed)
-        state, info = pretrain.digits_backbone(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
-        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=True, state=state, state_info=info,
-                                keep_head=keep_head)
-    else:
-        backbone = resnet.build(cfg.arch, num_classes, cfg.weights, offline=ctx.offline, keep_head=keep_head)
-    ctx.record_source(source_key, dataclasses.asdict(backbone.weights))
+def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int,
+                  source_key: str = "weights") -> Built[resnet.CNN]:
+    """The backbone with its weights (the model factory; ``digits`` trains or reuses the demo backbone). On ImageNet
+    the weights' own classifier is kept beside the new head (:attr:`atml.models.types.Built.pretrained_head`)."""
+    backbone = factory.create(cfg.arch, cfg.weights, family="cnn", num_classes=num_classes, offline=ctx.offline,
+                              keep_head=cfg.data == "imagenet", training=ctx.training(cfg.pretrain_epochs, cfg.seed))
+    ctx.record_source(source_key, dataclasses.asdict(backbone.info))
     return backbone
 
 
-def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: resnet.Backbone,
+def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: Built[resnet.CNN],
                           data: ImageDataset) -> tuple[list[Metric], list[str]]:
     """Top-1 and top-5 of the weights' own classifier on the validation split (ImageNet: its own classes).
 
@@ -179,7 +167,7 @@ def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: resnet.B
     return numbers, [note]
 
 
-def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
+def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: Built[resnet.CNN],
                data: ImageDataset, res: int, stage: str | None = None) -> tuple[list[dict[str, Any]], list[Metric]]:
     """Train a fresh head on the frozen ``model`` at resolution ``res`` (feature cache or not).
 
@@ -247,7 +235,7 @@ class Pipeline(nn.Module):
         return self.model(self.augment(self.preprocess(images)))
 
 
-def finetune_pipeline(cfg: ResNetConfig, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
+def finetune_pipeline(cfg: ResNetConfig, model: resnet.ResNetClassifier, backbone: Built[resnet.CNN],
                       num_classes: int, res: int, trainable: Sequence[str],
                       device: torch.device) -> tuple[Pipeline, torch.optim.Optimizer]:
     """The model set up to train the head plus the named backbone parts, on ``device``, and its optimizer.
@@ -268,7 +256,7 @@ def finetune_pipeline(cfg: ResNetConfig, model: resnet.ResNetClassifier, backbon
     return pipeline, torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: resnet.Backbone,
+def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: Built[resnet.CNN],
                  data: ImageDataset, res: int, stage: str, trainable: Sequence[str],
                  callbacks: Sequence[Callback] = ()) -> tuple[list[dict[str, Any]], list[Metric]]:
     """Train the head plus the named backbone parts (prefixes like ``body.layer4``); the rest frozen.

@@ -78,8 +78,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     for res in cfg.resolutions:
         stages[f"r{res}"], numbers = train_head(cfg, ctx, model, backbone, data, res)
         out.metrics.records += under(numbers, resolution=res)
-    if backbone.weights.source_val_acc is not None:
-        out.add("pretrain_val_acc", backbone.weights.source_val_acc)
+    if backbone.info.source_val_acc is not None:
+        out.add("pretrain_val_acc", backbone.info.source_val_acc)
     out.add_figures(ctx.save_figure(plots.training_curves(stages, title="head-only training per resolution"),
                                     "curves"))
     out.add_figures(ctx.save_figure(accuracy_vs_resolution(out.metrics, cfg), "accuracy_vs_resolution"))

@@ -19,8 +19,9 @@ import torch
 from atml import runtime
 from atml.distributed import rank_and_world
 from atml.errors import UsageError
-from atml.models import resnet
+from atml.models import factory, resnet
 from atml.models.preprocess import Preprocess
+from atml.models.types import Built
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table
@@ -65,8 +66,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 def run(cfg: Config, ctx: RunContext) -> Results:
     data = common.load_data(cfg, ctx)
     pretrained = load_pretrained(cfg, ctx, len(data.train.classes))
-    random_init = resnet.build(cfg.arch, len(data.train.classes), "random", offline=True)
-    ctx.record_source("random_weights", dataclasses.asdict(random_init.weights))
+    random_init = factory.create(cfg.arch, "random", family="cnn", num_classes=len(data.train.classes))
+    ctx.record_source("random_weights", dataclasses.asdict(random_init.info))
     stages, cells = {}, []
     for cell in cfg.cells:
         init, regime = cell.split(":")
@@ -129,7 +130,7 @@ def trained_parts(model: Any, regime: str) -> tuple[str, ...]:
     return {"head": (), "last": tuple(model.last_paths), "full": ("body",)}[regime]
 
 
-def calibrate_random_init(model: resnet.ResNetClassifier, backbone: resnet.Backbone, data: Any, cfg: Config,
+def calibrate_random_init(model: resnet.ResNetClassifier, backbone: Built[resnet.CNN], data: Any, cfg: Config,
                           device: Any) -> None:
     """Give a randomly initialised network's BatchNorm layers the statistics of its own activations.
 
@@ -148,7 +149,7 @@ def calibrate_random_init(model: resnet.ResNetClassifier, backbone: resnet.Backb
     pretrain.recalibrate_bn(pipeline, images, device, batch_size=max(cfg.batch_size, 128))
 
 
-def load_pretrained(cfg: Config, ctx: RunContext, num_classes: int) -> resnet.Backbone:
+def load_pretrained(cfg: Config, ctx: RunContext, num_classes: int) -> Built[resnet.CNN]:
     """The pretrained backbone; the smoke preset saves random torchvision weights to a file and
     loads them back through the local-file path, since no real weights exist offline."""
     if cfg.weights == "pretrained-file":
@@ -156,7 +157,7 @@ def load_pretrained(cfg: Config, ctx: RunContext, num_classes: int) -> resnet.Ba
         path.parent.mkdir(parents=True, exist_ok=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
-            torch.save(resnet.build(cfg.arch, 1000, "random", offline=True).model.body.state_dict(), path)
+            torch.save(factory.create(cfg.arch, "random", family="cnn").model.body.state_dict(), path)
         cfg = dataclasses.replace(cfg, weights=str(path))
     return common.load_backbone(cfg, ctx, num_classes)
 

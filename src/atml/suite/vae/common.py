@@ -16,6 +16,7 @@ from atml.analysis import latent
 from atml.config import RunConfig, require_positive, require_unit_interval
 from atml.data import ImageDataset
 from atml.errors import UsageError
+from atml.models import factory
 from atml.models import vae as vae_model
 from atml.reporting import plots
 from atml.results import Metric
@@ -108,7 +109,8 @@ def train_variant(cfg: Config, ctx: RunContext, data: ImageDataset, variant: Var
     """Train a fresh VAE (seeded identically for every variant) and diagnose it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = vae_model.VAE(cfg.latent_dim, cfg.hidden).to(ctx.device)
+        model = factory.create("mlp-vae", family="vae", latent_dim=cfg.latent_dim, hidden=cfg.hidden).model
+        model = model.to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = VAEStep(variant, cfg.epochs, optimizer)
     rows = fit(Fit(model, optimizer, Batches((data.train.images,), cfg.batch_size, shuffle=True, seed=cfg.seed),

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from atml.models import vae as vae_model
+from atml.models import factory
 from atml.registry import Experiment
 from atml.results import Results, RunResults
 from atml.runner import RunContext
@@ -76,7 +76,8 @@ def bench(cfg: common.Config) -> dict[str, Any]:
     from atml import benchmark as bench_lib
 
     def build() -> tuple[Any, ...]:
-        model = vae_model.VAE(cfg.latent_dim, cfg.hidden).to(ctx.device)
+        model = factory.create("mlp-vae", family="vae", latent_dim=cfg.latent_dim, hidden=cfg.hidden).model
+        model = model.to(ctx.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         step = VAEStep(common.baseline(cfg), cfg.epochs, optimizer)
         return model, optimizer, step, [step]

@@ -20,7 +20,7 @@ from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, ImageSplit, digits
 from atml.data.images import IMAGE_SUFFIXES, is_image_file, load_rgb
 from atml.errors import DataError, UsageError, WeightsError
-from atml.models import registry, vit
+from atml.models import factory, vit
 from atml.runner import RunContext
 from atml.suite import datasets
 from atml.train import vit_recipe
@@ -68,8 +68,8 @@ class ViTConfig(RunConfig):
         if self.input_size < 0:
             raise UsageError(f"input_size={self.input_size} is not valid; use a size in px, or 0 for the model's own")
         datasets.check(self, "vit")
-        if self.weights == registry.DEMO_TAG and not registry.trained_by_atml("vit", self.arch, self.weights):
-            raise UsageError(f"weights=digits needs arch={' or '.join(registry.demo_models('vit'))}")
+        if self.arch != vit.AUTO:  # a transformers folder (backend=hf): its weights are the folder
+            factory.check_weights("vit", self.arch, self.weights)
         require_positive(self, "batch_size", "train_epochs")
         if self.compile not in runtime.COMPILE_MODES:
             raise UsageError(f"compile={self.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
@@ -80,13 +80,9 @@ def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, a
     """The ViT named by the config (or the given weights/arch), on the device, in eval mode."""
     weights = weights or cfg.weights
     arch = arch or cfg.arch
-    if registry.trained_by_atml("vit", arch, weights):
-        recipe = vit_recipe.Recipe(epochs=cfg.train_epochs, seed=cfg.seed)
-        state, info = vit_recipe.digits_vit(recipe, device=ctx.device, progress=ctx.progress, say=ctx.say)
-        model, info = vit.build(arch, "state", backend=cfg.backend, num_classes=len(digits.PRETRAIN_CLASSES),
-                                classes=[str(c) for c in digits.PRETRAIN_CLASSES], state=state, state_info=info)
-    else:
-        model, info = vit.build(arch, weights, backend=cfg.backend, offline=ctx.offline, input_size=cfg.input_size)
+    built = factory.create(arch, weights, family="vit", offline=ctx.offline, backend=cfg.backend,
+                           input_size=cfg.input_size, training=ctx.training(cfg.train_epochs, cfg.seed))
+    model, info = built.model, built.info
     ctx.record_source(source_key, dataclasses.asdict(info))
     return model.to(ctx.device).eval()
 

@@ -1,0 +1,79 @@
+"""One front door for models: create() builds every kind, and the experiments build models nowhere else."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from atml.errors import UsageError
+from atml.models import factory, registry
+from atml.models.types import Built, Classifier, ImageTextModel, TokenModel
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "atml"
+
+
+@pytest.mark.parametrize(("name", "kind", "options"), [
+    ("digits-resnet", Classifier, {"num_classes": 5}),
+    ("timm/resnet18", Classifier, {"num_classes": 3, "family": "cnn"}),
+    ("vit-digits", TokenModel, {}),
+    ("clip-digits", ImageTextModel, {}),
+])
+def test_create_builds_every_kind_with_its_interface_and_preprocessing(name, kind, options):
+    built = factory.create(name, "random", **options)
+    assert isinstance(built, Built) and isinstance(built.model, kind)
+    entry = factory.find(name, options.get("family"))
+    assert built.preprocessing.mean == entry.preprocessing.mean and not built.info.pretrained
+    images = torch.randint(0, 256, (2, 1, 20, 20), dtype=torch.uint8)
+    x = built.preprocess(images)
+    assert x.shape == (2, 3, built.preprocessing.input_size, built.preprocessing.input_size)
+
+
+def test_the_vae_and_the_dcgan_are_registry_entries_built_by_the_same_call():
+    vae = factory.create("mlp-vae", latent_dim=3, hidden=32)
+    assert vae.model.latent_dim == 3 and vae.preprocess(torch.zeros(1, 1, 28, 28, dtype=torch.uint8)).shape[1] == 1
+    gan = factory.create("dcgan", latent_dim=8, width=8)
+    assert gan.model.sample(2).shape[0] == 2
+    assert {(m.family, m.name) for m in registry.MODELS.values() if not m.weights} == {("vae", "mlp-vae"),
+                                                                                        ("gan", "dcgan")}
+    with pytest.raises(UsageError, match="weights='imagenet' is not valid for dcgan"):
+        factory.create("dcgan", "imagenet")
+
+
+def test_weights_are_checked_in_one_place_with_one_message():
+    with pytest.raises(UsageError, match="weights=digits needs arch=digits-resnet or digits-resnet-small"):
+        factory.check_weights("cnn", "resnet152", "digits")
+    with pytest.raises(UsageError, match="weights='laion' is not known for clip-digits"):
+        factory.check_weights("clip", "clip-digits", "laion")
+    factory.check_weights("cnn", "resnet152", "pretrained-file", extra=("pretrained-file",))
+    factory.check_weights("vit", "vit-digits", "pretrain-digits")  # the old spelling of digits
+
+
+def _calls(path: Path) -> set[str]:
+    """Dotted names called in a module: ``resnet.build``, ``VAE`` ..."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+                names.add(f"{func.value.id}.{func.attr}")
+            elif isinstance(func, ast.Name):
+                names.add(func.id)
+            elif isinstance(func, ast.Attribute):
+                names.add(func.attr)
+    return names
+
+
+def test_experiments_ask_the_factory_for_models_and_never_a_builder():
+    builders = {"resnet.build", "vit.build", "clip.build", "VAE", "DCGAN", "digits_backbone", "digits_vit",
+                "digits_clip", "trained_by_atml"}
+    offenders = {str(p.relative_to(SRC)): sorted(_calls(p) & builders) for p in (SRC / "suite").rglob("*.py")}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_the_registry_is_data_and_imports_no_builder():
+    tree = ast.parse((SRC / "models" / "registry.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "atml.models"
+                for a in n.names}
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not imported and not {"atml.models.resnet", "atml.models.vit", "atml.models.clip"} & modules
