@@ -1,6 +1,6 @@
 # Two commands do all the setup on a fresh machine:
 #   make demo   - every experiment at the demo preset (offline, CPU, minutes); prints the report's path
-#   make test   - ruff, mypy (the packages listed in pyproject.toml), then the test suite (what CI runs)
+#   make test   - ruff, mypy, then the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

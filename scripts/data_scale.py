@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         report["cpu"] = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
                              report["cpu"])
     sizes = [int(s) for s in args.sizes.split(",")]
-    photo = tuple(int(v) for v in args.photo.split("x"))
+    width, height = (int(v) for v in args.photo.split("x"))
+    photo = (width, height)
     base = Path(args.root) / ("" if args.photo == "500x375" else args.photo)
     report["image"] = f"JPEG {args.photo}, quality 90"
     if args.pools_only:

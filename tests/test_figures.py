@@ -51,13 +51,13 @@ def _points(ax) -> np.ndarray:
     """Every plotted data point of lines and scatters, in display coordinates."""
     pts = []
     for line in ax.get_lines():
-        if not isinstance(line, Line2D) or line.get_label().startswith("_child") and not line.get_visible():
+        if not isinstance(line, Line2D) or str(line.get_label()).startswith("_child") and not line.get_visible():
             continue
         xy = np.column_stack(line.get_data(orig=False)).astype(float)
         if len(xy) and line.get_marker() not in (None, "None", "") or line.get_linestyle() not in ("None", ""):
             pts.append(line.get_transform().transform(xy))
     for coll in ax.collections:
-        if isinstance(coll, PathCollection) and len(coll.get_offsets()):
+        if isinstance(coll, PathCollection) and np.asarray(coll.get_offsets()).size:
             pts.append(coll.get_offset_transform().transform(np.asarray(coll.get_offsets(), dtype=float)))
     pts = [p[np.isfinite(p).all(1)] for p in pts]
     return np.concatenate(pts) if pts else np.empty((0, 2))

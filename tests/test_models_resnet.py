@@ -150,6 +150,7 @@ def _with_random_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.M
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             n = m.num_features
+            assert m.running_mean is not None and m.running_var is not None
             m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
             m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)

@@ -174,7 +174,10 @@ class Run:
         figure = next((f for f in self.figures if f.name == name), None)
         if figure is None:
             raise KeyError(f"no figure {name!r}; this run has {', '.join(f.name for f in self.figures)}")
-        return self.path / (figure.png if kind == "png" else figure.pdf)
+        file = figure.png if kind == "png" else figure.pdf
+        if file is None:
+            raise KeyError(f"figure {name!r} has no {kind} file in this run")
+        return self.path / file
 
     def discussion(self) -> list[str]:
         """The sentences the report writes under "What the numbers show"."""

@@ -56,7 +56,7 @@ def scratch_context(cfg: Any) -> Iterator[Any]:
                 os.environ["ATML_CACHE"] = previous
 
 
-def flops_per_image(model: torch.nn.Module, example: torch.Tensor) -> float:
+def flops_per_image(model: Any, example: torch.Tensor) -> float:
     """Forward FLOPs of ``model.forward_features`` for one image (multiply-add = 2 FLOPs)."""
     return flops_of(lambda: model.forward_features(example[:1]))
 
@@ -93,7 +93,7 @@ def ceiling(rate: float, flops: float, device: torch.device, amp: bool = True) -
 PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-def backbone_throughput(model: torch.nn.Module, prep: torch.nn.Module, images: torch.Tensor,
+def backbone_throughput(model: Any, prep: Any, images: torch.Tensor,
                         device: torch.device, batch_size: int, max_images: int = 512) -> dict[str, Any]:
     """Backbone images/s with channels_last and contiguous layouts, and the same-precision GEMM ceiling."""
     prep = prep.to(device)
@@ -153,7 +153,9 @@ class PerSampleLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         from torch.utils.data import DistributedSampler
 
-        sampler = DistributedSampler(range(len(self._dataset)), num_replicas=1, rank=0, shuffle=True, seed=self.seed)
+        indices: Any = range(len(self._dataset))  # a sampler needs only len()
+        sampler: DistributedSampler[int] = DistributedSampler(indices, num_replicas=1, rank=0, shuffle=True,
+                                                              seed=self.seed)
         sampler.set_epoch(self.epoch)
         # its own generator: creating the iterator must not draw from torch's global RNG, which
         # the training step uses (VAE noise, GAN latents), or the two paths would diverge
@@ -171,7 +173,7 @@ def time_both_data_paths(images: torch.Tensor, cfg: Any, device: torch.device,
     """
     from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 
-    paths = {"naive (per-sample PIL DataLoader)": PerSampleLoader(images, cfg.batch_size, cfg.seed),
+    paths: dict[str, Any] = {"naive (per-sample PIL DataLoader)": PerSampleLoader(images, cfg.batch_size, cfg.seed),
              "atml (in-memory batches)": Batches((images,), cfg.batch_size, shuffle=True, seed=cfg.seed)}
     timings = {}
     for label, batches in paths.items():

@@ -219,7 +219,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(out) if origin is tuple else out
     if hint is Any:
         return value
-    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
         inner = hint()
         for sub_key, sub_value in value.items():
             inner = _replace(inner, sub_key, sub_value)

@@ -43,7 +43,7 @@ def init_distributed() -> Distributed | None:
     return Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
-UNSHARDED = {"rank": 0, "world": 1}
+UNSHARDED: dict[str, Any] = {"rank": 0, "world": 1}
 """``Batches(..., **UNSHARDED)``: every rank sees all the data (the cached demo pretrainings, which
 each rank computes identically rather than racing on one cache file with different weights)."""
 
@@ -97,8 +97,9 @@ def sync_gradients(params: Any) -> None:
             p.grad.div_(world)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel wrapper (checkpoints hold its plain state)."""
+def unwrap(model: torch.nn.Module) -> Any:
+    """The module inside a DistributedDataParallel wrapper (checkpoints hold its plain state); typed Any: callers
+    use their own model's methods."""
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 

@@ -141,7 +141,7 @@ def values(experiment: str, metric: str, field: str, *, source: str) -> dict[Any
 def compare(ref: Reference, results: RunResults, cfg: Any) -> dict[str, Any]:
     """One row of the comparison table: the reference, our number, and a verdict."""
     label = ref.metric and "_".join([ref.metric, *(str(v) for v in ref.condition.values())])  # the flat key
-    row = {"what": ref.what, "reference": ref.value, "source": ref.source, "source_status": ref.status,
+    row: dict[str, Any] = {"what": ref.what, "reference": ref.value, "source": ref.source, "source_status": ref.status,
            "metric": label, "condition": dict(ref.condition), "ours": None, "tolerance": ref.tolerance}
     if ref.metric is None:
         return {**row, "status": "context", "reason": "background figure, not a result of this run"}
@@ -154,7 +154,7 @@ def compare(ref: Reference, results: RunResults, cfg: Any) -> dict[str, Any]:
         return {**row, "status": "not comparable", "reason": "; ".join(unmet)}
     if row["ours"] is None:
         return {**row, "status": "not comparable", "reason": f"this run has no {label}"}
-    if ref.tolerance is None:
+    if ref.tolerance is None or ref.value is None:
         return {**row, "status": "context", "reason": "different protocol; shown for scale"}
     within = abs(row["ours"] - ref.value) <= ref.tolerance
     return {**row, "status": "within" if within else "outside",

@@ -194,8 +194,7 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
         except KeyboardInterrupt:
             say(f"atml: checkpoints are kept. Resume with: {resume_call(exp.name, run.path, python=python)}")
             raise
-        results = _complete(results, exp, preset, cfg, ctx, time.perf_counter() - started)
-        run.write_results(results)
+        run.write_results(_complete(results, exp, preset, cfg, ctx, time.perf_counter() - started))
         say(f"atml: results in {run.path / 'results.json'}")
         return run
     finally:

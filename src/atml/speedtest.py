@@ -62,7 +62,8 @@ def timm_inference(name: str, device: torch.device, sizes: Sizes, amp: bool = Tr
     """timm's benchmark loop: ``model(x)`` on a random batch already on the device."""
     import timm
 
-    model = timm.create_model(name, pretrained=False).eval().to(device, memory_format=torch.channels_last)
+    model: Any = timm.create_model(name, pretrained=False).eval()
+    model = model.to(device, memory_format=torch.channels_last)
     x = torch.randn(sizes.batch, 3, RESOLUTION, RESOLUTION, device=device).contiguous(
         memory_format=torch.channels_last)
     calls = max(1, sizes.extract_images // sizes.batch)
@@ -99,7 +100,7 @@ def atml_vit_features(device: torch.device, sizes: Sizes, amp: bool = True, comp
 
 def _extraction_rate(frozen: FrozenFeatures, device: torch.device, sizes: Sizes, amp: bool) -> float:
     images = torch.randint(0, 256, (sizes.extract_images, 3, 32, 32), dtype=torch.uint8)
-    kw = {"batch_size": sizes.batch, "device": device, "amp": amp}
+    kw: dict[str, Any] = {"batch_size": sizes.batch, "device": device, "amp": amp}
     for _ in range(2):  # warm-up: autotuning, compilation, both batch shapes
         extract(frozen, images[:sizes.batch * 2], **kw)
     bench.sync(device)

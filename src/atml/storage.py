@@ -74,18 +74,20 @@ def _signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+    caught: list[signal.Signals] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signal.Signals(signum)))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if caught and callable(previous[caught[0]]):
-            previous[caught[0]](caught[0], None)
-        elif caught:
-            signal.raise_signal(caught[0])
+        first = caught[0] if caught else None
+        handler = previous[first] if first is not None else None
+        if first is not None and callable(handler):
+            handler(first, None)
+        elif first is not None:
+            signal.raise_signal(first)
 
 
 def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> Any:

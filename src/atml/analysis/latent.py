@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -49,7 +50,7 @@ def mean_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_all(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512,
+def encode_all(model: Any, images: torch.Tensor, batch_size: int = 512,
                device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior parameters (mu, logvar), each (N, latent), for uint8 images."""
     device = device or torch.device("cpu")

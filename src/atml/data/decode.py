@@ -41,9 +41,10 @@ def decode_square(path: str | Path, size: int, grayscale: bool = False, interpol
         scale = size / min(width, height)
         if image.format == "JPEG" and scale <= 0.5:  # decode at 1/2, 1/4 or 1/8 scale: 2-6x less work
             image.draft("L" if grayscale else "RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
+        upright: Image.Image = image
         if image.getexif().get(_ORIENTATION, 1) != 1:  # exif_transpose copies the image even when upright
-            image = ImageOps.exif_transpose(image)
-        return _square(_eight_bit(image, grayscale), size, interpolation)
+            upright = ImageOps.exif_transpose(image)
+        return _square(_eight_bit(upright, grayscale), size, interpolation)
 
 
 def decode_or_reason(job: tuple[str, int, bool, str]) -> np.ndarray | str:

@@ -12,6 +12,7 @@ names it takes (:data:`FAMILY_DATA`); its config's ``data`` field picks one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,6 +105,10 @@ def _scratch(spec: Spec) -> Path:
     return spec.scratch or runtime.cache_dir() / "generated"
 
 
+def _rehearsal(name: str, spec: Spec) -> Loaded:
+    return Loaded(rehearsal.load(name, spec.seed))
+
+
 DATASETS: dict[str, Callable[[Spec], Loaded]] = {
     "cifar10": lambda s: Loaded(cifar10.load(_root(s), offline=s.offline)),
     "cifar100": lambda s: Loaded(cifar100.load(_root(s), offline=s.offline)),
@@ -120,7 +125,7 @@ DATASETS: dict[str, Callable[[Spec], Loaded]] = {
         stl10.write_binaries(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed))),
     "generated-fashion-mnist": lambda s: Loaded(fashion_mnist.load_generated(
         fashion_mnist.write_idx(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed))),
-    **{name: (lambda s, n=name: Loaded(rehearsal.load(n, s.seed))) for name in rehearsal.NAMES},
+    **{name: functools.partial(_rehearsal, name) for name in rehearsal.NAMES},
 }
 """Every dataset atml reads, by the name a config's ``data`` field uses."""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from atml.data import ImageDataset, ImageSplit, cache
+from atml.data.cache import Split as CacheSplit
 from atml.data.decode import is_image_file
 from atml.errors import DataError
 
@@ -48,7 +49,7 @@ class Readiness:
     """The cache folders this call decoded (the others were read from the cache)."""
 
     @classmethod
-    def of(cls, splits: Sequence[cache.Split]) -> Readiness:
+    def of(cls, splits: Sequence[CacheSplit]) -> Readiness:
         return cls(sum(len(s.labels) for s in splits), sum(s.seconds for s in splits),
                    all(s.from_cache for s in splits), [str(s.path) for s in splits],
                    [n for s in splits for n in s.notes], [str(s.path) for s in splits if not s.from_cache])

@@ -20,8 +20,8 @@ def load_rgb(path: Path) -> np.ndarray:
     """
     from PIL import Image, ImageOps
 
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
+    with Image.open(path) as opened:
+        image: Image.Image = ImageOps.exif_transpose(opened)
         if image.mode in _DEEP_MODES:
             return np.repeat(to_8_bit(np.asarray(image), image.mode)[..., None], 3, axis=-1)
         return np.asarray(image.convert("RGB")).copy()

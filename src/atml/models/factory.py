@@ -30,7 +30,9 @@ from atml.models.weights import WeightsInfo
 
 if TYPE_CHECKING:  # importing the family modules at run time would load torchvision, timm and open_clip eagerly
     from atml.models.clip import CLIPModel
+    from atml.models.gan import DCGAN
     from atml.models.resnet import CNN
+    from atml.models.vae import VAE
     from atml.models.vit import ViT
 
 
@@ -108,6 +110,12 @@ def create(name: str, weights: str = ..., *, family: Literal["vit"], num_classes
 @overload
 def create(name: str, weights: str = ..., *, family: Literal["clip"], num_classes: int = ..., offline: bool = ...,
            keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[CLIPModel]: ...
+@overload
+def create(name: str, weights: str = ..., *, family: Literal["vae"], num_classes: int = ..., offline: bool = ...,
+           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[VAE]: ...
+@overload
+def create(name: str, weights: str = ..., *, family: Literal["gan"], num_classes: int = ..., offline: bool = ...,
+           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[DCGAN]: ...
 @overload
 def create(name: str, weights: str = ..., *, family: str | None = ..., num_classes: int = ..., offline: bool = ...,
            keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[nn.Module]: ...

@@ -8,7 +8,7 @@ does, so a frozen backbone can be run once and its features cached.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -111,6 +111,7 @@ class ResNetClassifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 CNN = ResNetClassifier | cnn.CNNClassifier
 """What :func:`build` returns inside :class:`~atml.models.types.Built`: a ResNet or any other CNN, one interface."""
 
@@ -206,7 +207,7 @@ def _build_timm(arch: str, num_classes: int, weights: str, *, offline: bool,
     return Built(model, Preprocess(pre), info, head)
 
 
-def freeze(model: nn.Module, trainable: Iterable[str] | None = None, *, fold: bool = True) -> nn.Module:
+def freeze(model: ModuleT, trainable: Iterable[str] | None = None, *, fold: bool = True) -> ModuleT:
     """Freeze all but the modules named in ``trainable`` (prefixes of parameter names; default: the head).
 
     Frozen BatchNorm layers become :class:`FrozenBatchNorm2d`, whose statistics cannot

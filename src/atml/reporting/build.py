@@ -87,7 +87,8 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *,
     it an error.
     """
     out = check_output_folder(out)
-    views, skipped = [], []
+    views: list[RunView] = []
+    skipped: list[Skipped] = []
     for path in unique_paths(run_paths):
         try:
             views.append(_load(path, len(views), reg))
@@ -264,7 +265,7 @@ def latex_columns(rows: Sequence[Sequence[Any]]) -> tuple[str, list[list[str]]]:
     number of decimals each, enough for 4 significant digits of the column's largest value (0.4000 / 0.4083,
     551.0 / 388.8); whole-number columns without decimals."""
     width = max((len(r) for r in rows), default=0)
-    spec, formats = "", []
+    spec, formats = "", list[int | None]()
     for c in range(width):
         values = [r[c] for r in rows if c < len(r) and r[c] is not None]
         numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]

@@ -18,13 +18,14 @@ if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend, so th
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from matplotlib.typing import RcKeyType  # noqa: E402
 
 from atml import storage  # noqa: E402
 
 P = ParamSpec("P")
 R = TypeVar("R")
 COLUMN_WIDTH_IN = 3.35  # one column of an ICML/NeurIPS two-column page
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
     "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False,
     "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 100, "savefig.bbox": "tight", "lines.linewidth": 1.2,
@@ -53,13 +54,17 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float = 2.0, height: float 
     return fig, axes
 
 
+def _savefig(fig: Any, fmt: str, kwargs: dict[str, Any], path: Path) -> None:
+    fig.savefig(path, format=fmt, **kwargs)
+
+
 def save(fig: Any, stem: Path, *, relative_to: Path) -> list[str]:
     """Write ``stem.png`` and ``stem.pdf``; returns both paths relative to ``relative_to``."""
     paths = []
     with plt.rc_context(STYLE):
         for suffix, kwargs in ((".png", {"dpi": 200}), (".pdf", {})):
             path = stem.with_suffix(suffix)
-            storage.write_with(path, lambda tmp, k=kwargs, s=suffix: fig.savefig(tmp, format=s[1:], **k))
+            storage.write_with(path, functools.partial(_savefig, fig, suffix[1:], kwargs))
             paths.append(str(path.relative_to(relative_to)))
     plt.close(fig)
     return paths

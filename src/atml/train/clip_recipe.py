@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -72,7 +73,7 @@ class ContrastiveStep:
         self.tokens = model.tokenize(captions).view(len(WORDS), len(TRAIN_TEMPLATES), -1).to(device)
         self.augment = Augment(hflip=False).to(device)
 
-    def __call__(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> StepOutput:
+    def __call__(self, model: Any, batch: tuple[torch.Tensor, ...]) -> StepOutput:
         images, labels = batch
         x = model.preprocess(images)
         self.augment.train(model.training)
@@ -87,7 +88,7 @@ class ContrastiveStep:
         return StepOutput(loss, {"acc": acc})
 
 
-def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, object]:
+def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
     torch.manual_seed(recipe.seed)
     data = digits.load(ALL_DIGITS, seed=recipe.seed)
     model = clip.build("clip-digits", "random", seed=recipe.seed).model

@@ -11,12 +11,17 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from atml import runtime
 from atml.distributed import sharded
+
+
+def _forward_features(module: Any, x: torch.Tensor) -> torch.Tensor:
+    return module.forward_features(x)
 
 
 class FrozenFeatures(torch.nn.Module):
@@ -28,12 +33,12 @@ class FrozenFeatures(torch.nn.Module):
     """
 
     def __init__(self, preprocess: torch.nn.Module, backbone: torch.nn.Module,
-                 features: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None,
+                 features: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
                  compile: str = "off") -> None:
         super().__init__()
         self.preprocess = preprocess
         self.backbone = backbone
-        pick = features or (lambda module, x: module.forward_features(x))
+        pick = features or _forward_features
         self._features = runtime.maybe_compile(lambda x: pick(self.backbone, x), compile)
         self.compiled = compile != "off"
 

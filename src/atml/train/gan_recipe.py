@@ -22,7 +22,7 @@ from atml.train.loop import Batch, Callback, StepOutput
 
 def optimizer(model: DCGAN, lr: float, beta1: float, g_lr_scale: float = 1.0) -> torch.optim.Adam:
     """Adam over both networks; the generator's rate is ``lr * g_lr_scale`` (two time-scale updates)."""
-    groups = [{"params": list(model.discriminator.parameters()), "name": "discriminator"},
+    groups: list[dict[str, Any]] = [{"params": list(model.discriminator.parameters()), "name": "discriminator"},
               {"params": list(model.generator.parameters()), "name": "generator", "lr": lr * g_lr_scale}]
     return torch.optim.Adam(groups, lr=lr, betas=(beta1, 0.999))
 
@@ -41,7 +41,7 @@ class GANStep:
     def __init__(self, optim: torch.optim.Optimizer) -> None:
         self.optim = optim
 
-    def __call__(self, model: DCGAN, batch: Batch) -> StepOutput:
+    def __call__(self, model: Any, batch: Batch) -> StepOutput:
         real = batch[0].float().div(127.5).sub(1)  # uint8 -> [-1, 1], the generator's range
         z = torch.randn(len(real), model.generator.latent_dim, device=real.device)
         fake = model.generator(z)

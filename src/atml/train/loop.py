@@ -145,8 +145,9 @@ class Batches:
                     batch = tuple(t.pin_memory() for t in batch)
                 yield self.transform(batch) if self.transform else batch
             return
-        sampler = DistributedSampler(range(self.num_samples), num_replicas=self.world, rank=self.rank,
-                                     shuffle=self.shuffle, seed=self.seed)
+        indices: Any = range(self.num_samples)  # a sampler needs only len(): no dataset is built for it
+        sampler: DistributedSampler[int] = DistributedSampler(indices, num_replicas=self.world, rank=self.rank,
+                                                              shuffle=self.shuffle, seed=self.seed)
         sampler.set_epoch(self.epoch)
         order = torch.tensor(list(sampler), dtype=torch.long)
         for idx in order.split(self.per_rank_batch):
@@ -277,6 +278,8 @@ waits for the device, and waiting every step would stop the host from queueing t
 def _run_epoch(job: Fit, epoch: int, *, train: bool, bar: Any) -> dict[str, Any]:
     job.model.train(train)
     batches = job.train if train else job.val
+    if batches is None:
+        raise ValueError(f"{job.stage}: no {'training' if train else 'validation'} batches to run")
     sums: dict[str, torch.Tensor] = {}  # running totals, kept on the device until the epoch ends
     total_dtype = torch.float32 if job.device.type == "mps" else torch.float64  # MPS has no float64
     watch = _FiniteWatch(job, epoch)

@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,8 +43,8 @@ class Recipe:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cached_training(name: str, train: Callable[[], dict[str, object]], *, say: Callable[[str], None],
-                    using: str, training: str) -> tuple[dict[str, object], Path]:
+def cached_training(name: str, train: Callable[[], dict[str, Any]], *, say: Callable[[str], None],
+                    using: str, training: str) -> tuple[dict[str, Any], Path]:
     """``$ATML_CACHE/pretrained/<name>.pt`` if it exists, else ``train()`` now and save it atomically.
 
     Shared by the demo's stand-in models (ResNets, ViT, CLIP); ``name`` carries the recipe's key.
@@ -75,7 +76,7 @@ def digits_backbone(recipe: Recipe, *, device: torch.device, progress: bool = Fa
 
 
 def _pretrain(recipe: Recipe, device: torch.device, progress: bool,
-              say: Callable[[str], None]) -> dict[str, object]:
+              say: Callable[[str], None]) -> dict[str, Any]:
     torch.manual_seed(recipe.seed)
     data = digits.load(digits.PRETRAIN_CLASSES, seed=recipe.seed)
     backbone = resnet.build(recipe.arch, len(digits.PRETRAIN_CLASSES), "random", offline=True)

@@ -15,6 +15,7 @@ Mitigations of posterior collapse (the architecture never changes):
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -64,7 +65,7 @@ class VAEStep(Callback):
         self.weight = kl_weight_at(self.variant, progress)
         self.aggressive = epoch <= self.variant.aggressive_epochs
 
-    def __call__(self, model: torch.nn.Module, batch: Batch) -> StepOutput:
+    def __call__(self, model: Any, batch: Batch) -> StepOutput:
         x = batch[0].float() / 255  # (B, 1, 28, 28) in [0, 1]
         if model.training and self.aggressive:
             self._encoder_steps(model, x)

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -65,7 +66,7 @@ class _Trainable(torch.nn.Module):
         return self.model(self.augment(self.model.preprocess(images)))
 
 
-def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, object]:
+def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
     torch.manual_seed(recipe.seed)
     data = digits.load(digits.PRETRAIN_CLASSES, seed=recipe.seed)
     model = vit.build("vit-digits", "random", num_classes=len(digits.PRETRAIN_CLASSES),

@@ -106,7 +106,7 @@ def discuss(results: RunResults) -> list[str]:
     accs = results.metrics.by("acc", "prompt_set")
     if not accs:
         return []
-    best, worst = max(accs, key=accs.get), min(accs, key=accs.get)
+    best, worst = max(accs, key=lambda s: accs[s]), min(accs, key=lambda s: accs[s])
     return [f"The best prompt set is '{best}' ({accs[best]:.3f}), the worst '{worst}' ({accs[worst]:.3f}): "
             f"wording alone moves zero-shot accuracy by {(accs[best] - accs[worst]) * 100:.1f} points."]
 

@@ -152,8 +152,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                   warnings=sample_warnings(n, f_a.shape[1], metrics))
     for name, value in metrics.items():
         out.add(name, value)
-    samples = [f"figures/{p.name}" for p in gan_recipe.sample_paths(ctx.run.figures)] if ctx.is_main else []
-    out.add_figures(f for p in samples for f in (p, p.replace(".png", ".pdf")))
+    grids = [f"figures/{p.name}" for p in gan_recipe.sample_paths(ctx.run.figures)] if ctx.is_main else []
+    out.add_figures(f for p in grids for f in (p, p.replace(".png", ".pdf")))
     out.add_figures(ctx.save_figure(curves_figure(rows), "gan_curves"))
     out.add_figures(ctx.save_figure(histogram_figure(hist, data.train.classes, entropy), "class_histogram"))
     out.notes += [f"DCGAN (width {cfg.width}, z in R^{cfg.latent_dim}), Adam lr {cfg.lr:g}, beta1 {cfg.beta1}, "
@@ -297,7 +297,8 @@ def bench(cfg: Config) -> dict[str, Any]:
         data = grayscale.load_data(cfg, ctx)
         timings, model = bench_lib.time_both_data_paths(data.train.images, cfg, ctx.device, build)
         z = torch.randn(256, cfg.latent_dim, device=ctx.device)
-        throughput = bench_lib.model_throughput(lambda b: model.discriminator(model.generator(b)), z, ctx.device, 256)
+        gan: Any = model
+        throughput = bench_lib.model_throughput(lambda b: gan.discriminator(gan.generator(b)), z, ctx.device, 256)
     return bench_lib.summarise(f"gan.dcgan {len(data.train)} train images ({data.name}), {cfg.epochs} epochs, batch "
                                f"{cfg.batch_size}, width {cfg.width}, device {ctx.device}; model forward = G then D",
                                timings, throughput, "final G loss")

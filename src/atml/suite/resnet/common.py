@@ -167,7 +167,7 @@ def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: Built[re
     return numbers, [note]
 
 
-def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: Built[resnet.CNN],
+def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.CNN, backbone: Built[resnet.CNN],
                data: ImageDataset, res: int, stage: str | None = None) -> tuple[list[dict[str, Any]], list[Metric]]:
     """Train a fresh head on the frozen ``model`` at resolution ``res`` (feature cache or not).
 
@@ -185,10 +185,13 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifie
     head = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
     out: list[Metric] = []
     if finished(ckpt, cfg.epochs):  # resumed run: this stage is complete, skip the backbone pass
-        trainable, train_b, val_b = head, None, None
+        trainable: torch.nn.Module = head
+        train_b: Batches | None = None
+        val_b: Batches | None = None
     elif cfg.feature_cache:
         started = time.perf_counter()
-        kw = {"batch_size": max(cfg.batch_size, 256), "device": ctx.device, "amp": cfg.amp, "progress": ctx.progress}
+        kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 256), "device": ctx.device, "amp": cfg.amp,
+                              "progress": ctx.progress}
         f_train, ips = extract(frozen, data.train.images, desc=f"{stage} features train", **kw)
         f_val, _ = extract(frozen, data.val.images, desc=f"{stage} features val", **kw)
         out += [Metric("feature_time_s", time.perf_counter() - started, "s"),
@@ -225,7 +228,7 @@ def _empty() -> Batches:
 class Pipeline(nn.Module):
     """uint8 images -> preprocess -> (augment) -> ResNet classifier."""
 
-    def __init__(self, preprocess: nn.Module, model: resnet.ResNetClassifier, augment: nn.Module | None) -> None:
+    def __init__(self, preprocess: nn.Module, model: resnet.CNN, augment: nn.Module | None) -> None:
         super().__init__()
         self.preprocess = preprocess
         self.augment = augment or nn.Identity()
@@ -235,7 +238,7 @@ class Pipeline(nn.Module):
         return self.model(self.augment(self.preprocess(images)))
 
 
-def finetune_pipeline(cfg: ResNetConfig, model: resnet.ResNetClassifier, backbone: Built[resnet.CNN],
+def finetune_pipeline(cfg: ResNetConfig, model: resnet.CNN, backbone: Built[resnet.CNN],
                       num_classes: int, res: int, trainable: Sequence[str],
                       device: torch.device) -> tuple[Pipeline, torch.optim.Optimizer]:
     """The model set up to train the head plus the named backbone parts, on ``device``, and its optimizer.
@@ -256,7 +259,7 @@ def finetune_pipeline(cfg: ResNetConfig, model: resnet.ResNetClassifier, backbon
     return pipeline, torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.ResNetClassifier, backbone: Built[resnet.CNN],
+def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.CNN, backbone: Built[resnet.CNN],
                  data: ImageDataset, res: int, stage: str, trainable: Sequence[str],
                  callbacks: Sequence[Callback] = ()) -> tuple[list[dict[str, Any]], list[Metric]]:
     """Train the head plus the named backbone parts (prefixes like ``body.layer4``); the rest frozen.

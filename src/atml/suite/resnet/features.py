@@ -60,7 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @torch.inference_mode()
-def depth_features(model: resnet.ResNetClassifier | cnn.CNNClassifier, prep: torch.nn.Module, images: torch.Tensor,
+def depth_features(model: resnet.CNN | cnn.CNNClassifier, prep: torch.nn.Module, images: torch.Tensor,
                    device: torch.device, batch_size: int) -> dict[str, np.ndarray]:
     """``{depth: (N, channels)}`` pooled stage outputs; hooks are gone when this returns."""
     model.eval()

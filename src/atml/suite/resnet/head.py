@@ -154,7 +154,7 @@ def discuss(results: RunResults) -> list[str]:
                 "sweep is not summarised while a stage did not train."]
     res = sorted(final)
     lo, hi = res[0], res[-1]
-    best = max(res, key=final.get)
+    best = max(res, key=lambda r: final[r])
     text += [f"Validation accuracy goes from {final[lo]:.3f} at {lo} px to {final[hi]:.3f} at {hi} px; the best "
             f"resolution is {best} px ({final[best]:.3f})."]
     train = results.metrics.by("train_acc", "resolution")
@@ -175,7 +175,8 @@ def bench(cfg: Config) -> dict[str, Any]:
     with bench_lib.scratch_context(cfg) as ctx:
         data = load_data(cfg, ctx)
         backbone = load_backbone(cfg, ctx, num_classes=len(data.train.classes))
-        model = resnet.freeze(backbone.model).to(ctx.device, memory_format=torch.channels_last)
+        model = resnet.freeze(backbone.model).to(ctx.device)
+        model = model.to(memory_format=torch.channels_last)
         timings = {}
         for label, cached in (("naive (backbone every epoch)", False), ("atml (feature cache)", True)):
             run_cfg = dataclasses.replace(cfg, feature_cache=cached)

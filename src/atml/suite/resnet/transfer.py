@@ -68,7 +68,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     pretrained = load_pretrained(cfg, ctx, len(data.train.classes))
     random_init = factory.create(cfg.arch, "random", family="cnn", num_classes=len(data.train.classes))
     ctx.record_source("random_weights", dataclasses.asdict(random_init.info))
-    stages, cells = {}, []
+    stages: dict[str, list[dict[str, Any]]] = {}
+    cells: list[dict[str, Any]] = []
     for cell in cfg.cells:
         init, regime = cell.split(":")
         backbone = pretrained if init == "pretrained" else random_init
@@ -81,7 +82,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
             resnet.freeze(model)
             rows, numbers = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
             stage_numbers = Metrics(numbers)
-            seconds = stage_numbers.value("head_time_s") + stage_numbers.get("feature_time_s", 0.0)
+            seconds = stage_numbers.value("head_time_s") + (stage_numbers.get("feature_time_s") or 0.0)
         else:
             rows, numbers = common.train_blocks(cfg, ctx, model, backbone, data, cfg.resolution, stage,
                                                 trainable=trained_parts(model, regime))
@@ -130,7 +131,7 @@ def trained_parts(model: Any, regime: str) -> tuple[str, ...]:
     return {"head": (), "last": tuple(model.last_paths), "full": ("body",)}[regime]
 
 
-def calibrate_random_init(model: resnet.ResNetClassifier, backbone: Built[resnet.CNN], data: Any, cfg: Config,
+def calibrate_random_init(model: resnet.CNN, backbone: Built[resnet.CNN], data: Any, cfg: Config,
                           device: Any) -> None:
     """Give a randomly initialised network's BatchNorm layers the statistics of its own activations.
 

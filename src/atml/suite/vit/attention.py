@@ -257,7 +257,7 @@ def overlay_figure(images: dict[str, torch.Tensor], model: vit.ViT, last: torch.
     fig, axes = plots.figure(3, n, width=2.0, height=2.0 * n)
     for i, (name, img) in enumerate(images.items()):
         shown = _crop(img, model)
-        size = tuple(shown.shape[-2:])
+        size = (shown.shape[-2], shown.shape[-1])
         axes[i][0].imshow(shown.permute(1, 2, 0).numpy())
         axes[i][0].set_title(name[:30])
         axes[i][0].axis("off")
@@ -279,7 +279,7 @@ def heads_figure(img: torch.Tensor, model: vit.ViT, per_head: torch.Tensor) -> A
     for h in range(rows * cols):
         ax = axes[h // cols][h % cols]
         if h < heads:
-            _overlay(ax, shown, _upsample(per_head[h], model.grid, tuple(shown.shape[-2:])))
+            _overlay(ax, shown, _upsample(per_head[h], model.grid, (shown.shape[-2], shown.shape[-1])))
             ax.set_title(f"head {h + 1}, H={float(att.entropy(per_head[h])):.2f}")
         else:
             ax.axis("off")

@@ -93,9 +93,10 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
         names = list(images)
         for part, start in enumerate(range(0, len(names), PER_FIGURE)):
             chunk = {name: images[name] for name in names[start:start + PER_FIGURE]}
-            rows = slice(start, start + PER_FIGURE)
+            part_rows = slice(start, start + PER_FIGURE)
             suffix = f"_{part + 1}" if len(names) > PER_FIGURE else ""
-            out.add_figures(ctx.save_figure(predictions_figure(chunk, top.values[rows], top.indices[rows], net.classes),
+            out.add_figures(ctx.save_figure(predictions_figure(chunk, top.values[part_rows], top.indices[part_rows],
+                                                               net.classes),
                                             f"predictions_{group}{suffix}"))
     if cfg.images:
         notes.append(f"Images: {', '.join(cfg.images)} (user files, "

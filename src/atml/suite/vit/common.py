@@ -226,6 +226,8 @@ def fit_probe_head(model: vit.ViT, data: ImageDataset, ctx: RunContext, batch_si
     """
     from sklearn.linear_model import LogisticRegression
 
+    if not isinstance(model, vit.TimmViT):  # only timm publishes headless ViTs; a transformers ViT has its classifier
+        raise UsageError(f"{type(model).__name__} has no head to fit a probe into")
     train = data.train.subset(PROBE_IMAGES, seed=seed)
     ctx.step(f"the model has no classifier: fitting a linear probe on {len(train)} training images")
     with torch.inference_mode():

@@ -288,7 +288,7 @@ def discuss(results: RunResults) -> list[str]:
     hi = max(dropped, default=None)
     if hi and m.get("acc", pattern="random", fill="mean", ratio=hi) is not None:
         accs = {f: v for f in FILLS if (v := m.get("acc", pattern="random", fill=f, ratio=hi)) is not None}
-        better = max(accs, key=accs.get)
+        better = max(accs, key=lambda fill: accs[fill])
         out.append(f"With {share('random', hi)} of the patches masked at random the best fill is '{better}' "
                    f"({', '.join(f'{f} {v:.3f}' for f, v in accs.items())})"
                    + ("; dropping the tokens avoids feeding the model patches it never saw in training."

@@ -51,7 +51,7 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
     val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
     frozen = FrozenFeatures(model.preprocess, model, pooled_features, cfg.compile).to(ctx.device)
     started = time.perf_counter()
-    kw = {"batch_size": max(cfg.batch_size, 128), "device": ctx.device, "progress": ctx.progress}
+    kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 128), "device": ctx.device, "progress": ctx.progress}
     f_train, ips = extract(frozen, train.images, desc="features train", **kw)
     f_val, _ = extract(frozen, val.images, desc="features val", **kw)
     out = Results(notes=common.source_notes(cfg, ctx))
