@@ -7,7 +7,7 @@ import torch
 
 from atml.errors import DivergedError, RunDirError
 from atml.train import checkpoint
-from atml.train.loop import Batches, Fit, MemoryRecorder, StepOutput, fit
+from atml.train.loop import Batches, Fit, History, MemoryRecorder, StepOutput, fit
 
 
 def _data(seed=0, n=64):
@@ -32,6 +32,17 @@ def test_learns_and_logs_one_record_per_epoch_and_phase(tmp_path):
     rows = fit(_job(tmp_path, 4, recorder))
     assert [(r["epoch"], r["phase"]) for r in rows] == [(e, p) for e in range(1, 5) for p in ("train", "val")]
     assert rows[-1]["acc"] > 0.8 and rows[-1]["loss"] < rows[1]["loss"]
+
+
+def test_fit_returns_a_history_asked_by_phase_not_by_string_filters(tmp_path):
+    rows = fit(_job(tmp_path, 3, MemoryRecorder()))
+    assert isinstance(rows, History) and len(rows.phase("train")) == len(rows.phase("val")) == 3
+    assert rows.last("val", "acc") == [r for r in rows if r["phase"] == "val"][-1]["acc"]
+    assert rows.values("train", "loss") == [r["loss"] for r in rows if r["phase"] == "train"]
+    with pytest.raises(KeyError, match="no val record with 'kl'"):
+        rows.last("val", "kl")
+    with pytest.raises(ValueError, match="phase='test'"):
+        rows.phase("test")  # type: ignore[arg-type]
 
 
 def test_resume_gives_identical_weights_and_no_duplicate_records(tmp_path):

@@ -10,7 +10,6 @@ from atml.errors import UsageError
 
 if TYPE_CHECKING:
     from atml.results import Results, RunResults
-    from atml.runner import RunContext
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +20,9 @@ class Experiment:
     summary: str
     config_cls: type
     presets: Mapping[str, Mapping[str, Any]]
-    run: Callable[[Any, RunContext], Results]
-    """``run(cfg, ctx) -> results`` (see :mod:`atml.suite`); ``cfg`` is an instance of ``config_cls``."""
+    run: Callable[[Any, Any], Results]
+    """``run(cfg, ctx) -> results`` (see :mod:`atml.suite`): ``cfg`` an instance of ``config_cls``, ``ctx`` the
+    :class:`atml.runner.RunContext` (which imports this module, so it is not named in the type)."""
     bench: Callable[[Any], dict[str, Any]] | None = None
     discuss: Callable[[RunResults], list[str]] | None = None
     """Sentences for the report, written from a run's own results."""

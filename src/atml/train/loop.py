@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,33 @@ from atml.errors import DivergedError
 from atml.train import checkpoint
 
 Batch = tuple[torch.Tensor, ...]
+Phase = Literal["train", "val"]
+PHASES: tuple[Phase, ...] = ("train", "val")
+
+
+class History(list[dict[str, Any]]):
+    """What :func:`fit` returns: one record per epoch and phase, in order, as written to ``metrics.jsonl``
+    (``stage``, ``epoch``, ``phase``, ``loss`` and the step's own numbers: ``acc``, ``kl``, ``grad_in`` ...).
+
+    Still a list of those records (figures and reports read them as such); ask it by phase instead of
+    filtering on a string key: ``history.phase("val")``, ``history.last("val", "acc")``.
+    """
+
+    def phase(self, phase: Phase) -> list[dict[str, Any]]:
+        if phase not in PHASES:
+            raise ValueError(f"phase={phase!r}: a history has {' and '.join(PHASES)} records")
+        return [r for r in self if r["phase"] == phase]
+
+    def values(self, phase: Phase, key: str) -> list[Any]:
+        """``key`` of every ``phase`` record that has it, in epoch order."""
+        return [r[key] for r in self.phase(phase) if key in r]
+
+    def last(self, phase: Phase, key: str) -> Any:
+        """``key`` of the last ``phase`` record (a KeyError names what is missing)."""
+        records = self.phase(phase)
+        if not records or key not in records[-1]:
+            raise KeyError(f"no {phase} record with {key!r} in this history ({len(records)} {phase} records)")
+        return records[-1][key]
 SUMMARY_METRICS = 3  # loss and the first two metrics a step reports, per phase, in the epoch line
 
 
@@ -217,7 +244,7 @@ def epoch_budget(epochs: int) -> Iterator[EpochBudget]:
         _BUDGET.reset(token)
 
 
-def fit(job: Fit) -> list[dict[str, Any]]:
+def fit(job: Fit) -> History:
     """Train ``job.epochs`` epochs (resuming from the checkpoint if one exists).
 
     Returns every record of this stage, earlier ones from a resumed run included.
@@ -256,7 +283,7 @@ def fit(job: Fit) -> list[dict[str, Any]]:
     if budget is not None:
         budget.stages.append({"stage": job.stage, "planned_epochs": job.epochs - start, "run_epochs": last - start,
                               "seconds": seconds})
-    return [r for r in job.recorder.read_metrics() if r.get("stage") == job.stage]
+    return History(r for r in job.recorder.read_metrics() if r.get("stage") == job.stage)
 
 
 def _resume(job: Fit) -> int:

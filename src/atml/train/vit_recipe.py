@@ -80,6 +80,6 @@ def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[
                       Batches((data.val.images, data.val.labels), 256, **UNSHARDED), recipe.epochs, device,
                       MemoryRecorder(),
                       stage="pretrain-vit", scheduler=scheduler, progress=progress, say=say))
-    val_acc = [r for r in records if r["phase"] == "val"][-1]["acc"]
+    val_acc = records.last("val", "acc")
     state = {k: v.detach().cpu() for k, v in model.model.state_dict().items()}
     return {"state_dict": state, "meta": {"val_acc": float(val_acc), "recipe": recipe.key()}}

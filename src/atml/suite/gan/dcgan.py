@@ -28,7 +28,7 @@ from atml.results import Results, RunResults
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.train import gan_recipe
-from atml.train.loop import Batches, Fit, StepOutput, classification_step, fit
+from atml.train.loop import Batches, Fit, History, StepOutput, classification_step, fit
 
 
 @dataclasses.dataclass
@@ -93,7 +93,7 @@ def train_classifier(cfg: Config, ctx: RunContext, data: Any) -> tuple[SmallCNN,
                    Batches((data.val.images, data.val.labels), 1024), cfg.classifier_epochs, ctx.device, ctx.run,
                    stage="fd_classifier", step=classify_step, checkpoint_path=ctx.checkpoint("fd_classifier"),
                    progress=ctx.progress, say=ctx.say))
-    return model.eval(), [r for r in rows if r["phase"] == "val"][-1]["acc"]
+    return model.eval(), rows.last("val", "acc")
 
 
 @torch.no_grad()
@@ -130,7 +130,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                    step=gan_recipe.GANStep(optim), callbacks=[samples, guard], checkpoint_path=ctx.checkpoint("gan"),
                    ddp=False,  # two alternating updates per step: GANStep averages each one's gradients
                    progress=ctx.progress, say=ctx.say))
-    last_train = [r for r in rows if r["phase"] == "train"][-1]
+    last_train = rows.phase("train")[-1]
     # Two disjoint halves of the validation split, neither seen by the generator or the feature CNN:
     # generated vs half A, and the floor half B vs half A, with the same number of images each.
     n = min(cfg.eval_samples, len(data.val) // 2)
@@ -229,9 +229,9 @@ def image_grid(images: torch.Tensor, title: str) -> Any:
 
 
 @plots.styled
-def curves_figure(rows: list[dict[str, Any]]) -> Any:
+def curves_figure(rows: History) -> Any:
     fig, axes = plots.figure(3, width=2.0, height=2.0)
-    train = [r for r in rows if r["phase"] == "train"]
+    train = rows.phase("train")
     epochs = [r["epoch"] for r in train]
     g, d = plots.palette(0), plots.palette(1)
     for ax, (g_key, d_key) in ((axes[0][0], ("loss", "loss_d")), (axes[0][2], ("grad_norm_g", "grad_norm_d"))):

@@ -32,7 +32,7 @@ from atml.suite import datasets
 from atml.train import checkpoint
 from atml.train.augment import Augment
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
-from atml.train.loop import Batches, Callback, Fit, fit
+from atml.train.loop import Batches, Callback, Fit, History, fit
 from atml.train.stages import new_head, stage_metrics, training_problem  # noqa: F401 - used by the experiments
 
 
@@ -168,7 +168,7 @@ def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: Built[re
 
 
 def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.CNN, backbone: Built[resnet.CNN],
-               data: ImageDataset, res: int, stage: str | None = None) -> tuple[list[dict[str, Any]], list[Metric]]:
+               data: ImageDataset, res: int, stage: str | None = None) -> tuple[History, list[Metric]]:
     """Train a fresh head on the frozen ``model`` at resolution ``res`` (feature cache or not).
 
     Returns the stage's records and its numbers (accuracies, losses, feature and head time,
@@ -261,7 +261,7 @@ def finetune_pipeline(cfg: ResNetConfig, model: resnet.CNN, backbone: Built[resn
 
 def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.CNN, backbone: Built[resnet.CNN],
                  data: ImageDataset, res: int, stage: str, trainable: Sequence[str],
-                 callbacks: Sequence[Callback] = ()) -> tuple[list[dict[str, Any]], list[Metric]]:
+                 callbacks: Sequence[Callback] = ()) -> tuple[History, list[Metric]]:
     """Train the head plus the named backbone parts (prefixes like ``body.layer4``); the rest frozen.
 
     Under torchrun the pipeline trains with DistributedDataParallel (BatchNorm synchronised

@@ -30,6 +30,7 @@ from atml.suite.resnet.common import (
     train_head,
     training_problem,
 )
+from atml.train.loop import History
 
 
 @dataclasses.dataclass
@@ -74,7 +75,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
         cnn.check_input_size(model, res, cfg.arch)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    stages: dict[str, list[dict[str, Any]]] = {}
+    stages: dict[str, History] = {}
     for res in cfg.resolutions:
         stages[f"r{res}"], numbers = train_head(cfg, ctx, model, backbone, data, res)
         out.metrics.records += under(numbers, resolution=res)

@@ -23,6 +23,7 @@ from atml.results import Metric, Metrics, Results, RunResults, Table, under
 from atml.runner import RunContext
 from atml.suite.resnet import common
 from atml.train.gradients import GradientFlow
+from atml.train.loop import History
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -64,7 +65,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     backbone = common.load_backbone(cfg, ctx, num_classes=len(data.train.classes))
     blocks = list(cfg.blocks) or resnet.default_ablation(backbone.model)
     resnet.remove_skips(copy.deepcopy(backbone.model), blocks)  # refuse bad names before any training
-    stages: dict[str, list[dict[str, Any]]] = {}
+    stages: dict[str, History] = {}
     out = Results()
     for stage, ablate, train_blocks in VARIANTS:
         model = copy.deepcopy(backbone.model)  # train_head / train_blocks freeze it, then move it
@@ -83,13 +84,13 @@ def run(cfg: Config, ctx: RunContext) -> Results:
             rows, numbers = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
         stages[stage] = rows
         out.metrics.records += under(numbers, variant=stage)
-        out.add("val_acc_epoch1", [r["acc"] for r in rows if r["phase"] == "val"][0], variant=stage)
+        out.add("val_acc_epoch1", rows.values("val", "acc")[0], variant=stage)
     out.metrics.records += gradient_summary(stages)
     out.add_figures(ctx.save_figure(plots.training_curves(stages, title=f"skips removed in {', '.join(blocks)}"),
                                     "curves"))
     out.add_figures(ctx.save_figure(gradient_figure(stages), "gradient_flow"))
     out.tables.append(table(out.metrics))
-    curves = {s: [r["acc"] for r in stages[s] if r["phase"] == "val"] for s in ("intact_blocks", "ablated_blocks")}
+    curves = {s: stages[s].values("val", "acc") for s in ("intact_blocks", "ablated_blocks")}
     problems = {stage: p for stage, rows in stages.items()
                 if (p := common.training_problem(rows, len(data.train.classes), len(data.val)))}
     out.data.update({"blocks": blocks, "val_curves": curves, "problems": problems})
@@ -99,11 +100,11 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     return out
 
 
-def gradient_summary(stages: dict[str, list[dict[str, Any]]]) -> list[Metric]:
+def gradient_summary(stages: dict[str, History]) -> list[Metric]:
     """Mean over epochs of the gradient norm arriving at each stage's output."""
     out = []
     for stage in ("intact_blocks", "ablated_blocks"):
-        rows = [r for r in stages[stage] if r["phase"] == "train" and "grad_in" in r]
+        rows = [r for r in stages[stage].phase("train") if "grad_in" in r]
         for name in STAGES:
             values = [r["grad_in"][name] for r in rows if name in r["grad_in"]]
             if values:
@@ -124,11 +125,11 @@ def table(metrics: Metrics) -> Table:
 
 
 @plots.styled
-def gradient_figure(stages: dict[str, list[dict[str, Any]]]) -> Any:
+def gradient_figure(stages: dict[str, History]) -> Any:
     fig, axes = plots.figure(2, width=2.0, height=2.2, sharey=True)  # one scale: the panels compare
     drawn: set[str] = set()
     for ax, stage in zip(axes[0], ("intact_blocks", "ablated_blocks")):
-        rows = [r for r in stages[stage] if r["phase"] == "train" and "grad_in" in r]
+        rows = [r for r in stages[stage].phase("train") if "grad_in" in r]
         for i, name in enumerate(STAGES):
             pts = [(r["epoch"], r["grad_in"][name]) for r in rows if name in r["grad_in"]]
             if pts:

@@ -27,6 +27,7 @@ from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table
 from atml.runner import RunContext
 from atml.suite.resnet import common
+from atml.train.loop import History
 
 INITS = ("pretrained", "random")
 REGIMES = ("head", "last", "full")
@@ -68,7 +69,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     pretrained = load_pretrained(cfg, ctx, len(data.train.classes))
     random_init = factory.create(cfg.arch, "random", family="cnn", num_classes=len(data.train.classes))
     ctx.record_source("random_weights", dataclasses.asdict(random_init.info))
-    stages: dict[str, list[dict[str, Any]]] = {}
+    stages: dict[str, History] = {}
     cells: list[dict[str, Any]] = []
     for cell in cfg.cells:
         init, regime = cell.split(":")

@@ -20,7 +20,7 @@ def kl_heatmaps(runs: list[common.Trained]) -> Any:
     """KL per latent dimension (rows) per epoch (columns): where collapse sets in."""
     fig, axes = plots.figure(len(runs), width=2.0, height=2.0)
     for ax, run in zip(axes[0], runs):
-        pts = [r for r in run.rows if r["phase"] == "val"]
+        pts = run.rows.phase("val")
         grid = torch.tensor([r["kl_per_dim"] for r in pts]).T  # (latent, epochs)
         image = ax.imshow(grid.numpy(), aspect="auto", cmap="magma", origin="lower",
                           extent=(0.5, len(pts) + 0.5, -0.5, grid.shape[0] - 0.5))
@@ -56,7 +56,7 @@ def run(cfg: common.Config, ctx: RunContext) -> Results:
                                     "posterior_vs_prior"))
     for run, setting in zip(runs, SETTINGS):
         out.metrics.records += common.diag_metrics(run.diag, f"{setting}_", setting=setting)
-        val = [r for r in run.rows if r["phase"] == "val"]
+        val = run.rows.phase("val")
         out.add("kl_epoch1", val[0]["kl"], "nats", setting=setting, key=f"{setting}_kl_epoch1")
         out.add("recon_epoch1", val[0]["recon"], setting=setting, key=f"{setting}_recon_epoch1")
     out.tables.append(Table("Posterior collapse in numbers (validation sample)",
@@ -64,7 +64,7 @@ def run(cfg: common.Config, ctx: RunContext) -> Results:
                              "KL epoch 1"],
                             [[r.variant.name, common.verdict(r.diag, cfg.latent_dim), r.diag["active_units"],
                               r.diag["mutual_info"], r.diag["kl"], r.diag["mu_spread"], common.use_of_x(r.diag),
-                              [x for x in r.rows if x["phase"] == "val"][0]["kl"]] for r in runs]))
+                              r.rows.values("val", "kl")[0]] for r in runs]))
     out.data.update({"verdicts": {r.variant.name: common.verdict(r.diag, cfg.latent_dim) for r in runs},
                      "latent_dim": cfg.latent_dim})
     return out

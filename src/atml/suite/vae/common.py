@@ -22,7 +22,7 @@ from atml.reporting import plots
 from atml.results import Metric
 from atml.runner import RunContext
 from atml.suite import grayscale
-from atml.train.loop import Batches, Fit, fit
+from atml.train.loop import PHASES, Batches, Fit, History, Phase, fit
 from atml.train.vae_recipe import VAEStep, Variant
 
 
@@ -83,7 +83,7 @@ class Trained:
 
     variant: Variant
     model: vae_model.VAE
-    rows: list[dict[str, Any]]
+    rows: History
     diag: dict[str, Any]
 
 
@@ -148,8 +148,8 @@ def diagnose(model: vae_model.VAE, data: ImageDataset, cfg: Config, device: torc
     }
 
 
-def final(rows: list[dict[str, Any]], phase: str, key: str) -> float:
-    return [r for r in rows if r["phase"] == phase][-1][key]
+def final(rows: History, phase: Phase, key: str) -> float:
+    return float(rows.last(phase, key))
 
 
 def use_of_x(diag: dict[str, Any]) -> float:
@@ -183,8 +183,8 @@ def sample_prior(model: vae_model.VAE, n: int, latent_dim: int, device: torch.de
 def loss_curves(runs: list[Trained]) -> Any:
     fig, axes = plots.figure(3, width=2.0, height=2.4)
     for i, run in enumerate(runs):
-        for phase, style in (("train", "--"), ("val", "-")):
-            pts = [r for r in run.rows if r["phase"] == phase]
+        for phase, style in zip(PHASES, ("--", "-")):
+            pts = run.rows.phase(phase)
             for ax, key in zip(axes[0], ("mse_plus_kl", "recon", "kl")):
                 ax.plot([r["epoch"] for r in pts], [r[key] for r in pts], style, color=plots.palette(i))
     for ax, title in zip(axes[0], ("MSE + KL (per image)", "reconstruction (SSE)", "KL (nats)")):

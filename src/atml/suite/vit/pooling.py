@@ -23,7 +23,7 @@ from atml.results import Metric, Metrics, Results, RunResults, Table, under
 from atml.runner import RunContext
 from atml.suite.vit import common
 from atml.train.features import FrozenFeatures, extract
-from atml.train.loop import Batches, Fit, fit
+from atml.train.loop import Batches, Fit, History, fit
 from atml.train.stages import new_head, stage_metrics
 
 
@@ -92,7 +92,7 @@ def pooled_features(model: vit.ViT, x: torch.Tensor) -> torch.Tensor:
 
 
 def train_probe(cfg: PoolingConfig, ctx: RunContext, f_train: torch.Tensor, y_train: torch.Tensor,
-                f_val: torch.Tensor, y_val: torch.Tensor, name: str) -> tuple[list[dict[str, Any]], list[Metric]]:
+                f_val: torch.Tensor, y_val: torch.Tensor, name: str) -> tuple[History, list[Metric]]:
     head = new_head(f_train.shape[1], int(y_train.max()) + 1, cfg.seed).to(ctx.device)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     rows = fit(Fit(head, optimizer, Batches((f_train, y_train), cfg.batch_size, shuffle=True, seed=cfg.seed),
