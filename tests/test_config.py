@@ -92,3 +92,26 @@ def test_yaml_round_trip():
 
     back = config.from_dict(Cfg, yaml.safe_load(config.to_yaml(cfg)))
     assert back == cfg
+
+
+@pytest.mark.parametrize(("experiment", "item", "match"), [
+    ("vit.masking", "fills=[mean,blur]", "fills='blur' is not valid; choose one of mean, zero, drop"),
+    ("resnet.transfer", "cells=[pretrained:middle]", "cells='pretrained:middle' is not valid; choose one of "
+                                                     "pretrained:head"),
+    ("vit.pooling", "backend=jax", "backend='jax' is not valid; choose one of timm, hf"),
+    ("resnet.head", "compile=fast", "compile='fast' is not valid; choose one of off, default"),
+])
+def test_choice_fields_are_literal_types_checked_once_when_the_config_is_read(experiment, item, match):
+    from atml.suite import registry
+
+    exp = registry().get(experiment)
+    with pytest.raises(UsageError, match=match):
+        config.build(exp.config_cls, exp.presets, "smoke", [item])
+
+
+def test_a_misspelled_kl_schedule_is_refused_not_trained_as_a_constant_weight():
+    from atml.train.vae_recipe import Variant, kl_weight_at
+
+    assert kl_weight_at(Variant("warm", kl_weight=1.0, schedule="warmup", warmup_fraction=0.5), 0.25) == 0.5
+    with pytest.raises(ValueError, match="schedule='warmpu' is not a KL schedule"):
+        Variant("typo", schedule="warmpu")  # type: ignore[arg-type]

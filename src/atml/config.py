@@ -14,13 +14,14 @@ import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from atml.errors import UsageError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+Device = Literal["auto", "cpu", "cuda", "mps"]
+DEVICES: tuple[Device, ...] = typing.get_args(Device)
 
 
 @dataclasses.dataclass
@@ -29,7 +30,7 @@ class RunConfig:
 
     seed: int = 0
     """Seed for torch's generators and the data splits."""
-    device: str = "auto"
+    device: Device = "auto"
     """auto | cpu | cuda | mps (auto: cuda when available, else cpu)."""
     data_dir: str | None = None
     """Folder holding the dataset files; None: the experiment's default cache folder."""
@@ -54,8 +55,6 @@ class RunConfig:
         if is_path(self.weights) and not Path(self.weights).expanduser().exists():
             raise WeightsError(f"--weights {self.weights}: {Path(self.weights).expanduser()} does not exist; pass an "
                                "existing weights file (or transformers folder), or a name such as imagenet or random")
-        if self.device not in DEVICES:
-            raise UsageError(f"device={self.device!r} is not valid; choose one of {', '.join(DEVICES)}")
         if self.seed < 0:
             raise UsageError(f"seed={self.seed} is not valid; use an integer >= 0")
         if self.image_size < 8:
@@ -202,6 +201,14 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         raw, value = str(value), _parse_scalar(str(value))
         if hint is str or (origin in (typing.Union, types.UnionType) and str in args and value is not None):
             return raw
+        if origin is typing.Literal and all(isinstance(a, str) for a in args):
+            value = raw
+    if origin is typing.Literal:  # a choice: checked here, once, for every config field typed with one
+        for choice in args:
+            as_text = isinstance(choice, str) and isinstance(value, (int, float)) and str(value) == choice
+            if value == choice or as_text:
+                return choice
+        raise UsageError(f"{key}={value!r} is not valid; choose one of {', '.join(str(a) for a in args)}")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -10,8 +10,9 @@ import resource
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -57,7 +58,8 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+COMPILE_MODES: tuple[CompileMode, ...] = typing.get_args(CompileMode)
 
 
 def maybe_compile(fn: Any, mode: str) -> Any:

@@ -29,9 +29,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -44,7 +45,8 @@ from atml.models.registry import Preprocessing
 from atml.models.types import Built
 from atml.models.weights import WeightsInfo
 
-BACKENDS = ("timm", "hf")
+Backend = Literal["timm", "hf"]
+BACKENDS: tuple[Backend, ...] = typing.get_args(Backend)
 DEIT_SMALL = "deit_small_patch16_224"
 DEIT_URL = registry.MODELS[("vit", DEIT_SMALL)].weights["imagenet"].location
 BICUBIC_HALF = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 224, "bicubic", 1.0)

@@ -15,7 +15,8 @@ Mitigations of posterior collapse (the architecture never changes):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import typing
+from typing import Any, Literal
 
 import torch
 
@@ -23,7 +24,8 @@ from atml.distributed import sync_gradients, unwrap
 from atml.models import vae
 from atml.train.loop import Batch, Callback, StepOutput
 
-SCHEDULES = ("constant", "warmup", "cyclical")
+Schedule = Literal["constant", "warmup", "cyclical"]
+SCHEDULES: tuple[Schedule, ...] = typing.get_args(Schedule)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,12 +34,16 @@ class Variant:
 
     name: str
     kl_weight: float = 1.0
-    schedule: str = "constant"
+    schedule: Schedule = "constant"
     warmup_fraction: float = 0.5
     cycles: int = 4
     free_bits: float = 0.0
     aggressive_epochs: int = 0
     aggressive_steps: int = 0
+
+    def __post_init__(self) -> None:  # a misspelled schedule must not train as a constant weight
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r} is not a KL schedule; one of {', '.join(SCHEDULES)}")
 
 
 def kl_weight_at(variant: Variant, progress: float) -> float:
@@ -47,7 +53,9 @@ def kl_weight_at(variant: Variant, progress: float) -> float:
     if variant.schedule == "cyclical":
         phase = (progress * variant.cycles) % 1.0
         return variant.kl_weight * min(1.0, phase / 0.5)
-    return variant.kl_weight
+    if variant.schedule == "constant":
+        return variant.kl_weight
+    raise ValueError(f"schedule={variant.schedule!r} is not a KL schedule; one of {', '.join(SCHEDULES)}")
 
 
 class VAEStep(Callback):

@@ -70,7 +70,7 @@ class ResNetConfig(RunConfig):
     channels_last: bool = True
     amp: bool = True
     """bf16 autocast for the backbone on CUDA (ignored on CPU)."""
-    compile: str = "off"
+    compile: runtime.CompileMode = "off"
     """torch.compile the frozen backbone's feature pass: off | default | reduce-overhead | max-autotune."""
     pretrain_epochs: int = 8
     """Epochs of the digits 0-4 pretraining behind weights=digits."""
@@ -84,8 +84,6 @@ class ResNetConfig(RunConfig):
         cnn.check_arch(self.arch, resnet.ARCHS)
         require_positive(self, "epochs", "batch_size", "pretrain_epochs")
         factory.check_weights("cnn", self.arch, self.weights, self.extra_weights)
-        if self.compile not in runtime.COMPILE_MODES:
-            raise UsageError(f"compile={self.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
         if not self.lr > 0 or self.weight_decay < 0 or not self.backbone_lr_scale > 0:
             raise UsageError("lr and backbone_lr_scale must be > 0 and weight_decay >= 0")
         if self.train_limit < 0 or self.val_limit < 0:

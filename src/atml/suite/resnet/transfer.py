@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import typing
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -32,13 +32,15 @@ from atml.train.loop import History
 INITS = ("pretrained", "random")
 REGIMES = ("head", "last", "full")
 REGIME_NAMES = {"head": "head only", "last": "last block + head", "full": "full fine-tuning"}
-ALL_CELLS = tuple(f"{i}:{r}" for i in INITS for r in REGIMES)
+Cell = Literal["pretrained:head", "pretrained:last", "pretrained:full", "random:head", "random:last", "random:full"]
+"""One cell of the grid: how the backbone starts, then what is trained."""
+ALL_CELLS: tuple[Cell, ...] = typing.get_args(Cell)
 
 
 @dataclasses.dataclass
 class Config(common.ResNetConfig):
     resolution: int = 224
-    cells: tuple[str, ...] = ALL_CELLS
+    cells: tuple[Cell, ...] = ALL_CELLS
     """Which cells of the grid to run, as init:regime (init: pretrained|random; regime: head|last|full)."""
     augment: bool = True
 
@@ -46,8 +48,7 @@ class Config(common.ResNetConfig):
 
     def validate(self) -> None:
         super().validate()
-        bad = [c for c in self.cells if c not in ALL_CELLS]
-        if bad or not self.cells:
+        if not self.cells:
             raise UsageError(f"cells={list(self.cells)} is not valid; choose from {', '.join(ALL_CELLS)}")
         if self.weights == "random":
             raise UsageError("resnet.transfer compares pretrained with random weights: set weights to a pretrained "

@@ -40,7 +40,7 @@ class ViTConfig(RunConfig):
     """deit_small_patch16_224 | vit-digits (the demo's small ViT) | timm/NAME for any timm ViT with a class token
     (timm/vit_small_patch14_dinov2, timm/vit_small_patch14_reg4_dinov2, timm/vit_base_patch16_224, ...) |
     auto (backend=hf: the shape of the transformers folder given as weights)."""
-    backend: str = "timm"
+    backend: vit.Backend = "timm"
     """timm | hf (Hugging Face transformers; pip install 'atml[hf]')."""
     weights: str = "imagenet"
     """imagenet (DeiT's release; for timm/NAME: timm's default weights of that model) | random |
@@ -54,13 +54,11 @@ class ViTConfig(RunConfig):
     batch_size: int = 64
     train_epochs: int = vit_recipe.Recipe.epochs
     """Epochs of the demo ViT's training on digits 0-4 (weights=digits)."""
-    compile: str = "off"
+    compile: runtime.CompileMode = "off"
     """torch.compile the frozen feature pass (vit.pooling): off | default | reduce-overhead | max-autotune."""
 
     def validate(self) -> None:
         super().validate()
-        if self.backend not in vit.BACKENDS:
-            raise UsageError(f"backend={self.backend!r} is not valid; choose one of {', '.join(vit.BACKENDS)}")
         vit.check_arch(self.arch, self.backend)
         if self.input_size and not self.arch.startswith(vit.TIMM):
             raise UsageError(f"input_size={self.input_size} applies to timm/NAME archs only (arch={self.arch} has a "
@@ -71,8 +69,6 @@ class ViTConfig(RunConfig):
         if self.arch != vit.AUTO:  # a transformers folder (backend=hf): its weights are the folder
             factory.check_weights("vit", self.arch, self.weights)
         require_positive(self, "batch_size", "train_epochs")
-        if self.compile not in runtime.COMPILE_MODES:
-            raise UsageError(f"compile={self.compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
 
 
 def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, arch: str | None = None,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+import typing
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,7 +22,8 @@ from atml.results import Results, RunResults, Table
 from atml.runner import RunContext
 from atml.suite.vit import common
 
-FILLS = ("mean", "zero", "drop")
+Fill = Literal["mean", "zero", "drop"]
+FILLS: tuple[Fill, ...] = typing.get_args(Fill)
 PATTERNS = ("random", "center")
 
 
@@ -32,14 +34,13 @@ class MaskingConfig(common.ViTConfig):
     """Random masks drawn per ratio (mean and spread reported)."""
     limit: int = 500
     """Validation images evaluated (0: all)."""
-    fills: tuple[str, ...] = FILLS
+    fills: tuple[Fill, ...] = FILLS
 
     def validate(self) -> None:
         super().validate()
         if not self.ratios or any(not 0 <= r < 1 for r in self.ratios):
             raise UsageError(f"ratios={list(self.ratios)} is not valid; use fractions in [0, 1)")
-        bad = [f for f in self.fills if f not in FILLS]
-        if bad or not self.fills:
+        if not self.fills:
             raise UsageError(f"fills={list(self.fills)} is not valid; choose from {', '.join(FILLS)}")
         require_seeds = self.seeds >= 1 and self.limit >= 0
         if not require_seeds:
