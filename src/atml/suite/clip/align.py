@@ -26,8 +26,8 @@ def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data, names = common.load_data(cfg, ctx)
-    train_emb = common.image_embeddings(model, data.train.images, cfg, ctx, "train")
-    test_emb = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
+    train_emb, _ = common.image_embeddings(model, data.train.images, cfg, ctx, "train")
+    test_emb, _ = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
     norm = torch.nn.functional.normalize
     train_txt, _ = common.paired_captions(model, data.train.labels, names)
     test_txt, _ = common.paired_captions(model, data.val.labels, names)
@@ -35,7 +35,7 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     rotation = procrustes(a, b)
     aligned = torch.from_numpy(norm(test_emb.double(), dim=1).numpy() @ rotation).float()
     t_test = norm(test_txt.double(), dim=1).numpy()
-    out = Results(notes=common.source_notes(cfg, ctx))
+    out = Results(notes=common.source_notes(cfg, ctx, model))
     out.add("fit_pairs", len(a))
     residuals = {("train", "after"): np.linalg.norm(a @ rotation - b) / np.linalg.norm(b),
                  ("train", "before"): np.linalg.norm(a - b) / np.linalg.norm(b),

@@ -106,8 +106,6 @@ def load_model(cfg: ClipConfig, ctx: RunContext, *, weights: str | None = None,
                            training=ctx.training(cfg.train_epochs, cfg.seed))
     model, info = built.model, built.info
     ctx.record_source(source_key, dataclasses.asdict(info))
-    if model.sigmoid and source_key == "weights":
-        ctx.record_source("sigmoid_loss", True)
     model.weights_sha256 = info.sha256 or f"{info.spec}-seed{cfg.seed}"
     return model.to(ctx.device).eval()
 
@@ -148,8 +146,9 @@ def compute_embeddings(model: clip.CLIPModel, images: torch.Tensor, device: torc
 
 
 def image_embeddings(model: clip.CLIPModel, images: torch.Tensor, cfg: ClipConfig, ctx: RunContext,
-                     split: str, *, use_cache: bool = True) -> torch.Tensor:
-    """Raw embeddings of ``images``, from the cache when these weights already embedded these images."""
+                     split: str, *, use_cache: bool = True) -> tuple[torch.Tensor, float | None]:
+    """Raw embeddings of ``images``, from the cache when these weights already embedded these images, and the
+    image encoder's images/s when they were computed now (None when read from the cache)."""
     hasher = hashlib.sha256()
     for chunk in images.split(1024):  # hashed in place, chunk by chunk: no copy of the split
         hasher.update(chunk.contiguous().numpy())
@@ -158,15 +157,15 @@ def image_embeddings(model: clip.CLIPModel, images: torch.Tensor, cfg: ClipConfi
     key = f"{model.arch_name}-{model.weights_sha256[:16]}-{digest}-{len(images)}-{precision}"
     path = runtime.cache_dir() / "clip-embeddings" / f"{key}.pt"
     hit = use_cache and path.is_file()
+    ips: float | None = None
     if hit:
         embeddings = storage.torch_load(path, mmap=True)["embeddings"]  # file pages: any number of images
     else:
         embeddings, ips = compute_embeddings(model, images, ctx.device, cfg.batch_size, cfg.amp)
-        ctx.sources.setdefault("embedding_images_per_s", {})[split] = ips
         if use_cache:
             storage.torch_save({"embeddings": embeddings}, path)
     ctx.record_source(f"embeddings_{split}", {"file": str(path), "cache_hit": hit, "images": len(images)})
-    return embeddings
+    return embeddings, ips
 
 
 @torch.inference_mode()
@@ -194,7 +193,7 @@ def zero_shot(image_emb: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return (torch.nn.functional.normalize(image_emb, dim=-1) @ classes.T).argmax(1)
 
 
-def source_notes(cfg: ClipConfig, ctx: RunContext) -> list[str]:
+def source_notes(cfg: ClipConfig, ctx: RunContext, model: clip.CLIPModel) -> list[str]:
     weights = ctx.sources.get("weights", {})
     data = ctx.sources.get("data", {})
     out = [f"Model: open_clip {cfg.arch}; weights: {weights.get('description', cfg.weights)}.",
@@ -205,7 +204,7 @@ def source_notes(cfg: ClipConfig, ctx: RunContext) -> list[str]:
                    "numbers describe that model, not OpenAI's ViT-B/32.")
     if cfg.weights == "random":
         out.append("Random weights: the numbers test the code path only.")
-    if ctx.sources.get("sigmoid_loss"):
+    if model.sigmoid:
         out.append(SIGLIP_NOTE)
     return out
 

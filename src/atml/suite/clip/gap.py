@@ -33,12 +33,12 @@ def close_gap(image: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data, names = common.load_data(cfg, ctx)
-    emb = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
+    emb, _ = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
     idx = rep.balanced_indices(data.val.labels, cfg.per_class, seed=cfg.seed)
     labels = data.val.labels[idx]
     image = emb[idx]
     text, captions = common.paired_captions(model, labels, names)
-    out = Results(notes=common.source_notes(cfg, ctx), data={"captions": captions[:20]})
+    out = Results(notes=common.source_notes(cfg, ctx, model), data={"captions": captions[:20]})
     out.add("sample", len(idx))
     gap_records(out, common.gap_metrics(image, text))
     # Why zero-shot survives the gap: moving every image by the same vector leaves the ranking of classes
@@ -46,7 +46,7 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     classes = common.class_embeddings(model, common.prompt_sets(names)["photo"])
     out.add("test_acc", float((common.zero_shot(emb, classes) == data.val.labels).float().mean()),
             prompt_set="photo")
-    shift = gap_shift(common.image_embeddings(model, data.train.images, cfg, ctx, "train"), classes)
+    shift = gap_shift(common.image_embeddings(model, data.train.images, cfg, ctx, "train")[0], classes)
     shifted = close_gap(emb, shift)
     out.add("test_acc", float((common.zero_shot(shifted, classes) == data.val.labels).float().mean()),
             key="test_acc_photo_gap_closed", prompt_set="photo", embeddings="gap closed")

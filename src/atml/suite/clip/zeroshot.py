@@ -26,10 +26,10 @@ from atml.suite.clip import common
 def run(cfg: common.ClipConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data, names = common.load_data(cfg, ctx)
-    emb = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
+    emb, ips = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
     labels = data.val.labels.numpy()
     sets = common.prompt_sets(names)
-    out = Results(notes=common.source_notes(cfg, ctx), data={"prompts": sets})
+    out = Results(notes=common.source_notes(cfg, ctx, model), data={"prompts": sets})
     out.add("test_images", len(labels))
     confusions, per_class, accs = {}, {}, {}
     for name, prompts in sets.items():
@@ -39,7 +39,7 @@ def run(cfg: common.ClipConfig, ctx: RunContext) -> Results:
         confusions[name] = rep.confusion(labels, pred, len(names))
         per_class[name] = confusions[name].diagonal() / confusions[name].sum(1).clip(min=1)
     out.add("best_prompt_set_acc", max(accs.values()))
-    if ips := ctx.sources.get("embedding_images_per_s", {}).get("test"):
+    if ips is not None:
         out.add("image_encoder_images_per_s", ips, "img/s")
     out.tables += [Table(f"Zero-shot accuracy on {len(labels)} test images per prompt set",
                          ["prompt set", "prompts per class", "example", "accuracy"],
@@ -125,7 +125,7 @@ def bench(cfg: common.ClipConfig) -> dict[str, Any]:
                 stale.unlink()
             started = time.perf_counter()
             for _experiment in ("zeroshot", "gap", "align"):
-                emb = common.image_embeddings(model, data.val.images, cfg, ctx, "test", use_cache=cached)
+                emb, _ = common.image_embeddings(model, data.val.images, cfg, ctx, "test", use_cache=cached)
             timings[label] = (time.perf_counter() - started,
                               float((common.zero_shot(emb, classes) == data.val.labels).float().mean()))
         throughput = clip_throughput(model, data.val.images, ctx.device, cfg.batch_size)
