@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from atml.errors import UsageError
 
 if TYPE_CHECKING:
-    from atml.results import Results, RunResults
+    from atml.results import Metrics, Results, RunResults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +26,8 @@ class Experiment:
     bench: Callable[[Any], dict[str, Any]] | None = None
     discuss: Callable[[RunResults], list[str]] | None = None
     """Sentences for the report, written from a run's own results."""
+    readme_row: Callable[[Metrics, dict[str, Any]], str] | None = None
+    """The "result" cell of README's demo table from a demo run's metrics and facts (:mod:`atml.reporting.readme`)."""
 
 
 class Registry:

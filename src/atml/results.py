@@ -29,6 +29,11 @@ RUN_KEYS = ("experiment", "preset", "status", "error", "error_kind", "resumable"
 """The top-level keys of results.json; in older files any other key is experiment-specific data."""
 
 
+def fixed(value: float, digits: int = 3) -> str:
+    """``value`` with ``digits`` decimals: how README's table and the report's sentences write numbers."""
+    return f"{value:.{digits}f}"
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Metric:
     """One number a run measured.

@@ -10,7 +10,7 @@ import torch
 from atml.analysis import representation as rep
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Results, RunResults, Table
+from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.clip import common
 
@@ -128,6 +128,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rehearsal": common.REHEARSAL,
 }
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    v = lambda name, when, digits=2, **c: fixed(m.value(name, when=when, **c), digits)  # noqa: E731
+    return (f"test residual {v('residual', 'before', split='test')} -> {v('residual', 'after', split='test')}, "
+            f"centroid distance {v('centroid_distance', 'before')} -> {v('centroid_distance', 'after')}; zero-shot "
+            f"{v('acc', 'before', 3, prompt_set='photo')} -> {v('acc', 'after', 3, prompt_set='photo')} (photo prompt)")
+
+
 EXPERIMENT = Experiment(name="clip.align",
                         summary="Orthogonal Procrustes from image to text embeddings, fitted on train pairs",
-                        config_cls=common.GapConfig, presets=PRESETS, run=run, discuss=discuss)
+                        config_cls=common.GapConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)

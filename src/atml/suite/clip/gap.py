@@ -9,7 +9,7 @@ import torch
 from atml.analysis import representation as rep
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Metrics, Results, RunResults, Table
+from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.clip import common
 
@@ -183,6 +183,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rehearsal": common.REHEARSAL,
 }
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    text = (f"centroid distance {fixed(m.value('centroid_distance'), 2)}, "
+            f"paired cosine {fixed(m.value('paired_cosine'), 2)}")
+    if (random := m.get("centroid_distance", model="random init")) is not None:
+        text += f" (random init: {fixed(random, 2)})"
+    return text + (f"; zero-shot {fixed(m.value('test_acc', prompt_set='photo'))} as is, "
+                   f"{fixed(m.value('test_acc', prompt_set='photo', embeddings='gap closed'))} with the gap closed")
+
+
 EXPERIMENT = Experiment(name="clip.gap",
                         summary="The modality gap: joint t-SNE/UMAP, distances, variance share, random init",
-                        config_cls=common.GapConfig, presets=PRESETS, run=run, discuss=discuss)
+                        config_cls=common.GapConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)

@@ -18,7 +18,7 @@ from atml.analysis import representation as rep
 from atml.models import clip
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Results, RunResults, Table
+from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.clip import common
 
@@ -163,6 +163,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rehearsal": common.REHEARSAL,
 }
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    acc = m.by("acc", "prompt_set")
+    return (f"plain labels {fixed(acc['label'])}, \"a photo of a {{}}.\" {fixed(acc['photo'])}, descriptive "
+            f"{fixed(acc['descriptive'])}, 18 CIFAR templates {fixed(acc['cifar18'])}")
+
+
 EXPERIMENT = Experiment(name="clip.zeroshot",
                         summary="CLIP zero-shot accuracy per prompt set, per class, confusion matrices",
-                        config_cls=common.ClipConfig, presets=PRESETS, run=run, discuss=discuss, bench=bench)
+                        config_cls=common.ClipConfig, presets=PRESETS, run=run, discuss=discuss, bench=bench,
+                        readme_row=readme_row)

@@ -24,7 +24,7 @@ from atml.models.classifier import SmallCNN, uint8_to_unit
 from atml.models.gan import DCGAN, to_unit
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Results, RunResults
+from atml.results import Metrics, Results, RunResults, fixed
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.train import gan_recipe
@@ -304,6 +304,17 @@ def bench(cfg: Config) -> dict[str, Any]:
                                timings, throughput, "final G loss")
 
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    v = m.flat()
+    fd = f"FD-atml-cnn {fixed(v['fd_cnn'], 1)}" if "fd_cnn" in v else "FD-atml-cnn not computed"
+    floor = f" (real-vs-real floor {fixed(v['fd_cnn_floor'], 1)})" if "fd_cnn_floor" in v else ""
+    return (f"{fd}{floor}, precision {fixed(v['precision'], 2)}, recall {fixed(v['recall'], 2)}, class entropy "
+            f"{fixed(v['class_entropy'], 2)}")
+
+
 EXPERIMENT = Experiment(name="gan.dcgan",
                         summary="DCGAN on FashionMNIST: sample grids, losses, offline Frechet distance, mode collapse",
-                        config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss)
+                        config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss,
+                        readme_row=readme_row)

@@ -21,7 +21,7 @@ from atml.models import cnn, resnet
 from atml.models.preprocess import Preprocess
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Metric, Metrics, Results, RunResults, Table
+from atml.results import Metric, Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.resnet import common
 
@@ -265,6 +265,14 @@ def discuss(results: RunResults) -> list[str]:
     return text
 
 
+
+def readme_row(m: Metrics, e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    probe = {d: fixed(m.value("probe_acc", arch=e["facts"]["arch"], depth=d)) for d in ("early", "middle", "late")}
+    return (f"linear probe {probe['early']} (early) / {probe['middle']} (middle) / {probe['late']} (late); "
+            f"CKA early-late {fixed(m.value('cka', depth_a='early', depth_b='late'), 2)}")
+
+
 EXPERIMENT = Experiment(name="resnet.features",
                         summary="ResNet feature hierarchy: k-NN/probe/silhouette per depth, CKA, t-SNE vs UMAP",
-                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss)
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)

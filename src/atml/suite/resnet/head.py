@@ -20,7 +20,7 @@ from atml.models import cnn, resnet
 from atml.models.preprocess import Preprocess
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Metrics, Results, RunResults, Table, under
+from atml.results import Metrics, Results, RunResults, Table, fixed, under
 from atml.runner import RunContext
 from atml.suite.resnet.common import (
     ResNetConfig,
@@ -194,6 +194,14 @@ def bench(cfg: Config) -> dict[str, Any]:
                                throughput, chance=1 / len(data.train.classes))
 
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    acc = m.by("val_acc", "resolution")
+    return "val acc " + ", ".join(f"{fixed(acc[r])} at {r} px" for r in sorted(acc))
+
+
 EXPERIMENT = Experiment(name="resnet.head",
                         summary="ResNet head-only transfer with a frozen backbone, swept over input resolution",
-                        config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss)
+                        config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss,
+                        readme_row=readme_row)

@@ -19,7 +19,7 @@ from atml.errors import UsageError
 from atml.models import resnet
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Metric, Metrics, Results, RunResults, Table, under
+from atml.results import Metric, Metrics, Results, RunResults, Table, fixed, under
 from atml.runner import RunContext
 from atml.suite.resnet import common
 from atml.train.gradients import GradientFlow
@@ -181,6 +181,14 @@ def _catch_up(results: RunResults) -> str:
             f"accuracy at {fmt(reach['intact_blocks'])} and {fmt(reach['ablated_blocks'])} respectively.")
 
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    v = lambda variant: fixed(m.value("val_acc", variant=variant))  # noqa: E731
+    return (f"head only: {v('intact_head')} intact vs {v('ablated_head')} with skips removed; "
+            f"training those blocks: {v('intact_blocks')} vs {v('ablated_blocks')}")
+
+
 EXPERIMENT = Experiment(name="resnet.skip",
                         summary="ResNet with skip connections removed in chosen blocks: accuracy and gradient flow",
-                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss)
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)

@@ -24,7 +24,7 @@ from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Metrics, Results, RunResults, Table
+from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.resnet import common
 from atml.train.loop import History
@@ -213,6 +213,15 @@ def discuss(results: RunResults) -> list[str]:
     return text
 
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    parts = [f"{regime}: {fixed(m.value('best_val_acc', init='pretrained', regime=regime))} vs "
+             f"{fixed(m.value('best_val_acc', init='random', regime=regime))}"
+             for regime in ("head", "last", "full") if m.get("best_val_acc", init="pretrained", regime=regime)]
+    return "best val acc, pretrained vs random init: " + "; ".join(parts)
+
+
 EXPERIMENT = Experiment(name="resnet.transfer",
                         summary="ResNet transfer grid: pretrained vs random x head / last block / full fine-tuning",
-                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss)
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)

@@ -9,7 +9,7 @@ import torch
 
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Metrics, Results, RunResults, Table
+from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
@@ -118,6 +118,16 @@ def _cause_sentence(baseline_state: str, heavy_state: str) -> str:
             "so this run shows no collapse to explain.")
 
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    v = lambda name, setting: m.value(name, setting=setting)  # noqa: E731
+    return (f"I(x;z) {fixed(v('mutual_info', 'baseline'), 2)} nats at KL weight 1 vs "
+            f"{fixed(v('mutual_info', 'kl_heavy'), 2)} KL-heavy; active units {v('active_units', 'baseline'):.0f} vs "
+            f"{v('active_units', 'kl_heavy'):.0f}")
+
+
 EXPERIMENT = Experiment(name="vae.collapse",
                         summary="VAE posterior collapse: KL per dimension, active units, I(x;z), prior vs posterior",
-                        config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss)
+                        config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss,
+                        readme_row=readme_row)

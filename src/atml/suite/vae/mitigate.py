@@ -6,7 +6,7 @@ from typing import Any
 
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Results, RunResults, Table
+from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
@@ -72,6 +72,16 @@ def discuss(results: RunResults) -> list[str]:
     return text
 
 
+
+def readme_row(m: Metrics, e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    facts = e["facts"]
+    mi = lambda name: fixed(m.value("mutual_info", variant=name), 2)  # noqa: E731
+    return (f"I(x;z) in nats, untreated {facts['untreated']}: {mi(facts['untreated'])}; ranked: "
+            + ", ".join(f"{name} {mi(name)}" for name in facts["ranking"]))
+
+
 EXPERIMENT = Experiment(name="vae.mitigate",
                         summary="VAE collapse mitigations: KL warm-up, cyclical, free bits, aggressive encoder",
-                        config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss)
+                        config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss,
+                        readme_row=readme_row)

@@ -8,7 +8,7 @@ import torch
 
 from atml.models import factory
 from atml.registry import Experiment
-from atml.results import Results, RunResults
+from atml.results import Metrics, Results, RunResults, fixed
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
@@ -91,6 +91,14 @@ def bench(cfg: common.Config) -> dict[str, Any]:
                                f"{cfg.batch_size}, device {ctx.device}", timings, throughput, "final train loss")
 
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    return (f"val MSE+KL {fixed(m.value('val_loss'), 1)} per image, {m.value('active_units'):.0f} active units, "
+            f"I(x;z) {fixed(m.value('mutual_info'), 2)} nats")
+
+
 EXPERIMENT = Experiment(name="vae.train",
                         summary="VAE on FashionMNIST: losses, reconstructions, Gaussian vs Laplace prior samples",
-                        config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss, bench=bench)
+                        config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss, bench=bench,
+                        readme_row=readme_row)

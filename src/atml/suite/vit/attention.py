@@ -18,7 +18,7 @@ from atml.errors import UsageError
 from atml.models import vit
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Results, RunResults, Table
+from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.vit import common
 
@@ -347,6 +347,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rehearsal": common.REHEARSAL,
 }
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    v = lambda name, layer, digits=2: fixed(m.value(name, layer=layer), digits)  # noqa: E731
+    return (f"last-layer CLS attention entropy {v('mean_entropy', 'last')} nats (uniform: "
+            f"{fixed(m.value('max_entropy_nats'), 2)}) vs {v('mean_entropy', 'first')} in the first layer; head-head "
+            f"cosine {v('mean_similarity', 'last')} (last) vs {v('mean_similarity', 'first')} (first)")
+
+
 EXPERIMENT = Experiment(name="vit.attention",
                         summary="CLS attention maps, attention rollout and head specialisation",
-                        config_cls=AttentionConfig, presets=PRESETS, run=run, discuss=discuss)
+                        config_cls=AttentionConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)

@@ -17,7 +17,7 @@ import torch
 from atml.errors import UsageError
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Results, RunResults, Table
+from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.vit import common
 
@@ -169,6 +169,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rehearsal": common.REHEARSAL,
 }
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    return f"held-out top-1 {fixed(m.value('val_acc', top_k=1))}"
+
+
 EXPERIMENT = Experiment(name="vit.classify",
                         summary="ViT top-1/top-5 predictions with probabilities for a few images",
-                        config_cls=ClassifyConfig, presets=PRESETS, run=run, discuss=discuss)
+                        config_cls=ClassifyConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)

@@ -18,7 +18,7 @@ from atml.errors import UsageError
 from atml.models import vit
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Results, RunResults, Table
+from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.vit import common
 
@@ -304,6 +304,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rehearsal": {**common.REHEARSAL, "limit": 500},
 }
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    mean = m.by("acc", "ratio", pattern="random", fill="mean")
+    drop = m.by("acc", "ratio", pattern="random", fill="drop")
+    ratios = [r for r in sorted(mean) if r > 0]
+    share = lambda r: f"{m.get('masked_share', r / 100, pattern='random', ratio=r):.0%}"  # noqa: E731
+    return (f"accuracy with {' / '.join(share(r) for r in ratios)} of patches masked at random, mean-pixel fill: "
+            f"{' / '.join(fixed(mean[r]) for r in ratios)}; tokens dropped: "
+            f"{' / '.join(fixed(drop[r]) for r in ratios if r in drop)}")
+
+
 EXPERIMENT = Experiment(name="vit.masking",
                         summary="ViT accuracy, confidence and flips vs masked patches (random, centre)",
-                        config_cls=MaskingConfig, presets=PRESETS, run=run, discuss=discuss)
+                        config_cls=MaskingConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)

@@ -19,7 +19,7 @@ from atml.errors import UsageError
 from atml.models import vit
 from atml.registry import Experiment
 from atml.reporting import plots
-from atml.results import Metric, Metrics, Results, RunResults, Table, under
+from atml.results import Metric, Metrics, Results, RunResults, Table, fixed, under
 from atml.runner import RunContext
 from atml.suite.vit import common
 from atml.train.features import FrozenFeatures, extract
@@ -180,6 +180,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rehearsal": {**common.REHEARSAL, "epochs": 10, "batch_size": 128},
 }
 
+
+def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    return (f"linear probe on CLS {fixed(m.value('val_acc', pooling='cls'))} vs mean of patch tokens "
+            f"{fixed(m.value('val_acc', pooling='mean'))}")
+
+
 EXPERIMENT = Experiment(name="vit.pooling",
                         summary="Linear probes on the frozen ViT: CLS token vs mean of patch tokens",
-                        config_cls=PoolingConfig, presets=PRESETS, run=run, discuss=discuss, bench=bench)
+                        config_cls=PoolingConfig, presets=PRESETS, run=run, discuss=discuss, bench=bench,
+                        readme_row=readme_row)
