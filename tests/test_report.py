@@ -199,8 +199,11 @@ def test_every_reference_names_a_registered_experiment_and_a_valid_status():
     from atml.suite import registry
 
     names = registry().names()
-    for ref in references.REFERENCES:
-        assert ref.experiment in names, ref
+    for exp in registry():
+        for ref in exp.references:
+            assert ref.experiment == exp.name, ref  # listed beside the run it is compared with
+    for ref in (r for exp in registry() for r in exp.references):
+        assert isinstance(ref, references.Reference) and ref.experiment in names, ref
         assert ref.status in ("checked", "recalled"), ref
         assert ref.metric is not None or ref.tolerance is None, ref
 
@@ -258,10 +261,11 @@ def test_a_full_run_on_another_model_or_folder_is_never_compared(experiment, cfg
 
     from atml import references
     from atml.results import Metric, Metrics, RunResults
+    from atml.suite import registry
 
-    metrics = Metrics([Metric(r.metric, r.value, condition=dict(r.condition))
-                       for r in references.for_experiment(experiment) if r.metric])
-    rows = references.compare_all(experiment, RunResults(metrics=metrics, preset="full"), types.SimpleNamespace(**cfg))
+    refs = registry().get(experiment).references
+    metrics = Metrics([Metric(r.metric, r.value, condition=dict(r.condition)) for r in refs if r.metric])
+    rows = references.compare_all(refs, RunResults(metrics=metrics, preset="full"), types.SimpleNamespace(**cfg))
     compared = [r for r in rows if r["status"] != "context"]
     assert compared and all(r["status"] == "not comparable" and reason in r["reason"] for r in compared)
 

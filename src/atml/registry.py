@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from atml.errors import UsageError
 
 if TYPE_CHECKING:
+    from atml.references import Reference
     from atml.results import Metrics, Results, RunResults
 
 
@@ -26,6 +27,8 @@ class Experiment:
     bench: Callable[[Any], dict[str, Any]] | None = None
     discuss: Callable[[RunResults], list[str]] | None = None
     """Sentences for the report, written from a run's own results."""
+    references: tuple[Reference, ...] = ()
+    """Published figures this experiment's runs are compared with (:mod:`atml.references`)."""
     readme_row: Callable[[Metrics, dict[str, Any]], str] | None = None
     """The "result" cell of README's demo table from a demo run's metrics and facts (:mod:`atml.reporting.readme`)."""
 

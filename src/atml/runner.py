@@ -286,7 +286,7 @@ def _complete(results: Results, exp: Experiment, preset: str, cfg: Any, ctx: Run
         results.notes.insert(0, rehearsal.NOTE)
     out = to_json(results, experiment=exp.name, preset=preset, status="ok", sources=ctx.sources, seed=cfg.seed,
                   device=str(ctx.device), **({"rehearsal": True} if is_rehearsal else {}))
-    out["references"] = references.compare_all(exp.name, RunResults.from_json(out), cfg)
+    out["references"] = references.compare_all(exp.references, RunResults.from_json(out), cfg)
     return out
 
 

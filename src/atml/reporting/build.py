@@ -190,9 +190,9 @@ def _group(views: list[RunView], reg: Registry | None = None) -> Group:
     means = [dataclasses.replace(r, value=by_key[r.key]) for r in first.results.metrics if r.key in by_key]
     mean_run = dataclasses.replace(first.results, metrics=Metrics(means))
     cfg = types.SimpleNamespace(**first.config)
-    refs = [{**ref, "reason": f"mean of {len(views)} seeds; {ref['reason']}"}
-            for ref in references.compare_all(first.results.experiment, mean_run, cfg)]
     exp = reg.get(first.results.experiment) if reg and first.results.experiment in reg.names() else None
+    refs = [{**ref, "reason": f"mean of {len(views)} seeds; {ref['reason']}"}
+            for ref in references.compare_all(exp.references if exp else (), mean_run, cfg)]
     try:
         return Group(views, spread, refs, discuss(exp, mean_run), f"the mean of {len(views)} seeds")
     except (KeyError, ValueError, TypeError):  # a record some seeds lack: the sentences need every seed's numbers

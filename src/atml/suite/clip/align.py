@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from atml.analysis import representation as rep
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
@@ -137,6 +138,14 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
             f"{v('acc', 'before', 3, prompt_set='photo')} -> {v('acc', 'after', 3, prompt_set='photo')} (photo prompt)")
 
 
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("clip.align", "the modality gap already exists at random initialisation (cone effect)", None,
+              "Liang et al. 2022, Mind the Gap", "recalled"),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="clip.align",
                         summary="Orthogonal Procrustes from image to text embeddings, fitted on train pairs",
-                        config_cls=common.GapConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)
+                        config_cls=common.GapConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
+                        references=REFERENCES)

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from atml.analysis import representation as rep
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
@@ -194,6 +195,14 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
                    f"{fixed(m.value('test_acc', prompt_set='photo', embeddings='gap closed'))} with the gap closed")
 
 
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("clip.gap", "the modality gap already exists at random initialisation (cone effect)", None,
+              "Liang et al. 2022, Mind the Gap", "recalled"),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="clip.gap",
                         summary="The modality gap: joint t-SNE/UMAP, distances, variance share, random init",
-                        config_cls=common.GapConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)
+                        config_cls=common.GapConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
+                        references=REFERENCES)

@@ -16,6 +16,7 @@ from atml import benchmark as bench_lib
 from atml import runtime
 from atml.analysis import representation as rep
 from atml.models import clip
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
@@ -171,7 +172,21 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
             f"{fixed(acc['descriptive'])}, 18 CIFAR templates {fixed(acc['cifar18'])}")
 
 
+
+_CLIP_STL = {"preset": "full", "data": "stl10", "arch": "ViT-B-32", "weights": "openai"}
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("clip.zeroshot", "OpenAI CLIP ViT-B/32 zero-shot STL-10 (CLIP paper, Table 11)", 0.97,
+              "Radford et al. 2021, Table 11", "recalled", "best_prompt_set_acc", 0.02, _CLIP_STL),
+    Reference("clip.zeroshot", "ViT-B/32 OpenAI weights, zero-shot CIFAR-10 (CLIP_benchmark protocol)", 0.8983,
+              "open_clip docs/openclip_classification_results.csv", "checked"),
+    Reference("clip.zeroshot", "ViT-B/32 OpenAI weights, zero-shot CIFAR-100 (CLIP_benchmark protocol)", 0.6423,
+              "open_clip docs/openclip_classification_results.csv", "checked"),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="clip.zeroshot",
                         summary="CLIP zero-shot accuracy per prompt set, per class, confusion matrices",
                         config_cls=common.ClipConfig, presets=PRESETS, run=run, discuss=discuss, bench=bench,
-                        readme_row=readme_row)
+                        readme_row=readme_row,
+                        references=REFERENCES)

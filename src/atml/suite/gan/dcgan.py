@@ -22,6 +22,7 @@ from atml.errors import UsageError
 from atml.models import factory
 from atml.models.classifier import SmallCNN, uint8_to_unit
 from atml.models.gan import DCGAN, to_unit
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, fixed
@@ -314,7 +315,21 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
             f"{fixed(v['class_entropy'], 2)}")
 
 
+
+_CIFAR_GAN = {"preset": "full", "data": "cifar10"}
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("gan.dcgan", "Inception FID between CIFAR-10 train and test (the floor of that protocol)", 3.15,
+              "pytorch-gan-metrics README", "checked", "inception_fid", None, _CIFAR_GAN),
+    Reference("gan.dcgan", "DCGAN on CIFAR-10, Inception FID (reimplementation 1)", 41.75,
+              "w86763777/pytorch-gan-collections", "checked", "inception_fid", None, _CIFAR_GAN),
+    Reference("gan.dcgan", "DCGAN on CIFAR-10, Inception FID (reimplementation 2)", 24.85,
+              "xyfJASON/GANs-Implementations", "checked", "inception_fid", None, _CIFAR_GAN),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="gan.dcgan",
                         summary="DCGAN on FashionMNIST: sample grids, losses, offline Frechet distance, mode collapse",
                         config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss,
-                        readme_row=readme_row)
+                        readme_row=readme_row,
+                        references=REFERENCES)

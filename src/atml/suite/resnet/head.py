@@ -18,6 +18,7 @@ from atml import references
 from atml.errors import UsageError
 from atml.models import cnn, resnet
 from atml.models.preprocess import Preprocess
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed, under
@@ -101,7 +102,7 @@ def accuracy_vs_resolution(metrics: Metrics, cfg: Config) -> Any:
     ax.plot(res, [final[r] for r in res], "o-", label=f"atml ({cfg.arch}, {cfg.data}) final")
     ax.plot(res, [best[r] for r in res], "x:", label="atml best epoch")
     comparable = cfg.data == "cifar10" and cfg.arch == "resnet152"
-    seed = references.values("resnet.head", "val_acc", "resolution", source="seed report") if comparable else {}
+    seed = references.values(REFERENCES, "val_acc", "resolution", source="seed report") if comparable else {}
     if seed:  # another model or dataset: the course's points would sit on axes they do not belong to
         ax.plot(list(seed), list(seed.values()), "s", color="tab:red", mfc="none",
                 label="seed report (CIFAR-10, ResNet-152)")
@@ -201,7 +202,30 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
     return "val acc " + ", ".join(f"{fixed(acc[r])} at {r} px" for r in sorted(acc))
 
 
+
+_CIFAR_HEAD = {"preset": "full", "data": "cifar10", "arch": "resnet152", "weights": "imagenet", "epochs": 10}
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("resnet.head", "head only, CIFAR-10 at 32x32, 10 epochs: val acc (seed report)", 0.4307,
+              "seed report (Assignment 0)", "checked", "val_acc", 0.05, _CIFAR_HEAD, {"resolution": 32}),
+    Reference("resnet.head", "head only, CIFAR-10 upsampled to 224x224, 10 epochs: val acc (seed report)",
+              0.8717, "seed report (Assignment 0)", "checked", "val_acc", 0.05, _CIFAR_HEAD, {"resolution": 224}),
+    Reference("resnet.head", "ImageNet ResNet logistic-regression probe on CIFAR-10 at 224", 0.915,
+              "Kornblith et al. 2019, tables (about 90-93%)", "recalled", "val_acc", None, _CIFAR_HEAD,
+              {"resolution": 224}),
+    Reference("resnet.head", "ResNet-152 torchvision IMAGENET1K_V2 ImageNet-1k validation top-1 (resize 232, "
+              "bilinear, centre crop 224)", 0.82284, "torchvision model docs (ResNet152_Weights)", "checked",
+              "pretrained_val_acc", 0.005, {"preset": "full", "data": "imagenet", "arch": "resnet152",
+                                            "weights": "imagenet", "val_limit": 0}, {"top_k": 1}),
+    Reference("resnet.head", "ResNet-152 torchvision IMAGENET1K_V1 ImageNet-1k validation top-1 (resize 256, "
+              "bilinear, centre crop 224)", 0.78312, "torchvision model docs (ResNet152_Weights)", "checked",
+              "pretrained_val_acc", 0.005, {"preset": "full", "data": "imagenet", "arch": "resnet152",
+                                            "weights": "imagenet-v1", "val_limit": 0}, {"top_k": 1}),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="resnet.head",
                         summary="ResNet head-only transfer with a frozen backbone, swept over input resolution",
                         config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss,
-                        readme_row=readme_row)
+                        readme_row=readme_row,
+                        references=REFERENCES)

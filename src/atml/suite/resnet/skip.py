@@ -17,6 +17,7 @@ from typing import Any
 
 from atml.errors import UsageError
 from atml.models import resnet
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metric, Metrics, Results, RunResults, Table, fixed, under
@@ -189,6 +190,14 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
             f"training those blocks: {v('intact_blocks')} vs {v('ablated_blocks')}")
 
 
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("resnet.skip", "plain (no-skip) deep nets train worse than shallower plain nets; residual nets do not "
+              "(plain-56 > plain-20 error on CIFAR-10)", None, "He et al. 2016, Fig. 6", "recalled"),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="resnet.skip",
                         summary="ResNet with skip connections removed in chosen blocks: accuracy and gradient flow",
-                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
+                        references=REFERENCES)

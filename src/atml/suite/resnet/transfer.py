@@ -22,6 +22,7 @@ from atml.errors import UsageError
 from atml.models import factory, resnet
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
@@ -222,6 +223,22 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
     return "best val acc, pretrained vs random init: " + "; ".join(parts)
 
 
+
+_CIFAR_TRANSFER = {"preset": "full", "data": "cifar10", "arch": "resnet152", "weights": "imagenet"}
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("resnet.transfer", "full fine-tuning of ImageNet ResNets on CIFAR-10 (about 97-98%)", 0.975,
+              "Kornblith et al. 2019, tables", "recalled", "best_val_acc", None, _CIFAR_TRANSFER,
+              {"init": "pretrained", "regime": "full"}),
+    Reference("resnet.transfer", "ImageNet ResNet logistic-regression probe on CIFAR-10 at 224 (about 90-93%)", 0.915,
+              "Kornblith et al. 2019, tables", "recalled", "best_val_acc", None, _CIFAR_TRANSFER,
+              {"init": "pretrained", "regime": "head"}),
+    Reference("resnet.transfer", "fixed-feature / fine-tuned transfer accuracy tracks ImageNet accuracy (r)", 0.99,
+              "Kornblith et al. 2019 (abstract; 0.96 for fine-tuning)", "checked"),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="resnet.transfer",
                         summary="ResNet transfer grid: pretrained vs random x head / last block / full fine-tuning",
-                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
+                        references=REFERENCES)

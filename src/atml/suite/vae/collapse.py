@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
@@ -127,7 +128,15 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
             f"{v('active_units', 'kl_heavy'):.0f}")
 
 
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("vae.collapse", "active unit threshold Cov_x(E_q[z_i]) (the rule atml applies)", 0.01,
+              "Burda et al. 2016; jxhe/vae-lagging-encoder calc_au", "checked"),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="vae.collapse",
                         summary="VAE posterior collapse: KL per dimension, active units, I(x;z), prior vs posterior",
                         config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss,
-                        readme_row=readme_row)
+                        readme_row=readme_row,
+                        references=REFERENCES)

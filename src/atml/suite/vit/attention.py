@@ -16,6 +16,7 @@ import torch
 from atml.analysis import attention as att
 from atml.errors import UsageError
 from atml.models import vit
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
@@ -356,6 +357,14 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
             f"cosine {v('mean_similarity', 'last')} (last) vs {v('mean_similarity', 'first')} (first)")
 
 
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("vit.attention", "mean attention distance grows with depth; some early heads attend globally",
+              None, "Dosovitskiy et al. 2021, Fig. 7", "recalled"),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="vit.attention",
                         summary="CLS attention maps, attention rollout and head specialisation",
-                        config_cls=AttentionConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)
+                        config_cls=AttentionConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
+                        references=REFERENCES)

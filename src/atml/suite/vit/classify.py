@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from atml.errors import UsageError
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
@@ -175,6 +176,16 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
     return f"held-out top-1 {fixed(m.value('val_acc', top_k=1))}"
 
 
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("vit.classify", "DeiT-Small/16 ImageNet-1k validation top-1 (resize 248, bicubic, centre crop 224)",
+              0.7986, "timm results table (deit_small_patch16_224); facebookresearch/deit README: 79.9", "checked",
+              "val_acc", 0.005, {"preset": "full", "data": "imagenet", "arch": "deit_small_patch16_224",
+                                 "weights": "imagenet"}, {"top_k": 1}),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="vit.classify",
                         summary="ViT top-1/top-5 predictions with probabilities for a few images",
-                        config_cls=ClassifyConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)
+                        config_cls=ClassifyConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
+                        references=REFERENCES)

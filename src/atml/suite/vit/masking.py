@@ -16,6 +16,7 @@ import torch
 
 from atml.errors import UsageError
 from atml.models import vit
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
@@ -316,6 +317,14 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
             f"{' / '.join(fixed(drop[r]) for r in ratios if r in drop)}")
 
 
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("vit.masking", "ViTs keep about 60% ImageNet top-1 with 80% of the image randomly occluded", 0.60,
+              "Naseer et al. 2021, Intriguing Properties of Vision Transformers (abstract)", "checked"),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="vit.masking",
                         summary="ViT accuracy, confidence and flips vs masked patches (random, centre)",
-                        config_cls=MaskingConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)
+                        config_cls=MaskingConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
+                        references=REFERENCES)

@@ -17,6 +17,7 @@ from atml import runtime
 from atml.data import digits
 from atml.errors import UsageError
 from atml.models import vit
+from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metric, Metrics, Results, RunResults, Table, fixed, under
@@ -187,7 +188,19 @@ def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
             f"{fixed(m.value('val_acc', pooling='mean'))}")
 
 
+
+_DEIT_CIFAR = {"preset": "full", "data": "cifar10", "arch": "deit_small_patch16_224", "weights": "imagenet"}
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("vit.pooling", "DeiT-Small, CIFAR-10 linear probe on the CLS token (seed report)", 0.95,
+              "seed report (Assignment 0)", "checked", "val_acc", 0.05, _DEIT_CIFAR, {"pooling": "cls"}),
+    Reference("vit.pooling", "DeiT-Small, CIFAR-10 linear probe on mean-pooled patch tokens (seed report)", 0.95,
+              "seed report (Assignment 0)", "checked", "val_acc", 0.05, _DEIT_CIFAR, {"pooling": "mean"}),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
 EXPERIMENT = Experiment(name="vit.pooling",
                         summary="Linear probes on the frozen ViT: CLS token vs mean of patch tokens",
                         config_cls=PoolingConfig, presets=PRESETS, run=run, discuss=discuss, bench=bench,
-                        readme_row=readme_row)
+                        readme_row=readme_row,
+                        references=REFERENCES)
