@@ -6,7 +6,8 @@
 
 Every dataset arrives as the same in-memory :class:`~atml.data.ImageDataset` (uint8 images,
 int64 labels, class names), so every experiment runs on any of them. A family says which
-names it takes (:data:`FAMILY_DATA`); its config's ``data`` field picks one.
+names it takes (``DATA`` in the family's package under :mod:`atml.suite`); its config's ``data`` field picks
+one.
 """
 
 from __future__ import annotations
@@ -129,16 +130,6 @@ DATASETS: dict[str, Callable[[Spec], Loaded]] = {
 }
 """Every dataset atml reads, by the name a config's ``data`` field uses."""
 
-FAMILY_DATA: dict[str, tuple[str, ...]] = {
-    "resnet": ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
-               "rehearsal-cifar10"),
-    "vit": ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
-            "rehearsal-cifar10"),
-    "clip": ("stl10", "cifar10", "cifar100", "digits", "folder", "generated-stl10", "generated-cifar100",
-             "rehearsal-stl10"),
-    "grayscale": ("fashion-mnist", "digits", "folder", "generated-fashion-mnist", "rehearsal-fashion-mnist"),
-}
-"""The datasets each family takes (the generative models take any of them as 28 px grey images)."""
 
 
 def create(spec: Spec) -> Loaded:

@@ -27,10 +27,7 @@ from atml.errors import RunDirError, UsageError
 from atml.registry import Experiment, Registry
 from atml.results import Metrics, RunResults
 from atml.run_dir import RunDir
-
-FAMILIES = {"resnet": "ResNet internals", "vit": "Vision Transformer internals",
-            "vae": "Variational autoencoder", "clip": "CLIP and the modality gap",
-            "gan": "Generative adversarial network"}
+from atml.suite import FAMILIES
 
 
 @dataclasses.dataclass

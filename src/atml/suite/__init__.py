@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from atml.registry import Registry
 
-FAMILIES = ("resnet", "vit", "vae", "clip", "gan")
-"""In the order ``atml demo`` runs them and the report shows them."""
+FAMILIES = {"resnet": "ResNet internals", "vit": "Vision Transformer internals", "vae": "Variational autoencoder",
+            "clip": "CLIP and the modality gap", "gan": "Generative adversarial network"}
+"""Each family's package and its section title, in the order ``atml demo`` runs them and the report shows them."""
 
 
 def registry() -> Registry:

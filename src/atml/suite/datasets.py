@@ -11,10 +11,10 @@ from atml.errors import UsageError
 from atml.runner import RunContext
 
 
-def check(cfg: Any, family: str) -> None:
-    """Refuse a ``data`` name the family does not take, naming the ones it does."""
-    if cfg.data not in factory.FAMILY_DATA[family]:
-        raise UsageError(f"data={cfg.data!r} is not valid; choose one of {', '.join(factory.FAMILY_DATA[family])}")
+def check(cfg: Any, names: tuple[str, ...]) -> None:
+    """Refuse a ``data`` name the family does not take (``names``: its ``DATA``), naming the ones it does."""
+    if cfg.data not in names:
+        raise UsageError(f"data={cfg.data!r} is not valid; choose one of {', '.join(names)}")
     if cfg.data in ("folder", "imagenet") and not (cfg.data_dir and Path(cfg.data_dir).expanduser().is_dir()):
         where = f"--data-dir {cfg.data_dir} is not a folder" if cfg.data_dir else "no --data-dir was given"
         layout = ("DIR/val/<wnid>/*.JPEG (ImageNet's validation layout)" if cfg.data == "imagenet" else

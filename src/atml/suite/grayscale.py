@@ -14,12 +14,15 @@ from atml.data import ImageDataset
 from atml.runner import RunContext
 from atml.suite import datasets
 
+DATA = ("fashion-mnist", "digits", "folder", "generated-fashion-mnist", "rehearsal-fashion-mnist")
+"""The datasets the VAE and the DCGAN take (any of them, as 28 px grey images)."""
+
 SIZE = 28
 """The generative models' image size (their architecture is fixed to it)."""
 
 
 def check(cfg: Any) -> None:
-    datasets.check(cfg, "grayscale")
+    datasets.check(cfg, DATA)
 
 
 def load_data(cfg: Any, ctx: RunContext) -> ImageDataset:

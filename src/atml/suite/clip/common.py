@@ -29,6 +29,10 @@ from atml.suite import datasets
 from atml.train import clip_recipe
 from atml.train.features import Rows
 
+DATA = ("stl10", "cifar10", "cifar100", "digits", "folder", "generated-stl10", "generated-cifar100",
+        "rehearsal-stl10")
+"""The datasets this family takes (names of :data:`atml.data.factory.DATASETS`)."""
+
 # The 18 CIFAR-10 templates of the CLIP paper (openai/CLIP, notebooks/Prompt_Engineering_for_ImageNet and
 # data/prompts.md), used as one ensemble.
 CIFAR_TEMPLATES = (
@@ -93,7 +97,7 @@ class ClipConfig(RunConfig):
         super().validate()
         clip.check_arch(self.arch)
         factory.check_weights("clip", self.arch, self.weights)
-        datasets.check(self, "clip")
+        datasets.check(self, DATA)
         require_positive(self, "batch_size", "train_epochs")
         if self.test_limit < 0 or self.train_limit < 0:
             raise UsageError("test_limit and train_limit must be >= 0 (0 means all)")

@@ -35,6 +35,10 @@ from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Callback, Fit, History, fit
 from atml.train.stages import new_head, stage_metrics, training_problem  # noqa: F401 - used by the experiments
 
+DATA = ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
+        "rehearsal-cifar10")
+"""The datasets this family takes (names of :data:`atml.data.factory.DATASETS`)."""
+
 
 @dataclasses.dataclass
 class ResNetConfig(RunConfig):
@@ -80,7 +84,7 @@ class ResNetConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        datasets.check(self, "resnet")
+        datasets.check(self, DATA)
         cnn.check_arch(self.arch, resnet.ARCHS)
         require_positive(self, "epochs", "batch_size", "pretrain_epochs")
         factory.check_weights("cnn", self.arch, self.weights, self.extra_weights)

@@ -25,6 +25,10 @@ from atml.runner import RunContext
 from atml.suite import datasets
 from atml.train import vit_recipe
 
+DATA = ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
+        "rehearsal-cifar10")
+"""The datasets this family takes (names of :data:`atml.data.factory.DATASETS`)."""
+
 PHOTOS = {"chelsea": "cat (Chelsea)", "coffee": "cup of coffee", "astronaut": "astronaut (Eileen Collins)",
           "rocket": "rocket on its launch pad"}
 
@@ -65,7 +69,7 @@ class ViTConfig(RunConfig):
                              "fixed size); leave it at 0")
         if self.input_size < 0:
             raise UsageError(f"input_size={self.input_size} is not valid; use a size in px, or 0 for the model's own")
-        datasets.check(self, "vit")
+        datasets.check(self, DATA)
         if self.arch != vit.AUTO:  # a transformers folder (backend=hf): its weights are the folder
             factory.check_weights("vit", self.arch, self.weights)
         require_positive(self, "batch_size", "train_epochs")
