@@ -36,7 +36,7 @@ def plant_hub_file():
 
     import huggingface_hub.constants
 
-    from atml.data.integrity import sha256sum
+    from atml.storage import sha256sum
 
     def plant(repo: str, filename: str, source: Path) -> Path:
         root = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"

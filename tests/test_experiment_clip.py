@@ -132,8 +132,8 @@ def test_gap_smoke_and_random_init_on_demo(tmp_path):
 
 
 def test_weights_folder_and_hugging_face_blob_hash(tmp_path):
-    from atml.data.integrity import sha256sum
     from atml.models import weights
+    from atml.storage import sha256sum
 
     model = clip.build("clip-digits", "random", seed=2).model
     folder = tmp_path / "snapshot"

@@ -94,7 +94,7 @@ def _random_inception_file(tmp_path):
 
     from torch_fidelity import feature_extractor_inceptionv3 as fe
 
-    from atml.data.integrity import sha256sum
+    from atml.storage import sha256sum
 
     with mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
             mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}):

@@ -5,10 +5,10 @@ import torch
 import torchvision.models as tvm
 from safetensors.torch import save_file
 
-from atml.data.integrity import sha256sum
 from atml.errors import UsageError, WeightsError
 from atml.models import resnet
 from atml.models.preprocess import Preprocess
+from atml.storage import sha256sum
 
 
 def _saved_resnet18(tmp_path, name="resnet18-random.pth"):

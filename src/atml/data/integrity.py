@@ -20,14 +20,6 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_files(folder: Path, expected: Mapping[str, str], *, dataset: str, how_to_get: str) -> None:
     """Check every file in ``expected`` (name -> MD5) exists in ``folder`` with that MD5."""
     for name, md5 in expected.items():

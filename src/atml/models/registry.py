@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from atml.errors import UsageError
 
-FAMILIES = ("cnn", "vit", "clip", "vae", "gan")
+Family = Literal["cnn", "vit", "clip", "vae", "gan"]
+FAMILIES: tuple[Family, ...] = typing.get_args(Family)
 """Every kind of model atml builds (:func:`atml.models.factory.create`), listed once."""
 DEMO_TAG = "digits"
 """The demo stand-ins' weights, in every family: trained by atml on scikit-learn digits (cached)."""
@@ -34,6 +36,15 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HALF = (0.5, 0.5, 0.5)
+
+
+Source = Literal["torchvision", "url", "timm-hub", "open_clip-hub", "atml", "none"]
+"""Where a weights tag's file comes from."""
+Builder = Literal["torchvision", "timm", "open_clip", "atml"]
+"""Which library builds the architecture."""
+Exposes = Literal["features", "stages", "skips", "tokens", "attention", "image-text embeddings", "latent", "generator",
+                  "discriminator"]
+"""What a model gives the experiments."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +63,7 @@ class Weights:
     """One weights tag of one model."""
 
     tag: str
-    source: str
+    source: Source
     """torchvision | url | timm-hub | open_clip-hub | atml (trained by atml's recipe) | none (random)."""
     location: str
     """torchvision enum ``ResNet152_Weights.IMAGENET1K_V2`` | a URL | ``repo`` on the Hugging Face hub |
@@ -69,10 +80,10 @@ class Model:
     """One model name: how it is built and what the experiments can read from it."""
 
     name: str
-    family: str
-    builder: str
+    family: Family
+    builder: Builder
     """torchvision | timm | open_clip | atml."""
-    exposes: tuple[str, ...]
+    exposes: tuple[Exposes, ...]
     """What the model gives the experiments: features, stages, skips (ResNets), tokens, attention,
     image-text embeddings."""
     weights: Mapping[str, Weights]
@@ -94,7 +105,7 @@ def _torchvision_resnet(name: str, enum: str, tags: Mapping[str, str]) -> Model:
         pre(tags["imagenet"]))
 
 
-def _demo(name: str, family: str, exposes: tuple[str, ...], size: int, recipe: str, what: str,
+def _demo(name: str, family: Family, exposes: tuple[Exposes, ...], size: int, recipe: str, what: str,
           interpolation: str = "bilinear") -> Model:
     pre = Preprocessing(HALF, HALF, size, interpolation)
     return Model(name, family, "atml", exposes, {DEMO_TAG: Weights(
@@ -173,8 +184,9 @@ def _timm_entry(family: str, name: str) -> Model:
         weights["imagenet"] = Weights("imagenet", "timm-hub", values["hf_hub_id"],
                                       "Hugging Face blob name (SHA-256)", pre,
                                       f"timm {values['hf_hub_id']} (timm's default weights for it)")
-    exposes = ("features", "stages") if family == "cnn" else ("tokens", "attention")
-    return Model(name, family, "timm", exposes, weights, pre)
+    kind: Family = "cnn" if family == "cnn" else "vit"
+    exposes: tuple[Exposes, ...] = ("features", "stages") if kind == "cnn" else ("tokens", "attention")
+    return Model(name, kind, "timm", exposes, weights, pre)
 
 
 def _torchvision_entry(name: str) -> Model:

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from atml import storage
-from atml.data.integrity import sha256sum
 from atml.errors import WeightsError
+from atml.storage import sha256sum
 
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention
 

@@ -19,11 +19,11 @@ import torch
 
 from atml import runtime, storage
 from atml.data import digits
-from atml.data.integrity import sha256sum
 from atml.distributed import UNSHARDED
 from atml.models import resnet
 from atml.models.preprocess import Preprocess
 from atml.models.weights import WeightsInfo
+from atml.storage import sha256sum
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 
 RECIPE_VERSION = 2

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from atml.data import digits
-from atml.data.integrity import sha256sum
 from atml.distributed import UNSHARDED
 from atml.models import vit
 from atml.models.weights import WeightsInfo
+from atml.storage import sha256sum
 from atml.train.augment import Augment
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 from atml.train.pretrain import cached_training

@@ -17,7 +17,6 @@ import torch
 
 from atml.analysis import generative, inception
 from atml.config import RunConfig, require_positive
-from atml.data.integrity import sha256sum
 from atml.errors import UsageError
 from atml.models import factory
 from atml.models.classifier import SmallCNN, uint8_to_unit
@@ -27,6 +26,7 @@ from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, fixed
 from atml.runner import RunContext
+from atml.storage import sha256sum
 from atml.suite import grayscale
 from atml.train import gan_recipe
 from atml.train.loop import Batches, Fit, History, StepOutput, classification_step, fit
