@@ -24,7 +24,16 @@ from torch import nn
 from atml.errors import UsageError
 from atml.models import weights as weights_lib
 from atml.models.preprocess import Preprocess
-from atml.models.registry import DEMO_TAG, FAMILIES, MODELS, Model, canonical_weights, demo_models, lookup
+from atml.models.registry import (
+    DEMO_TAG,
+    FAMILIES,
+    MODELS,
+    TRANSFORMERS_FOLDER,
+    Model,
+    canonical_weights,
+    demo_models,
+    lookup,
+)
 from atml.models.types import Built
 from atml.models.weights import WeightsInfo
 
@@ -131,11 +140,13 @@ def create(name: str, weights: str = "random", *, family: str | None = None, num
     initialisation), ``state``/``state_info`` (a state dict in memory), ``latent_dim``/``hidden`` (VAE),
     ``latent_dim``/``width`` (DCGAN).
     """
-    entry = find(name, family)
     weights = canonical_weights(weights)
+    builders = {"cnn": _cnn, "vit": _vit, "clip": _clip, "vae": _vae, "gan": _gan}
+    if family == "vit" and name == TRANSFORMERS_FOLDER:  # no entry: the shape and preprocessing are the folder's
+        return _vit(name, weights, num_classes=num_classes, offline=offline, keep_head=keep_head, **options)
+    entry = find(name, family)
     if trained_here(entry.family, name, weights):
         options["state"], options["state_info"] = _train(entry, weights, training or Training())
-    builders = {"cnn": _cnn, "vit": _vit, "clip": _clip, "vae": _vae, "gan": _gan}
     return builders[entry.family](name, weights, num_classes=num_classes, offline=offline, keep_head=keep_head,
                                   **options)
 

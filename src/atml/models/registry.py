@@ -27,6 +27,9 @@ from atml.errors import UsageError
 Family = Literal["cnn", "vit", "clip", "vae", "gan"]
 FAMILIES: tuple[Family, ...] = typing.get_args(Family)
 """Every kind of model atml builds (:func:`atml.models.factory.create`), listed once."""
+TRANSFORMERS_FOLDER = "auto"
+"""The ViT arch name that takes its shape and preprocessing from a transformers folder (``backend=hf``, weights=FOLDER):
+it has no entry here."""
 DEMO_TAG = "digits"
 """The demo stand-ins' weights, in every family: trained by atml on scikit-learn digits (cached)."""
 DEMO_ALIASES = ("pretrain-digits", "train-digits")

@@ -295,7 +295,7 @@ def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: i
 
 
 TIMM = "timm/"
-AUTO = "auto"
+AUTO = registry.TRANSFORMERS_FOLDER
 
 
 def check_arch(arch_name: str, backend: str = "timm") -> None:
