@@ -7,7 +7,7 @@ import types
 import matplotlib.colors
 import pytest
 
-from atml.results import Metric, Metrics, RunResults
+from atml.results import Metric, Metrics, Results, RunResults
 from atml.suite.clip import align as clip_align
 from atml.suite.clip import gap as clip_gap
 from atml.suite.vae import collapse as vae_collapse
@@ -126,3 +126,17 @@ def test_an_arch_without_a_default_ablation_says_which_blocks_can_be(arch):
     model = resnet.build(arch, 5, "random", offline=True).model
     with pytest.raises(UsageError, match="no shape-preserving block in layer2, layer3, layer4.*--set blocks"):
         resnet.default_ablation(model)
+
+
+def test_each_experiment_reads_its_data_back_as_its_own_dataclass():
+    from atml.suite.resnet import transfer
+    from atml.suite.vae import mitigate
+
+    out = Results()
+    out.keep(mitigate.Data(ranking=["free bits (0.5 nats)", "cyclical"], untreated="KL weight 1"))
+    back = RunResults.from_json({"schema": 2, "records": [], "data": out.data})
+    assert back.read(mitigate.Data) == mitigate.Data(["free bits (0.5 nats)", "cyclical"], "KL weight 1")
+    with pytest.raises(KeyError, match="no cells"):
+        back.read(transfer.Data)  # a field without a default that the run does not hold is named
+    with pytest.raises(TypeError, match="dataclass"):
+        out.keep({"ranking": []})

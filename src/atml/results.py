@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import pandas
@@ -32,6 +32,9 @@ RUN_KEYS = ("experiment", "preset", "status", "error", "error_kind", "resumable"
 def fixed(value: float, digits: int = 3) -> str:
     """``value`` with ``digits`` decimals: how README's table and the report's sentences write numbers."""
     return f"{value:.{digits}f}"
+
+
+DataT = TypeVar("DataT")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -254,6 +257,24 @@ class Results:
 
     def add_figures(self, paths: Iterable[str]) -> None:
         self.figures += figures_from_paths(paths)
+
+    def keep(self, data: Any) -> None:
+        """Store the experiment's own data (a dataclass it defines) in ``data``, as results.json writes it."""
+        if not dataclasses.is_dataclass(data) or isinstance(data, type):
+            raise TypeError(f"keep() takes an experiment's data dataclass, not {type(data).__name__}")
+        self.data.update(dataclasses.asdict(data))
+
+    def read(self, cls: type[DataT]) -> DataT:
+        """``data`` as the experiment's own dataclass ``cls`` (read back from a run folder or just made).
+
+        Fields a run does not hold (a run written before the field existed) take their defaults; a field
+        without a default that is missing raises a KeyError naming it."""
+        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        missing = [n for n, f in names.items() if n not in self.data
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise KeyError(f"this run's data has no {', '.join(missing)} (needed by {cls.__name__})")
+        return cls(**{k: v for k, v in self.data.items() if k in names})
 
 
 @dataclasses.dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -31,6 +32,13 @@ def close_gap(image: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return normalize(normalize(image.float(), dim=1) + shift, dim=1)
 
 
+@dataclasses.dataclass
+class Data:
+    """clip.gap's own results data: the first captions paired with the images (what the text side was)."""
+
+    captions: list[str]
+
+
 def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data, names = common.load_data(cfg, ctx)
@@ -39,7 +47,8 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     labels = data.val.labels[idx]
     image = emb[idx]
     text, captions = common.paired_captions(model, labels, names)
-    out = Results(notes=common.source_notes(cfg, ctx, model), data={"captions": captions[:20]})
+    out = Results(notes=common.source_notes(cfg, ctx, model))
+    out.keep(Data(captions[:20]))
     out.add("sample", len(idx))
     gap_records(out, common.gap_metrics(image, text))
     # Why zero-shot survives the gap: moving every image by the same vector leaves the ranking of classes

@@ -6,6 +6,7 @@ CLIP paper; per-class accuracy and confusion matrices; every prompt saved in res
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -24,13 +25,21 @@ from atml.runner import RunContext
 from atml.suite.clip import common
 
 
+@dataclasses.dataclass
+class Data:
+    """clip.zeroshot's own results data: every prompt set, class by class (what each accuracy was measured with)."""
+
+    prompts: dict[str, dict[str, list[str]]]
+
+
 def run(cfg: common.ClipConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data, names = common.load_data(cfg, ctx)
     emb, ips = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
     labels = data.val.labels.numpy()
     sets = common.prompt_sets(names)
-    out = Results(notes=common.source_notes(cfg, ctx, model), data={"prompts": sets})
+    out = Results(notes=common.source_notes(cfg, ctx, model))
+    out.keep(Data(sets))
     out.add("test_images", len(labels))
     confusions, per_class, accs = {}, {}, {}
     for name, prompts in sets.items():

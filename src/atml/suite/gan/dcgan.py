@@ -149,8 +149,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                "classifier_val_acc": classifier_acc, "eval_samples": n,
                "final_d_real": last_train["d_real"], "final_d_fake": last_train["d_fake"]}
     metrics.update(inception_metrics(cfg, ctx, real_a, fake))
-    out = Results(data={"classes": data.train.classes, "class_histogram": hist.tolist()},
-                  warnings=sample_warnings(n, f_a.shape[1], metrics))
+    out = Results(warnings=sample_warnings(n, f_a.shape[1], metrics))
+    out.keep(Data(list(data.train.classes), hist.tolist()))
     for name, value in metrics.items():
         out.add(name, value)
     grids = [f"figures/{p.name}" for p in gan_recipe.sample_paths(ctx.run.figures)] if ctx.is_main else []
@@ -265,10 +265,19 @@ def histogram_figure(hist: np.ndarray, classes: list[str], entropy: float) -> An
     return fig
 
 
+@dataclasses.dataclass
+class Data:
+    """gan.dcgan's own results data: the share of generated samples the feature CNN puts in each class."""
+
+    classes: list[str]
+    class_histogram: list[float]
+
+
 def discuss(results: RunResults) -> list[str]:
     m = results.metrics.flat()  # no conditions here: every name is a single number
-    hist = results.data["class_histogram"]
-    rare = [c for c, h in zip(results.data["classes"], hist) if h < 0.25 / len(hist)]
+    data = results.read(Data)
+    hist = data.class_histogram
+    rare = [c for c, h in zip(data.classes, hist) if h < 0.25 / len(hist)]
     fd = (f"FD-atml-cnn between {m['eval_samples']:.0f} generated and {m['eval_samples']:.0f} real validation images "
           f"is {m['fd_cnn']:.2f}" if "fd_cnn" in m else "FD-atml-cnn could not be computed (see the notes)")
     floor = (f"; between two disjoint halves of the real validation images it is {m['fd_cnn_floor']:.2f} (the floor "

@@ -129,8 +129,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.add_figures(ctx.save_figure(confusion_figure(matrix, classes), "confusion_late_probe"))
     out.add_figures(ctx.save_figure(depth_figure(out.metrics, cfg), "separability_vs_depth"))
     out.tables += tables(out.metrics, cfg, pairs)
-    out.data.update({"closest_pairs": pairs, "confusion": matrix.tolist(), "classes": classes,
-                     "compare_arch": cfg.compare_arch, "arch": cfg.arch, "samples": len(labels), "stages": stages})
+    out.keep(Data(cfg.arch, list(classes), matrix.tolist(), len(labels), stages, pairs, cfg.compare_arch))
     counts = np.bincount(labels, minlength=len(classes))
     per_class = (f"{counts.min()} per class" if counts.min() == counts.max()
                  else f"{counts.min()}-{counts.max()} per class")
@@ -241,10 +240,24 @@ def depth_figure(metrics: Metrics, cfg: Config) -> Any:
     return fig
 
 
+@dataclasses.dataclass
+class Data:
+    """resnet.features' own results data: the architectures compared, the closest class pairs in late features,
+    the late probe's confusion matrix, and which module each depth was read from."""
+
+    arch: str
+    classes: list[str] = dataclasses.field(default_factory=list)
+    confusion: list[list[int]] = dataclasses.field(default_factory=list)
+    samples: int = 0
+    stages: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    closest_pairs: list[Any] = dataclasses.field(default_factory=list)
+    compare_arch: str | None = None
+
+
 def discuss(results: RunResults) -> list[str]:
-    m, data = results.metrics, results.data
+    m, data = results.metrics, results.read(Data)
     depths = [d for d in DEPTHS]
-    probe = [m.value("probe_acc", arch=data["arch"], depth=d) for d in depths]
+    probe = [m.value("probe_acc", arch=data.arch, depth=d) for d in depths]
     text = ["Linear-probe accuracy by depth: " + ", ".join(f"{d} {p:.3f}" for d, p in zip(depths, probe)) + "; "
             + ("later layers separate the classes better." if probe[-1] > probe[0]
                else "here the later layers do not separate the classes better than the early ones.")]
@@ -254,14 +267,14 @@ def discuss(results: RunResults) -> list[str]:
     better = {d: "UMAP" if m.value("knn_acc_2d", method="umap", depth=d) > m.value("knn_acc_2d", method="tsne", depth=d)
               else "t-SNE" for d in depths}
     text.append("In 2-D, k-NN accuracy is higher for " + ", ".join(f"{better[d]} at {d}" for d in depths) + ".")
-    pairs = data.get("closest_pairs") or []
+    pairs = data.closest_pairs
     if pairs:
         text.append("Most similar class pairs in late features: "
                     + ", ".join(f"{a}/{b} ({s:.2f})" for a, b, s in pairs[:3]) + ".")
-    if data.get("compare_arch"):
-        a = m.value("probe_acc", arch=data["arch"], depth="late")
-        b = m.value("probe_acc", arch=data["compare_arch"], depth="late")
-        text.append(f"Late-feature probe: {data['arch']} {a:.3f} vs {data['compare_arch']} {b:.3f}.")
+    if data.compare_arch:
+        a = m.value("probe_acc", arch=data.arch, depth="late")
+        b = m.value("probe_acc", arch=data.compare_arch, depth="late")
+        text.append(f"Late-feature probe: {data.arch} {a:.3f} vs {data.compare_arch} {b:.3f}.")
     return text
 
 

@@ -69,7 +69,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
         if not len(data.train):
             out.notes.append(f"{cfg.data_dir} has no train/ folder: no new head was trained (the resolution sweep "
                              "needs training images).")
-            out.data["problems"] = {}
+            out.keep(Data())
             return out
     model = resnet.freeze(backbone.model)  # built and frozen here; train_head moves it to the device
     for res in cfg.resolutions:  # every size before any training: a too-small one fails now, not after an hour
@@ -89,7 +89,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     problems = {stage: p for stage, rows in stages.items()
                 if (p := training_problem(rows, len(data.train.classes), len(data.val)))}
     out.notes += notes(cfg) + [f"{stage}: {p}." for stage, p in problems.items()]
-    out.data["problems"] = problems
+    out.keep(Data(problems))
     return out
 
 
@@ -140,6 +140,13 @@ def notes(cfg: Config) -> list[str]:
     return out
 
 
+@dataclasses.dataclass
+class Data:
+    """resnet.head's own results data: the resolutions whose training cannot be read as a result (stage -> why)."""
+
+    problems: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
 def discuss(results: RunResults) -> list[str]:
     """Sentences stating what this run's numbers show."""
     text = []
@@ -150,7 +157,7 @@ def discuss(results: RunResults) -> list[str]:
     final = results.metrics.by("val_acc", "resolution")
     if not final:
         return text
-    problems = results.data.get("problems") or {}
+    problems = results.read(Data).problems
     if problems:
         return [f"Not read as results: {', '.join(f'{s} ({p})' for s, p in problems.items())}; the resolution "
                 "sweep is not summarised while a stage did not train."]

@@ -94,7 +94,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     curves = {s: stages[s].values("val", "acc") for s in ("intact_blocks", "ablated_blocks")}
     problems = {stage: p for stage, rows in stages.items()
                 if (p := common.training_problem(rows, len(data.train.classes), len(data.val)))}
-    out.data.update({"blocks": blocks, "val_curves": curves, "problems": problems})
+    out.keep(Data(list(blocks), curves, problems))
     out.notes.append(f"Skip connections removed in {', '.join(blocks)} (each block then computes relu(F(x))); "
                      f"{cfg.arch}, {cfg.resolution} px, {cfg.epochs} epochs; trained blocks use lr "
                      f"{cfg.lr * cfg.backbone_lr_scale:g}, the head {cfg.lr:g}.")
@@ -147,10 +147,20 @@ def gradient_figure(stages: dict[str, History]) -> Any:
     return fig
 
 
+@dataclasses.dataclass
+class Data:
+    """resnet.skip's own results data: the blocks ablated, each trained-blocks run's validation accuracy per epoch,
+    and the stages whose training cannot be read as a result (stage -> why)."""
+
+    blocks: list[str]
+    val_curves: dict[str, list[float]]
+    problems: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
 def discuss(results: RunResults) -> list[str]:
-    m = results.metrics
-    problems = results.data.get("problems") or {}
-    blocks = ", ".join(results.data["blocks"])
+    m, data = results.metrics, results.read(Data)
+    problems = data.problems
+    blocks = ", ".join(data.blocks)
     text = [f"Not read as results: {', '.join(f'{s} ({p})' for s, p in problems.items())}."] if problems else []
     for trained, label in (("head", "with only the head trained"), ("blocks", "with the ablated blocks trained too")):
         if f"intact_{trained}" in problems or f"ablated_{trained}" in problems:
@@ -173,7 +183,7 @@ def discuss(results: RunResults) -> list[str]:
 
 def _catch_up(results: RunResults) -> str:
     """How many epochs each trained-blocks run needs to reach 90% of the intact run's final accuracy."""
-    curves = results.data["val_curves"]
+    curves = results.read(Data).val_curves
     target = 0.9 * curves["intact_blocks"][-1]
     reach = {k: next((i + 1 for i, a in enumerate(v) if a >= target), None) for k, v in curves.items()}
     fmt = lambda e: f"epoch {e}" if e else "never within the run"  # noqa: E731

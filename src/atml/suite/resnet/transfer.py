@@ -121,7 +121,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     notes += [f"{c['cell']}: {c['problem']}; not ranked." for c in cells if c["problem"]]
     out.notes += notes
     out.tables.append(table(cells))
-    out.data["cells"] = cells
+    out.keep(Data(cells))
     return out
 
 
@@ -191,9 +191,17 @@ def compute_figure(cells: list[dict[str, Any]]) -> Any:
     return fig
 
 
+@dataclasses.dataclass
+class Data:
+    """resnet.transfer's own results data: one record per grid cell (init, regime, accuracies, cost, problem)."""
+
+    cells: list[dict[str, Any]]
+
+
 def discuss(results: RunResults) -> list[str]:
-    cells = {c["cell"]: c for c in results.data["cells"]}
-    healthy = [c for c in results.data["cells"] if not c.get("problem")]
+    data = results.read(Data)
+    cells = {c["cell"]: c for c in data.cells}
+    healthy = [c for c in data.cells if not c.get("problem")]
     text = []
     for regime in REGIMES:
         p, r = cells.get(f"pretrained:{regime}"), cells.get(f"random:{regime}")
@@ -201,7 +209,7 @@ def discuss(results: RunResults) -> list[str]:
             text.append(f"{REGIME_NAMES[regime].capitalize()}: pretrained {p['best_val_acc']:.3f} vs random init "
                         f"{r['best_val_acc']:.3f} best validation accuracy "
                         f"({p['best_val_acc'] - r['best_val_acc']:+.3f}).")
-    flagged = [c for c in results.data["cells"] if c.get("problem")]
+    flagged = [c for c in data.cells if c.get("problem")]
     if flagged:
         text.append("Not compared or ranked, because their training cannot be read as a result: "
                     + "; ".join(f"{c['cell']} ({c['problem']})" for c in flagged) + ".")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -66,9 +67,16 @@ def run(cfg: common.Config, ctx: RunContext) -> Results:
                             [[r.variant.name, common.verdict(r.diag, cfg.latent_dim), r.diag["active_units"],
                               r.diag["mutual_info"], r.diag["kl"], r.diag["mu_spread"], common.use_of_x(r.diag),
                               r.rows.values("val", "kl")[0]] for r in runs]))
-    out.data.update({"verdicts": {r.variant.name: common.verdict(r.diag, cfg.latent_dim) for r in runs},
-                     "latent_dim": cfg.latent_dim})
+    out.keep(Data(cfg.latent_dim, {r.variant.name: common.verdict(r.diag, cfg.latent_dim) for r in runs}))
     return out
+
+
+@dataclasses.dataclass
+class Data:
+    """vae.collapse's own results data: each setting's verdict and the latent size the verdicts are out of."""
+
+    latent_dim: int
+    verdicts: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 SETTINGS = ("baseline", "kl_heavy")
@@ -80,7 +88,7 @@ def _value(metrics: Any, key: str, *, setting: str) -> float:
 
 
 def discuss(results: RunResults) -> list[str]:
-    m, latent_dim = results.metrics, results.data["latent_dim"]
+    m, latent_dim = results.metrics, results.read(Data).latent_dim
     text = []
     for setting, name in zip(SETTINGS, ("the baseline", "the KL-heavy setting")):
         v = functools.partial(_value, m, setting=setting)

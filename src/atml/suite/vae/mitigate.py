@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from atml.registry import Experiment
@@ -53,12 +54,21 @@ def run(cfg: common.Config, ctx: RunContext) -> Results:
     for run in runs:
         out.metrics.records += common.diag_metrics(run.diag, f"{common.variant_key(run.variant.name)}_",
                                                    variant=run.variant.name)
-    out.data.update({"ranking": [r.variant.name for r in treated], "untreated": runs[1].variant.name})
+    out.keep(Data([r.variant.name for r in treated], runs[1].variant.name))
     return out
 
 
+@dataclasses.dataclass
+class Data:
+    """vae.mitigate's own results data: the treated variants ranked by I(x;z), and the untreated reference."""
+
+    ranking: list[str]
+    untreated: str
+
+
 def discuss(results: RunResults) -> list[str]:
-    m, ranking, untreated = results.metrics, results.data["ranking"], results.data["untreated"]
+    data = results.read(Data)
+    m, ranking, untreated = results.metrics, data.ranking, data.untreated
     mi = lambda name: m.value("mutual_info", variant=name)  # noqa: E731
     units = lambda name: m.value("active_units", variant=name)  # noqa: E731
     best = ranking[0]
