@@ -10,7 +10,6 @@ from atml import cli
 from atml.analysis import attention as att
 from atml.errors import UsageError, WeightsError
 from atml.models import vit
-from atml.suite.vit import pooling
 
 REGISTERS = "timm/vit_small_patch14_reg4_dinov2"  # class token + 4 registers, patch 14, no classifier
 
@@ -27,7 +26,7 @@ def test_register_tokens_and_the_patch_size_come_from_the_model(dinov2):
     x = torch.randn(2, 3, 56, 56)
     tokens = dinov2.tokens(x)
     assert tokens.shape == (2, 5 + 16, 384)
-    pooled = pooling.pooled_features(dinov2, x)
+    pooled = vit.pooled_features(dinov2, x)
     torch.testing.assert_close(pooled[:, :384], tokens[:, 0])
     torch.testing.assert_close(pooled[:, 384:], tokens[:, 5:].mean(1))  # registers are not patches
     with dinov2.attention() as maps:

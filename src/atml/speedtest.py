@@ -91,10 +91,9 @@ def atml_vit_features(device: torch.device, sizes: Sizes, amp: bool = True, comp
                       arch: str = DEIT) -> float:
     """vit.pooling's path: the ViT wrapper, CLS and mean-of-patches from one forward, extract."""
     from atml.models import vit
-    from atml.suite.vit.pooling import pooled_features
 
     model = vit.build(arch, "random", offline=True).model
-    frozen = FrozenFeatures(model.preprocess, model, pooled_features, compile=compile)
+    frozen = FrozenFeatures(model.preprocess, model, vit.pooled_features, compile=compile)
     return _extraction_rate(frozen.to(device), device, sizes, amp)
 
 
@@ -129,14 +128,14 @@ def plain_finetune(device: torch.device, sizes: Sizes, amp: bool = True, arch: s
 
 def atml_finetune(device: torch.device, sizes: Sizes, amp: bool = True, arch: str = RESNET) -> float:
     """resnet.transfer's full fine-tuning through the shared loop; the rate of its second epoch."""
-    from atml.models import resnet
-    from atml.suite.resnet import common as resnet_common
+    from atml.models import factory
+    from atml.train import finetune
     from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 
-    cfg = resnet_common.ResNetConfig(batch_size=sizes.batch, augment=True, amp=amp)
-    backbone = resnet.build(arch, 10, "random", offline=True)
-    pipeline, optimizer = resnet_common.finetune_pipeline(cfg, backbone.model, backbone, 10, RESOLUTION, ("body",),
-                                                          device)
+    backbone = factory.create(arch, "random", family="cnn", num_classes=10)
+    pipeline, optimizer = finetune.pipeline(backbone.model, backbone.preprocessing, num_classes=10, res=RESOLUTION,
+                                            trainable=("body",), seed=RESOLUTION, lr=1e-3, backbone_lr_scale=0.1,
+                                            device=device)
     n = sizes.batch * sizes.train_steps
     batches = Batches((torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8), torch.arange(n) % 10),
                       sizes.batch, shuffle=True, rank=0, world=1)

@@ -230,6 +230,24 @@ def _built(model: ViT, info: WeightsInfo) -> Built[ViT]:
     return Built(model, model.preprocess, info)
 
 
+def _cls_token(tokens: torch.Tensor, prefix: int) -> torch.Tensor:
+    return tokens[:, 0]
+
+
+def _mean_of_patches(tokens: torch.Tensor, prefix: int) -> torch.Tensor:
+    return tokens[:, prefix:].mean(1)
+
+
+POOLINGS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {"cls": _cls_token, "mean": _mean_of_patches}
+"""Token 0 is the class token; patches start after the class and register tokens (``prefix`` of them)."""
+
+
+def pooled_features(model: ViT, x: torch.Tensor) -> torch.Tensor:
+    """``[CLS, mean of patches]`` side by side, ``(B, 2 * D)``, from one forward pass."""
+    tokens = model.tokens(x)
+    return torch.cat([fn(tokens, model.num_prefix_tokens) for fn in POOLINGS.values()], dim=1)
+
+
 def drop_tokens(tokens: torch.Tensor, keep: torch.Tensor, prefix: int = 1) -> torch.Tensor:
     """Keep the ``prefix`` tokens and the patch tokens at ``keep`` ``(B, K)``."""
     patches = tokens[:, prefix:]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from atml import runtime
 from atml.config import RunConfig, require_positive
@@ -29,8 +28,7 @@ from atml.models.types import Built
 from atml.results import Metric
 from atml.runner import RunContext
 from atml.suite import datasets
-from atml.train import checkpoint
-from atml.train.augment import Augment
+from atml.train import checkpoint, finetune
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Callback, Fit, History, fit
 from atml.train.stages import new_head, stage_metrics, training_problem  # noqa: F401 - used by the experiments
@@ -227,38 +225,15 @@ def _empty() -> Batches:
 
 
 
-class Pipeline(nn.Module):
-    """uint8 images -> preprocess -> (augment) -> ResNet classifier."""
-
-    def __init__(self, preprocess: nn.Module, model: resnet.CNN, augment: nn.Module | None) -> None:
-        super().__init__()
-        self.preprocess = preprocess
-        self.augment = augment or nn.Identity()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(self.augment(self.preprocess(images)))
-
-
 def finetune_pipeline(cfg: ResNetConfig, model: resnet.CNN, backbone: Built[resnet.CNN],
                       num_classes: int, res: int, trainable: Sequence[str],
-                      device: torch.device) -> tuple[Pipeline, torch.optim.Optimizer]:
-    """The model set up to train the head plus the named backbone parts, on ``device``, and its optimizer.
-
-    Built, frozen and laid out first, moved last. The head starts from the same seeded
-    initialisation as :func:`train_head`'s; trained blocks get ``lr * backbone_lr_scale``.
-    """
+                      device: torch.device) -> tuple[finetune.Pipeline, torch.optim.Optimizer]:
+    """:func:`atml.train.finetune.pipeline` with the run's settings; the head seeded as :func:`train_head`'s."""
     cnn.check_input_size(model, res, cfg.arch)
-    model.set_head(new_head(model.num_features, num_classes, cfg.seed + res))
-    resnet.freeze(model, trainable=(*trainable, model.head_name))
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    prep = Preprocess(backbone.preprocessing, res, channels_last=cfg.channels_last)
-    pipeline = Pipeline(prep, model, Augment(cfg.hflip) if cfg.augment else None).to(device)
-    head = list(model.head.parameters())
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(model.head_name)]
-    groups = [{"params": head}] + ([{"params": rest, "lr": cfg.lr * cfg.backbone_lr_scale}] if rest else [])
-    return pipeline, torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return finetune.pipeline(model, backbone.preprocessing, num_classes=num_classes, res=res, trainable=trainable,
+                             seed=cfg.seed + res, lr=cfg.lr, backbone_lr_scale=cfg.backbone_lr_scale,
+                             weight_decay=cfg.weight_decay, augment=cfg.augment, hflip=cfg.hflip,
+                             channels_last=cfg.channels_last, device=device)
 
 
 def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.CNN, backbone: Built[resnet.CNN],

@@ -41,8 +41,6 @@ class PoolingConfig(common.ViTConfig):
             raise UsageError("epochs must be >= 1, lr > 0, train_limit and val_limit >= 0")
 
 
-POOLINGS = {"cls": lambda t, prefix: t[:, 0], "mean": lambda t, prefix: t[:, prefix:].mean(1)}
-"""Token 0 is the class token; patches start after the class and register tokens (``prefix`` of them)."""
 
 
 def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
@@ -50,7 +48,7 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
     data = common.load_labelled(cfg, ctx, digit_classes=digits.TRANSFER_CLASSES)
     train = data.train.subset(cfg.train_limit, seed=cfg.seed)
     val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
-    frozen = FrozenFeatures(model.preprocess, model, pooled_features, cfg.compile).to(ctx.device)
+    frozen = FrozenFeatures(model.preprocess, model, vit.pooled_features, cfg.compile).to(ctx.device)
     started = time.perf_counter()
     kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 128), "device": ctx.device, "progress": ctx.progress}
     f_train, ips = extract(frozen, train.images, desc="features train", **kw)
@@ -60,7 +58,7 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
     out.add("backbone_images_per_s", ips, "img/s")
     dim = model.num_features
     stages = {}
-    for i, name in enumerate(POOLINGS):
+    for i, name in enumerate(vit.POOLINGS):
         cols = slice(i * dim, (i + 1) * dim)
         stages[name], numbers = train_probe(cfg, ctx, f_train[:, cols], train.labels, f_val[:, cols], val.labels,
                                             name)
@@ -82,14 +80,8 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
     out.tables.append(Table("Linear probes on frozen ViT features",
                             ["pooling", "train acc", "val acc", "best val acc", "val loss"],
                             [[n, *(m.get(k, pooling=n) for k in ("train_acc", "val_acc", "best_val_acc", "val_loss"))]
-                             for n in POOLINGS]))
+                             for n in vit.POOLINGS]))
     return out
-
-
-def pooled_features(model: vit.ViT, x: torch.Tensor) -> torch.Tensor:
-    """``[CLS, mean of patches]`` side by side, ``(B, 2 * D)``, from one forward pass."""
-    tokens = model.tokens(x)
-    return torch.cat([fn(tokens, model.num_prefix_tokens) for fn in POOLINGS.values()], dim=1)
 
 
 def train_probe(cfg: PoolingConfig, ctx: RunContext, f_train: torch.Tensor, y_train: torch.Tensor,
@@ -121,11 +113,11 @@ def bench(cfg: PoolingConfig) -> dict[str, Any]:
         data = common.load_labelled(cfg, ctx, digit_classes=digits.TRANSFER_CLASSES)
         train = data.train.subset(cfg.train_limit, seed=cfg.seed)
         val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
-        frozen = FrozenFeatures(model.preprocess, model, pooled_features).to(ctx.device)
+        frozen = FrozenFeatures(model.preprocess, model, vit.pooled_features).to(ctx.device)
         timings = {}
         started = time.perf_counter()
         accs = []
-        for i, _name in enumerate(POOLINGS):  # naive: every epoch runs the backbone again for each probe
+        for i, _name in enumerate(vit.POOLINGS):  # naive: every epoch runs the backbone again for each probe
             head = new_head(model.num_features, len(train.classes), cfg.seed).to(ctx.device)
             opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
             cols = slice(i * model.num_features, (i + 1) * model.num_features)
@@ -149,7 +141,7 @@ def bench(cfg: PoolingConfig) -> dict[str, Any]:
         f_val, _ = extract(frozen, val.images, **kw)
         rows = {n: train_probe(cfg, ctx, f_train[:, i * model.num_features:(i + 1) * model.num_features], train.labels,
                                f_val[:, i * model.num_features:(i + 1) * model.num_features], val.labels, n)[1]
-                for i, n in enumerate(POOLINGS)}
+                for i, n in enumerate(vit.POOLINGS)}
         timings["atml (feature cache)"] = (time.perf_counter() - started, Metrics(rows["cls"]).value("val_acc"))
         throughput = vit_throughput(model, train.images, ctx.device, cfg.batch_size)
     return bench_lib.summarise(f"vit.pooling {cfg.arch} ({cfg.backend}), {len(train)} train images, {cfg.epochs} "
