@@ -10,7 +10,8 @@ from __future__ import annotations
 from atml.registry import Registry
 
 FAMILIES = {"resnet": "ResNet internals", "vit": "Vision Transformer internals", "vae": "Variational autoencoder",
-            "clip": "CLIP and the modality gap", "gan": "Generative adversarial network"}
+            "clip": "CLIP and the modality gap", "gan": "Generative adversarial network",
+            "compare": "Models side by side"}
 """Each family's package and its section title, in the order ``atml demo`` runs them and the report shows them."""
 
 

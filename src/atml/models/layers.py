@@ -1,0 +1,97 @@
+"""The layers of any model atml builds, in forward order, and one pooled vector per image from each.
+
+For comparing models layer by layer (``compare.cka``) and reading their features before the
+head (``compare.probe``):
+
+* a ResNet (torchvision's, atml's digits nets): every residual block (``layer1.0`` ...), as
+  Kornblith et al. and Raghu et al. read them; any other CNN: timm's or torchvision's stages;
+* a ViT (timm, transformers): every transformer block;
+* CLIP (open_clip): the image tower's transformer blocks, or a ResNet tower's four stages.
+
+Each output becomes one vector per image: feature maps ``(B, C, H, W)`` are averaged over
+their spatial positions, token sequences ``(B, T, D)`` over their patch tokens (the class and
+register tokens left out), so a layer's width is its channel or embedding width whatever the
+input size. Raghu et al. (2021) flatten instead; averaging keeps memory independent of the
+resolution and is what atml's CKA and probes use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from atml.models import clip, resnet, vit
+
+
+def comparable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """``{name: module}`` of ``model``'s blocks or stages, in forward order (module docstring)."""
+    if isinstance(model, vit.TimmViT):
+        return {f"block{i}": block for i, block in enumerate(model.model.blocks)}
+    if isinstance(model, vit.HFViT):
+        return {f"block{i}": layer for i, layer in enumerate(model.model.vit.layers)}
+    if isinstance(model, clip.CLIPModel):
+        visual: Any = model.model.visual
+        if hasattr(visual, "transformer"):
+            return {f"block{i}": block for i, block in enumerate(visual.transformer.resblocks)}
+        return {name: getattr(visual, name) for name in ("layer1", "layer2", "layer3", "layer4")}
+    blocks = resnet.residual_blocks(model)
+    if blocks:
+        return {name: block for name, block in blocks.items()}
+    stages: Any = model
+    return {path.removeprefix("body."): stages.get_submodule(path) for path in stages.stage_paths}
+
+
+def prefix_tokens(model: nn.Module) -> int:
+    """How many leading tokens are not patches (class and register tokens): left out of a token average."""
+    if isinstance(model, vit.ViT):
+        return model.num_prefix_tokens
+    return 1 if isinstance(model, clip.CLIPModel) else 0
+
+
+def pool(output: Any, prefix: int) -> torch.Tensor:
+    """One float32 vector per image from a layer's output (module docstring)."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    out = output.float()
+    if out.dim() == 4:
+        return out.mean(dim=(2, 3))
+    if out.dim() == 3:
+        return out[:, prefix:].mean(1) if out.shape[1] > prefix else out.mean(1)
+    return out.reshape(len(out), -1)
+
+
+def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The representation before the head for normalised images ``x``: a CNN's pooled features, a ViT's
+    pre-logits (its class token, or what its head pools), CLIP's image embedding."""
+    if isinstance(model, vit.TimmViT):
+        return model.model.forward_head(model.tokens(x), pre_logits=True)
+    if isinstance(model, vit.ViT):
+        return model.tokens(x)[:, 0]
+    if isinstance(model, clip.CLIPModel):
+        return model.model.encode_image(x)
+    cnn: Any = model
+    return cnn.forward_features(x)
+
+
+@contextlib.contextmanager
+def recorded(model: nn.Module, layers: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, each forward leaves ``{name: (B, width)}`` of pooled outputs in the yielded dict
+    (replaced on every forward; the hooks are removed on exit)."""
+    store: dict[str, torch.Tensor] = {}
+    prefix = prefix_tokens(model)
+
+    def hook(name: str) -> Any:
+        def keep(_module: nn.Module, _inputs: object, output: Any) -> None:
+            store[name] = pool(output, prefix).detach()
+        return keep
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in layers.items()]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()

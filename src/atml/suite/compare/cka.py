@@ -1,0 +1,226 @@
+"""``compare.cka``: linear CKA between every layer of one model and every layer of another (Raghu et al. 2021,
+"Do Vision Transformers See Like Convolutional Neural Networks?"), and of each model with itself.
+
+Both models see the same images, each at its own preprocessing. Layer outputs come from forward hooks
+(:mod:`atml.models.layers`: a ResNet's residual blocks, a ViT's transformer blocks), pooled to one vector per
+image (spatial positions or patch tokens averaged). CKA is the minibatch estimator of Nguyen, Raghu and
+Kornblith (2021) (:mod:`atml.analysis.cka`): unbiased HSIC summed batch by batch, so memory holds running
+sums, not features, whatever the number of images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from atml import runtime
+from atml.analysis.cka import MinibatchCKA
+from atml.errors import UsageError
+from atml.models import layers as layers_lib
+from atml.references import Reference
+from atml.registry import Experiment
+from atml.reporting import plots
+from atml.results import Metrics, Results, RunResults, Table, fixed
+from atml.runner import RunContext
+from atml.suite.compare import common
+
+
+@dataclasses.dataclass
+class Config(common.CompareConfig):
+    images: int = 10000
+    """Images of the held-out split to compare on (0: all); whole batches of batch_size only."""
+
+    def validate(self) -> None:
+        super().validate()
+        if len(self.models) != 2:
+            raise UsageError(f"compare.cka compares two models; models={list(self.models)} names {len(self.models)}: "
+                             "--set models=[A,B]")
+        if self.images < 0:
+            raise UsageError(f"images={self.images} is not valid; use a count >= 0 (0: the whole split)")
+        if self.batch_size < 4:
+            raise UsageError(f"batch_size={self.batch_size} is too small: the unbiased HSIC estimator needs at least "
+                             "4 images per batch")
+
+
+@dataclasses.dataclass
+class Data:
+    """compare.cka's own results data: the two models' layer names and the three CKA matrices (rows: the first
+    model's layers of each pair), as nested lists (NaN for a layer with constant output)."""
+
+    models: list[str]
+    layers_a: list[str]
+    layers_b: list[str]
+    cross: list[list[float]]
+    self_a: list[list[float]]
+    self_b: list[list[float]]
+    images: int = 0
+
+
+def run(cfg: Config, ctx: RunContext) -> Results:
+    models = common.load_models(cfg, ctx)
+    data = common.load_data(cfg, ctx, models)
+    split = data.val.subset(cfg.images, seed=cfg.seed) if cfg.images else data.val
+    usable = (len(split) // cfg.batch_size) * cfg.batch_size
+    if usable < cfg.batch_size:
+        raise UsageError(f"compare.cka needs at least one whole batch: {len(split)} held-out images with "
+                         f"batch_size={cfg.batch_size}; lower batch_size")
+    a, b = models
+    names_a, names_b = list(layers_lib.comparable_layers(a.model)), list(layers_lib.comparable_layers(b.model))
+    ctx.step(f"CKA of {len(names_a)} x {len(names_b)} layers on {usable} images, {usable // cfg.batch_size} batches")
+    started = time.perf_counter()
+    matrices = accumulate(models, split.images[:usable], cfg, ctx)
+    seconds = time.perf_counter() - started
+    cross, self_a, self_b = (m.value().numpy() for m in matrices)
+    out = Results(notes=common.source_notes(cfg, models, data) + [
+        f"Linear CKA, minibatch estimator with unbiased HSIC (Nguyen, Raghu, Kornblith 2021) over {usable} held-out "
+        f"images in batches of {cfg.batch_size}; each layer's output pooled to one vector per image (feature maps "
+        "averaged over positions, tokens over the patch tokens; Raghu et al. flatten them instead)."])
+    out.add("images", usable)
+    out.add("cka_time_s", seconds, "s")
+    for j, layer in enumerate(names_b):
+        column = cross[:, j]
+        best = int(np.nanargmax(column)) if np.isfinite(column).any() else 0
+        out.add("best_cka", float(column[best]), layer_b=layer)
+        out.add("best_relative_depth", best / max(len(names_a) - 1, 1), layer_b=layer)
+    for subject, grid in ((a, self_a), (b, self_b)):
+        out.add("mean_offdiag_cka", mean_off_diagonal(grid), model=subject.label)
+    out.add("mean_cross_cka", float(np.nanmean(cross)))
+    out.keep(Data([a.label, b.label], names_a, names_b, cross.tolist(), self_a.tolist(), self_b.tolist(), usable))
+    out.tables.append(best_match_table(a.label, b.label, names_a, names_b, cross))
+    out.add_figures(ctx.save_figure(heatmaps(a.label, b.label, names_a, names_b, cross, self_a, self_b),
+                                    "cka_heatmaps"))
+    return out
+
+
+@torch.inference_mode()
+def accumulate(models: list[common.Subject], images: torch.Tensor, cfg: Config,
+               ctx: RunContext) -> tuple[MinibatchCKA, MinibatchCKA, MinibatchCKA]:
+    """A x B, A x A and B x B CKA accumulated batch by batch (features stay on the device, batch by batch)."""
+    a, b = models
+    layers_a, layers_b = layers_lib.comparable_layers(a.model), layers_lib.comparable_layers(b.model)
+    cross, self_a, self_b = (MinibatchCKA(len(layers_a), len(layers_b)), MinibatchCKA(len(layers_a), len(layers_a)),
+                             MinibatchCKA(len(layers_b), len(layers_b)))
+    with layers_lib.recorded(a.model, layers_a) as out_a, layers_lib.recorded(b.model, layers_b) as out_b:
+        for batch in images.split(cfg.batch_size):
+            x = batch.to(ctx.device, non_blocking=True)
+            with runtime.autocast(ctx.device, cfg.amp):
+                layers_lib.features(a.model, a.preprocess(x))
+                layers_lib.features(b.model, b.preprocess(x))
+            fa, fb = [out_a[n] for n in layers_a], [out_b[n] for n in layers_b]
+            cross.update(fa, fb)
+            self_a.update(fa, fa)
+            self_b.update(fb, fb)
+    return cross, self_a, self_b
+
+
+def mean_off_diagonal(grid: np.ndarray) -> float:
+    """How uniform a model is across depth: the mean CKA between different layers (1: every layer alike)."""
+    n = len(grid)
+    if n < 2:
+        return float("nan")
+    return float(np.nanmean(grid[~np.eye(n, dtype=bool)]))
+
+
+def best_match_table(label_a: str, label_b: str, names_a: list[str], names_b: list[str],
+                     cross: np.ndarray) -> Table:
+    rows = []
+    for j, layer in enumerate(names_b):
+        column = cross[:, j]
+        best = int(np.nanargmax(column)) if np.isfinite(column).any() else 0
+        rows.append([layer, names_a[best], float(column[best]), f"{best / max(len(names_a) - 1, 1):.2f}"])
+    return Table(f"For each layer of {label_b}: the most similar layer of {label_a} (linear CKA)",
+                 [f"{label_b} layer", f"closest {label_a} layer", "CKA", "its relative depth"], rows)
+
+
+def _ticks(ax: Any, names: list[str], axis: str) -> None:
+    step = max(1, math.ceil(len(names) / 8))  # at most 8 labels: readable at a column's width
+    positions = list(range(0, len(names), step))
+    if axis == "x":
+        ax.set_xticks(positions, labels=[names[i] for i in positions], rotation=90)
+    else:
+        ax.set_yticks(positions, labels=[names[i] for i in positions])
+
+
+@plots.styled
+def heatmaps(label_a: str, label_b: str, names_a: list[str], names_b: list[str], cross: np.ndarray,
+             self_a: np.ndarray, self_b: np.ndarray) -> Any:
+    """The three CKA matrices side by side, first layer at the bottom left, one colour scale below them.
+
+    The first two panels share their rows (the first model's layers, labelled on the left); the third has
+    the second model's layers as rows, labelled on its right."""
+    fig, axes = plots.figure(3, width=2.0, height=3.0)
+    panels = ((self_a, names_a, f"{label_a}\nvs itself", label_a), (cross, names_b, f"{label_a}\nvs {label_b}",
+                                                                      label_b),
+              (self_b, names_b, f"{label_b}\nvs itself", label_b))
+    image = None
+    for k, (ax, (grid, cols, title, col_label)) in enumerate(zip(axes[0], panels)):
+        image = ax.imshow(grid, vmin=0, vmax=1, cmap="magma", origin="lower", aspect="auto")
+        ax.grid(False)
+        _ticks(ax, cols, "x")
+        ax.set_xlabel(f"{col_label} layer", fontsize="small")
+        ax.set_title(title, fontsize="small")
+        if k == 0:
+            _ticks(ax, names_a, "y")
+            ax.set_ylabel(f"{label_a} layer", fontsize="small")
+        elif k == 1:
+            ax.set_yticks([])  # the same rows as the first panel
+        else:
+            _ticks(ax, names_b, "y")
+            ax.yaxis.tick_right()
+            ax.yaxis.set_label_position("right")
+            ax.set_ylabel(f"{label_b} layer", fontsize="small")
+    fig.tight_layout(rect=(0, 0.2, 1, 1), w_pad=0.6)
+    bar = fig.add_axes((0.3, 0.13, 0.4, 0.025))  # below the panels, its ticks and label inside the figure
+    fig.colorbar(image, cax=bar, orientation="horizontal", label="linear CKA")
+    return fig
+
+
+def discuss(results: RunResults) -> list[str]:
+    data, m = results.read(Data), results.metrics
+    label_a, label_b = data.models
+    cross = np.array(data.cross, dtype=float)
+    text = []
+    first, last = cross[:, 0], cross[:, -1]
+    early = int(np.nanargmax(first)) / max(len(data.layers_a) - 1, 1)
+    late = int(np.nanargmax(last)) / max(len(data.layers_a) - 1, 1)
+    text.append(f"The first layer of {label_b} is closest to {label_a}'s layer at relative depth {early:.2f} "
+                f"(CKA {np.nanmax(first):.2f}); its last layer to the one at depth {late:.2f} "
+                f"(CKA {np.nanmax(last):.2f}).")
+    ua, ub = m.value("mean_offdiag_cka", model=label_a), m.value("mean_offdiag_cka", model=label_b)
+    more, less = (label_a, label_b) if ua > ub else (label_b, label_a)
+    text.append(f"Mean CKA between different layers of the same model: {label_a} {ua:.2f}, {label_b} {ub:.2f}; "
+                + (f"{more}'s layers are more alike across depth than {less}'s." if ua != ub else "equally alike."))
+    return text
+
+
+def readme_row(m: Metrics, e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    per_model = m.by("mean_offdiag_cka", "model")
+    return ("mean CKA between different layers: " + ", ".join(f"{k} {fixed(v, 2)}" for k, v in per_model.items())
+            + f"; mean cross-model CKA {fixed(m.value('mean_cross_cka'), 2)}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"models": ["digits-resnet-small", "vit-digits"], "weights": "random", "data": "generated-cifar10",
+              "images": 48, "batch_size": 16},
+    "demo": {"models": list(common.DEMO_MODELS), "weights": "digits", "data": "digits", "offline": True,
+             "images": 0, "batch_size": 64},
+    "full": {"images": 10000, "batch_size": 128},
+    "rehearsal": {"data": "rehearsal-cifar10", "weights": "random", "images": 10000, "batch_size": 128},
+}
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("compare.cka", "ViTs have more uniform representations across layers than ResNets (higher CKA "
+              "between lower and higher layers)", None, "Raghu et al. 2021, Fig. 1", "recalled"),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
+EXPERIMENT = Experiment(name="compare.cka",
+                        summary="Linear CKA between every layer of two models (and each with itself), minibatch HSIC",
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss, references=REFERENCES,
+                        readme_row=readme_row)

@@ -1,0 +1,131 @@
+"""What the ``compare.*`` experiments share: a list of models (any registry name, each with its weights), built
+through the model factory at their own preprocessing, and one labelled dataset they all see.
+
+``--set models=[A,B,...]`` takes names as ``atml models`` lists them (atml's entries, any torchvision CNN,
+``timm/NAME``, any open_clip model), each optionally ``NAME@WEIGHTS``; without ``@`` a model gets the run's
+``--weights``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from atml.config import RunConfig, require_positive
+from atml.data import ImageDataset, digits
+from atml.errors import UsageError
+from atml.models import factory
+from atml.models.preprocess import Preprocess, resize_size
+from atml.models.types import Built
+from atml.runner import RunContext
+from atml.suite import datasets
+
+DATA = ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
+        "rehearsal-cifar10")
+"""The datasets the comparisons take (names of :data:`atml.data.factory.DATASETS`)."""
+
+DEMO_MODELS = ("digits-resnet", "vit-digits")
+"""The demo's stand-ins: atml's digits ResNet and digits ViT, both trained on digits 0-4 (cached)."""
+FULL_MODELS = ("resnet152", "deit_small_patch16_224")
+
+
+@dataclasses.dataclass
+class CompareConfig(RunConfig):
+    models: tuple[str, ...] = FULL_MODELS
+    """Registry names (``atml models``; any torchvision CNN, timm/NAME, open_clip model), each optionally
+    NAME@WEIGHTS (e.g. ViT-B-32@openai); without @ a model takes --weights."""
+    weights: str = "imagenet"
+    """The weights of every model named without @: imagenet | random | digits (the demo's models) | a file."""
+    data: str = "cifar10"
+    """cifar10 | cifar100 | digits (classes 5-9, which the demo's models never saw) | folder (--data-dir) |
+    imagenet (--data-dir, val/) | generated-cifar10 | generated-cifar100 (smoke) | rehearsal-cifar10 (timing)."""
+    batch_size: int = 128
+    amp: bool = True
+    """bf16 autocast for the models' forwards on CUDA (ignored on CPU)."""
+
+    def validate(self) -> None:
+        super().validate()
+        datasets.check(self, DATA)
+        require_positive(self, "batch_size")
+        if not self.models:
+            raise UsageError("models=[] names no model; give at least one, e.g. --set models=[resnet18,vit-digits]")
+        twice = sorted({s for s in self.models if self.models.count(s) > 1})
+        if twice:
+            raise UsageError(f"models lists {', '.join(twice)} more than once; name each model (NAME or NAME@WEIGHTS) "
+                             "once")
+        for spec in self.models:
+            name, weights = split(spec, self.weights)
+            entry = factory.find(name)
+            factory.check_weights(entry.family, name, weights)
+
+
+def split(spec: str, default_weights: str) -> tuple[str, str]:
+    """``NAME@WEIGHTS`` -> (name, weights); a bare name takes ``default_weights``."""
+    name, at, weights = spec.partition("@")
+    if at and not weights:
+        raise UsageError(f"models entry {spec!r} ends with @; write NAME@WEIGHTS (e.g. ViT-B-32@openai) or NAME")
+    return name, weights or default_weights
+
+
+@dataclasses.dataclass
+class Subject:
+    """One model of a comparison: its label in tables and figures, how it was built, and on what device."""
+
+    label: str
+    name: str
+    weights: str
+    family: str
+    built: Built[nn.Module]
+
+    @property
+    def model(self) -> nn.Module:
+        return self.built.model
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.built.preprocess
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def load_models(cfg: CompareConfig, ctx: RunContext) -> list[Subject]:
+    """Every model of ``cfg.models`` through the factory, in eval mode on the run's device; recorded in env.json."""
+    out = []
+    for i, spec in enumerate(cfg.models):
+        name, weights = split(spec, cfg.weights)
+        entry = factory.find(name)
+        built = factory.create(name, weights, family=entry.family, num_classes=10, offline=ctx.offline,
+                               training=ctx.training(None, cfg.seed))
+        built.model.to(ctx.device).eval()
+        built.preprocess.to(ctx.device)
+        ctx.record_source(f"weights_{i}", {"model": name, **dataclasses.asdict(built.info)})
+        out.append(Subject(spec, name, weights, entry.family, built))  # labelled as the user named it
+    return out
+
+
+def load_data(cfg: CompareConfig, ctx: RunContext, models: list[Subject], *,
+              limits: tuple[int, int] = (0, 0)) -> ImageDataset:
+    """The labelled set every model sees; ImageNet decoded at the largest short side the models' weights resize
+    to (each model then resizes and crops it by its own rule)."""
+    extra: dict[str, Any] = {}
+    if cfg.data == "imagenet":
+        extra = {"image_size": max(resize_size(m.built.preprocessing) for m in models)}
+    return datasets.load(cfg, ctx, generated=(120, 60), digit_classes=digits.TRANSFER_CLASSES, limits=limits,
+                         **extra)
+
+
+def source_notes(cfg: CompareConfig, models: list[Subject], data: ImageDataset) -> list[str]:
+    notes = [f"Models: {', '.join(f'{m.label} ({m.family}; {m.built.info.description})' for m in models)}.",
+             f"Data: {data.name}; each model reads the images at its own weights' preprocessing "
+             f"({', '.join(f'{m.label}: {m.built.preprocessing.input_size} px' for m in models)})."]
+    if cfg.weights == "digits" or any(m.weights == "digits" for m in models):
+        notes.append("Demo preset: atml's digits models (trained on scikit-learn digits 0-4, cached) seen on digits "
+                     "5-9, classes none of them was trained on; the numbers describe these small models, not the "
+                     "ImageNet ones the full preset compares.")
+    if any(m.weights == "random" for m in models):
+        notes.append("Random weights: the numbers test the code path only.")
+    return notes

@@ -1,0 +1,148 @@
+"""Models side by side: CKA checked against closed forms, the layers it reads, and both experiments end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import atml
+from atml import cli
+from atml import config as config_lib
+from atml.analysis import cka
+from atml.analysis.representation import linear_cka
+from atml.errors import UsageError
+from atml.models import factory
+from atml.models import layers as layers_lib
+from atml.suite import registry
+from atml.suite.compare import probe
+
+
+def _features(n: int = 600, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 40, generator=g)
+    y = torch.tanh(x @ torch.randn(40, 30, generator=g) + 0.5 * torch.randn(n, 30, generator=g))
+    return x, y
+
+
+def _hsic_by_definition(k: np.ndarray, m: np.ndarray) -> float:
+    """Song et al. (2012), eq. 5, written out with explicit ones vectors."""
+    n = len(k)
+    k, m = k - np.diag(np.diag(k)), m - np.diag(np.diag(m))
+    one = np.ones(n)
+    return float((np.trace(k @ m) + (one @ k @ one) * (one @ m @ one) / ((n - 1) * (n - 2))
+                  - 2 / (n - 2) * (one @ k @ m @ one)) / (n * (n - 3)))
+
+
+def test_unbiased_hsic_matches_its_definition():
+    x, y = _features(40)
+    k, m = cka.gram(x), cka.gram(y)
+    assert float(cka.hsic_unbiased(k, m)) == pytest.approx(_hsic_by_definition(k.numpy(), m.numpy()), rel=1e-10)
+    with pytest.raises(ValueError, match="at least 4"):
+        cka.hsic_unbiased(k[:3, :3], m[:3, :3])
+
+
+def test_a_representation_against_itself_has_cka_one_on_the_diagonal():
+    x, y = _features(64)
+    acc = cka.MinibatchCKA(2, 2)
+    for batch in range(4):
+        part = slice(batch * 16, (batch + 1) * 16)
+        acc.update([x[part], y[part]], [x[part], y[part]])
+    grid = acc.value()
+    assert torch.allclose(torch.diagonal(grid), torch.ones(2, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(grid, grid.T, atol=1e-12) and 0 < grid[0, 1] < 1
+
+
+def test_the_minibatch_estimate_matches_the_full_batch_cka_within_a_hundredth():
+    x, y = _features(600)
+    full = cka.cka(x, y)
+    assert abs(cka.cka(x, y, batch_size=100) - full) < 0.01
+    assert abs(cka.cka(x, y, batch_size=50) - full) < 0.01
+    assert abs(full - linear_cka(x.numpy(), y.numpy())) < 0.05  # the biased estimator: close on 600 samples
+
+
+def test_cka_is_invariant_to_orthogonal_transforms_and_isotropic_scaling_of_one_side():
+    x, y = _features(400)
+    q, _ = torch.linalg.qr(torch.randn(30, 30, generator=torch.Generator().manual_seed(1)))
+    base = cka.cka(x, y, batch_size=100)
+    assert cka.cka(x, y @ q, batch_size=100) == pytest.approx(base, abs=1e-9)
+    assert cka.cka(x, 3.7 * y, batch_size=100) == pytest.approx(base, abs=1e-9)
+    skew = torch.diag(torch.linspace(0.1, 5, 30))
+    assert abs(cka.cka(x, y @ skew, batch_size=100) - base) > 1e-3  # not invariant to any invertible map
+
+
+def test_the_layers_compared_are_every_residual_block_and_every_transformer_block_in_order():
+    resnet = factory.create("digits-resnet", "random", num_classes=5).model
+    names = list(layers_lib.comparable_layers(resnet))
+    assert names == ["layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "layer4.1"]
+    vit = factory.create("vit-digits", "random").model
+    assert list(layers_lib.comparable_layers(vit)) == ["block0", "block1", "block2", "block3"]
+    tiny_clip = factory.create("clip-digits", "random").model
+    assert len(layers_lib.comparable_layers(tiny_clip)) == 3
+    with torch.no_grad(), layers_lib.recorded(vit, layers_lib.comparable_layers(vit)) as out:
+        layers_lib.features(vit, vit.preprocess(torch.randint(0, 256, (5, 1, 32, 32), dtype=torch.uint8)))
+    assert [tuple(v.shape) for v in out.values()] == [(5, 96)] * 4  # patch tokens averaged: one vector per image
+    maps = torch.randn(2, 8, 4, 4)
+    assert torch.allclose(layers_lib.pool(maps, 0), maps.mean(dim=(2, 3)))
+    tokens = torch.randn(2, 5, 6)
+    assert torch.allclose(layers_lib.pool(tokens, 1), tokens[:, 1:].mean(1))  # the class token left out
+
+
+def test_probe_scores_separable_features_high_and_shuffled_labels_near_chance():
+    g = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 60)
+    feats = g.normal(size=(240, 16)) + 4 * np.eye(4, 16)[labels]
+    train, val = np.arange(240) % 2 == 0, np.arange(240) % 2 == 1
+    acc, knn = probe.scores(feats[train], labels[train], feats[val], labels[val], 1.0, 0)
+    assert acc > 0.95 and knn > 0.95
+    shuffled = g.permutation(labels)
+    acc, knn = probe.scores(feats[train], shuffled[train], feats[val], shuffled[val], 1.0, 0)
+    assert acc < 0.5 and knn < 0.5
+
+
+@pytest.mark.parametrize(("experiment", "item", "match"), [
+    ("compare.cka", "models=[vit-digits]", "compare.cka compares two models"),
+    ("compare.cka", "batch_size=2", "at least 4 images per batch"),
+    ("compare.probe", "models=[vit-digits,vit-digits]", "lists vit-digits more than once"),
+    ("compare.probe", "models=[resnet152@digits]", "weights=digits needs arch=digits-resnet"),
+    ("compare.probe", "models=[nosuchnet]", "'nosuchnet' is not a model atml knows"),
+    ("compare.probe", "models=[vit-digits@]", "ends with @"),
+])
+def test_bad_model_lists_are_refused_in_one_line(experiment, item, match):
+    exp = registry().get(experiment)
+    with pytest.raises(UsageError, match=match):
+        config_lib.build(exp.config_cls, exp.presets, "smoke", [item])
+
+
+def test_cka_runs_end_to_end_and_draws_three_labelled_heatmaps(tmp_path, capsys):
+    code = cli.main(["run", "compare.cka", "--preset", "smoke", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    folder = next(tmp_path.glob("compare.cka-smoke-*"))
+    results = json.loads((folder / "results.json").read_text())
+    data = results["data"]
+    assert data["models"] == ["digits-resnet-small", "vit-digits"] and len(data["layers_b"]) == 4
+    self_a = np.array(data["self_a"])
+    assert np.allclose(np.diag(self_a), 1) and np.allclose(self_a, self_a.T)
+    assert np.array(data["cross"]).shape == (len(data["layers_a"]), 4)
+    assert data["images"] == 48 and any(f.endswith("cka_heatmaps.png") for f in results["figures"])
+    from atml.suite.compare.cka import heatmaps
+
+    fig = heatmaps("A", "B", data["layers_a"], data["layers_b"], np.array(data["cross"]), self_a,
+                   np.array(data["self_b"]))
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 3 and panels[1].get_xlabel() == "B layer" and panels[0].get_ylabel() == "A layer"
+    assert panels[2].get_ylabel() == "B layer" and not panels[1].get_yticks().size  # rows shared with panel 1
+    assert [t.get_text() for t in panels[2].get_xticklabels()][:1] == ["block0"]
+
+
+def test_probe_runs_from_python_with_a_model_list_and_ranks_the_models():
+    run = atml.run("compare.probe", "smoke", models=["vit-digits", "digits-resnet-small"])
+    assert run.status == "ok"
+    ranking = run.results.data["ranking"]
+    assert sorted(ranking) == ["digits-resnet-small", "vit-digits"]
+    accs = [run.metrics.value("probe_acc", model=m) for m in ranking]
+    assert accs == sorted(accs, reverse=True)
+    assert run.metrics.value("feature_dim", model="vit-digits") == 96
+    assert run.tables[0].columns[:3] == ["model", "weights", "probe acc"]
