@@ -38,7 +38,20 @@ def collect(run_folders: Sequence[Path]) -> dict[str, Any]:
             "facts": {k: results.data[k] for k in FACTS if k in results.data}}
     started = min((Path(f) / "config.yaml").stat().st_mtime for f in run_folders)
     ended = max((Path(f) / "results.json").stat().st_mtime for f in run_folders)
-    return {"experiments": experiments, "wall_s": round(ended - started, 1)}
+    return {"experiments": experiments, "wall_s": round(ended - started, 1),
+            "trained_demo_models": _trained_during(run_folders, started)}
+
+
+def _trained_during(run_folders: Sequence[Path], started: float) -> bool:
+    """Whether any demo model atml trains itself was trained during these runs (its cached weights file written
+    after the first run began), rather than read from $ATML_CACHE."""
+    for folder in run_folders:
+        sources = json.loads((Path(folder) / "env.json").read_text()).get("sources", {})
+        for value in sources.values():
+            file = value.get("file") if isinstance(value, dict) and value.get("spec") == "digits" else None
+            if file and Path(file).is_file() and Path(file).stat().st_mtime >= started:
+                return True
+    return False
 
 
 FACTS = ("arch", "compare_arch", "ranking", "untreated")
@@ -74,8 +87,12 @@ def table(summary: dict[str, Any]) -> str:
 def section(summary: dict[str, Any]) -> str:
     """The text between the markers: where the numbers come from, then the table."""
     first = next(iter(summary["experiments"].values()))
-    took = (f", {summary['wall_s'] / 60:.1f} minutes from the first run folder to the last results.json (cold "
-            "cache: the demo models were trained in that time)") if summary.get("wall_s") else ""
+    trained = summary.get("trained_demo_models")
+    cache = ("cold cache: the demo models were trained in that time" if trained else
+             "the demo models were already trained and read from $ATML_CACHE" if trained is False else
+             "whether the demo models were trained in that time was not recorded")
+    took = (f", {summary['wall_s'] / 60:.1f} minutes from the first run folder to the last results.json "
+            f"({cache})") if summary.get("wall_s") else ""
     origin = (f"From `atml demo` (demo preset, seed {first['seed']}) at commit `{(first['commit'] or 'unknown')[:10]}` "
               f"on {first['device']}{took}; every number is in `benchmarks/demo-results.json`, which holds each "
               "run's metrics as its `results.json` wrote them.")
