@@ -146,3 +146,67 @@ def test_probe_runs_from_python_with_a_model_list_and_ranks_the_models():
     assert accs == sorted(accs, reverse=True)
     assert run.metrics.value("feature_dim", model="vit-digits") == 96
     assert run.tables[0].columns[:3] == ["model", "weights", "probe acc"]
+
+
+class _PatchModel(torch.nn.Module):
+    """Class 1's logit is the brightness of the top-left patch of a 2 x 2 grid: only that patch matters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        signal = x[:, :, :4, :4].mean((1, 2, 3)) * 10
+        return torch.stack([-signal, signal], 1)
+
+
+def test_deletion_and_insertion_reward_the_map_that_points_at_what_the_model_uses():
+    from atml.analysis import saliency as sal
+
+    model = _PatchModel()
+    x = torch.ones(3, 3, 8, 8)
+    fill = torch.zeros(1, 3, 1, 1)
+    target = torch.ones(3, dtype=torch.long)
+    right = torch.zeros(3, 8, 8)
+    right[:, :4, :4] = 1  # the patch the model reads
+    wrong = 1 - right
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        return model(batch).softmax(-1)
+
+    good = [sal.auc(c).mean() for c in sal.curves(predict, x, sal.patch_scores(right, 2), target, 2, fill)]
+    bad = [sal.auc(c).mean() for c in sal.curves(predict, x, sal.patch_scores(wrong, 2), target, 2, fill)]
+    assert good[0] < bad[0] and good[1] > bad[1]  # deletion lower, insertion higher for the faithful map
+    assert float(sal.auc(torch.tensor([[1.0, 0.5, 0.0]]))[0]) == pytest.approx(0.5)
+    ramp = torch.arange(64.0).view(1, 8, 8).expand(3, -1, -1)
+    assert np.allclose(sal.rank_correlation(ramp, 2 * ramp + 1), 1) and np.allclose(sal.rank_correlation(ramp, -ramp), -1)
+
+
+def test_the_sanity_check_re_initialises_only_the_top_layers():
+    from atml.suite.compare.saliency import Explained, randomised
+
+    built = factory.create("digits-resnet", "random", num_classes=5, keep_head=False)
+    explained = Explained(built.model, torch.nn.Linear(built.model.num_features, 5))
+    scrambled = randomised(explained, seed=1)
+    before, after = dict(explained.named_parameters()), dict(scrambled.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all(n.startswith(("model.body.layer4", "head.")) for n in changed)
+    assert any(n.startswith("head.") for n in changed) and any(n.startswith("model.body.layer4") for n in changed)
+
+
+def test_saliency_runs_end_to_end_for_a_cnn_and_a_vit_and_scores_every_method(tmp_path, capsys):
+    code = cli.main(["run", "compare.saliency", "--preset", "smoke", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((next(tmp_path.glob("compare.saliency-smoke-*")) / "results.json").read_text())
+    methods = results["data"]["methods"]
+    assert methods["digits-resnet-small"] == ["gradcam", "gradcam++", "scorecam", "random"]
+    assert methods["vit-digits"] == ["gradcam", "gradcam++", "scorecam", "cls_attention", "rollout", "random"]
+    records = {(r["name"], r["condition"]["model"], r["condition"]["method"]) for r in results["records"]
+               if "method" in r.get("condition", {})}
+    for model, names in methods.items():
+        for method in names:
+            assert ("deletion_auc", model, method) in records and ("insertion_auc", model, method) in records
+            assert (("sanity_rank_corr", model, method) in records) == (method != "random")
+    assert sum(f.endswith(".png") for f in results["figures"]) == 3  # two map grids and the curves
+
+
+def test_saliency_refuses_a_model_that_is_not_a_classifier():
+    exp = registry().get("compare.saliency")
+    with pytest.raises(UsageError, match="clip-digits is not a CNN or a ViT"):
+        config_lib.build(exp.config_cls, exp.presets, "smoke", ["models=[clip-digits]"])

@@ -92,14 +92,15 @@ class Subject:
         return sum(p.numel() for p in self.model.parameters())
 
 
-def load_models(cfg: CompareConfig, ctx: RunContext) -> list[Subject]:
-    """Every model of ``cfg.models`` through the factory, in eval mode on the run's device; recorded in env.json."""
+def load_models(cfg: CompareConfig, ctx: RunContext, *, keep_head: bool = False) -> list[Subject]:
+    """Every model of ``cfg.models`` through the factory, in eval mode on the run's device; recorded in env.json.
+    ``keep_head``: a CNN keeps the classifier its weights came with (``Built.pretrained_head``)."""
     out = []
     for i, spec in enumerate(cfg.models):
         name, weights = split(spec, cfg.weights)
         entry = factory.find(name)
         built = factory.create(name, weights, family=entry.family, num_classes=10, offline=ctx.offline,
-                               training=ctx.training(None, cfg.seed))
+                               keep_head=keep_head, training=ctx.training(None, cfg.seed))
         built.model.to(ctx.device).eval()
         built.preprocess.to(ctx.device)
         ctx.record_source(f"weights_{i}", {"model": name, **dataclasses.asdict(built.info)})
@@ -107,15 +108,15 @@ def load_models(cfg: CompareConfig, ctx: RunContext) -> list[Subject]:
     return out
 
 
-def load_data(cfg: CompareConfig, ctx: RunContext, models: list[Subject], *,
-              limits: tuple[int, int] = (0, 0)) -> ImageDataset:
+def load_data(cfg: CompareConfig, ctx: RunContext, models: list[Subject], *, limits: tuple[int, int] = (0, 0),
+              digit_classes: tuple[int, ...] = digits.TRANSFER_CLASSES) -> ImageDataset:
     """The labelled set every model sees; ImageNet decoded at the largest short side the models' weights resize
-    to (each model then resizes and crops it by its own rule)."""
+    to (each model then resizes and crops it by its own rule). Digits: classes 5-9 by default, which the demo's
+    models never saw (``digit_classes``: others)."""
     extra: dict[str, Any] = {}
     if cfg.data == "imagenet":
         extra = {"image_size": max(resize_size(m.built.preprocessing) for m in models)}
-    return datasets.load(cfg, ctx, generated=(120, 60), digit_classes=digits.TRANSFER_CLASSES, limits=limits,
-                         **extra)
+    return datasets.load(cfg, ctx, generated=(120, 60), digit_classes=digit_classes, limits=limits, **extra)
 
 
 def source_notes(cfg: CompareConfig, models: list[Subject], data: ImageDataset) -> list[str]:

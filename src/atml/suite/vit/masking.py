@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from atml.analysis.saliency import fill_masked
 from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
@@ -69,16 +70,6 @@ def center_keep(batch: int, grid: int, ratio: float) -> torch.Tensor:
     order = torch.argsort(distance, stable=True)  # nearest first; ties in index order
     keep = order[masked:].sort().values
     return keep.expand(batch, -1)
-
-
-def fill_masked(x: torch.Tensor, keep: torch.Tensor, grid: int, value: torch.Tensor) -> torch.Tensor:
-    """Normalised images with every patch not in ``keep`` set to ``value`` ``(1, C, 1, 1)``."""
-    b, _, size, _ = x.shape
-    kept = torch.zeros(b, grid * grid, dtype=torch.bool, device=x.device)
-    kept.scatter_(1, keep.to(x.device), True)
-    patch = size // grid
-    pixel = kept.view(b, 1, grid, grid).repeat_interleave(patch, 2).repeat_interleave(patch, 3)
-    return torch.where(pixel, x, value.to(x.device))
 
 
 def run(cfg: MaskingConfig, ctx: RunContext) -> Results:

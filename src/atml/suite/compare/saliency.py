@@ -1,0 +1,354 @@
+"""``compare.saliency``: where each model looks, and whether its saliency maps say so faithfully.
+
+On the same held-out images, for CNNs and ViTs: Grad-CAM, Grad-CAM++ and Score-CAM through the ``grad-cam``
+package (pytorch-grad-cam; a ViT's last block read through its reshape transform, class and register tokens
+left out), the class token's last-layer attention and attention rollout for ViTs (:mod:`atml.analysis.attention`),
+and a random map as the baseline every method must beat. Each map explains the class the model predicts on the
+intact image. Faithfulness in numbers (:mod:`atml.analysis.saliency`): deletion and insertion areas (Petsiuk et
+al. 2018) over a grid of patches filled with the mean pixel, and the model randomisation sanity check (Adebayo
+et al. 2018): the Spearman rank correlation between a method's maps for the trained model and for the same model
+with its top layers re-initialised (a map that does not change is not explaining the model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from atml.analysis import attention as att
+from atml.analysis import saliency as sal
+from atml.data import digits
+from atml.errors import UsageError
+from atml.models import vit
+from atml.references import Reference
+from atml.registry import Experiment
+from atml.reporting import plots
+from atml.results import Metrics, Results, RunResults, Table, fixed
+from atml.runner import RunContext
+from atml.suite.compare import common
+
+CAMS = ("gradcam", "gradcam++", "scorecam")
+VIT_ONLY = ("cls_attention", "rollout")
+METHODS = (*CAMS, *VIT_ONLY, "random")
+
+
+@dataclasses.dataclass
+class Config(common.CompareConfig):
+    images: int = 100
+    """Held-out images the maps are computed and scored on."""
+    grid: int = 7
+    """Deletion and insertion remove or reveal a grid x grid lattice of patches, one patch per step."""
+    shown: int = 4
+    """Images drawn in each model's image x method figure."""
+    scorecam_batch: int = 64
+    """Masked copies per forward in Score-CAM (one per channel of the target layer)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.images < 1 or self.grid < 2 or self.shown < 0 or self.scorecam_batch < 1:
+            raise UsageError("images and scorecam_batch must be >= 1, grid >= 2 and shown >= 0")
+        for spec in self.models:
+            name = common.split(spec, self.weights)[0]
+            from atml.models import factory
+
+            if factory.find(name).family not in ("cnn", "vit"):
+                raise UsageError(f"compare.saliency explains classifiers: {name} is not a CNN or a ViT")
+
+
+@dataclasses.dataclass
+class Data:
+    """compare.saliency's own results data: the models and the methods each was scored with."""
+
+    models: list[str]
+    methods: dict[str, list[str]]
+
+
+class Explained(nn.Module):
+    """Normalised images -> the model's own class logits: a CNN's features through the head its weights came
+    with (random weights: its new, random head), or a ViT's classifier (what the maps explain)."""
+
+    def __init__(self, model: nn.Module, head: nn.Module | None) -> None:
+        super().__init__()
+        self.model = model
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.model, vit.ViT):
+            return self.model(x)
+        net: Any = self.model
+        return self.head(net.forward_features(x)) if self.head is not None else net(x)
+
+
+def target_layer(model: nn.Module) -> nn.Module:
+    """Grad-CAM's layer: a CNN's last stage; a ViT's last block's first norm (its tokens before attention)."""
+    if isinstance(model, vit.TimmViT):
+        return model.model.blocks[-1].norm1
+    if isinstance(model, vit.HFViT):
+        return model.model.vit.layers[-1].layernorm_before
+    cnn: Any = model
+    return cnn.get_submodule(cnn.stage_paths[-1])
+
+
+def reshape_for(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A ViT's tokens ``(B, T, D)`` as a ``(B, D, g, g)`` map for the CAM methods (prefix tokens left out)."""
+    if not isinstance(model, vit.ViT):
+        return None
+    prefix, grid = model.num_prefix_tokens, model.grid
+
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, prefix:].reshape(len(tokens), grid, grid, -1).permute(0, 3, 1, 2)
+    return reshape
+
+
+def cam_maps(method: str, explained: Explained, layer: nn.Module, reshape: Any, x: torch.Tensor,
+             target: torch.Tensor, scorecam_batch: int) -> torch.Tensor:
+    """``(B, H, W)`` maps of one grad-cam method for the target classes, in [0, 1]."""
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cls = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM}[method]
+    quiet = contextlib.redirect_stderr(io.StringIO()) if method == "scorecam" else contextlib.nullcontext()
+    with cls(model=explained, target_layers=[layer], reshape_transform=reshape) as cam, quiet:  # its tqdm bar
+        if method == "scorecam":
+            cam.batch_size = scorecam_batch
+        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in target])
+    return torch.from_numpy(np.asarray(maps, dtype=np.float32))
+
+
+def attention_maps(method: str, model: vit.ViT, x: torch.Tensor) -> torch.Tensor:
+    """The CLS token's last-layer attention (mean of heads) or attention rollout, upsampled to the input."""
+    with torch.no_grad(), model.attention() as maps:
+        model(x)
+    flow = (att.cls_to_patches(maps[-1], model.num_prefix_tokens).mean(1) if method == "cls_attention"
+            else att.rollout(maps, model.num_prefix_tokens))
+    grid = flow.reshape(len(x), 1, model.grid, model.grid).float()
+    return torch.nn.functional.interpolate(grid, size=x.shape[-2:], mode="nearest")[:, 0].cpu()
+
+
+def maps_for(method: str, explained: Explained, x: torch.Tensor, target: torch.Tensor, cfg: Config,
+             generator: torch.Generator) -> torch.Tensor:
+    """One batch's maps of ``method`` for ``explained`` (the trained model, or its randomised copy)."""
+    model = explained.model
+    if method in CAMS:
+        return cam_maps(method, explained, target_layer(model), reshape_for(model), x, target, cfg.scorecam_batch)
+    if method in VIT_ONLY:
+        assert isinstance(model, vit.ViT)
+        return attention_maps(method, model, x)
+    return torch.rand(len(x), *x.shape[-2:], generator=generator)
+
+
+def methods_for(subject: common.Subject) -> list[str]:
+    return list(METHODS) if isinstance(subject.model, vit.ViT) else [*CAMS, "random"]
+
+
+def randomised(explained: Explained, seed: int) -> Explained:
+    """A copy with its top layers re-initialised (Adebayo et al.'s cascading randomisation, top step): the head
+    and the last stage of a CNN, the last block and the head of a ViT."""
+    import copy
+
+    clone = copy.deepcopy(explained)
+    model: Any = clone.model
+    if isinstance(model, vit.TimmViT):
+        top = [model.model.blocks[-1], model.model.head]
+    elif isinstance(model, vit.HFViT):
+        top = [model.model.vit.layers[-1], model.model.classifier]
+    else:
+        top = [model.get_submodule(model.stage_paths[-1])] + ([clone.head] if clone.head is not None else [])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for part in top:
+            for module in part.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    return clone
+
+
+def run(cfg: Config, ctx: RunContext) -> Results:
+    models = common.load_models(cfg, ctx, keep_head=True)
+    data = common.load_data(cfg, ctx, models, digit_classes=digits.PRETRAIN_CLASSES)  # the classes they know
+    split = data.val.subset(cfg.images, seed=cfg.seed)
+    out = Results(notes=common.source_notes(cfg, models, data) + [
+        f"{len(split)} held-out images; each map explains the class the model predicts on the intact image. "
+        f"Deletion/insertion: a {cfg.grid} x {cfg.grid} grid of patches, filled with the mean pixel of the images "
+        "(vit.masking's fill), removed (deletion) or revealed (insertion) most salient first, one patch per "
+        "step; the area under the predicted class's probability (deletion: lower is more faithful; insertion: "
+        "higher). Sanity check: Spearman rank correlation of each method's maps for the trained model and for "
+        "the same model with its top layers re-initialised (near 1: the map ignores what the model learnt)."])
+    rows: list[list[Any]] = []
+    curves_by: dict[str, dict[str, dict[str, Any]]] = {}
+    methods_by: dict[str, list[str]] = {}
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for subject in models:
+        head = subject.built.pretrained_head
+        if not isinstance(subject.model, vit.ViT) and head is None and subject.weights != "random":
+            raise UsageError(f"{subject.label}: its weights ({subject.weights}) carry no classifier for the maps "
+                             "to explain; use weights with their own head (imagenet, digits)")
+        if isinstance(subject.model, vit.ViT) and not subject.model.has_head:
+            raise UsageError(f"{subject.label} has no classification head (a self-supervised backbone): there is "
+                             "no class for the maps to explain")
+        explained = Explained(subject.model, head).to(ctx.device).eval()
+        scrambled = randomised(explained, cfg.seed + 1).to(ctx.device).eval()
+        methods_by[subject.label] = methods = methods_for(subject)
+        ctx.step(f"{subject.label}: {', '.join(methods)} on {len(split)} images")
+        x_all = torch.cat([subject.preprocess(b.to(ctx.device)) for b in split.images.split(cfg.batch_size)])
+        fill = x_all.double().mean((0, 2, 3)).float().view(1, -1, 1, 1)
+
+        def predict(x: torch.Tensor, model: nn.Module = explained) -> torch.Tensor:
+            with torch.no_grad():
+                return model(x).float().softmax(-1)
+
+        with torch.no_grad():
+            target = torch.cat([predict(b).argmax(1) for b in x_all.split(cfg.batch_size)])
+        per_method: dict[str, dict[str, Any]] = {}
+        for method in methods:
+            deletion: list[torch.Tensor] = []
+            insertion: list[torch.Tensor] = []
+            rho: list[np.ndarray] = []
+            first: torch.Tensor | None = None
+            for rows_x, rows_t in zip(x_all.split(cfg.batch_size), target.split(cfg.batch_size)):
+                maps = maps_for(method, explained, rows_x, rows_t, cfg, generator)
+                d, i = sal.curves(predict, rows_x, sal.patch_scores(maps, cfg.grid), rows_t.to(ctx.device),
+                                  cfg.grid, fill)
+                deletion.append(d)
+                insertion.append(i)
+                if method != "random":
+                    rho.append(sal.rank_correlation(maps, maps_for(method, scrambled, rows_x, rows_t, cfg, generator)))
+                first = maps if first is None else first
+            d_curve, i_curve = torch.cat(deletion), torch.cat(insertion)
+            per_method[method] = {"deletion": d_curve.mean(0), "insertion": i_curve.mean(0), "maps": first}
+            d_auc, i_auc = float(sal.auc(d_curve).mean()), float(sal.auc(i_curve).mean())
+            out.add("deletion_auc", d_auc, model=subject.label, method=method)
+            out.add("insertion_auc", i_auc, model=subject.label, method=method)
+            sanity = float(np.nanmean(np.concatenate(rho))) if rho else float("nan")
+            if rho:
+                out.add("sanity_rank_corr", sanity, model=subject.label, method=method)
+            rows.append([subject.label, method, d_auc, i_auc, sanity if rho else None])
+        curves_by[subject.label] = per_method
+        if cfg.shown:
+            out.add_figures(ctx.save_figure(grid_figure(subject.label, split.images[:cfg.shown], per_method,
+                                                        methods), f"maps_{_slug(subject.label)}"))
+    out.tables.append(Table(f"Faithfulness of each method on {len(split)} held-out images (deletion: lower is "
+                            "better; insertion: higher; sanity: lower means the map depends on the learnt top "
+                            "layers)", ["model", "method", "deletion AUC", "insertion AUC", "sanity rank corr"],
+                            rows))
+    out.add_figures(ctx.save_figure(curves_figure(curves_by, cfg.grid), "deletion_insertion"))
+    out.keep(Data([m.label for m in models], methods_by))
+    return out
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+
+
+@plots.styled
+def grid_figure(label: str, images: torch.Tensor, per_method: dict[str, dict[str, Any]], methods: list[str]) -> Any:
+    """Each shown image (rows) and each method's map over it (columns)."""
+    n = len(images)
+    cell = plots.COLUMN_WIDTH_IN * 2 / (len(methods) + 1)  # square cells across a two-column width
+    fig, axes = plots.figure(len(methods) + 1, n, width=2.0, height=cell * n + 0.45)
+    for r in range(n):
+        image = images[r].float() / 255
+        image = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+        picture = image.permute(1, 2, 0).numpy()
+        axes[r][0].imshow(picture)
+        for c, method in enumerate(methods, start=1):
+            saliency = per_method[method]["maps"][r]
+            ax = axes[r][c]
+            ax.imshow(np.asarray(torch.nn.functional.interpolate(image[None], size=saliency.shape, mode="bilinear",
+                                                                 align_corners=False)[0].permute(1, 2, 0)))
+            ax.imshow(saliency.numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=float(saliency.max()) or 1)
+        for c in range(len(methods) + 1):
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+            axes[r][c].grid(False)
+    for c, title in enumerate(["image", *methods]):
+        axes[0][c].set_title(title, fontsize="x-small")
+    fig.suptitle(label, fontsize="small")
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+@plots.styled
+def curves_figure(curves_by: dict[str, dict[str, dict[str, Any]]], grid: int) -> Any:
+    """Mean deletion (solid) and insertion (dashed) curves per method, one panel per model."""
+    fig, axes = plots.figure(len(curves_by), width=2.0 if len(curves_by) > 1 else 1.0, height=2.4, sharey=True)
+    handles = {}
+    for ax, (label, per_method) in zip(axes[0], curves_by.items()):
+        for method, values in per_method.items():
+            colour = plots.palette(METHODS.index(method))  # one colour per method in every panel
+            fraction = np.linspace(0, 1, len(values["deletion"]))
+            line, = ax.plot(fraction, values["deletion"].numpy(), "-", color=colour, label=method)
+            ax.plot(fraction, values["insertion"].numpy(), "--", color=colour)
+            handles[method] = line
+        ax.set_title(label, fontsize="small")
+        ax.set_xlabel(f"fraction of the {grid}x{grid} patches")
+    axes[0][0].set_ylabel("probability of the predicted class")
+    from matplotlib.lines import Line2D
+
+    style = [Line2D([], [], color="0.3", ls="-", label="deletion"), Line2D([], [], color="0.3", ls="--",
+                                                                            label="insertion")]
+    plots.legend_below(fig, [*handles.values(), *style], ncol=4)
+    return fig
+
+
+def discuss(results: RunResults) -> list[str]:
+    m, data = results.metrics, results.read(Data)
+    text = []
+    for label in data.models:
+        methods = [x for x in data.methods[label] if x != "random"]
+        d = {x: m.value("deletion_auc", model=label, method=x) for x in data.methods[label]}
+        i = {x: m.value("insertion_auc", model=label, method=x) for x in data.methods[label]}
+        best_d = min(methods, key=lambda x: d[x])
+        best_i = max(methods, key=lambda x: i[x])
+        beat = [x for x in methods if d[x] < d["random"] and i[x] > i["random"]]
+        text.append(f"{label}: the most faithful method by deletion is {best_d} ({d[best_d]:.3f} vs random "
+                    f"{d['random']:.3f}); by insertion {best_i} ({i[best_i]:.3f} vs random {i['random']:.3f}); "
+                    + (f"{', '.join(beat)} beat the random map on both." if beat else
+                       "no method beats the random map on both."))
+        sanity = {x: m.get("sanity_rank_corr", model=label, method=x) for x in methods}
+        stable = [x for x, v in sanity.items() if v is not None and v > 0.8]
+        if stable:
+            text.append(f"{label}: the maps of {', '.join(stable)} barely change when the top layers are "
+                        "re-initialised (rank correlation above 0.8): they do not depend on what the model learnt "
+                        "there.")
+    return text
+
+
+def readme_row(m: Metrics, e: dict[str, Any]) -> str:
+    """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
+    parts = []
+    for label in sorted({r.condition["model"] for r in m.find("deletion_auc")}):
+        d = m.by("deletion_auc", "method", model=label)
+        best = min((x for x in d if x != "random"), key=lambda x: d[x])
+        parts.append(f"{label}: {best} {fixed(d[best])} vs random {fixed(d['random'])}")
+    return "deletion AUC (lower is better), best method: " + "; ".join(parts)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"models": ["digits-resnet-small", "vit-digits"], "weights": "random", "data": "generated-cifar10",
+              "images": 8, "grid": 4, "shown": 2, "batch_size": 8, "scorecam_batch": 64},
+    "demo": {"models": list(common.DEMO_MODELS), "weights": "digits", "data": "digits", "offline": True,
+             "images": 32, "grid": 4, "shown": 4, "batch_size": 32},
+    "full": {"images": 100, "grid": 7, "shown": 4, "batch_size": 32},
+    "rehearsal": {"data": "rehearsal-cifar10", "weights": "random", "images": 100, "grid": 7, "batch_size": 32},
+}
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("compare.saliency", "Grad-CAM's maps change when a network's top layers are randomised (it passes "
+              "the model randomisation test; guided backprop does not)", None, "Adebayo et al. 2018, Fig. 2",
+              "recalled"),
+)
+"""The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
+
+EXPERIMENT = Experiment(name="compare.saliency",
+                        summary="Grad-CAM, Grad-CAM++, Score-CAM, CLS attention and rollout, scored by deletion, "
+                                "insertion and the randomisation sanity check",
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss, references=REFERENCES,
+                        readme_row=readme_row)
