@@ -175,7 +175,8 @@ def test_deletion_and_insertion_reward_the_map_that_points_at_what_the_model_use
     assert good[0] < bad[0] and good[1] > bad[1]  # deletion lower, insertion higher for the faithful map
     assert float(sal.auc(torch.tensor([[1.0, 0.5, 0.0]]))[0]) == pytest.approx(0.5)
     ramp = torch.arange(64.0).view(1, 8, 8).expand(3, -1, -1)
-    assert np.allclose(sal.rank_correlation(ramp, 2 * ramp + 1), 1) and np.allclose(sal.rank_correlation(ramp, -ramp), -1)
+    assert np.allclose(sal.rank_correlation(ramp, 2 * ramp + 1), 1)
+    assert np.allclose(sal.rank_correlation(ramp, -ramp), -1)
 
 
 def test_the_sanity_check_re_initialises_only_the_top_layers():
