@@ -24,7 +24,7 @@ from torch import nn
 
 from atml import config as config_lib
 from atml import runner
-from atml.models import resnet
+from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
 from atml.suite import registry
 from atml.suite.resnet import skip as resnet_skip
@@ -153,12 +153,12 @@ def test_the_audit_catches_a_module_left_on_the_cpu(tmp_path: Path) -> None:
 @pytest.mark.parametrize("arch", ["resnet18", "timm/efficientnet_b0", "efficientnet_b0"])
 def test_freezing_follows_the_model_in_either_order(order: str, device: torch.device, dtype: torch.dtype,
                                                     arch: str) -> None:
-    model = resnet.build(arch, 10, "random", offline=True).model
+    model = cnn.build(arch, 10, "random", offline=True).model
     trainable = (*model.last_paths, model.head_name)
     if order == "freeze-then-move":
-        model = resnet.freeze(model, trainable=trainable).to(device, dtype)
+        model = freezing.freeze(model, trainable=trainable).to(device, dtype)
     else:
-        model = resnet.freeze(model.to(device, dtype), trainable=trainable)
+        model = freezing.freeze(model.to(device, dtype), trainable=trainable)
     assert misplaced(model, device, dtype) == []
     with placement_audit(device):
         out = model(torch.zeros(2, 3, 32, 32, device=device, dtype=dtype))
@@ -166,8 +166,8 @@ def test_freezing_follows_the_model_in_either_order(order: str, device: torch.de
 
 
 def test_frozen_features_move_the_backbone_with_them() -> None:
-    backbone = resnet.build("resnet18", 10, "random", offline=True)
-    model = resnet.freeze(backbone.model)
+    backbone = cnn.build("resnet18", 10, "random", offline=True)
+    model = freezing.freeze(backbone.model)
     frozen = FrozenFeatures(Preprocess(backbone.preprocessing, 32, channels_last=True), model).to(META)
     assert misplaced(frozen, META) == []
     assert misplaced(model, META) == [], "the backbone must be a submodule, so .to() reaches it"
@@ -176,7 +176,7 @@ def test_frozen_features_move_the_backbone_with_them() -> None:
 
 
 def test_a_deep_copy_of_a_frozen_model_stays_frozen_and_placed() -> None:
-    model = resnet.freeze(resnet.build("resnet18", 10, "random", offline=True).model.to(torch.float64))
+    model = freezing.freeze(cnn.build("resnet18", 10, "random", offline=True).model.to(torch.float64))
     twin = copy.deepcopy(model)
     assert misplaced(twin, torch.device("cpu"), torch.float64) == []
     assert not any(p.requires_grad for n, p in twin.named_parameters() if not n.startswith("body.fc"))

@@ -50,7 +50,7 @@ def test_weights_are_checked_in_one_place_with_one_message():
 
 
 def _calls(path: Path) -> set[str]:
-    """Dotted names called in a module: ``resnet.build``, ``VAE`` ..."""
+    """Dotted names called in a module: ``cnn.build``, ``VAE`` ..."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call):
@@ -65,7 +65,7 @@ def _calls(path: Path) -> set[str]:
 
 
 def test_experiments_ask_the_factory_for_models_and_never_a_builder():
-    builders = {"resnet.build", "vit.build", "clip.build", "VAE", "DCGAN", "digits_backbone", "digits_vit",
+    builders = {"cnn.build", "vit.build", "clip.build", "VAE", "DCGAN", "digits_backbone", "digits_vit",
                 "digits_clip", "trained_by_atml"}
     offenders = {str(p.relative_to(SRC)): sorted(_calls(p) & builders) for p in (SRC / "suite").rglob("*.py")}
     assert not {k: v for k, v in offenders.items() if v}

@@ -6,7 +6,7 @@ import torchvision.models as tvm
 from safetensors.torch import save_file
 
 from atml.errors import UsageError, WeightsError
-from atml.models import resnet
+from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
 from atml.storage import sha256sum
 
@@ -21,7 +21,7 @@ def _saved_resnet18(tmp_path, name="resnet18-random.pth"):
 
 def test_local_state_dict_loads_through_production_path(tmp_path):
     reference, path = _saved_resnet18(tmp_path)
-    built = resnet.build("resnet18", 10, str(path), offline=True)
+    built = cnn.build("resnet18", 10, str(path), offline=True)
     ours = built.model.body.state_dict()
     for key, value in reference.state_dict().items():
         if not key.startswith("fc."):
@@ -31,7 +31,7 @@ def test_local_state_dict_loads_through_production_path(tmp_path):
 
 def test_features_and_head_agree_with_torchvision_forward(tmp_path):
     reference, path = _saved_resnet18(tmp_path)
-    model = resnet.build("resnet18", 1000, str(path), offline=True).model.eval()
+    model = cnn.build("resnet18", 1000, str(path), offline=True).model.eval()
     model.body.fc.load_state_dict(reference.fc.state_dict())
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -43,39 +43,39 @@ def test_safetensors_file_loads(tmp_path):
     reference, _ = _saved_resnet18(tmp_path)
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
-    model = resnet.build("resnet18", 10, str(path), offline=True).model
+    model = cnn.build("resnet18", 10, str(path), offline=True).model
     assert torch.equal(model.body.conv1.weight, reference.conv1.weight)
 
 
 def test_hash_in_file_name_is_checked(tmp_path):
     _, path = _saved_resnet18(tmp_path, "resnet18-deadbeef.pth")
     with pytest.raises(WeightsError, match="fails its hash check.*deadbeef"):
-        resnet.build("resnet18", 10, str(path), offline=True)
+        cnn.build("resnet18", 10, str(path), offline=True)
 
 
 def test_hash_in_file_name_passes_when_it_matches(tmp_path):
     _, path = _saved_resnet18(tmp_path)
     named = tmp_path / f"resnet18-{sha256sum(path)[:8]}.pth"
     path.rename(named)
-    assert resnet.build("resnet18", 10, str(named), offline=True).info.file == str(named)
+    assert cnn.build("resnet18", 10, str(named), offline=True).info.file == str(named)
 
 
 def test_wrong_architecture_is_refused(tmp_path):
     _, path = _saved_resnet18(tmp_path)
     with pytest.raises(WeightsError, match="does not fit this architecture"):
-        resnet.build("resnet50", 10, str(path), offline=True)
+        cnn.build("resnet50", 10, str(path), offline=True)
 
 
 def test_missing_file_and_unknown_name(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
-        resnet.build("resnet18", 10, str(tmp_path / "none.pth"), offline=True)
+        cnn.build("resnet18", 10, str(tmp_path / "none.pth"), offline=True)
     with pytest.raises(UsageError, match="valid: imagenet, imagenet-v1, random"):  # a usage error: exit 2
-        resnet.build("resnet18", 10, "imagenet21k", offline=True)
+        cnn.build("resnet18", 10, "imagenet21k", offline=True)
 
 
 def test_offline_imagenet_without_cache_is_an_error_not_random_weights():
     with pytest.raises(WeightsError) as err:
-        resnet.build("resnet152", 10, "imagenet", offline=True)
+        cnn.build("resnet152", 10, "imagenet", offline=True)
     message = str(err.value)
     assert "resnet152-f82ba261.pth" in message and "offline" in message and "--weights" in message
 
@@ -87,7 +87,7 @@ def test_imagenet_from_hub_cache_is_hash_checked(tmp_path):
     target.mkdir(parents=True)
     torch.save(tvm.resnet18().state_dict(), target / weights.url.rsplit("/", 1)[-1])
     with pytest.raises(WeightsError, match="fails its hash check"):  # random weights != published hash
-        resnet.build("resnet18", 10, "imagenet", offline=True)
+        cnn.build("resnet18", 10, "imagenet", offline=True)
 
 
 def test_pickle_that_runs_code_is_refused(tmp_path):
@@ -101,7 +101,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     with open(path, "wb") as handle:
         pickle.dump({"conv1.weight": Exploit()}, handle)
     with pytest.raises(WeightsError, match="is not a weights file atml can read: it holds pickled data"):
-        resnet.build("resnet18", 10, str(path), offline=True)
+        cnn.build("resnet18", 10, str(path), offline=True)
     assert not marker.exists()
 
 
@@ -119,16 +119,16 @@ def _changed_by_two_training_steps(model):
 
 
 def test_freeze_keeps_backbone_and_bn_statistics_fixed():
-    model = resnet.build("digits-resnet", 5, "random", offline=True).model
-    resnet.freeze(model)
+    model = cnn.build("digits-resnet", 5, "random", offline=True).model
+    freezing.freeze(model)
     changed = _changed_by_two_training_steps(model)
     assert changed == {"body.fc.weight", "body.fc.bias"}
-    assert resnet.trainable_parameters(model) == model.head.weight.numel() + model.head.bias.numel()
+    assert freezing.trainable_parameters(model) == model.head.weight.numel() + model.head.bias.numel()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
 def test_freeze_can_leave_a_block_trainable():
-    model = resnet.freeze(resnet.build("digits-resnet", 5, "random", offline=True).model,
+    model = freezing.freeze(cnn.build("digits-resnet", 5, "random", offline=True).model,
                           trainable=("body.layer4", "body.fc"))
     bns = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert bns and all(n.startswith("body.layer4") for n in bns)
@@ -136,7 +136,7 @@ def test_freeze_can_leave_a_block_trainable():
 
 @pytest.mark.parametrize("res", [8, 16, 32])
 def test_digits_resnet_and_preprocess_shapes(res):
-    built = resnet.build("digits-resnet", 5, "random", offline=True)
+    built = cnn.build("digits-resnet", 5, "random", offline=True)
     prep = Preprocess(built.preprocessing, res, channels_last=True)
     x = prep(torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8))
     assert x.shape == (4, 3, res, res) and x.is_contiguous(memory_format=torch.channels_last)
@@ -162,9 +162,9 @@ def _with_random_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.M
 def test_folded_frozen_model_computes_what_the_eval_model_computes(arch):
     import copy
 
-    model = _with_random_statistics(resnet.build(arch, 7, "random", offline=True).model).eval()
-    frozen = resnet.freeze(copy.deepcopy(model))
-    assert not any(isinstance(m, (torch.nn.BatchNorm2d, resnet.FrozenBatchNorm2d)) for m in frozen.modules())
+    model = _with_random_statistics(cnn.build(arch, 7, "random", offline=True).model).eval()
+    frozen = freezing.freeze(copy.deepcopy(model))
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, freezing.FrozenBatchNorm2d)) for m in frozen.modules())
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
@@ -173,26 +173,26 @@ def test_folded_frozen_model_computes_what_the_eval_model_computes(arch):
 
 
 def test_every_batchnorm_of_resnet152_is_folded():
-    model = resnet.build("resnet152", 10, "random", offline=True).model
+    model = cnn.build("resnet152", 10, "random", offline=True).model
     bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    resnet.freeze(model, fold=False)
-    assert resnet.fold_frozen_batchnorm(model) == bns == 155
+    freezing.freeze(model, fold=False)
+    assert freezing.fold_frozen_batchnorm(model) == bns == 155
 
 
 def test_unfolded_frozen_batchnorm_matches_eval_batchnorm_and_ignores_train_mode():
     bn = _with_random_statistics(torch.nn.Sequential(torch.nn.BatchNorm2d(6)))[0].eval()
-    frozen = resnet.FrozenBatchNorm2d(bn).train()
+    frozen = freezing.FrozenBatchNorm2d(bn).train()
     x = torch.randn(4, 6, 5, 5)
     assert not frozen.training
     assert torch.allclose(frozen(x), bn(x), atol=1e-6)
     assert list(frozen.parameters()) == []  # nothing an optimizer could update
     synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.Sequential(frozen))
-    assert isinstance(synced[0], resnet.FrozenBatchNorm2d), "SyncBatchNorm conversion must leave it frozen"
+    assert isinstance(synced[0], freezing.FrozenBatchNorm2d), "SyncBatchNorm conversion must leave it frozen"
 
 
 def test_training_the_last_block_leaves_every_frozen_tensor_unchanged():
-    model = _with_random_statistics(resnet.build("digits-resnet", 5, "random", offline=True).model)
-    resnet.freeze(model, trainable=("body.layer4", "body.fc"))
+    model = _with_random_statistics(cnn.build("digits-resnet", 5, "random", offline=True).model)
+    freezing.freeze(model, trainable=("body.layer4", "body.fc"))
     changed = _changed_by_two_training_steps(model)
     assert changed and all(k.startswith(("body.layer4.", "body.fc.")) for k in changed)
     assert any("running_mean" in k for k in changed), "the trained block's BatchNorm still learns its statistics"

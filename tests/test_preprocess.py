@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision.models as tvm
 
-from atml.models import clip, registry, resnet, vit
+from atml.models import clip, cnn, registry, vit
 from atml.models.preprocess import Preprocess, resize_size
 
 
@@ -34,7 +34,7 @@ def test_every_family_reads_interpolation_and_crop_from_its_weights_entry():
     """The CNN path used to pass only mean and std: a timm CNN's own bicubic filter and crop never reached it."""
     import timm
 
-    built = resnet.build("timm/resnet18", 10, "random", offline=True)
+    built = cnn.build("timm/resnet18", 10, "random", offline=True)
     cfg = timm.models.get_pretrained_cfg("resnet18").to_dict()
     assert (built.preprocessing.interpolation, built.preprocessing.crop_pct) == (cfg["interpolation"],
                                                                                  cfg["crop_pct"])

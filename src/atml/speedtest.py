@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from atml import benchmark as bench
 from atml import runtime
 from atml.errors import UsageError
+from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
 from atml.train.features import FrozenFeatures, extract
 
@@ -79,10 +80,9 @@ def timm_inference(name: str, device: torch.device, sizes: Sizes, amp: bool = Tr
 def atml_resnet_features(device: torch.device, sizes: Sizes, amp: bool = True, compile: str = "off",
                          arch: str = RESNET) -> float:
     """resnet.head's path: build, freeze (BatchNorm folded), channels_last, FrozenFeatures, extract."""
-    from atml.models import resnet
 
-    backbone = resnet.build(arch, 10, "random", offline=True)
-    model = resnet.freeze(backbone.model).to(memory_format=torch.channels_last)
+    backbone = cnn.build(arch, 10, "random", offline=True)
+    model = freezing.freeze(backbone.model).to(memory_format=torch.channels_last)
     frozen = FrozenFeatures(Preprocess(backbone.preprocessing, RESOLUTION, channels_last=True), model, compile=compile)
     return _extraction_rate(frozen.to(device), device, sizes, amp)
 

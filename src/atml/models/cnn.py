@@ -25,9 +25,15 @@ import functools
 from typing import Any
 
 import torch
+import torchvision.models as tvm
 from torch import nn
 
 from atml.errors import UsageError
+from atml.models import registry, resnet
+from atml.models import weights as wts
+from atml.models.preprocess import Preprocess
+from atml.models.registry import Preprocessing
+from atml.models.types import Built
 
 TIMM = "timm/"
 NOT_CNNS = ("vit_", "swin_", "maxvit_")
@@ -256,3 +262,99 @@ def _last(body: nn.Module, last_stage: tuple[str, ...]) -> tuple[str, ...]:
     names = [name for name, _ in body.named_children()]
     after = names[names.index(top) + 1:] if top in names else []
     return (*last_stage, *(n for n in after if any(True for _ in body.get_submodule(n).parameters())))
+
+
+# -- building: every CNN atml runs --------------------------------------------------------
+CNN = resnet.ResNetClassifier | CNNClassifier
+"""What :func:`build` returns inside :class:`~atml.models.types.Built`: a ResNet or any other CNN, one interface."""
+
+
+def build(arch: str, num_classes: int, weights: str, *, offline: bool,
+          state: dict[str, torch.Tensor] | None = None, state_info: wts.WeightsInfo | None = None,
+          keep_head: bool = False) -> Built[CNN]:
+    """Build ``arch`` with ``weights`` (a name, 'random', a file, or an in-memory ``state``).
+
+    The model gets a new head of ``num_classes``; ``keep_head`` also keeps the weights' own
+    classifier beside it (:attr:`Built.pretrained_head`).
+
+    ``arch``: a torchvision CNN (ResNets keep ResNet's layout, so resnet.skip works on them),
+    ``timm/NAME`` for any timm CNN, or one of atml's digits ResNets.
+    """
+    check_arch(arch, resnet.ARCHS)
+    entry = registry.lookup("cnn", arch)
+    chosen = entry.weights.get(weights)
+    pre = chosen.preprocessing if chosen else entry.preprocessing
+    named = {tag: tvm.get_weight(w.location) for tag, w in entry.weights.items() if w.source == "torchvision"}
+    if arch in resnet.DIGITS_ARCHS:
+        body: nn.Module = resnet.DigitsResNet(num_classes, blocks=resnet.DIGITS_ARCHS[arch])
+    elif is_timm(arch):
+        return _build_timm(arch, num_classes, weights, offline=offline, state=state, state_info=state_info,
+                           keep_head=keep_head)
+    else:
+        body = torchvision_body(arch)
+    info = wts.WeightsInfo("random", f"random initialisation ({arch})", pretrained=False)
+    if state is not None:
+        info = state_info or wts.WeightsInfo("memory", "in-memory state dict")
+    elif weights in named:
+        state, info = wts.torchvision_state_dict(named[weights], offline=offline)
+        info.spec = weights
+    elif wts.is_path(weights):
+        state, info = wts.read_state_dict(weights)
+    elif weights != "random":
+        valid = ", ".join([*named, "random", "a path to a .pth/.safetensors file"])
+        raise UsageError(f"--weights {weights!r} is not known for {arch}; valid: {valid}")
+    if isinstance(body, tvm.ResNet | resnet.DigitsResNet):
+        if state is not None:
+            wts.load_backbone(body, state, head_prefix="fc.", source=info.description)
+        model: CNN = resnet.ResNetClassifier(body, num_classes)
+        prefix = "fc."
+    else:
+        model = classifier(arch, body, num_classes)
+        prefix = model.source_head
+        if state is not None:
+            wts.load_backbone(model.body, state, head_prefix=prefix, source=info.description)
+    head = source_head(state, prefix, model.num_features) if keep_head and state is not None else None
+    return Built(model, Preprocess(pre), info, head)
+
+
+def source_head(state: dict[str, torch.Tensor], prefix: str, num_features: int) -> nn.Linear | None:
+    """The classifier under ``prefix`` in ``state`` as a linear layer, or None when there is none of that width."""
+    weight, bias = (state.get(f"{prefix}{k}", state.get(f"module.{prefix}{k}")) for k in ("weight", "bias"))
+    if weight is None or weight.ndim != 2 or weight.shape[1] != num_features:
+        return None
+    head = nn.Linear(num_features, weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        if bias is not None:
+            head.bias.copy_(bias)
+    return head
+
+
+def _build_timm(arch: str, num_classes: int, weights: str, *, offline: bool,
+                state: dict[str, torch.Tensor] | None, state_info: wts.WeightsInfo | None,
+                keep_head: bool = False) -> Built[CNN]:
+    info = wts.WeightsInfo("random", f"random initialisation ({arch})", pretrained=False)
+    file = None
+    if weights == "imagenet" and state is None:
+        file, info = wts.timm_pretrained_file(arch.removeprefix(TIMM), offline=offline)
+    elif wts.is_path(weights) and state is None:
+        state, info = wts.read_state_dict(weights)
+    elif state is not None:
+        info = state_info or wts.WeightsInfo("memory", "in-memory state dict")
+    elif weights != "random":
+        raise UsageError(f"--weights {weights!r} is not known for {arch}; valid: imagenet, random, "
+                         "a path to a .pth/.safetensors file")
+    body, pretrained_cfg = timm_body(arch, file)
+    model = classifier(arch, body, num_classes)
+    if state is not None:
+        wts.load_backbone(body, state, head_prefix=model.source_head, source=info.description)
+    head = None
+    if keep_head and (state is not None or file is not None):  # timm drops the head it loads with num_classes=0
+        loaded = state if state is not None else wts.read_state_dict(file)[0] if file is not None else {}
+        head = source_head(loaded, model.source_head, model.num_features)
+    entry = registry.lookup("cnn", arch).preprocessing
+    pre = Preprocessing(tuple(pretrained_cfg.get("mean", entry.mean)), tuple(pretrained_cfg.get("std", entry.std)),
+                        int(pretrained_cfg.get("input_size", (3, entry.input_size))[-1]),
+                        pretrained_cfg.get("interpolation", entry.interpolation),
+                        float(pretrained_cfg.get("crop_pct", entry.crop_pct)))
+    return Built(model, Preprocess(pre), info, head)

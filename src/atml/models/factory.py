@@ -39,8 +39,8 @@ from atml.models.weights import WeightsInfo
 
 if TYPE_CHECKING:  # importing the family modules at run time would load torchvision, timm and open_clip eagerly
     from atml.models.clip import CLIPModel
+    from atml.models.cnn import CNN
     from atml.models.gan import DCGAN
-    from atml.models.resnet import CNN
     from atml.models.vae import VAE
     from atml.models.vit import ViT
 
@@ -176,9 +176,9 @@ def _train(entry: Model, weights: str, training: Training) -> tuple[dict[str, to
 
 def _cnn(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
          **options: Any) -> Built[Any]:
-    from atml.models import resnet
+    from atml.models import cnn
 
-    return resnet.build(name, num_classes, weights, offline=offline, keep_head=keep_head, **options)
+    return cnn.build(name, num_classes, weights, offline=offline, keep_head=keep_head, **options)
 
 
 def _vit(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from atml.models import resnet
+from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
 from atml.models.registry import Preprocessing
 from atml.train.augment import Augment
@@ -23,7 +23,7 @@ from atml.train.stages import new_head
 class Pipeline(nn.Module):
     """uint8 images -> preprocess -> (augment) -> CNN classifier."""
 
-    def __init__(self, preprocess: nn.Module, model: resnet.CNN, augment: nn.Module | None) -> None:
+    def __init__(self, preprocess: nn.Module, model: cnn.CNN, augment: nn.Module | None) -> None:
         super().__init__()
         self.preprocess = preprocess
         self.augment = augment or nn.Identity()
@@ -33,7 +33,7 @@ class Pipeline(nn.Module):
         return self.model(self.augment(self.preprocess(images)))
 
 
-def pipeline(model: resnet.CNN, preprocessing: Preprocessing, *, num_classes: int, res: int,
+def pipeline(model: cnn.CNN, preprocessing: Preprocessing, *, num_classes: int, res: int,
              trainable: Sequence[str], seed: int, lr: float, backbone_lr_scale: float = 1.0,
              weight_decay: float = 0.0, augment: bool = True, hflip: bool = True, channels_last: bool = True,
              device: torch.device) -> tuple[Pipeline, torch.optim.Optimizer]:
@@ -43,7 +43,7 @@ def pipeline(model: resnet.CNN, preprocessing: Preprocessing, *, num_classes: in
     frozen features does, so both start identical); the trained backbone parts get ``lr * backbone_lr_scale``.
     """
     model.set_head(new_head(model.num_features, num_classes, seed))
-    resnet.freeze(model, trainable=(*trainable, model.head_name))
+    freezing.freeze(model, trainable=(*trainable, model.head_name))
     if channels_last:
         model.to(memory_format=torch.channels_last)
     prep = Preprocess(preprocessing, res, channels_last=channels_last)

@@ -20,7 +20,7 @@ import torch
 from atml import runtime, storage
 from atml.data import digits
 from atml.distributed import UNSHARDED
-from atml.models import resnet
+from atml.models import cnn
 from atml.models.preprocess import Preprocess
 from atml.models.weights import WeightsInfo
 from atml.storage import sha256sum
@@ -79,7 +79,7 @@ def _pretrain(recipe: Recipe, device: torch.device, progress: bool,
               say: Callable[[str], None]) -> dict[str, Any]:
     torch.manual_seed(recipe.seed)
     data = digits.load(digits.PRETRAIN_CLASSES, seed=recipe.seed)
-    backbone = resnet.build(recipe.arch, len(digits.PRETRAIN_CLASSES), "random", offline=True)
+    backbone = cnn.build(recipe.arch, len(digits.PRETRAIN_CLASSES), "random", offline=True)
     prep = Preprocess(backbone.preprocessing, recipe.resolution, channels_last=True)
     model = torch.nn.Sequential(prep, backbone.model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)

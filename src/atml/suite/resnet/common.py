@@ -120,7 +120,7 @@ def weights_preprocessing(cfg: ResNetConfig) -> registry.Preprocessing:
 
 
 def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int,
-                  source_key: str = "weights") -> Built[resnet.CNN]:
+                  source_key: str = "weights") -> Built[cnn.CNN]:
     """The backbone with its weights (the model factory; ``digits`` trains or reuses the demo backbone). On ImageNet
     the weights' own classifier is kept beside the new head (:attr:`atml.models.types.Built.pretrained_head`)."""
     backbone = factory.create(cfg.arch, cfg.weights, family="cnn", num_classes=num_classes, offline=ctx.offline,
@@ -129,7 +129,7 @@ def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int,
     return backbone
 
 
-def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: Built[resnet.CNN],
+def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: Built[cnn.CNN],
                           data: ImageDataset) -> tuple[list[Metric], list[str]]:
     """Top-1 and top-5 of the weights' own classifier on the validation split (ImageNet: its own classes).
 
@@ -167,7 +167,7 @@ def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: Built[re
     return numbers, [note]
 
 
-def train_head(cfg: ResNetConfig, ctx: RunContext, model: resnet.CNN, backbone: Built[resnet.CNN],
+def train_head(cfg: ResNetConfig, ctx: RunContext, model: cnn.CNN, backbone: Built[cnn.CNN],
                data: ImageDataset, res: int, stage: str | None = None) -> tuple[History, list[Metric]]:
     """Train a fresh head on the frozen ``model`` at resolution ``res`` (feature cache or not).
 
@@ -225,7 +225,7 @@ def _empty() -> Batches:
 
 
 
-def finetune_pipeline(cfg: ResNetConfig, model: resnet.CNN, backbone: Built[resnet.CNN],
+def finetune_pipeline(cfg: ResNetConfig, model: cnn.CNN, backbone: Built[cnn.CNN],
                       num_classes: int, res: int, trainable: Sequence[str],
                       device: torch.device) -> tuple[finetune.Pipeline, torch.optim.Optimizer]:
     """:func:`atml.train.finetune.pipeline` with the run's settings; the head seeded as :func:`train_head`'s."""
@@ -236,7 +236,7 @@ def finetune_pipeline(cfg: ResNetConfig, model: resnet.CNN, backbone: Built[resn
                              channels_last=cfg.channels_last, device=device)
 
 
-def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: resnet.CNN, backbone: Built[resnet.CNN],
+def train_blocks(cfg: ResNetConfig, ctx: RunContext, model: cnn.CNN, backbone: Built[cnn.CNN],
                  data: ImageDataset, res: int, stage: str, trainable: Sequence[str],
                  callbacks: Sequence[Callback] = ()) -> tuple[History, list[Metric]]:
     """Train the head plus the named backbone parts (prefixes like ``body.layer4``); the rest frozen.

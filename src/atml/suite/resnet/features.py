@@ -17,7 +17,7 @@ import torch
 
 from atml.analysis import representation as rep
 from atml.errors import UsageError
-from atml.models import cnn, resnet
+from atml.models import cnn, freezing, resnet
 from atml.models.preprocess import Preprocess
 from atml.registry import Experiment
 from atml.reporting import plots
@@ -60,7 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @torch.inference_mode()
-def depth_features(model: resnet.CNN | cnn.CNNClassifier, prep: torch.nn.Module, images: torch.Tensor,
+def depth_features(model: cnn.CNN | cnn.CNNClassifier, prep: torch.nn.Module, images: torch.Tensor,
                    device: torch.device, batch_size: int) -> dict[str, np.ndarray]:
     """``{depth: (N, channels)}`` pooled stage outputs; hooks are gone when this returns."""
     model.eval()
@@ -96,7 +96,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
             continue
         backbone = common.load_backbone(dataclasses.replace(cfg, arch=arch), ctx, len(classes), source_key=key)
         cnn.check_input_size(backbone.model, cfg.resolution, arch)
-        model = resnet.freeze(backbone.model, trainable=()).to(ctx.device)  # BatchNorm folded: same features
+        model = freezing.freeze(backbone.model, trainable=()).to(ctx.device)  # BatchNorm folded: same features
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         prep = Preprocess(backbone.preprocessing, cfg.resolution, channels_last=cfg.channels_last).to(ctx.device)

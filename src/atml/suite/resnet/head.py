@@ -16,7 +16,7 @@ import torch
 from atml import benchmark as bench_lib
 from atml import references
 from atml.errors import UsageError
-from atml.models import cnn, resnet
+from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
 from atml.references import Reference
 from atml.registry import Experiment
@@ -71,7 +71,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                              "needs training images).")
             out.keep(Data())
             return out
-    model = resnet.freeze(backbone.model)  # built and frozen here; train_head moves it to the device
+    model = freezing.freeze(backbone.model)  # built and frozen here; train_head moves it to the device
     for res in cfg.resolutions:  # every size before any training: a too-small one fails now, not after an hour
         cnn.check_input_size(model, res, cfg.arch)
     if cfg.channels_last:
@@ -184,7 +184,7 @@ def bench(cfg: Config) -> dict[str, Any]:
     with bench_lib.scratch_context(cfg) as ctx:
         data = load_data(cfg, ctx)
         backbone = load_backbone(cfg, ctx, num_classes=len(data.train.classes))
-        model = resnet.freeze(backbone.model).to(ctx.device)
+        model = freezing.freeze(backbone.model).to(ctx.device)
         model = model.to(memory_format=torch.channels_last)
         timings = {}
         for label, cached in (("naive (backbone every epoch)", False), ("atml (feature cache)", True)):

@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any
 
 from atml.errors import UsageError
-from atml.models import resnet
+from atml.models import freezing, resnet
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
@@ -81,7 +81,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
             finally:
                 flow.close()
         else:
-            resnet.freeze(model)
+            freezing.freeze(model)
             rows, numbers = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
         stages[stage] = rows
         out.metrics.records += under(numbers, variant=stage)

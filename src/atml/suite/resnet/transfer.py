@@ -19,7 +19,7 @@ import torch
 from atml import runtime
 from atml.distributed import rank_and_world
 from atml.errors import UsageError
-from atml.models import factory, resnet
+from atml.models import cnn, factory, freezing
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.references import Reference
@@ -82,7 +82,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
         if init == "random":
             calibrate_random_init(model, backbone, data, cfg, ctx.device)
         if regime == "head":
-            resnet.freeze(model)
+            freezing.freeze(model)
             rows, numbers = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
             stage_numbers = Metrics(numbers)
             seconds = stage_numbers.value("head_time_s") + (stage_numbers.get("feature_time_s") or 0.0)
@@ -95,7 +95,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
         problem = common.training_problem(rows, len(data.train.classes), len(data.val))
         cells.append({"cell": cell, "init": init, "regime": regime, "stage": stage, "problem": problem,
                       "val_acc": stage_numbers.value("val_acc"), "best_val_acc": stage_numbers.value("best_val_acc"),
-                      "trainable_params": resnet.trainable_parameters(model), "time_s": seconds,
+                      "trainable_params": freezing.trainable_parameters(model), "time_s": seconds,
                       "images_per_s": len(data.train) * cfg.epochs / max(seconds, 1e-9),
                       "peak_memory_mb": runtime.peak_memory_mb(ctx.device)})
     out = Results()
@@ -134,7 +134,7 @@ def trained_parts(model: Any, regime: str) -> tuple[str, ...]:
     return {"head": (), "last": tuple(model.last_paths), "full": ("body",)}[regime]
 
 
-def calibrate_random_init(model: resnet.CNN, backbone: Built[resnet.CNN], data: Any, cfg: Config,
+def calibrate_random_init(model: cnn.CNN, backbone: Built[cnn.CNN], data: Any, cfg: Config,
                           device: Any) -> None:
     """Give a randomly initialised network's BatchNorm layers the statistics of its own activations.
 
@@ -153,7 +153,7 @@ def calibrate_random_init(model: resnet.CNN, backbone: Built[resnet.CNN], data: 
     pretrain.recalibrate_bn(pipeline, images, device, batch_size=max(cfg.batch_size, 128))
 
 
-def load_pretrained(cfg: Config, ctx: RunContext, num_classes: int) -> Built[resnet.CNN]:
+def load_pretrained(cfg: Config, ctx: RunContext, num_classes: int) -> Built[cnn.CNN]:
     """The pretrained backbone; the smoke preset saves random torchvision weights to a file and
     loads them back through the local-file path, since no real weights exist offline."""
     if cfg.weights == "pretrained-file":
