@@ -49,7 +49,7 @@ def test_clip_bench_reuses_embeddings(capsys):
 def test_every_family_has_a_bench():
     families = {exp.name.split(".")[0] for exp in registry()}
     with_bench = {exp.name.split(".")[0] for exp in registry() if exp.bench is not None}
-    assert families == with_bench == {"resnet", "vit", "vae", "clip", "gan"}
+    assert families == with_bench == {"resnet", "vit", "vae", "clip", "gan", "compare"}
 
 
 def test_gpu_check_script_checks_atml_itself_on_the_cpu(tmp_path):

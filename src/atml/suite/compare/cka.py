@@ -65,10 +65,12 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     models = common.load_models(cfg, ctx)
     data = common.load_data(cfg, ctx, models)
     split = data.val.subset(cfg.images, seed=cfg.seed) if cfg.images else data.val
+    if len(split) < 4:
+        raise UsageError(f"compare.cka needs at least 4 held-out images (the unbiased HSIC estimator's minimum); "
+                         f"data={cfg.data} has {len(split)}")
+    if len(split) < cfg.batch_size:  # a small folder: one batch of all its images
+        cfg = dataclasses.replace(cfg, batch_size=len(split))
     usable = (len(split) // cfg.batch_size) * cfg.batch_size
-    if usable < cfg.batch_size:
-        raise UsageError(f"compare.cka needs at least one whole batch: {len(split)} held-out images with "
-                         f"batch_size={cfg.batch_size}; lower batch_size")
     a, b = models
     names_a, names_b = list(layers_lib.comparable_layers(a.model)), list(layers_lib.comparable_layers(b.model))
     ctx.step(f"CKA of {len(names_a)} x {len(names_b)} layers on {usable} images, {usable // cfg.batch_size} batches")
@@ -116,6 +118,53 @@ def accumulate(models: list[common.Subject], images: torch.Tensor, cfg: Config,
             self_a.update(fa, fa)
             self_b.update(fb, fb)
     return cross, self_a, self_b
+
+
+def bench(cfg: Config) -> dict[str, Any]:
+    """The minibatch estimator (running sums, batch by batch) vs what a notebook does: keep every layer's
+    features of every image, then full-batch CKA. Same images, same layers; the result is the mean cross CKA."""
+    from atml import benchmark as bench_lib
+
+    with bench_lib.scratch_context(cfg) as ctx:
+        models = common.load_models(cfg, ctx)
+        data = common.load_data(cfg, ctx, models)
+        split = data.val.subset(cfg.images, seed=cfg.seed) if cfg.images else data.val
+        images = split.images[:(len(split) // cfg.batch_size) * cfg.batch_size]
+        timings = {}
+        started = time.perf_counter()
+        everything = _naive(models, images, cfg, ctx)
+        timings["naive (all features, full batch)"] = (time.perf_counter() - started, everything)
+        started = time.perf_counter()
+        cross = accumulate(models, images, cfg, ctx)[0].value()
+        timings["atml (minibatch running sums)"] = (time.perf_counter() - started, float(np.nanmean(cross.numpy())))
+        a = models[0]
+        throughput = bench_lib.model_throughput(lambda b: layers_lib.features(a.model, a.preprocess(b)),
+                                                images.to(ctx.device), ctx.device, cfg.batch_size)
+    return bench_lib.summarise(f"compare.cka {' vs '.join(m.label for m in models)}, {len(images)} images "
+                               f"({data.name}), batch {cfg.batch_size}, device {ctx.device}; the naive path holds "
+                               f"every layer's features of all {len(images)} images and an n x n Gram matrix per "
+                               "layer, atml's holds one batch's", timings, throughput, "mean cross CKA")
+
+
+@torch.inference_mode()
+def _naive(models: list[common.Subject], images: torch.Tensor, cfg: Config, ctx: RunContext) -> float:
+    a, b = models
+    layers_a, layers_b = layers_lib.comparable_layers(a.model), layers_lib.comparable_layers(b.model)
+    kept_a: dict[str, list[torch.Tensor]] = {n: [] for n in layers_a}
+    kept_b: dict[str, list[torch.Tensor]] = {n: [] for n in layers_b}
+    with layers_lib.recorded(a.model, layers_a) as out_a, layers_lib.recorded(b.model, layers_b) as out_b:
+        for batch in images.split(cfg.batch_size):
+            x = batch.to(ctx.device)
+            with runtime.autocast(ctx.device, cfg.amp):
+                layers_lib.features(a.model, a.preprocess(x))
+                layers_lib.features(b.model, b.preprocess(x))
+            for name in layers_a:
+                kept_a[name].append(out_a[name].cpu())
+            for name in layers_b:
+                kept_b[name].append(out_b[name].cpu())
+    whole = MinibatchCKA(len(layers_a), len(layers_b))  # one "batch" of every image: full-batch CKA
+    whole.update([torch.cat(v) for v in kept_a.values()], [torch.cat(v) for v in kept_b.values()])
+    return float(np.nanmean(whole.value().numpy()))
 
 
 def mean_off_diagonal(grid: np.ndarray) -> float:
@@ -222,5 +271,5 @@ REFERENCES: tuple[Reference, ...] = (
 
 EXPERIMENT = Experiment(name="compare.cka",
                         summary="Linear CKA between every layer of two models (and each with itself), minibatch HSIC",
-                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss, references=REFERENCES,
-                        readme_row=readme_row)
+                        config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss,
+                        references=REFERENCES, readme_row=readme_row)

@@ -56,9 +56,15 @@ class CompareConfig(RunConfig):
             raise UsageError(f"models lists {', '.join(twice)} more than once; name each model (NAME or NAME@WEIGHTS) "
                              "once")
         for spec in self.models:
-            name, weights = split(spec, self.weights)
+            name, weights = self.model_weights(spec)
             entry = factory.find(name)
             factory.check_weights(entry.family, name, weights)
+
+    def model_weights(self, spec: str) -> tuple[str, str]:
+        """``NAME@WEIGHTS`` -> (name, weights); a bare name takes the run's ``weights``. A rehearsal (generated
+        data, for timing) runs every model with random weights, whatever the full preset names."""
+        name, weights = split(spec, self.weights)
+        return name, "random" if self.data.startswith("rehearsal-") else weights
 
 
 def split(spec: str, default_weights: str) -> tuple[str, str]:
@@ -97,7 +103,7 @@ def load_models(cfg: CompareConfig, ctx: RunContext, *, keep_head: bool = False)
     ``keep_head``: a CNN keeps the classifier its weights came with (``Built.pretrained_head``)."""
     out = []
     for i, spec in enumerate(cfg.models):
-        name, weights = split(spec, cfg.weights)
+        name, weights = cfg.model_weights(spec)
         entry = factory.find(name)
         built = factory.create(name, weights, family=entry.family, num_classes=10, offline=ctx.offline,
                                keep_head=keep_head, training=ctx.training(None, cfg.seed))

@@ -142,8 +142,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": {"models": ["digits-resnet", "digits-resnet-small", "vit-digits"], "weights": "digits",
              "data": "digits", "offline": True, "batch_size": 64},
     "full": {"models": [*common.FULL_MODELS, "ViT-B-32@openai"], "batch_size": 128},
-    "rehearsal": {"models": [*common.FULL_MODELS, "ViT-B-32"], "data": "rehearsal-cifar10", "weights": "random",
-                  "batch_size": 128},
+    "rehearsal": {"models": [*common.FULL_MODELS, "ViT-B-32@openai"], "data": "rehearsal-cifar10",
+                  "weights": "random", "batch_size": 128},
 }
 
 REFERENCES: tuple[Reference, ...] = (
