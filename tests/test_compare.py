@@ -211,3 +211,25 @@ def test_saliency_refuses_a_model_that_is_not_a_classifier():
     exp = registry().get("compare.saliency")
     with pytest.raises(UsageError, match="clip-digits is not a CNN or a ViT"):
         config_lib.build(exp.config_cls, exp.presets, "smoke", ["models=[clip-digits]"])
+
+
+def test_saliency_explains_your_own_images_of_any_size(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    for i, size in enumerate([(40, 30), (64, 64), (50, 80)]):
+        Image.fromarray(g.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    argv = ["run", "compare.saliency", "--preset", "smoke", "--out", str(tmp_path / "runs"), "--set",
+            "models=[vit-digits]", "--set", f"images=[{folder}]"]
+    assert cli.main(argv) == 3 and "broken.png" in capsys.readouterr().err  # a data error, named
+    assert cli.main([*argv, "--set", "skip_bad_images=true"]) == 0, capsys.readouterr().err
+    done = sorted((tmp_path / "runs").glob("compare.saliency-smoke-*"))[-1]  # the first, refused run is kept too
+    results = json.loads((done / "results.json").read_text())
+    assert results["status"] == "ok" and any("3 of your images" in n for n in results["notes"])
+    assert any("broken.png" in n for n in results["notes"])
+    assert results["sources"]["data"]["source"] == "your images"
+    assert {r["condition"]["method"] for r in results["records"] if r["name"] == "deletion_auc"} == {
+        "gradcam", "gradcam++", "scorecam", "cls_attention", "rollout", "random"}

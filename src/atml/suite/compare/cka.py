@@ -78,7 +78,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     matrices = accumulate(models, split.images[:usable], cfg, ctx)
     seconds = time.perf_counter() - started
     cross, self_a, self_b = (m.value().numpy() for m in matrices)
-    out = Results(notes=common.source_notes(cfg, models, data) + [
+    out = Results(notes=common.source_notes(cfg, models, data.name) + [
         f"Linear CKA, minibatch estimator with unbiased HSIC (Nguyen, Raghu, Kornblith 2021) over {usable} held-out "
         f"images in batches of {cfg.batch_size}; each layer's output pooled to one vector per image (feature maps "
         "averaged over positions, tokens over the patch tokens; Raghu et al. flatten them instead)."])

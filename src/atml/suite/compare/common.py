@@ -125,9 +125,9 @@ def load_data(cfg: CompareConfig, ctx: RunContext, models: list[Subject], *, lim
     return datasets.load(cfg, ctx, generated=(120, 60), digit_classes=digit_classes, limits=limits, **extra)
 
 
-def source_notes(cfg: CompareConfig, models: list[Subject], data: ImageDataset) -> list[str]:
+def source_notes(cfg: CompareConfig, models: list[Subject], data_name: str) -> list[str]:
     notes = [f"Models: {', '.join(f'{m.label} ({m.family}; {m.built.info.description})' for m in models)}.",
-             f"Data: {data.name}; each model reads the images at its own weights' preprocessing "
+             f"Data: {data_name}; each model reads the images at its own weights' preprocessing "
              f"({', '.join(f'{m.label}: {m.built.preprocessing.input_size} px' for m in models)})."]
     if cfg.weights == "digits" or any(m.weights == "digits" for m in models):
         notes.append("Demo preset: atml's digits models (trained on scikit-learn digits 0-4, cached) seen on digits "

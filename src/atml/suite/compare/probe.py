@@ -53,7 +53,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     data = common.load_data(cfg, ctx, models, limits=(cfg.train_limit, cfg.val_limit))
     if len(set(data.train.labels.tolist())) < 2:
         raise UsageError(f"data={cfg.data} has fewer than two classes in its training split: nothing to probe")
-    out = Results(notes=common.source_notes(cfg, models, data) + [
+    out = Results(notes=common.source_notes(cfg, models, data.name) + [
         f"Probe: scikit-learn logistic regression (C={cfg.probe_c}, standardised features) fitted on "
         f"{len(data.train)} training images, scored on {len(data.val)} held-out ones; k-NN: {KNN_NEIGHBOURS} "
         "nearest neighbours by cosine similarity. Features: a CNN's pooled features, a ViT's pre-logits (its class "

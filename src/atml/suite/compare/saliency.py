@@ -25,6 +25,7 @@ from torch import nn
 from atml.analysis import attention as att
 from atml.analysis import saliency as sal
 from atml.data import digits
+from atml.data.images import read_images
 from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
@@ -41,8 +42,11 @@ METHODS = (*CAMS, *VIT_ONLY, "random")
 
 @dataclasses.dataclass
 class Config(common.CompareConfig):
-    images: int = 100
-    """Held-out images the maps are computed and scored on."""
+    limit: int = 100
+    """Held-out images of the dataset the maps are computed and scored on."""
+    images: tuple[str, ...] = ()
+    """Your image files or folders instead of the dataset's (any size; each model resizes them by its own rule);
+    unreadable files stop the run unless skip_bad_images=true."""
     grid: int = 7
     """Deletion and insertion remove or reveal a grid x grid lattice of patches, one patch per step."""
     shown: int = 4
@@ -52,8 +56,8 @@ class Config(common.CompareConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.images < 1 or self.grid < 2 or self.shown < 0 or self.scorecam_batch < 1:
-            raise UsageError("images and scorecam_batch must be >= 1, grid >= 2 and shown >= 0")
+        if self.limit < 1 or self.grid < 2 or self.shown < 0 or self.scorecam_batch < 1:
+            raise UsageError("limit and scorecam_batch must be >= 1, grid >= 2 and shown >= 0")
         for spec in self.models:
             name = common.split(spec, self.weights)[0]
             from atml.models import factory
@@ -172,10 +176,20 @@ def randomised(explained: Explained, seed: int) -> Explained:
 
 def run(cfg: Config, ctx: RunContext) -> Results:
     models = common.load_models(cfg, ctx, keep_head=True)
-    data = common.load_data(cfg, ctx, models, digit_classes=digits.PRETRAIN_CLASSES)  # the classes they know
-    split = data.val.subset(cfg.images, seed=cfg.seed)
-    out = Results(notes=common.source_notes(cfg, models, data) + [
-        f"{len(split)} held-out images; each map explains the class the model predicts on the intact image. "
+    notes: list[str] = []
+    if cfg.images:
+        skipped: list[str] = []
+        found = read_images(cfg.images, skip_bad=cfg.skip_bad_images, skipped=skipped)
+        pictures, source = list(found.values()), f"{len(found)} of your images"
+        notes += [f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): {'; '.join(skipped)}"] \
+            if skipped else []
+        ctx.record_source("data", {"source": "your images", "files": list(found)})
+    else:
+        data = common.load_data(cfg, ctx, models, digit_classes=digits.PRETRAIN_CLASSES)  # the classes they know
+        split = data.val.subset(cfg.limit, seed=cfg.seed)
+        pictures, source = list(split.images), f"{len(split)} held-out images of {data.name}"
+    out = Results(notes=common.source_notes(cfg, models, source) + notes + [
+        f"{source}; each map explains the class the model predicts on the intact image. "
         f"Deletion/insertion: a {cfg.grid} x {cfg.grid} grid of patches, filled with the mean pixel of the images "
         "(vit.masking's fill), removed (deletion) or revealed (insertion) most salient first, one patch per "
         "step; the area under the predicted class's probability (deletion: lower is more faithful; insertion: "
@@ -196,8 +210,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
         explained = Explained(subject.model, head).to(ctx.device).eval()
         scrambled = randomised(explained, cfg.seed + 1).to(ctx.device).eval()
         methods_by[subject.label] = methods = methods_for(subject)
-        ctx.step(f"{subject.label}: {', '.join(methods)} on {len(split)} images")
-        x_all = torch.cat([subject.preprocess(b.to(ctx.device)) for b in split.images.split(cfg.batch_size)])
+        ctx.step(f"{subject.label}: {', '.join(methods)} on {len(pictures)} images")
+        x_all = prepare(subject, pictures, cfg.batch_size, ctx.device)
         fill = x_all.double().mean((0, 2, 3)).float().view(1, -1, 1, 1)
 
         def predict(x: torch.Tensor, model: nn.Module = explained) -> torch.Tensor:
@@ -232,9 +246,9 @@ def run(cfg: Config, ctx: RunContext) -> Results:
             rows.append([subject.label, method, d_auc, i_auc, sanity if rho else None])
         curves_by[subject.label] = per_method
         if cfg.shown:
-            out.add_figures(ctx.save_figure(grid_figure(subject.label, split.images[:cfg.shown], per_method,
+            out.add_figures(ctx.save_figure(grid_figure(subject.label, pictures[:cfg.shown], per_method,
                                                         methods), f"maps_{_slug(subject.label)}"))
-    out.tables.append(Table(f"Faithfulness of each method on {len(split)} held-out images (deletion: lower is "
+    out.tables.append(Table(f"Faithfulness of each method on {source} (deletion: lower is "
                             "better; insertion: higher; sanity: lower means the map depends on the learnt top "
                             "layers)", ["model", "method", "deletion AUC", "insertion AUC", "sanity rank corr"],
                             rows))
@@ -243,12 +257,26 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     return out
 
 
+def prepare(subject: common.Subject, pictures: list[torch.Tensor], batch_size: int,
+            device: torch.device) -> torch.Tensor:
+    """uint8 images of any sizes -> the model's normalised inputs: same-sized neighbours in batches."""
+    out, start = [], 0
+    while start < len(pictures):
+        end = start + 1
+        while end < len(pictures) and end - start < batch_size and pictures[end].shape == pictures[start].shape:
+            end += 1
+        out.append(subject.preprocess(torch.stack(pictures[start:end]).to(device)))
+        start = end
+    return torch.cat(out)
+
+
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
 
 
 @plots.styled
-def grid_figure(label: str, images: torch.Tensor, per_method: dict[str, dict[str, Any]], methods: list[str]) -> Any:
+def grid_figure(label: str, images: list[torch.Tensor], per_method: dict[str, dict[str, Any]],
+                methods: list[str]) -> Any:
     """Each shown image (rows) and each method's map over it (columns)."""
     n = len(images)
     cell = plots.COLUMN_WIDTH_IN * 2 / (len(methods) + 1)  # square cells across a two-column width
@@ -333,11 +361,11 @@ def readme_row(m: Metrics, e: dict[str, Any]) -> str:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"models": ["digits-resnet-small", "vit-digits"], "weights": "random", "data": "generated-cifar10",
-              "images": 8, "grid": 4, "shown": 2, "batch_size": 8, "scorecam_batch": 64},
+              "limit": 8, "grid": 4, "shown": 2, "batch_size": 8, "scorecam_batch": 64},
     "demo": {"models": list(common.DEMO_MODELS), "weights": "digits", "data": "digits", "offline": True,
-             "images": 32, "grid": 4, "shown": 4, "batch_size": 32},
-    "full": {"images": 100, "grid": 7, "shown": 4, "batch_size": 32},
-    "rehearsal": {"data": "rehearsal-cifar10", "weights": "random", "images": 100, "grid": 7, "batch_size": 32},
+             "limit": 32, "grid": 4, "shown": 4, "batch_size": 32},
+    "full": {"limit": 100, "grid": 7, "shown": 4, "batch_size": 32},
+    "rehearsal": {"data": "rehearsal-cifar10", "weights": "random", "limit": 100, "grid": 7, "batch_size": 32},
 }
 
 REFERENCES: tuple[Reference, ...] = (

@@ -9,7 +9,6 @@ it; the sample photos still go through DeiT-Small when its weights are on disk.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,8 +17,8 @@ import torch
 from atml import runtime
 from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, ImageSplit, digits
-from atml.data.images import IMAGE_SUFFIXES, is_image_file, load_rgb
-from atml.errors import DataError, UsageError, WeightsError
+from atml.data.images import read_images
+from atml.errors import UsageError, WeightsError
 from atml.models import factory, vit
 from atml.runner import RunContext
 from atml.suite import datasets
@@ -106,44 +105,6 @@ def sample_photos() -> dict[str, torch.Tensor]:
             for name in PHOTOS}
 
 
-def read_images(paths: tuple[str, ...], *, skip_bad: bool = False,
-                skipped: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """User image files, or every image under user folders (subfolders included), as uint8 ``(3, H, W)``.
-
-    Keyed by path (two ``x.png`` in different folders are two images). Each image is turned
-    upright by its EXIF orientation (phone photos), and converted by mode: 16-bit and
-    32-bit grey scaled to 8 bits, not clipped; palette, alpha and grey images to RGB. Every
-    unreadable file is named in one error, or with ``skip_bad`` left out and added to ``skipped``.
-    """
-    files: list[Path] = []
-    for spec in paths:
-        path = Path(spec).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p)
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
-                raise DataError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}), in it or its subfolders; "
-                                "pass image files or folders")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise DataError(f"image {path} does not exist; pass existing image files or folders with --set images=...")
-    out, bad = {}, []
-    for path in dict.fromkeys(files):  # the same file named twice is read once
-        try:
-            out[_image_key(path)] = torch.from_numpy(load_rgb(path)).permute(2, 0, 1)
-        except (OSError, ValueError) as err:  # Pillow: UnidentifiedImageError (an OSError), truncated files...
-            bad.append(f"{path} ({str(err).splitlines()[0][:120]})")
-    if bad and (not skip_bad or not out):
-        raise DataError(f"cannot read {len(bad)} image(s): {'; '.join(bad)}. Pass JPEG/PNG/... files, or move these "
-                        "out of the folder" + ("" if skip_bad else ", or pass --set skip_bad_images=true to leave "
-                                               "them out (they are listed)"))
-    if skipped is not None:
-        skipped += bad
-    return out
-
-
 def user_images(cfg: Any, notes: list[str]) -> dict[str, torch.Tensor]:
     """``cfg.images`` read with the run's ``skip_bad_images``; files left out are listed in ``notes``."""
     skipped: list[str] = []
@@ -151,15 +112,6 @@ def user_images(cfg: Any, notes: list[str]) -> dict[str, torch.Tensor]:
     if skipped:
         notes.append(f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): {'; '.join(skipped)}")
     return images
-
-
-def _image_key(path: Path) -> str:
-    """The path as the user would write it: relative to the working folder when under it."""
-    resolved = path.resolve()
-    try:
-        return str(resolved.relative_to(Path.cwd()))
-    except ValueError:
-        return str(resolved)
 
 
 def imagenet_photo_model(cfg: ViTConfig, ctx: RunContext) -> tuple[vit.ViT | None, str]:
