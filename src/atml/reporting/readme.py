@@ -196,6 +196,7 @@ def run_memory_section(report: dict[str, Any]) -> str:
 
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "attention-memory-cpu": ("attention-memory-cpu.json", run_memory_section),
+    "cka-memory-cpu": ("cka-memory-cpu.json", run_memory_section),
     "data-scale-cpu": ("data-scale-cpu.json", data_scale_section),
     "data-scale-large-cpu": ("data-scale-large-cpu.json", data_scale_section),
     "bench-cpu": ("bench-cpu.json", bench_section),
