@@ -7,10 +7,8 @@ openTSNE for t-SNE when it is installed.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
-from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -24,29 +22,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from atml.errors import UsageError
-
-
-@contextlib.contextmanager
-def layer_outputs(model: torch.nn.Module, layers: Mapping[str, torch.nn.Module]) -> Iterator[dict[str, list]]:
-    """Record each layer's output during the ``with`` block (4-D maps global-average-pooled).
-
-    Outputs stay on the model's device (no copy to the host inside a forward: the caller copies
-    once at the end). The forward hooks are removed on exit, whatever happens inside.
-    """
-    store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-
-    def hook(name: str):  # noqa: ANN202 - a hook factory
-        def record(_module: torch.nn.Module, _inputs: object, output: torch.Tensor) -> None:
-            out = output.float()
-            store[name].append((out.mean(dim=(2, 3)) if out.dim() == 4 else out).detach())
-        return record
-
-    handles = [module.register_forward_hook(hook(name)) for name, module in layers.items()]
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _cv(labels: np.ndarray, seed: int) -> StratifiedKFold:

@@ -18,6 +18,7 @@ import torch
 from atml.analysis import representation as rep
 from atml.errors import UsageError
 from atml.models import cnn, freezing, resnet
+from atml.models import layers as layers_lib
 from atml.models.preprocess import Preprocess
 from atml.registry import Experiment
 from atml.reporting import plots
@@ -65,10 +66,13 @@ def depth_features(model: cnn.CNN | cnn.CNNClassifier, prep: torch.nn.Module, im
     """``{depth: (N, channels)}`` pooled stage outputs; hooks are gone when this returns."""
     model.eval()
     layers = {depth: model.get_submodule(path) for depth, path in cnn.depth_stages(model.stage_paths).items()}
-    with rep.layer_outputs(model, layers) as store:
+    chunks: dict[str, list[torch.Tensor]] = {depth: [] for depth in layers}
+    with layers_lib.recorded(model, layers) as out:  # pooled over positions, kept on the device
         for batch in images.split(batch_size):
             model.forward_features(prep(batch.to(device)))
-    return {depth: torch.cat(chunks).cpu().numpy() for depth, chunks in store.items()}  # one copy per depth
+            for depth in layers:
+                chunks[depth].append(out[depth])
+    return {depth: torch.cat(parts).cpu().numpy() for depth, parts in chunks.items()}  # one copy per depth
 
 
 def measure(features: dict[str, np.ndarray], labels: np.ndarray, seed: int, arch: str,
