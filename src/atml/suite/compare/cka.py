@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -84,11 +85,9 @@ def run(cfg: Config, ctx: RunContext) -> Results:
         "averaged over positions, tokens over the patch tokens; Raghu et al. flatten them instead)."])
     out.add("images", usable)
     out.add("cka_time_s", seconds, "s")
-    for j, layer in enumerate(names_b):
-        column = cross[:, j]
-        best = int(np.nanargmax(column)) if np.isfinite(column).any() else 0
-        out.add("best_cka", float(column[best]), layer_b=layer)
-        out.add("best_relative_depth", best / max(len(names_a) - 1, 1), layer_b=layer)
+    for layer, (_, value, depth) in zip(names_b, best_matches(cross)):
+        out.add("best_cka", value, layer_b=layer)
+        out.add("best_relative_depth", depth, layer_b=layer)
     for subject, grid in ((a, self_a), (b, self_b)):
         out.add("mean_offdiag_cka", mean_off_diagonal(grid), model=subject.label)
     out.add("mean_cross_cka", float(np.nanmean(cross)))
@@ -99,24 +98,31 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     return out
 
 
-@torch.inference_mode()
-def accumulate(models: list[common.Subject], images: torch.Tensor, cfg: Config,
-               ctx: RunContext) -> tuple[MinibatchCKA, MinibatchCKA, MinibatchCKA]:
-    """A x B, A x A and B x B CKA accumulated batch by batch (features stay on the device, batch by batch)."""
+def layer_batches(models: list[common.Subject], images: torch.Tensor, cfg: Config,
+                  ctx: RunContext) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+    """Both models' pooled layer outputs, one batch at a time, on the device (each list in forward order)."""
     a, b = models
     layers_a, layers_b = layers_lib.comparable_layers(a.model), layers_lib.comparable_layers(b.model)
-    cross, self_a, self_b = (MinibatchCKA(len(layers_a), len(layers_b)), MinibatchCKA(len(layers_a), len(layers_a)),
-                             MinibatchCKA(len(layers_b), len(layers_b)))
-    with layers_lib.recorded(a.model, layers_a) as out_a, layers_lib.recorded(b.model, layers_b) as out_b:
+    with torch.inference_mode(), layers_lib.recorded(a.model, layers_a) as out_a, \
+            layers_lib.recorded(b.model, layers_b) as out_b:
         for batch in images.split(cfg.batch_size):
             x = batch.to(ctx.device, non_blocking=True)
             with runtime.autocast(ctx.device, cfg.amp):
                 layers_lib.features(a.model, a.preprocess(x))
                 layers_lib.features(b.model, b.preprocess(x))
-            fa, fb = [out_a[n] for n in layers_a], [out_b[n] for n in layers_b]
-            cross.update(fa, fb)
-            self_a.update(fa, fa)
-            self_b.update(fb, fb)
+            yield [out_a[n] for n in layers_a], [out_b[n] for n in layers_b]
+
+
+def accumulate(models: list[common.Subject], images: torch.Tensor, cfg: Config,
+               ctx: RunContext) -> tuple[MinibatchCKA, MinibatchCKA, MinibatchCKA]:
+    """A x B, A x A and B x B CKA accumulated batch by batch (features stay on the device, batch by batch)."""
+    sizes = [len(layers_lib.comparable_layers(m.model)) for m in models]
+    cross, self_a, self_b = (MinibatchCKA(sizes[0], sizes[1]), MinibatchCKA(sizes[0], sizes[0]),
+                             MinibatchCKA(sizes[1], sizes[1]))
+    for fa, fb in layer_batches(models, images, cfg, ctx):
+        cross.update(fa, fb)
+        self_a.update(fa, fa)
+        self_b.update(fb, fb)
     return cross, self_a, self_b
 
 
@@ -146,24 +152,15 @@ def bench(cfg: Config) -> dict[str, Any]:
                                "layer, atml's holds one batch's", timings, throughput, "mean cross CKA")
 
 
-@torch.inference_mode()
 def _naive(models: list[common.Subject], images: torch.Tensor, cfg: Config, ctx: RunContext) -> float:
-    a, b = models
-    layers_a, layers_b = layers_lib.comparable_layers(a.model), layers_lib.comparable_layers(b.model)
-    kept_a: dict[str, list[torch.Tensor]] = {n: [] for n in layers_a}
-    kept_b: dict[str, list[torch.Tensor]] = {n: [] for n in layers_b}
-    with layers_lib.recorded(a.model, layers_a) as out_a, layers_lib.recorded(b.model, layers_b) as out_b:
-        for batch in images.split(cfg.batch_size):
-            x = batch.to(ctx.device)
-            with runtime.autocast(ctx.device, cfg.amp):
-                layers_lib.features(a.model, a.preprocess(x))
-                layers_lib.features(b.model, b.preprocess(x))
-            for name in layers_a:
-                kept_a[name].append(out_a[name].cpu())
-            for name in layers_b:
-                kept_b[name].append(out_b[name].cpu())
-    whole = MinibatchCKA(len(layers_a), len(layers_b))  # one "batch" of every image: full-batch CKA
-    whole.update([torch.cat(v) for v in kept_a.values()], [torch.cat(v) for v in kept_b.values()])
+    """Every layer's features of every image kept on the host, then CKA on the whole set (one "batch")."""
+    kept_a: list[list[torch.Tensor]] = []
+    kept_b: list[list[torch.Tensor]] = []
+    for fa, fb in layer_batches(models, images, cfg, ctx):
+        kept_a.append([f.cpu() for f in fa])
+        kept_b.append([f.cpu() for f in fb])
+    whole = MinibatchCKA(len(kept_a[0]), len(kept_b[0]))
+    whole.update([torch.cat(layer) for layer in zip(*kept_a)], [torch.cat(layer) for layer in zip(*kept_b)])
     return float(np.nanmean(whole.value().numpy()))
 
 
@@ -175,13 +172,19 @@ def mean_off_diagonal(grid: np.ndarray) -> float:
     return float(np.nanmean(grid[~np.eye(n, dtype=bool)]))
 
 
+def best_matches(cross: np.ndarray) -> list[tuple[int, float, float]]:
+    """For each column (a layer of B): the row of A with the highest CKA, that CKA, and the row's relative depth."""
+    out = []
+    for column in cross.T:
+        best = int(np.nanargmax(column)) if np.isfinite(column).any() else 0
+        out.append((best, float(column[best]), best / max(len(cross) - 1, 1)))
+    return out
+
+
 def best_match_table(label_a: str, label_b: str, names_a: list[str], names_b: list[str],
                      cross: np.ndarray) -> Table:
-    rows = []
-    for j, layer in enumerate(names_b):
-        column = cross[:, j]
-        best = int(np.nanargmax(column)) if np.isfinite(column).any() else 0
-        rows.append([layer, names_a[best], float(column[best]), f"{best / max(len(names_a) - 1, 1):.2f}"])
+    rows = [[layer, names_a[best], value, f"{depth:.2f}"]
+            for layer, (best, value, depth) in zip(names_b, best_matches(cross))]
     return Table(f"For each layer of {label_b}: the most similar layer of {label_a} (linear CKA)",
                  [f"{label_b} layer", f"closest {label_a} layer", "CKA", "its relative depth"], rows)
 

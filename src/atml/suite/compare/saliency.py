@@ -27,7 +27,7 @@ from atml.analysis import saliency as sal
 from atml.data import digits
 from atml.data.images import read_images
 from atml.errors import UsageError
-from atml.models import vit
+from atml.models import factory, vit
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.reporting import plots
@@ -59,9 +59,7 @@ class Config(common.CompareConfig):
         if self.limit < 1 or self.grid < 2 or self.shown < 0 or self.scorecam_batch < 1:
             raise UsageError("limit and scorecam_batch must be >= 1, grid >= 2 and shown >= 0")
         for spec in self.models:
-            name = common.split(spec, self.weights)[0]
-            from atml.models import factory
-
+            name = self.model_weights(spec)[0]
             if factory.find(name).family not in ("cnn", "vit"):
                 raise UsageError(f"compare.saliency explains classifiers: {name} is not a CNN or a ViT")
 
