@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--imagenet {args.imagenet}: use a multiple of 1000 (images per class x 1,000 classes)")
     device = runtime.select_device(args.device)
     names = registry().names() if args.experiments == "all" else [n for n in args.experiments.split(",") if n]
+    if unknown := [n for n in names if n not in registry().names()]:
+        parser.error(f"--experiments: unknown {', '.join(unknown)}; valid: {', '.join(registry().names())}")
     torch.backends.cudnn.benchmark = True
     card = runtime.environment(device, 0)["device_name"]
     print(f"suite timing: {card}, torch {torch.__version__}, rehearsal preset, at most {args.epochs} epoch(s) per "
@@ -133,11 +136,20 @@ def main(argv: list[str] | None = None) -> int:
                          f"data_dir={root}", *(["limit=0"] if name == "vit.masking" and not args.eval_limit else [])])
                  for name in ("vit.classify", "vit.masking")]
     print(f"  rehearsal data ready in {time.perf_counter() - started:.0f} s", flush=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    header = {"card": card, "device": str(device), "torch": torch.__version__,
+              "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+              "epochs_per_stage": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit,
+              "overrides": args.overrides}
     with tempfile.TemporaryDirectory(prefix="atml-suite-timing-") as tmp:
         for name, overrides in jobs:
-            row = time_experiment(name, device, args.epochs, overrides, Path(tmp))
+            row = guarded_time_experiment(name, device, args.epochs, overrides, Path(tmp))
             rows.append(row)
+            if args.json:  # after every experiment: a run stopped part-way still leaves its rows
+                write_report(args.json, header, rows, finished=False)
+            if row["status"] == "crashed":
+                print(f"  {name:<16} crashed: {row['error']}", flush=True)
+                continue
             util = f"  GPU util {row['gpu_utilisation_mean']:.0f}%" if row["gpu_utilisation_mean"] is not None else ""
             main_stage = max(row["stages"], key=lambda s: s["planned_epochs"] * s["s_per_epoch"], default=None)
             per_epoch = (f"{main_stage['s_per_epoch']:.1f} s/epoch ({main_stage['stage']})" if main_stage
@@ -145,18 +157,38 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<16} {row['status']:<6} ran {row['wall_s']:7.1f} s; full epochs "
                   f"{row['full_epochs_s']:8.1f} s "
                   f"({row['how']}); {per_epoch}; peak {row['peak_memory_mb'] or 0:,.0f} MB{util}", flush=True)
-    total = sum(r["full_epochs_s"] for r in rows)
-    how = "measured" if all(r["how"] == "measured" for r in rows) else "estimated from measured per-epoch times"
-    print(f"whole suite at the full preset's epochs: {total / 60:.1f} min ({how})", flush=True)
-    if args.json:
-        report = {"card": card, "device": str(device), "torch": torch.__version__,
-                  "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                  "epochs_per_stage": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit,
-                  "overrides": args.overrides,
-                  "experiments": rows, "suite_s": total, "suite_how": how}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    report = write_report(args.json, header, rows, finished=True) if args.json else summarise(header, rows, True)
+    print(f"whole suite at the full preset's epochs: {report['suite_s'] / 60:.1f} min ({report['suite_how']})",
+          flush=True)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def guarded_time_experiment(name: str, device: torch.device, epochs: int, overrides: list[str],
+                            out: Path) -> dict[str, Any]:
+    """``time_experiment``, with a crash recorded as a row (the suite goes on to the next experiment)."""
+    started = time.perf_counter()
+    try:
+        return time_experiment(name, device, epochs, overrides, out)
+    except Exception as err:  # noqa: BLE001 - the timing reports every failure and goes on
+        return {"experiment": name, "status": "crashed", "wall_s": time.perf_counter() - started,
+                "error": f"{type(err).__name__}: {err}".splitlines()[0][:300],
+                "traceback": traceback.format_exc()[-2000:], "overrides": overrides, "stages": []}
+
+
+def summarise(header: dict[str, Any], rows: list[dict[str, Any]], finished: bool) -> dict[str, Any]:
+    """The JSON report: the suite's total counts only the experiments that ran to the end."""
+    done = [r for r in rows if r["status"] != "crashed"]
+    total = sum(r["full_epochs_s"] for r in done)
+    how = "measured" if all(r["how"] == "measured" for r in done) else "estimated from measured per-epoch times"
+    return {**header, "experiments": rows, "suite_s": total, "suite_how": how, "finished": finished,
+            "crashed": [r["experiment"] for r in rows if r["status"] == "crashed"]}
+
+
+def write_report(path: Path, header: dict[str, Any], rows: list[dict[str, Any]], finished: bool) -> dict[str, Any]:
+    report = summarise(header, rows, finished)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 if __name__ == "__main__":
