@@ -85,3 +85,35 @@ def test_suite_timing_script_estimates_the_full_epochs(tmp_path):
     assert row["how"] == "estimated" and row["full_epochs_s"] == pytest.approx(
         row["wall_s"] + 19 * stage["s_per_epoch"])
     assert report["suite_s"] == row["full_epochs_s"]
+
+
+def _suite_timing_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("suite_timing", ROOT / "scripts" / "suite_timing.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_suite_timing_keeps_going_after_a_crash_and_writes_every_row_as_it_goes(tmp_path, monkeypatch):
+    timing = _suite_timing_module()
+    written = []
+
+    def fake(name, *_args):
+        if name == "bad":
+            raise RuntimeError("CUDA error: an illegal memory access\nmore")
+        written.append(json.loads(out.read_text())["experiments"] if out.is_file() else [])
+        return {"experiment": name, "status": "ok", "wall_s": 1.0, "full_epochs_s": 2.0, "how": "estimated",
+                "stages": []}
+
+    out = tmp_path / "t.json"
+    monkeypatch.setattr(timing, "time_experiment", fake)
+    rows = [timing.guarded_time_experiment(n, torch.device("cpu"), 1, [], tmp_path) for n in ("a", "bad")]
+    assert rows[1]["status"] == "crashed" and rows[1]["error"] == "RuntimeError: CUDA error: an illegal memory access"
+    timing.write_report(out, {"card": "x"}, rows, finished=False)
+    report = json.loads(out.read_text())
+    assert report["crashed"] == ["bad"] and report["suite_s"] == 2.0 and report["finished"] is False
+    assert timing.guarded_time_experiment("c", torch.device("cpu"), 1, [], tmp_path)["status"] == "ok"
+    assert [r["experiment"] for r in written[-1]] == ["a", "bad"]  # rows already on disk before the next one

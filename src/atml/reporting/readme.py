@@ -115,8 +115,10 @@ def speed_section(figures: dict[str, Any]) -> str:
 def timing_section(report: dict[str, Any]) -> str:
     """``scripts/suite_timing.py``'s JSON as a table, per experiment and for the whole suite."""
     evaluation = report["eval_limit"] or "the preset's"
-    limits = (f"at most {report['train_limit'] or 'all'} training and {evaluation} evaluation images per experiment"
-              + (f", {' '.join(report['overrides'])}" if report.get("overrides") else ""))
+    limits = ("the full sizes (no limit on training or evaluation images)"
+              if not report["train_limit"] and not report["eval_limit"] else
+              f"at most {report['train_limit'] or 'all'} training and {evaluation} evaluation images per experiment")
+    limits += f", {' '.join(report['overrides'])}" if report.get("overrides") else ""
     lines = [f"`scripts/suite_timing.py` on {report['card']}, torch {report['torch']}, {report['date'][:10]}: the "
              f"rehearsal preset, {limits}, at most {report['epochs_per_stage']} epoch(s) per training stage "
              f"(`benchmarks/{report.get('file', 'suite-timing.json')}`):", "",
@@ -128,8 +130,39 @@ def timing_section(report: dict[str, Any]) -> str:
         util = f"{row['gpu_utilisation_mean']:.0f}%" if row.get("gpu_utilisation_mean") is not None else "-"
         lines.append(f"| {row['experiment']} | {row['wall_s']:.1f} | {longest} | {row['full_epochs_s']:.0f} "
                      f"({row['how']}) | {row['peak_memory_mb'] or 0:,.0f} | {util} |")
-    lines.append(f"| whole suite | {sum(r['wall_s'] for r in report['experiments']):.0f} | | "
+    timed = len(report["experiments"])
+    whole = "whole suite" if not report.get("not_timed") else f"the {timed} experiments timed"
+    lines.append(f"| {whole} | {sum(r['wall_s'] for r in report['experiments']):.0f} | | "
                  f"{report['suite_s']:.0f} ({report['suite_how']}) | | |")
+    if report.get("not_timed"):
+        lines += ["", f"Not timed: {', '.join(report['not_timed'])}: {report.get('not_timed_why', 'not run')}. "
+                  "The total above leaves them out."]
+    return "\n".join(lines)
+
+
+def gpu_check_section(report: dict[str, Any]) -> str:
+    """``scripts/gpu_check.py``'s JSON: every experiment on the GPU, atml's paths beside timm's, torchrun."""
+    speed = report["speed"]
+    sizes = speed["sizes"]
+    failed = ", ".join(report["failed"]) or "none"
+    lines = [f"`scripts/gpu_check.sh` on one {report['card']} (driver {report['driver']}), torch {report['torch']}, "
+             f"CUDA {report['cuda']}, {report['date'][:10]}, {report['seconds']:.0f} s in all, failed parts: {failed} "
+             f"(`benchmarks/{report.get('file', 'gpu-check.json')}`).", "",
+             "(a) Every experiment at the smoke preset with `--device cuda` (generated data, random weights):", "",
+             "| experiment | status | seconds | peak GPU memory (GiB) |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['experiment']} | {r['status']} | {r['seconds']:.1f} | {r['peak_gib']:.2f} |"
+              for r in report["experiments"]]
+    gemm = ", ".join(f"{k} {v / 1000:,.0f} TFLOP/s" for k, v in speed["gemm_gflops"].items())
+    lines += ["", f"(b) `atml speed` on the same card: bf16 autocast, batch {sizes['batch']}, 224 px, random weights, "
+              f"{sizes['extract_images']:,} images per feature rate, {sizes['train_steps']} training steps; "
+              f"the matrix-multiply rate measured in the same run: {gemm}:", "",
+              "| path | atml (img/s) | peer | peer (img/s) | atml / peer |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {p['name']} | {p['atml']:,.0f} | {p['peer_name']} | {p['peer']:,.0f} | {p['ratio']:.2f} |"
+              for p in speed["pairs"]]
+    run = report["torchrun"]
+    backend = (run.get("distributed") or {}).get("backend")
+    lines += ["", f"(c) `torchrun --nproc-per-node 1` {run['experiment']} at the smoke preset: exit status "
+              f"{run['returncode']}, backend {backend}, {run['seconds']:.1f} s."]
     return "\n".join(lines)
 
 
@@ -203,7 +236,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "results": ("demo-results.json", lambda summary: section(summary)),
     "speed-cpu": ("speed-cpu.json", speed_section),
     "suite-timing-cpu": ("suite-timing-cpu.json", timing_section),
-    "speed-gpu": ("speed-gpu.json", speed_section),
+    "gpu-check-h200": ("gpu-check-H200.json", gpu_check_section),
     "suite-timing-gpu": ("suite-timing-gpu.json", timing_section),
 }
 """Generated README sections: name -> (file in benchmarks/, renderer). The results section keeps its own markers."""
