@@ -177,7 +177,8 @@ def pools(root: Path) -> dict:
 
     from atml.data.decode import decode_or_reason
 
-    jobs = [(str(p), SIZE, False, "bilinear") for p in sorted(root.rglob("*.jpg"))]
+    jobs: list[tuple[str, int, bool, str, int | None]] = [(str(p), SIZE, False, "bilinear", None)
+                                                          for p in sorted(root.rglob("*.jpg"))]
     cores = len(os.sched_getaffinity(0))
     for path, *_ in jobs:  # the files in the page cache first: every pool then reads them from memory
         Path(path).read_bytes()

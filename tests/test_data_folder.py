@@ -117,8 +117,9 @@ def test_cifar100_reads_fine_labels_and_checks_the_official_md5(tmp_path, monkey
 @pytest.mark.parametrize("experiment", ["resnet.features", "vit.pooling", "vae.train", "clip.zeroshot", "gan.dcgan"])
 def test_every_image_family_runs_on_a_user_folder_with_an_unreadable_file(experiment, photos, tmp_path, capsys):
     (photos / "train" / "bees" / "broken.jpg").write_bytes(b"not a jpeg")
+    generative = experiment.split(".")[0] in ("vae", "gan")
     argv = ["run", experiment, "--preset", "smoke", "--set", "data=folder", "--data-dir", str(photos),
-            "--set", "image_size=40"]
+            *([] if generative else ["--set", "image_size=40"])]
     assert cli.main([*argv, "--out", str(tmp_path / "refused")]) == 3
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "skip_bad_images=true" in err and "Traceback" not in err
@@ -130,8 +131,23 @@ def test_every_image_family_runs_on_a_user_folder_with_an_unreadable_file(experi
     assert any("1 unreadable image(s) left out" in n and "broken.jpg" in n for n in results["notes"])
     data = json.loads((run / "env.json").read_text())["sources"]["data"]
     assert data["name"] == "folder:photos" and data["classes"][:2] == ["ants", "bees"]
-    size = 28 if experiment.split(".")[0] in ("vae", "gan") else 40
-    assert f"resized to {size} px" in data["source"]
+    size = 28 if generative else 40
+    assert f"resized to {size} px" in data["source"] and data["decode"]["size"] == size
+
+
+def test_the_generative_models_refuse_an_image_size_they_cannot_take(photos, tmp_path, capsys):
+    for experiment in ("vae.train", "gan.dcgan"):
+        assert cli.main(["run", experiment, "--preset", "smoke", "--set", "data=folder", "--data-dir", str(photos),
+                         "--set", "image_size=40", "--out", str(tmp_path / "runs")]) == 2
+        assert "image_size=40 is not valid here" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_image_size_on_a_dataset_of_fixed_size_is_refused_not_ignored(tmp_path, capsys):
+    assert cli.main(["run", "resnet.head", "--preset", "smoke", "--set", "image_size=64",
+                     "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "image_size=64 sets the size image files are decoded at" in err and "comes at its own size" in err
 
 
 @pytest.mark.parametrize("experiment", ["resnet.features", "vit.pooling", "vae.train", "clip.zeroshot", "gan.dcgan"])
@@ -170,11 +186,15 @@ def _experiments() -> list[str]:
 def test_every_experiment_uses_the_folder_and_skip_bad_images_it_is_given(experiment, photos, tmp_path):
     """No option accepted and ignored: data, data_dir and skip_bad_images reach every experiment's run."""
     (photos / "train" / "bees" / "broken.jpg").write_bytes(b"not a jpeg")
+    generative = experiment.split(".")[0] in ("vae", "gan")
     argv = ["run", experiment, "--preset", "smoke", "--set", "data=folder", "--data-dir", str(photos),
-            "--set", "image_size=32", "--set", "skip_bad_images=true", "--out", str(tmp_path / "runs")]
+            *([] if generative else ["--set", "image_size=32"]), "--set", "skip_bad_images=true",
+            "--out", str(tmp_path / "runs")]
     assert cli.main(argv) == 0
     run = next((tmp_path / "runs").iterdir())
     env = json.loads((run / "env.json").read_text())
     assert env["sources"]["data"]["name"] == "folder:photos" and env["data"]["cache"]
+    assert env["data"]["decode"]["size"] == (28 if generative else 32)  # image_size reaches the decoder
     notes = json.loads((run / "results.json").read_text())["notes"]
     assert any("broken.jpg" in n and "left out" in n for n in notes)
+    assert any(n.startswith("folder:photos: decoded at") for n in notes)  # the notes say the decode size and why

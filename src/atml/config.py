@@ -38,8 +38,10 @@ class RunConfig:
     """Where the weights come from: a name the experiment knows, 'random', or a file."""
     offline: bool = False
     """Never touch the network; missing files are errors."""
-    image_size: int = 128
-    """data=folder: each image's short side resized to this (px), then centre-cropped (VAE/GAN: always 28)."""
+    image_size: int | None = None
+    """Image files (data=folder, data=imagenet, --set images=...): the short side they are decoded at (px); None:
+    the size the model's weights are evaluated at (input / crop_pct, e.g. 232 for ResNet-152, 248 for DeiT-S), so the
+    model sees the pixels its own pipeline gives. VAE/GAN: always 28."""
     skip_bad_images: bool = False
     """data=folder: leave unreadable image files out (listed in the run's notes) instead of stopping."""
 
@@ -57,7 +59,7 @@ class RunConfig:
                                "existing weights file (or transformers folder), or a name such as imagenet or random")
         if self.seed < 0:
             raise UsageError(f"seed={self.seed} is not valid; use an integer >= 0")
-        if self.image_size < 8:
+        if self.image_size is not None and self.image_size < 8:
             raise UsageError(f"image_size={self.image_size} is not valid; use at least 8 (pixels)")
 
 

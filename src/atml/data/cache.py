@@ -7,8 +7,9 @@
 
 The key is a SHA-256 of everything that decides the pixels: each file's path relative to
 the dataset's root, its size and modification time, its label, the class names, the image
-size, grey or RGB, and the decoder's version (atml's and Pillow's). Another file, another
-size or another decoder is another cache; the same folder twice is the same one.
+size and the crop it is placed for, grey or RGB, and the decoder's version (atml's and
+Pillow's). Another file, another size or another decoder is another cache; the same folder
+twice is the same one.
 
 Written atomically: a build writes into ``<dir>.building-<pid>`` and renames it into place
 when complete, so a killed build leaves nothing that is read as whole (the next run removes
@@ -66,6 +67,9 @@ class Request:
     grayscale: bool = False
     interpolation: str = "bilinear"
     """Pillow's filter for the resize: ``bilinear`` (atml's default) or ``bicubic`` (timm's ViTs)."""
+    crop: int | None = None
+    """The centre crop the model takes of each ``size`` square later; it places the square
+    (:func:`atml.data.decode.square_box`). None: the square is the resized image's own centre crop."""
 
     @property
     def channels(self) -> int:
@@ -100,7 +104,8 @@ def key(request: Request) -> str:
 
     digest = hashlib.sha256()
     head = {"format": FORMAT, "decoder": DECODER_VERSION, "pillow": PIL.__version__, "size": request.size,
-            "grayscale": request.grayscale, "interpolation": request.interpolation, "classes": list(request.classes)}
+            "grayscale": request.grayscale, "interpolation": request.interpolation, "crop": request.crop,
+            "classes": list(request.classes)}
     digest.update(json.dumps(head, sort_keys=True).encode())
     for path, label in zip(request.files, request.labels, strict=True):
         stat = path.stat()
@@ -197,7 +202,7 @@ def _decode_all(request: Request, out: Path, *, workers: int | None, progress: b
     count, nbytes = len(request.files), request.channels * request.size * request.size
     with open(out, "wb") as handle:
         os.ftruncate(handle.fileno(), count * nbytes)  # a file too large for the disk or limits fails here
-    jobs = [(i, str(path), request.size, request.grayscale, request.interpolation, str(out), nbytes)
+    jobs = [(i, str(path), request.size, request.grayscale, request.interpolation, request.crop, str(out), nbytes)
             for i, path in enumerate(request.files)]
     if workers > 1 and count >= PROCESSES_FROM and sys.platform.startswith("linux"):
         import multiprocessing

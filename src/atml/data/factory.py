@@ -49,7 +49,10 @@ class Spec:
     """Upsample the 8x8 digits to this size (the 28 px generative models)."""
     digit_val_fraction: float = 0.3
     image_size: int = 128
-    """Image folders: each image's short side resized to this, then centre-cropped to a square."""
+    """Image folders and ImageNet: each image's short side resized to this, then a square of it kept."""
+    crop: int | None = None
+    """Image folders and ImageNet: the centre crop the model takes of that square later (it places the square so the
+    model sees what torchvision's Resize + CenterCrop gives); None: the resized image's own centre square."""
     grayscale: bool = False
     """Image folders: convert to one grey channel (the 28 px generative models)."""
     skip_bad_images: bool = False
@@ -88,7 +91,8 @@ def _folder(spec: Spec) -> Loaded:
         raise UsageError("data=folder needs --data-dir DIR (DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg, or "
                          "DIR/CLASS/*.jpg)")
     read = folder.load(spec.root, size=spec.image_size, seed=spec.seed, skip_bad=spec.skip_bad_images,
-                       grayscale=spec.grayscale, interpolation=spec.interpolation, progress=spec.progress)
+                       grayscale=spec.grayscale, interpolation=spec.interpolation, crop=spec.crop,
+                       progress=spec.progress)
     return Loaded(read.data, read.skipped, read.readiness)
 
 
@@ -97,7 +101,7 @@ def _imagenet(spec: Spec) -> Loaded:
         from atml.errors import UsageError
 
         raise UsageError(f"data=imagenet needs --data-dir DIR with {imagenet.LAYOUT}")
-    read = imagenet.load(spec.root, size=spec.image_size, interpolation=spec.interpolation,
+    read = imagenet.load(spec.root, size=spec.image_size, interpolation=spec.interpolation, crop=spec.crop,
                          skip_bad=spec.skip_bad_images, progress=spec.progress)
     return Loaded(read.data, read.skipped, read.readiness)
 

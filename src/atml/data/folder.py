@@ -3,8 +3,9 @@
     DIR/train/CLASS/*.jpg      DIR/val/CLASS/*.jpg      (or DIR/CLASS/*.jpg: split here, fixed seed)
 
 Every image is decoded once, by every core (upright, 16-bit grey scaled, see
-:mod:`atml.data.decode`), its short side resized to ``size`` and centre-cropped to ``size`` x
-``size``, optionally made grey for the 28 px generative models, and kept in
+:mod:`atml.data.decode`), its short side resized to ``size`` and a ``size`` x ``size`` square
+kept (placed for the centre crop the model takes later), optionally made grey for the 28 px
+generative models, and kept in
 :mod:`atml.data.cache`: later runs memory-map the decoded arrays, so a run's memory does not
 grow with the folder. Hidden files and folders (``.DS_Store``, macOS ``._name.jpg``) are
 skipped. Every unreadable file is named in one error, or skipped and listed with ``skip_bad``.
@@ -59,7 +60,10 @@ class Readiness:
 
 
 def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.2, skip_bad: bool = False,
-         grayscale: bool = False, interpolation: str = "bilinear", progress: bool = True) -> FolderRead:
+         grayscale: bool = False, interpolation: str = "bilinear", crop: int | None = None,
+         progress: bool = True) -> FolderRead:
+    """The folder's train and validation splits, each image decoded to a ``size`` square (``crop``: the centre crop
+    the model takes of it later, see :func:`atml.data.decode.square_box`)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; pass --data-dir DIR with DIR/train/CLASS/*.jpg "
@@ -90,20 +94,28 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
         parts = split_files(files, labels, len(classes), val_fraction, seed)
         how = f"no val/ folder: a stratified {1 - val_fraction:.0%}/{val_fraction:.0%} split, seed {seed}"
     splits = {name: cache.load(cache.Request(f"folder-{root.name}-{name}", root, f, lab, classes, size, grayscale,
-                                             interpolation),
+                                             interpolation, crop),
                                progress=progress)
               for name, (f, lab) in parts.items()}
     bad = unreadable(splits.values(), root, skip_bad)
     train, val = (as_image_split(splits[n], classes) for n in ("train", "val"))
     if min(len(train), len(val)) == 0:
         raise DataError(f"{root} gives {len(train)} training and {len(val)} validation images; both need some")
-    source = (f"image folder {root} ({len(classes)} classes; {how}); every image's short side resized to {size} px "
-              f"and centre-cropped to {size}x{size}" + (", converted to grey" if grayscale else ""))
+    source = (f"image folder {root} ({len(classes)} classes; {how}); " + decoded_as(size, interpolation, crop)
+              + (", converted to grey" if grayscale else ""))
     readiness = Readiness.of(list(splits.values()))
     if empty:
         readiness.notes.append(f"{len(empty)} class folder(s) of {train_dir} hold no images and were left out, so "
                                f"the dataset has {len(classes)} classes: {', '.join(empty)}")
     return FolderRead(ImageDataset(f"folder:{root.name}", train, val, source), bad, readiness)
+
+
+def decoded_as(size: int, interpolation: str, crop: int | None) -> str:
+    """How a folder's images were decoded, in words, for the run's notes."""
+    placed = (f", placed so the model's centre crop of {crop} px keeps the pixels torchvision's Resize({size}) + "
+              f"CenterCrop({crop}) keeps" if crop and crop < size else "")
+    return (f"every image's short side resized to {size} px ({interpolation}), a {size}x{size} centre square "
+            f"kept{placed}")
 
 
 def unreadable(splits: Iterable[cache.Split], root: Path, skip_bad: bool) -> list[str]:

@@ -6,7 +6,7 @@
 Class indices are the positions of the sorted WordNet IDs and class names come from the
 list inside timm, so a model with an ImageNet-1k head is scored on its own classes. Images
 are decoded once into :mod:`atml.data.cache` at the size the model's preprocessing resizes
-to (DeiT-S: short side 248, crop 248 here, the model crops 224), with its interpolation.
+to (DeiT-S: short side 248, a 248 square here, the model crops 224), with its interpolation.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from atml.data import ImageDataset, ImageSplit, cache
-from atml.data.folder import FolderRead, Readiness, as_image_split, list_files, unreadable
+from atml.data.folder import FolderRead, Readiness, as_image_split, decoded_as, list_files, unreadable
 from atml.errors import DataError
 
 LAYOUT = "DIR/val/<wnid>/*.JPEG (the 1,000 WordNet-ID folders of ILSVRC2012's validation set, e.g. n01440764)"
@@ -30,8 +30,8 @@ def wnids_and_names() -> tuple[list[str], list[str]]:
     return list(info.label_names()), [info.index_to_description(i) for i in range(1000)]
 
 
-def load(root: str | Path, *, size: int, interpolation: str = "bicubic", skip_bad: bool = False,
-         progress: bool = True) -> FolderRead:
+def load(root: str | Path, *, size: int, interpolation: str = "bicubic", crop: int | None = None,
+         skip_bad: bool = False, progress: bool = True) -> FolderRead:
     root = Path(root).expanduser()
     wnids, names = wnids_and_names()
     parts = {name: root / name for name in ("train", "val") if (root / name).is_dir()}
@@ -43,15 +43,14 @@ def load(root: str | Path, *, size: int, interpolation: str = "bicubic", skip_ba
     for name, folder in parts.items():
         files, labels = list_files(folder, wnids)
         splits[name] = cache.load(cache.Request(f"imagenet-{name}", root, files, labels, wnids, size,
-                                                interpolation=interpolation), progress=progress)
+                                                interpolation=interpolation, crop=crop), progress=progress)
     bad = unreadable(splits.values(), root, skip_bad)
     val = as_image_split(splits["val"], names)
     train = as_image_split(splits["train"], names) if "train" in splits else ImageSplit(
         torch.empty((0, 3, size, size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64), names)
     source = (f"ImageNet-1k validation set at {root / 'val'} ({len(val):,} images"
               + (f"; train/ {len(train):,}" if len(train) else "; no train/") + "; classes: sorted WordNet IDs, "
-              f"names from timm); short side resized to {size} px ({interpolation}) and centre-cropped to "
-              f"{size}x{size}")
+              "names from timm); " + decoded_as(size, interpolation, crop))
     return FolderRead(ImageDataset("imagenet", train, val, source), bad, Readiness.of(list(splits.values())))
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atml.data.decode import _DEEP_MODES, IMAGE_SUFFIXES, is_image_file, to_8_bit
+from atml.data.decode import _DEEP_MODES, IMAGE_SUFFIXES, Square, decode_square, is_image_file, square_of, to_8_bit
 from atml.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "is_image_file", "load_rgb", "to_8_bit"]
+__all__ = ["IMAGE_SUFFIXES", "is_image_file", "load_rgb", "squared", "to_8_bit"]
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -29,9 +29,18 @@ def load_rgb(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB")).copy()
 
 
-def read_images(paths: tuple[str, ...], *, skip_bad: bool = False,
-                skipped: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """User image files, or every image under user folders (subfolders included), as uint8 ``(3, H, W)``.
+def squared(image: np.ndarray, square: Square) -> torch.Tensor:
+    """An uint8 ``(H, W, 3)`` image in memory (scikit-image's photos) as uint8 ``(3, size, size)`` by ``square``,
+    the same geometry and filter as an image file (:func:`atml.data.decode.square_of`)."""
+    from PIL import Image
+
+    return torch.from_numpy(square_of(Image.fromarray(image), square.size, square.interpolation, square.crop))
+
+
+def read_images(paths: tuple[str, ...], *, skip_bad: bool = False, skipped: list[str] | None = None,
+                square: Square | None = None) -> dict[str, torch.Tensor]:
+    """User image files, or every image under user folders (subfolders included), as uint8 ``(3, H, W)``: at their
+    own size, or as the ``square`` the model's weights expect (:func:`atml.data.decode.decode_square`).
 
     Keyed by path (two ``x.png`` in different folders are two images). Each image is turned
     upright by its EXIF orientation (phone photos), and converted by mode: 16-bit and
@@ -55,7 +64,9 @@ def read_images(paths: tuple[str, ...], *, skip_bad: bool = False,
     out, bad = {}, []
     for path in dict.fromkeys(files):  # the same file named twice is read once
         try:
-            out[_image_key(path)] = torch.from_numpy(load_rgb(path)).permute(2, 0, 1)
+            out[_image_key(path)] = (torch.from_numpy(load_rgb(path)).permute(2, 0, 1) if square is None else
+                                     torch.from_numpy(decode_square(path, square.size, False, square.interpolation,
+                                                                    square.crop)))
         except (OSError, ValueError) as err:  # Pillow: UnidentifiedImageError (an OSError), truncated files...
             bad.append(f"{path} ({str(err).splitlines()[0][:120]})")
     if bad and (not skip_bad or not out):

@@ -6,7 +6,9 @@ evaluation transform, run on the device on whole batches:
 
 * images smaller than the input (CIFAR-10, digits) are resized straight to it;
 * larger ones have their short side resized to ``input_size / crop_pct`` (torchvision's 232 or
-  256 for ResNet-152, timm's ``crop_pct``), then the centre ``input_size`` square is kept;
+  256 for ResNet-152, timm's ``crop_pct``), then the centre ``input_size`` square is kept, by
+  torchvision's rules for the long side and the crop's offset (:mod:`atml.data.decode`), so an
+  image the dataset cache decoded at that short side is only cropped here;
 * an experiment that studies other resolutions (``resnet.head``'s sweep) passes ``size``: the
   whole image is then resized to ``size`` (no crop), which is what the resolution means there.
 
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atml.data.decode import centre_offset, resized_shape
 from atml.models.registry import Preprocessing
 
 
@@ -55,11 +58,10 @@ class Preprocess(nn.Module):
         if min(h, w) < self.size:  # small images: straight to the input size
             x = self._resample(F.interpolate(x, size=(self.size, self.size), mode=self.mode, align_corners=False))
         elif (h, w) != (self.size, self.size):
-            scale = self.resize / min(h, w)
-            size = (max(self.size, round(h * scale)), max(self.size, round(w * scale)))
+            size = resized_shape(h, w, max(self.resize, self.size)) if min(h, w) != self.resize else (h, w)
             if size != (h, w):
                 x = self._resample(F.interpolate(x, size=size, mode=self.mode, align_corners=False, antialias=True))
-            top, left = (size[0] - self.size) // 2, (size[1] - self.size) // 2
+            top, left = centre_offset(size[0], self.size), centre_offset(size[1], self.size)
             x = x[..., top:top + self.size, left:left + self.size]
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from atml.data import ImageDataset
+from atml.errors import UsageError
+from atml.models import registry
 from atml.runner import RunContext
 from atml.suite import datasets
 
@@ -21,15 +23,21 @@ SIZE = 28
 """The generative models' image size (their architecture is fixed to it)."""
 
 
+PIXELS = registry.MODELS[("vae", "mlp-vae")].preprocessing
+"""What the VAE and the DCGAN take: one grey channel at 28 px (the same for both)."""
+
+
 def check(cfg: Any) -> None:
     datasets.check(cfg, DATA)
+    if cfg.image_size not in (None, SIZE):
+        raise UsageError(f"image_size={cfg.image_size} is not valid here: the VAE and the DCGAN are built for "
+                         f"{SIZE}x{SIZE} images, and image files are decoded at {SIZE} px; leave image_size out")
 
 
 def load_data(cfg: Any, ctx: RunContext) -> ImageDataset:
     """The dataset named by ``cfg.data``; ``cfg`` needs data, data_dir, seed and the two limits."""
-    data = datasets.load(cfg, ctx, limits=(cfg.train_limit, cfg.val_limit), generated=(200, 100),
-                         digit_classes=tuple(range(10)), digit_size=SIZE, digit_val_fraction=0.2,
-                         image_size=SIZE, grayscale=True)
+    data = datasets.load(cfg, ctx, (PIXELS,), limits=(cfg.train_limit, cfg.val_limit), generated=(200, 100),
+                         digit_classes=tuple(range(10)), digit_size=SIZE, digit_val_fraction=0.2, grayscale=True)
     ctx.record_source("weights", {"spec": "random", "description": "trained from scratch (random init)",
                                   "pretrained": False})
     return data

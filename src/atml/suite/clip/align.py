@@ -26,7 +26,7 @@ def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
-    data, names = common.load_data(cfg, ctx)
+    data, names = common.load_data(cfg, ctx, model)
     train_emb, _ = common.image_embeddings(model, data.train.images, cfg, ctx, "train")
     test_emb, _ = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
     norm = torch.nn.functional.normalize

@@ -114,15 +114,16 @@ def load_model(cfg: ClipConfig, ctx: RunContext, *, weights: str | None = None,
     return model.to(ctx.device).eval()
 
 
-def load_data(cfg: ClipConfig, ctx: RunContext) -> tuple[ImageDataset, list[str]]:
-    """The dataset (the dataset factory) and the class names the prompts use.
+def load_data(cfg: ClipConfig, ctx: RunContext, model: clip.CLIPModel) -> tuple[ImageDataset, list[str]]:
+    """The dataset (the dataset factory; image files decoded for ``model``'s preprocessing) and the class names the
+    prompts use.
 
     Digits are named "zero" ... "nine" (the demo CLIP's captions); other datasets by their
     class names, with underscores read as spaces (CIFAR-100's ``aquarium_fish``, a folder's
     ``golden_retriever``).
     """
-    data = datasets.load(cfg, ctx, limits=(cfg.train_limit, cfg.test_limit), generated=(60, 60),
-                         digit_classes=clip_recipe.ALL_DIGITS)
+    data = datasets.load(cfg, ctx, (model.preprocessing,), limits=(cfg.train_limit, cfg.test_limit),
+                         generated=(60, 60), digit_classes=clip_recipe.ALL_DIGITS)
     names = list(clip_recipe.WORDS) if cfg.data == "digits" else [c.replace("_", " ") for c in data.train.classes]
     record = dict(ctx.sources["data"])
     record["test"], record["classes"] = record.pop("val"), names

@@ -41,7 +41,7 @@ class Data:
 
 def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
-    data, names = common.load_data(cfg, ctx)
+    data, names = common.load_data(cfg, ctx, model)
     emb, _ = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
     idx = rep.balanced_indices(data.val.labels, cfg.per_class, seed=cfg.seed)
     labels = data.val.labels[idx]

@@ -34,7 +34,7 @@ class Data:
 
 def run(cfg: common.ClipConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
-    data, names = common.load_data(cfg, ctx)
+    data, names = common.load_data(cfg, ctx, model)
     emb, ips = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
     labels = data.val.labels.numpy()
     sets = common.prompt_sets(names)
@@ -126,7 +126,7 @@ def bench(cfg: common.ClipConfig) -> dict[str, Any]:
     """Embeddings computed once and reused by the three experiments vs recomputed by each."""
     with bench_lib.scratch_context(cfg) as ctx:
         model = common.load_model(cfg, ctx)
-        data, names = common.load_data(cfg, ctx)
+        data, names = common.load_data(cfg, ctx, model)
         classes = common.class_embeddings(model, common.prompt_sets(names)["photo"])
         timings = {}
         for label, cached in (("naive (embed per experiment)", False), ("atml (embedding cache)", True)):

@@ -9,7 +9,6 @@ through the model factory at their own preprocessing, and one labelled dataset t
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from torch import nn
 
@@ -17,7 +16,7 @@ from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, digits
 from atml.errors import UsageError
 from atml.models import factory
-from atml.models.preprocess import Preprocess, resize_size
+from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.runner import RunContext
 from atml.suite import datasets
@@ -116,13 +115,12 @@ def load_models(cfg: CompareConfig, ctx: RunContext, *, keep_head: bool = False)
 
 def load_data(cfg: CompareConfig, ctx: RunContext, models: list[Subject], *, limits: tuple[int, int] = (0, 0),
               digit_classes: tuple[int, ...] = digits.TRANSFER_CLASSES) -> ImageDataset:
-    """The labelled set every model sees; ImageNet decoded at the largest short side the models' weights resize
-    to (each model then resizes and crops it by its own rule). Digits: classes 5-9 by default, which the demo's
-    models never saw (``digit_classes``: others)."""
-    extra: dict[str, Any] = {}
-    if cfg.data == "imagenet":
-        extra = {"image_size": max(resize_size(m.built.preprocessing) for m in models)}
-    return datasets.load(cfg, ctx, generated=(120, 60), digit_classes=digit_classes, limits=limits, **extra)
+    """The labelled set every model sees; image files (a folder, ImageNet) decoded once for all the models
+    (:func:`atml.suite.datasets.decode_plan`: exactly their pipeline when they share one, else at the largest short
+    side, each model resizing it down by its own rule). Digits: classes 5-9 by default, which the demo's models
+    never saw (``digit_classes``: others)."""
+    return datasets.load(cfg, ctx, [m.built.preprocessing for m in models], generated=(120, 60),
+                         digit_classes=digit_classes, limits=limits)
 
 
 def source_notes(cfg: CompareConfig, models: list[Subject], data_name: str) -> list[str]:

@@ -33,6 +33,7 @@ from atml.registry import Experiment
 from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
+from atml.suite import datasets
 from atml.suite.compare import common
 
 CAMS = ("gradcam", "gradcam++", "scorecam")
@@ -177,11 +178,13 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     notes: list[str] = []
     if cfg.images:
         skipped: list[str] = []
-        found = read_images(cfg.images, skip_bad=cfg.skip_bad_images, skipped=skipped)
+        plan = datasets.decode_plan(cfg.image_size, [m.built.preprocessing for m in models])
+        found = read_images(cfg.images, skip_bad=cfg.skip_bad_images, skipped=skipped, square=plan)
+        notes.append(f"Your images: {plan.why}.")
         pictures, source = list(found.values()), f"{len(found)} of your images"
         notes += [f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): {'; '.join(skipped)}"] \
             if skipped else []
-        ctx.record_source("data", {"source": "your images", "files": list(found)})
+        ctx.record_source("data", {"source": "your images", "files": list(found), "decode": plan.as_json()})
     else:
         data = common.load_data(cfg, ctx, models, digit_classes=digits.PRETRAIN_CLASSES)  # the classes they know
         split = data.val.subset(cfg.limit, seed=cfg.seed)

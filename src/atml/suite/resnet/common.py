@@ -23,7 +23,7 @@ from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, digits
 from atml.errors import DataError, UsageError
 from atml.models import cnn, factory, registry, resnet
-from atml.models.preprocess import Preprocess, resize_size
+from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.results import Metric
 from atml.runner import RunContext
@@ -95,16 +95,12 @@ class ResNetConfig(RunConfig):
 def load_data(cfg: ResNetConfig, ctx: RunContext, *, needs_train: bool = True) -> ImageDataset:
     """The dataset named by ``cfg.data`` (the dataset factory), subsampled by the limits; recorded in env.json.
 
-    ImageNet is decoded at the short side the weights are evaluated at (torchvision's 232 or
-    256, timm's ``input_size / crop_pct``) with their interpolation, and centre-cropped to their
-    input size on the device (:func:`score_pretrained_head`), as their own pipeline does.
+    Image files (a folder, ImageNet) are decoded at the short side the weights are evaluated at
+    (torchvision's 232 or 256, timm's ``input_size / crop_pct``) with their interpolation, and
+    centre-cropped to their input size on the device, as their own pipeline does.
     """
-    extra: dict[str, Any] = {}
-    if cfg.data == "imagenet":
-        pre = weights_preprocessing(cfg)
-        extra = {"image_size": resize_size(pre), "interpolation": pre.interpolation}
-    data = datasets.load(cfg, ctx, generated=(120, 60), digit_classes=digits.TRANSFER_CLASSES,
-                         limits=(cfg.train_limit, cfg.val_limit), **extra)
+    data = datasets.load(cfg, ctx, (weights_preprocessing(cfg),), generated=(120, 60),
+                         digit_classes=digits.TRANSFER_CLASSES, limits=(cfg.train_limit, cfg.val_limit))
     if needs_train and not len(data.train):
         raise DataError(f"data={cfg.data} at {cfg.data_dir} has no training images (no train/ folder), and this "
                         "experiment trains on them: add DIR/train/<wnid>/*.JPEG, or use resnet.head, which scores the "

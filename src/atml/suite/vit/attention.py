@@ -46,14 +46,14 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
     notes = common.source_notes(cfg, ctx)
     batch = attention_batch(model, cfg.batch_size, ctx.device)  # images per forward: also per preprocessing
     if cfg.images:
-        shown = common.user_images(cfg, notes)
+        shown = common.user_images(cfg, model, notes)
         stats_batches = lambda: (common.as_batch(dict(part), model, ctx.device)  # noqa: E731
                                  for part in _chunks(list(shown.items()), batch))
     elif len(model.classes) == 1000 and cfg.data not in ("folder", "imagenet"):  # an ImageNet model: photos
-        shown = common.sample_photos()
+        shown = common.sample_photos(cfg, model, notes)
         stats_batches = lambda: iter(common.as_batch(shown, model, ctx.device).split(batch))  # noqa: E731
     else:
-        data = common.load_labelled(cfg, ctx, model=model)
+        data = common.load_labelled(cfg, ctx, model)
         shown = common.split_images(data.val, cfg.count)
         stats_images = data.val.subset(cfg.stats_images, seed=cfg.seed).images
         stats_batches = lambda: (model.preprocess(b.to(ctx.device)) for b in stats_images.split(batch))  # noqa: E731

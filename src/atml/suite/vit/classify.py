@@ -45,18 +45,19 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
     out = Results(notes=common.source_notes(cfg, ctx))
     notes = out.notes
     if len(model.classes) == 1000 and cfg.data == "folder":  # the folder's images, in the model's classes
-        data = common.load_labelled(cfg, ctx, model=model)
+        data = common.load_labelled(cfg, ctx, model)
         groups = {"folder": (model, common.split_images(data.val, cfg.count))}
         notes.append(f"{data.name}: {len(groups['folder'])} of its {len(data.val):,} validation images classified "
                      f"into ImageNet-1k's classes. The folder's classes ({', '.join(data.val.classes[:8])}"
                      f"{', ...' if len(data.val.classes) > 8 else ''}) are not the model's, so no accuracy is "
                      "computed; data=imagenet scores a model on its own classes.")
         if cfg.images:
-            groups["your images"] = (model, common.user_images(cfg, notes))
+            groups["your images"] = (model, common.user_images(cfg, model, notes))
     elif len(model.classes) == 1000 and cfg.data != "imagenet":
-        groups = {"photos": (model, common.user_images(cfg, notes) if cfg.images else common.sample_photos())}
+        groups = {"photos": (model, common.user_images(cfg, model, notes) if cfg.images
+                             else common.sample_photos(cfg, model, notes))}
     else:
-        data = common.load_labelled(cfg, ctx, model=model)
+        data = common.load_labelled(cfg, ctx, model)
         groups = {"held-out": (model, common.split_images(data.val, cfg.count))}
         k = min(cfg.top_k, len(model.classes))
         accuracy = common.topk_accuracy(model, data.val.images, data.val.labels, ctx.device, cfg.batch_size,
@@ -69,9 +70,10 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
                         if cfg.data == "imagenet" else "") + ".")
         photo_model, why = (model, "") if len(model.classes) == 1000 else common.imagenet_photo_model(cfg, ctx)
         if photo_model is not None:
-            groups["photos"] = (photo_model, common.user_images(cfg, notes) if cfg.images else common.sample_photos())
+            groups["photos"] = (photo_model, common.user_images(cfg, photo_model, notes) if cfg.images
+                                else common.sample_photos(cfg, photo_model, notes))
         elif cfg.images:  # no ImageNet model: the user's images still get an answer, with what it means
-            groups["your images"] = (model, common.user_images(cfg, notes))
+            groups["your images"] = (model, common.user_images(cfg, model, notes))
             notes.append(f"No ImageNet ViT weights are at hand ({why}), so your images were classified by this "
                          f"model, whose only classes are {', '.join(model.classes)}: each answer says which of "
                          "those the image resembles most, nothing more. Pass DeiT-Small weights (--weights, "
@@ -105,8 +107,8 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
                      "read).")
     elif "photos" in groups:
         notes.append("Photos: scikit-image's sample images ("
-                     + ", ".join(f"{k}: {v}" for k, v in common.PHOTOS.items()) + "), resized by the model's own "
-                     "preprocessing (short side to 248 px, centre crop 224).")
+                     + ", ".join(f"{k}: {v}" for k, v in common.PHOTOS.items()) + "), then the model's own centre "
+                     "crop.")
     return out
 
 

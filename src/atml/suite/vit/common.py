@@ -17,7 +17,7 @@ import torch
 from atml import runtime
 from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, ImageSplit, digits
-from atml.data.images import read_images
+from atml.data.images import read_images, squared
 from atml.errors import UsageError, WeightsError
 from atml.models import factory, vit
 from atml.runner import RunContext
@@ -86,29 +86,32 @@ def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, a
     return model.to(ctx.device).eval()
 
 
-def load_labelled(cfg: ViTConfig, ctx: RunContext, *, digit_classes: tuple[int, ...] = digits.PRETRAIN_CLASSES,
-                  record: bool = True, model: vit.ViT | None = None) -> ImageDataset:
+def load_labelled(cfg: ViTConfig, ctx: RunContext, model: vit.ViT, *,
+                  digit_classes: tuple[int, ...] = digits.PRETRAIN_CLASSES, record: bool = True) -> ImageDataset:
     """The labelled set of ``cfg.data`` (the dataset factory); for digits, the classes asked for (0-4: the demo
-    ViT's own). ImageNet is decoded at the size ``model``'s preprocessing resizes to, with its bicubic filter,
-    so the model crops it exactly as its own pipeline would."""
-    extra: dict[str, Any] = {}
-    if cfg.data == "imagenet" and model is not None:
-        extra = {"image_size": model.preprocess.resize, "interpolation": model.preprocessing.interpolation}
-    return datasets.load(cfg, ctx, record=record, generated=(100, 50), digit_classes=digit_classes, **extra)
+    ViT's own). Image files (a folder, ImageNet) are decoded at the size ``model``'s preprocessing resizes to,
+    with its filter, so the model crops them exactly as its own pipeline would."""
+    return datasets.load(cfg, ctx, (model.preprocessing,), record=record, generated=(100, 50),
+                         digit_classes=digit_classes)
 
 
-def sample_photos() -> dict[str, torch.Tensor]:
-    """scikit-image's sample photos (shipped in the package) as uint8 ``(3, H, W)``."""
+def sample_photos(cfg: Any, model: vit.ViT, notes: list[str]) -> dict[str, torch.Tensor]:
+    """scikit-image's sample photos (shipped in the package) as uint8 ``(3, S, S)``, resized as ``model``'s weights
+    expect (:func:`atml.suite.datasets.decode_plan`, said in ``notes``), as image files would be."""
     import skimage.data
 
-    return {name: torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, name)())).permute(2, 0, 1)
-            for name in PHOTOS}
+    plan = datasets.decode_plan(cfg.image_size, (model.preprocessing,))
+    notes.append(f"scikit-image's sample photos: {plan.why}.")
+    return {name: squared(np.ascontiguousarray(getattr(skimage.data, name)()), plan) for name in PHOTOS}
 
 
-def user_images(cfg: Any, notes: list[str]) -> dict[str, torch.Tensor]:
-    """``cfg.images`` read with the run's ``skip_bad_images``; files left out are listed in ``notes``."""
+def user_images(cfg: Any, model: vit.ViT, notes: list[str]) -> dict[str, torch.Tensor]:
+    """``cfg.images`` read with the run's ``skip_bad_images`` and decoded as ``model``'s weights expect (said in
+    ``notes``); files left out are listed in ``notes``."""
     skipped: list[str] = []
-    images = read_images(cfg.images, skip_bad=cfg.skip_bad_images, skipped=skipped)
+    plan = datasets.decode_plan(cfg.image_size, (model.preprocessing,))
+    images = read_images(cfg.images, skip_bad=cfg.skip_bad_images, skipped=skipped, square=plan)
+    notes.append(f"Your images: {plan.why}.")
     if skipped:
         notes.append(f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): {'; '.join(skipped)}")
     return images

@@ -74,7 +74,7 @@ def center_keep(batch: int, grid: int, ratio: float) -> torch.Tensor:
 
 def run(cfg: MaskingConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
-    data = common.load_labelled(cfg, ctx, model=model)
+    data = common.load_labelled(cfg, ctx, model)
     probe_note = "" if model.has_head else common.fit_probe_head(model, data, ctx, cfg.batch_size, cfg.seed)
     split = data.val.subset(cfg.limit, seed=cfg.seed)
     own_labels = model.classes != split.classes

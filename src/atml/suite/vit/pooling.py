@@ -45,7 +45,7 @@ class PoolingConfig(common.ViTConfig):
 
 def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
-    data = common.load_labelled(cfg, ctx, digit_classes=digits.TRANSFER_CLASSES)
+    data = common.load_labelled(cfg, ctx, model, digit_classes=digits.TRANSFER_CLASSES)
     train = data.train.subset(cfg.train_limit, seed=cfg.seed)
     val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
     frozen = FrozenFeatures(model.preprocess, model, vit.pooled_features, cfg.compile).to(ctx.device)
@@ -110,7 +110,7 @@ def bench(cfg: PoolingConfig) -> dict[str, Any]:
     """Cached features (one backbone pass) vs the backbone recomputed for each probe and epoch."""
     with bench_lib.scratch_context(cfg) as ctx:
         model = common.load_model(cfg, ctx)
-        data = common.load_labelled(cfg, ctx, digit_classes=digits.TRANSFER_CLASSES)
+        data = common.load_labelled(cfg, ctx, model, digit_classes=digits.TRANSFER_CLASSES)
         train = data.train.subset(cfg.train_limit, seed=cfg.seed)
         val = data.val.subset(cfg.val_limit, seed=cfg.seed + 1)
         frozen = FrozenFeatures(model.preprocess, model, vit.pooled_features).to(ctx.device)
