@@ -64,12 +64,12 @@ def test_the_minibatch_estimate_matches_the_full_batch_cka_within_a_hundredth():
 
 
 def test_cka_is_invariant_to_orthogonal_transforms_and_isotropic_scaling_of_one_side():
-    x, y = _features(400)
-    q, _ = torch.linalg.qr(torch.randn(30, 30, generator=torch.Generator().manual_seed(1)))
+    x, y = (f.double() for f in _features(400))  # float64: the rotation itself must not round (float32: ~1e-8)
+    q, _ = torch.linalg.qr(torch.randn(30, 30, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
     base = cka.cka(x, y, batch_size=100)
     assert cka.cka(x, y @ q, batch_size=100) == pytest.approx(base, abs=1e-9)
     assert cka.cka(x, 3.7 * y, batch_size=100) == pytest.approx(base, abs=1e-9)
-    skew = torch.diag(torch.linspace(0.1, 5, 30))
+    skew = torch.diag(torch.linspace(0.1, 5, 30, dtype=torch.float64))
     assert abs(cka.cka(x, y @ skew, batch_size=100) - base) > 1e-3  # not invariant to any invertible map
 
 
