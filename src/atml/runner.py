@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -28,9 +28,6 @@ from atml.errors import AtmlError, DivergedError, RunDirError, UsageError
 from atml.registry import Experiment
 from atml.results import Results, RunResults, to_json
 from atml.run_dir import FollowerRunDir, RunDir
-
-if TYPE_CHECKING:
-    from atml.models.factory import Training
 
 
 @dataclasses.dataclass
@@ -71,11 +68,13 @@ class RunContext:
     def checkpoint(self, name: str) -> Path:
         return self.run.checkpoints / f"{name}.pt"
 
-    def training(self, epochs: int | None, seed: int) -> Training:
-        """How :func:`atml.models.factory.create` trains weights atml makes itself, on this run's device and console."""
-        from atml.models.factory import Training
+    def pretrained(self, name: str, weights: str, *, family: str, epochs: int | None, seed: int) -> str | None:
+        """The recipe key of weights atml trains itself (the demo's ``digits``), trained first on this run's device
+        and console when they are not cached yet (:func:`atml.pretrained.ensure`); None for any other weights."""
+        from atml import pretrained
 
-        return Training(epochs, seed, self.device, self.progress, self.say)
+        return pretrained.ensure(name, weights, family=family,
+                                 training=pretrained.Training(epochs, seed, self.device, self.progress, self.say))
 
     def save_figure(self, fig: Any, name: str) -> list[str]:
         """Save ``fig`` as PNG and PDF in ``figures/``; returns their paths relative to the run."""

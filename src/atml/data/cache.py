@@ -26,10 +26,8 @@ and the pages are the kernel's to reclaim (file-backed, not anonymous memory).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -37,12 +35,13 @@ import shutil
 import sys
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from atml import storage
 from atml.data.decode import DECODER_VERSION, decode_into
 from atml.errors import DataError
 
@@ -119,7 +118,7 @@ def load(request: Request, *, workers: int | None = None, progress: bool = True)
     start = time.perf_counter()
     folder = root() / f"{_slug(request.name)}-{key(request)[:20]}"
     notes: list[str] = []
-    with _locked(folder):
+    with storage.locked(folder):
         if folder.is_dir():
             problem = _check(folder)
             if problem is None:
@@ -130,18 +129,6 @@ def load(request: Request, *, workers: int | None = None, progress: bool = True)
     split = _open(folder, from_cache=False, seconds=time.perf_counter() - start)
     split.notes = notes
     return split
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock per cache folder; the kernel releases it when a holder dies."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.with_name(folder.name + ".lock"), "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build(request: Request, folder: Path, *, workers: int | None, progress: bool) -> None:

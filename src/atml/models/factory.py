@@ -3,22 +3,21 @@
 
     built = create("resnet152", "imagenet", num_classes=10)        # Built(model, preprocess, info, pretrained_head)
     built = create("timm/vit_small_patch14_dinov2", "imagenet")     # a TokenModel (ViT), its own preprocessing
-    built = create("clip-digits", "digits", training=Training(epochs=20))  # weights atml trains itself (cached)
+    built = create("clip-digits", "digits", recipe=key)             # weights atml trained (atml.pretrained.ensure)
     built = create("mlp-vae", latent_dim=2)                         # the VAE and the DCGAN too
 
-Every kind of weights is resolved here: a registry tag (torchvision, timm, the Hugging Face hub, open_clip),
-``random``, a file or folder, a state dict in memory, and the weights atml trains itself, whose recipe the
-registry entry names in its ``location``. The registry (:mod:`atml.models.registry`) is data and imports no
-builder; this module imports them all. The experiments ask for a model here and nowhere else.
+Every kind of weights is named here: a registry tag (torchvision, timm, the Hugging Face hub, open_clip),
+``random``, a file or folder, a state dict in memory, and the weights atml trains itself, read from its
+cache by their recipe key (:mod:`atml.pretrained` makes that file; building a model never trains one). The
+registry (:mod:`atml.models.registry`) is data and imports no builder; this module imports them all. The
+experiments ask for a model here and nowhere else.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-import torch
 from torch import nn
 
 from atml.errors import UsageError
@@ -43,19 +42,6 @@ if TYPE_CHECKING:  # importing the family modules at run time would load torchvi
     from atml.models.gan import DCGAN
     from atml.models.vae import VAE
     from atml.models.vit import ViT
-
-
-@dataclasses.dataclass(frozen=True)
-class Training:
-    """How atml trains the weights it makes itself (the demo stand-ins, tag ``digits``): the recipe's epochs
-    (None: the recipe's default), its seed, the device, and where its progress goes. Cached: the same recipe
-    trains once per machine."""
-
-    epochs: int | None = None
-    seed: int = 0
-    device: torch.device = torch.device("cpu")
-    progress: bool = False
-    say: Callable[[str], None] = print
 
 
 def find(name: str, family: str | None = None) -> Model:
@@ -112,30 +98,30 @@ def trained_here(family: str, name: str, weights: str) -> bool:
 
 @overload
 def create(name: str, weights: str = ..., *, family: Literal["cnn"], num_classes: int = ..., offline: bool = ...,
-           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[CNN]: ...
+           keep_head: bool = ..., recipe: str | None = ..., **options: Any) -> Built[CNN]: ...
 @overload
 def create(name: str, weights: str = ..., *, family: Literal["vit"], num_classes: int = ..., offline: bool = ...,
-           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[ViT]: ...
+           keep_head: bool = ..., recipe: str | None = ..., **options: Any) -> Built[ViT]: ...
 @overload
 def create(name: str, weights: str = ..., *, family: Literal["clip"], num_classes: int = ..., offline: bool = ...,
-           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[CLIPModel]: ...
+           keep_head: bool = ..., recipe: str | None = ..., **options: Any) -> Built[CLIPModel]: ...
 @overload
 def create(name: str, weights: str = ..., *, family: Literal["vae"], num_classes: int = ..., offline: bool = ...,
-           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[VAE]: ...
+           keep_head: bool = ..., recipe: str | None = ..., **options: Any) -> Built[VAE]: ...
 @overload
 def create(name: str, weights: str = ..., *, family: Literal["gan"], num_classes: int = ..., offline: bool = ...,
-           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[DCGAN]: ...
+           keep_head: bool = ..., recipe: str | None = ..., **options: Any) -> Built[DCGAN]: ...
 @overload
 def create(name: str, weights: str = ..., *, family: str | None = ..., num_classes: int = ..., offline: bool = ...,
-           keep_head: bool = ..., training: Training | None = ..., **options: Any) -> Built[nn.Module]: ...
+           keep_head: bool = ..., recipe: str | None = ..., **options: Any) -> Built[nn.Module]: ...
 def create(name: str, weights: str = "random", *, family: str | None = None, num_classes: int = 1000,
-           offline: bool = True, keep_head: bool = False, training: Training | None = None,
+           offline: bool = True, keep_head: bool = False, recipe: str | None = None,
            **options: Any) -> Built[Any]:
     """Build ``name`` with ``weights``; see the module docstring.
 
     ``family``: where to look ``name`` up (default: :func:`find`'s rule). ``num_classes``: a CNN's new head
-    (``keep_head`` keeps the weights' own beside it, :attr:`Built.pretrained_head`). ``training``: how to
-    train weights atml makes itself (default: the recipe's epochs, seed 0, CPU). ``options``: what the
+    (``keep_head`` keeps the weights' own beside it, :attr:`Built.pretrained_head`). ``recipe``: the key of
+    the weights atml trained itself (:func:`atml.pretrained.ensure` gives it). ``options``: what the
     family's builder takes besides: ``backend``/``input_size``/``classes`` (ViT), ``seed`` (CLIP's random
     initialisation), ``state``/``state_info`` (a state dict in memory), ``latent_dim``/``hidden`` (VAE),
     ``latent_dim``/``width`` (DCGAN).
@@ -146,32 +132,16 @@ def create(name: str, weights: str = "random", *, family: str | None = None, num
         return _vit(name, weights, num_classes=num_classes, offline=offline, keep_head=keep_head, **options)
     entry = find(name, family)
     if trained_here(entry.family, name, weights):
-        options["state"], options["state_info"] = _train(entry, weights, training or Training())
+        if recipe is None:
+            raise UsageError(f"{name} weights={weights} are trained by atml: pass recipe=atml.pretrained.ensure("
+                             f"'{name}', '{weights}'), which trains them once and names the cached file")
+        made = weights_lib.read_atml_file(name, weights, recipe)
+        options["state"], options["state_info"] = made.state, made.info
+        if made.classes is not None and entry.family == "vit":  # the demo ViT: its head's classes (digits 0-4)
+            options.setdefault("classes", made.classes)
+            num_classes = len(made.classes)
     return builders[entry.family](name, weights, num_classes=num_classes, offline=offline, keep_head=keep_head,
                                   **options)
-
-
-def _train(entry: Model, weights: str, training: Training) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
-    """The weights of ``entry`` that atml trains itself, by the recipe its registry entry names (cached)."""
-    recipe = entry.weights[weights].location
-    epochs = {"epochs": training.epochs} if training.epochs is not None else {}
-    device, progress, say = training.device, training.progress, training.say
-    if recipe == "atml.train.pretrain":
-        from atml.train import pretrain
-
-        return pretrain.digits_backbone(pretrain.Recipe(arch=entry.name, seed=training.seed, **epochs), device=device,
-                                        progress=progress, say=say)
-    if recipe == "atml.train.vit_recipe":
-        from atml.train import vit_recipe
-
-        return vit_recipe.digits_vit(vit_recipe.Recipe(seed=training.seed, **epochs), device=device, progress=progress,
-                                     say=say)
-    if recipe == "atml.train.clip_recipe":
-        from atml.train import clip_recipe
-
-        return clip_recipe.digits_clip(clip_recipe.Recipe(seed=training.seed, **epochs), device=device,
-                                       progress=progress, say=say)
-    raise UsageError(f"{entry.name} weights={weights} name the recipe {recipe!r}, which atml does not have")
 
 
 def _cnn(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
@@ -183,12 +153,8 @@ def _cnn(name: str, weights: str, *, num_classes: int, offline: bool, keep_head:
 
 def _vit(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
          **options: Any) -> Built[Any]:
-    from atml.data import digits
     from atml.models import vit
 
-    if options.get("state") is not None and "classes" not in options:  # the demo ViT: trained on digits 0-4
-        options["classes"] = [str(c) for c in digits.PRETRAIN_CLASSES]
-        num_classes = len(digits.PRETRAIN_CLASSES)
     return vit.build(name, weights, num_classes=num_classes, offline=offline, **options)
 
 

@@ -7,7 +7,10 @@ A weights spec is one of:
   SHA-256 prefix torchvision publishes in the file name;
 * ``random``: freshly initialised, said so everywhere;
 * a path to a state dict (``.pth``/``.pt`` read with ``weights_only=True``, or
-  ``.safetensors``); a torchvision-style name (``resnet152-f82ba261.pth``) is hash-checked.
+  ``.safetensors``); a torchvision-style name (``resnet152-f82ba261.pth``) is hash-checked;
+* the weights atml trains itself (the demo's stand-ins, tag ``digits``): a file in atml's cache,
+  ``$ATML_CACHE/pretrained/<model>-<recipe key>.pt``, read here like a hub file; making it is
+  :mod:`atml.pretrained`'s work, never the reader's.
 """
 
 from __future__ import annotations
@@ -190,3 +193,33 @@ def load_backbone(module: torch.nn.Module, state: dict[str, torch.Tensor], *, he
         module.load_state_dict(body, strict=False)
     except RuntimeError as err:
         raise WeightsError(f"{source} does not fit this architecture: {str(err).splitlines()[1:3]}") from err
+
+
+def atml_file(name: str, recipe: str) -> Path:
+    """Where the weights atml trains itself for model ``name`` by the recipe whose key is ``recipe`` lie."""
+    from atml import runtime
+
+    return runtime.cache_dir() / "pretrained" / f"{name}-{recipe}.pt"
+
+
+@dataclasses.dataclass(frozen=True)
+class AtmlWeights:
+    """A file of weights atml trained itself: the state dict, what to record, and the classes it was trained on."""
+
+    state: dict[str, torch.Tensor]
+    info: WeightsInfo
+    classes: list[str] | None
+
+
+def read_atml_file(name: str, tag: str, recipe: str) -> AtmlWeights:
+    """The weights atml trained for ``name`` by ``recipe`` (their file holds ``state_dict`` and a ``meta`` with the
+    description, the held-out accuracy and the classes). Raises WeightsError when they have not been made yet."""
+    path = atml_file(name, recipe)
+    if not path.is_file():
+        raise WeightsError(f"{name} weights={tag} are trained by atml and are not in its cache yet ({path}); "
+                           f"atml.pretrained.ensure('{name}', '{tag}') trains them once (any experiment run with "
+                           f"weights={tag} does it for you)")
+    saved = storage.torch_load(path)
+    meta = saved["meta"]
+    info = WeightsInfo(tag, meta["description"], str(path), sha256sum(path), source_val_acc=float(meta["val_acc"]))
+    return AtmlWeights(saved["state_dict"], info, meta.get("classes"))

@@ -1,9 +1,10 @@
 """The demo's stand-in for ImageNet weights: a small ResNet pretrained on digits 0-4.
 
 As in Yosinski et al. 2014, the source task (digits 0-4) and the target task (digits
-5-9) share no class, so transfer measures how general the learned features are. The
-state dict is cached by its recipe in ``$ATML_CACHE/pretrained`` (written atomically)
-and reused by every demo experiment that needs a "pretrained" backbone.
+5-9) share no class, so transfer measures how general the learned features are. This module
+trains them (:func:`train`); :mod:`atml.pretrained` caches the result by its recipe in
+``$ATML_CACHE/pretrained`` (written once, atomically, under a lock), where the model factory
+reads it like any weights file.
 """
 
 from __future__ import annotations
@@ -12,21 +13,17 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from atml import runtime, storage
 from atml.data import digits
 from atml.distributed import UNSHARDED
-from atml.models import cnn
+from atml.models import factory
 from atml.models.preprocess import Preprocess
-from atml.models.weights import WeightsInfo
-from atml.storage import sha256sum
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,43 +40,27 @@ class Recipe:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cached_training(name: str, train: Callable[[], dict[str, Any]], *, say: Callable[[str], None],
-                    using: str, training: str) -> tuple[dict[str, Any], Path]:
-    """``$ATML_CACHE/pretrained/<name>.pt`` if it exists, else ``train()`` now and save it atomically.
-
-    Shared by the demo's stand-in models (ResNets, ViT, CLIP); ``name`` carries the recipe's key.
-    """
-    path = runtime.cache_dir() / "pretrained" / f"{name}.pt"
-    if path.is_file():
-        say(f"{using} {path}")
-        return storage.torch_load(path), path
-    say(training)
-    saved = train()
-    storage.torch_save(saved, path)
-    return saved, path
+def recipe(name: str, *, seed: int, epochs: int | None) -> Recipe:
+    """The recipe for the digits ResNet ``name`` (``digits-resnet`` or ``digits-resnet-small``)."""
+    return Recipe(arch=name, seed=seed, **({"epochs": epochs} if epochs is not None else {}))
 
 
-def digits_backbone(recipe: Recipe, *, device: torch.device, progress: bool = False,
-                    say: Callable[[str], None] = print) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
-    """The pretrained state dict (from the cache, or trained now) and what to record about it."""
-    saved, path = cached_training(
-        f"{recipe.arch}-{recipe.key()}", lambda: _pretrain(recipe, device, progress, say), say=say,
-        using=f"demo backbone: using cached digits 0-4 {recipe.arch}",
-        training=f"demo backbone: pretraining {recipe.arch} on digits 0-4 ({recipe.epochs} epochs)")
-    meta = saved["meta"]
-    description = (f"atml {recipe.arch} pretrained by atml on scikit-learn digits 0-4 at {recipe.resolution}px "
-                   f"({recipe.epochs} epochs, seed {recipe.seed}; held-out acc {meta['val_acc']:.3f}); "
-                   "stands in for ImageNet weights in the demo")
-    info = WeightsInfo("digits", description, str(path), sha256sum(path),
-                       source_val_acc=float(meta["val_acc"]))
-    return saved["state_dict"], info
+def train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """The pretrained body's state dict and its ``meta``: held-out accuracy, recipe key, description."""
+    say(f"demo backbone: pretraining {recipe.arch} on digits 0-4 ({recipe.epochs} epochs)")
+    saved = _pretrain(recipe, device, progress, say)
+    saved["meta"]["description"] = (
+        f"atml {recipe.arch} pretrained by atml on scikit-learn digits 0-4 at {recipe.resolution}px ({recipe.epochs} "
+        f"epochs, seed {recipe.seed}; held-out acc {saved['meta']['val_acc']:.3f}); stands in for ImageNet weights "
+        "in the demo")
+    return saved
 
 
 def _pretrain(recipe: Recipe, device: torch.device, progress: bool,
               say: Callable[[str], None]) -> dict[str, Any]:
     torch.manual_seed(recipe.seed)
     data = digits.load(digits.PRETRAIN_CLASSES, seed=recipe.seed)
-    backbone = cnn.build(recipe.arch, len(digits.PRETRAIN_CLASSES), "random", offline=True)
+    backbone = factory.create(recipe.arch, "random", family="cnn", num_classes=len(digits.PRETRAIN_CLASSES))
     prep = Preprocess(backbone.preprocessing, recipe.resolution, channels_last=True)
     model = torch.nn.Sequential(prep, backbone.model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)

@@ -2,8 +2,8 @@
 
 The ``vit-digits`` ViT (patch 4 on 32x32 upsampled digits, 8x8 = 64 patches + CLS,
 4 blocks, width 96) is trained with the shared loop, random shifts, AdamW and a cosine
-schedule, then cached by its recipe in ``$ATML_CACHE/pretrained`` (written atomically)
-and reused by every ViT experiment of the demo preset.
+schedule; :mod:`atml.pretrained` caches it by its recipe in ``$ATML_CACHE/pretrained``, where
+every ViT experiment of the demo preset reads it through the model factory.
 """
 
 from __future__ import annotations
@@ -18,14 +18,11 @@ import torch
 
 from atml.data import digits
 from atml.distributed import UNSHARDED
-from atml.models import vit
-from atml.models.weights import WeightsInfo
-from atml.storage import sha256sum
+from atml.models import factory, vit
 from atml.train.augment import Augment
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit
-from atml.train.pretrain import cached_training
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,19 +38,20 @@ class Recipe:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def digits_vit(recipe: Recipe, *, device: torch.device, progress: bool = False,
-               say: Callable[[str], None] = print) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
-    """The trained timm state dict (cached, or trained now) and what to record about it."""
-    saved, path = cached_training(
-        f"vit-digits-{recipe.key()}", lambda: _train(recipe, device, progress, say), say=say,
-        using="demo ViT: using cached digits 0-4 vit-digits",
-        training=f"demo ViT: training vit-digits on digits 0-4 ({recipe.epochs} epochs)")
-    meta = saved["meta"]
-    description = (f"atml vit-digits (patch 4, 32px, 4 blocks, width 96) trained by atml on scikit-learn digits 0-4 "
-                   f"({recipe.epochs} epochs, seed {recipe.seed}; held-out acc {meta['val_acc']:.3f}); stands in "
-                   "for ImageNet DeiT weights in the demo")
-    info = WeightsInfo("digits", description, str(path), sha256sum(path), source_val_acc=float(meta["val_acc"]))
-    return saved["state_dict"], info
+def recipe(name: str, *, seed: int, epochs: int | None) -> Recipe:
+    """The recipe for ``vit-digits`` (the only model it trains)."""
+    return Recipe(seed=seed, **({"epochs": epochs} if epochs is not None else {}))
+
+
+def train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """The trained timm state dict and its ``meta``: held-out accuracy, recipe key, description, classes."""
+    say(f"demo ViT: training vit-digits on digits 0-4 ({recipe.epochs} epochs)")
+    saved = _train(recipe, device, progress, say)
+    saved["meta"]["description"] = (
+        f"atml vit-digits (patch 4, 32px, 4 blocks, width 96) trained by atml on scikit-learn digits 0-4 "
+        f"({recipe.epochs} epochs, seed {recipe.seed}; held-out acc {saved['meta']['val_acc']:.3f}); stands in "
+        "for ImageNet DeiT weights in the demo")
+    return saved
 
 
 class _Trainable(torch.nn.Module):
@@ -69,8 +67,8 @@ class _Trainable(torch.nn.Module):
 def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
     torch.manual_seed(recipe.seed)
     data = digits.load(digits.PRETRAIN_CLASSES, seed=recipe.seed)
-    model = vit.build("vit-digits", "random", num_classes=len(digits.PRETRAIN_CLASSES),
-                         classes=data.train.classes).model
+    model = factory.create("vit-digits", "random", family="vit", num_classes=len(digits.PRETRAIN_CLASSES),
+                           classes=data.train.classes).model
     trainable = _Trainable(model).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs)
@@ -82,4 +80,5 @@ def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[
                       stage="pretrain-vit", scheduler=scheduler, progress=progress, say=say))
     val_acc = records.last("val", "acc")
     state = {k: v.detach().cpu() for k, v in model.model.state_dict().items()}
-    return {"state_dict": state, "meta": {"val_acc": float(val_acc), "recipe": recipe.key()}}
+    return {"state_dict": state, "meta": {"val_acc": float(val_acc), "recipe": recipe.key(),
+                                          "classes": list(data.train.classes)}}

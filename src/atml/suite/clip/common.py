@@ -106,8 +106,8 @@ class ClipConfig(RunConfig):
 def load_model(cfg: ClipConfig, ctx: RunContext, *, weights: str | None = None,
                source_key: str = "weights") -> clip.CLIPModel:
     weights = weights or cfg.weights
-    built = factory.create(cfg.arch, weights, family="clip", offline=ctx.offline, seed=cfg.seed,
-                           training=ctx.training(cfg.train_epochs, cfg.seed))
+    recipe = ctx.pretrained(cfg.arch, weights, family="clip", epochs=cfg.train_epochs, seed=cfg.seed)
+    built = factory.create(cfg.arch, weights, family="clip", offline=ctx.offline, seed=cfg.seed, recipe=recipe)
     model, info = built.model, built.info
     ctx.record_source(source_key, dataclasses.asdict(info))
     model.weights_sha256 = info.sha256 or f"{info.spec}-seed{cfg.seed}"

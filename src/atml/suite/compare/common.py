@@ -104,8 +104,9 @@ def load_models(cfg: CompareConfig, ctx: RunContext, *, keep_head: bool = False)
     for i, spec in enumerate(cfg.models):
         name, weights = cfg.model_weights(spec)
         entry = factory.find(name)
+        recipe = ctx.pretrained(name, weights, family=entry.family, epochs=None, seed=cfg.seed)
         built = factory.create(name, weights, family=entry.family, num_classes=10, offline=ctx.offline,
-                               keep_head=keep_head, training=ctx.training(None, cfg.seed))
+                               keep_head=keep_head, recipe=recipe)
         built.model.to(ctx.device).eval()
         built.preprocess.to(ctx.device)
         ctx.record_source(f"weights_{i}", {"model": name, **dataclasses.asdict(built.info)})

@@ -119,8 +119,9 @@ def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int,
                   source_key: str = "weights") -> Built[cnn.CNN]:
     """The backbone with its weights (the model factory; ``digits`` trains or reuses the demo backbone). On ImageNet
     the weights' own classifier is kept beside the new head (:attr:`atml.models.types.Built.pretrained_head`)."""
+    recipe = ctx.pretrained(cfg.arch, cfg.weights, family="cnn", epochs=cfg.pretrain_epochs, seed=cfg.seed)
     backbone = factory.create(cfg.arch, cfg.weights, family="cnn", num_classes=num_classes, offline=ctx.offline,
-                              keep_head=cfg.data == "imagenet", training=ctx.training(cfg.pretrain_epochs, cfg.seed))
+                              keep_head=cfg.data == "imagenet", recipe=recipe)
     ctx.record_source(source_key, dataclasses.asdict(backbone.info))
     return backbone
 

@@ -79,8 +79,9 @@ def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, a
     """The ViT named by the config (or the given weights/arch), on the device, in eval mode."""
     weights = weights or cfg.weights
     arch = arch or cfg.arch
+    recipe = ctx.pretrained(arch, weights, family="vit", epochs=cfg.train_epochs, seed=cfg.seed)
     built = factory.create(arch, weights, family="vit", offline=ctx.offline, backend=cfg.backend,
-                           input_size=cfg.input_size, training=ctx.training(cfg.train_epochs, cfg.seed))
+                           input_size=cfg.input_size, recipe=recipe)
     model, info = built.model, built.info
     ctx.record_source(source_key, dataclasses.asdict(info))
     return model.to(ctx.device).eval()
