@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.lines import Line2D
 
 from atml import config as config_lib
+from atml import figures as figure_style
 from atml import runner
-from atml.reporting import plots
 from atml.suite import registry
 
 
@@ -32,8 +33,8 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
     out = tmp_path_factory.mktemp("figure-runs")
     mp = pytest.MonkeyPatch()
-    mp.setattr(plots, "save", keep)
-    mp.setattr(plots.plt, "close", lambda *_a, **_k: None)  # keep the artists for inspection
+    mp.setattr(figure_style, "save", keep)
+    mp.setattr(plt, "close", lambda *_a, **_k: None)  # keep the artists for inspection
     try:
         for exp in registry():
             current["name"] = exp.name

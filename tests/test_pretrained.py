@@ -19,17 +19,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "atml"
 ONE_EPOCH = pretrained.Training(epochs=1, say=lambda _m: None)
 
 
-def _imports(path: Path) -> set[str]:
-    """Every ``atml`` module a file imports, at its top or inside a function."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("atml"):
-            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("atml")}
-    return found
-
-
 def test_the_factory_reads_atml_weights_and_never_trains_them(monkeypatch):
     monkeypatch.setattr(pretrain, "train", lambda *a, **k: pytest.fail("the factory trained a model"))
     key = pretrain.recipe("digits-resnet-small", seed=123, epochs=1).key()
@@ -67,16 +56,6 @@ def test_ensure_trains_once_for_two_callers_and_the_factory_reads_the_file(monke
     assert all(torch.equal(body[k], v) for k, v in saved["state_dict"].items()
                if not k.startswith("fc."))  # the source task's classifier: the new head replaces it
     assert pretrained.ensure("resnet152", "random", family="cnn") is None  # nothing atml makes: nothing to do
-
-
-def test_models_and_data_import_nothing_above_them():
-    above_models = ("atml.train", "atml.analysis", "atml.suite", "atml.runner", "atml.reporting", "atml.api",
-                    "atml.cli", "atml.pretrained", "atml.benchmark", "atml.speedtest")
-    above_data = ("atml.models", *above_models)
-    for package, above in (("models", above_models), ("data", above_data)):
-        for path in sorted((SRC / package).rglob("*.py")):
-            wrong = {m for m in _imports(path) if m.startswith(above)}
-            assert not wrong, f"{path.relative_to(SRC)} imports {sorted(wrong)}"
 
 
 def test_the_recipes_build_their_models_through_the_factory():

@@ -29,8 +29,11 @@ class Experiment:
     """Sentences for the report, written from a run's own results."""
     references: tuple[Reference, ...] = ()
     """Published figures this experiment's runs are compared with (:mod:`atml.references`)."""
-    readme_row: Callable[[Metrics, dict[str, Any]], str] | None = None
-    """The "result" cell of README's demo table from a demo run's metrics and facts (:mod:`atml.reporting.readme`)."""
+    data: type[Any] | None = None
+    """The experiment's own results data (a dataclass it keeps with :meth:`Results.keep` and reads back)."""
+    readme_row: Callable[[Metrics, Any], str] | None = None
+    """The "result" cell of README's demo table from a demo run's metrics and its ``data`` (an instance of the
+    experiment's ``data`` class, None without one) (:mod:`atml.reporting.readme`)."""
 
 
 class Registry:

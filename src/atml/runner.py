@@ -78,12 +78,12 @@ class RunContext:
 
     def save_figure(self, fig: Any, name: str) -> list[str]:
         """Save ``fig`` as PNG and PDF in ``figures/``; returns their paths relative to the run."""
-        from atml.reporting import plots
+        from atml import figures
 
         if not self.is_main:
-            plots.plt.close(fig)
+            figures.close(fig)
             return [f"figures/{name}.png", f"figures/{name}.pdf"]
-        return plots.save(fig, self.run.figures / name, relative_to=self.run.path)
+        return figures.save(fig, self.run.figures / name, relative_to=self.run.path)
 
     def scratch(self, name: str) -> Path:
         """A folder for files a run generates for itself (smoke datasets); private to this rank."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import matplotlib
 import numpy as np
 import torch
 
+from atml import figures
 from atml.analysis import representation as rep
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.clip import common
@@ -78,7 +79,7 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     return out
 
 
-@plots.styled
+@figures.styled
 def alignment_figure(before: torch.Tensor, after: torch.Tensor, text: torch.Tensor, labels: torch.Tensor) -> Any:
     """Before and after in one shared PCA projection (fitted on all three sets together)."""
     from sklearn.decomposition import PCA
@@ -86,8 +87,8 @@ def alignment_figure(before: torch.Tensor, after: torch.Tensor, text: torch.Tens
     n = len(before)
     joint = torch.cat([before, after, text]).double().numpy()
     xy = PCA(2).fit_transform(joint)
-    fig, axes = plots.figure(2, width=2.0, height=2.4)
-    cmap = plots.plt.get_cmap("tab10")
+    fig, axes = figures.figure(2, width=2.0, height=2.4)
+    cmap = matplotlib.colormaps["tab10"]
     colours = [cmap(int(c) % 10) for c in labels]
     for ax, (start, title) in zip(axes[0], ((0, "before"), (n, "after Procrustes"))):
         ax.scatter(xy[start:start + n, 0], xy[start:start + n, 1], c=colours, s=8, marker="o", label="image")
@@ -130,7 +131,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     v = lambda name, when, digits=2, **c: fixed(m.value(name, when=when, **c), digits)  # noqa: E731
     return (f"test residual {v('residual', 'before', split='test')} -> {v('residual', 'after', split='test')}, "

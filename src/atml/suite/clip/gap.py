@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import matplotlib
 import torch
 
+from atml import figures
 from atml.analysis import representation as rep
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.clip import common
@@ -99,13 +100,13 @@ def gap_records(out: Results, values: dict[str, float], **condition: str) -> Non
         out.add(name, value, key=key, **condition)
 
 
-@plots.styled
+@figures.styled
 def joint_figure(image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, names: list[str], seed: int,
                  methods: tuple[str, ...] = ("tsne", "umap"), title: str = "") -> Any:
     """Joint 2-D embeddings of both modalities, raw and L2-normalised, one panel per (method, scaling)."""
-    fig, axes = plots.figure(len(methods) * 2, width=2.0, height=2.4)
+    fig, axes = figures.figure(len(methods) * 2, width=2.0, height=2.4)
     n = len(image)
-    cmap = plots.plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     col = 0
     for method in methods:
         for scaling in ("raw", "normalised"):
@@ -194,7 +195,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     text = (f"centroid distance {fixed(m.value('centroid_distance'), 2)}, "
             f"paired cosine {fixed(m.value('paired_cosine'), 2)}")
@@ -211,7 +212,7 @@ REFERENCES: tuple[Reference, ...] = (
 )
 """The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
 
-EXPERIMENT = Experiment(name="clip.gap",
+EXPERIMENT = Experiment(data=Data, name="clip.gap",
                         summary="The modality gap: joint t-SNE/UMAP, distances, variance share, random init",
                         config_cls=common.GapConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
                         references=REFERENCES)

@@ -14,12 +14,11 @@ import numpy as np
 import torch
 
 from atml import benchmark as bench_lib
-from atml import runtime
+from atml import figures, runtime
 from atml.analysis import representation as rep
 from atml.models import clip
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.clip import common
@@ -68,9 +67,9 @@ MANY_CLASSES = 20
 """Above this, class names are left off the axes (they would overlap) and per-class bars become sorted curves."""
 
 
-@plots.styled
+@figures.styled
 def confusion_grid(confusions: dict[str, np.ndarray], names: list[str], accs: dict[str, float]) -> Any:
-    fig, axes = plots.figure(2, 2, width=2.0, height=6.2)
+    fig, axes = figures.figure(2, 2, width=2.0, height=6.2)
     many = len(names) > MANY_CLASSES
     for ax, (name, matrix) in zip(axes.flat, confusions.items()):
         norm = matrix / matrix.sum(1, keepdims=True).clip(min=1)
@@ -92,23 +91,23 @@ def confusion_grid(confusions: dict[str, np.ndarray], names: list[str], accs: di
     return fig
 
 
-@plots.styled
+@figures.styled
 def per_class_figure(per_class: dict[str, np.ndarray], names: list[str]) -> Any:
-    fig, axes = plots.figure(1, width=2.0, height=2.2)
+    fig, axes = figures.figure(1, width=2.0, height=2.2)
     ax = axes[0][0]
     if len(names) > MANY_CLASSES:  # one sorted curve per prompt set: how accuracy spreads over the classes
         for i, (name, acc) in enumerate(per_class.items()):
-            ax.plot(np.arange(1, len(names) + 1), np.sort(acc)[::-1], label=name, color=plots.palette(i))
+            ax.plot(np.arange(1, len(names) + 1), np.sort(acc)[::-1], label=name, color=figures.palette(i))
         ax.set_xlabel(f"class, sorted by its accuracy ({len(names)} classes)")
     else:
         width = 0.8 / len(per_class)
         for i, (name, acc) in enumerate(per_class.items()):
             ax.bar(np.arange(len(names)) + i * width - 0.4 + width / 2, acc, width, label=name,
-                   color=plots.palette(i))
+                   color=figures.palette(i))
         ax.set_xticks(range(len(names)), labels=names, rotation=30)
     ax.set_ylabel("zero-shot accuracy")
     ax.set_ylim(0, 1)
-    plots.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=len(per_class))
+    figures.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=len(per_class))
     return fig
 
 
@@ -174,7 +173,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     acc = m.by("acc", "prompt_set")
     return (f"plain labels {fixed(acc['label'])}, \"a photo of a {{}}.\" {fixed(acc['photo'])}, descriptive "
@@ -194,7 +193,7 @@ REFERENCES: tuple[Reference, ...] = (
 )
 """The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
 
-EXPERIMENT = Experiment(name="clip.zeroshot",
+EXPERIMENT = Experiment(data=Data, name="clip.zeroshot",
                         summary="CLIP zero-shot accuracy per prompt set, per class, confusion matrices",
                         config_cls=common.ClipConfig, presets=PRESETS, run=run, discuss=discuss, bench=bench,
                         readme_row=readme_row,

@@ -19,13 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from atml import runtime
+from atml import figures, runtime
 from atml.analysis.cka import MinibatchCKA
 from atml.errors import UsageError
 from atml.models import layers as layers_lib
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.compare import common
@@ -198,14 +197,14 @@ def _ticks(ax: Any, names: list[str], axis: str) -> None:
         ax.set_yticks(positions, labels=[names[i] for i in positions])
 
 
-@plots.styled
+@figures.styled
 def heatmaps(label_a: str, label_b: str, names_a: list[str], names_b: list[str], cross: np.ndarray,
              self_a: np.ndarray, self_b: np.ndarray) -> Any:
     """The three CKA matrices side by side, first layer at the bottom left, one colour scale below them.
 
     The first two panels share their rows (the first model's layers, labelled on the left); the third has
     the second model's layers as rows, labelled on its right."""
-    fig, axes = plots.figure(3, width=2.0, height=3.0)
+    fig, axes = figures.figure(3, width=2.0, height=3.0)
     panels = ((self_a, names_a, f"{label_a}\nvs itself", label_a), (cross, names_b, f"{label_a}\nvs {label_b}",
                                                                       label_b),
               (self_b, names_b, f"{label_b}\nvs itself", label_b))
@@ -250,7 +249,7 @@ def discuss(results: RunResults) -> list[str]:
     return text
 
 
-def readme_row(m: Metrics, e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     per_model = m.by("mean_offdiag_cka", "model")
     return ("mean CKA between different layers: " + ", ".join(f"{k} {fixed(v, 2)}" for k, v in per_model.items())
@@ -272,7 +271,7 @@ REFERENCES: tuple[Reference, ...] = (
 )
 """The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
 
-EXPERIMENT = Experiment(name="compare.cka",
+EXPERIMENT = Experiment(data=Data, name="compare.cka",
                         summary="Linear CKA between every layer of two models (and each with itself), minibatch HSIC",
                         config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss,
                         references=REFERENCES, readme_row=readme_row)

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from atml import figures
 from atml.errors import UsageError
 from atml.models import layers as layers_lib
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.compare import common
@@ -100,18 +100,18 @@ def scores(f_train: np.ndarray, y_train: np.ndarray, f_val: np.ndarray, y_val: n
     return float(probe.score(f_val, y_val)), float(knn.score(f_val, y_val))
 
 
-@plots.styled
+@figures.styled
 def bar_chart(rows: list[list[Any]], data_name: str) -> Any:
     """Probe and k-NN accuracy per model, best probe first."""
-    fig, axes = plots.figure(1, width=1.0, height=0.5 + 0.32 * len(rows))
+    fig, axes = figures.figure(1, width=1.0, height=0.5 + 0.32 * len(rows))
     ax = axes[0][0]
     y = np.arange(len(rows))[::-1]
-    ax.barh(y + 0.2, [r[2] for r in rows], height=0.4, color=plots.palette(0), label="logistic probe")
-    ax.barh(y - 0.2, [r[3] for r in rows], height=0.4, color=plots.palette(1), label=f"{KNN_NEIGHBOURS}-NN")
+    ax.barh(y + 0.2, [r[2] for r in rows], height=0.4, color=figures.palette(0), label="logistic probe")
+    ax.barh(y - 0.2, [r[3] for r in rows], height=0.4, color=figures.palette(1), label=f"{KNN_NEIGHBOURS}-NN")
     ax.set_yticks(y, labels=[r[0] for r in rows])
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"held-out accuracy ({data_name})")
-    plots.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=2)
+    figures.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=2)
     return fig
 
 
@@ -129,7 +129,7 @@ def discuss(results: RunResults) -> list[str]:
     return text
 
 
-def readme_row(m: Metrics, e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     acc, knn = m.by("probe_acc", "model"), m.by("knn_acc", "model")
     return "probe / k-NN acc: " + "; ".join(f"{k} {fixed(acc[k])} / {fixed(knn[k])}"
@@ -159,7 +159,7 @@ REFERENCES: tuple[Reference, ...] = (
 """The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair):
 shown for scale (tolerance None): CLIP's probes use all 50,000 training images and tuned L2 strength."""
 
-EXPERIMENT = Experiment(name="compare.probe",
+EXPERIMENT = Experiment(data=Data, name="compare.probe",
                         summary="Many models on one dataset: frozen-feature logistic probe and k-NN, size, speed",
                         config_cls=Config, presets=PRESETS, run=run, discuss=discuss, references=REFERENCES,
                         readme_row=readme_row)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from atml import figures
 from atml.analysis import attention as att
 from atml.analysis import saliency as sal
 from atml.data import digits
@@ -30,7 +31,6 @@ from atml.errors import UsageError
 from atml.models import factory, vit
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite import datasets
@@ -275,13 +275,13 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
 
 
-@plots.styled
+@figures.styled
 def grid_figure(label: str, images: list[torch.Tensor], per_method: dict[str, dict[str, Any]],
                 methods: list[str]) -> Any:
     """Each shown image (rows) and each method's map over it (columns)."""
     n = len(images)
-    cell = plots.COLUMN_WIDTH_IN * 2 / (len(methods) + 1)  # square cells across a two-column width
-    fig, axes = plots.figure(len(methods) + 1, n, width=2.0, height=cell * n + 0.45)
+    cell = figures.COLUMN_WIDTH_IN * 2 / (len(methods) + 1)  # square cells across a two-column width
+    fig, axes = figures.figure(len(methods) + 1, n, width=2.0, height=cell * n + 0.45)
     for r in range(n):
         image = images[r].float() / 255
         image = image.expand(3, -1, -1) if image.shape[0] == 1 else image
@@ -304,14 +304,14 @@ def grid_figure(label: str, images: list[torch.Tensor], per_method: dict[str, di
     return fig
 
 
-@plots.styled
+@figures.styled
 def curves_figure(curves_by: dict[str, dict[str, dict[str, Any]]], grid: int) -> Any:
     """Mean deletion (solid) and insertion (dashed) curves per method, one panel per model."""
-    fig, axes = plots.figure(len(curves_by), width=2.0 if len(curves_by) > 1 else 1.0, height=2.4, sharey=True)
+    fig, axes = figures.figure(len(curves_by), width=2.0 if len(curves_by) > 1 else 1.0, height=2.4, sharey=True)
     handles = {}
     for ax, (label, per_method) in zip(axes[0], curves_by.items()):
         for method, values in per_method.items():
-            colour = plots.palette(METHODS.index(method))  # one colour per method in every panel
+            colour = figures.palette(METHODS.index(method))  # one colour per method in every panel
             fraction = np.linspace(0, 1, len(values["deletion"]))
             line, = ax.plot(fraction, values["deletion"].numpy(), "-", color=colour, label=method)
             ax.plot(fraction, values["insertion"].numpy(), "--", color=colour)
@@ -323,7 +323,7 @@ def curves_figure(curves_by: dict[str, dict[str, dict[str, Any]]], grid: int) ->
 
     style = [Line2D([], [], color="0.3", ls="-", label="deletion"), Line2D([], [], color="0.3", ls="--",
                                                                             label="insertion")]
-    plots.legend_below(fig, [*handles.values(), *style], ncol=4)
+    figures.legend_below(fig, [*handles.values(), *style], ncol=4)
     return fig
 
 
@@ -350,7 +350,7 @@ def discuss(results: RunResults) -> list[str]:
     return text
 
 
-def readme_row(m: Metrics, e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     parts = []
     for label in sorted({r.condition["model"] for r in m.find("deletion_auc")}):
@@ -376,7 +376,7 @@ REFERENCES: tuple[Reference, ...] = (
 )
 """The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
 
-EXPERIMENT = Experiment(name="compare.saliency",
+EXPERIMENT = Experiment(data=Data, name="compare.saliency",
                         summary="Grad-CAM, Grad-CAM++, Score-CAM, CLS attention and rollout, scored by deletion, "
                                 "insertion and the randomisation sanity check",
                         config_cls=Config, presets=PRESETS, run=run, discuss=discuss, references=REFERENCES,

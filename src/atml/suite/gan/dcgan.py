@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.lines import Line2D
 
+from atml import figures
 from atml.analysis import generative, inception
 from atml.config import RunConfig, require_positive
 from atml.errors import UsageError
@@ -23,7 +25,6 @@ from atml.models.classifier import SmallCNN, uint8_to_unit
 from atml.models.gan import DCGAN, to_unit
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, fixed
 from atml.runner import RunContext
 from atml.storage import sha256sum
@@ -215,12 +216,12 @@ def save_grid(ctx: RunContext, epoch: int, images: torch.Tensor) -> None:
                     f"samples_epoch_{epoch:03d}")
 
 
-@plots.styled
+@figures.styled
 def image_grid(images: torch.Tensor, title: str) -> Any:
     from torchvision.utils import make_grid
 
     grid = make_grid(images, nrow=8, padding=1, pad_value=1.0)[0]  # (H, W)
-    fig, axes = plots.figure(1, width=1.0, height=3.5)
+    fig, axes = figures.figure(1, width=1.0, height=3.5)
     ax = axes[0][0]
     ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title)
@@ -229,12 +230,12 @@ def image_grid(images: torch.Tensor, title: str) -> Any:
     return fig
 
 
-@plots.styled
+@figures.styled
 def curves_figure(rows: History) -> Any:
-    fig, axes = plots.figure(3, width=2.0, height=2.0)
+    fig, axes = figures.figure(3, width=2.0, height=2.0)
     train = rows.phase("train")
     epochs = [r["epoch"] for r in train]
-    g, d = plots.palette(0), plots.palette(1)
+    g, d = figures.palette(0), figures.palette(1)
     for ax, (g_key, d_key) in ((axes[0][0], ("loss", "loss_d")), (axes[0][2], ("grad_norm_g", "grad_norm_d"))):
         ax.plot(epochs, [r[g_key] for r in train], "-", color=g, marker="o", ms=2)
         ax.plot(epochs, [r[d_key] for r in train], "-", color=d, marker="s", ms=2)
@@ -243,17 +244,17 @@ def curves_figure(rows: History) -> Any:
     for ax, title in zip(axes[0], ("losses", "discriminator outputs", "gradient norms")):
         ax.set_ylabel(title)
         ax.set_xlabel("epoch")
-        plots.epoch_axis(ax)
-    plots.legend_below(fig, [plots.Line2D([], [], color=g, marker="o", ms=3, label="generator"),
-                             plots.Line2D([], [], color=d, marker="s", ms=3, label="discriminator; D(x) on real"),
-                             plots.Line2D([], [], color=d, ls="--", marker="^", ms=3, label="D(G(z)) on generated")],
+        figures.epoch_axis(ax)
+    figures.legend_below(fig, [Line2D([], [], color=g, marker="o", ms=3, label="generator"),
+                             Line2D([], [], color=d, marker="s", ms=3, label="discriminator; D(x) on real"),
+                             Line2D([], [], color=d, ls="--", marker="^", ms=3, label="D(G(z)) on generated")],
                        ncol=3)
     return fig
 
 
-@plots.styled
+@figures.styled
 def histogram_figure(hist: np.ndarray, classes: list[str], entropy: float) -> Any:
-    fig, axes = plots.figure(1, width=1.0, height=2.2)
+    fig, axes = figures.figure(1, width=1.0, height=2.2)
     ax = axes[0][0]
     ax.bar(range(len(classes)), hist)
     ax.axhline(1 / len(classes), color="k", ls=":", lw=0.8, label="uniform")
@@ -315,7 +316,7 @@ def bench(cfg: Config) -> dict[str, Any]:
 
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     v = m.flat()
     fd = f"FD-atml-cnn {fixed(v['fd_cnn'], 1)}" if "fd_cnn" in v else "FD-atml-cnn not computed"
@@ -337,7 +338,7 @@ REFERENCES: tuple[Reference, ...] = (
 )
 """The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
 
-EXPERIMENT = Experiment(name="gan.dcgan",
+EXPERIMENT = Experiment(data=Data, name="gan.dcgan",
                         summary="DCGAN on FashionMNIST: sample grids, losses, offline Frechet distance, mode collapse",
                         config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss,
                         readme_row=readme_row,

@@ -14,14 +14,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.lines import Line2D
 
+from atml import figures
 from atml.analysis import representation as rep
 from atml.errors import UsageError
 from atml.models import cnn, freezing, resnet
 from atml.models import layers as layers_lib
 from atml.models.preprocess import Preprocess
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metric, Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.resnet import common
@@ -166,10 +167,10 @@ def tables(metrics: Metrics, cfg: Config, pairs: list[tuple[str, str, float]]) -
                   [list(p) for p in pairs])]
 
 
-@plots.styled
+@figures.styled
 def embedding_figure(embeddings: dict[tuple[str, str], np.ndarray], labels: np.ndarray, classes: list[str],
                      stages: dict[str, str]) -> Any:
-    fig, axes = plots.figure(len(DEPTHS), len(METHODS), width=2.0, height=4.2)
+    fig, axes = figures.figure(len(DEPTHS), len(METHODS), width=2.0, height=4.2)
     for row, method in enumerate(METHODS):
         for col, depth in enumerate(DEPTHS):
             ax = axes[row][col]
@@ -178,14 +179,14 @@ def embedding_figure(embeddings: dict[tuple[str, str], np.ndarray], labels: np.n
             ax.set_title(f"{method.upper() if method == 'umap' else 't-SNE'}, {depth} ({stages[depth]})")
             ax.set_xticks([])
             ax.set_yticks([])
-    handles = [plots.plt.Line2D([], [], marker="o", ls="", color=scatter.cmap(scatter.norm(i)), label=c)
+    handles = [Line2D([], [], marker="o", ls="", color=scatter.cmap(scatter.norm(i)), label=c)
                for i, c in enumerate(classes)]
     fig.legend(handles=handles, loc="lower center", ncol=min(10, len(classes)), frameon=False, fontsize=6)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
-@plots.styled
+@figures.styled
 def cka_figure(metrics: Metrics) -> Any:
     names = [d for d in DEPTHS]
     grid = np.eye(len(names))
@@ -193,7 +194,7 @@ def cka_figure(metrics: Metrics) -> Any:
         for j, b in enumerate(names):
             if i < j:
                 grid[i, j] = grid[j, i] = metrics.value("cka", depth_a=a, depth_b=b)
-    fig, axes = plots.figure(1, width=1.0, height=2.4)
+    fig, axes = figures.figure(1, width=1.0, height=2.4)
     ax = axes[0][0]
     image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(names)), labels=names)
@@ -208,9 +209,9 @@ def cka_figure(metrics: Metrics) -> Any:
     return fig
 
 
-@plots.styled
+@figures.styled
 def confusion_figure(matrix: np.ndarray, classes: list[str]) -> Any:
-    fig, axes = plots.figure(1, width=1.0, height=3.0)
+    fig, axes = figures.figure(1, width=1.0, height=3.0)
     ax = axes[0][0]
     norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
@@ -225,22 +226,22 @@ def confusion_figure(matrix: np.ndarray, classes: list[str]) -> Any:
     return fig
 
 
-@plots.styled
+@figures.styled
 def depth_figure(metrics: Metrics, cfg: Config) -> Any:
-    fig, axes = plots.figure(1, width=1.0, height=2.4)
+    fig, axes = figures.figure(1, width=1.0, height=2.4)
     ax = axes[0][0]
     x = range(len(DEPTHS))
     archs = [(cfg.arch, "-")] + ([(cfg.compare_arch, ":")] if cfg.compare_arch else [])
     for arch, style in archs:
         for i, key in enumerate(("knn_acc", "probe_acc", "silhouette")):
             ax.plot(x, [metrics.value(key, arch=arch, depth=d) for d in DEPTHS], style, marker="o",
-                    color=plots.palette(i))
+                    color=figures.palette(i))
     ax.set_xticks(list(x), labels=[d for d in DEPTHS])
     ax.set_ylabel("score")
-    handles = [plots.Line2D([], [], color=plots.palette(i), marker="o", label=label)
+    handles = [Line2D([], [], color=figures.palette(i), marker="o", label=label)
                for i, label in enumerate(("k-NN accuracy", "probe accuracy", "silhouette"))]
-    handles += [plots.Line2D([], [], color="0.35", ls=style, label=arch) for arch, style in archs]
-    plots.legend_below(fig, handles, ncol=3)
+    handles += [Line2D([], [], color="0.35", ls=style, label=arch) for arch, style in archs]
+    figures.legend_below(fig, handles, ncol=3)
     return fig
 
 
@@ -283,13 +284,13 @@ def discuss(results: RunResults) -> list[str]:
 
 
 
-def readme_row(m: Metrics, e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, data: Data) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
-    probe = {d: fixed(m.value("probe_acc", arch=e["facts"]["arch"], depth=d)) for d in ("early", "middle", "late")}
+    probe = {d: fixed(m.value("probe_acc", arch=data.arch, depth=d)) for d in ("early", "middle", "late")}
     return (f"linear probe {probe['early']} (early) / {probe['middle']} (middle) / {probe['late']} (late); "
             f"CKA early-late {fixed(m.value('cka', depth_a='early', depth_b='late'), 2)}")
 
 
-EXPERIMENT = Experiment(name="resnet.features",
+EXPERIMENT = Experiment(data=Data, name="resnet.features",
                         summary="ResNet feature hierarchy: k-NN/probe/silhouette per depth, CKA, t-SNE vs UMAP",
                         config_cls=Config, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row)

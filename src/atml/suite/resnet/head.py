@@ -14,13 +14,12 @@ from typing import Any
 import torch
 
 from atml import benchmark as bench_lib
-from atml import references
+from atml import figures, references
 from atml.errors import UsageError
 from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed, under
 from atml.runner import RunContext
 from atml.suite.resnet.common import (
@@ -82,7 +81,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
         out.metrics.records += under(numbers, resolution=res)
     if backbone.info.source_val_acc is not None:
         out.add("pretrain_val_acc", backbone.info.source_val_acc)
-    out.add_figures(ctx.save_figure(plots.training_curves(stages, title="head-only training per resolution"),
+    out.add_figures(ctx.save_figure(figures.training_curves(stages, title="head-only training per resolution"),
                                     "curves"))
     out.add_figures(ctx.save_figure(accuracy_vs_resolution(out.metrics, cfg), "accuracy_vs_resolution"))
     out.tables.append(resolution_table(cfg, out.metrics))
@@ -93,9 +92,9 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     return out
 
 
-@plots.styled
+@figures.styled
 def accuracy_vs_resolution(metrics: Metrics, cfg: Config) -> Any:
-    fig, axes = plots.figure(1, width=1.0, height=2.4)
+    fig, axes = figures.figure(1, width=1.0, height=2.4)
     ax = axes[0][0]
     res = list(cfg.resolutions)
     final, best = metrics.by("val_acc", "resolution"), metrics.by("best_val_acc", "resolution")
@@ -112,7 +111,7 @@ def accuracy_vs_resolution(metrics: Metrics, cfg: Config) -> Any:
     ax.set_xlabel("input resolution (px)")
     ax.set_ylabel("validation accuracy")
     ax.set_ylim(0, 1)
-    plots.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=2)
+    figures.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=2)
     return fig
 
 
@@ -203,7 +202,7 @@ def bench(cfg: Config) -> dict[str, Any]:
 
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     acc = m.by("val_acc", "resolution")
     return "val acc " + ", ".join(f"{fixed(acc[r])} at {r} px" for r in sorted(acc))
@@ -231,7 +230,7 @@ REFERENCES: tuple[Reference, ...] = (
 )
 """The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
 
-EXPERIMENT = Experiment(name="resnet.head",
+EXPERIMENT = Experiment(data=Data, name="resnet.head",
                         summary="ResNet head-only transfer with a frozen backbone, swept over input resolution",
                         config_cls=Config, presets=PRESETS, run=run, bench=bench, discuss=discuss,
                         readme_row=readme_row,

@@ -15,11 +15,13 @@ import copy
 import dataclasses
 from typing import Any
 
+from matplotlib.lines import Line2D
+
+from atml import figures
 from atml.errors import UsageError
 from atml.models import freezing, resnet
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metric, Metrics, Results, RunResults, Table, fixed, under
 from atml.runner import RunContext
 from atml.suite.resnet import common
@@ -87,7 +89,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
         out.metrics.records += under(numbers, variant=stage)
         out.add("val_acc_epoch1", rows.values("val", "acc")[0], variant=stage)
     out.metrics.records += gradient_summary(stages)
-    out.add_figures(ctx.save_figure(plots.training_curves(stages, title=f"skips removed in {', '.join(blocks)}"),
+    out.add_figures(ctx.save_figure(figures.training_curves(stages, title=f"skips removed in {', '.join(blocks)}"),
                                     "curves"))
     out.add_figures(ctx.save_figure(gradient_figure(stages), "gradient_flow"))
     out.tables.append(table(out.metrics))
@@ -125,24 +127,24 @@ def table(metrics: Metrics) -> Table:
                                                "final val loss", "train s"], rows)
 
 
-@plots.styled
+@figures.styled
 def gradient_figure(stages: dict[str, History]) -> Any:
-    fig, axes = plots.figure(2, width=2.0, height=2.2, sharey=True)  # one scale: the panels compare
+    fig, axes = figures.figure(2, width=2.0, height=2.2, sharey=True)  # one scale: the panels compare
     drawn: set[str] = set()
     for ax, stage in zip(axes[0], ("intact_blocks", "ablated_blocks")):
         rows = [r for r in stages[stage].phase("train") if "grad_in" in r]
         for i, name in enumerate(STAGES):
             pts = [(r["epoch"], r["grad_in"][name]) for r in rows if name in r["grad_in"]]
             if pts:
-                ax.plot(*zip(*pts), "o-", color=plots.palette(i), label=f"output of {name}")
+                ax.plot(*zip(*pts), "o-", color=figures.palette(i), label=f"output of {name}")
                 drawn.add(name)
         ax.set_yscale("log")
-        plots.log_axis(ax, "y")
+        figures.log_axis(ax, "y")
         ax.set_title(f"{'skips removed' if stage.startswith('ablated') else 'intact'}: |dL/d(stage output)|")
         ax.set_xlabel("epoch")
-        plots.epoch_axis(ax)
+        figures.epoch_axis(ax)
     axes[0][0].set_ylabel("gradient norm (mean per step)")
-    plots.legend_below(fig, [plots.Line2D([], [], color=plots.palette(i), marker="o", label=f"output of {name}")
+    figures.legend_below(fig, [Line2D([], [], color=figures.palette(i), marker="o", label=f"output of {name}")
                              for i, name in enumerate(STAGES) if name in drawn])
     return fig
 
@@ -193,7 +195,7 @@ def _catch_up(results: RunResults) -> str:
 
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     v = lambda variant: fixed(m.value("val_acc", variant=variant))  # noqa: E731
     return (f"head only: {v('intact_head')} intact vs {v('ablated_head')} with skips removed; "
@@ -207,7 +209,7 @@ REFERENCES: tuple[Reference, ...] = (
 )
 """The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
 
-EXPERIMENT = Experiment(name="resnet.skip",
+EXPERIMENT = Experiment(data=Data, name="resnet.skip",
                         summary="ResNet with skip connections removed in chosen blocks: accuracy and gradient flow",
                         config_cls=Config, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
                         references=REFERENCES)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from atml import runtime
+from atml import figures, runtime
 from atml.distributed import rank_and_world
 from atml.errors import UsageError
 from atml.models import cnn, factory, freezing
@@ -24,7 +24,6 @@ from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.resnet import common
@@ -104,7 +103,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     for c in cells:
         for name, unit in units.items():
             out.add(name, c[name], unit, init=c["init"], regime=c["regime"])
-    out.add_figures(ctx.save_figure(plots.training_curves(stages, title="transfer grid"), "curves"))
+    out.add_figures(ctx.save_figure(figures.training_curves(stages, title="transfer grid"), "curves"))
     out.add_figures(ctx.save_figure(compute_figure(cells), "accuracy_vs_compute"))
     world = rank_and_world()[1]
     memory = "CUDA max allocated" if ctx.device.type == "cuda" else "process peak RSS (reset per cell)"
@@ -174,20 +173,20 @@ def table(cells: list[dict[str, Any]]) -> Table:
                    c["time_s"], c["images_per_s"], c["peak_memory_mb"], c.get("problem") or ""] for c in cells])
 
 
-@plots.styled
+@figures.styled
 def compute_figure(cells: list[dict[str, Any]]) -> Any:
-    fig, axes = plots.figure(1, width=1.0, height=2.6)
+    fig, axes = figures.figure(1, width=1.0, height=2.6)
     ax = axes[0][0]
     markers = {"head": "o", "last": "s", "full": "^"}
     for c in cells:
         ax.scatter(c["time_s"], c["best_val_acc"], marker=markers[c["regime"]], s=18,
-                   color=plots.palette(0 if c["init"] == "pretrained" else 3),
+                   color=figures.palette(0 if c["init"] == "pretrained" else 3),
                    label=f"{c['init']}, {REGIME_NAMES[c['regime']]}" + (" (flagged)" if c.get("problem") else ""))
     ax.set_xscale("log")
-    plots.log_axis(ax)
+    figures.log_axis(ax)
     ax.set_xlabel("wall time (s, log)")
     ax.set_ylabel("best validation accuracy")
-    plots.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=2)
+    figures.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=2)
     return fig
 
 
@@ -223,7 +222,7 @@ def discuss(results: RunResults) -> list[str]:
 
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     parts = [f"{regime}: {fixed(m.value('best_val_acc', init='pretrained', regime=regime))} vs "
              f"{fixed(m.value('best_val_acc', init='random', regime=regime))}"
@@ -246,7 +245,7 @@ REFERENCES: tuple[Reference, ...] = (
 )
 """The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
 
-EXPERIMENT = Experiment(name="resnet.transfer",
+EXPERIMENT = Experiment(data=Data, name="resnet.transfer",
                         summary="ResNet transfer grid: pretrained vs random x head / last block / full fine-tuning",
                         config_cls=Config, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
                         references=REFERENCES)

@@ -8,19 +8,19 @@ from typing import Any
 
 import torch
 
+from atml import figures
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
 
 
-@plots.styled
+@figures.styled
 def kl_heatmaps(runs: list[common.Trained]) -> Any:
     """KL per latent dimension (rows) per epoch (columns): where collapse sets in."""
-    fig, axes = plots.figure(len(runs), width=2.0, height=2.0)
+    fig, axes = figures.figure(len(runs), width=2.0, height=2.0)
     for ax, run in zip(axes[0], runs):
         pts = run.rows.phase("val")
         grid = torch.tensor([r["kl_per_dim"] for r in pts]).T  # (latent, epochs)
@@ -28,7 +28,7 @@ def kl_heatmaps(runs: list[common.Trained]) -> Any:
                           extent=(0.5, len(pts) + 0.5, -0.5, grid.shape[0] - 0.5))
         ax.set_title(run.variant.name, fontsize=7)
         ax.set_xlabel("epoch")
-        plots.epoch_axis(ax)
+        figures.epoch_axis(ax)
         ax.set_ylabel("latent dimension")
         ax.grid(False)
         fig.colorbar(image, ax=ax, label="val KL (nats)")
@@ -128,7 +128,7 @@ def _cause_sentence(baseline_state: str, heavy_state: str) -> str:
 
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     v = lambda name, setting: m.value(name, setting=setting)  # noqa: E731
     return (f"I(x;z) {fixed(v('mutual_info', 'baseline'), 2)} nats at KL weight 1 vs "
@@ -143,7 +143,7 @@ REFERENCES: tuple[Reference, ...] = (
 )
 """The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
 
-EXPERIMENT = Experiment(name="vae.collapse",
+EXPERIMENT = Experiment(data=Data, name="vae.collapse",
                         summary="VAE posterior collapse: KL per dimension, active units, I(x;z), prior vs posterior",
                         config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss,
                         readme_row=readme_row,

@@ -11,14 +11,15 @@ import math
 from typing import Any
 
 import torch
+from matplotlib.lines import Line2D
 
+from atml import figures
 from atml.analysis import latent
 from atml.config import RunConfig, require_positive, require_unit_interval
 from atml.data import ImageDataset
 from atml.errors import UsageError
 from atml.models import factory
 from atml.models import vae as vae_model
-from atml.reporting import plots
 from atml.results import Metric
 from atml.runner import RunContext
 from atml.suite import grayscale
@@ -179,27 +180,27 @@ def sample_prior(model: vae_model.VAE, n: int, latent_dim: int, device: torch.de
 
 
 # -- figures shared by the three experiments ----------------------------------------------
-@plots.styled
+@figures.styled
 def loss_curves(runs: list[Trained]) -> Any:
-    fig, axes = plots.figure(3, width=2.0, height=2.4)
+    fig, axes = figures.figure(3, width=2.0, height=2.4)
     for i, run in enumerate(runs):
         for phase, style in zip(PHASES, ("--", "-")):
             pts = run.rows.phase(phase)
             for ax, key in zip(axes[0], ("mse_plus_kl", "recon", "kl")):
-                ax.plot([r["epoch"] for r in pts], [r[key] for r in pts], style, color=plots.palette(i))
+                ax.plot([r["epoch"] for r in pts], [r[key] for r in pts], style, color=figures.palette(i))
     for ax, title in zip(axes[0], ("MSE + KL (per image)", "reconstruction (SSE)", "KL (nats)")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        plots.epoch_axis(ax)
-    handles = [plots.Line2D([], [], color=plots.palette(i), label=run.variant.name) for i, run in enumerate(runs)]
-    plots.legend_below(fig, handles + plots.phase_handles(), ncol=3)
+        figures.epoch_axis(ax)
+    handles = [Line2D([], [], color=figures.palette(i), label=run.variant.name) for i, run in enumerate(runs)]
+    figures.legend_below(fig, handles + figures.phase_handles(), ncol=3)
     return fig
 
 
-@plots.styled
+@figures.styled
 def image_rows(rows: dict[str, torch.Tensor], title: str = "") -> Any:
     """One row of images per entry (name -> (N, 1, H, W) in [0, 1])."""
-    fig, axes = plots.figure(1, len(rows), width=2.0, height=0.55 * len(rows) + 0.3)
+    fig, axes = figures.figure(1, len(rows), width=2.0, height=0.55 * len(rows) + 0.3)
     for ax, (name, images) in zip(axes[:, 0], rows.items()):
         strip = torch.cat(list(images[:, 0].clamp(0, 1)), dim=1)  # (H, N*W)
         ax.imshow(strip.numpy(), cmap="gray", vmin=0, vmax=1)
@@ -222,9 +223,9 @@ def kl_bar_order(diag: dict[str, Any]) -> list[int]:
     return sorted(range(len(kl)), key=lambda d: kl[d], reverse=True)
 
 
-@plots.styled
+@figures.styled
 def kl_per_dim_bars(runs: list[Trained]) -> Any:
-    fig, axes = plots.figure(len(runs), width=2.0, height=2.0)
+    fig, axes = figures.figure(len(runs), width=2.0, height=2.0)
     for ax, run in zip(axes[0], runs):
         dims = kl_bar_order(run.diag)
         values = [run.diag["kl_per_dim"][d] for d in dims]

@@ -5,19 +5,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from atml import figures
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
 
 
-@plots.styled
+@figures.styled
 def mitigation_bars(runs: list[common.Trained]) -> Any:
     keys = (("active_units", "active units"), ("mutual_info", "I(x; z) (nats)"), ("kl", "KL (nats)"),
             ("sse_posterior_mean", "reconstruction SSE"))
-    fig, axes = plots.figure(len(keys), width=2.0, height=2.2)
+    fig, axes = figures.figure(len(keys), width=2.0, height=2.2)
     names = [r.variant.name for r in runs]
     for ax, (key, label) in zip(axes[0], keys):
         ax.barh(range(len(runs)), [r.diag[key] for r in runs], color=[f"C{i}" for i in range(len(runs))])
@@ -83,15 +83,14 @@ def discuss(results: RunResults) -> list[str]:
 
 
 
-def readme_row(m: Metrics, e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, data: Data) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
-    facts = e["facts"]
     mi = lambda name: fixed(m.value("mutual_info", variant=name), 2)  # noqa: E731
-    return (f"I(x;z) in nats, untreated {facts['untreated']}: {mi(facts['untreated'])}; ranked: "
-            + ", ".join(f"{name} {mi(name)}" for name in facts["ranking"]))
+    return (f"I(x;z) in nats, untreated {data.untreated}: {mi(data.untreated)}; ranked: "
+            + ", ".join(f"{name} {mi(name)}" for name in data.ranking))
 
 
-EXPERIMENT = Experiment(name="vae.mitigate",
+EXPERIMENT = Experiment(data=Data, name="vae.mitigate",
                         summary="VAE collapse mitigations: KL warm-up, cyclical, free bits, aggressive encoder",
                         config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss,
                         readme_row=readme_row)

@@ -93,7 +93,7 @@ def bench(cfg: common.Config) -> dict[str, Any]:
 
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     return (f"val MSE+KL {fixed(m.value('val_loss'), 1)} per image, {m.value('active_units'):.0f} active units, "
             f"I(x;z) {fixed(m.value('mutual_info'), 2)} nats")

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from atml import figures
 from atml.analysis import attention as att
 from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.vit import common
@@ -252,10 +252,10 @@ def uniform_distance(model: vit.ViT) -> float:
     return float(att.mean_distance(uniform, model.grid, model.arch.patch_size, prefix=0)[0])
 
 
-@plots.styled
+@figures.styled
 def overlay_figure(images: dict[str, torch.Tensor], model: vit.ViT, last: torch.Tensor, flow: torch.Tensor) -> Any:
     n = len(images)
-    fig, axes = plots.figure(3, n, width=2.0, height=2.0 * n)
+    fig, axes = figures.figure(3, n, width=2.0, height=2.0 * n)
     for i, (name, img) in enumerate(images.items()):
         shown = _crop(img, model)
         size = (shown.shape[-2], shown.shape[-1])
@@ -270,12 +270,12 @@ def overlay_figure(images: dict[str, torch.Tensor], model: vit.ViT, last: torch.
     return fig
 
 
-@plots.styled
+@figures.styled
 def heads_figure(img: torch.Tensor, model: vit.ViT, per_head: torch.Tensor) -> Any:
     heads = per_head.shape[0]
     cols = min(heads, 6)
     rows = math.ceil(heads / cols)
-    fig, axes = plots.figure(cols, rows, width=2.0, height=1.3 * rows + 0.3)
+    fig, axes = figures.figure(cols, rows, width=2.0, height=1.3 * rows + 0.3)
     shown = _crop(img, model)
     for h in range(rows * cols):
         ax = axes[h // cols][h % cols]
@@ -290,11 +290,11 @@ def heads_figure(img: torch.Tensor, model: vit.ViT, per_head: torch.Tensor) -> A
     return fig
 
 
-@plots.styled
+@figures.styled
 def stats_figure(stats: dict[str, Any], model: vit.ViT) -> Any:
     """Per layer and head, on absolute scales: entropy from 0 to uniform (log N), distance from 0 to the distance of
     uniform attention, so sub-pixel differences do not show as contrast. Layers and heads count from 1."""
-    fig, axes = plots.figure(3, width=2.0, height=2.2)
+    fig, axes = figures.figure(3, width=2.0, height=2.2)
     layers, heads = stats["entropy"].shape
     scales = {"entropy": (0.0, math.log(model.grid ** 2), "CLS entropy (nats)\n0 to uniform"),
               "distance_px": (0.0, max(uniform_distance(model), float(stats["distance_px"].max())),
@@ -349,7 +349,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     v = lambda name, layer, digits=2: fixed(m.value(name, layer=layer), digits)  # noqa: E731
     return (f"last-layer CLS attention entropy {v('mean_entropy', 'last')} nats (uniform: "

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from atml import figures
 from atml.errors import UsageError
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.vit import common
@@ -116,14 +116,14 @@ PER_FIGURE = 8
 """Images per predictions figure: two per row, four rows, one figure a page column can hold."""
 
 
-@plots.styled
+@figures.styled
 def predictions_figure(images: dict[str, torch.Tensor], values: torch.Tensor, indices: torch.Tensor,
                        classes: list[str]) -> Any:
     """Two images per row, each beside its top-k bars; the probability axis ends just past the largest bar of the
     figure (stated on the axis), so flat predictions stay readable, and every bar carries its value."""
     n = len(images)
     rows = math.ceil(n / 2)
-    fig, axes = plots.figure(4 if n > 1 else 2, rows, width=2.0, height=1.45 * rows + 0.2)
+    fig, axes = figures.figure(4 if n > 1 else 2, rows, width=2.0, height=1.45 * rows + 0.2)
     top = min(1.0, float(values.max()) * 1.3) if len(values) else 1.0
     for i, (name, img) in enumerate(images.items()):
         picture, bars = axes[i // 2][2 * (i % 2)], axes[i // 2][2 * (i % 2) + 1]
@@ -173,7 +173,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     return f"held-out top-1 {fixed(m.value('val_acc', top_k=1))}"
 

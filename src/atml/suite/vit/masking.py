@@ -13,13 +13,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from matplotlib.lines import Line2D
 
+from atml import figures
 from atml.analysis.saliency import fill_masked
 from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.vit import common
@@ -221,10 +222,10 @@ def summarise_masking(results: dict[tuple[str, str, float], list[dict[str, float
     return out
 
 
-@plots.styled
+@figures.styled
 def masking_figure(results: dict[tuple[str, str, float], list[dict[str, float]]], cfg: MaskingConfig) -> Any:
-    fig, axes = plots.figure(3, width=2.0, height=2.6)
-    styles = {fill: plots.palette(i) for i, fill in enumerate(FILLS)}
+    fig, axes = figures.figure(3, width=2.0, height=2.6)
+    styles = {fill: figures.palette(i) for i, fill in enumerate(FILLS)}
     markers = {"mean": "o", "zero": "s", "drop": "^"}
     for col, (key, label) in enumerate((("acc", "accuracy"), ("conf", "confidence of label class"),
                                         ("flip", "top-1 flip rate"))):
@@ -241,18 +242,18 @@ def masking_figure(results: dict[tuple[str, str, float], list[dict[str, float]]]
         ax.set_xlabel("masked share of patches")
         ax.set_ylabel(label)
         ax.set_ylim(0, 1)
-    handles = [plots.Line2D([], [], color=styles[fill], marker=markers[fill], mfc="none" if fill == "drop" else
+    handles = [Line2D([], [], color=styles[fill], marker=markers[fill], mfc="none" if fill == "drop" else
                             styles[fill], label=f"fill: {fill}") for fill in cfg.fills]
-    handles += [plots.Line2D([], [], color="0.35", ls=ls, label=pattern) for pattern, ls in (("random", "-"),
+    handles += [Line2D([], [], color="0.35", ls=ls, label=pattern) for pattern, ls in (("random", "-"),
                                                                                            ("center", "--"))]
-    plots.legend_below(fig, handles, ncol=5)
+    figures.legend_below(fig, handles, ncol=5)
     return fig
 
 
-@plots.styled
+@figures.styled
 def examples_figure(image: torch.Tensor, model: vit.ViT, cfg: MaskingConfig, value: torch.Tensor) -> Any:
     ratios = [r for r in cfg.ratios if r > 0] or list(cfg.ratios)
-    fig, axes = plots.figure(len(ratios), 2, width=2.0, height=2.6)
+    fig, axes = figures.figure(len(ratios), 2, width=2.0, height=2.6)
     x = model.preprocess(image[None].to(model.preprocess.mean.device)).cpu()
     mean, std = model.preprocess.mean.cpu(), model.preprocess.std.cpu()
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -297,7 +298,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     mean = m.by("acc", "ratio", pattern="random", fill="mean")
     drop = m.by("acc", "ratio", pattern="random", fill="drop")

@@ -13,13 +13,12 @@ from typing import Any
 import torch
 
 from atml import benchmark as bench_lib
-from atml import runtime
+from atml import figures, runtime
 from atml.data import digits
 from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.reporting import plots
 from atml.results import Metric, Metrics, Results, RunResults, Table, fixed, under
 from atml.runner import RunContext
 from atml.suite.vit import common
@@ -65,8 +64,8 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
         out.metrics.records += under(numbers, pooling=name)
     m = out.metrics
     out.add("cls_minus_mean_val_acc", m.value("val_acc", pooling="cls") - m.value("val_acc", pooling="mean"))
-    out.add_figures(ctx.save_figure(plots.training_curves(stages, title="linear probes: CLS token vs mean of patches"),
-                                    "probe_curves"))
+    curves = figures.training_curves(stages, title="linear probes: CLS token vs mean of patches")
+    out.add_figures(ctx.save_figure(curves, "probe_curves"))
     notes = out.notes
     notes.append(f"Both probes: one linear layer on frozen, cached features ({train.images.shape[-1]}px "
                  f"{data.name}, {len(train)} train / {len(val)} val images), same initialisation seed, Adam lr "
@@ -174,7 +173,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def readme_row(m: Metrics, _e: dict[str, Any]) -> str:
+def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     return (f"linear probe on CLS {fixed(m.value('val_acc', pooling='cls'))} vs mean of patch tokens "
             f"{fixed(m.value('val_acc', pooling='mean'))}")

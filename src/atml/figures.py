@@ -1,6 +1,8 @@
 """Matplotlib figures in one consistent style, sized for a two-column paper.
 
-Every figure is saved as PNG (for the HTML page) and PDF (for LaTeX), atomically.
+Every figure is saved as PNG (for the HTML page) and PDF (for LaTeX), atomically. The
+experiments draw with these helpers; this module sits below them (the report, which reads
+the suite, is above both).
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ def save(fig: Any, stem: Path, *, relative_to: Path) -> list[str]:
             paths.append(str(path.relative_to(relative_to)))
     plt.close(fig)
     return paths
+
+
+def close(fig: Any) -> None:
+    """Drop a figure without saving it (a torchrun rank other than 0 draws but writes nothing)."""
+    plt.close(fig)
 
 
 def palette(i: int) -> Any:

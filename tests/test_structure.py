@@ -1,0 +1,69 @@
+"""The package's structure, drawn from its imports: every import points down the layers, none back up."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "atml"
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("_version", "errors"),
+    ("runtime", "storage", "distributed"),
+    ("data",),
+    ("models",),
+    ("config", "results"),
+    ("train", "analysis", "figures"),
+    ("references", "run_dir"),
+    ("registry", "pretrained"),
+    ("runner",),
+    ("benchmark",),
+    ("suite",),
+    ("speedtest", "reporting"),
+    ("api", "cli"),
+    ("__init__", "__main__"),
+)
+"""Bottom to top: a module may import its own unit and the layers below it. ``pretrained`` (atml's own weights,
+made by the recipes in ``train``) sits above ``models`` and ``train``; ``figures`` below the experiments that draw
+them; ``reporting`` above the suite it reads."""
+
+LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
+
+
+def _unit(module: str) -> str:
+    """``atml.models.vit`` -> ``models``; ``atml.runner`` -> ``runner``; ``atml`` -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _edges() -> set[tuple[str, str, str]]:
+    """(importing file, its unit, imported unit) for every import of another atml unit, at any depth of the file."""
+    found = set()
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        own = _unit(".".join(rel.parts))
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "atml":
+                names = [f"atml.{a.name}" for a in node.names] if node.module == "atml" else [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.split(".")[0] == "atml"]
+            found |= {(str(path.relative_to(SRC)), own, _unit(n)) for n in names if _unit(n) != own}
+    return found
+
+
+def test_every_unit_has_a_layer():
+    units = {p.stem if p.is_file() else p.name for p in SRC.iterdir()
+             if (p.suffix == ".py" or (p / "__init__.py").is_file()) and p.name != "__pycache__"}
+    assert units == set(LEVEL), (sorted(units - set(LEVEL)), sorted(set(LEVEL) - units))
+
+
+def test_no_import_points_up_the_layers():
+    back = sorted(f"{file} ({unit}) imports {target}" for file, unit, target in _edges()
+                  if LEVEL[target] > LEVEL[unit])
+    assert not back, "\n".join(back)
+
+
+def test_the_report_and_the_readme_tables_are_read_only_from_above():
+    below = {file for file, unit, target in _edges() if target == "reporting" and unit not in ("api", "cli")}
+    assert not below
