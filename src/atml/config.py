@@ -13,7 +13,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import yaml
@@ -196,56 +196,104 @@ def _as_float(value: Any) -> float | None:
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Convert ``value`` to the annotated type ``hint`` or raise UsageError naming ``key``."""
+    """Convert ``value`` to the annotated type ``hint`` or raise UsageError naming ``key``.
+
+    A command-line override arrives as text (:class:`_Override`) and is read as YAML first, unless the field
+    wants text; then the hint's kind picks the converter: a choice (``Literal``), an optional or union, a
+    list or tuple, a nested config, or a scalar (:data:`_SCALARS`).
+    """
     origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
     if isinstance(value, _Override):
-        raw, value = str(value), _parse_scalar(str(value))
-        if hint is str or (origin in (typing.Union, types.UnionType) and str in args and value is not None):
-            return raw
-        if origin is typing.Literal and all(isinstance(a, str) for a in args):
-            value = raw
-    if origin is typing.Literal:  # a choice: checked here, once, for every config field typed with one
-        for choice in args:
-            as_text = isinstance(choice, str) and isinstance(value, (int, float)) and str(value) == choice
-            if value == choice or as_text:
-                return choice
-        raise UsageError(f"{key}={value!r} is not valid; choose one of {', '.join(str(a) for a in args)}")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return coerce(value, arg, key)
-            except UsageError as err:
-                errors.append(str(err))
-        raise UsageError(errors[0] if errors else f"{key}: invalid value {value!r}")
-    if origin in (tuple, list):
-        items = value if isinstance(value, (list, tuple)) else [value]
-        inner = args[0] if args else Any
-        out = [coerce(v, inner, key) for v in items]
-        return tuple(out) if origin is tuple else out
+        value = _from_text(str(value), hint, origin)
     if hint is Any:
         return value
+    if origin in _GENERIC:
+        return _GENERIC[origin](value, typing.get_args(hint), key)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-        inner = hint()
-        for sub_key, sub_value in value.items():
-            inner = _replace(inner, sub_key, sub_value)
-        return inner
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        number = _as_float(value)
-        if number is not None:
-            if not math.isfinite(number):
-                raise UsageError(f"config key {key!r} is {value!r}; use a finite number")
-            return number
-    elif hint is str:
-        if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
-            return os.fspath(value) if isinstance(value, os.PathLike) else str(value)  # pathlib paths for files
-    raise UsageError(f"config key {key!r} expects {getattr(hint, '__name__', hint)}, got {value!r}")
+        return _nested(value, hint)
+    converted = _SCALARS[hint](value, key) if hint in _SCALARS else _NO
+    if converted is _NO:
+        raise UsageError(f"config key {key!r} expects {getattr(hint, '__name__', hint)}, got {value!r}")
+    return converted
+
+
+_NO = object()
+"""A scalar converter's answer for a value it cannot take."""
+
+
+def _from_text(raw: str, hint: Any, origin: Any) -> Any:
+    """An override's text as the field wants it: the text itself for a text field or a choice of texts, else its
+    YAML reading (numbers, booleans, lists, null)."""
+    args = typing.get_args(hint)
+    value = _parse_scalar(raw)
+    wants_text = hint is str or (origin in (typing.Union, types.UnionType) and str in args and value is not None)
+    text_choice = origin is typing.Literal and all(isinstance(a, str) for a in args)
+    return raw if wants_text or text_choice else value
+
+
+def _choice(value: Any, args: tuple[Any, ...], key: str) -> Any:
+    for choice in args:
+        as_text = isinstance(choice, str) and isinstance(value, (int, float)) and str(value) == choice
+        if value == choice or as_text:
+            return choice
+    raise UsageError(f"{key}={value!r} is not valid; choose one of {', '.join(str(a) for a in args)}")
+
+
+def _union(value: Any, args: tuple[Any, ...], key: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in (a for a in args if a is not type(None)):
+        try:
+            return coerce(value, arg, key)
+        except UsageError as err:
+            errors.append(str(err))
+    raise UsageError(errors[0] if errors else f"{key}: invalid value {value!r}")
+
+
+def _sequence(kind: type) -> Callable[[Any, tuple[Any, ...], str], Any]:
+    def convert(value: Any, args: tuple[Any, ...], key: str) -> Any:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        out = [coerce(v, args[0] if args else Any, key) for v in items]
+        return kind(out)
+    return convert
+
+
+def _nested(value: Mapping[str, Any], hint: type) -> Any:
+    inner = hint()
+    for sub_key, sub_value in value.items():
+        inner = _replace(inner, sub_key, sub_value)
+    return inner
+
+
+_GENERIC: dict[Any, Callable[[Any, tuple[Any, ...], str], Any]] = {
+    typing.Literal: _choice, typing.Union: _union, types.UnionType: _union, list: _sequence(list),
+    tuple: _sequence(tuple)}
+"""Converters of the generic hints, by ``typing.get_origin``."""
+
+
+def _to_bool(value: Any, key: str) -> Any:
+    return value if isinstance(value, bool) else _NO
+
+
+def _to_int(value: Any, key: str) -> Any:
+    return value if isinstance(value, int) and not isinstance(value, bool) else _NO
+
+
+def _to_float(value: Any, key: str) -> Any:
+    number = _as_float(value)
+    if number is None:
+        return _NO
+    if not math.isfinite(number):
+        raise UsageError(f"config key {key!r} is {value!r}; use a finite number")
+    return number
+
+
+def _to_str(value: Any, key: str) -> Any:
+    if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
+        return os.fspath(value) if isinstance(value, os.PathLike) else str(value)  # pathlib paths for files
+    return _NO
+
+
+_SCALARS: dict[Any, Callable[[Any, str], Any]] = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+"""Converters of the scalar hints: each returns the value, or :data:`_NO` when it cannot take it."""
