@@ -39,13 +39,22 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+Subparsers = argparse._SubParsersAction  # argparse's type of add_subparsers()' result
+
+
 def build_parser() -> argparse.ArgumentParser:
     from atml._version import __version__
 
     parser = argparse.ArgumentParser(prog="atml", description="A lab for looking inside modern vision models.")
     parser.add_argument("--version", action="version", version=f"atml {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_browsing_commands, _running_commands, _measuring_commands, _cache_command):
+        add(sub)
+    return parser
 
+
+def _browsing_commands(sub: Subparsers) -> None:
+    """``list`` and ``models``: what there is to run and to run it on."""
     p = sub.add_parser("list", help="experiments and their presets")
     p.set_defaults(func=cmd_list)
 
@@ -56,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "look it up (default: the first family that knows it)")
     p.set_defaults(func=cmd_models)
 
+
+def _running_commands(sub: Subparsers) -> None:
+    """``run``, ``report`` and ``demo``: runs and their reports."""
     p = sub.add_parser("run", help="run one experiment into a new run folder")
     p.add_argument("experiment", help="an experiment name from 'atml list'")
     _run_options(p, default_preset=None)
@@ -75,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     _repeat_options(p)
     p.set_defaults(func=cmd_demo)
 
+
+def _measuring_commands(sub: Subparsers) -> None:
+    """``bench`` and ``speed``: atml's paths timed beside the naive ones and the peers' loops."""
     p = sub.add_parser("bench", help="atml's path vs the naive path, in one process")
     p.add_argument("experiment")
     _run_options(p, default_preset="demo")
@@ -91,13 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the figures to this file")
     p.set_defaults(func=cmd_speed)
 
+
+def _cache_command(sub: Subparsers) -> None:
     p = sub.add_parser("cache", help="what $ATML_CACHE holds (decoded datasets, models), with sizes; or clear it")
     p.add_argument("action", nargs="?", default="list", choices=("list", "clear"),
                    help="list (default) | clear: remove the decoded datasets (with --all: everything cached)")
     p.add_argument("--all", action="store_true", help="with clear: also the demo models, generated and "
                    "downloaded data")
     p.set_defaults(func=cmd_cache)
-    return parser
 
 
 def _run_options(p: argparse.ArgumentParser, default_preset: str | None = "full") -> None:

@@ -165,18 +165,7 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
             return run
         if tensorboard and is_main:
             run.enable_tensorboard()
-        if resume and resume_changes and is_main:
-            run.write_config({"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)})
-            env = run.read_env()
-            env.setdefault("resumed_with", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                                       "changed": resume_changes})
-            run.write_env(env)
-        if not resume:
-            run.write_config({"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)})
-            env = runtime.environment(device, cfg.seed)
-            if ranks is not None:
-                env["distributed"] = {"backend": dist.get_backend(), "world": ranks.world}
-            run.write_env(env)
+        _write_setup(run, exp, preset, cfg, device, ranks, (resume_changes or {}) if resume else None, is_main)
         ctx = RunContext(run, device, preset, runtime.is_offline(cfg.offline),
                          progress=is_main and (sys.stderr.isatty() if progress is None else progress), say=say,
                          is_main=is_main, name=exp.name)
@@ -184,15 +173,7 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
         runtime.reset_peak_memory(device)  # so peak_memory_mb is this run's, not the process's
         say(f"atml: {exp.name} ({preset}) -> {run.path}")
         started = time.perf_counter()
-        try:
-            results = exp.run(cfg, ctx)
-        except AtmlError as err:  # diverged, bad data or weights, a bad option found late: a failed run, saying why
-            if is_main:
-                _write_failed(run, exp, preset, cfg, ctx, err)
-            raise
-        except KeyboardInterrupt:
-            say(f"atml: checkpoints are kept. Resume with: {resume_call(exp.name, run.path, python=python)}")
-            raise
+        results = _run(exp, cfg, ctx, preset, python)
         run.write_results(_complete(results, exp, preset, cfg, ctx, time.perf_counter() - started))
         say(f"atml: results in {run.path / 'results.json'}")
         return run
@@ -201,6 +182,39 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
         run.unlock()
         for folder in ctx.private if ctx else ():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_setup(run: RunDir, exp: Experiment, preset: str, cfg: Any, device: torch.device,
+                 ranks: distributed.Distributed | None, resumed: dict[str, Any] | None, is_main: bool) -> None:
+    """config.yaml and env.json of a new run; on a resume with changed options (``resumed``), the saved config
+    rewritten and the changes appended to env.json."""
+    config = {"experiment": exp.name, "preset": preset, **config_lib.to_dict(cfg)}
+    if resumed is not None:
+        if resumed and is_main:
+            run.write_config(config)
+            env = run.read_env()
+            env.setdefault("resumed_with", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                       "changed": resumed})
+            run.write_env(env)
+        return
+    run.write_config(config)
+    env = runtime.environment(device, cfg.seed)
+    if ranks is not None:
+        env["distributed"] = {"backend": dist.get_backend(), "world": ranks.world}
+    run.write_env(env)
+
+
+def _run(exp: Experiment, cfg: Any, ctx: RunContext, preset: str, python: bool) -> Results:
+    """The experiment's own run: a known error leaves a failed results.json saying why; Ctrl-C says how to resume."""
+    try:
+        return exp.run(cfg, ctx)
+    except AtmlError as err:  # diverged, bad data or weights, a bad option found late: a failed run, saying why
+        if ctx.is_main:
+            _write_failed(ctx.run, exp, preset, cfg, ctx, err)
+        raise
+    except KeyboardInterrupt:
+        ctx.say(f"atml: checkpoints are kept. Resume with: {resume_call(exp.name, ctx.run.path, python=python)}")
+        raise
 
 
 def _finished(run: RunDir) -> bool:
