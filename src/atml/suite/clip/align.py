@@ -39,16 +39,7 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     t_test = norm(test_txt.double(), dim=1).numpy()
     out = Results(notes=common.source_notes(cfg, ctx, model))
     out.add("fit_pairs", len(a))
-    residuals = {("train", "after"): np.linalg.norm(a @ rotation - b) / np.linalg.norm(b),
-                 ("train", "before"): np.linalg.norm(a - b) / np.linalg.norm(b),
-                 ("test", "after"): np.linalg.norm(aligned.double().numpy() - t_test) / np.linalg.norm(t_test),
-                 ("test", "before"): np.linalg.norm(norm(test_emb.double(), dim=1).numpy() - t_test)
-                 / np.linalg.norm(t_test)}
-    for (split, when), value in residuals.items():
-        out.add("residual", float(value), key=f"residual_{split}" + ("_before" if when == "before" else ""),
-                split=split, when=when)
-    out.add("orthogonality_error", float(np.abs(rotation.T @ rotation - np.eye(len(rotation))).max()))
-    out.add("determinant", float(np.linalg.det(rotation)))
+    _fit_quality(out, rotation, a, b, aligned.double().numpy(), norm(test_emb.double(), dim=1).numpy(), t_test)
     for name in ("photo", "cifar18"):
         classes = common.class_embeddings(model, common.prompt_sets(names)[name])
         for when, emb in (("before", test_emb), ("after", aligned)):
@@ -66,17 +57,36 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
                      "images and one caption of their class each, L2-normalised, then applied to the test images only. "
                      "It uses the training labels (through the captions), so accuracy 'after' is no longer zero-shot "
                      "in the strict sense; 'before' is.")
-    m = out.metrics
-    pair = lambda name, **c: [m.get(name, when="before", **c), m.get(name, when="after", **c)]  # noqa: E731
-    out.tables.append(Table("Procrustes alignment of image embeddings onto text embeddings (test split unless stated)",
-                            ["measure", "before", "after"],
-                            [["relative residual (train)", *pair("residual", split="train")],
-                             ["relative residual (test)", *pair("residual", split="test")],
-                             ["centroid distance", *pair("centroid_distance")],
-                             ["paired cosine", *pair("paired_cosine")],
-                             ["zero-shot acc, 'a photo of a {}.'", *pair("acc", prompt_set="photo")],
-                             ["zero-shot acc, 18 CIFAR templates", *pair("acc", prompt_set="cifar18")]]))
+    out.tables.append(_table(out.metrics))
     return out
+
+
+def _fit_quality(out: Results, rotation: np.ndarray, a: np.ndarray, b: np.ndarray, aligned: np.ndarray,
+                 before: np.ndarray, t_test: np.ndarray) -> None:
+    """Relative residuals on the training pairs and the test split, before and after; how orthogonal the fit is."""
+    residuals = {("train", "after"): np.linalg.norm(a @ rotation - b) / np.linalg.norm(b),
+                 ("train", "before"): np.linalg.norm(a - b) / np.linalg.norm(b),
+                 ("test", "after"): np.linalg.norm(aligned - t_test) / np.linalg.norm(t_test),
+                 ("test", "before"): np.linalg.norm(before - t_test) / np.linalg.norm(t_test)}
+    for (split, when), value in residuals.items():
+        out.add("residual", float(value), key=f"residual_{split}" + ("_before" if when == "before" else ""),
+                split=split, when=when)
+    out.add("orthogonality_error", float(np.abs(rotation.T @ rotation - np.eye(len(rotation))).max()))
+    out.add("determinant", float(np.linalg.det(rotation)))
+
+
+def _table(m: Metrics) -> Table:
+    def pair(name: str, **condition: Any) -> list[float | None]:
+        return [m.get(name, when="before", **condition), m.get(name, when="after", **condition)]
+
+    return Table("Procrustes alignment of image embeddings onto text embeddings (test split unless stated)",
+                 ["measure", "before", "after"],
+                 [["relative residual (train)", *pair("residual", split="train")],
+                  ["relative residual (test)", *pair("residual", split="test")],
+                  ["centroid distance", *pair("centroid_distance")],
+                  ["paired cosine", *pair("paired_cosine")],
+                  ["zero-shot acc, 'a photo of a {}.'", *pair("acc", prompt_set="photo")],
+                  ["zero-shot acc, 18 CIFAR templates", *pair("acc", prompt_set="cifar18")]])
 
 
 @figures.styled

@@ -68,14 +68,7 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     out.add_figures(ctx.save_figure(joint_figure(image, text, labels, names, cfg.seed), "modality_gap_embeddings"))
     notes = out.notes
     if cfg.random_init and cfg.weights != "random":
-        random_model = common.load_model(cfg, ctx, weights="random", source_key="random_init_weights")
-        r_img, _ = common.compute_embeddings(random_model, data.val.images[idx], ctx.device, cfg.batch_size, cfg.amp)
-        r_txt, _ = common.paired_captions(random_model, labels, names)
-        gap_records(out, common.gap_metrics(r_img, r_txt), model="random init")
-        out.add_figures(ctx.save_figure(joint_figure(r_img, r_txt, labels, names, cfg.seed, methods=("tsne",),
-                                                     title="random initialisation"), "modality_gap_random_init"))
-        notes.append(f"Random initialisation: the same architecture with open_clip's initialisation (seed {cfg.seed}), "
-                     "no training, on the same images and captions.")
+        _random_init(cfg, ctx, data.val.images[idx], labels, names, out)
     notes.append(f"Joint embeddings: t-SNE ({rep.tsne_backend()}) and UMAP on both modalities together, after PCA "
                  "to 50 dimensions; 'normalised' = each embedding L2-normalised first.")
     notes.append(f"Sample: {len(idx)} test images, {cfg.per_class} per class, each paired with one caption of its "
@@ -83,14 +76,29 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
                  f"difference between the centroid of the class prompts ('a photo of a {{}}.') and the centroid of "
                  f"the {len(data.train)} training images, then renormalised; no test image and no label is used to "
                  "fit the shift.")
-    m = out.metrics
-    random = m.get("centroid_distance", model="random init") is not None
-    out.tables.append(Table("The modality gap in numbers (L2-normalised embeddings unless 'norm')",
-                            ["measure", "trained" if cfg.weights != "random" else "this model",
-                             *(["random init"] if random else [])],
-                            [[k, m.get(k), *([m.get(k, model="random init")] if random else [])]
-                             for k in common.GAP_MEASURES]))
+    out.tables.append(_table(out.metrics, cfg))
     return out
+
+
+def _random_init(cfg: common.GapConfig, ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, names: list[str],
+                 out: Results) -> None:
+    """The same images and captions through the untrained architecture: its gap, and its joint t-SNE."""
+    random_model = common.load_model(cfg, ctx, weights="random", source_key="random_init_weights")
+    r_img, _ = common.compute_embeddings(random_model, images, ctx.device, cfg.batch_size, cfg.amp)
+    r_txt, _ = common.paired_captions(random_model, labels, names)
+    gap_records(out, common.gap_metrics(r_img, r_txt), model="random init")
+    out.add_figures(ctx.save_figure(joint_figure(r_img, r_txt, labels, names, cfg.seed, methods=("tsne",),
+                                                 title="random initialisation"), "modality_gap_random_init"))
+    out.notes.append(f"Random initialisation: the same architecture with open_clip's initialisation (seed {cfg.seed}), "
+                     "no training, on the same images and captions.")
+
+
+def _table(m: Metrics, cfg: common.GapConfig) -> Table:
+    random = m.get("centroid_distance", model="random init") is not None
+    return Table("The modality gap in numbers (L2-normalised embeddings unless 'norm')",
+                 ["measure", "trained" if cfg.weights != "random" else "this model",
+                  *(["random init"] if random else [])],
+                 [[k, m.get(k), *([m.get(k, model="random init")] if random else [])] for k in common.GAP_MEASURES])
 
 
 def gap_records(out: Results, values: dict[str, float], **condition: str) -> None:

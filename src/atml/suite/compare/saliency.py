@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -175,20 +176,7 @@ def randomised(explained: Explained, seed: int) -> Explained:
 
 def run(cfg: Config, ctx: RunContext) -> Results:
     models = common.load_models(cfg, ctx, keep_head=True)
-    notes: list[str] = []
-    if cfg.images:
-        skipped: list[str] = []
-        plan = datasets.decode_plan(cfg.image_size, [m.built.preprocessing for m in models])
-        found = read_images(cfg.images, skip_bad=cfg.skip_bad_images, skipped=skipped, square=plan)
-        notes.append(f"Your images: {plan.why}.")
-        pictures, source = list(found.values()), f"{len(found)} of your images"
-        notes += [f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): {'; '.join(skipped)}"] \
-            if skipped else []
-        ctx.record_source("data", {"source": "your images", "files": list(found), "decode": plan.as_json()})
-    else:
-        data = common.load_data(cfg, ctx, models, digit_classes=digits.PRETRAIN_CLASSES)  # the classes they know
-        split = data.val.subset(cfg.limit, seed=cfg.seed)
-        pictures, source = list(split.images), f"{len(split)} held-out images of {data.name}"
+    pictures, source, notes = _pictures(cfg, ctx, models)
     out = Results(notes=common.source_notes(cfg, models, source) + notes + [
         f"{source}; each map explains the class the model predicts on the intact image. "
         f"Deletion/insertion: a {cfg.grid} x {cfg.grid} grid of patches, filled with the mean pixel of the images "
@@ -201,54 +189,20 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     methods_by: dict[str, list[str]] = {}
     generator = torch.Generator().manual_seed(cfg.seed)
     for subject in models:
-        head = subject.built.pretrained_head
-        if not isinstance(subject.model, vit.ViT) and head is None and subject.weights != "random":
-            raise UsageError(f"{subject.label}: its weights ({subject.weights}) carry no classifier for the maps "
-                             "to explain; use weights with their own head (imagenet, digits)")
-        if isinstance(subject.model, vit.ViT) and not subject.model.has_head:
-            raise UsageError(f"{subject.label} has no classification head (a self-supervised backbone): there is "
-                             "no class for the maps to explain")
-        explained = Explained(subject.model, head).to(ctx.device).eval()
-        scrambled = randomised(explained, cfg.seed + 1).to(ctx.device).eval()
-        methods_by[subject.label] = methods = methods_for(subject)
-        ctx.step(f"{subject.label}: {', '.join(methods)} on {len(pictures)} images")
-        x_all = prepare(subject, pictures, cfg.batch_size, ctx.device)
-        fill = x_all.double().mean((0, 2, 3)).float().view(1, -1, 1, 1)
-
-        def predict(x: torch.Tensor, model: nn.Module = explained) -> torch.Tensor:
-            with torch.no_grad():
-                return model(x).float().softmax(-1)
-
-        with torch.no_grad():
-            target = torch.cat([predict(b).argmax(1) for b in x_all.split(cfg.batch_size)])
-        per_method: dict[str, dict[str, Any]] = {}
-        for method in methods:
-            deletion: list[torch.Tensor] = []
-            insertion: list[torch.Tensor] = []
-            rho: list[np.ndarray] = []
-            first: torch.Tensor | None = None
-            for rows_x, rows_t in zip(x_all.split(cfg.batch_size), target.split(cfg.batch_size)):
-                maps = maps_for(method, explained, rows_x, rows_t, cfg, generator)
-                d, i = sal.curves(predict, rows_x, sal.patch_scores(maps, cfg.grid), rows_t.to(ctx.device),
-                                  cfg.grid, fill)
-                deletion.append(d)
-                insertion.append(i)
-                if method != "random":
-                    rho.append(sal.rank_correlation(maps, maps_for(method, scrambled, rows_x, rows_t, cfg, generator)))
-                first = maps if first is None else first
-            d_curve, i_curve = torch.cat(deletion), torch.cat(insertion)
-            per_method[method] = {"deletion": d_curve.mean(0), "insertion": i_curve.mean(0), "maps": first}
-            d_auc, i_auc = float(sal.auc(d_curve).mean()), float(sal.auc(i_curve).mean())
-            out.add("deletion_auc", d_auc, model=subject.label, method=method)
-            out.add("insertion_auc", i_auc, model=subject.label, method=method)
-            sanity = float(np.nanmean(np.concatenate(rho))) if rho else float("nan")
-            if rho:
-                out.add("sanity_rank_corr", sanity, model=subject.label, method=method)
-            rows.append([subject.label, method, d_auc, i_auc, sanity if rho else None])
-        curves_by[subject.label] = per_method
+        _check_explainable(subject)
+        methods_by[subject.label] = methods_for(subject)
+        ctx.step(f"{subject.label}: {', '.join(methods_by[subject.label])} on {len(pictures)} images")
+        curves_by[subject.label] = per_method = {}
+        for method, scored in _explain(subject, methods_by[subject.label], pictures, cfg, ctx, generator):
+            per_method[method] = scored.curves
+            out.add("deletion_auc", scored.deletion_auc, model=subject.label, method=method)
+            out.add("insertion_auc", scored.insertion_auc, model=subject.label, method=method)
+            if scored.sanity is not None:
+                out.add("sanity_rank_corr", scored.sanity, model=subject.label, method=method)
+            rows.append([subject.label, method, scored.deletion_auc, scored.insertion_auc, scored.sanity])
         if cfg.shown:
             out.add_figures(ctx.save_figure(grid_figure(subject.label, pictures[:cfg.shown], per_method,
-                                                        methods), f"maps_{_slug(subject.label)}"))
+                                                        methods_by[subject.label]), f"maps_{_slug(subject.label)}"))
     out.tables.append(Table(f"Faithfulness of each method on {source} (deletion: lower is "
                             "better; insertion: higher; sanity: lower means the map depends on the learnt top "
                             "layers)", ["model", "method", "deletion AUC", "insertion AUC", "sanity rank corr"],
@@ -256,6 +210,79 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.add_figures(ctx.save_figure(curves_figure(curves_by, cfg.grid), "deletion_insertion"))
     out.keep(Data([m.label for m in models], methods_by))
     return out
+
+
+def _pictures(cfg: Config, ctx: RunContext, models: list[common.Subject]) -> tuple[list[torch.Tensor], str,
+                                                                                   list[str]]:
+    """The images the maps explain (the user's files, or held-out images), what they are, and notes on them."""
+    if not cfg.images:
+        data = common.load_data(cfg, ctx, models, digit_classes=digits.PRETRAIN_CLASSES)  # the classes they know
+        split = data.val.subset(cfg.limit, seed=cfg.seed)
+        return list(split.images), f"{len(split)} held-out images of {data.name}", []
+    skipped: list[str] = []
+    plan = datasets.decode_plan(cfg.image_size, [m.built.preprocessing for m in models])
+    found = read_images(cfg.images, skip_bad=cfg.skip_bad_images, skipped=skipped, square=plan)
+    notes = [f"Your images: {plan.why}."]
+    notes += [f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): {'; '.join(skipped)}"] \
+        if skipped else []
+    ctx.record_source("data", {"source": "your images", "files": list(found), "decode": plan.as_json()})
+    return list(found.values()), f"{len(found)} of your images", notes
+
+
+def _check_explainable(subject: common.Subject) -> None:
+    """Refuse, in one line, a model with no class for the maps to explain."""
+    head = subject.built.pretrained_head
+    if not isinstance(subject.model, vit.ViT) and head is None and subject.weights != "random":
+        raise UsageError(f"{subject.label}: its weights ({subject.weights}) carry no classifier for the maps "
+                         "to explain; use weights with their own head (imagenet, digits)")
+    if isinstance(subject.model, vit.ViT) and not subject.model.has_head:
+        raise UsageError(f"{subject.label} has no classification head (a self-supervised backbone): there is "
+                         "no class for the maps to explain")
+
+
+@dataclasses.dataclass
+class Scored:
+    """One method on one model: mean deletion and insertion curves with the first batch's maps, the mean AUCs, and
+    the sanity rank correlation (None for the random baseline)."""
+
+    curves: dict[str, Any]
+    deletion_auc: float
+    insertion_auc: float
+    sanity: float | None
+
+
+def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).float().softmax(-1)
+
+
+def _explain(subject: common.Subject, methods: list[str], pictures: list[torch.Tensor], cfg: Config,
+             ctx: RunContext, generator: torch.Generator) -> Iterator[tuple[str, Scored]]:
+    """Each method's maps of ``subject`` on ``pictures``, scored against the class it predicts on the intact image."""
+    explained = Explained(subject.model, subject.built.pretrained_head).to(ctx.device).eval()
+    scrambled = randomised(explained, cfg.seed + 1).to(ctx.device).eval()
+    x_all = prepare(subject, pictures, cfg.batch_size, ctx.device)
+    fill = x_all.double().mean((0, 2, 3)).float().view(1, -1, 1, 1)
+    predict = functools.partial(_probabilities, explained)
+    target = torch.cat([predict(b).argmax(1) for b in x_all.split(cfg.batch_size)])
+    for method in methods:
+        deletion: list[torch.Tensor] = []
+        insertion: list[torch.Tensor] = []
+        rho: list[np.ndarray] = []
+        first: torch.Tensor | None = None
+        for rows_x, rows_t in zip(x_all.split(cfg.batch_size), target.split(cfg.batch_size)):
+            maps = maps_for(method, explained, rows_x, rows_t, cfg, generator)
+            d, i = sal.curves(predict, rows_x, sal.patch_scores(maps, cfg.grid), rows_t.to(ctx.device), cfg.grid,
+                              fill)
+            deletion.append(d)
+            insertion.append(i)
+            if method != "random":
+                rho.append(sal.rank_correlation(maps, maps_for(method, scrambled, rows_x, rows_t, cfg, generator)))
+            first = maps if first is None else first
+        d_curve, i_curve = torch.cat(deletion), torch.cat(insertion)
+        sanity = float(np.nanmean(np.concatenate(rho))) if rho else None
+        yield method, Scored({"deletion": d_curve.mean(0), "insertion": i_curve.mean(0), "maps": first},
+                             float(sal.auc(d_curve).mean()), float(sal.auc(i_curve).mean()), sanity)
 
 
 def prepare(subject: common.Subject, pictures: list[torch.Tensor], batch_size: int,

@@ -97,17 +97,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     classes = data.val.classes
     feats, stages = {}, {}
     for key, arch in (("weights", cfg.arch), ("compare_weights", cfg.compare_arch)):
-        if not arch:
-            continue
-        backbone = common.load_backbone(dataclasses.replace(cfg, arch=arch), ctx, len(classes), source_key=key)
-        cnn.check_input_size(backbone.model, cfg.resolution, arch)
-        model = freezing.freeze(backbone.model, trainable=()).to(ctx.device)  # BatchNorm folded: same features
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        prep = Preprocess(backbone.preprocessing, cfg.resolution, channels_last=cfg.channels_last).to(ctx.device)
-        stages[arch] = {d: p.removeprefix("body.") for d, p in cnn.depth_stages(model.stage_paths).items()}
-        ctx.step(f"{arch}: features of {len(labels)} images at {len(DEPTHS)} depths")
-        feats[arch] = depth_features(model, prep, images, ctx.device, cfg.batch_size)
+        if arch:
+            feats[arch], stages[arch] = _features(cfg, ctx, arch, key, images, len(classes))
     main = feats[cfg.arch]
     out = Results()
     ctx.step(f"{cfg.arch}: k-NN, linear probes and silhouette per depth")
@@ -115,14 +106,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     for i, a in enumerate(DEPTHS):
         for b in DEPTHS[i + 1:]:
             out.add("cka", rep.linear_cka(main[a], main[b]), depth_a=a, depth_b=b)
-    ctx.step(f"t-SNE ({rep.tsne_backend()}) and UMAP of {len(DEPTHS)} depths")
-    embeddings = {(depth, method): (rep.tsne if method == "tsne" else rep.umap_embed)(main[depth], seed=cfg.seed)
-                  for depth in DEPTHS for method in METHODS}
-    for (depth, method), points in embeddings.items():
-        out.add("knn_acc_2d", rep.knn_accuracy(points, labels, seed=cfg.seed), key=f"{method}_knn_acc_{depth}",
-                method=method, depth=depth)
-        out.add("silhouette_2d", rep.silhouette(points, labels, metric="euclidean"),
-                key=f"{method}_silhouette_{depth}", method=method, depth=depth)
+    embeddings = _embeddings(cfg, ctx, main, labels, out)
     _, predictions = rep.linear_probe(main["late"], labels, seed=cfg.seed)
     matrix = rep.confusion(labels, predictions, len(classes))
     pairs = [(classes[i], classes[j], s) for i, j, s in rep.closest_class_pairs(main["late"], labels)]
@@ -135,7 +119,42 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.add_figures(ctx.save_figure(depth_figure(out.metrics, cfg), "separability_vs_depth"))
     out.tables += tables(out.metrics, cfg, pairs)
     out.keep(Data(cfg.arch, list(classes), matrix.tolist(), len(labels), stages, pairs, cfg.compare_arch))
-    counts = np.bincount(labels, minlength=len(classes))
+    _say_what_was_measured(cfg, labels, len(classes), stages, out)
+    return out
+
+
+def _features(cfg: Config, ctx: RunContext, arch: str, key: str, images: torch.Tensor,
+              num_classes: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``arch``'s frozen features at every depth, and the module each depth was read from."""
+    backbone = common.load_backbone(dataclasses.replace(cfg, arch=arch), ctx, num_classes, source_key=key)
+    cnn.check_input_size(backbone.model, cfg.resolution, arch)
+    model = freezing.freeze(backbone.model, trainable=()).to(ctx.device)  # BatchNorm folded: same features
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    prep = Preprocess(backbone.preprocessing, cfg.resolution, channels_last=cfg.channels_last).to(ctx.device)
+    stages = {d: p.removeprefix("body.") for d, p in cnn.depth_stages(model.stage_paths).items()}
+    ctx.step(f"{arch}: features of {len(images)} images at {len(DEPTHS)} depths")
+    return depth_features(model, prep, images, ctx.device, cfg.batch_size), stages
+
+
+def _embeddings(cfg: Config, ctx: RunContext, feats: dict[str, np.ndarray], labels: np.ndarray,
+                out: Results) -> dict[tuple[str, str], np.ndarray]:
+    """t-SNE and UMAP of every depth, each scored by 2-D k-NN and silhouette (recorded in ``out``)."""
+    ctx.step(f"t-SNE ({rep.tsne_backend()}) and UMAP of {len(DEPTHS)} depths")
+    embeddings = {(depth, method): (rep.tsne if method == "tsne" else rep.umap_embed)(feats[depth], seed=cfg.seed)
+                  for depth in DEPTHS for method in METHODS}
+    for (depth, method), points in embeddings.items():
+        out.add("knn_acc_2d", rep.knn_accuracy(points, labels, seed=cfg.seed), key=f"{method}_knn_acc_{depth}",
+                method=method, depth=depth)
+        out.add("silhouette_2d", rep.silhouette(points, labels, metric="euclidean"),
+                key=f"{method}_silhouette_{depth}", method=method, depth=depth)
+    return embeddings
+
+
+def _say_what_was_measured(cfg: Config, labels: np.ndarray, num_classes: int, stages: dict[str, dict[str, str]],
+                           out: Results) -> None:
+    """The notes (images per class, depths, methods) and a warning when a class is too small for the k-NN folds."""
+    counts = np.bincount(labels, minlength=num_classes)
     per_class = (f"{counts.min()} per class" if counts.min() == counts.max()
                  else f"{counts.min()}-{counts.max()} per class")
     if counts.min() < cfg.per_class:
@@ -151,7 +170,6 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                      "k-NN (k=5, cosine) and logistic-regression probe accuracies are 5-fold cross-validated; "
                      f"t-SNE ({rep.tsne_backend()}, perplexity {rep.perplexity_for(len(labels)):.3g}) and UMAP "
                      "run on the first 50 principal components.")
-    return out
 
 
 def tables(metrics: Metrics, cfg: Config, pairs: list[tuple[str, str, float]]) -> list[Table]:

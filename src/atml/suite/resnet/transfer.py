@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 
 from atml import figures, runtime
+from atml.data import ImageDataset
 from atml.distributed import rank_and_world
 from atml.errors import UsageError
 from atml.models import cnn, factory, freezing
@@ -73,30 +74,10 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     stages: dict[str, History] = {}
     cells: list[dict[str, Any]] = []
     for cell in cfg.cells:
-        init, regime = cell.split(":")
-        backbone = pretrained if init == "pretrained" else random_init
-        stage = cell.replace(":", "_")
-        runtime.reset_peak_memory(ctx.device)
-        model = copy.deepcopy(backbone.model)  # train_head / train_blocks freeze it, then move it
-        if init == "random":
-            calibrate_random_init(model, backbone, data, cfg, ctx.device)
-        if regime == "head":
-            freezing.freeze(model)
-            rows, numbers = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
-            stage_numbers = Metrics(numbers)
-            seconds = stage_numbers.value("head_time_s") + (stage_numbers.get("feature_time_s") or 0.0)
-        else:
-            rows, numbers = common.train_blocks(cfg, ctx, model, backbone, data, cfg.resolution, stage,
-                                                trainable=trained_parts(model, regime))
-            stage_numbers = Metrics(numbers)
-            seconds = stage_numbers.value("train_time_s")
-        stages[stage] = rows
-        problem = common.training_problem(rows, len(data.train.classes), len(data.val))
-        cells.append({"cell": cell, "init": init, "regime": regime, "stage": stage, "problem": problem,
-                      "val_acc": stage_numbers.value("val_acc"), "best_val_acc": stage_numbers.value("best_val_acc"),
-                      "trainable_params": freezing.trainable_parameters(model), "time_s": seconds,
-                      "images_per_s": len(data.train) * cfg.epochs / max(seconds, 1e-9),
-                      "peak_memory_mb": runtime.peak_memory_mb(ctx.device)})
+        init = cell.split(":")[0]
+        stages[cell.replace(":", "_")], record = _train_cell(cfg, ctx, cell, pretrained if init == "pretrained"
+                                                             else random_init, data)
+        cells.append(record)
     out = Results()
     units = {"val_acc": "", "best_val_acc": "", "trainable_params": "", "time_s": "s", "images_per_s": "img/s",
              "peak_memory_mb": "MB"}
@@ -105,6 +86,40 @@ def run(cfg: Config, ctx: RunContext) -> Results:
             out.add(name, c[name], unit, init=c["init"], regime=c["regime"])
     out.add_figures(ctx.save_figure(figures.training_curves(stages, title="transfer grid"), "curves"))
     out.add_figures(ctx.save_figure(compute_figure(cells), "accuracy_vs_compute"))
+    out.notes += _notes(cfg, ctx, cells)
+    out.tables.append(table(cells))
+    out.keep(Data(cells))
+    return out
+
+
+def _train_cell(cfg: Config, ctx: RunContext, cell: str, backbone: Built[cnn.CNN],
+                data: ImageDataset) -> tuple[History, dict[str, Any]]:
+    """One ``init:regime`` cell trained from a copy of ``backbone``: its records, and what the grid reports."""
+    init, regime = cell.split(":")
+    stage = cell.replace(":", "_")
+    runtime.reset_peak_memory(ctx.device)
+    model = copy.deepcopy(backbone.model)  # train_head / train_blocks freeze it, then move it
+    if init == "random":
+        calibrate_random_init(model, backbone, data, cfg, ctx.device)
+    if regime == "head":
+        freezing.freeze(model)
+        rows, numbers = common.train_head(cfg, ctx, model, backbone, data, cfg.resolution, stage=stage)
+        stage_numbers = Metrics(numbers)
+        seconds = stage_numbers.value("head_time_s") + (stage_numbers.get("feature_time_s") or 0.0)
+    else:
+        rows, numbers = common.train_blocks(cfg, ctx, model, backbone, data, cfg.resolution, stage,
+                                            trainable=trained_parts(model, regime))
+        stage_numbers = Metrics(numbers)
+        seconds = stage_numbers.value("train_time_s")
+    problem = common.training_problem(rows, len(data.train.classes), len(data.val))
+    return rows, {"cell": cell, "init": init, "regime": regime, "stage": stage, "problem": problem,
+                  "val_acc": stage_numbers.value("val_acc"), "best_val_acc": stage_numbers.value("best_val_acc"),
+                  "trainable_params": freezing.trainable_parameters(model), "time_s": seconds,
+                  "images_per_s": len(data.train) * cfg.epochs / max(seconds, 1e-9),
+                  "peak_memory_mb": runtime.peak_memory_mb(ctx.device)}
+
+
+def _notes(cfg: Config, ctx: RunContext, cells: list[dict[str, Any]]) -> list[str]:
     world = rank_and_world()[1]
     memory = "CUDA max allocated" if ctx.device.type == "cuda" else "process peak RSS (reset per cell)"
     notes = [f"{cfg.arch} at {cfg.resolution} px, {cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr:g} "
@@ -117,11 +132,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                      "BatchNorm's statistics to those of the random network's own activations (precise BN); "
                      "with the initial 0/1 statistics a frozen random network normalises nothing and its cells "
                      "stayed at chance.")
-    notes += [f"{c['cell']}: {c['problem']}; not ranked." for c in cells if c["problem"]]
-    out.notes += notes
-    out.tables.append(table(cells))
-    out.keep(Data(cells))
-    return out
+    return notes + [f"{c['cell']}: {c['problem']}; not ranked." for c in cells if c["problem"]]
 
 
 CALIBRATION_IMAGES = 4096

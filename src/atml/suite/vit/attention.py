@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -45,19 +46,7 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     notes = common.source_notes(cfg, ctx)
     batch = attention_batch(model, cfg.batch_size, ctx.device)  # images per forward: also per preprocessing
-    if cfg.images:
-        shown = common.user_images(cfg, model, notes)
-        stats_batches = lambda: (common.as_batch(dict(part), model, ctx.device)  # noqa: E731
-                                 for part in _chunks(list(shown.items()), batch))
-    elif len(model.classes) == 1000 and cfg.data not in ("folder", "imagenet"):  # an ImageNet model: photos
-        shown = common.sample_photos(cfg, model, notes)
-        stats_batches = lambda: iter(common.as_batch(shown, model, ctx.device).split(batch))  # noqa: E731
-    else:
-        data = common.load_labelled(cfg, ctx, model)
-        shown = common.split_images(data.val, cfg.count)
-        stats_images = data.val.subset(cfg.stats_images, seed=cfg.seed).images
-        stats_batches = lambda: (model.preprocess(b.to(ctx.device)) for b in stats_images.split(batch))  # noqa: E731
-    shown = dict(list(shown.items())[:cfg.count]) if not cfg.images else shown
+    shown, stats_batches = _images(cfg, ctx, model, batch, notes)
     seen = attention_pass(model, (common.as_batch(dict(part), model, ctx.device)
                                   for part in _chunks(list(shown.items()), batch)), keep_maps=True)
     stats_pass = attention_pass(model, stats_batches(), keep_maps=False)
@@ -77,19 +66,7 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
             out.add(f"mean_{name}", float(stats[name][index].mean()), unit, key=f"{layer}_layer_mean_{name}",
                     layer=layer)
     out.add("cls_self_attention", seen.cls_self, key="last_layer_cls_self_attention", layer="last")
-    rows = []
-    for h in range(stats["entropy"].shape[1]):
-        peak = int(stats["peak"][-1][h])
-        rows.append([h + 1, float(stats["entropy"][-1][h]), float(stats["distance_px"][-1][h]),
-                     f"({peak // model.grid}, {peak % model.grid})", float(stats["peak_share"][-1][h])])
-    out.tables += [Table(f"Last-layer heads (CLS-to-patch attention, {stats_pass.images} images; "
-                         f"uniform entropy = {math.log(model.grid ** 2):.2f} nats)",
-                         ["head", "entropy (nats)", "mean distance (px)", "peak patch (row, col)",
-                          "images peaking there"], rows),
-                   Table("Per layer: mean over heads", ["layer", "entropy (nats)", "mean distance (px)",
-                                                        "head-head cosine"],
-                         [[i + 1, float(stats["entropy"][i].mean()), float(stats["distance_px"][i].mean()),
-                           float(stats["similarity"][i])] for i in range(stats_pass.layers)])]
+    out.tables += _tables(stats, stats_pass.images, stats_pass.layers, model.grid)
     notes.append("Attention probabilities recorded from the model's unfused attention path (hooks removed "
                  "afterwards); maps are the last layer's CLS row over the patches, renormalised, and the rollout "
                  "of Abnar and Zuidema (2020) through all layers, overlaid in red: a patch is transparent at or below "
@@ -99,6 +76,40 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
                  f"layer by layer as the model computes them, {batch} image(s) at a time, so memory holds one "
                  "layer's attention of one batch.")
     return out
+
+
+def _images(cfg: AttentionConfig, ctx: RunContext, model: vit.ViT, batch: int,
+            notes: list[str]) -> tuple[dict[str, torch.Tensor], Callable[[], Iterator[torch.Tensor]]]:
+    """The images whose maps are drawn, and the batches (normalised) the head statistics average over: the user's
+    images (both), the first ``count`` of scikit-image's photos for an ImageNet model (both), else held-out images
+    of the dataset (``count`` drawn, ``stats_images`` averaged over)."""
+    if cfg.images:
+        shown = common.user_images(cfg, model, notes)
+        return shown, lambda: (common.as_batch(dict(part), model, ctx.device)
+                               for part in _chunks(list(shown.items()), batch))
+    if len(model.classes) == 1000 and cfg.data not in ("folder", "imagenet"):  # an ImageNet model: photos
+        photos = dict(list(common.sample_photos(cfg, model, notes).items())[:cfg.count])
+        return photos, lambda: iter(common.as_batch(photos, model, ctx.device).split(batch))
+    data = common.load_labelled(cfg, ctx, model)
+    stats_images = data.val.subset(cfg.stats_images, seed=cfg.seed).images
+    shown = dict(list(common.split_images(data.val, cfg.count).items())[:cfg.count])
+    return shown, lambda: (model.preprocess(b.to(ctx.device)) for b in stats_images.split(batch))
+
+
+def _tables(stats: dict[str, Any], images: int, layers: int, grid: int) -> list[Table]:
+    """The last layer's heads, one row each, and every layer's means over its heads."""
+    rows = []
+    for h in range(stats["entropy"].shape[1]):
+        peak = int(stats["peak"][-1][h])
+        rows.append([h + 1, float(stats["entropy"][-1][h]), float(stats["distance_px"][-1][h]),
+                     f"({peak // grid}, {peak % grid})", float(stats["peak_share"][-1][h])])
+    return [Table(f"Last-layer heads (CLS-to-patch attention, {images} images; "
+                  f"uniform entropy = {math.log(grid ** 2):.2f} nats)",
+                  ["head", "entropy (nats)", "mean distance (px)", "peak patch (row, col)", "images peaking there"],
+                  rows),
+            Table("Per layer: mean over heads", ["layer", "entropy (nats)", "mean distance (px)", "head-head cosine"],
+                  [[i + 1, float(stats["entropy"][i].mean()), float(stats["distance_px"][i].mean()),
+                    float(stats["similarity"][i])] for i in range(layers)])]
 
 
 def _chunks(items: list, size: int) -> list[list]:

@@ -16,6 +16,7 @@ import torch
 
 from atml import figures
 from atml.errors import UsageError
+from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
@@ -37,79 +38,101 @@ class ClassifyConfig(common.ViTConfig):
             raise UsageError("top_k must be in [1, 10] and count in [1, 12]")
 
 
+Groups = dict[str, tuple[vit.ViT, dict[str, torch.Tensor]]]
+"""The images to classify by group (``folder``, ``photos``, ``your images``, ``held-out``), each with its model."""
+
+
 def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     if not model.has_head:
         raise UsageError(f"{cfg.arch} has no classification head (a self-supervised backbone), so it has no classes "
                          "to predict; vit.attention, vit.masking (with a fitted probe) and vit.pooling take it")
     out = Results(notes=common.source_notes(cfg, ctx))
-    notes = out.notes
     if len(model.classes) == 1000 and cfg.data == "folder":  # the folder's images, in the model's classes
-        data = common.load_labelled(cfg, ctx, model)
-        groups = {"folder": (model, common.split_images(data.val, cfg.count))}
-        notes.append(f"{data.name}: {len(groups['folder'])} of its {len(data.val):,} validation images classified "
-                     f"into ImageNet-1k's classes. The folder's classes ({', '.join(data.val.classes[:8])}"
-                     f"{', ...' if len(data.val.classes) > 8 else ''}) are not the model's, so no accuracy is "
-                     "computed; data=imagenet scores a model on its own classes.")
-        if cfg.images:
-            groups["your images"] = (model, common.user_images(cfg, model, notes))
+        groups = _folder_groups(cfg, ctx, model, out.notes)
     elif len(model.classes) == 1000 and cfg.data != "imagenet":
-        groups = {"photos": (model, common.user_images(cfg, model, notes) if cfg.images
-                             else common.sample_photos(cfg, model, notes))}
+        groups = {"photos": (model, _photos(cfg, model, out.notes))}
     else:
-        data = common.load_labelled(cfg, ctx, model)
-        groups = {"held-out": (model, common.split_images(data.val, cfg.count))}
-        k = min(cfg.top_k, len(model.classes))
-        accuracy = common.topk_accuracy(model, data.val.images, data.val.labels, ctx.device, cfg.batch_size,
-                                        tuple(sorted({1, k})))
-        for top_k, hit in accuracy.items():
-            out.add("val_acc", hit, key=f"val_top{top_k}", top_k=top_k)
-        notes.append(f"Held-out accuracy over all {len(data.val):,} validation images of {data.name}: "
+        groups = _scored_groups(cfg, ctx, model, out)
+    for group, (net, images) in groups.items():
+        _classify(group, net, images, cfg, ctx, out)
+    if cfg.images:
+        out.notes.append(f"Images: {', '.join(cfg.images)} (user files, "
+                         f"{sum(len(g[1]) for n, g in groups.items() if n != 'held-out')} read).")
+    elif "photos" in groups:
+        out.notes.append("Photos: scikit-image's sample images ("
+                         + ", ".join(f"{k}: {v}" for k, v in common.PHOTOS.items()) + "), then the model's own "
+                         "centre crop.")
+    return out
+
+
+def _photos(cfg: ClassifyConfig, model: vit.ViT, notes: list[str]) -> dict[str, torch.Tensor]:
+    """The user's images, or scikit-image's sample photos, decoded for ``model``."""
+    return common.user_images(cfg, model, notes) if cfg.images else common.sample_photos(cfg, model, notes)
+
+
+def _folder_groups(cfg: ClassifyConfig, ctx: RunContext, model: vit.ViT, notes: list[str]) -> Groups:
+    """An ImageNet model on a folder of other classes: some of its images (and the user's), no accuracy."""
+    data = common.load_labelled(cfg, ctx, model)
+    groups: Groups = {"folder": (model, common.split_images(data.val, cfg.count))}
+    notes.append(f"{data.name}: {len(groups['folder'][1])} of its {len(data.val):,} validation images classified "
+                 f"into ImageNet-1k's classes. The folder's classes ({', '.join(data.val.classes[:8])}"
+                 f"{', ...' if len(data.val.classes) > 8 else ''}) are not the model's, so no accuracy is "
+                 "computed; data=imagenet scores a model on its own classes.")
+    if cfg.images:
+        groups["your images"] = (model, common.user_images(cfg, model, notes))
+    return groups
+
+
+def _scored_groups(cfg: ClassifyConfig, ctx: RunContext, model: vit.ViT, out: Results) -> Groups:
+    """A model on its own classes: held-out accuracy, held-out examples, and photos by an ImageNet model."""
+    data = common.load_labelled(cfg, ctx, model)
+    groups: Groups = {"held-out": (model, common.split_images(data.val, cfg.count))}
+    k = min(cfg.top_k, len(model.classes))
+    accuracy = common.topk_accuracy(model, data.val.images, data.val.labels, ctx.device, cfg.batch_size,
+                                    tuple(sorted({1, k})))
+    for top_k, hit in accuracy.items():
+        out.add("val_acc", hit, key=f"val_top{top_k}", top_k=top_k)
+    out.notes.append(f"Held-out accuracy over all {len(data.val):,} validation images of {data.name}: "
                      + ", ".join(f"top-{t} {a:.4f}" for t, a in accuracy.items())
                      + (" (ImageNet-1k's own classes: the model's published top-1 is the reference)"
                         if cfg.data == "imagenet" else "") + ".")
-        photo_model, why = (model, "") if len(model.classes) == 1000 else common.imagenet_photo_model(cfg, ctx)
-        if photo_model is not None:
-            groups["photos"] = (photo_model, common.user_images(cfg, photo_model, notes) if cfg.images
-                                else common.sample_photos(cfg, photo_model, notes))
-        elif cfg.images:  # no ImageNet model: the user's images still get an answer, with what it means
-            groups["your images"] = (model, common.user_images(cfg, model, notes))
-            notes.append(f"No ImageNet ViT weights are at hand ({why}), so your images were classified by this "
+    photo_model, why = (model, "") if len(model.classes) == 1000 else common.imagenet_photo_model(cfg, ctx)
+    if photo_model is not None:
+        groups["photos"] = (photo_model, _photos(cfg, photo_model, out.notes))
+    elif cfg.images:  # no ImageNet model: the user's images still get an answer, with what it means
+        groups["your images"] = (model, common.user_images(cfg, model, out.notes))
+        out.notes.append(f"No ImageNet ViT weights are at hand ({why}), so your images were classified by this "
                          f"model, whose only classes are {', '.join(model.classes)}: each answer says which of "
                          "those the image resembles most, nothing more. Pass DeiT-Small weights (--weights, "
                          "--preset full) for ImageNet classes.")
-        else:
-            notes.append(f"The sample photos were skipped: no ImageNet ViT weights are available ({why}).")
-    for group, (net, images) in groups.items():
-        probs = torch.cat([common.predict(net, img[None], ctx.device, 1) for img in images.values()])
-        k = min(cfg.top_k, len(net.classes))
-        top = probs.topk(k)
-        rows = []
-        for i, name in enumerate(images):
-            for rank in range(k):
-                rows.append([name if rank == 0 else "", rank + 1, net.classes[int(top.indices[i, rank])],
-                             float(top.values[i, rank])])
-            out.add("top1_prob", float(top.values[i, 0]), key=f"{group}_top1_prob_{i}", group=group, image=name)
-        out.tables.append(Table(f"Top-{k} predictions ({group}; {net.arch.image_size}px, "
-                                f"{'ImageNet-1k' if len(net.classes) == 1000 else 'digits 0-4'} classes)",
-                                ["image", "rank", "class", "probability"], rows))
-        names = list(images)
-        for part, start in enumerate(range(0, len(names), PER_FIGURE)):
-            chunk = {name: images[name] for name in names[start:start + PER_FIGURE]}
-            part_rows = slice(start, start + PER_FIGURE)
-            suffix = f"_{part + 1}" if len(names) > PER_FIGURE else ""
-            out.add_figures(ctx.save_figure(predictions_figure(chunk, top.values[part_rows], top.indices[part_rows],
-                                                               net.classes),
-                                            f"predictions_{group}{suffix}"))
-    if cfg.images:
-        notes.append(f"Images: {', '.join(cfg.images)} (user files, "
-                     f"{sum(len(g[1]) for n, g in groups.items() if n != 'held-out')} "
-                     "read).")
-    elif "photos" in groups:
-        notes.append("Photos: scikit-image's sample images ("
-                     + ", ".join(f"{k}: {v}" for k, v in common.PHOTOS.items()) + "), then the model's own centre "
-                     "crop.")
-    return out
+    else:
+        out.notes.append(f"The sample photos were skipped: no ImageNet ViT weights are available ({why}).")
+    return groups
+
+
+def _classify(group: str, net: vit.ViT, images: dict[str, torch.Tensor], cfg: ClassifyConfig, ctx: RunContext,
+              out: Results) -> None:
+    """One group's top-k predictions: a table, each image's top-1 probability, figures of at most PER_FIGURE."""
+    probs = torch.cat([common.predict(net, img[None], ctx.device, 1) for img in images.values()])
+    k = min(cfg.top_k, len(net.classes))
+    top = probs.topk(k)
+    rows = []
+    for i, name in enumerate(images):
+        for rank in range(k):
+            rows.append([name if rank == 0 else "", rank + 1, net.classes[int(top.indices[i, rank])],
+                         float(top.values[i, rank])])
+        out.add("top1_prob", float(top.values[i, 0]), key=f"{group}_top1_prob_{i}", group=group, image=name)
+    out.tables.append(Table(f"Top-{k} predictions ({group}; {net.arch.image_size}px, "
+                            f"{'ImageNet-1k' if len(net.classes) == 1000 else 'digits 0-4'} classes)",
+                            ["image", "rank", "class", "probability"], rows))
+    names = list(images)
+    for part, start in enumerate(range(0, len(names), PER_FIGURE)):
+        chunk = {name: images[name] for name in names[start:start + PER_FIGURE]}
+        part_rows = slice(start, start + PER_FIGURE)
+        suffix = f"_{part + 1}" if len(names) > PER_FIGURE else ""
+        out.add_figures(ctx.save_figure(predictions_figure(chunk, top.values[part_rows], top.indices[part_rows],
+                                                           net.classes), f"predictions_{group}{suffix}"))
 
 
 PER_FIGURE = 8
