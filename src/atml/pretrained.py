@@ -61,9 +61,10 @@ def _recipes() -> dict[str, RecipeModule]:
 def ensure(name: str, weights: str, *, family: str | None = None, training: Training | None = None) -> str | None:
     """The recipe key of ``name``'s ``weights`` when atml trains them itself, their file made first if it is not in
     the cache; None for any other weights (nothing to make)."""
-    entry = factory.find(name, family)
-    if not factory.trained_here(entry.family, name, weights):
+    family = family or factory.find(name).family
+    if not factory.trained_here(family, name, weights):  # before any lookup: arch=auto has no registry entry
         return None
+    entry = factory.find(name, family)
     training = training or Training()
     location = entry.weights[canonical_weights(weights)].location
     recipes = _recipes()

@@ -158,14 +158,11 @@ def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
 
 def _arch_of(model: Any, pretrained_cfg: dict[str, Any]) -> Arch:
     """Input size, text length and normalisation of an open_clip model (the weights' own when they say)."""
-    size = model.visual.image_size
-    pre = getattr(model.visual, "preprocess_cfg", {}) or {}
-    default = ARCHS["ViT-B-32"].preprocessing
-    mean = tuple(pretrained_cfg.get("mean") or pre.get("mean") or default.mean)
-    std = tuple(pretrained_cfg.get("std") or pre.get("std") or default.std)
-    interpolation = pretrained_cfg.get("interpolation") or pre.get("interpolation") or default.interpolation
-    side = int(size[0] if isinstance(size, (tuple, list)) else size)
-    return Arch(None, int(model.context_length), Preprocessing(mean, std, side, interpolation, 1.0))
+    own = getattr(model.visual, "preprocess_cfg", {}) or {}
+    values = {key: pretrained_cfg.get(key) or own.get(key) for key in ("mean", "std", "interpolation")}
+    pre = registry.preprocessing_from({**values, "image_size": model.visual.image_size, "crop_pct": 1.0},
+                                      ARCHS["ViT-B-32"].preprocessing)
+    return Arch(None, int(model.context_length), pre)
 
 
 def tokenizer(arch_name: str, *, offline: bool) -> Any:

@@ -32,7 +32,6 @@ from atml.errors import UsageError
 from atml.models import registry, resnet
 from atml.models import weights as wts
 from atml.models.preprocess import Preprocess
-from atml.models.registry import Preprocessing
 from atml.models.types import Built
 
 TIMM = "timm/"
@@ -352,9 +351,5 @@ def _build_timm(arch: str, num_classes: int, weights: str, *, offline: bool,
     if keep_head and (state is not None or file is not None):  # timm drops the head it loads with num_classes=0
         loaded = state if state is not None else wts.read_state_dict(file)[0] if file is not None else {}
         head = source_head(loaded, model.source_head, model.num_features)
-    entry = registry.lookup("cnn", arch).preprocessing
-    pre = Preprocessing(tuple(pretrained_cfg.get("mean", entry.mean)), tuple(pretrained_cfg.get("std", entry.std)),
-                        int(pretrained_cfg.get("input_size", (3, entry.input_size))[-1]),
-                        pretrained_cfg.get("interpolation", entry.interpolation),
-                        float(pretrained_cfg.get("crop_pct", entry.crop_pct)))
+    pre = registry.preprocessing_from(pretrained_cfg, registry.lookup("cnn", arch).preprocessing)
     return Built(model, Preprocess(pre), info, head)

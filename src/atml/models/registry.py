@@ -61,6 +61,36 @@ class Preprocessing:
     crop_pct: float = 1.0
 
 
+TIMM_DEFAULT = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 224, "bicubic", 0.875)
+"""What timm assumes for a key its ``pretrained_cfg`` lacks (``timm.data`` DEFAULT_CROP_PCT and its ImageNet
+statistics)."""
+
+
+def preprocessing_from(values: Mapping[str, Any], default: Preprocessing) -> Preprocessing:
+    """The one conversion of a library's description of its weights' input into :class:`Preprocessing`, each key
+    taken from ``values`` when it says, else from ``default``.
+
+    Reads timm's ``pretrained_cfg`` (``mean``, ``std``, ``input_size`` ``(3, H, W)``, ``interpolation``,
+    ``crop_pct``), open_clip's pretrained and model configs (``image_size``), a transformers image processor
+    (``image_mean``, ``image_std``) and torchvision's ``weights.transforms()`` attributes (``crop_size``,
+    ``resize_size``, an ``InterpolationMode``).
+    """
+    def first(*keys: str) -> Any:
+        return next((values[k] for k in keys if values.get(k) is not None), None)
+
+    size = first("input_size", "image_size", "crop_size")
+    side = int(size[-1] if isinstance(size, (tuple, list)) else size) if size is not None else default.input_size
+    interpolation = first("interpolation")
+    resize = first("resize_size")
+    crop_pct = first("crop_pct")
+    if crop_pct is None and resize is not None:
+        crop_pct = side / int(resize[0] if isinstance(resize, (tuple, list)) else resize)
+    return Preprocessing(tuple(first("mean", "image_mean") or default.mean), tuple(first("std", "image_std")
+                                                                                    or default.std),
+                         side, str(getattr(interpolation, "value", interpolation) or default.interpolation),
+                         float(crop_pct) if crop_pct is not None else default.crop_pct)
+
+
 @dataclasses.dataclass(frozen=True)
 class Weights:
     """One weights tag of one model."""
@@ -181,9 +211,7 @@ def _timm_entry(family: str, name: str) -> Model:
 
     cfg = timm.models.get_pretrained_cfg(name.removeprefix("timm/"))
     values = cfg.to_dict() if cfg is not None else {}
-    pre = Preprocessing(tuple(values.get("mean", IMAGENET_MEAN)), tuple(values.get("std", IMAGENET_STD)),
-                        int(values.get("input_size", (3, 224, 224))[-1]), values.get("interpolation", "bicubic"),
-                        float(values.get("crop_pct", 0.875)))
+    pre = preprocessing_from(values, TIMM_DEFAULT)
     weights = {}
     if values.get("hf_hub_id"):
         weights["imagenet"] = Weights("imagenet", "timm-hub", values["hf_hub_id"],
@@ -202,9 +230,7 @@ def _torchvision_entry(name: str) -> Model:
     for tag, member in (("imagenet", enum.DEFAULT.name), ("imagenet-v1", "IMAGENET1K_V1")):
         if member in enum.__members__:
             transform = enum[member].transforms()
-            pre = Preprocessing(tuple(transform.mean), tuple(transform.std), int(transform.crop_size[0]),
-                                transform.interpolation.value,
-                                transform.crop_size[0] / transform.resize_size[0])
+            pre = preprocessing_from(vars(transform), TIMM_DEFAULT)
             weights[tag] = Weights(tag, "torchvision", f"{enum.__name__}.{member}",
                                    "SHA-256 prefix in the file name (torch.hub)", pre,
                                    f"torchvision {enum.__name__}.{member}")
@@ -221,8 +247,7 @@ def _open_clip_entry(name: str) -> Model:
     weights, default = {}, None
     for tag in open_clip.list_pretrained_tags_by_model(name):
         cfg = open_clip.get_pretrained_cfg(name, tag)
-        pre = Preprocessing(tuple(cfg.get("mean") or OPENAI_CLIP_MEAN), tuple(cfg.get("std") or OPENAI_CLIP_STD),
-                            224, cfg.get("interpolation", "bicubic"))
+        pre = preprocessing_from({k: cfg.get(k) for k in ("mean", "std", "interpolation")}, _CLIP_PRE)
         default = default or pre
         repo = (cfg.get("hf_hub") or "").strip("/")
         weights[tag] = Weights(tag, "open_clip-hub" if repo else "url", repo or cfg.get("url", ""),

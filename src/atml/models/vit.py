@@ -378,9 +378,8 @@ def _build_any_timm(name: str, weights: str, *, offline: bool, input_size: int) 
         raise UsageError(f"timm/{name} has a non-square input or patch ({image}, {patch}); atml's maps need squares")
     arch = Arch(image[0], patch[0], model.embed_dim, len(model.blocks), block.attn.num_heads,
                 block.mlp.fc1.out_features / model.embed_dim)
-    pre = Preprocessing(tuple(cfg.get("mean", registry.IMAGENET_MEAN)), tuple(cfg.get("std", registry.IMAGENET_STD)),
-                        image[0], cfg.get("interpolation", "bicubic"),
-                        float(cfg.get("crop_pct", 1.0)) if not input_size else 1.0)
+    pre = registry.preprocessing_from({**cfg, "input_size": image[0], **({"crop_pct": 1.0} if input_size else {})},
+                                      registry.TIMM_DEFAULT)  # another input size: timm's crop is for its own
     classes = (imagenet_classes() if model.num_classes == 1000 else [str(i) for i in range(model.num_classes)])
     return _built(TimmViT(model.eval(), arch, pre, classes, model.num_prefix_tokens), info)
 
@@ -528,12 +527,10 @@ def _hf_from_cache(offline: bool) -> tuple[nn.Module, WeightsInfo, list[str]] | 
 
 def hf_arch(folder: Path, config: Any) -> tuple[Arch, Preprocessing]:
     """The shape a transformers ViT folder holds, and its image processor's mean and std when it has one."""
-    pre = dataclasses.replace(BICUBIC_HALF, input_size=config.image_size)
     processor = folder / "preprocessor_config.json"
-    if processor.is_file():
-        values = json.loads(processor.read_text())
-        pre = dataclasses.replace(pre, mean=tuple(values.get("image_mean", pre.mean)),
-                                  std=tuple(values.get("image_std", pre.std)))
+    values = json.loads(processor.read_text()) if processor.is_file() else {}
+    pre = registry.preprocessing_from({"image_mean": values.get("image_mean"), "image_std": values.get("image_std"),
+                                       "image_size": config.image_size}, BICUBIC_HALF)
     return Arch(config.image_size, config.patch_size, config.hidden_size, config.num_hidden_layers,
                 config.num_attention_heads, config.intermediate_size / config.hidden_size), pre
 
