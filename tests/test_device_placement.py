@@ -24,7 +24,7 @@ from torch import nn
 
 from atml import config as config_lib
 from atml import runner
-from atml.models import cnn, freezing
+from atml.models import factory, freezing
 from atml.models.preprocess import Preprocess
 from atml.suite import registry
 from atml.suite.resnet import skip as resnet_skip
@@ -153,7 +153,7 @@ def test_the_audit_catches_a_module_left_on_the_cpu(tmp_path: Path) -> None:
 @pytest.mark.parametrize("arch", ["resnet18", "timm/efficientnet_b0", "efficientnet_b0"])
 def test_freezing_follows_the_model_in_either_order(order: str, device: torch.device, dtype: torch.dtype,
                                                     arch: str) -> None:
-    model = cnn.build(arch, 10, "random", offline=True).model
+    model = factory.create(arch, "random", family="cnn", num_classes=10).model
     trainable = (*model.last_paths, model.head_name)
     if order == "freeze-then-move":
         model = freezing.freeze(model, trainable=trainable).to(device, dtype)
@@ -166,7 +166,7 @@ def test_freezing_follows_the_model_in_either_order(order: str, device: torch.de
 
 
 def test_frozen_features_move_the_backbone_with_them() -> None:
-    backbone = cnn.build("resnet18", 10, "random", offline=True)
+    backbone = factory.create("resnet18", "random", family="cnn", num_classes=10)
     model = freezing.freeze(backbone.model)
     frozen = FrozenFeatures(Preprocess(backbone.preprocessing, 32, channels_last=True), model).to(META)
     assert misplaced(frozen, META) == []
@@ -176,7 +176,7 @@ def test_frozen_features_move_the_backbone_with_them() -> None:
 
 
 def test_a_deep_copy_of_a_frozen_model_stays_frozen_and_placed() -> None:
-    model = freezing.freeze(cnn.build("resnet18", 10, "random", offline=True).model.to(torch.float64))
+    model = freezing.freeze(factory.create("resnet18", "random", family="cnn", num_classes=10).model.to(torch.float64))
     twin = copy.deepcopy(model)
     assert misplaced(twin, torch.device("cpu"), torch.float64) == []
     assert not any(p.requires_grad for n, p in twin.named_parameters() if not n.startswith("body.fc"))

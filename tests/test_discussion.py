@@ -7,7 +7,7 @@ import types
 import matplotlib.colors
 import pytest
 
-from atml.models import cnn
+from atml.models import factory
 from atml.results import Metric, Metrics, Results, RunResults
 from atml.suite.clip import align as clip_align
 from atml.suite.clip import gap as clip_gap
@@ -124,7 +124,7 @@ def test_an_arch_without_a_default_ablation_says_which_blocks_can_be(arch):
     from atml.errors import UsageError
     from atml.models import resnet
 
-    model = cnn.build(arch, 5, "random", offline=True).model
+    model = factory.create(arch, "random", family="cnn", num_classes=5).model
     with pytest.raises(UsageError, match="no shape-preserving block in layer2, layer3, layer4.*--set blocks"):
         resnet.default_ablation(model)
 

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from atml import cli
 from atml.errors import WeightsError
-from atml.models import clip
+from atml.models import factory
 from atml.suite.clip import align as clip_align
 from atml.suite.clip import common as clip_exp
 from atml.suite.clip import gap as clip_gap
@@ -54,32 +54,32 @@ def test_prompt_sets_and_class_ensembles():
     sets = clip_exp.prompt_sets(["cat", "dog"])
     assert len(sets["cifar18"]["cat"]) == 18 and sets["photo"]["dog"] == ["a photo of a dog."]
     assert all(len(p) == 3 for p in sets["descriptive"].values())
-    model = clip.build("clip-digits", "random").model
+    model = factory.create("clip-digits", "random").model
     classes = clip_exp.class_embeddings(model, sets["cifar18"])
     assert classes.shape == (2, 64) and torch.allclose(classes.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
 def test_openai_weights_offline_never_fall_back_to_random():
     with pytest.raises(WeightsError, match="open_clip_model.safetensors.*offline mode forbids downloading"):
-        clip.build("ViT-B-32", "openai", offline=True)
+        factory.create("ViT-B-32", "openai", offline=True)
 
 
 def test_vit_b_32_state_dict_file_round_trip_and_mismatch(tmp_path):
-    built = clip.build("ViT-B-32", "random", seed=1)
+    built = factory.create("ViT-B-32", "random", seed=1)
     model, info = built.model, built.info
     assert not info.pretrained
     save_file({k: v.contiguous() for k, v in model.model.state_dict().items()}, tmp_path / "clip.safetensors")
-    built = clip.build("ViT-B-32", str(tmp_path / "clip.safetensors"))
+    built = factory.create("ViT-B-32", str(tmp_path / "clip.safetensors"))
     loaded, info = built.model, built.info
     images = torch.randint(0, 256, (2, 3, 96, 96), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.allclose(loaded.encode_images(images), model.encode_images(images), atol=1e-5)
         text = loaded.encode_texts(["a photo of a cat.", "a photo of a dog."], normalize=True)
     assert text.shape == (2, 512) and info.sha256
-    small = clip.build("clip-digits", "random").model
+    small = factory.create("clip-digits", "random").model
     save_file(small.model.state_dict(), tmp_path / "small.safetensors")
     with pytest.raises(WeightsError, match="does not fit open_clip ViT-B-32"):
-        clip.build("ViT-B-32", str(tmp_path / "small.safetensors"))
+        factory.create("ViT-B-32", str(tmp_path / "small.safetensors"))
 
 
 def _run(out, *argv):
@@ -135,16 +135,16 @@ def test_weights_folder_and_hugging_face_blob_hash(tmp_path):
     from atml.models import weights
     from atml.storage import sha256sum
 
-    model = clip.build("clip-digits", "random", seed=2).model
+    model = factory.create("clip-digits", "random", seed=2).model
     folder = tmp_path / "snapshot"
     folder.mkdir()
     save_file(model.model.state_dict(), folder / "open_clip_model.safetensors")
-    built = clip.build("clip-digits", str(folder))
+    built = factory.create("clip-digits", str(folder))
     loaded, info = built.model, built.info
     assert info.file.endswith("open_clip_model.safetensors")
     assert torch.equal(loaded.model.logit_scale, model.model.logit_scale)
     with pytest.raises(WeightsError, match="folder without open_clip_model.safetensors"):
-        clip.build("clip-digits", str(tmp_path))
+        factory.create("clip-digits", str(tmp_path))
     # The Hugging Face cache keeps large files as blobs/<sha256>, with the snapshot name a link to it.
     blobs = tmp_path / "hub" / "blobs"
     blobs.mkdir(parents=True)

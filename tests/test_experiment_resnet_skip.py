@@ -7,7 +7,7 @@ import torchvision.models as tvm
 
 from atml import cli
 from atml.errors import UsageError
-from atml.models import cnn, resnet
+from atml.models import factory, resnet
 
 
 def test_with_skips_on_outputs_equal_torchvision_resnet152(tmp_path):
@@ -15,7 +15,7 @@ def test_with_skips_on_outputs_equal_torchvision_resnet152(tmp_path):
     reference = tvm.resnet152().eval()
     path = tmp_path / "r152.pth"
     torch.save(reference.state_dict(), path)
-    model = cnn.build("resnet152", 1000, str(path), offline=True).model.eval()
+    model = factory.create("resnet152", str(path), family="cnn", num_classes=1000).model.eval()
     model.body.fc.load_state_dict(reference.fc.state_dict())
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -26,7 +26,7 @@ def test_with_skips_on_outputs_equal_torchvision_resnet152(tmp_path):
 
 
 def test_ablated_block_computes_relu_of_its_residual_branch():
-    model = cnn.build("resnet50", 10, "random", offline=True).model.eval()
+    model = factory.create("resnet50", "random", family="cnn", num_classes=10).model.eval()
     assert resnet.default_ablation(model) == ["layer2.1", "layer3.1", "layer4.1"]
     resnet.remove_skips(model, ["layer3.1"])
     block = resnet.residual_blocks(model)["layer3.1"]
@@ -39,7 +39,7 @@ def test_ablated_block_computes_relu_of_its_residual_branch():
 
 
 def test_projection_blocks_are_refused_with_the_valid_list():
-    model = cnn.build("resnet50", 10, "random", offline=True).model
+    model = factory.create("resnet50", "random", family="cnn", num_classes=10).model
     with pytest.raises(UsageError, match=r"'layer2.0' is a projection .* ablated: layer1.1, layer1.2, layer2.1"):
         resnet.remove_skips(model, ["layer2.0"])
     with pytest.raises(UsageError, match="no residual block 'layer9.1'"):

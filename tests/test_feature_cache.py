@@ -3,7 +3,7 @@
 import torch
 
 from atml import config
-from atml.models import cnn, freezing, registry
+from atml.models import factory, freezing, registry
 from atml.models.preprocess import Preprocess
 from atml.suite.resnet import common as resnet_common
 from atml.suite.resnet import head as resnet_head
@@ -13,7 +13,7 @@ from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 
 def _frozen_model():
     torch.manual_seed(0)
-    model = freezing.freeze(cnn.build("digits-resnet", 5, "random", offline=True).model)
+    model = freezing.freeze(factory.create("digits-resnet", "random", family="cnn", num_classes=5).model)
     prep = Preprocess(registry.lookup("cnn", "digits-resnet").preprocessing, 16, channels_last=True)
     return model, FrozenFeatures(prep, model)
 

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from atml import cli
 from atml.errors import WeightsError
-from atml.models import clip
+from atml.models import factory
 from atml.suite.clip import common
 
 
@@ -43,14 +43,14 @@ def test_a_pretrained_tag_comes_from_the_hub_cache_hash_checked(tmp_path, plant_
     save_file(source.state_dict(), tmp_path / "open_clip_model.safetensors")
     repo = open_clip.get_pretrained_cfg("RN50", "yfcc15m")["hf_hub"].strip("/")
     blob = plant_hub_file(repo, "open_clip_model.safetensors", tmp_path / "open_clip_model.safetensors")
-    built = clip.build("RN50", "yfcc15m", offline=True)
+    built = factory.create("RN50", "yfcc15m", offline=True)
     model, info = built.model, built.info
     assert torch.equal(model.model.visual.conv1.weight, source.visual.conv1.weight)
     assert info.spec == "yfcc15m" and repo in info.description and info.sha256 == blob.name
     assert model.preprocessing.input_size == 224 and model.arch.context_length == 77 and not model.sigmoid
     blob.write_bytes(blob.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(WeightsError, match="fails its hash check"):
-        clip.build("RN50", "yfcc15m", offline=True)
+        factory.create("RN50", "yfcc15m", offline=True)
 
 
 def test_clip_gap_runs_on_a_non_default_open_clip_model(tmp_path):
@@ -81,7 +81,7 @@ def siglip_tokenizer(tmp_path, plant_hub_file):
 
 
 def test_siglip_is_read_as_a_sigmoid_model_and_says_what_its_numbers_mean(tmp_path, siglip_tokenizer):
-    model = clip.build("ViT-B-16-SigLIP", "random", offline=True).model
+    model = factory.create("ViT-B-16-SigLIP", "random", offline=True).model
     assert model.sigmoid and model.arch.context_length == 64 and model.preprocessing.mean == (0.5, 0.5, 0.5)
     assert model.tokenize(["a photo of the cat."]).shape == (1, 64)
     code, run = _run(tmp_path, "clip.zeroshot", "--preset", "smoke", "--set", "model=ViT-B-16-SigLIP",

@@ -10,7 +10,7 @@ from torch import nn
 from atml import cli
 from atml.distributed import sync_batchnorm
 from atml.errors import UsageError, WeightsError
-from atml.models import cnn, freezing, resnet
+from atml.models import cnn, factory, freezing, resnet
 
 # Different families: ConvNeXt (LayerNorm), EfficientNet (timm's BatchNormAct2d), RegNet, and torchvision's own.
 CNNS = ["timm/convnext_atto", "timm/efficientnet_b0", "timm/regnety_002", "mobilenet_v3_small", "efficientnet_b0"]
@@ -18,7 +18,7 @@ CNNS = ["timm/convnext_atto", "timm/efficientnet_b0", "timm/regnety_002", "mobil
 
 @pytest.mark.parametrize("arch", CNNS)
 def test_any_cnn_gets_a_new_head_and_its_own_stages(arch):
-    model = cnn.build(arch, 7, "random", offline=True).model.eval()
+    model = factory.create(arch, "random", family="cnn", num_classes=7).model.eval()
     x = torch.randn(2, 3, 64, 64)
     features = model.forward_features(x)
     assert features.shape == (2, model.num_features) and model(x).shape == (2, 7)
@@ -45,7 +45,7 @@ def test_depths_are_the_first_the_one_before_last_and_the_last_stage():
 @pytest.mark.parametrize("arch", ["timm/efficientnet_b0", "efficientnet_b0", "timm/convnext_atto"])
 def test_frozen_norms_of_any_kind_stay_frozen_in_train_mode(arch):
     torch.manual_seed(0)
-    model = cnn.build(arch, 5, "random", offline=True).model
+    model = factory.create(arch, "random", family="cnn", num_classes=5).model
     x = torch.randn(4, 3, 64, 64)
     for _ in range(2):  # non-trivial running statistics first
         model.train()(x * 3 + 1)
@@ -69,7 +69,7 @@ def test_frozen_norms_of_any_kind_stay_frozen_in_train_mode(arch):
 
 
 def test_the_last_stage_regime_trains_the_last_stage_and_what_follows_it():
-    model = cnn.build("timm/convnext_atto", 5, "random", offline=True).model
+    model = factory.create("timm/convnext_atto", "random", family="cnn", num_classes=5).model
     assert model.last_paths == ("body.stages.3", "body.head")  # ConvNeXt's head norm comes after its last stage
     freezing.freeze(model, trainable=(*model.last_paths, model.head_name))
     trained = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad and n.startswith("body.")}
@@ -83,7 +83,7 @@ def test_the_last_stage_regime_trains_the_last_stage_and_what_follows_it():
     ("googlenet", ("inception5a", "inception5b", "avgpool")),  # the global pool ends the last stage
 ])
 def test_the_last_stage_of_a_torchvision_cnn_is_every_module_at_its_last_resolution(arch, last):
-    model = cnn.build(arch, 5, "random", offline=True).model
+    model = factory.create(arch, "random", family="cnn", num_classes=5).model
     assert model.last_paths == tuple(f"body.{p}" for p in last)
     assert model.stage_paths[-1] == f"body.{last[-2] if last[-1] == 'classifier' else last[-1]}"
     freezing.freeze(model, trainable=(*model.last_paths, model.head_name))
@@ -95,30 +95,30 @@ def test_a_timm_state_dict_file_loads_into_the_body_and_skips_its_classifier(tmp
 
     source = timm.create_model("regnety_002", num_classes=1000)
     save_file(source.state_dict(), tmp_path / "regnety.safetensors")
-    backbone = cnn.build("timm/regnety_002", 3, str(tmp_path / "regnety.safetensors"), offline=True)
+    backbone = factory.create("timm/regnety_002", str(tmp_path / "regnety.safetensors"), family="cnn", num_classes=3)
     assert torch.equal(backbone.model.body.s4.b1.conv1.conv.weight, source.s4.b1.conv1.conv.weight)
     assert backbone.info.sha256 and backbone.model.head.out_features == 3
     other = timm.create_model("convnext_atto", num_classes=10)
     save_file(other.state_dict(), tmp_path / "convnext.safetensors")
     with pytest.raises(WeightsError, match="does not fit this architecture"):
-        cnn.build("timm/regnety_002", 3, str(tmp_path / "convnext.safetensors"), offline=True)
+        factory.create("timm/regnety_002", str(tmp_path / "convnext.safetensors"), family="cnn", num_classes=3)
 
 
 def test_timm_imagenet_weights_come_from_the_hub_cache_hash_checked(tmp_path, plant_hub_file):
     import timm
 
     with pytest.raises(WeightsError, match="not in the Hugging Face cache and offline mode forbids downloading"):
-        cnn.build("timm/regnety_002", 3, "imagenet", offline=True)
+        factory.create("timm/regnety_002", "imagenet", family="cnn", num_classes=3)
     source = timm.create_model("regnety_002", num_classes=1000)
     save_file(source.state_dict(), tmp_path / "model.safetensors")
     repo = timm.models.get_pretrained_cfg("regnety_002").hf_hub_id
     blob = plant_hub_file(repo, "model.safetensors", tmp_path / "model.safetensors")
-    backbone = cnn.build("timm/regnety_002", 3, "imagenet", offline=True)
+    backbone = factory.create("timm/regnety_002", "imagenet", family="cnn", num_classes=3)
     assert torch.equal(backbone.model.body.stem.conv.weight, source.stem.conv.weight)
     assert repo in backbone.info.description and backbone.info.sha256 == blob.name
     blob.write_bytes(blob.read_bytes()[:-8] + b"\0" * 8)  # corrupted in the cache
     with pytest.raises(WeightsError, match="fails its hash check"):
-        cnn.build("timm/regnety_002", 3, "imagenet", offline=True)
+        factory.create("timm/regnety_002", "imagenet", family="cnn", num_classes=3)
 
 
 @pytest.mark.parametrize("arch, message", [

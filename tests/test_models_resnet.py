@@ -6,7 +6,7 @@ import torchvision.models as tvm
 from safetensors.torch import save_file
 
 from atml.errors import UsageError, WeightsError
-from atml.models import cnn, freezing
+from atml.models import factory, freezing
 from atml.models.preprocess import Preprocess
 from atml.storage import sha256sum
 
@@ -21,7 +21,7 @@ def _saved_resnet18(tmp_path, name="resnet18-random.pth"):
 
 def test_local_state_dict_loads_through_production_path(tmp_path):
     reference, path = _saved_resnet18(tmp_path)
-    built = cnn.build("resnet18", 10, str(path), offline=True)
+    built = factory.create("resnet18", str(path), family="cnn", num_classes=10)
     ours = built.model.body.state_dict()
     for key, value in reference.state_dict().items():
         if not key.startswith("fc."):
@@ -31,7 +31,7 @@ def test_local_state_dict_loads_through_production_path(tmp_path):
 
 def test_features_and_head_agree_with_torchvision_forward(tmp_path):
     reference, path = _saved_resnet18(tmp_path)
-    model = cnn.build("resnet18", 1000, str(path), offline=True).model.eval()
+    model = factory.create("resnet18", str(path), family="cnn", num_classes=1000).model.eval()
     model.body.fc.load_state_dict(reference.fc.state_dict())
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -43,39 +43,39 @@ def test_safetensors_file_loads(tmp_path):
     reference, _ = _saved_resnet18(tmp_path)
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
-    model = cnn.build("resnet18", 10, str(path), offline=True).model
+    model = factory.create("resnet18", str(path), family="cnn", num_classes=10).model
     assert torch.equal(model.body.conv1.weight, reference.conv1.weight)
 
 
 def test_hash_in_file_name_is_checked(tmp_path):
     _, path = _saved_resnet18(tmp_path, "resnet18-deadbeef.pth")
     with pytest.raises(WeightsError, match="fails its hash check.*deadbeef"):
-        cnn.build("resnet18", 10, str(path), offline=True)
+        factory.create("resnet18", str(path), family="cnn", num_classes=10)
 
 
 def test_hash_in_file_name_passes_when_it_matches(tmp_path):
     _, path = _saved_resnet18(tmp_path)
     named = tmp_path / f"resnet18-{sha256sum(path)[:8]}.pth"
     path.rename(named)
-    assert cnn.build("resnet18", 10, str(named), offline=True).info.file == str(named)
+    assert factory.create("resnet18", str(named), family="cnn", num_classes=10).info.file == str(named)
 
 
 def test_wrong_architecture_is_refused(tmp_path):
     _, path = _saved_resnet18(tmp_path)
     with pytest.raises(WeightsError, match="does not fit this architecture"):
-        cnn.build("resnet50", 10, str(path), offline=True)
+        factory.create("resnet50", str(path), family="cnn", num_classes=10)
 
 
 def test_missing_file_and_unknown_name(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
-        cnn.build("resnet18", 10, str(tmp_path / "none.pth"), offline=True)
+        factory.create("resnet18", str(tmp_path / "none.pth"), family="cnn", num_classes=10)
     with pytest.raises(UsageError, match="valid: imagenet, imagenet-v1, random"):  # a usage error: exit 2
-        cnn.build("resnet18", 10, "imagenet21k", offline=True)
+        factory.create("resnet18", "imagenet21k", family="cnn", num_classes=10)
 
 
 def test_offline_imagenet_without_cache_is_an_error_not_random_weights():
     with pytest.raises(WeightsError) as err:
-        cnn.build("resnet152", 10, "imagenet", offline=True)
+        factory.create("resnet152", "imagenet", family="cnn", num_classes=10)
     message = str(err.value)
     assert "resnet152-f82ba261.pth" in message and "offline" in message and "--weights" in message
 
@@ -87,7 +87,7 @@ def test_imagenet_from_hub_cache_is_hash_checked(tmp_path):
     target.mkdir(parents=True)
     torch.save(tvm.resnet18().state_dict(), target / weights.url.rsplit("/", 1)[-1])
     with pytest.raises(WeightsError, match="fails its hash check"):  # random weights != published hash
-        cnn.build("resnet18", 10, "imagenet", offline=True)
+        factory.create("resnet18", "imagenet", family="cnn", num_classes=10)
 
 
 def test_pickle_that_runs_code_is_refused(tmp_path):
@@ -101,7 +101,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     with open(path, "wb") as handle:
         pickle.dump({"conv1.weight": Exploit()}, handle)
     with pytest.raises(WeightsError, match="is not a weights file atml can read: it holds pickled data"):
-        cnn.build("resnet18", 10, str(path), offline=True)
+        factory.create("resnet18", str(path), family="cnn", num_classes=10)
     assert not marker.exists()
 
 
@@ -119,7 +119,7 @@ def _changed_by_two_training_steps(model):
 
 
 def test_freeze_keeps_backbone_and_bn_statistics_fixed():
-    model = cnn.build("digits-resnet", 5, "random", offline=True).model
+    model = factory.create("digits-resnet", "random", family="cnn", num_classes=5).model
     freezing.freeze(model)
     changed = _changed_by_two_training_steps(model)
     assert changed == {"body.fc.weight", "body.fc.bias"}
@@ -128,7 +128,7 @@ def test_freeze_keeps_backbone_and_bn_statistics_fixed():
 
 
 def test_freeze_can_leave_a_block_trainable():
-    model = freezing.freeze(cnn.build("digits-resnet", 5, "random", offline=True).model,
+    model = freezing.freeze(factory.create("digits-resnet", "random", family="cnn", num_classes=5).model,
                           trainable=("body.layer4", "body.fc"))
     bns = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert bns and all(n.startswith("body.layer4") for n in bns)
@@ -136,7 +136,7 @@ def test_freeze_can_leave_a_block_trainable():
 
 @pytest.mark.parametrize("res", [8, 16, 32])
 def test_digits_resnet_and_preprocess_shapes(res):
-    built = cnn.build("digits-resnet", 5, "random", offline=True)
+    built = factory.create("digits-resnet", "random", family="cnn", num_classes=5)
     prep = Preprocess(built.preprocessing, res, channels_last=True)
     x = prep(torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8))
     assert x.shape == (4, 3, res, res) and x.is_contiguous(memory_format=torch.channels_last)
@@ -162,7 +162,7 @@ def _with_random_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.M
 def test_folded_frozen_model_computes_what_the_eval_model_computes(arch):
     import copy
 
-    model = _with_random_statistics(cnn.build(arch, 7, "random", offline=True).model).eval()
+    model = _with_random_statistics(factory.create(arch, "random", family="cnn", num_classes=7).model).eval()
     frozen = freezing.freeze(copy.deepcopy(model))
     assert not any(isinstance(m, (torch.nn.BatchNorm2d, freezing.FrozenBatchNorm2d)) for m in frozen.modules())
     x = torch.randn(3, 3, 32, 32)
@@ -173,7 +173,7 @@ def test_folded_frozen_model_computes_what_the_eval_model_computes(arch):
 
 
 def test_every_batchnorm_of_resnet152_is_folded():
-    model = cnn.build("resnet152", 10, "random", offline=True).model
+    model = factory.create("resnet152", "random", family="cnn", num_classes=10).model
     bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     freezing.freeze(model, fold=False)
     assert freezing.fold_frozen_batchnorm(model) == bns == 155
@@ -191,7 +191,7 @@ def test_unfolded_frozen_batchnorm_matches_eval_batchnorm_and_ignores_train_mode
 
 
 def test_training_the_last_block_leaves_every_frozen_tensor_unchanged():
-    model = _with_random_statistics(cnn.build("digits-resnet", 5, "random", offline=True).model)
+    model = _with_random_statistics(factory.create("digits-resnet", "random", family="cnn", num_classes=5).model)
     freezing.freeze(model, trainable=("body.layer4", "body.fc"))
     changed = _changed_by_two_training_steps(model)
     assert changed and all(k.startswith(("body.layer4.", "body.fc.")) for k in changed)

@@ -7,14 +7,14 @@ import torch
 
 from atml.analysis import attention as att
 from atml.errors import WeightsError
-from atml.models import vit
+from atml.models import factory, vit
 from atml.suite.vit import masking as vit_exp
 
 
 @pytest.fixture(scope="module")
 def pair():
     torch.manual_seed(0)
-    timm_vit = vit.build("vit-digits", "random", num_classes=5).model
+    timm_vit = factory.create("vit-digits", "random", num_classes=5).model
     hf_vit = vit.HFViT(vit.hf_from_timm(timm_vit.model, timm_vit.arch, timm_vit.classes), timm_vit.arch,
                        timm_vit.preprocessing, timm_vit.classes)
     x = torch.randn(3, 3, 32, 32)
@@ -61,7 +61,7 @@ def test_timm_fused_flag_is_restored(pair):
 
 
 def test_deit_small_attention_is_14x14_plus_cls():
-    built = vit.build(vit.DEIT_SMALL, "random")
+    built = factory.create(vit.DEIT_SMALL, "random")
     model, info = built.model, built.info
     assert not info.pretrained and len(model.classes) == 1000 and model.classes[281].startswith("tabby")
     photo = torch.randint(0, 256, (1, 3, 300, 451), dtype=torch.uint8)  # any size: the model's preprocessing
@@ -83,16 +83,16 @@ def test_dropping_tokens(pair):
 def test_hf_folder_round_trip_and_bad_folder(pair, tmp_path):
     _, hf_vit, x = pair
     hf_vit.model.save_pretrained(tmp_path / "hf")
-    built = vit.build("vit-digits", str(tmp_path / "hf"), backend="hf")
+    built = factory.create("vit-digits", str(tmp_path / "hf"), backend="hf")
     loaded, info = built.model, built.info
     with torch.no_grad():
         assert torch.allclose(loaded(x), hf_vit(x), atol=1e-6)
     assert info.sha256 and info.file.endswith(".safetensors")
     (tmp_path / "empty").mkdir()
     with pytest.raises(WeightsError, match="no config.json"):
-        vit.build("vit-digits", str(tmp_path / "empty") + "/", backend="hf")
+        factory.create("vit-digits", str(tmp_path / "empty") + "/", backend="hf")
     with pytest.raises(WeightsError, match="not \\(224, 16, 384, 12\\)"):
-        vit.build(vit.DEIT_SMALL, str(tmp_path / "hf"), backend="hf")
+        factory.create(vit.DEIT_SMALL, str(tmp_path / "hf"), backend="hf")
 
 
 def test_timm_state_dict_file_loads_into_both_backends(pair, tmp_path):
@@ -100,21 +100,21 @@ def test_timm_state_dict_file_loads_into_both_backends(pair, tmp_path):
     path = tmp_path / "mine.pth"
     torch.save(timm_vit.model.state_dict(), path)
     for backend in ("timm", "hf"):
-        built = vit.build("vit-digits", str(path), backend=backend)
+        built = factory.create("vit-digits", str(path), backend=backend)
         loaded, info = built.model, built.info
         with torch.no_grad():
             assert torch.allclose(loaded(x), timm_vit(x), atol=1e-5)
         assert info.sha256
     torch.save({"model": {"wrong": torch.zeros(1)}}, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="does not fit this ViT"):
-        vit.build("vit-digits", str(tmp_path / "bad.pth"))
+        factory.create("vit-digits", str(tmp_path / "bad.pth"))
 
 
 def test_imagenet_weights_offline_never_fall_back_to_random(tmp_path):
     with pytest.raises(WeightsError, match="deit_small_patch16_224-cd65a155.pth.*offline"):
-        vit.build(vit.DEIT_SMALL, "imagenet", offline=True)
+        factory.create(vit.DEIT_SMALL, "imagenet", offline=True)
     # A file at the official name whose bytes are not the official ones fails the hash check.
-    model = vit.build(vit.DEIT_SMALL, "random").model
+    model = factory.create(vit.DEIT_SMALL, "random").model
     path = torch.hub.get_dir() + "/checkpoints/deit_small_patch16_224-cd65a155.pth"
     import os
 
@@ -122,7 +122,7 @@ def test_imagenet_weights_offline_never_fall_back_to_random(tmp_path):
     torch.save({"model": model.model.state_dict()}, path)
     try:
         with pytest.raises(WeightsError, match="fails its hash check"):
-            vit.build(vit.DEIT_SMALL, "imagenet", offline=True)
+            factory.create(vit.DEIT_SMALL, "imagenet", offline=True)
     finally:
         os.remove(path)
 

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from atml import cli
 from atml.analysis import attention as att
 from atml.errors import UsageError, WeightsError
-from atml.models import vit
+from atml.models import factory, vit
 
 REGISTERS = "timm/vit_small_patch14_reg4_dinov2"  # class token + 4 registers, patch 14, no classifier
 
@@ -17,7 +17,7 @@ REGISTERS = "timm/vit_small_patch14_reg4_dinov2"  # class token + 4 registers, p
 @pytest.fixture(scope="module")
 def dinov2():
     torch.manual_seed(0)
-    return vit.build(REGISTERS, "random", input_size=56).model
+    return factory.create(REGISTERS, "random", input_size=56).model
 
 
 def test_register_tokens_and_the_patch_size_come_from_the_model(dinov2):
@@ -44,7 +44,7 @@ def test_register_tokens_and_the_patch_size_come_from_the_model(dinov2):
 
 def test_a_headless_backbone_gets_a_fitted_linear_head(dinov2):
     weight, bias = torch.randn(3, 384), torch.zeros(3)
-    model = vit.build(REGISTERS, "random", input_size=56).model
+    model = factory.create(REGISTERS, "random", input_size=56).model
     model.set_head(weight, bias, ["a", "b", "c"])
     assert model.has_head and model.classes == ["a", "b", "c"]
     x = torch.randn(2, 3, 56, 56)
@@ -68,14 +68,14 @@ def test_timm_vit_weights_from_the_hub_cache_and_local_files(tmp_path, plant_hub
     source = timm.create_model("vit_tiny_patch16_224")
     save_file(source.state_dict(), tmp_path / "model.safetensors")
     with pytest.raises(WeightsError, match="offline mode forbids downloading"):
-        vit.build("timm/vit_tiny_patch16_224", "imagenet", offline=True)
+        factory.create("timm/vit_tiny_patch16_224", "imagenet", offline=True)
     plant_hub_file(timm.models.get_pretrained_cfg("vit_tiny_patch16_224").hf_hub_id, "model.safetensors",
                    tmp_path / "model.safetensors")
-    built = vit.build("timm/vit_tiny_patch16_224", "imagenet", offline=True)
+    built = factory.create("timm/vit_tiny_patch16_224", "imagenet", offline=True)
     model, info = built.model, built.info
     assert torch.equal(model.model.pos_embed, source.pos_embed) and len(model.classes) == 1000
     assert "vit_tiny_patch16_224" in info.description and info.sha256
-    built = vit.build("timm/vit_tiny_patch16_224", str(tmp_path / "model.safetensors"))
+    built = factory.create("timm/vit_tiny_patch16_224", str(tmp_path / "model.safetensors"))
     local, info = built.model, built.info
     assert torch.equal(local.model.head.weight, source.head.weight) and info.file.endswith("model.safetensors")
 
@@ -88,13 +88,13 @@ def test_backend_hf_takes_the_shape_of_any_transformers_vit_folder(tmp_path):
     transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "folder")
     (tmp_path / "folder" / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.4] * 3,
                                                                                "image_std": [0.2] * 3}))
-    model = vit.build(vit.AUTO, str(tmp_path / "folder"), backend="hf").model
+    model = factory.create(vit.AUTO, str(tmp_path / "folder"), backend="hf").model
     assert (model.grid, model.arch.patch_size, model.arch.dim, model.preprocessing.mean) == (4, 12, 48, (0.4, 0.4, 0.4))
     assert model.classes == ["c0", "c1", "c2"]
     assert cli.main(["run", "vit.attention", "--preset", "smoke", "--set", "backend=hf", "--set", "arch=auto",
                      "--weights", str(tmp_path / "folder"), "--out", str(tmp_path / "runs")]) == 0
     with pytest.raises(UsageError, match="takes its shape from a transformers folder"):
-        vit.build(vit.AUTO, "random")
+        factory.create(vit.AUTO, "random")
 
 
 @pytest.mark.parametrize("arch", ["timm/vit_tiny_patch16_224", REGISTERS])

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision.models as tvm
 
-from atml.models import clip, cnn, registry, vit
+from atml.models import factory, registry
 from atml.models.preprocess import Preprocess, resize_size
 
 
@@ -34,14 +34,14 @@ def test_every_family_reads_interpolation_and_crop_from_its_weights_entry():
     """The CNN path used to pass only mean and std: a timm CNN's own bicubic filter and crop never reached it."""
     import timm
 
-    built = cnn.build("timm/resnet18", 10, "random", offline=True)
+    built = factory.create("timm/resnet18", "random", family="cnn", num_classes=10)
     cfg = timm.models.get_pretrained_cfg("resnet18").to_dict()
     assert (built.preprocessing.interpolation, built.preprocessing.crop_pct) == (cfg["interpolation"],
                                                                                  cfg["crop_pct"])
-    digits_vit = vit.build("vit-digits", "random", num_classes=5).model
+    digits_vit = factory.create("vit-digits", "random", num_classes=5).model
     assert digits_vit.preprocess.preprocessing == registry.lookup("vit", "vit-digits").preprocessing
     assert digits_vit.preprocess.mode == "bicubic"  # what the demo ViT was trained with
-    tiny_clip = clip.build("clip-digits", "random").model
+    tiny_clip = factory.create("clip-digits", "random").model
     assert tiny_clip.preprocess.preprocessing == registry.lookup("clip", "clip-digits").preprocessing
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from atml import benchmark as bench
 from atml import runtime
 from atml.errors import UsageError
-from atml.models import cnn, freezing
+from atml.models import factory, freezing
 from atml.models.preprocess import Preprocess
 from atml.train.features import FrozenFeatures, extract
 
@@ -81,7 +81,7 @@ def atml_resnet_features(device: torch.device, sizes: Sizes, amp: bool = True, c
                          arch: str = RESNET) -> float:
     """resnet.head's path: build, freeze (BatchNorm folded), channels_last, FrozenFeatures, extract."""
 
-    backbone = cnn.build(arch, 10, "random", offline=True)
+    backbone = factory.create(arch, "random", family="cnn", num_classes=10)
     model = freezing.freeze(backbone.model).to(memory_format=torch.channels_last)
     frozen = FrozenFeatures(Preprocess(backbone.preprocessing, RESOLUTION, channels_last=True), model, compile=compile)
     return _extraction_rate(frozen.to(device), device, sizes, amp)
@@ -92,7 +92,7 @@ def atml_vit_features(device: torch.device, sizes: Sizes, amp: bool = True, comp
     """vit.pooling's path: the ViT wrapper, CLS and mean-of-patches from one forward, extract."""
     from atml.models import vit
 
-    model = vit.build(arch, "random", offline=True).model
+    model = factory.create(arch, "random", family="vit").model
     frozen = FrozenFeatures(model.preprocess, model, vit.pooled_features, compile=compile)
     return _extraction_rate(frozen.to(device), device, sizes, amp)
 
@@ -128,7 +128,6 @@ def plain_finetune(device: torch.device, sizes: Sizes, amp: bool = True, arch: s
 
 def atml_finetune(device: torch.device, sizes: Sizes, amp: bool = True, arch: str = RESNET) -> float:
     """resnet.transfer's full fine-tuning through the shared loop; the rate of its second epoch."""
-    from atml.models import factory
     from atml.train import finetune
     from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 

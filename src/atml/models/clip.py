@@ -35,10 +35,6 @@ from atml.models import weights as weights_lib
 from atml.models.preprocess import Preprocess
 from atml.models.registry import Preprocessing
 from atml.models.types import Built
-from atml.models.weights import WeightsInfo
-
-OPENAI_HUB = registry.MODELS[("clip", "ViT-B-32")].weights["openai"].location
-OPENAI_FILE = "open_clip_model.safetensors"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,53 +103,38 @@ def check_arch(arch_name: str) -> None:
                      "demo's tiny CLIP")
 
 
-def build(arch_name: str, weights: str, *, offline: bool = True, seed: int = 0,
-          state: dict[str, torch.Tensor] | None = None,
-          state_info: WeightsInfo | None = None) -> Built[CLIPModel]:
-    """The model with its weights loaded, and what to record about them.
+def build(arch_name: str, weights: weights_lib.Resolved, *, offline: bool = True, seed: int = 0) -> Built[CLIPModel]:
+    """The model with the resolved ``weights`` (:func:`atml.models.weights.resolve`) loaded.
 
-    ``arch_name``: any open_clip model config (``ViT-B-16``, ``RN50``, ``ViT-B-16-SigLIP``,
-    ...) or the demo's ``clip-digits``; ``weights``: one of open_clip's pretrained tags for it
-    (``openai``, ``laion2b_s34b_b88k``, ``webli``, ...), ``random``, or a file.
+    ``arch_name``: any open_clip model config (``ViT-B-16``, ``RN50``, ``ViT-B-16-SigLIP``, ...)
+    or the demo's ``clip-digits``; ``seed``: open_clip's random initialisation; ``offline``: where
+    a Hugging Face tokenizer (SigLIP's) may come from.
     """
     check_arch(arch_name)
     entry = registry.lookup("clip", arch_name)
-    tags = tuple(t for t, w in entry.weights.items() if w.source != "atml")
-    chosen = entry.weights.get(weights)
-    pretrained_cfg: dict[str, Any] = {}
-    if chosen is not None and chosen.location == OPENAI_HUB:
-        state, state_info = openai_state_dict(offline=offline)
-    elif chosen is not None and chosen.source in ("open_clip-hub", "url"):
-        state, state_info, pretrained_cfg = open_clip_state_dict(arch_name, weights, offline=offline)
-    elif weights == "random":
-        state_info = WeightsInfo("random", f"open_clip's random initialisation of {arch_name} (seed {seed}; "
-                                 "no pretrained weights)", pretrained=False)
-    elif weights_lib.is_path(weights):
-        state, state_info = weights_lib.read_state_dict(_weights_file(Path(weights).expanduser()))
-    elif state is None:
-        raise UsageError(f"weights={weights!r} is not valid for {arch_name}; use "
-                         + (f"one of open_clip's tags ({', '.join(tags)}), " if tags else "")
-                         + f"random, a state dict file or a folder holding {OPENAI_FILE}")
+    state, info, pretrained_cfg = weights.state, weights.info, weights.config
+    if info.spec == "random":
+        info = dataclasses.replace(info, description=f"open_clip's random initialisation of {arch_name} (seed "
+                                                       f"{seed}; no pretrained weights)")
     quick_gelu = pretrained_cfg.get("quick_gelu", arch_name == "ViT-B-32")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _open_clip_model(arch_name, quick_gelu)
-    state_info = state_info or WeightsInfo("memory", "in-memory state dict")
     if state is not None:
         try:
             model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
         except RuntimeError as err:
             lines = " ".join(line.strip() for line in str(err).splitlines()[1:3])
-            raise WeightsError(f"{state_info.file or state_info.spec} does not fit open_clip {arch_name}: "
+            raise WeightsError(f"{info.file or info.spec} does not fit open_clip {arch_name}: "
                                f"{lines[:300]}") from err
     if arch_name in ARCHS:
         built = CLIPModel(model.eval(), arch_name)
-        return Built(built, built.preprocess, state_info)
+        return Built(built, built.preprocess, info)
     if not pretrained_cfg:  # random or a file: the normalisation the model's published weights use
         pretrained_cfg = {"mean": entry.preprocessing.mean, "std": entry.preprocessing.std,
                           "interpolation": entry.preprocessing.interpolation}
     built = CLIPModel(model.eval(), arch_name, _arch_of(model, pretrained_cfg), tokenizer(arch_name, offline=offline))
-    return Built(built, built.preprocess, state_info)
+    return Built(built, built.preprocess, info)
 
 
 def _arch_of(model: Any, pretrained_cfg: dict[str, Any]) -> Arch:
@@ -186,35 +167,6 @@ def tokenizer(arch_name: str, *, offline: bool) -> Any:
     with _quiet_open_clip():
         return open_clip.tokenizer.HFTokenizer(folder, context_length=text_cfg.get("context_length", 77),
                                                **text_cfg.get("tokenizer_kwargs", {}))
-
-
-def open_clip_state_dict(arch_name: str, tag: str, *,
-                         offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo, dict[str, Any]]:
-    """open_clip's pretrained ``tag`` for ``arch_name`` from the Hugging Face cache or hub, SHA-256 checked."""
-    import open_clip
-    from huggingface_hub import hf_hub_download
-
-    cfg = open_clip.get_pretrained_cfg(arch_name, tag)
-    repo = (cfg.get("hf_hub") or "").strip("/")
-    if not repo:
-        raise WeightsError(f"open_clip publishes {arch_name} {tag} only as {cfg.get('url') or 'a file'}, not on the "
-                           "Hugging Face hub; download it and pass --weights /path/to/the/file")
-    path, errors = None, []
-    for name in (OPENAI_FILE, "open_clip_pytorch_model.bin"):
-        try:
-            path = Path(hf_hub_download(repo, name, local_files_only=offline))
-            break
-        except OSError as err:
-            errors.append(type(err).__name__)
-    if path is None:
-        how = "offline mode forbids downloading" if offline else f"the download failed ({', '.join(errors)})"
-        raise WeightsError(f"open_clip {arch_name} weights {tag} ({repo}) are not in the Hugging Face cache and {how}; "
-                           f"run once online, or pass --weights /path/to/{OPENAI_FILE}")
-    weights_lib.check_hub_blob(path)
-    state, info = weights_lib.read_state_dict(path)
-    info.spec = tag
-    info.description = f"open_clip {arch_name} {tag} ({repo}, {path.name}; SHA-256 checked)"
-    return state, info, dict(cfg)
 
 
 @contextlib.contextmanager
@@ -255,32 +207,3 @@ def _open_clip_model(arch_name: str, quick_gelu: bool) -> nn.Module:
                           open_clip.CLIPTextCfg(**cfg["text_cfg"]), quick_gelu=False)
 
 
-def _weights_file(path: Path) -> Path:
-    """A state dict file, or the open_clip weights file inside a folder (a Hugging Face snapshot)."""
-    if not path.is_dir():
-        return path
-    for name in (OPENAI_FILE, "open_clip_pytorch_model.bin", "model.safetensors"):
-        if (path / name).is_file():
-            return path / name
-    raise WeightsError(f"{path} is a folder without {OPENAI_FILE} or open_clip_pytorch_model.bin; pass the weights "
-                       "file itself or a folder holding one")
-
-
-def openai_state_dict(*, offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
-    """OpenAI's ViT-B/32 weights in open_clip's layout, from the Hugging Face cache or hub."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        path = Path(hf_hub_download(OPENAI_HUB, OPENAI_FILE, local_files_only=offline))
-    except OSError as err:  # huggingface_hub's LocalEntryNotFoundError offline, HTTP/connection errors online
-        how = (f"offline mode forbids downloading; fetch {OPENAI_FILE} from https://huggingface.co/{OPENAI_HUB} on a "
-               f"machine with internet and pass --weights /path/to/{OPENAI_FILE}" if offline else
-               f"downloading it failed ({str(err).splitlines()[0][:200]}); pass --weights /path/to/{OPENAI_FILE}")
-        raise WeightsError(f"OpenAI CLIP ViT-B/32 weights ({OPENAI_HUB}/{OPENAI_FILE}) are not in the Hugging Face "
-                           f"cache and {how}") from err
-    weights_lib.check_hub_blob(path)
-    state, info = weights_lib.read_state_dict(path)
-    info.spec = "openai"
-    info.description = (f"OpenAI CLIP ViT-B/32 via open_clip ({OPENAI_HUB}, {path.name}; SHA-256 checked against the "
-                        "name the Hugging Face cache stores it under)")
-    return state, info

@@ -268,10 +268,8 @@ CNN = resnet.ResNetClassifier | CNNClassifier
 """What :func:`build` returns inside :class:`~atml.models.types.Built`: a ResNet or any other CNN, one interface."""
 
 
-def build(arch: str, num_classes: int, weights: str, *, offline: bool,
-          state: dict[str, torch.Tensor] | None = None, state_info: wts.WeightsInfo | None = None,
-          keep_head: bool = False) -> Built[CNN]:
-    """Build ``arch`` with ``weights`` (a name, 'random', a file, or an in-memory ``state``).
+def build(arch: str, num_classes: int, weights: wts.Resolved, *, keep_head: bool = False) -> Built[CNN]:
+    """``arch`` with the resolved ``weights`` (:func:`atml.models.weights.resolve`) loaded into its body.
 
     The model gets a new head of ``num_classes``; ``keep_head`` also keeps the weights' own
     classifier beside it (:attr:`Built.pretrained_head`).
@@ -280,28 +278,16 @@ def build(arch: str, num_classes: int, weights: str, *, offline: bool,
     ``timm/NAME`` for any timm CNN, or one of atml's digits ResNets.
     """
     check_arch(arch, resnet.ARCHS)
+    if is_timm(arch):
+        return _build_timm(arch, num_classes, weights, keep_head=keep_head)
     entry = registry.lookup("cnn", arch)
-    chosen = entry.weights.get(weights)
+    chosen = entry.weights.get(weights.info.spec)
     pre = chosen.preprocessing if chosen else entry.preprocessing
-    named = {tag: tvm.get_weight(w.location) for tag, w in entry.weights.items() if w.source == "torchvision"}
+    state, info = weights.state, weights.info
     if arch in resnet.DIGITS_ARCHS:
         body: nn.Module = resnet.DigitsResNet(num_classes, blocks=resnet.DIGITS_ARCHS[arch])
-    elif is_timm(arch):
-        return _build_timm(arch, num_classes, weights, offline=offline, state=state, state_info=state_info,
-                           keep_head=keep_head)
     else:
         body = torchvision_body(arch)
-    info = wts.WeightsInfo("random", f"random initialisation ({arch})", pretrained=False)
-    if state is not None:
-        info = state_info or wts.WeightsInfo("memory", "in-memory state dict")
-    elif weights in named:
-        state, info = wts.torchvision_state_dict(named[weights], offline=offline)
-        info.spec = weights
-    elif wts.is_path(weights):
-        state, info = wts.read_state_dict(weights)
-    elif weights != "random":
-        valid = ", ".join([*named, "random", "a path to a .pth/.safetensors file"])
-        raise UsageError(f"--weights {weights!r} is not known for {arch}; valid: {valid}")
     if isinstance(body, tvm.ResNet | resnet.DigitsResNet):
         if state is not None:
             wts.load_backbone(body, state, head_prefix="fc.", source=info.description)
@@ -329,20 +315,8 @@ def source_head(state: dict[str, torch.Tensor], prefix: str, num_features: int) 
     return head
 
 
-def _build_timm(arch: str, num_classes: int, weights: str, *, offline: bool,
-                state: dict[str, torch.Tensor] | None, state_info: wts.WeightsInfo | None,
-                keep_head: bool = False) -> Built[CNN]:
-    info = wts.WeightsInfo("random", f"random initialisation ({arch})", pretrained=False)
-    file = None
-    if weights == "imagenet" and state is None:
-        file, info = wts.timm_pretrained_file(arch.removeprefix(TIMM), offline=offline)
-    elif wts.is_path(weights) and state is None:
-        state, info = wts.read_state_dict(weights)
-    elif state is not None:
-        info = state_info or wts.WeightsInfo("memory", "in-memory state dict")
-    elif weights != "random":
-        raise UsageError(f"--weights {weights!r} is not known for {arch}; valid: imagenet, random, "
-                         "a path to a .pth/.safetensors file")
+def _build_timm(arch: str, num_classes: int, weights: wts.Resolved, *, keep_head: bool = False) -> Built[CNN]:
+    state, file, info = weights.state, weights.file, weights.info
     body, pretrained_cfg = timm_body(arch, file)
     model = classifier(arch, body, num_classes)
     if state is not None:

@@ -6,11 +6,12 @@
     built = create("clip-digits", "digits", recipe=key)             # weights atml trained (atml.pretrained.ensure)
     built = create("mlp-vae", latent_dim=2)                         # the VAE and the DCGAN too
 
-Every kind of weights is named here: a registry tag (torchvision, timm, the Hugging Face hub, open_clip),
-``random``, a file or folder, a state dict in memory, and the weights atml trains itself, read from its
-cache by their recipe key (:mod:`atml.pretrained` makes that file; building a model never trains one). The
-registry (:mod:`atml.models.registry`) is data and imports no builder; this module imports them all. The
-experiments ask for a model here and nowhere else.
+Every kind of weights is had through one resolver (:func:`atml.models.weights.resolve`): a registry tag
+(torchvision, a URL, timm's or open_clip's files on the Hugging Face hub), ``random``, a file or folder, and the
+weights atml trains itself, read from its cache by their recipe key (:mod:`atml.pretrained` makes that file;
+building a model never trains one); a transformers folder brings its architecture along. The builders build
+architectures and load what the resolver found. The registry (:mod:`atml.models.registry`) is data and
+imports no builder; this module imports them all. The experiments ask for a model here and nowhere else.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from atml.models.registry import (
     lookup,
 )
 from atml.models.types import Built
-from atml.models.weights import WeightsInfo
+from atml.models.weights import Resolved
 
 if TYPE_CHECKING:  # importing the family modules at run time would load torchvision, timm and open_clip eagerly
     from atml.models.clip import CLIPModel
@@ -123,70 +124,64 @@ def create(name: str, weights: str = "random", *, family: str | None = None, num
     (``keep_head`` keeps the weights' own beside it, :attr:`Built.pretrained_head`). ``recipe``: the key of
     the weights atml trained itself (:func:`atml.pretrained.ensure` gives it). ``options``: what the
     family's builder takes besides: ``backend``/``input_size``/``classes`` (ViT), ``seed`` (CLIP's random
-    initialisation), ``state``/``state_info`` (a state dict in memory), ``latent_dim``/``hidden`` (VAE),
-    ``latent_dim``/``width`` (DCGAN).
+    initialisation), ``latent_dim``/``hidden`` (VAE), ``latent_dim``/``width`` (DCGAN).
     """
     weights = canonical_weights(weights)
-    builders = {"cnn": _cnn, "vit": _vit, "clip": _clip, "vae": _vae, "gan": _gan}
-    if family == "vit" and name == TRANSFORMERS_FOLDER:  # no entry: the shape and preprocessing are the folder's
-        return _vit(name, weights, num_classes=num_classes, offline=offline, keep_head=keep_head, **options)
+    family = family or ("vit" if name == TRANSFORMERS_FOLDER else find(name).family)
+    if family == "vit":
+        from atml.models import vit
+
+        bundle = vit.transformers_bundle(name, weights, backend=options.get("backend", "timm"), offline=offline,
+                                         classes=options.get("classes"))
+        if bundle is not None:  # a transformers folder or hub snapshot: architecture and weights in one
+            return bundle
     entry = find(name, family)
-    if trained_here(entry.family, name, weights):
-        if recipe is None:
-            raise UsageError(f"{name} weights={weights} are trained by atml: pass recipe=atml.pretrained.ensure("
-                             f"'{name}', '{weights}'), which trains them once and names the cached file")
-        made = weights_lib.read_atml_file(name, weights, recipe)
-        options["state"], options["state_info"] = made.state, made.info
-        if made.classes is not None and entry.family == "vit":  # the demo ViT: its head's classes (digits 0-4)
-            options.setdefault("classes", made.classes)
-            num_classes = len(made.classes)
-    return builders[entry.family](name, weights, num_classes=num_classes, offline=offline, keep_head=keep_head,
-                                  **options)
+    resolved = weights_lib.resolve(entry, weights, offline=offline, recipe=recipe)
+    return _BUILDERS[entry.family](entry, resolved, num_classes=num_classes, offline=offline, keep_head=keep_head,
+                                   **options)
 
 
-def _cnn(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
+def _cnn(entry: Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
          **options: Any) -> Built[Any]:
     from atml.models import cnn
 
-    return cnn.build(name, num_classes, weights, offline=offline, keep_head=keep_head, **options)
+    return cnn.build(entry.name, num_classes, weights, keep_head=keep_head, **options)
 
 
-def _vit(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
+def _vit(entry: Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
          **options: Any) -> Built[Any]:
     from atml.models import vit
 
-    return vit.build(name, weights, num_classes=num_classes, offline=offline, **options)
+    return vit.build(entry.name, weights, num_classes=num_classes, **options)
 
 
-def _clip(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
+def _clip(entry: Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
           **options: Any) -> Built[Any]:
     from atml.models import clip
 
-    return clip.build(name, weights, offline=offline, **options)
+    return clip.build(entry.name, weights, offline=offline, **options)
 
 
-def _vae(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
+def _vae(entry: Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
          **options: Any) -> Built[Any]:
     from atml.models.vae import VAE
 
-    return _generative(lookup("vae", name), weights, lambda: VAE(**options))
+    return _generative(entry, weights, VAE(**options))
 
 
-def _gan(name: str, weights: str, *, num_classes: int, offline: bool, keep_head: bool,
+def _gan(entry: Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
          **options: Any) -> Built[Any]:
     from atml.models.gan import DCGAN
 
-    return _generative(lookup("gan", name), weights, lambda: DCGAN(**options))
+    return _generative(entry, weights, DCGAN(**options))
 
 
-def _generative(entry: Model, weights: str, make: Callable[[], nn.Module]) -> Built[Any]:
+def _generative(entry: Model, weights: Resolved, model: nn.Module) -> Built[Any]:
     """The VAE or DCGAN, freshly initialised (the experiments train it) or from a state dict file."""
-    model = make()
-    info = WeightsInfo("random", f"random initialisation ({entry.name})", pretrained=False)
-    if weights_lib.is_path(weights):
-        state, info = weights_lib.read_state_dict(weights)
-        model.load_state_dict(state)
-    elif weights != "random":
-        raise UsageError(f"weights={weights!r} is not valid for {entry.name}; atml trains it in the experiment: use "
-                         "random or a state dict file")
-    return Built(model, Preprocess(entry.preprocessing), info)
+    if weights.state is not None:
+        model.load_state_dict(weights.state)
+    return Built(model, Preprocess(entry.preprocessing), weights.info)
+
+
+_BUILDERS: dict[str, Callable[..., Built[Any]]] = {"cnn": _cnn, "vit": _vit, "clip": _clip, "vae": _vae, "gan": _gan}
+"""Each family's builder: an architecture, with the resolved weights loaded (:func:`weights_lib.resolve`)."""

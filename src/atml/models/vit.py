@@ -255,17 +255,11 @@ def drop_tokens(tokens: torch.Tensor, keep: torch.Tensor, prefix: int = 1) -> to
     return torch.cat([tokens[:, :prefix], patches.gather(1, index)], dim=1)
 
 
-def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: int = 1000,
-          classes: list[str] | None = None, offline: bool = True,
-          state: dict[str, torch.Tensor] | None = None, state_info: WeightsInfo | None = None,
-          input_size: int = 0) -> Built[ViT]:
-    """The model with its weights loaded, and what to record about them.
-
-    ``arch_name``: DeiT-Small, the demo's ``vit-digits``, ``timm/NAME`` for any timm
-    VisionTransformer (``input_size``: build it at this size instead of its own, position
-    embeddings resampled), or ``auto`` with ``backend=hf`` and a transformers folder.
-    ``state``/``state_info``: a timm-layout state dict already in hand (the demo's trained ViT).
-    """
+def transformers_bundle(arch_name: str, weights: str, *, backend: str, offline: bool,
+                        classes: list[str] | None = None) -> Built[ViT] | None:
+    """A transformers ViT whose architecture comes with its weights (``backend=hf``): a transformers folder, or
+    DeiT-Small's ImageNet weights from the Hugging Face cache. None when ``weights`` name no such bundle (then
+    :func:`build` takes them from the resolver)."""
     if backend not in BACKENDS:
         raise UsageError(f"backend={backend!r} is not valid; choose one of {', '.join(BACKENDS)}")
     check_arch(arch_name, backend)
@@ -276,40 +270,40 @@ def build(arch_name: str, weights: str, *, backend: str = "timm", num_classes: i
     if arch_name == AUTO:
         raise UsageError(f"arch={AUTO} takes its shape from a transformers folder: pass backend=hf and "
                          "--weights FOLDER")
+    if backend == "hf" and weights == "imagenet" and arch_name in ARCHS:
+        found = _hf_from_cache(offline)
+        if found is not None:
+            model, info, names = found
+            return _built(HFViT(model, ARCHS[arch_name], registry.MODELS[("vit", arch_name)].preprocessing,
+                                classes or names), info)
+    return None
+
+
+def build(arch_name: str, weights: weights_lib.Resolved, *, backend: str = "timm", num_classes: int = 1000,
+          classes: list[str] | None = None, input_size: int = 0) -> Built[ViT]:
+    """The model with the resolved ``weights`` (:func:`atml.models.weights.resolve`) loaded.
+
+    ``arch_name``: DeiT-Small, the demo's ``vit-digits``, or ``timm/NAME`` for any timm
+    VisionTransformer (``input_size``: build it at this size instead of its own, position
+    embeddings resampled). A head in the weights sets the number of classes; ``classes`` names
+    them (default: the weights' own, ImageNet's for 1,000, else their indices).
+    """
     if arch_name.startswith(TIMM):
-        return _build_any_timm(arch_name.removeprefix(TIMM), weights, offline=offline, input_size=input_size)
+        return _build_any_timm(arch_name.removeprefix(TIMM), weights, input_size=input_size)
     arch, pre = ARCHS[arch_name], registry.MODELS[("vit", arch_name)].preprocessing
-    if weights == "imagenet":
-        if "imagenet" not in registry.weight_tags("vit", arch_name):
-            raise UsageError(f"weights=imagenet exists only for arch={DEIT_SMALL} and timm/NAME archs")
-        if backend == "hf":
-            found = _hf_from_cache(offline)
-            if found is not None:
-                model, info, names = found
-                return _built(HFViT(model, arch, pre, classes or names), info)
-        state, state_info = deit_state_dict(offline=offline)
-        classes = classes or imagenet_classes()
-        num_classes = 1000
-    elif weights == "random":
-        state_info = WeightsInfo("random", f"random initialisation ({arch_name}, {backend}; no pretrained weights)",
-                                 pretrained=False)
-    elif weights_lib.is_path(weights):
-        state, state_info = weights_lib.read_state_dict(weights)
-        if "head.weight" in state:
-            num_classes = state["head.weight"].shape[0]
-    elif state is None:
-        raise UsageError(f"weights={weights!r} is not valid; use imagenet, random, a file or a transformers folder")
-    classes = classes or (imagenet_classes() if num_classes == 1000 else [str(i) for i in range(num_classes)])
-    state_info = state_info or WeightsInfo("memory", "in-memory state dict")
+    state, info = weights.state, weights.info
+    if state is not None and "head.weight" in state:
+        num_classes = state["head.weight"].shape[0]
+    classes = classes or weights.classes or (imagenet_classes() if num_classes == 1000
+                                             else [str(i) for i in range(num_classes)])
     timm_model = _timm_model(arch_name, arch, num_classes)
     if state is not None:
-        _load_timm_state(timm_model, state, state_info.file or state_info.spec)
+        _load_timm_state(timm_model, state, info.file or info.spec)
     if backend == "timm":
-        return _built(TimmViT(timm_model.eval(), arch, pre, classes), state_info)
+        return _built(TimmViT(timm_model.eval(), arch, pre, classes), info)
     hf_model = hf_from_timm(timm_model, arch, classes)
-    state_info = dataclasses.replace(state_info,
-                                     description=state_info.description + " (converted timm -> transformers)")
-    return _built(HFViT(hf_model, arch, pre, classes), state_info)
+    info = dataclasses.replace(info, description=info.description + " (converted timm -> transformers)")
+    return _built(HFViT(hf_model, arch, pre, classes), info)
 
 
 TIMM = "timm/"
@@ -336,22 +330,12 @@ def check_arch(arch_name: str, backend: str = "timm") -> None:
                      "backend=hf and a transformers folder")
 
 
-def _build_any_timm(name: str, weights: str, *, offline: bool, input_size: int) -> Built[ViT]:
+def _build_any_timm(name: str, weights: weights_lib.Resolved, *, input_size: int) -> Built[ViT]:
     """Any timm ``VisionTransformer`` (class token required; register tokens and any patch size handled)."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
-    file, state = None, None
-    if weights == "imagenet":
-        file, info = weights_lib.timm_pretrained_file(name, offline=offline)
-        info.description = info.description.replace("ImageNet ", "")
-    elif weights == "random":
-        info = WeightsInfo("random", f"random initialisation (timm/{name}; no pretrained weights)", pretrained=False)
-    elif weights_lib.is_path(weights):
-        state, info = weights_lib.read_state_dict(weights)
-    else:
-        raise UsageError(f"weights={weights!r} is not valid for timm/{name}; use imagenet (timm's default weights "
-                         "for it), random, or a state dict file")
+    file, state, info = weights.file, weights.state, weights.info
     kwargs: dict[str, Any] = {"pretrained": file is not None}
     if file is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": file}
@@ -402,23 +386,6 @@ def _load_timm_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).splitlines()[1:3]]
         raise WeightsError(f"{source} does not fit this ViT: {' '.join(lines)[:300]}") from err
-
-
-def deit_state_dict(*, offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
-    """The official DeiT-Small file from the torch hub cache (downloaded when allowed), hash-checked."""
-    filename = DEIT_URL.rsplit("/", 1)[-1]
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if not path.is_file():
-        if offline:
-            raise WeightsError(
-                f"DeiT-Small ImageNet weights are not in the torch hub cache ({path}) and offline mode forbids "
-                f"downloading. Fetch {DEIT_URL} on a machine with internet and put it at {path}, or pass "
-                f"--weights /path/to/{filename} (or a transformers folder of {HF_DEIT} with backend=hf).")
-        weights_lib.download(DEIT_URL, path, "DeiT-Small/16 ImageNet-1k (facebookresearch/deit)")
-    state, info = weights_lib.read_state_dict(path)
-    info.spec = "imagenet"
-    info.description = f"DeiT-Small/16 ImageNet-1k, official release {path.name} (SHA-256 prefix verified)"
-    return state, info
 
 
 def imagenet_classes() -> list[str]:

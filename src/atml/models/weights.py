@@ -25,10 +25,13 @@ from typing import Any
 import torch
 
 from atml import storage
-from atml.errors import WeightsError
+from atml.errors import UsageError, WeightsError
+from atml.models.registry import Model, Weights, canonical_weights
 from atml.storage import sha256sum
 
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention
+OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+"""The names open_clip's weights have on the Hugging Face hub (and in a snapshot folder)."""
 
 
 @dataclasses.dataclass
@@ -223,3 +226,140 @@ def read_atml_file(name: str, tag: str, recipe: str) -> AtmlWeights:
     meta = saved["meta"]
     info = WeightsInfo(tag, meta["description"], str(path), sha256sum(path), source_val_acc=float(meta["val_acc"]))
     return AtmlWeights(saved["state_dict"], info, meta.get("classes"))
+
+
+@dataclasses.dataclass
+class Resolved:
+    """What a weights spec names, found and checked but loaded into no architecture yet (timm's
+    ``_resolve_pretrained_source``): a state dict in hand, or a file its library loads itself, or neither
+    (random); what to record about them; what their library says of them (open_clip's pretrained config); the
+    classes of their head when atml trained it."""
+
+    info: WeightsInfo
+    state: dict[str, torch.Tensor] | None = None
+    file: str | None = None
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    classes: list[str] | None = None
+
+
+def resolve(entry: Model, weights: str, *, offline: bool, recipe: str | None = None) -> Resolved:
+    """The one weights resolver every family's builder takes its weights from.
+
+    ``weights``: ``random``, a file (or a folder holding one), or one of ``entry``'s tags, found by the tag's
+    ``source``: torchvision's hub cache, a URL into that cache, timm's or open_clip's files on the Hugging Face
+    hub (cache first; downloaded only when online), or the weights atml trained itself (by ``recipe``, the key
+    :func:`atml.pretrained.ensure` gives). Raises UsageError for weights ``entry`` does not have, WeightsError
+    for weights that cannot be had or read.
+    """
+    tag = canonical_weights(weights)
+    if tag == "random":
+        return Resolved(WeightsInfo("random", f"random initialisation ({entry.name}; no pretrained weights)",
+                                    pretrained=False))
+    if is_path(tag):
+        state, info = read_state_dict(_weights_file(Path(tag).expanduser()))
+        return Resolved(info, state)
+    chosen = entry.weights.get(tag)
+    if chosen is None:
+        valid = ", ".join([*entry.weights, "random"])
+        raise UsageError(f"weights={weights!r} is not valid for {entry.name}; valid: {valid}, or a path to a weights "
+                         "file (.pth/.pt/.safetensors, or a folder holding one)")
+    resolved = _SOURCES[chosen.source](entry, chosen, offline, recipe)
+    resolved.info.spec = tag
+    if entry.builder == "open_clip":
+        import open_clip
+
+        resolved.config = dict(open_clip.get_pretrained_cfg(entry.name, tag) or {})
+    return resolved
+
+
+def _from_torchvision(entry: Model, chosen: Weights, offline: bool, recipe: str | None) -> Resolved:
+    import torchvision.models as tvm
+
+    return Resolved(*_as_pair(torchvision_state_dict(tvm.get_weight(chosen.location), offline=offline)))
+
+
+def _from_url(entry: Model, chosen: Weights, offline: bool, recipe: str | None) -> Resolved:
+    return Resolved(*_as_pair(url_state_dict(chosen.location, chosen.description, offline=offline)))
+
+
+def _from_timm_hub(entry: Model, chosen: Weights, offline: bool, recipe: str | None) -> Resolved:
+    file, info = timm_pretrained_file(entry.name.removeprefix("timm/"), offline=offline)
+    return Resolved(info, file=file)
+
+
+def _from_open_clip_hub(entry: Model, chosen: Weights, offline: bool, recipe: str | None) -> Resolved:
+    return Resolved(*_as_pair(hub_state_dict(chosen.location, OPEN_CLIP_FILES, chosen.description,
+                                             offline=offline)))
+
+
+def _from_atml(entry: Model, chosen: Weights, offline: bool, recipe: str | None) -> Resolved:
+    if recipe is None:
+        raise UsageError(f"{entry.name} weights={chosen.tag} are trained by atml: pass recipe=atml.pretrained.ensure("
+                         f"'{entry.name}', '{chosen.tag}'), which trains them once and names the cached file")
+    made = read_atml_file(entry.name, chosen.tag, recipe)
+    return Resolved(made.info, made.state, classes=made.classes)
+
+
+def _none(entry: Model, chosen: Weights, offline: bool, recipe: str | None) -> Resolved:
+    return resolve(entry, "random", offline=offline)
+
+
+_SOURCES = {"torchvision": _from_torchvision, "url": _from_url, "timm-hub": _from_timm_hub,
+            "open_clip-hub": _from_open_clip_hub, "atml": _from_atml, "none": _none}
+"""How each kind of registry source is had (:data:`atml.models.registry.Source`)."""
+
+
+def _as_pair(found: tuple[dict[str, torch.Tensor], WeightsInfo]) -> tuple[WeightsInfo, dict[str, torch.Tensor]]:
+    state, info = found
+    return info, state
+
+
+def _weights_file(path: Path) -> Path:
+    """A state dict file, or the weights file inside a folder (a Hugging Face snapshot of open_clip or timm)."""
+    if not path.is_dir():
+        return path
+    for name in (*OPEN_CLIP_FILES, "model.safetensors"):
+        if (path / name).is_file():
+            return path / name
+    raise WeightsError(f"{path} is a folder without {', '.join(OPEN_CLIP_FILES)} or model.safetensors; pass the "
+                       "weights file itself or a folder holding one")
+
+
+def url_state_dict(url: str, label: str, *, offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    """A published file from the torch hub cache (downloaded there when allowed), checked by the SHA-256 prefix in
+    its name."""
+    filename = url.rsplit("/", 1)[-1]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not path.is_file():
+        if offline:
+            raise WeightsError(f"{label} weights are not in the torch hub cache ({path}) and offline mode forbids "
+                               f"downloading. Fetch {url} on a machine with internet and put it at {path}, or pass "
+                               f"--weights /path/to/{filename}.")
+        download(url, path, label)
+    state, info = read_state_dict(path)
+    info.description = f"{label} ({path.name}, SHA-256 prefix verified)"
+    return state, info
+
+
+def hub_state_dict(repo: str, names: tuple[str, ...], label: str, *,
+                   offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
+    """The first of ``names`` that Hugging Face repo ``repo`` has, from the local cache (downloaded there when
+    online), checked against the SHA-256 the cache stores it under."""
+    from huggingface_hub import hf_hub_download
+
+    path, errors = None, []
+    for name in names:
+        try:
+            path = Path(hf_hub_download(repo, name, local_files_only=offline))
+            break
+        except OSError as err:  # huggingface_hub: not cached (offline), HTTP and connection errors
+            errors.append(type(err).__name__)
+    if path is None:
+        how = "offline mode forbids downloading" if offline else f"the download failed ({', '.join(errors)})"
+        raise WeightsError(f"{label} ({repo}, {' or '.join(names)}) are not in the Hugging Face cache and {how}; run "
+                           f"once online, or pass --weights /path/to/{names[0]}")
+    check_hub_blob(path)
+    state, info = read_state_dict(path)
+    info.description = (f"{label} ({repo}, {path.name}; SHA-256 checked against the name the Hugging Face cache "
+                        "stores it under)")
+    return state, info
