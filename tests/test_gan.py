@@ -9,6 +9,7 @@ import torch
 from atml import cli
 from atml.analysis import generative
 from atml.errors import DivergedError
+from atml.models import factory
 from atml.models.gan import DCGAN
 from atml.train import gan_recipe
 
@@ -25,7 +26,8 @@ def test_one_training_step_changes_both_networks():
     model = DCGAN(width=8).train()
     optim = gan_recipe.optimizer(model, 2e-4, 0.5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    out = gan_recipe.GANStep(optim)(model, (torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8),))
+    step = gan_recipe.GANStep(optim, factory.create("dcgan", family="gan").preprocess)
+    out = step(model, (torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8),))
     after = model.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"generator", "discriminator"} and out.optimized

@@ -67,3 +67,17 @@ def test_no_import_points_up_the_layers():
 def test_the_report_and_the_readme_tables_are_read_only_from_above():
     below = {file for file, unit, target in _edges() if target == "reporting" and unit not in ("api", "cli")}
     assert not below
+
+
+def test_models_take_pixels_through_their_own_preprocessing_only():
+    """uint8 -> model input happens in ``models/preprocess.py`` (``Built.preprocess``), for the VAE and the DCGAN
+    too: no hand scaling by 255 or 127.5 in what trains or reads a model (drawing an image is another matter)."""
+    import re
+
+    scaling = re.compile(r"(/|div\()\s*(255|127\.5)")
+    readers = [*SRC.joinpath("train").rglob("*.py"), *SRC.joinpath("analysis").rglob("*.py"),
+               *SRC.joinpath("suite", "vae").rglob("*.py"), *SRC.joinpath("suite", "gan").rglob("*.py"),
+               SRC / "models" / "classifier.py", SRC / "models" / "vae.py", SRC / "models" / "gan.py"]
+    found = [f"{p.relative_to(SRC)}:{i}" for p in readers for i, line in enumerate(p.read_text().splitlines(), 1)
+             if scaling.search(line)]
+    assert not found, found

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -50,14 +51,15 @@ def mean_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_all(model: Any, images: torch.Tensor, batch_size: int = 512,
-               device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior parameters (mu, logvar), each (N, latent), for uint8 images."""
+def encode_all(model: Any, preprocess: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+               batch_size: int = 512, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior parameters (mu, logvar), each (N, latent), for uint8 images through the VAE's own
+    ``preprocess`` (on ``device``)."""
     device = device or torch.device("cpu")
     model.eval()
     mus, logvars = [], []
     for batch in images.split(batch_size):
-        mu, logvar = model.encode(batch.to(device).float() / 255)
+        mu, logvar = model.encode(preprocess(batch.to(device)))
         mus.append(mu.cpu())
         logvars.append(logvar.cpu())
     return torch.cat(mus), torch.cat(logvars)

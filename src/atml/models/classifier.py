@@ -25,6 +25,3 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
-
-def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 255

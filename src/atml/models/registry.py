@@ -151,8 +151,10 @@ _DEIT_PRE = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 224, "bicubic", 0.9)
 """timm's pretrained_cfg for deit_small_patch16_224 (short side 248), the pipeline its published top-1 was measured
 with."""
 _CLIP_PRE = Preprocessing(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, 224, "bicubic", 1.0)
-_UNIT_GREY_28 = Preprocessing((0.0,), (1.0,), 28)
-"""The VAE's and the DCGAN's input: one grey channel in [0, 1] at 28 px (MNIST-sized)."""
+UNIT_GREY_28 = Preprocessing((0.0,), (1.0,), 28)
+"""The VAE's input (and the small CNN that scores the DCGAN): one grey channel in [0, 1] at 28 px (MNIST-sized)."""
+SIGNED_GREY_28 = Preprocessing((0.5,), (0.5,), 28)
+"""The DCGAN discriminator's input: one grey channel in [-1, 1] at 28 px, the range of its generator's tanh."""
 
 MODELS: dict[tuple[str, str], Model] = {(m.family, m.name): m for m in (
     _torchvision_resnet("resnet152", "ResNet152_Weights", _V1_V2),
@@ -173,8 +175,8 @@ MODELS: dict[tuple[str, str], Model] = {(m.family, m.name): m for m in (
         _CLIP_PRE, "OpenAI CLIP ViT-B/32 via open_clip")}, _CLIP_PRE),
     _demo("clip-digits", "clip", ("image-text embeddings",), 32, "atml.train.clip_recipe",
           "atml's tiny CLIP trained with open_clip's loss on captioned digits", "bicubic"),
-    Model("mlp-vae", "vae", "atml", ("latent",), {}, _UNIT_GREY_28),
-    Model("dcgan", "gan", "atml", ("generator", "discriminator"), {}, _UNIT_GREY_28),
+    Model("mlp-vae", "vae", "atml", ("latent",), {}, UNIT_GREY_28),
+    Model("dcgan", "gan", "atml", ("generator", "discriminator"), {}, SIGNED_GREY_28),
 )}
 """atml's own entries. The VAE and the DCGAN have no published weights: the vae.* and gan.* experiments train them
 from a seeded random initialisation."""

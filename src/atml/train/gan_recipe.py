@@ -8,6 +8,7 @@ Losses: the standard discriminator BCE and the non-saturating generator loss.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,13 @@ def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
 class GANStep:
     """``step(model, batch)``: one discriminator and one generator update per batch."""
 
-    def __init__(self, optim: torch.optim.Optimizer) -> None:
+    def __init__(self, optim: torch.optim.Optimizer, preprocess: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """``preprocess``: the DCGAN's own (``Built.preprocess``, on the training device): uint8 -> [-1, 1]."""
         self.optim = optim
+        self.preprocess = preprocess
 
     def __call__(self, model: Any, batch: Batch) -> StepOutput:
-        real = batch[0].float().div(127.5).sub(1)  # uint8 -> [-1, 1], the generator's range
+        real = self.preprocess(batch[0])  # uint8 -> [-1, 1], the generator's range
         z = torch.randn(len(real), model.generator.latent_dim, device=real.device)
         fake = model.generator(z)
         d_real, d_fake = model.discriminator(real), model.discriminator(fake.detach())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -61,8 +62,11 @@ def kl_weight_at(variant: Variant, progress: float) -> float:
 class VAEStep(Callback):
     """``step(model, batch)`` for the loop: uint8 images in, the VAE loss and its terms out."""
 
-    def __init__(self, variant: Variant, epochs: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def __init__(self, variant: Variant, epochs: int, preprocess: Callable[[torch.Tensor], torch.Tensor],
+                 optimizer: torch.optim.Optimizer | None = None) -> None:
+        """``preprocess``: the VAE's own (``Built.preprocess``, on the training device): uint8 -> [0, 1]."""
         self.variant = variant
+        self.preprocess = preprocess
         self.epochs = epochs
         self.optimizer = optimizer
         self.weight = kl_weight_at(variant, 0.0)
@@ -74,7 +78,7 @@ class VAEStep(Callback):
         self.aggressive = epoch <= self.variant.aggressive_epochs
 
     def __call__(self, model: Any, batch: Batch) -> StepOutput:
-        x = batch[0].float() / 255  # (B, 1, 28, 28) in [0, 1]
+        x = self.preprocess(batch[0])  # (B, 1, 28, 28) in [0, 1]
         if model.training and self.aggressive:
             self._encoder_steps(model, x)
         out = model(x)

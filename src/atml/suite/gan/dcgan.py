@@ -21,8 +21,10 @@ from atml.analysis import generative, inception
 from atml.config import RunConfig, require_positive
 from atml.errors import UsageError
 from atml.models import factory
-from atml.models.classifier import SmallCNN, uint8_to_unit
+from atml.models.classifier import SmallCNN
 from atml.models.gan import DCGAN, to_unit
+from atml.models.preprocess import Preprocess
+from atml.models.registry import UNIT_GREY_28
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, fixed
@@ -82,8 +84,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+UNIT = Preprocess(UNIT_GREY_28)
+"""The scoring CNN's input: uint8 grey images to [0, 1] (on the CPU; the loop moves each batch on)."""
+
+
 def classify_step(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> StepOutput:
-    return classification_step(model, (uint8_to_unit(batch[0]), batch[1]))
+    return classification_step(model, (UNIT.to(batch[0].device)(batch[0]), batch[1]))
 
 
 def train_classifier(cfg: Config, ctx: RunContext, data: Any) -> tuple[SmallCNN, float]:
@@ -122,14 +128,16 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     classifier, classifier_acc = train_classifier(cfg, ctx, data)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = factory.create("dcgan", family="gan", latent_dim=cfg.latent_dim, width=cfg.width).model.to(ctx.device)
+        built = factory.create("dcgan", family="gan", latent_dim=cfg.latent_dim, width=cfg.width)
+    model, preprocess = built.model.to(ctx.device), built.preprocess.to(ctx.device)
     optim = gan_recipe.optimizer(model, cfg.lr, cfg.beta1, cfg.g_lr_scale)
     sample_epochs = {1, cfg.epochs, *range(cfg.sample_every, cfg.epochs + 1, cfg.sample_every)}
     samples = gan_recipe.FixedNoiseSamples(model, sample_epochs, lambda e, x: save_grid(ctx, e, x), seed=cfg.seed)
     guard = gan_recipe.DiscriminatorWinsGuard(cfg.d_win_threshold)
     rows = fit(Fit(model, optim, Batches((data.train.images,), cfg.batch_size, shuffle=True, seed=cfg.seed),
                    Batches((data.val.images,), 512), cfg.epochs, ctx.device, ctx.run, stage="gan",
-                   step=gan_recipe.GANStep(optim), callbacks=[samples, guard], checkpoint_path=ctx.checkpoint("gan"),
+                   step=gan_recipe.GANStep(optim, preprocess), callbacks=[samples, guard],
+                   checkpoint_path=ctx.checkpoint("gan"),
                    ddp=False,  # two alternating updates per step: GANStep averages each one's gradients
                    progress=ctx.progress, say=ctx.say))
     last_train = rows.phase("train")[-1]
@@ -137,8 +145,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     # generated vs half A, and the floor half B vs half A, with the same number of images each.
     n = min(cfg.eval_samples, len(data.val) // 2)
     ctx.step(f"scoring {n} generated images against {n} real ones: Frechet distance, precision/recall, classes")
-    real_a = uint8_to_unit(data.val.images[:n])
-    real_b = uint8_to_unit(data.val.images[n:2 * n])
+    real_a = UNIT(data.val.images[:n])
+    real_b = UNIT(data.val.images[n:2 * n])
     fake = generate(model, n, cfg.seed + 1, ctx.device)
     (f_a, _), (f_b, _), (f_fake, p_fake) = (embed(classifier, x, ctx.device) for x in (real_a, real_b, fake))
     precision, recall = generative.precision_recall(f_a, f_fake)
@@ -300,9 +308,10 @@ def bench(cfg: Config) -> dict[str, Any]:
     from atml import benchmark as bench_lib
 
     def build() -> tuple[Any, ...]:
-        model = factory.create("dcgan", family="gan", latent_dim=cfg.latent_dim, width=cfg.width).model.to(ctx.device)
+        built = factory.create("dcgan", family="gan", latent_dim=cfg.latent_dim, width=cfg.width)
+        model = built.model.to(ctx.device)
         optim = gan_recipe.optimizer(model, cfg.lr, cfg.beta1, cfg.g_lr_scale)
-        return model, optim, gan_recipe.GANStep(optim), ()
+        return model, optim, gan_recipe.GANStep(optim, built.preprocess.to(ctx.device)), ()
 
     with bench_lib.scratch_context(cfg) as ctx:
         data = grayscale.load_data(cfg, ctx)

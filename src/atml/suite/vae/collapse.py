@@ -47,7 +47,7 @@ def run(cfg: common.Config, ctx: RunContext) -> Results:
     out.add_figures(ctx.save_figure(common.kl_per_dim_bars(runs), "kl_per_dim"))
     out.add_figures(ctx.save_figure(kl_heatmaps(runs), "kl_per_dim_over_epochs"))
     out.add_figures(ctx.save_figure(common.loss_curves(runs), "loss_curves"))
-    x = data.val.images[:10].float().div(255)
+    x = runs[0].preprocess(data.val.images[:10]).cpu()
     rows = {"input": x}
     for run in runs:
         with torch.no_grad():

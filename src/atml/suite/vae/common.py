@@ -20,6 +20,7 @@ from atml.data import ImageDataset
 from atml.errors import UsageError
 from atml.models import factory
 from atml.models import vae as vae_model
+from atml.models.preprocess import Preprocess
 from atml.results import Metric
 from atml.runner import RunContext
 from atml.suite import grayscale
@@ -84,6 +85,8 @@ class Trained:
 
     variant: Variant
     model: vae_model.VAE
+    preprocess: Preprocess
+    """The VAE's own input (``Built.preprocess``, on the run's device): uint8 -> [0, 1]."""
     rows: History
     diag: dict[str, Any]
 
@@ -110,25 +113,26 @@ def train_variant(cfg: Config, ctx: RunContext, data: ImageDataset, variant: Var
     """Train a fresh VAE (seeded identically for every variant) and diagnose it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = factory.create("mlp-vae", family="vae", latent_dim=cfg.latent_dim, hidden=cfg.hidden).model
-        model = model.to(ctx.device)
+        built = factory.create("mlp-vae", family="vae", latent_dim=cfg.latent_dim, hidden=cfg.hidden)
+    model, preprocess = built.model.to(ctx.device), built.preprocess.to(ctx.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step = VAEStep(variant, cfg.epochs, optimizer)
+    step = VAEStep(variant, cfg.epochs, preprocess, optimizer)
     rows = fit(Fit(model, optimizer, Batches((data.train.images,), cfg.batch_size, shuffle=True, seed=cfg.seed),
                    Batches((data.val.images,), 1024), cfg.epochs, ctx.device, ctx.run, stage=stage, step=step,
                    callbacks=[step], checkpoint_path=ctx.checkpoint(stage), progress=ctx.progress, say=ctx.say,
                    ddp=False))  # encoder-only updates (aggressive variant) would stall DDP's reducer
-    return Trained(variant, model, rows, diagnose(model, data, cfg, ctx.device))
+    return Trained(variant, model, preprocess, rows, diagnose(model, preprocess, data, cfg, ctx.device))
 
 
 @torch.no_grad()
-def diagnose(model: vae_model.VAE, data: ImageDataset, cfg: Config, device: torch.device) -> dict[str, Any]:
+def diagnose(model: vae_model.VAE, preprocess: Preprocess, data: ImageDataset, cfg: Config,
+             device: torch.device) -> dict[str, Any]:
     """Collapse evidence on (a sample of) the validation set, in numbers."""
     images = data.val.subset(cfg.diag_samples, seed=cfg.seed).images
-    mu, logvar = latent.encode_all(model, images, device=device)
+    mu, logvar = latent.encode_all(model, preprocess, images, device=device)
     active, mean_variance = latent.active_units(mu)
     generator = torch.Generator().manual_seed(cfg.seed)
-    x = images.float().div(255)
+    x = preprocess(images).cpu()
     z = mu + torch.randn(mu.shape, generator=generator) * (0.5 * logvar).exp()
     decode = lambda codes: model.decode(codes.to(device)).cpu()  # noqa: E731
     kl = latent.mean_kl_per_dim(mu, logvar)

@@ -22,7 +22,7 @@ def run(cfg: common.Config, ctx: RunContext) -> Results:
     model, rows = trained.model, trained.rows
     test = data.val.images[:10]
     with torch.no_grad():
-        x = test.float().div(255).to(ctx.device)
+        x = trained.preprocess(test)
         recon = model(x).recon.cpu()
     n = 10
     out = Results(notes=common.notes(cfg, data), warnings=common.warnings(cfg, data))
@@ -77,16 +77,16 @@ def bench(cfg: common.Config) -> dict[str, Any]:
     from atml import benchmark as bench_lib
 
     def build() -> tuple[Any, ...]:
-        model = factory.create("mlp-vae", family="vae", latent_dim=cfg.latent_dim, hidden=cfg.hidden).model
-        model = model.to(ctx.device)
+        built = factory.create("mlp-vae", family="vae", latent_dim=cfg.latent_dim, hidden=cfg.hidden)
+        model, preprocess = built.model.to(ctx.device), built.preprocess.to(ctx.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        step = VAEStep(common.baseline(cfg), cfg.epochs, optimizer)
+        step = VAEStep(common.baseline(cfg), cfg.epochs, preprocess, optimizer)
         return model, optimizer, step, [step]
 
     with bench_lib.scratch_context(cfg) as ctx:
         data = grayscale.load_data(cfg, ctx)
         timings, model = bench_lib.time_both_data_paths(data.train.images, cfg, ctx.device, build)
-        x = data.train.images[:256].float().div(255).to(ctx.device)
+        x = factory.create("mlp-vae", family="vae").preprocess.to(ctx.device)(data.train.images[:256])
         throughput = bench_lib.model_throughput(model, x, ctx.device, 256)
     return bench_lib.summarise(f"vae.train {len(data.train)} train images ({data.name}), {cfg.epochs} epochs, batch "
                                f"{cfg.batch_size}, device {ctx.device}", timings, throughput, "final train loss")
