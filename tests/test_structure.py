@@ -5,29 +5,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from atml.reporting import layout
+from atml.reporting.layout import LEVEL
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "atml"
 
-LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "errors"),
-    ("runtime", "storage", "distributed"),
-    ("data",),
-    ("models",),
-    ("config", "results"),
-    ("train", "analysis", "figures"),
-    ("references", "run_dir"),
-    ("registry", "pretrained"),
-    ("runner",),
-    ("benchmark",),
-    ("suite",),
-    ("speedtest", "reporting"),
-    ("api", "cli"),
-    ("__init__", "__main__"),
-)
-"""Bottom to top: a module may import its own unit and the layers below it. ``pretrained`` (atml's own weights,
-made by the recipes in ``train``) sits above ``models`` and ``train``; ``figures`` below the experiments that draw
-them; ``reporting`` above the suite it reads."""
-
-LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
+ROOT = SRC.parents[1]
 
 
 def _unit(module: str) -> str:
@@ -81,3 +64,23 @@ def test_models_take_pixels_through_their_own_preprocessing_only():
     found = [f"{p.relative_to(SRC)}:{i}" for p in readers for i, line in enumerate(p.read_text().splitlines(), 1)
              if scaling.search(line)]
     assert not found, found
+
+
+def test_the_readme_layout_map_is_drawn_from_the_package():
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- generated: layout -->", "<!-- end generated: layout -->"
+    assert readme.count(start) == 1, "README has no generated layout map"
+    assert readme.split(start)[1].split(end)[0].strip() == layout.section(SRC).strip()
+
+
+def test_the_tests_are_laid_out_as_the_readme_says():
+    """One flat folder; each file named after the unit it tests (test_<unit>...), or one of the themes README
+    lists."""
+    themes = ("experiment", "bench", "compare", "pixels", "pretrained", "reliability", "safe", "warnings", "readme",
+              "report", "notebook", "device", "discussion", "gan", "factory", "feature", "preprocess", "structure",
+              "rehearsal", "train", "model", "data", "config", "cli", "api", "analysis", "figures", "registry",
+              "distributed", "models")
+    files = sorted(p.name for p in (ROOT / "tests").rglob("test_*.py"))
+    assert all((ROOT / "tests" / f).is_file() for f in files)  # flat: no test in a subfolder
+    odd = [f for f in files if f.removeprefix("test_").split("_")[0].removesuffix(".py") not in (*LEVEL, *themes)]
+    assert not odd, odd

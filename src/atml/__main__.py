@@ -1,3 +1,5 @@
+"""``python -m atml``: the command line (:mod:`atml.cli`)."""
+
 from atml.cli import main
 
 raise SystemExit(main())

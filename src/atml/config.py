@@ -85,8 +85,11 @@ DEFAULT_PRESET = "full"
 """The preset ``atml run`` and ``atml.run`` use when none is given: the course's scale."""
 
 
-def build(cls: type, presets: Mapping[str, Mapping[str, Any]], preset: str,
-          overrides: Iterable[str] = (), *, name: str = "") -> Any:
+C = typing.TypeVar("C", bound=RunConfig)
+
+
+def build(cls: type[C], presets: Mapping[str, Mapping[str, Any]], preset: str,
+          overrides: Iterable[str] = (), *, name: str = "") -> C:
     """Defaults, then ``presets[preset]``, then ``key=value`` overrides; validated. ``name``: the experiment's, for
     messages."""
     if preset not in presets:

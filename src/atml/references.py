@@ -1,6 +1,7 @@
-"""Published figures a run is compared with (``shared/REFERENCES.md``), as data: each experiment lists its own
-beside its ``run`` (``REFERENCES`` in its module, ``Experiment.references``); this module decides when a
-comparison is fair.
+"""When a run may be compared with a published figure (``shared/REFERENCES.md``), and the comparison.
+
+Each experiment lists its own references beside its ``run`` (``REFERENCES`` in its module,
+``Experiment.references``); this module holds their type and decides when a comparison is fair.
 
 Each reference names the metric it compares with and the conditions under which the
 comparison is fair (preset, data, architecture, weights). A run that does not meet them

@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from atml.config import RunConfig
 from atml.errors import UsageError
 
 if TYPE_CHECKING:
     from atml.references import Reference
     from atml.results import Metrics, Results, RunResults
 
+C = TypeVar("C", bound=RunConfig)
+
 
 @dataclasses.dataclass(frozen=True)
-class Experiment:
-    """Everything the CLI needs to run, describe and benchmark one experiment."""
+class Experiment(Generic[C]):
+    """Everything the CLI needs to run, describe and benchmark one experiment whose config is a ``C``."""
 
     name: str
     summary: str
-    config_cls: type
+    config_cls: type[C]
     presets: Mapping[str, Mapping[str, Any]]
-    run: Callable[[Any, Any], Results]
-    """``run(cfg, ctx) -> results`` (see :mod:`atml.suite`): ``cfg`` an instance of ``config_cls``, ``ctx`` the
-    :class:`atml.runner.RunContext` (which imports this module, so it is not named in the type)."""
-    bench: Callable[[Any], dict[str, Any]] | None = None
+    run: Callable[[C, Any], Results]
+    """``run(cfg, ctx) -> results`` (see :mod:`atml.suite`): ``cfg`` an instance of ``config_cls`` (mypy checks it),
+    ``ctx`` the :class:`atml.runner.RunContext` (which imports this module, so it is not named in the type)."""
+    bench: Callable[[C], dict[str, Any]] | None = None
     discuss: Callable[[RunResults], list[str]] | None = None
     """Sentences for the report, written from a run's own results."""
     references: tuple[Reference, ...] = ()
@@ -38,15 +41,15 @@ class Experiment:
 
 class Registry:
     def __init__(self) -> None:
-        self._items: dict[str, Experiment] = {}
+        self._items: dict[str, Experiment[Any]] = {}
 
-    def register(self, exp: Experiment) -> Experiment:
+    def register(self, exp: Experiment[Any]) -> Experiment[Any]:
         if exp.name in self._items:
             raise ValueError(f"experiment {exp.name!r} is registered twice")
         self._items[exp.name] = exp
         return exp
 
-    def get(self, name: str) -> Experiment:
+    def get(self, name: str) -> Experiment[Any]:
         if name not in self._items:
             raise UsageError(f"unknown experiment {name!r}; valid experiments: {', '.join(self.names())}")
         return self._items[name]
@@ -54,7 +57,7 @@ class Registry:
     def names(self) -> list[str]:
         return list(self._items)
 
-    def __iter__(self) -> Iterator[Experiment]:
+    def __iter__(self) -> Iterator[Experiment[Any]]:
         return iter(self._items.values())
 
     def __len__(self) -> int:

@@ -114,32 +114,53 @@ def _rehearsal(name: str, spec: Spec) -> Loaded:
     return Loaded(rehearsal.load(name, spec.seed))
 
 
-DATASETS: dict[str, Callable[[Spec], Loaded]] = {
-    "cifar10": lambda s: Loaded(cifar10.load(_root(s), offline=s.offline)),
-    "cifar100": lambda s: Loaded(cifar100.load(_root(s), offline=s.offline)),
-    "stl10": lambda s: Loaded(stl10.load(_root(s), offline=s.offline)),
-    "fashion-mnist": lambda s: Loaded(fashion_mnist.load(_root(s), offline=s.offline)),
-    "digits": _digits,
-    "folder": _folder,
-    "imagenet": _imagenet,
-    "generated-cifar10": lambda s: Loaded(cifar10.load_generated(
-        cifar10.write_batches(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed))),
-    "generated-cifar100": lambda s: Loaded(cifar100.load_generated(
-        cifar100.write_files(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed))),
-    "generated-stl10": lambda s: Loaded(stl10.load_generated(
-        stl10.write_binaries(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed))),
-    "generated-fashion-mnist": lambda s: Loaded(fashion_mnist.load_generated(
-        fashion_mnist.write_idx(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed))),
-    **{name: functools.partial(_rehearsal, name) for name in rehearsal.NAMES},
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A dataset by what an experiment needs to know of it, besides its loader: whether it is decoded from image
+    files (then ``--data-dir`` is needed and ``image_size`` applies), whether it is generated (files of the real
+    format, not the real data), and whose classes its labels are (ImageNet-1k's: a model's own head scores it)."""
+
+    load: Callable[[Spec], Loaded]
+    files: bool = False
+    generated: bool = False
+    imagenet_labels: bool = False
+
+
+def _generated(load: Callable[[Spec], Loaded]) -> Dataset:
+    return Dataset(load, generated=True)
+
+
+DATASETS: dict[str, Dataset] = {
+    "cifar10": Dataset(lambda s: Loaded(cifar10.load(_root(s), offline=s.offline))),
+    "cifar100": Dataset(lambda s: Loaded(cifar100.load(_root(s), offline=s.offline))),
+    "stl10": Dataset(lambda s: Loaded(stl10.load(_root(s), offline=s.offline))),
+    "fashion-mnist": Dataset(lambda s: Loaded(fashion_mnist.load(_root(s), offline=s.offline))),
+    "digits": Dataset(_digits),
+    "folder": Dataset(_folder, files=True),
+    "imagenet": Dataset(_imagenet, files=True, imagenet_labels=True),
+    "generated-cifar10": _generated(lambda s: Loaded(cifar10.load_generated(
+        cifar10.write_batches(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed)))),
+    "generated-cifar100": _generated(lambda s: Loaded(cifar100.load_generated(
+        cifar100.write_files(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed)))),
+    "generated-stl10": _generated(lambda s: Loaded(stl10.load_generated(
+        stl10.write_binaries(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed)))),
+    "generated-fashion-mnist": _generated(lambda s: Loaded(fashion_mnist.load_generated(
+        fashion_mnist.write_idx(_scratch(s), n_train=s.generated[0], n_test=s.generated[1], seed=s.seed)))),
+    **{name: _generated(functools.partial(_rehearsal, name)) for name in rehearsal.NAMES},
 }
 """Every dataset atml reads, by the name a config's ``data`` field uses."""
+
+
+def describe(name: str) -> Dataset:
+    """What ``name`` is (:class:`Dataset`); a UsageError listing the valid names for any other."""
+    if name not in DATASETS:
+        from atml.errors import UsageError
+
+        raise UsageError(f"data={name!r} is not a known dataset; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
 
 
 
 def create(spec: Spec) -> Loaded:
     """The dataset ``spec.name``, loaded and checked (see each reader for its checks)."""
-    if spec.name not in DATASETS:
-        from atml.errors import UsageError
-
-        raise UsageError(f"data={spec.name!r} is not a known dataset; choose one of {', '.join(DATASETS)}")
-    return DATASETS[spec.name](spec)
+    return describe(spec.name).load(spec)

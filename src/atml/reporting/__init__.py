@@ -1,1 +1,1 @@
-"""Figures in one paper style, and the report that gathers runs into one page (``atml.report`` builds it)."""
+"""The report that gathers runs into one page (HTML, Markdown, LaTeX), and README's generated sections."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from atml.reporting import layout
 from atml.results import Metric, Metrics, Results, RunResults
 from atml.suite import registry
 
@@ -274,6 +275,10 @@ def update(readme: str, benchmarks: Path) -> str:
         text = render(name, benchmarks)
         if text is not None:
             readme = readme.split(start)[0] + text + readme.split(end, 1)[1]
+    start, end = markers("layout")
+    if readme.count(start) == 1 and readme.count(end) == 1:
+        map_ = layout.section(Path(__file__).resolve().parents[1])
+        readme = readme.split(start)[0] + f"{start}\n{map_}\n{end}" + readme.split(end, 1)[1]
     return readme
 
 

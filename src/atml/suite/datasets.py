@@ -22,9 +22,6 @@ from atml.models.preprocess import resize_size
 from atml.models.registry import Preprocessing
 from atml.runner import RunContext
 
-FILES = ("folder", "imagenet")
-"""The datasets read from image files, decoded by :func:`decode_plan`; the others come at their own fixed size."""
-
 
 @dataclasses.dataclass(frozen=True)
 class Decode(Square):
@@ -75,13 +72,15 @@ def check(cfg: Any, names: tuple[str, ...]) -> None:
     """Refuse a ``data`` name the family does not take (``names``: its ``DATA``), naming the ones it does."""
     if cfg.data not in names:
         raise UsageError(f"data={cfg.data!r} is not valid; choose one of {', '.join(names)}")
-    if cfg.image_size is not None and cfg.data not in FILES and not getattr(cfg, "images", ()):
+    files = factory.describe(cfg.data).files  # image files, decoded by decode_plan; the others come at a fixed size
+    if cfg.image_size is not None and not files and not getattr(cfg, "images", ()):
         raise UsageError(f"image_size={cfg.image_size} sets the size image files are decoded at (data=folder, "
                          f"data=imagenet, --set images=...); data={cfg.data} comes at its own size. Leave image_size "
                          "out, or read image files")
-    if cfg.data in FILES and not (cfg.data_dir and Path(cfg.data_dir).expanduser().is_dir()):
+    if files and not (cfg.data_dir and Path(cfg.data_dir).expanduser().is_dir()):
         where = f"--data-dir {cfg.data_dir} is not a folder" if cfg.data_dir else "no --data-dir was given"
-        layout = ("DIR/val/<wnid>/*.JPEG (ImageNet's validation layout)" if cfg.data == "imagenet" else
+        layout = ("DIR/val/<wnid>/*.JPEG (ImageNet's validation layout)" if factory.describe(cfg.data).imagenet_labels
+                  else
                   "DIR/train/CLASS/*.jpg (and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
         raise UsageError(f"data={cfg.data} reads an image folder, but {where}; pass --data-dir DIR with {layout}")
 
@@ -94,7 +93,7 @@ def load(cfg: Any, ctx: RunContext, pixels: Sequence[Preprocessing], *, limits: 
     What was read (and any unreadable files left out) goes to env.json's ``data`` entry, and
     from there to the run's notes.
     """
-    plan = decode_plan(cfg.image_size, pixels) if cfg.data in FILES else None
+    plan = decode_plan(cfg.image_size, pixels) if factory.describe(cfg.data).files else None
     options: dict[str, Any] = {"skip_bad_images": cfg.skip_bad_images, "progress": ctx.progress, **spec}
     if plan is not None:
         options |= {"image_size": plan.size, "crop": plan.crop, "interpolation": plan.interpolation}

@@ -21,6 +21,7 @@ import torch
 from atml import runtime
 from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, digits
+from atml.data import factory as data_factory
 from atml.errors import DataError, UsageError
 from atml.models import cnn, factory, registry, resnet
 from atml.models.preprocess import Preprocess
@@ -121,7 +122,7 @@ def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int,
     the weights' own classifier is kept beside the new head (:attr:`atml.models.types.Built.pretrained_head`)."""
     recipe = ctx.pretrained(cfg.arch, cfg.weights, family="cnn", epochs=cfg.pretrain_epochs, seed=cfg.seed)
     backbone = factory.create(cfg.arch, cfg.weights, family="cnn", num_classes=num_classes, offline=ctx.offline,
-                              keep_head=cfg.data == "imagenet", recipe=recipe)
+                              keep_head=data_factory.describe(cfg.data).imagenet_labels, recipe=recipe)
     ctx.record_source(source_key, dataclasses.asdict(backbone.info))
     return backbone
 

@@ -15,6 +15,7 @@ import torch
 
 from atml import benchmark as bench_lib
 from atml import figures, references
+from atml.data import factory as data_factory
 from atml.errors import UsageError
 from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
@@ -56,10 +57,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def run(cfg: Config, ctx: RunContext) -> Results:
-    data = load_data(cfg, ctx, needs_train=cfg.data != "imagenet")
+    imagenet = data_factory.describe(cfg.data).imagenet_labels
+    data = load_data(cfg, ctx, needs_train=not imagenet)
     backbone = load_backbone(cfg, ctx, num_classes=len(data.train.classes))
     out = Results()
-    if cfg.data == "imagenet":  # the weights' own head on its own classes, before a new one is trained
+    if imagenet:  # the weights' own head on its own classes, before a new one is trained
         numbers, said = score_pretrained_head(cfg, ctx, backbone, data)
         out.metrics.records += numbers
         out.notes += said
@@ -134,8 +136,9 @@ def notes(cfg: Config) -> list[str]:
         out.append("Demo preset: no ImageNet weights offline, so the backbone was pretrained by atml on "
                    "digits 0-4 and the head is trained on digits 5-9 (Yosinski et al. 2014 style split); "
                    "8 px is the native size, 32 px the pretraining size, mirroring CIFAR-10 32 px vs 224 px.")
-    if cfg.data == "generated-cifar10":
-        out.append("Smoke preset: generated CIFAR-10-format files, not real CIFAR-10; numbers test the code path only.")
+    if data_factory.describe(cfg.data).generated:
+        out.append(f"Generated {cfg.data.split('-', 1)[1]}-format files, not the real data: the numbers test the code "
+                   "path only.")
     return out
 
 

@@ -17,6 +17,7 @@ from atml import figures
 from atml.analysis import latent
 from atml.config import RunConfig, require_positive, require_unit_interval
 from atml.data import ImageDataset
+from atml.data import factory as data_factory
 from atml.errors import UsageError
 from atml.models import factory
 from atml.models import vae as vae_model
@@ -287,6 +288,7 @@ def notes(cfg: Config, data: ImageDataset) -> list[str]:
            "slightly above log N."]
     if cfg.data == "digits":
         out.append("Demo preset: scikit-learn's 8x8 digits upsampled to 28x28 stand in for FashionMNIST.")
-    if cfg.data == "generated-fashion-mnist":
-        out.append("Smoke preset: generated IDX files, not real FashionMNIST; numbers test the code path only.")
+    if data_factory.describe(cfg.data).generated:
+        out.append(f"Generated {cfg.data.split('-', 1)[1]} files in the real format, not the real data: the numbers "
+                   "test the code path only.")
     return out

@@ -16,6 +16,7 @@ import torch
 
 from atml import figures
 from atml.analysis import attention as att
+from atml.data import factory
 from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
@@ -87,7 +88,7 @@ def _images(cfg: AttentionConfig, ctx: RunContext, model: vit.ViT, batch: int,
         shown = common.user_images(cfg, model, notes)
         return shown, lambda: (common.as_batch(dict(part), model, ctx.device)
                                for part in _chunks(list(shown.items()), batch))
-    if len(model.classes) == 1000 and cfg.data not in ("folder", "imagenet"):  # an ImageNet model: photos
+    if len(model.classes) == 1000 and not factory.describe(cfg.data).files:  # an ImageNet model: photos
         photos = dict(list(common.sample_photos(cfg, model, notes).items())[:cfg.count])
         return photos, lambda: iter(common.as_batch(photos, model, ctx.device).split(batch))
     data = common.load_labelled(cfg, ctx, model)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from atml import figures
+from atml.data import factory
 from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
@@ -48,9 +49,10 @@ def run(cfg: ClassifyConfig, ctx: RunContext) -> Results:
         raise UsageError(f"{cfg.arch} has no classification head (a self-supervised backbone), so it has no classes "
                          "to predict; vit.attention, vit.masking (with a fitted probe) and vit.pooling take it")
     out = Results(notes=common.source_notes(cfg, ctx))
-    if len(model.classes) == 1000 and cfg.data == "folder":  # the folder's images, in the model's classes
+    data = factory.describe(cfg.data)
+    if len(model.classes) == 1000 and data.files and not data.imagenet_labels:  # a folder, in the model's classes
         groups = _folder_groups(cfg, ctx, model, out.notes)
-    elif len(model.classes) == 1000 and cfg.data != "imagenet":
+    elif len(model.classes) == 1000 and not data.imagenet_labels:
         groups = {"photos": (model, _photos(cfg, model, out.notes))}
     else:
         groups = _scored_groups(cfg, ctx, model, out)
@@ -96,7 +98,7 @@ def _scored_groups(cfg: ClassifyConfig, ctx: RunContext, model: vit.ViT, out: Re
     out.notes.append(f"Held-out accuracy over all {len(data.val):,} validation images of {data.name}: "
                      + ", ".join(f"top-{t} {a:.4f}" for t, a in accuracy.items())
                      + (" (ImageNet-1k's own classes: the model's published top-1 is the reference)"
-                        if cfg.data == "imagenet" else "") + ".")
+                        if factory.describe(cfg.data).imagenet_labels else "") + ".")
     photo_model, why = (model, "") if len(model.classes) == 1000 else common.imagenet_photo_model(cfg, ctx)
     if photo_model is not None:
         groups["photos"] = (photo_model, _photos(cfg, photo_model, out.notes))

@@ -1,0 +1,65 @@
+"""The package's layers, bottom to top, as data: README's layout map is drawn from them, and a test checks that
+every import points down them (``tests/test_structure.py``)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("_version", "errors"),
+    ("runtime", "storage", "distributed"),
+    ("data",),
+    ("models",),
+    ("config", "results"),
+    ("train", "analysis", "figures"),
+    ("references", "run_dir"),
+    ("registry", "pretrained"),
+    ("runner",),
+    ("benchmark",),
+    ("suite",),
+    ("speedtest", "reporting"),
+    ("api", "cli"),
+    ("__init__", "__main__"),
+)
+"""Bottom to top: a module may import its own unit and the layers below it. ``pretrained`` (atml's own weights,
+made by the recipes in ``train``) sits above ``models`` and ``train``; ``figures`` below the experiments that draw
+them; ``reporting`` above the suite it reads."""
+
+LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
+
+
+def summary(path: Path) -> str:
+    """The first sentence of a module's (or package's ``__init__``) docstring."""
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    text = " ".join(doc.split("\n\n")[0].split())
+    return text.split(". ")[0].rstrip(".")
+
+
+def section(src: Path) -> str:
+    """README's layout map: every layer, top first, each unit with its first sentence (a package with its
+    modules)."""
+    lines = ["```", "src/atml/   (each layer imports only the layers below it; tests/test_structure.py checks)"]
+    for level in reversed(range(len(LAYERS))):
+        for unit in LAYERS[level]:
+            package = src / unit
+            path = package / "__init__.py" if package.is_dir() else src / f"{unit}.py"
+            name = f"{unit}/" if package.is_dir() else f"{unit}.py"
+            lines.append(f"  {name:<16}{summary(path)}")
+            if package.is_dir():
+                modules = sorted(p.stem for p in package.glob("*.py") if p.stem != "__init__")
+                modules += sorted(f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file())
+                lines += [f"  {'':<16}  {chunk}" for chunk in _wrapped(", ".join(modules), 96)]
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def _wrapped(text: str, width: int) -> list[str]:
+    out, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            out.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return [*out, line] if line else out
