@@ -63,7 +63,7 @@ def test_an_epoch_budget_runs_the_first_epochs_and_records_the_plan():
     with epoch_budget(2) as budget:
         rows = fit(Fit(model, torch.optim.SGD(model.parameters(), lr=0.1), data, None, 7, torch.device("cpu"),
                        MemoryRecorder(), stage="s", say=lambda _m: None))
-    assert [r["epoch"] for r in rows] == [1, 2]
+    assert [r.epoch for r in rows] == [1, 2]
     (stage,) = budget.stages
     assert stage["stage"] == "s" and stage["planned_epochs"] == 7 and stage["run_epochs"] == 2 and stage["seconds"] > 0
     rows = fit(Fit(model, torch.optim.SGD(model.parameters(), lr=0.1), data, None, 3, torch.device("cpu"),

@@ -30,15 +30,15 @@ def _job(tmp_path, epochs, recorder, seed=0, init_seed=None):
 def test_learns_and_logs_one_record_per_epoch_and_phase(tmp_path):
     recorder = MemoryRecorder()
     rows = fit(_job(tmp_path, 4, recorder))
-    assert [(r["epoch"], r["phase"]) for r in rows] == [(e, p) for e in range(1, 5) for p in ("train", "val")]
+    assert [(r.epoch, r.phase) for r in rows] == [(e, p) for e in range(1, 5) for p in ("train", "val")]
     assert rows[-1]["acc"] > 0.8 and rows[-1]["loss"] < rows[1]["loss"]
 
 
 def test_fit_returns_a_history_asked_by_phase_not_by_string_filters(tmp_path):
     rows = fit(_job(tmp_path, 3, MemoryRecorder()))
     assert isinstance(rows, History) and len(rows.phase("train")) == len(rows.phase("val")) == 3
-    assert rows.last("val", "acc") == [r for r in rows if r["phase"] == "val"][-1]["acc"]
-    assert rows.values("train", "loss") == [r["loss"] for r in rows if r["phase"] == "train"]
+    assert rows.last("val", "acc") == [r for r in rows if r.phase == "val"][-1]["acc"]
+    assert rows.values("train", "loss") == [r["loss"] for r in rows if r.phase == "train"]
     with pytest.raises(KeyError, match="no val record with 'kl'"):
         rows.last("val", "kl")
     with pytest.raises(ValueError, match="phase='test'"):
@@ -56,7 +56,7 @@ def test_resume_gives_identical_weights_and_no_duplicate_records(tmp_path):
     rows = fit(resumed)
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
-    assert [(r["epoch"], r["phase"]) for r in rows] == [(e, p) for e in range(1, 6) for p in ("train", "val")]
+    assert [(r.epoch, r.phase) for r in rows] == [(e, p) for e in range(1, 6) for p in ("train", "val")]
 
 
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path):

@@ -113,13 +113,14 @@ def log_axis(ax: Any, axis: str = "x") -> None:
 
 
 @styled
-def training_curves(records: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str = "") -> Any:
-    """Loss and accuracy per epoch; one colour per stage, train dashed, validation solid; legend below."""
+def training_curves(records: Mapping[str, Sequence[Any]], *, title: str = "") -> Any:
+    """Loss and accuracy per epoch of each stage's :class:`~atml.train.loop.EpochRecord` s; one colour per stage,
+    train dashed, validation solid; legend below."""
     fig, axes = figure(2, width=2.0, height=2.6)
     for i, rows in enumerate(records.values()):
         for phase, style in (("train", "--"), ("val", "-")):
-            pts = [r for r in rows if r.get("phase") == phase]
-            epochs = [r["epoch"] for r in pts]
+            pts = [r for r in rows if r.phase == phase]
+            epochs = [r.epoch for r in pts]
             for ax, key in zip(axes[0], ("loss", "acc")):
                 if pts and key in pts[0]:
                     ax.plot(epochs, [r[key] for r in pts], style, color=palette(i), marker="o", ms=2)

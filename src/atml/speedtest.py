@@ -142,7 +142,7 @@ def atml_finetune(device: torch.device, sizes: Sizes, amp: bool = True, arch: st
         batches = batches.pin()
     rows = fit(Fit(pipeline, optimizer, batches, None, 2, device, MemoryRecorder(), stage="speed",
                    say=lambda _m: None, autocast=lambda: runtime.autocast(device, amp)))
-    return rows[-1]["images_per_s"]  # epoch 1 warmed up
+    return rows[-1].images_per_s or 0.0  # epoch 1 warmed up
 
 
 @dataclasses.dataclass

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from atml.distributed import sync_gradients
 from atml.errors import DivergedError
 from atml.models.gan import DCGAN
-from atml.train.loop import Batch, Callback, StepOutput
+from atml.train.loop import Batch, Callback, EpochRecord, StepOutput
 
 
 def optimizer(model: DCGAN, lr: float, beta1: float, g_lr_scale: float = 1.0) -> torch.optim.Adam:
@@ -80,7 +80,7 @@ class DiscriminatorWinsGuard(Callback):
         self.patience = patience
         self.strikes = 0
 
-    def on_epoch_end(self, epoch: int, records: dict[str, dict[str, Any]]) -> None:
+    def on_epoch_end(self, epoch: int, records: dict[str, EpochRecord]) -> None:
         train = records["train"]
         won = train["d_fake"] < self.threshold and train["d_real"] > 1 - self.threshold
         self.strikes = self.strikes + 1 if won else 0
@@ -101,7 +101,7 @@ class FixedNoiseSamples(Callback):
         self.noise = torch.randn(n, model.generator.latent_dim, generator=torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
-    def on_epoch_end(self, epoch: int, records: dict[str, dict[str, Any]]) -> None:
+    def on_epoch_end(self, epoch: int, records: dict[str, EpochRecord]) -> None:
         if epoch in self.epochs:
             was_training = self.model.training
             self.model.eval()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from atml.train.loop import Callback
+from atml.train.loop import Callback, EpochRecord
 
 
 class GradientFlow(Callback):
@@ -44,10 +44,10 @@ class GradientFlow(Callback):
             if grads:
                 self._add("grad_param", name, torch.stack(grads).norm())
 
-    def on_epoch_end(self, epoch: int, records: dict[str, dict[str, Any]]) -> None:
+    def on_epoch_end(self, epoch: int, records: dict[str, EpochRecord]) -> None:
         steps = max(self._steps, 1)
         for kind, sums in self._sums.items():
-            records["train"][kind] = {name: total / steps for name, total in sums.items()}
+            records["train"].values[kind] = {name: total / steps for name, total in sums.items()}
             sums.clear()
         self._steps = 0
 

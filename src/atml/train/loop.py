@@ -22,7 +22,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -40,29 +40,67 @@ Phase = Literal["train", "val"]
 PHASES: tuple[Phase, ...] = ("train", "val")
 
 
-class History(list[dict[str, Any]]):
-    """What :func:`fit` returns: one record per epoch and phase, in order, as written to ``metrics.jsonl``
-    (``stage``, ``epoch``, ``phase``, ``loss`` and the step's own numbers: ``acc``, ``kl``, ``grad_in`` ...).
+_FIELDS = ("stage", "epoch", "phase", "time_s", "images_per_s")
 
-    Still a list of those records (figures and reports read them as such); ask it by phase instead of
-    filtering on a string key: ``history.phase("val")``, ``history.last("val", "acc")``.
-    """
 
-    def phase(self, phase: Phase) -> list[dict[str, Any]]:
+@dataclasses.dataclass
+class EpochRecord:
+    """One epoch of one phase of one training stage: where and when, and the epoch's means of what the step
+    reported (``loss`` always; ``acc``, ``kl``, ``kl_per_dim`` (a list), ``grad_in`` (by block) as the step and its
+    callbacks say). ``metrics.jsonl`` holds it flat, one JSON object per record (:meth:`to_json`)."""
+
+    stage: str
+    epoch: int
+    phase: Phase
+    values: dict[str, Any]
+    """The step's numbers by name, ``loss`` first; a callback may add its own (``grad_in``)."""
+    time_s: float = 0.0
+    images_per_s: float | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        """One of :attr:`values` (a KeyError names the record)."""
+        if name not in self.values:
+            raise KeyError(f"the {self.stage} {self.phase} record of epoch {self.epoch} has no {name!r} "
+                           f"(it has {', '.join(self.values)})")
+        return self.values[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.values
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "epoch": self.epoch, "phase": self.phase, **self.values, "time_s": self.time_s,
+                "images_per_s": self.images_per_s}
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> EpochRecord:
+        return cls(row.get("stage", "main"), int(row.get("epoch", 0)), row.get("phase", "train"),
+                   {k: v for k, v in row.items() if k not in _FIELDS}, float(row.get("time_s") or 0.0),
+                   row.get("images_per_s"))
+
+
+class History(list[EpochRecord]):
+    """What :func:`fit` returns: its :class:`EpochRecord` s, one per epoch and phase, in order. Ask it by phase:
+    ``history.phase("val")``, ``history.last("val", "acc")``. ``History.of`` also reads ``metrics.jsonl`` rows."""
+
+    @classmethod
+    def of(cls, rows: Iterable[EpochRecord | Mapping[str, Any]]) -> History:
+        return cls(r if isinstance(r, EpochRecord) else EpochRecord.from_json(r) for r in rows)
+
+    def phase(self, phase: Phase) -> list[EpochRecord]:
         if phase not in PHASES:
             raise ValueError(f"phase={phase!r}: a history has {' and '.join(PHASES)} records")
-        return [r for r in self if r["phase"] == phase]
+        return [r for r in self if r.phase == phase]
 
     def values(self, phase: Phase, key: str) -> list[Any]:
         """``key`` of every ``phase`` record that has it, in epoch order."""
-        return [r[key] for r in self.phase(phase) if key in r]
+        return [r.values[key] for r in self.phase(phase) if key in r.values]
 
     def last(self, phase: Phase, key: str) -> Any:
         """``key`` of the last ``phase`` record (a KeyError names what is missing)."""
         records = self.phase(phase)
-        if not records or key not in records[-1]:
+        if not records or key not in records[-1].values:
             raise KeyError(f"no {phase} record with {key!r} in this history ({len(records)} {phase} records)")
-        return records[-1][key]
+        return records[-1].values[key]
 SUMMARY_METRICS = 3  # loss and the first two metrics a step reports, per phase, in the epoch line
 
 
@@ -189,7 +227,7 @@ class Callback:
 
     def on_after_backward(self, model: torch.nn.Module, epoch: int, step: int) -> None: ...
 
-    def on_epoch_end(self, epoch: int, records: dict[str, dict[str, Any]]) -> None: ...
+    def on_epoch_end(self, epoch: int, records: dict[str, EpochRecord]) -> None: ...
 
 
 @dataclasses.dataclass
@@ -262,7 +300,7 @@ def fit(job: Fit) -> History:
         for epoch in range(start + 1, last + 1):
             epoch_started = time.perf_counter()
             job.train.set_epoch(epoch)
-            records = {"train": _run_epoch(job, epoch, train=True, bar=bar)}
+            records: dict[str, EpochRecord] = {"train": _run_epoch(job, epoch, train=True, bar=bar)}
             if job.val is not None:
                 records["val"] = _run_epoch(job, epoch, train=False, bar=bar)
             if job.scheduler is not None:
@@ -272,7 +310,7 @@ def fit(job: Fit) -> History:
             # Records first, checkpoint second: a crash in between leaves a record past the checkpoint,
             # which resuming prunes, never a checkpointed epoch without its record.
             for record in records.values():
-                job.recorder.log_metrics(record)
+                job.recorder.log_metrics(record.to_json())
             if job.checkpoint_path is not None and rank_and_world()[0] == 0:  # rank 0 writes for all
                 checkpoint.save(job.checkpoint_path, model=unwrap(job.model), optimizer=job.optimizer, epoch=epoch,
                                 scheduler=job.scheduler)
@@ -283,7 +321,7 @@ def fit(job: Fit) -> History:
     if budget is not None:
         budget.stages.append({"stage": job.stage, "planned_epochs": job.epochs - start, "run_epochs": last - start,
                               "seconds": seconds})
-    return History(r for r in job.recorder.read_metrics() if r.get("stage") == job.stage)
+    return History.of(r for r in job.recorder.read_metrics() if r.get("stage") == job.stage)
 
 
 def _resume(job: Fit) -> int:
@@ -302,7 +340,7 @@ FINITE_CHECK_EVERY = 25
 waits for the device, and waiting every step would stop the host from queueing the next one."""
 
 
-def _run_epoch(job: Fit, epoch: int, *, train: bool, bar: Any) -> dict[str, Any]:
+def _run_epoch(job: Fit, epoch: int, *, train: bool, bar: Any) -> EpochRecord:
     job.model.train(train)
     batches = job.train if train else job.val
     if batches is None:
@@ -340,10 +378,9 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool, bar: Any) -> dict[str, Any]
     sums = {name: total.cpu() for name, total in sums.items()}  # the epoch's one wait for the device
     sums, seen = reduce_totals(sums, seen)
     elapsed = time.perf_counter() - started
-    record: dict[str, Any] = {"stage": job.stage, "epoch": epoch, "phase": "train" if train else "val"}
-    record.update({name: (total / max(seen, 1)).tolist() for name, total in sums.items()})
-    record.update({"time_s": elapsed, "images_per_s": seen / elapsed if elapsed > 0 else None})
-    return record
+    return EpochRecord(job.stage, epoch, "train" if train else "val",
+                       {name: (total / max(seen, 1)).tolist() for name, total in sums.items()}, elapsed,
+                       seen / elapsed if elapsed > 0 else None)
 
 
 class _FiniteWatch:
@@ -385,11 +422,10 @@ class _FiniteWatch:
                                 f"{where}. Lower the learning rate or check the data.")
 
 
-def _summary(job: Fit, epoch: int, records: dict[str, dict[str, Any]]) -> str:
+def _summary(job: Fit, epoch: int, records: dict[str, EpochRecord]) -> str:
     parts = [f"[{job.stage}] epoch {epoch}/{job.epochs}"]
     for phase, record in records.items():
-        scalars = [(k, v) for k, v in record.items()
-                   if k not in ("stage", "epoch", "phase", "time_s", "images_per_s") and isinstance(v, float)]
+        scalars = [(k, v) for k, v in record.values.items() if isinstance(v, float)]
         parts += [f"{phase}_{name}={value:.4f}" for name, value in scalars[:SUMMARY_METRICS]]
-    parts.append(f"{records['train']['time_s']:.1f}s")
+    parts.append(f"{records['train'].time_s:.1f}s")
     return " ".join(parts)

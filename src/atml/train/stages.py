@@ -9,13 +9,13 @@ whose validation loss diverged, so the report never ranks it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
 from atml.results import Metric
-from atml.train.loop import History
+from atml.train.loop import EpochRecord, History
 
 
 def new_head(in_features: int, num_classes: int, seed: int) -> torch.nn.Linear:
@@ -25,23 +25,23 @@ def new_head(in_features: int, num_classes: int, seed: int) -> torch.nn.Linear:
         return torch.nn.Linear(in_features, num_classes)
 
 
-def stage_metrics(rows: Iterable[dict[str, Any]]) -> list[Metric]:
+def stage_metrics(rows: Iterable[EpochRecord | Mapping[str, Any]]) -> list[Metric]:
     """A classification stage's headline numbers: final and best validation accuracy, final train accuracy, val loss
     (``rows``: :func:`atml.train.loop.fit`'s history, or the same records read back from metrics.jsonl)."""
-    history = History(rows)
+    history = History.of(rows)
     val, train = history.phase("val"), history.phase("train")
     return [Metric("val_acc", val[-1]["acc"]), Metric("best_val_acc", max(r["acc"] for r in val)),
             Metric("train_acc", train[-1]["acc"]), Metric("val_loss", val[-1]["loss"])]
 
 
-def training_problem(rows: Iterable[dict[str, Any]], num_classes: int, n_val: int) -> str | None:
+def training_problem(rows: Iterable[EpochRecord | Mapping[str, Any]], num_classes: int, n_val: int) -> str | None:
     """Why a stage's validation curve cannot be read as a result, or None when it trained.
 
     Never above chance: the best validation accuracy within two binomial standard errors of
     1 / classes. Diverged: the last validation loss more than twice its lowest and above its
     first. Such a stage is flagged in the report and never ranked.
     """
-    val = History(rows).phase("val")
+    val = History.of(rows).phase("val")
     if not val:
         return None
     chance = 1 / num_classes

@@ -242,7 +242,7 @@ def image_grid(images: torch.Tensor, title: str) -> Any:
 def curves_figure(rows: History) -> Any:
     fig, axes = figures.figure(3, width=2.0, height=2.0)
     train = rows.phase("train")
-    epochs = [r["epoch"] for r in train]
+    epochs = [r.epoch for r in train]
     g, d = figures.palette(0), figures.palette(1)
     for ax, (g_key, d_key) in ((axes[0][0], ("loss", "loss_d")), (axes[0][2], ("grad_norm_g", "grad_norm_d"))):
         ax.plot(epochs, [r[g_key] for r in train], "-", color=g, marker="o", ms=2)

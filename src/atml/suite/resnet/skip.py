@@ -134,7 +134,7 @@ def gradient_figure(stages: dict[str, History]) -> Any:
     for ax, stage in zip(axes[0], ("intact_blocks", "ablated_blocks")):
         rows = [r for r in stages[stage].phase("train") if "grad_in" in r]
         for i, name in enumerate(STAGES):
-            pts = [(r["epoch"], r["grad_in"][name]) for r in rows if name in r["grad_in"]]
+            pts = [(r.epoch, r["grad_in"][name]) for r in rows if name in r["grad_in"]]
             if pts:
                 ax.plot(*zip(*pts), "o-", color=figures.palette(i), label=f"output of {name}")
                 drawn.add(name)

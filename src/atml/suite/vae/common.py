@@ -192,7 +192,7 @@ def loss_curves(runs: list[Trained]) -> Any:
         for phase, style in zip(PHASES, ("--", "-")):
             pts = run.rows.phase(phase)
             for ax, key in zip(axes[0], ("mse_plus_kl", "recon", "kl")):
-                ax.plot([r["epoch"] for r in pts], [r[key] for r in pts], style, color=figures.palette(i))
+                ax.plot([r.epoch for r in pts], [r[key] for r in pts], style, color=figures.palette(i))
     for ax, title in zip(axes[0], ("MSE + KL (per image)", "reconstruction (SSE)", "KL (nats)")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
