@@ -27,23 +27,23 @@ def test_data_path_benches_train_the_same_model_on_both_paths(capsys, name, over
     out = capsys.readouterr().out
     assert "naive (per-sample PIL DataLoader)" in out and "atml (in-memory batches)" in out and "speed-up:" in out
     # same data order, initialisation and noise: the same final loss, so the timing compares like with like
-    assert figures["naive_val_acc"] == pytest.approx(figures["atml_val_acc"], rel=1e-5)
-    assert figures["naive_s"] > 0 and figures["atml_s"] > 0 and 0 < figures["share_of_gemm"] < 2
+    assert figures.naive_result == pytest.approx(figures.atml_result, rel=1e-5)
+    assert figures.naive_s > 0 and figures.atml_s > 0 and 0 < figures.throughput["share_of_gemm"] < 2
 
 
 def test_vit_pooling_bench_reuses_features(capsys):
     figures = _bench("vit.pooling", "epochs=2")
     out = capsys.readouterr().out
     assert "atml (feature cache)" in out and "fused_attention" in out and "unfused_attention" in out
-    assert figures["naive_val_acc"] == pytest.approx(figures["atml_val_acc"], abs=0.05)
+    assert figures.naive_result == pytest.approx(figures.atml_result, abs=0.05)
 
 
 def test_clip_bench_reuses_embeddings(capsys):
     figures = _bench("clip.zeroshot")
     out = capsys.readouterr().out
     assert "atml (embedding cache)" in out and "3 experiments" in out
-    assert figures["naive_val_acc"] == figures["atml_val_acc"]  # the very same embeddings
-    assert figures["speedup"] > 1
+    assert figures.naive_result == figures.atml_result  # the very same embeddings
+    assert figures.speedup > 1
 
 
 def test_every_family_has_a_bench():
@@ -163,9 +163,9 @@ def test_a_bench_at_chance_never_reports_the_same_result(capsys):
     throughput = {"flops_per_image": 1e9, "achieved_gflops": 10.0, "share_of_gemm": 0.5, "precision": "fp32",
                   "gemm_gflops": 20.0, "images_per_s": 10.0}
     figures = bench.summarise("resnet.head", {"naive": (4.0, 0.2007), "atml": (1.0, 0.2007)}, throughput, chance=0.2)
-    assert figures["at_chance"] and "both at chance (0.20)" in capsys.readouterr().out
+    assert figures.at_chance and "both at chance (0.20)" in capsys.readouterr().out
     row = readme.bench_section({"device_name": "cpu", "torch": "2", "date": "d", "benches": [
-        {**figures, "command": "atml bench resnet.head", "naive_label": "naive", "atml_label": "atml"}]})
+        {**figures.to_json(), "command": "atml bench resnet.head", "naive_label": "naive", "atml_label": "atml"}]})
     assert "no: both at chance (0.20)" in row and "0.2007 both" not in row
     learned = bench.summarise("resnet.head", {"naive": (4.0, 0.93), "atml": (1.0, 0.93)}, throughput, chance=0.2)
-    assert not learned["at_chance"]
+    assert not learned.at_chance

@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from atml.errors import AtmlError, UsageError
-from atml.results import Figure, Metrics, RunResults, Spread, Table, pandas_or_error, spread
+from atml.results import Bench, Figure, Metrics, RunResults, Speed, Spread, Table, pandas_or_error, spread
 
 if typing.TYPE_CHECKING:
     import pandas
 
-    from atml import speedtest as speed_lib
     from atml.models import registry as registry_lib
 
 
@@ -425,28 +424,8 @@ def model_info(name: str | None = None, family: str | None = None) -> list[regis
         return [m for m in models_registry.MODELS.values() if family in (None, m.family)]
 
 
-@dataclasses.dataclass(frozen=True)
-class Bench:
-    """``atml bench``: atml's path beside the naive one, same data, epochs and seed, in one process."""
-
-    experiment: str
-    title: str
-    naive_label: str
-    atml_label: str
-    naive_s: float
-    atml_s: float
-    speedup: float
-    result_name: str
-    naive_result: float
-    atml_result: float
-    chance: float | None
-    at_chance: bool
-    """Both results within a few points of chance: their agreement says nothing."""
-    throughput: dict[str, Any]
-    """The model's forward rate and its share of the machine's matrix-multiply rate."""
-
-
-def bench(name: str, preset: str = "demo", *, device: str = "auto", seed: int = 0, **overrides: Any) -> Bench:
+def bench(name: str, preset: str = "demo", *, device: str = "auto", seed: int = 0,
+          **overrides: Any) -> Bench:
     """``atml bench NAME``: time atml's path against the naive one (prints the table, returns the figures)."""
     from atml import config as config_lib
     from atml.suite import registry
@@ -458,28 +437,7 @@ def bench(name: str, preset: str = "demo", *, device: str = "auto", seed: int = 
                             + ", ".join(e.name for e in registry() if e.bench is not None))
         cfg = config_lib.build(exp.config_cls, exp.presets, preset, [], name=exp.name)
         cfg = config_lib.apply_values(cfg, {"device": device, "seed": seed, **overrides}, name=exp.name)
-        figures = exp.bench(cfg)
-    fixed = {"title", "naive_label", "atml_label", "naive_s", "atml_s", "speedup", "result_name", "naive_val_acc",
-             "atml_val_acc", "chance", "at_chance"}
-    return Bench(exp.name, figures["title"], figures["naive_label"], figures["atml_label"], figures["naive_s"],
-                 figures["atml_s"], figures["speedup"], figures["result_name"], figures["naive_val_acc"],
-                 figures["atml_val_acc"], figures["chance"], figures["at_chance"],
-                 {k: v for k, v in figures.items() if k not in fixed})
-
-
-@dataclasses.dataclass(frozen=True)
-class Speed:
-    """``atml speed``: atml's frozen-feature and fine-tuning rates beside timm's plain loops, on one device."""
-
-    device: str
-    device_name: str
-    torch: str
-    precision: str
-    date: str
-    seconds: float
-    pairs: list[speed_lib.Pair]
-    """One per path and model: ``name``, ``atml`` and ``peer`` images/s, ``peer_name``, ``ratio``."""
-    sizes: dict[str, int]
+        return dataclasses.replace(exp.bench(cfg), experiment=exp.name)
 
 
 def speed(device: str = "auto", *, models: Sequence[str] = ("resnet152", "deit_small_patch16_224"),
@@ -490,10 +448,7 @@ def speed(device: str = "auto", *, models: Sequence[str] = ("resnet152", "deit_s
 
     with _in_python_words():
         speed_module.check_options(device, compile, tuple(models))
-        figures = speed_module.run(device, quick=quick, compile=compile, models=tuple(models))
-    pairs = [speed_module.Pair(p["name"], p["atml"], p["peer"], p["peer_name"]) for p in figures["pairs"]]
-    return Speed(figures["device"], figures["device_name"], figures["torch"], figures["precision"], figures["date"],
-                 figures["seconds"], pairs, figures["sizes"])
+        return speed_module.run(device, quick=quick, compile=compile, models=tuple(models))
 
 
 def _in_notebook() -> bool:

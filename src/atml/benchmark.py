@@ -22,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from atml import runtime
+from atml.results import Bench
 from atml.run_dir import RunDir
 
 
@@ -206,9 +207,9 @@ CHANCE_MARGIN = 0.05
 """An accuracy within this of chance (1 / classes) says nothing: two paths agreeing there prove nothing."""
 
 
-def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: dict[str, float],
-              result_name: str = "final val acc", chance: float | None = None) -> dict[str, Any]:
-    """Print the comparison table and return the same figures as a dict.
+def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: dict[str, Any],
+              result_name: str = "final val acc", chance: float | None = None) -> Bench:
+    """Print the comparison table and return the same figures.
 
     With ``chance`` (an accuracy's chance level), results within :data:`CHANCE_MARGIN` of it are
     reported as at chance, never as "the same result".
@@ -228,7 +229,5 @@ def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: d
              f"({throughput['gemm_gflops']:.1f} GFLOP/s, the faster of a 2048^3 GEMM and, on a CPU, a 1x1 "
              "convolution of the same size)"]
     print("\n".join(lines))
-    return {"title": title, "naive_label": naive_label, "atml_label": fast_label, "result_name": result_name,
-            "naive_s": naive_s, "atml_s": fast_s, "speedup": naive_s / fast_s,
-            "naive_val_acc": naive_acc, "atml_val_acc": fast_acc, "chance": chance, "at_chance": at_chance,
-            **throughput}
+    return Bench(title, naive_label, fast_label, naive_s, fast_s, naive_s / fast_s, result_name, naive_acc, fast_acc,
+                 chance, at_chance, dict(throughput))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import time
@@ -259,7 +260,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
     if args.json:
         from atml import storage
 
-        storage.write_text(Path(args.json), json.dumps(figures, indent=2))
+        storage.write_text(Path(args.json), json.dumps(figures.to_json(), indent=2))
         print(args.json)
     return 0
 
@@ -269,7 +270,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if exp.bench is None:
         raise UsageError(f"{exp.name} has no benchmark")
     cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, _overrides(args), name=exp.name)
-    figures = exp.bench(cfg)
+    figures = dataclasses.replace(exp.bench(cfg), experiment=exp.name)
     if args.json:
         import json
 
@@ -277,5 +278,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         command = " ".join(["atml bench", args.experiment, "--preset", args.preset,
                             *(f"--set {o}" for o in args.overrides)])
-        storage.write_text(Path(args.json), json.dumps({"command": command, **figures}, indent=2, default=str))
+        storage.write_text(Path(args.json), json.dumps({"command": command, **figures.to_json()}, indent=2,
+                                                       default=str))
     return 0

@@ -11,7 +11,7 @@ from atml.errors import UsageError
 
 if TYPE_CHECKING:
     from atml.references import Reference
-    from atml.results import Metrics, Results, RunResults
+    from atml.results import Bench, Metrics, Results, RunResults
 
 C = TypeVar("C", bound=RunConfig)
 
@@ -27,7 +27,8 @@ class Experiment(Generic[C]):
     run: Callable[[C, Any], Results]
     """``run(cfg, ctx) -> results`` (see :mod:`atml.suite`): ``cfg`` an instance of ``config_cls`` (mypy checks it),
     ``ctx`` the :class:`atml.runner.RunContext` (which imports this module, so it is not named in the type)."""
-    bench: Callable[[C], dict[str, Any]] | None = None
+    bench: Callable[[C], Bench] | None = None
+    """``atml bench``: atml's path beside the naive one (:class:`atml.results.Bench`)."""
     discuss: Callable[[RunResults], list[str]] | None = None
     """Sentences for the report, written from a run's own results."""
     references: tuple[Reference, ...] = ()

@@ -324,3 +324,61 @@ def to_json(results: Results, **run: Any) -> dict[str, Any]:
             "figures": [f for fig in results.figures for f in fig.files],
             "tables": [t.to_json() for t in results.tables], "notes": list(results.notes),
             "warnings": list(results.warnings), "data": results.data}
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    """``atml bench``: atml's path beside the naive one, same data, epochs and seed, in one process."""
+
+    title: str
+    naive_label: str
+    atml_label: str
+    naive_s: float
+    atml_s: float
+    speedup: float
+    result_name: str
+    """What both paths end on ("final val acc", "mean cross CKA", "final train loss")."""
+    naive_result: float
+    atml_result: float
+    chance: float | None
+    at_chance: bool
+    """Both results within a few points of chance: their agreement says nothing."""
+    throughput: dict[str, Any]
+    """The model's forward rate and its share of the machine's matrix-multiply rate."""
+    experiment: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Pair:
+    """atml's rate beside the peer's, for the same model, batch, precision and device."""
+
+    name: str
+    atml: float
+    peer: float
+    peer_name: str
+
+    @property
+    def ratio(self) -> float:
+        return self.atml / self.peer
+
+
+@dataclasses.dataclass(frozen=True)
+class Speed:
+    """``atml speed``: atml's frozen-feature and fine-tuning rates beside timm's plain loops, on one device."""
+
+    device: str
+    device_name: str
+    torch: str
+    precision: str
+    date: str
+    seconds: float
+    pairs: list[Pair]
+    """One per path and model: ``name``, ``atml`` and ``peer`` images/s, ``peer_name``, ``ratio``."""
+    sizes: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``benchmarks/speed-*.json`` holds it (each pair with its ratio)."""
+        return {**dataclasses.asdict(self), "pairs": [{**dataclasses.asdict(p), "ratio": p.ratio} for p in self.pairs]}

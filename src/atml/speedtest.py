@@ -33,6 +33,7 @@ from atml import runtime
 from atml.errors import UsageError
 from atml.models import factory, freezing
 from atml.models.preprocess import Preprocess
+from atml.results import Pair, Speed
 from atml.train.features import FrozenFeatures, extract
 
 RESNET = "resnet152"
@@ -145,20 +146,6 @@ def atml_finetune(device: torch.device, sizes: Sizes, amp: bool = True, arch: st
     return rows[-1].images_per_s or 0.0  # epoch 1 warmed up
 
 
-@dataclasses.dataclass
-class Pair:
-    """atml's rate beside the peer's, for the same model, batch, precision and device."""
-
-    name: str
-    atml: float
-    peer: float
-    peer_name: str
-
-    @property
-    def ratio(self) -> float:
-        return self.atml / self.peer
-
-
 def compare(device: torch.device, sizes: Sizes, *, compile: str = "off", amp: bool = True,
             models: tuple[str, ...] = (RESNET, DEIT), say: Callable[[str], None] = print) -> list[Pair]:
     """Every comparison, printed as it is measured."""
@@ -210,7 +197,7 @@ def check_options(device: str, compile: str, models: tuple[str, ...]) -> None:
 
 
 def run(device_name: str = "auto", *, quick: bool = False, compile: str = "off",
-        models: tuple[str, ...] = (RESNET, DEIT), say: Callable[[str], None] = print) -> dict[str, Any]:
+        models: tuple[str, ...] = (RESNET, DEIT), say: Callable[[str], None] = print) -> Speed:
     """``atml speed``: the comparisons on one device, with what they ran on; returns the figures."""
     device = runtime.select_device(device_name)
     sizes = Sizes.for_device(device, quick)
@@ -221,7 +208,6 @@ def run(device_name: str = "auto", *, quick: bool = False, compile: str = "off",
         f"random weights")
     started = time.perf_counter()
     pairs = compare(device, sizes, compile=compile, models=models, say=say)
-    return {"device": str(device), "device_name": name, "torch": torch.__version__, "precision": precision,
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"),
-            "sizes": dataclasses.asdict(sizes), "seconds": time.perf_counter() - started,
-            "pairs": [{**dataclasses.asdict(p), "ratio": p.ratio} for p in pairs]}
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    return Speed(str(device), name, torch.__version__, precision, date, time.perf_counter() - started, list(pairs),
+                 dataclasses.asdict(sizes))

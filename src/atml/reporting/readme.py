@@ -178,13 +178,14 @@ def bench_section(report: dict[str, Any]) -> str:
              "| command | naive path | atml path | speed-up | same result | model rate, share of the machine's "
              "matrix-multiply rate |", "| --- | --- | --- | --- | --- | --- |"]
     for b in report["benches"]:
-        agree = abs(b["naive_val_acc"] - b["atml_val_acc"]) < 5e-5
-        same = (f"no: both at chance ({b['chance']:.2f}), {b['atml_val_acc']:.4f}" if b.get("at_chance")
-                else f"{b['result_name']} {b['atml_val_acc']:.4f} both" if agree
-                else f"{b['result_name']} {b['naive_val_acc']:.4f} vs {b['atml_val_acc']:.4f}")
+        agree = abs(b["naive_result"] - b["atml_result"]) < 5e-5
+        same = (f"no: both at chance ({b['chance']:.2f}), {b['atml_result']:.4f}" if b.get("at_chance")
+                else f"{b['result_name']} {b['atml_result']:.4f} both" if agree
+                else f"{b['result_name']} {b['naive_result']:.4f} vs {b['atml_result']:.4f}")
+        rate = b["throughput"]
         lines.append(f"| `{b['command']}` | {b['naive_label']}: {b['naive_s']:.2f} s | {b['atml_label']}: "
-                     f"{b['atml_s']:.2f} s | {b['speedup']:.1f}x | {same} | {b['achieved_gflops']:.0f} GFLOP/s = "
-                     f"{b['share_of_gemm']:.0%} of {b['gemm_gflops']:.0f} ({b['precision']}) |")
+                     f"{b['atml_s']:.2f} s | {b['speedup']:.1f}x | {same} | {rate['achieved_gflops']:.0f} GFLOP/s = "
+                     f"{rate['share_of_gemm']:.0%} of {rate['gemm_gflops']:.0f} ({rate['precision']}) |")
     return "\n".join(lines)
 
 

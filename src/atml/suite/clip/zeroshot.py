@@ -19,7 +19,7 @@ from atml.analysis import representation as rep
 from atml.models import clip
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Metrics, Results, RunResults, Table, fixed
+from atml.results import Bench, Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.clip import common
 
@@ -121,7 +121,7 @@ def discuss(results: RunResults) -> list[str]:
 
 
 
-def bench(cfg: common.ClipConfig) -> dict[str, Any]:
+def bench(cfg: common.ClipConfig) -> Bench:
     """Embeddings computed once and reused by the three experiments vs recomputed by each."""
     with bench_lib.scratch_context(cfg) as ctx:
         model = common.load_model(cfg, ctx)

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from atml import benchmark as bench_lib
 from atml import figures, runtime
 from atml.analysis.cka import MinibatchCKA
 from atml.errors import UsageError
 from atml.models import layers as layers_lib
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Metrics, Results, RunResults, Table, fixed
+from atml.results import Bench, Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.compare import common
 
@@ -125,11 +126,9 @@ def accumulate(models: list[common.Subject], images: torch.Tensor, cfg: Config,
     return cross, self_a, self_b
 
 
-def bench(cfg: Config) -> dict[str, Any]:
+def bench(cfg: Config) -> Bench:
     """The minibatch estimator (running sums, batch by batch) vs what a notebook does: keep every layer's
     features of every image, then full-batch CKA. Same images, same layers; the result is the mean cross CKA."""
-    from atml import benchmark as bench_lib
-
     with bench_lib.scratch_context(cfg) as ctx:
         models = common.load_models(cfg, ctx)
         data = common.load_data(cfg, ctx, models)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from matplotlib.lines import Line2D
 
+from atml import benchmark as bench_lib
 from atml import figures
 from atml.analysis import generative, inception
 from atml.config import RunConfig, require_positive
@@ -27,7 +28,7 @@ from atml.models.preprocess import Preprocess
 from atml.models.registry import UNIT_GREY_28
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Metrics, Results, RunResults, fixed
+from atml.results import Bench, Metrics, Results, RunResults, fixed
 from atml.runner import RunContext
 from atml.storage import sha256sum
 from atml.suite import grayscale
@@ -303,10 +304,8 @@ def discuss(results: RunResults) -> list[str]:
     ]
 
 
-def bench(cfg: Config) -> dict[str, Any]:
+def bench(cfg: Config) -> Bench:
     """DCGAN trained on atml's in-memory batches vs a per-sample PIL Dataset + DataLoader (same order and seed)."""
-    from atml import benchmark as bench_lib
-
     def build() -> tuple[Any, ...]:
         built = factory.create("dcgan", family="gan", latent_dim=cfg.latent_dim, width=cfg.width)
         model = built.model.to(ctx.device)

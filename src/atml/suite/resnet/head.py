@@ -21,7 +21,7 @@ from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Metrics, Results, RunResults, Table, fixed, under
+from atml.results import Bench, Metrics, Results, RunResults, Table, fixed, under
 from atml.runner import RunContext
 from atml.suite.resnet.common import (
     ResNetConfig,
@@ -176,7 +176,7 @@ def discuss(results: RunResults) -> list[str]:
     return text
 
 
-def bench(cfg: Config) -> dict[str, Any]:
+def bench(cfg: Config) -> Bench:
     """Feature cache vs recomputing the backbone every epoch, same data, epochs and seed.
 
     Uses the experiment's own ``train_head`` for both paths, on a throw-away run folder,

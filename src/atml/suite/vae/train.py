@@ -6,10 +6,11 @@ from typing import Any
 
 import torch
 
+from atml import benchmark as bench_lib
 from atml.models import factory
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Metrics, Results, RunResults, fixed
+from atml.results import Bench, Metrics, Results, RunResults, fixed
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
@@ -68,14 +69,12 @@ def _prior_sentence(laplace: float, gaussian: float) -> str:
 
 
 
-def bench(cfg: common.Config) -> dict[str, Any]:
+def bench(cfg: common.Config) -> Bench:
     """The baseline VAE trained on atml's in-memory batches vs a per-sample PIL Dataset + DataLoader.
 
     Same data, batch order (DistributedSampler, same seed), initialisation and epochs, so
     both paths must end on the same loss.
     """
-    from atml import benchmark as bench_lib
-
     def build() -> tuple[Any, ...]:
         built = factory.create("mlp-vae", family="vae", latent_dim=cfg.latent_dim, hidden=cfg.hidden)
         model, preprocess = built.model.to(ctx.device), built.preprocess.to(ctx.device)

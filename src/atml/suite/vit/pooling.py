@@ -19,7 +19,7 @@ from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Metric, Metrics, Results, RunResults, Table, fixed, under
+from atml.results import Bench, Metric, Metrics, Results, RunResults, Table, fixed, under
 from atml.runner import RunContext
 from atml.suite.vit import common
 from atml.train.features import FrozenFeatures, extract
@@ -105,7 +105,7 @@ def discuss(results: RunResults) -> list[str]:
     return [f"Linear probe accuracy: CLS {cls:.3f}, mean of patches {mean:.3f}; {verdict}."]
 
 
-def bench(cfg: PoolingConfig) -> dict[str, Any]:
+def bench(cfg: PoolingConfig) -> Bench:
     """Cached features (one backbone pass) vs the backbone recomputed for each probe and epoch."""
     with bench_lib.scratch_context(cfg) as ctx:
         model = common.load_model(cfg, ctx)
