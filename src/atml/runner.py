@@ -93,7 +93,7 @@ class RunContext:
         return self.private[-1]
 
 
-def start(exp: Experiment, preset: str, *, texts: Sequence[str] = (), values: Mapping[str, Any] | None = None,
+def start(exp: Experiment[Any], preset: str, *, texts: Sequence[str] = (), values: Mapping[str, Any] | None = None,
           seeds: int = 1, out: str | Path | None = None, tensorboard: bool = False, progress: bool | None = None,
           say: Callable[[str], None] = print, python: bool = False) -> list[RunDir]:
     """New runs of ``exp`` at ``preset``: ``atml run`` and :func:`atml.run` both come here.
@@ -116,7 +116,7 @@ def seeded(cfg: Any, seeds: int) -> list[Any]:
     return [dataclasses.replace(cfg, seed=cfg.seed + i) for i in range(seeds)]
 
 
-def resume(lookup: Callable[[str], Experiment], path: str | Path, *, name: str | None = None,
+def resume(lookup: Callable[[str], Experiment[Any]], path: str | Path, *, name: str | None = None,
            texts: Sequence[str] = (), values: Mapping[str, Any] | None = None, preset: str | None = None,
            tensorboard: bool = False, progress: bool | None = None, say: Callable[[str], None] = print,
            python: bool = False) -> RunDir:
@@ -142,7 +142,7 @@ def resume_call(exp: str, path: Path | str, *, python: bool) -> str:
     return f"atml.resume({str(path)!r})" if python else f"atml run {exp} --resume {path}"
 
 
-def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = None,
+def execute(exp: Experiment[Any], cfg: Any, *, preset: str, out: str | Path | None = None,
             resume: str | Path | None = None, progress: bool | None = None,
             say: Callable[[str], None] = print, tensorboard: bool = False,
             resume_changes: dict[str, Any] | None = None, python: bool = False) -> RunDir:
@@ -184,7 +184,7 @@ def execute(exp: Experiment, cfg: Any, *, preset: str, out: str | Path | None = 
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _write_setup(run: RunDir, exp: Experiment, preset: str, cfg: Any, device: torch.device,
+def _write_setup(run: RunDir, exp: Experiment[Any], preset: str, cfg: Any, device: torch.device,
                  ranks: distributed.Distributed | None, resumed: dict[str, Any] | None, is_main: bool) -> None:
     """config.yaml and env.json of a new run; on a resume with changed options (``resumed``), the saved config
     rewritten and the changes appended to env.json."""
@@ -204,7 +204,7 @@ def _write_setup(run: RunDir, exp: Experiment, preset: str, cfg: Any, device: to
     run.write_env(env)
 
 
-def _run(exp: Experiment, cfg: Any, ctx: RunContext, preset: str, python: bool) -> Results:
+def _run(exp: Experiment[Any], cfg: Any, ctx: RunContext, preset: str, python: bool) -> Results:
     """The experiment's own run: a known error leaves a failed results.json saying why; Ctrl-C says how to resume."""
     try:
         return exp.run(cfg, ctx)
@@ -226,7 +226,7 @@ def _finished(run: RunDir) -> bool:
         return False
 
 
-def _open_run(exp: Experiment, preset: str, out: str | Path | None, resume: str | Path | None,
+def _open_run(exp: Experiment[Any], preset: str, out: str | Path | None, resume: str | Path | None,
               ranks: distributed.Distributed | None) -> RunDir:
     """Rank 0 creates (or reopens) the folder and tells the other ranks where it is."""
     if ranks is None or ranks.rank == 0:
@@ -239,7 +239,7 @@ def _open_run(exp: Experiment, preset: str, out: str | Path | None, resume: str 
     return run or FollowerRunDir(Path(path[0]))
 
 
-def load_for_resume(exp_lookup: Callable[[str], Experiment], path: str | Path) -> tuple[Experiment, Any, str]:
+def load_for_resume(exp_lookup: Callable[[str], Experiment[Any]], path: str | Path) -> tuple[Experiment[Any], Any, str]:
     """The experiment, config and preset saved in a run folder."""
     saved = RunDir(Path(path))
     if not (saved.path / "config.yaml").is_file():
@@ -280,7 +280,7 @@ def resume_config(saved: Any, given: Any, preset: str, given_preset: str | None)
     return given, {f: {"saved": old, "now": new} for f, (old, new) in changed.items()}
 
 
-def _complete(results: Results, exp: Experiment, preset: str, cfg: Any, ctx: RunContext,
+def _complete(results: Results, exp: Experiment[Any], preset: str, cfg: Any, ctx: RunContext,
               elapsed: float) -> dict[str, Any]:
     """results.json: the experiment's records plus what every run records (timing, memory, sources, references)."""
     if not isinstance(results, Results):
@@ -303,7 +303,7 @@ def _complete(results: Results, exp: Experiment, preset: str, cfg: Any, ctx: Run
     return out
 
 
-def _write_failed(run: RunDir, exp: Experiment, preset: str, cfg: Any, ctx: RunContext, err: AtmlError) -> None:
+def _write_failed(run: RunDir, exp: Experiment[Any], preset: str, cfg: Any, ctx: RunContext, err: AtmlError) -> None:
     """results.json of a run that stopped with a known error: the status, the reason, what it had read."""
     run.write_results(to_json(Results(notes=[f"The run stopped: {err}"]), experiment=exp.name, preset=preset,
                               status="failed", error=str(err), error_kind=type(err).__name__,

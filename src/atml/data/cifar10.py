@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,7 +82,7 @@ def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(data.copy()), torch.from_numpy(labels)
 
 
-def _unpickle(path: Path) -> dict:
+def _unpickle(path: Path) -> dict[str, Any]:
     with open(path, "rb") as handle:
         entry = pickle.load(handle, encoding="latin1")  # noqa: S301 - MD5-verified official files only
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}

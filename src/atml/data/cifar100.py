@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ def _split(path: Path, classes: list[str]) -> ImageSplit:
     return ImageSplit(torch.from_numpy(data.copy()), torch.from_numpy(labels), classes)
 
 
-def _unpickle(path: Path) -> dict:
+def _unpickle(path: Path) -> dict[str, Any]:
     with open(path, "rb") as handle:
         entry = pickle.load(handle, encoding="latin1")  # noqa: S301 - MD5-verified official or generated files only
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}

@@ -21,8 +21,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # Pillow is imported where it is used: workers start light
+    from PIL.Image import Image as PILImage
 
 DECODER_VERSION = 4
 """Bumped whenever these steps change the pixels they give: the dataset cache is keyed by it."""
@@ -100,7 +104,7 @@ def decode_square(path: str | Path, size: int, grayscale: bool = False, interpol
         return square_of(_eight_bit(upright, grayscale), size, interpolation, crop, (width, height), factor)
 
 
-def square_of(image, size: int, interpolation: str, crop: int | None = None,  # (PIL.Image, ...) -> np.ndarray
+def square_of(image: PILImage, size: int, interpolation: str, crop: int | None = None,
               full: tuple[int, int] | None = None, factor: float = 1.0) -> np.ndarray:
     """An upright 8-bit Pillow image as uint8 ``(C, size, size)`` by :func:`square_box`'s geometry.
 
@@ -109,7 +113,8 @@ def square_of(image, size: int, interpolation: str, crop: int | None = None,  # 
     from PIL import Image
 
     width, height = full or image.size
-    box = tuple(v / factor for v in square_box(width, height, size, crop))
+    left, top, right, bottom = (v / factor for v in square_box(width, height, size, crop))
+    box = (left, top, right, bottom)
     if factor == 1.0 and all(float(v).is_integer() for v in box) and box[2] - box[0] == size:
         left, top = int(box[0]), int(box[1])  # nothing to resample: a plain crop on whole pixels
         if (left, top, image.size) != (0, 0, (size, size)):
@@ -152,7 +157,8 @@ def decode_into(job: tuple[int, str, int, bool, str, int | None, str, int]) -> t
     return index, None, 0
 
 
-def _eight_bit(image, grayscale: bool):  # (PIL.Image, bool) -> PIL.Image in mode "L" or "RGB"
+def _eight_bit(image: PILImage, grayscale: bool) -> PILImage:
+    """``image`` in mode ``L`` or ``RGB``."""
     from PIL import Image
 
     if image.mode in _DEEP_MODES:

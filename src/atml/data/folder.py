@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -55,7 +56,7 @@ class Readiness:
                    all(s.from_cache for s in splits), [str(s.path) for s in splits],
                    [n for s in splits for n in s.notes], [str(s.path) for s in splits if not s.from_cache])
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 

@@ -12,6 +12,7 @@ to (DeiT-S: short side 248, a 248 square here, the model crops 224), with its in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,9 +25,9 @@ LAYOUT = "DIR/val/<wnid>/*.JPEG (the 1,000 WordNet-ID folders of ILSVRC2012's va
 
 def wnids_and_names() -> tuple[list[str], list[str]]:
     """ImageNet-1k's WordNet IDs (sorted: the class indices) and class names, from timm's list."""
-    from timm.data import ImageNetInfo
+    from timm.data.imagenet_info import ImageNetInfo
 
-    info = ImageNetInfo()
+    info: Any = ImageNetInfo()  # timm's methods carry no annotations
     return list(info.label_names()), [info.index_to_description(i) for i in range(1000)]
 
 

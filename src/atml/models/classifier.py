@@ -20,8 +20,10 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(FEATURES, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)  # (B, 128)
+        out: torch.Tensor = self.features(x)  # (B, 128)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+        out: torch.Tensor = self.head(self.forward_features(x))
+        return out
 

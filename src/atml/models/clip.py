@@ -79,15 +79,18 @@ class CLIPModel(nn.Module):
         return getattr(self.model, "logit_bias", None) is not None
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
-        return self.tokenizer(texts, context_length=self.arch.context_length)
+        out: torch.Tensor = self.tokenizer(texts, context_length=self.arch.context_length)
+        return out
 
     def encode_images(self, images: torch.Tensor, *, normalize: bool = False) -> torch.Tensor:
         """uint8 images of any size -> embeddings ``(N, D)``."""
-        return self.model.encode_image(self.preprocess(images), normalize=normalize)
+        out: torch.Tensor = self.model.encode_image(self.preprocess(images), normalize=normalize)
+        return out
 
     def encode_texts(self, texts: list[str], *, normalize: bool = False) -> torch.Tensor:
         tokens = self.tokenize(texts).to(self.preprocess.mean.device)
-        return self.model.encode_text(tokens, normalize=normalize)
+        out: torch.Tensor = self.model.encode_text(tokens, normalize=normalize)
+        return out
 
 
 def check_arch(arch_name: str) -> None:
@@ -192,7 +195,8 @@ def _quiet_open_clip() -> Iterator[None]:
 def open_clip_file() -> str:
     import open_clip
 
-    return open_clip.__file__
+    out: str = open_clip.__file__
+    return out
 
 
 def _open_clip_model(arch_name: str, quick_gelu: bool) -> nn.Module:
@@ -201,9 +205,11 @@ def _open_clip_model(arch_name: str, quick_gelu: bool) -> nn.Module:
     arch = ARCHS.get(arch_name)
     if arch is None or arch.open_clip_name:
         with _quiet_open_clip():  # its "no pretrained weights loaded" warning: atml loads them itself
-            return open_clip.create_model(arch_name, pretrained=None, quick_gelu=quick_gelu)
+            out: nn.Module = open_clip.create_model(arch_name, pretrained=None, quick_gelu=quick_gelu)
+            return out
     cfg = arch.custom or {}
-    return open_clip.CLIP(cfg["embed_dim"], open_clip.CLIPVisionCfg(**cfg["vision_cfg"]),
-                          open_clip.CLIPTextCfg(**cfg["text_cfg"]), quick_gelu=False)
+    model: nn.Module = open_clip.CLIP(cfg["embed_dim"], open_clip.CLIPVisionCfg(**cfg["vision_cfg"]),
+                                      open_clip.CLIPTextCfg(**cfg["text_cfg"]), quick_gelu=False)
+    return model
 
 

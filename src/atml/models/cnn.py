@@ -82,7 +82,8 @@ class CNNClassifier(nn.Module):
         return torch.flatten(self.body(x), 1)  # (B, features)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(features)
+        out: torch.Tensor = self.fc(features)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -164,7 +165,8 @@ def torchvision_body(arch: str) -> nn.Module:
     import torchvision.models as tvm
 
     kwargs = {"aux_logits": False, "init_weights": True} if arch in ("googlenet", "inception_v3") else {}
-    return tvm.get_model(arch, weights=None, **kwargs)
+    out: nn.Module = tvm.get_model(arch, weights=None, **kwargs)
+    return out
 
 
 def classifier(arch: str, body: Any, num_classes: int) -> CNNClassifier:

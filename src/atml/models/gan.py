@@ -28,7 +28,8 @@ class Generator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.view(len(z), self.latent_dim, 1, 1))
+        out: torch.Tensor = self.net(z.view(len(z), self.latent_dim, 1, 1))
+        return out
 
 
 class Discriminator(nn.Module):
@@ -42,7 +43,8 @@ class Discriminator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten()  # (B,) logits
+        out: torch.Tensor = self.net(x).flatten()  # (B,) logits
+        return out
 
 
 class DCGAN(nn.Module):
@@ -57,7 +59,8 @@ class DCGAN(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None,
                device: torch.device | None = None) -> torch.Tensor:
         z = torch.randn(n, self.generator.latent_dim, generator=generator)
-        return self.generator(z.to(device or next(self.parameters()).device))
+        out: torch.Tensor = self.generator(z.to(device or next(self.parameters()).device))
+        return out
 
 
 def init_weights(module: nn.Module) -> None:

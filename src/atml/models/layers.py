@@ -56,7 +56,7 @@ def pool(output: Any, prefix: int) -> torch.Tensor:
     """One float32 vector per image from a layer's output (module docstring)."""
     if isinstance(output, (tuple, list)):
         output = output[0]
-    out = output.float()
+    out: torch.Tensor = output.float()
     if out.dim() == 4:
         return out.mean(dim=(2, 3))
     if out.dim() == 3:
@@ -67,14 +67,17 @@ def pool(output: Any, prefix: int) -> torch.Tensor:
 def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The representation before the head for normalised images ``x``: a CNN's pooled features, a ViT's
     pre-logits (its class token, or what its head pools), CLIP's image embedding."""
+    out: torch.Tensor
     if isinstance(model, vit.TimmViT):
-        return model.model.forward_head(model.tokens(x), pre_logits=True)
-    if isinstance(model, vit.ViT):
-        return model.tokens(x)[:, 0]
-    if isinstance(model, clip.CLIPModel):
-        return model.model.encode_image(x)
-    cnn: Any = model
-    return cnn.forward_features(x)
+        out = model.model.forward_head(model.tokens(x), pre_logits=True)
+    elif isinstance(model, vit.ViT):
+        out = model.tokens(x)[:, 0]
+    elif isinstance(model, clip.CLIPModel):
+        out = model.model.encode_image(x)
+    else:
+        cnn: Any = model
+        out = cnn.forward_features(x)
+    return out
 
 
 @contextlib.contextmanager

@@ -212,7 +212,7 @@ def _timm_entry(family: str, name: str) -> Model:
     import timm
 
     cfg = timm.models.get_pretrained_cfg(name.removeprefix("timm/"))
-    values = cfg.to_dict() if cfg is not None else {}
+    values = dataclasses.asdict(cfg) if cfg is not None else {}
     pre = preprocessing_from(values, TIMM_DEFAULT)
     weights = {}
     if values.get("hf_hub_id"):

@@ -49,7 +49,8 @@ class DigitsResNet(nn.Module):
         self.fc = nn.Linear(inplanes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(ResNetClassifier.body_features(self, x))
+        out: torch.Tensor = self.fc(ResNetClassifier.body_features(self, x))
+        return out
 
 
 def _make_layer(inplanes: int, planes: int, blocks: int, stride: int) -> tuple[nn.Sequential, int]:
@@ -81,14 +82,16 @@ class ResNetClassifier(nn.Module):
 
     @property
     def head(self) -> nn.Linear:
-        return self.body.fc
+        out: nn.Linear = self.body.fc
+        return out
 
     def set_head(self, head: nn.Linear) -> None:
         self.body.fc = head
 
     @property
     def num_features(self) -> int:
-        return self.body.fc.in_features
+        out: int = self.body.fc.in_features
+        return out
 
     @staticmethod
     def body_features(body: Any, x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +103,8 @@ class ResNetClassifier(nn.Module):
         return self.body_features(self.body, x)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.body.fc(features)  # (B, classes)
+        out: torch.Tensor = self.body.fc(features)  # (B, classes)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

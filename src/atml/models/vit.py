@@ -44,6 +44,7 @@ from atml.models.preprocess import Preprocess
 from atml.models.registry import Preprocessing
 from atml.models.types import Built
 from atml.models.weights import WeightsInfo
+from atml.storage import sha256sum
 
 Backend = Literal["timm", "hf"]
 BACKENDS: tuple[Backend, ...] = typing.get_args(Backend)
@@ -165,13 +166,16 @@ class TimmViT(ViT):
         self.classes = list(classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.norm_pre(self.model._pos_embed(self.model.patch_embed(x)))
+        out: torch.Tensor = self.model.norm_pre(self.model._pos_embed(self.model.patch_embed(x)))
+        return out
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.norm(self.model.blocks(tokens))
+        out: torch.Tensor = self.model.norm(self.model.blocks(tokens))
+        return out
 
     def classify(self, encoded: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(encoded)
+        out: torch.Tensor = self.model.forward_head(encoded)
+        return out
 
     def attention_modules(self) -> list[Any]:
         return [block.attn for block in self.model.blocks]
@@ -199,15 +203,18 @@ class HFViT(ViT):
     backend = "hf"
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.vit.embeddings(x)
+        out: torch.Tensor = self.model.vit.embeddings(x)
+        return out
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         for layer in self.model.vit.layers:
             tokens = layer(tokens, None)
-        return self.model.vit.layernorm(tokens)
+        out: torch.Tensor = self.model.vit.layernorm(tokens)
+        return out
 
     def classify(self, encoded: torch.Tensor) -> torch.Tensor:
-        return self.model.classifier(encoded[:, 0])
+        out: torch.Tensor = self.model.classifier(encoded[:, 0])
+        return out
 
     def attention_modules(self) -> list[Any]:
         return [layer.attention for layer in self.model.vit.layers]
@@ -390,7 +397,7 @@ def _load_timm_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
 
 def imagenet_classes() -> list[str]:
     """ImageNet-1k class names in index order, from the list that ships inside timm."""
-    from timm.data import ImageNetInfo
+    from timm.data.imagenet_info import ImageNetInfo
 
     info = ImageNetInfo()
     return [info.index_to_description(i) for i in range(1000)]
@@ -421,7 +428,8 @@ def hf_from_timm(timm_model: nn.Module, arch: Arch, classes: list[str]) -> nn.Mo
     transformers = _require_transformers()
     model = transformers.ViTForImageClassification(hf_config(arch, classes))
     model.load_state_dict(timm_to_hf(timm_model.state_dict(), arch.depth), strict=True)
-    return model.eval()
+    out: nn.Module = model.eval()
+    return out
 
 
 def timm_to_hf(state: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
@@ -471,7 +479,7 @@ def _hf_from_folder(folder: Path, arch_name: str) -> tuple[nn.Module, WeightsInf
     config = json.loads(config_path.read_text())
     names = [config.get("id2label", {}).get(str(i), str(i)) for i in range(model.config.num_labels)]
     weights_lib.check_hub_blob(files[0])  # a Hugging Face snapshot: the bytes must match the blob's SHA-256
-    digest = weights_lib.sha256sum(files[0])
+    digest = sha256sum(files[0])
     info = WeightsInfo(str(folder), f"transformers folder {folder} ({files[0].name})", str(files[0]), digest)
     return model.eval(), info, names
 
