@@ -1,11 +1,12 @@
 # Two commands do all the setup on a fresh machine:
 #   make demo   - every experiment at the demo preset (offline, CPU, minutes); prints the report's path
 #   make test   - ruff, mypy, then the test suite (what CI runs)
+# While working: make test-fast - ruff, mypy, and every test not marked slow (under 3 minutes on 2 cores)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,11 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+test-fast: $(BIN)/.installed
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

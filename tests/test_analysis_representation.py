@@ -30,6 +30,7 @@ def test_separable_clusters_score_high_and_shuffled_labels_low():
     assert rep.silhouette(feats, shuffled) < 0.1 and rep.knn_accuracy(feats, shuffled) < 0.6
 
 
+@pytest.mark.slow
 def test_embeddings_are_2d_and_keep_clusters_apart():
     feats, labels = _clusters(dim=60)
     for embed in (rep.tsne, rep.umap_embed):

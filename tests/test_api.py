@@ -120,6 +120,7 @@ def _interrupt_at(monkeypatch, stage, epoch_no):
     return lambda: monkeypatch.setattr(loop, "_run_epoch", real)
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_is_named_by_load_and_resumed_from_python(tmp_path, capsys, monkeypatch):
     from atml.errors import RunDirError
 
@@ -210,6 +211,7 @@ def test_metrics_frame_has_one_column_per_condition_and_says_how_to_get_pandas(m
         metrics.to_frame()
 
 
+@pytest.mark.slow
 def test_models_bench_and_speed_from_python(tmp_path):
     entries = atml.model_info()
     assert any(m.name == "resnet152" and "imagenet-v1" in m.weights for m in entries)

@@ -52,6 +52,7 @@ def test_every_family_has_a_bench():
     assert families == with_bench == {"resnet", "vit", "vae", "clip", "gan", "compare"}
 
 
+@pytest.mark.slow
 def test_gpu_check_script_checks_atml_itself_on_the_cpu(tmp_path):
     """The GPU check runs atml's experiments, atml's paths beside timm's loops and torchrun; here on the CPU."""
     import json
@@ -142,6 +143,7 @@ def test_a_bench_never_touches_the_users_cache(tmp_path, monkeypatch):
     assert os.environ["ATML_CACHE"] == str(cache)
 
 
+@pytest.mark.slow
 def test_speed_command_prints_ratios_against_timm(tmp_path):
     import json
 

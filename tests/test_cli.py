@@ -85,6 +85,7 @@ def test_offline_imagenet_weights_are_an_error(tmp_path, capsys):
     assert code == 3 and "offline mode forbids downloading" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_console_script_entry(tmp_path):
     out = subprocess.run([sys.executable, "-m", "atml", "list"], capture_output=True, text=True, check=True)
     assert "resnet.head" in out.stdout

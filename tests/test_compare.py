@@ -191,6 +191,7 @@ def test_the_sanity_check_re_initialises_only_the_top_layers():
     assert any(n.startswith("head.") for n in changed) and any(n.startswith("model.body.layer4") for n in changed)
 
 
+@pytest.mark.slow
 def test_saliency_runs_end_to_end_for_a_cnn_and_a_vit_and_scores_every_method(tmp_path, capsys):
     code = cli.main(["run", "compare.saliency", "--preset", "smoke", "--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err

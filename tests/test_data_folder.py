@@ -114,6 +114,7 @@ def test_cifar100_reads_fine_labels_and_checks_the_official_md5(tmp_path, monkey
         cifar100.load(tmp_path / "c100", offline=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["resnet.features", "vit.pooling", "vae.train", "clip.zeroshot", "gan.dcgan"])
 def test_every_image_family_runs_on_a_user_folder_with_an_unreadable_file(experiment, photos, tmp_path, capsys):
     (photos / "train" / "bees" / "broken.jpg").write_bytes(b"not a jpeg")

@@ -23,6 +23,7 @@ def _rows(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_feature_extraction_is_sharded_across_ranks_and_gathered(tmp_path):
     worker = tmp_path / "worker.py"
     worker.write_text(textwrap.dedent(f"""
@@ -49,6 +50,7 @@ def test_feature_extraction_is_sharded_across_ranks_and_gathered(tmp_path):
     ("vit.pooling", 1e-4),  # linear probes on gathered features: the same global batches
     ("vae.train", 0.05),  # each rank draws its own reparameterisation noise: close, not equal
 ])
+@pytest.mark.slow
 def test_training_under_torchrun_matches_the_single_process_run(tmp_path, experiment, tolerance):
     args = ["run", experiment, "--preset", "smoke"]
     assert cli.main([*args, "--out", str(tmp_path / "one")]) == 0

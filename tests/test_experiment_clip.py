@@ -64,6 +64,7 @@ def test_openai_weights_offline_never_fall_back_to_random():
         factory.create("ViT-B-32", "openai", offline=True)
 
 
+@pytest.mark.slow
 def test_vit_b_32_state_dict_file_round_trip_and_mismatch(tmp_path):
     built = factory.create("ViT-B-32", "random", seed=1)
     model, info = built.model, built.info
@@ -107,6 +108,7 @@ def test_zeroshot_smoke_saves_prompts_and_per_class_tables(tmp_path):
     assert "generated STL-10" in env["sources"]["data"]["source"]
 
 
+@pytest.mark.slow
 def test_demo_clip_trains_once_and_embeddings_are_reused_across_experiments(tmp_path):
     args = ["--preset", "demo", "--set", "train_epochs=1", "--set", "test_limit=120", "--set", "train_limit=200"]
     run_a, zs = _run(tmp_path / "a", "clip.zeroshot", *args)
@@ -121,6 +123,7 @@ def test_demo_clip_trains_once_and_embeddings_are_reused_across_experiments(tmp_
     assert any("tiny CLIP" in n for n in aligned["notes"])
 
 
+@pytest.mark.slow
 def test_gap_smoke_and_random_init_on_demo(tmp_path):
     _, smoke = _run(tmp_path / "s", "clip.gap", "--preset", "smoke")
     assert "random_init_centroid_distance" not in smoke["metrics"]  # the model is already random
@@ -158,6 +161,7 @@ def test_weights_folder_and_hugging_face_blob_hash(tmp_path):
         weights.check_hub_blob(link)
 
 
+@pytest.mark.slow
 def test_the_embedding_cache_keeps_precisions_apart(tmp_path, monkeypatch):
     """bf16 and fp32 embeddings of the same images and weights are different files."""
     from atml import runtime

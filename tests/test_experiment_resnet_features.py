@@ -1,8 +1,11 @@
 import json
 
+import pytest
+
 from atml import cli
 
 
+@pytest.mark.slow
 def test_features_smoke(tmp_path):
     assert cli.main(["run", "resnet.features", "--preset", "smoke", "--out", str(tmp_path)]) == 0
     (run,) = list(tmp_path.iterdir())
@@ -23,6 +26,7 @@ def test_features_smoke(tmp_path):
     assert "resnet18" in env["sources"]["compare_weights"]["description"]
 
 
+@pytest.mark.slow
 def test_long_analysis_steps_say_what_they_are_doing(tmp_path, capsys):
     assert cli.main(["run", "resnet.features", "--preset", "smoke", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 
 from atml import cli
@@ -46,6 +47,7 @@ def test_smoke_run_folder_is_complete(tmp_path, capsys):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["head_r16.pt", "head_r32.pt"]
 
 
+@pytest.mark.slow
 def test_demo_path_pretrains_on_digits_0_4_and_transfers_to_5_9(tmp_path):
     argv = ["run", "resnet.head", "--preset", "demo", "--set", "pretrain_epochs=4", "--set", "epochs=3",
             "--set", "resolutions=[8, 16]", "--out", str(tmp_path)]

@@ -10,6 +10,7 @@ from atml.errors import UsageError
 from atml.models import factory, resnet
 
 
+@pytest.mark.slow
 def test_with_skips_on_outputs_equal_torchvision_resnet152(tmp_path):
     torch.manual_seed(0)
     reference = tvm.resnet152().eval()
@@ -46,6 +47,7 @@ def test_projection_blocks_are_refused_with_the_valid_list():
         resnet.remove_skips(model, ["layer9.1"])
 
 
+@pytest.mark.slow
 def test_skip_experiment_smoke(tmp_path):
     assert cli.main(["run", "resnet.skip", "--preset", "smoke", "--out", str(tmp_path)]) == 0
     (run,) = list(tmp_path.iterdir())

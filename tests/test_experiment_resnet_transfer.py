@@ -14,6 +14,7 @@ def _rows(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_transfer_grid_smoke(tmp_path):
     assert cli.main(["run", "resnet.transfer", "--preset", "smoke", "--out", str(tmp_path)]) == 0
     (run,) = list(tmp_path.iterdir())
@@ -59,6 +60,7 @@ def test_torchrun_two_gloo_ranks_match_the_single_process_run(tmp_path):
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["head_pretrained_head.pt", "random_full.pt"]
 
 
+@pytest.mark.slow
 def test_random_init_cells_train_at_the_demo_preset(tmp_path):
     """The demo's random cells stayed at chance (0.20): frozen BatchNorm with a random net's 0/1 statistics."""
     assert cli.main(["run", "resnet.transfer", "--preset", "demo", "--set", "cells=[random:head,random:last]",

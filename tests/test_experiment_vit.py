@@ -84,6 +84,7 @@ def test_masking_smoke_on_transformers_backend(tmp_path):
     assert {r[0] for r in rows} == {"random", "center"} and len(rows) == 2 * 2 * 3
 
 
+@pytest.mark.slow
 def test_demo_vit_is_trained_once_then_masking_and_pooling_run_on_it(tmp_path):
     args = ["--preset", "demo", "--set", "train_epochs=2"]
     _, masked = _run(tmp_path / "m", "vit.masking", *args, "--set", "limit=60", "--set", "seeds=2",

@@ -19,6 +19,8 @@ from atml import figures as figure_style
 from atml import runner
 from atml.suite import registry
 
+pytestmark = pytest.mark.slow  # one module fixture runs every experiment's smoke preset (~35 s)
+
 
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
@@ -68,6 +70,7 @@ def _legends(fig) -> list:
     return [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
 
 
+@pytest.mark.slow
 def test_every_experiment_drew_its_figures(figures):
     names = {key.split("/")[0] for key in figures}
     assert names == set(registry().names()), set(registry().names()) - names

@@ -77,6 +77,7 @@ def test_dcgan_smoke(tmp_path):
     assert {r["stage"] for r in rows} == {"fd_classifier", "gan"}
 
 
+@pytest.mark.slow
 def test_diverging_run_is_reported_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     # A frozen generator (learning rate 0) lets the discriminator win outright within a few epochs.
     code = cli.main(["run", "gan.dcgan", "--preset", "smoke", "--set", "epochs=12", "--set", "g_lr_scale=0",
@@ -108,6 +109,7 @@ def _random_inception_file(tmp_path):
     return named
 
 
+@pytest.mark.slow
 def test_inception_fid_kid_through_verified_local_weights(tmp_path):
     weights = _random_inception_file(tmp_path)
     out = tmp_path / "runs"

@@ -36,6 +36,7 @@ def test_unknown_models_tags_and_missing_weights_are_one_line(argv, message, tmp
     assert code in (2, 3) and message in capsys.readouterr().err  # usage (2) or weights (3)
 
 
+@pytest.mark.slow
 def test_a_pretrained_tag_comes_from_the_hub_cache_hash_checked(tmp_path, plant_hub_file):
     import open_clip
 
@@ -53,6 +54,7 @@ def test_a_pretrained_tag_comes_from_the_hub_cache_hash_checked(tmp_path, plant_
         factory.create("RN50", "yfcc15m", offline=True)
 
 
+@pytest.mark.slow
 def test_clip_gap_runs_on_a_non_default_open_clip_model(tmp_path):
     code, run = _run(tmp_path, "clip.gap", "--preset", "smoke", "--set", "model=RN50", "--set", "pretrained=random",
                      "--set", "per_class=3", "--set", "random_init=false")
@@ -80,6 +82,7 @@ def siglip_tokenizer(tmp_path, plant_hub_file):
         plant_hub_file("timm/ViT-B-16-SigLIP", name, folder / name)
 
 
+@pytest.mark.slow
 def test_siglip_is_read_as_a_sigmoid_model_and_says_what_its_numbers_mean(tmp_path, siglip_tokenizer):
     model = factory.create("ViT-B-16-SigLIP", "random", offline=True).model
     assert model.sigmoid and model.arch.context_length == 64 and model.preprocessing.mean == (0.5, 0.5, 0.5)

@@ -148,6 +148,7 @@ def test_a_resolution_too_small_for_the_network_is_refused_before_training(tmp_p
     assert not list(tmp_path.glob("*/checkpoints/*"))  # 32 px was not trained first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["timm/convnext_atto", "timm/efficientnet_b0", "timm/regnety_002"])
 def test_resnet_features_runs_on_non_resnet_cnns(arch, tmp_path):
     assert cli.main(["run", "resnet.features", "--preset", "smoke", "--set", f"arch={arch}",

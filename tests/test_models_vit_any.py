@@ -97,6 +97,7 @@ def test_backend_hf_takes_the_shape_of_any_transformers_vit_folder(tmp_path):
         factory.create(vit.AUTO, "random")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["timm/vit_tiny_patch16_224", REGISTERS])
 @pytest.mark.parametrize("experiment", ["vit.attention", "vit.masking"])
 def test_vit_experiments_run_on_non_deit_vits(experiment, arch, tmp_path):

@@ -81,6 +81,7 @@ def _through_the_folder(root: Path, built) -> torch.Tensor:
 @pytest.mark.parametrize("name, family, crop_pct", [("timm/resnet50", "cnn", 0.95),
                                                     ("timm/vit_small_patch16_224", "vit", 0.9),
                                                     ("resnet152", "cnn", 224 / 232)])
+@pytest.mark.slow
 def test_a_folder_reaches_the_model_as_its_own_pipeline_gives_it(name, family, crop_pct, photo_folder):
     built = models.create(name, "random", family=family, num_classes=1000, offline=True)
     assert built.preprocessing.crop_pct == pytest.approx(crop_pct)  # odd margins: 235 / 248 / 232 -> 224

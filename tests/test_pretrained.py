@@ -29,6 +29,7 @@ def test_the_factory_reads_atml_weights_and_never_trains_them(monkeypatch):
         factory.create("digits-resnet-small", "digits", family="cnn", num_classes=5)
 
 
+@pytest.mark.slow
 def test_ensure_trains_once_for_two_callers_and_the_factory_reads_the_file(monkeypatch):
     calls = []
     real = pretrain.train

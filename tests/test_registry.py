@@ -33,6 +33,7 @@ def test_every_experiment_has_every_preset(exp: Experiment, preset: str):
     assert exp.summary and list(inspect.signature(exp.run).parameters) == ["cfg", "ctx"]
 
 
+@pytest.mark.slow
 def test_the_api_functions_stay_functions_after_every_package_is_imported():
     """atml.experiments() and atml.report() are the API's functions, not packages that Python binds over them."""
     import subprocess

@@ -31,6 +31,7 @@ def test_every_experiment_rehearses_its_full_preset(name):
     assert rehearse.data in rehearsal.NAMES
 
 
+@pytest.mark.slow
 def test_rehearsal_data_has_the_real_counts_and_formats():
     data = rehearsal.load("rehearsal-fashion-mnist")
     assert data.train.images.shape == (60_000, 1, 28, 28) and data.val.images.shape == (10_000, 1, 28, 28)
@@ -40,6 +41,7 @@ def test_rehearsal_data_has_the_real_counts_and_formats():
     assert torch.equal(again.val.images[:100], data.val.images[:100])
 
 
+@pytest.mark.slow
 def test_a_rehearsal_run_says_so_everywhere_and_is_never_compared(tmp_path):
     exp = registry().get("vae.train")
     cfg = config_lib.build(exp.config_cls, exp.presets, "rehearsal",
@@ -71,6 +73,7 @@ def test_an_epoch_budget_runs_the_first_epochs_and_records_the_plan():
     assert len(rows) == 3  # outside the block, no budget
 
 
+@pytest.mark.slow
 def test_suite_timing_script_estimates_the_full_epochs(tmp_path):
     out = tmp_path / "timing.json"
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "suite_timing.py"), "--device", "cpu",

@@ -88,6 +88,7 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
         checkpoint.load(path)
 
 
+@pytest.mark.slow
 def test_a_run_folder_in_use_cannot_be_opened_by_a_second_process(tmp_path):
     run = RunDir.create(tmp_path, "x", "smoke")
     run.write_config({"experiment": "vae.train"})

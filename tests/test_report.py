@@ -97,6 +97,7 @@ def test_report_of_a_missing_or_unfinished_run(tmp_path, capsys):
     assert "is not an atml run folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_failed_runs_are_reported_with_their_reason_and_bad_folders_are_listed(smoke_run, tmp_path, capsys):
     """A diverged run, a run that failed before training, an empty folder and an unfinished one, beside a good run."""
     runs = tmp_path / "runs"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from atml import cli
 from atml.analysis import generative
@@ -28,6 +29,7 @@ def test_a_small_mutual_information_set_is_a_warning_shown_in_the_report(tmp_pat
     assert "**Read with care:** I(x; z) was estimated on" in (tmp_path / "rep" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_feature_counts_in_notes_are_the_counts_used(tmp_path):
     _, results = _results(tmp_path, "resnet.features", "--preset", "smoke", "--set", "per_class=100")
     note = next(n for n in results["notes"] if "validation images (" in n)

@@ -10,6 +10,7 @@ entropy and low recall). The distance between two real splits is the floor.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
@@ -85,12 +86,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-UNIT = Preprocess(UNIT_GREY_28)
-"""The scoring CNN's input: uint8 grey images to [0, 1] (on the CPU; the loop moves each batch on)."""
+def scoring_input() -> Preprocess:
+    """The scoring CNN's preprocessing: uint8 grey images to [0, 1] (a new module each time: ``to`` moves it)."""
+    return Preprocess(UNIT_GREY_28)
 
 
-def classify_step(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> StepOutput:
-    return classification_step(model, (UNIT.to(batch[0].device)(batch[0]), batch[1]))
+def classify_step(unit: Preprocess, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> StepOutput:
+    return classification_step(model, (unit(batch[0]), batch[1]))
 
 
 def train_classifier(cfg: Config, ctx: RunContext, data: Any) -> tuple[SmallCNN, float]:
@@ -100,7 +102,8 @@ def train_classifier(cfg: Config, ctx: RunContext, data: Any) -> tuple[SmallCNN,
     optim = torch.optim.Adam(model.parameters(), lr=1e-3)
     rows = fit(Fit(model, optim, Batches((data.train.images, data.train.labels), 128, shuffle=True, seed=cfg.seed),
                    Batches((data.val.images, data.val.labels), 1024), cfg.classifier_epochs, ctx.device, ctx.run,
-                   stage="fd_classifier", step=classify_step, checkpoint_path=ctx.checkpoint("fd_classifier"),
+                   stage="fd_classifier", step=functools.partial(classify_step, scoring_input().to(ctx.device)),
+                   checkpoint_path=ctx.checkpoint("fd_classifier"),
                    progress=ctx.progress, say=ctx.say))
     return model.eval(), rows.last("val", "acc")
 
@@ -127,27 +130,14 @@ def generate(model: DCGAN, n: int, seed: int, device: torch.device) -> torch.Ten
 def run(cfg: Config, ctx: RunContext) -> Results:
     data = grayscale.load_data(cfg, ctx)
     classifier, classifier_acc = train_classifier(cfg, ctx, data)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        built = factory.create("dcgan", family="gan", latent_dim=cfg.latent_dim, width=cfg.width)
-    model, preprocess = built.model.to(ctx.device), built.preprocess.to(ctx.device)
-    optim = gan_recipe.optimizer(model, cfg.lr, cfg.beta1, cfg.g_lr_scale)
-    sample_epochs = {1, cfg.epochs, *range(cfg.sample_every, cfg.epochs + 1, cfg.sample_every)}
-    samples = gan_recipe.FixedNoiseSamples(model, sample_epochs, lambda e, x: save_grid(ctx, e, x), seed=cfg.seed)
-    guard = gan_recipe.DiscriminatorWinsGuard(cfg.d_win_threshold)
-    rows = fit(Fit(model, optim, Batches((data.train.images,), cfg.batch_size, shuffle=True, seed=cfg.seed),
-                   Batches((data.val.images,), 512), cfg.epochs, ctx.device, ctx.run, stage="gan",
-                   step=gan_recipe.GANStep(optim, preprocess), callbacks=[samples, guard],
-                   checkpoint_path=ctx.checkpoint("gan"),
-                   ddp=False,  # two alternating updates per step: GANStep averages each one's gradients
-                   progress=ctx.progress, say=ctx.say))
+    model, rows = train_gan(cfg, ctx, data)
     last_train = rows.phase("train")[-1]
     # Two disjoint halves of the validation split, neither seen by the generator or the feature CNN:
     # generated vs half A, and the floor half B vs half A, with the same number of images each.
     n = min(cfg.eval_samples, len(data.val) // 2)
     ctx.step(f"scoring {n} generated images against {n} real ones: Frechet distance, precision/recall, classes")
-    real_a = UNIT(data.val.images[:n])
-    real_b = UNIT(data.val.images[n:2 * n])
+    unit = scoring_input()
+    real_a, real_b = unit(data.val.images[:n]), unit(data.val.images[n:2 * n])
     fake = generate(model, n, cfg.seed + 1, ctx.device)
     (f_a, _), (f_b, _), (f_fake, p_fake) = (embed(classifier, x, ctx.device) for x in (real_a, real_b, fake))
     precision, recall = generative.precision_recall(f_a, f_fake)
@@ -176,6 +166,26 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                   "Not Inception FID: compare it only with other FD-atml-cnn numbers.",
                   inception_note(metrics, n), *invalid]
     return out
+
+
+def train_gan(cfg: Config, ctx: RunContext, data: Any) -> tuple[DCGAN, History]:
+    """The DCGAN trained from its seeded initialisation: fixed-noise grids saved as it goes, stopped with its last
+    good checkpoint when the discriminator wins outright."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        built = factory.create("dcgan", family="gan", latent_dim=cfg.latent_dim, width=cfg.width)
+    model, preprocess = built.model.to(ctx.device), built.preprocess.to(ctx.device)
+    optim = gan_recipe.optimizer(model, cfg.lr, cfg.beta1, cfg.g_lr_scale)
+    sample_epochs = {1, cfg.epochs, *range(cfg.sample_every, cfg.epochs + 1, cfg.sample_every)}
+    samples = gan_recipe.FixedNoiseSamples(model, sample_epochs, lambda e, x: save_grid(ctx, e, x), seed=cfg.seed)
+    guard = gan_recipe.DiscriminatorWinsGuard(cfg.d_win_threshold)
+    rows = fit(Fit(model, optim, Batches((data.train.images,), cfg.batch_size, shuffle=True, seed=cfg.seed),
+                   Batches((data.val.images,), 512), cfg.epochs, ctx.device, ctx.run, stage="gan",
+                   step=gan_recipe.GANStep(optim, preprocess), callbacks=[samples, guard],
+                   checkpoint_path=ctx.checkpoint("gan"),
+                   ddp=False,  # two alternating updates per step: GANStep averages each one's gradients
+                   progress=ctx.progress, say=ctx.say))
+    return model, rows
 
 
 def sample_warnings(n: int, dim: int, metrics: dict[str, float]) -> list[str]:
