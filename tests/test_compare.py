@@ -231,6 +231,6 @@ def test_saliency_explains_your_own_images_of_any_size(tmp_path, capsys):
     results = json.loads((done / "results.json").read_text())
     assert results["status"] == "ok" and any("3 of your images" in n for n in results["notes"])
     assert any("broken.png" in n for n in results["notes"])
-    assert results["sources"]["data"]["source"] == "your images"
+    assert results["sources"]["data"]["name"] == "your images"
     assert {r["condition"]["method"] for r in results["records"] if r["name"] == "deletion_auc"} == {
         "gradcam", "gradcam++", "scorecam", "cls_attention", "rollout", "random"}

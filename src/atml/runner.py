@@ -25,6 +25,7 @@ from atml import config as config_lib
 from atml import distributed, references, runtime
 from atml.data import rehearsal
 from atml.errors import AtmlError, DivergedError, RunDirError, UsageError
+from atml.provenance import DataSource, Source
 from atml.registry import Experiment
 from atml.results import Results, RunResults, to_json
 from atml.run_dir import FollowerRunDir, RunDir
@@ -40,7 +41,8 @@ class RunContext:
     offline: bool
     progress: bool = False
     say: Callable[[str], None] = print
-    sources: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sources: dict[str, Source] = dataclasses.field(default_factory=dict)
+    """Where the run's inputs came from, by kind (``data``, ``weights`` ...), as typed records."""
     is_main: bool = True
     """False on torchrun ranks other than 0, which compute but write nothing."""
     name: str = ""
@@ -52,12 +54,16 @@ class RunContext:
         """One progress line for a long step that has no epochs (features, embeddings, probes)."""
         self.say(f"[{self.name or 'atml'}] {message}")
 
-    def record_source(self, kind: str, value: Any) -> None:
+    def record_source(self, kind: str, value: Source) -> None:
         """Note where the ``data`` or ``weights`` came from; written to ``env.json`` at once."""
         self.sources[kind] = value
         env = self.run.read_env()
-        env.setdefault("sources", {})[kind] = value
+        env.setdefault("sources", {})[kind] = value.to_json()
         self.run.write_env(env)
+
+    def sources_json(self) -> dict[str, Any]:
+        """The sources as ``results.json`` holds them."""
+        return {kind: value.to_json() for kind, value in self.sources.items()}
 
     def record_env(self, key: str, value: Any) -> None:
         """A top-level entry of ``env.json`` (``data``: how the run's data was had), written at once."""
@@ -289,15 +295,17 @@ def _complete(results: Results, exp: Experiment[Any], preset: str, cfg: Any, ctx
         results.add("time_s", elapsed, "s")
     if results.metrics.get("peak_memory_mb") is None:
         results.add("peak_memory_mb", runtime.peak_memory_mb(ctx.device), "MB")
-    skipped = (ctx.sources.get("data") or {}).get("skipped") or []
+    data = ctx.sources.get("data")
+    data = data if isinstance(data, DataSource) else None
+    skipped = data.skipped if data else []
     if skipped:
         results.notes.append(f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): "
                              + "; ".join(skipped))
-    results.notes += (ctx.sources.get("data") or {}).get("notes") or []  # e.g. a dataset cache that was rebuilt
+    results.notes += data.notes if data else []  # e.g. a dataset cache that was rebuilt
     is_rehearsal = rehearsal.is_rehearsal(preset, cfg)
     if is_rehearsal:
         results.notes.insert(0, rehearsal.NOTE)
-    out = to_json(results, experiment=exp.name, preset=preset, status="ok", sources=ctx.sources, seed=cfg.seed,
+    out = to_json(results, experiment=exp.name, preset=preset, status="ok", sources=ctx.sources_json(), seed=cfg.seed,
                   device=str(ctx.device), **({"rehearsal": True} if is_rehearsal else {}))
     out["references"] = references.compare_all(exp.references, RunResults.from_json(out), cfg)
     return out
@@ -308,4 +316,4 @@ def _write_failed(run: RunDir, exp: Experiment[Any], preset: str, cfg: Any, ctx:
     run.write_results(to_json(Results(notes=[f"The run stopped: {err}"]), experiment=exp.name, preset=preset,
                               status="failed", error=str(err), error_kind=type(err).__name__,
                               resumable=isinstance(err, DivergedError), traceback=traceback.format_exc(),
-                              references=[], sources=ctx.sources, seed=cfg.seed, device=str(ctx.device)))
+                              references=[], sources=ctx.sources_json(), seed=cfg.seed, device=str(ctx.device)))

@@ -25,7 +25,7 @@ from torch import nn
 
 from atml.models.preprocess import Preprocess
 from atml.models.registry import Preprocessing
-from atml.models.weights import WeightsInfo
+from atml.provenance import WeightsInfo
 
 M = TypeVar("M", bound=nn.Module, covariant=True)
 

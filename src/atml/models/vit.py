@@ -43,7 +43,7 @@ from atml.models import weights as weights_lib
 from atml.models.preprocess import Preprocess
 from atml.models.registry import Preprocessing
 from atml.models.types import Built
-from atml.models.weights import WeightsInfo
+from atml.provenance import WeightsInfo
 from atml.storage import sha256sum
 
 Backend = Literal["timm", "hf"]

@@ -27,24 +27,12 @@ import torch
 from atml import storage
 from atml.errors import UsageError, WeightsError
 from atml.models.registry import Model, Weights, canonical_weights
+from atml.provenance import WeightsInfo
 from atml.storage import sha256sum
 
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 """The names open_clip's weights have on the Hugging Face hub (and in a snapshot folder)."""
-
-
-@dataclasses.dataclass
-class WeightsInfo:
-    """What ``env.json`` records about the weights a run used."""
-
-    spec: str
-    description: str
-    file: str | None = None
-    sha256: str | None = None
-    pretrained: bool = True
-    source_val_acc: float | None = None
-    """Held-out accuracy on the source task, when atml pretrained the weights itself."""
 
 
 def is_path(spec: str) -> bool:

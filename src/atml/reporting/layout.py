@@ -8,7 +8,7 @@ from pathlib import Path
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("_version", "errors"),
-    ("runtime", "storage", "distributed"),
+    ("runtime", "storage", "distributed", "provenance"),
     ("data",),
     ("models",),
     ("config", "results"),

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from atml.provenance import DataSource, WeightsInfo
 from atml.reporting import layout
 from atml.results import Metric, Metrics, Results, RunResults
 from atml.suite import registry
@@ -36,8 +37,7 @@ def collect(run_folders: Sequence[Path]) -> dict[str, Any]:
         experiments[results.experiment] = {
             "preset": results.preset, "seed": results.seed, "run": Path(folder).name, "commit": env.get("commit"),
             "device": env.get("device_name"), "records": [m.to_json() for m in results.metrics],
-            "data": {k: results.sources.get("data", {}).get(k) for k in ("name", "train", "val", "test")},
-            "weights": {k: results.sources.get("weights", {}).get(k) for k in ("spec", "source_val_acc")},
+            "data": _data_of(results), "weights": _weights_of(results),
             "results_data": _own_data(results)}
     started = min((Path(f) / "config.yaml").stat().st_mtime for f in run_folders)
     ended = max((Path(f) / "results.json").stat().st_mtime for f in run_folders)
@@ -55,6 +55,17 @@ def _trained_during(run_folders: Sequence[Path], started: float) -> bool:
             if file and Path(file).is_file() and Path(file).stat().st_mtime >= started:
                 return True
     return False
+
+
+def _data_of(results: RunResults) -> dict[str, Any]:
+    data = DataSource.from_json(results.sources.get("data") or {"name": "-", "source": "-"})
+    return {"name": data.name, "train": data.train, data.held_out: data.val}
+
+
+def _weights_of(results: RunResults) -> dict[str, Any]:
+    raw = results.sources.get("weights")
+    weights = WeightsInfo.from_json(raw) if raw else None
+    return {"spec": weights.spec if weights else None, "source_val_acc": weights.source_val_acc if weights else None}
 
 
 def _own_data(results: RunResults) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from atml.data.decode import Square
 from atml.errors import UsageError
 from atml.models.preprocess import resize_size
 from atml.models.registry import Preprocessing
+from atml.provenance import DataSource
 from atml.runner import RunContext
 
 
@@ -93,26 +94,27 @@ def load(cfg: Any, ctx: RunContext, pixels: Sequence[Preprocessing], *, limits: 
     What was read (and any unreadable files left out) goes to env.json's ``data`` entry, and
     from there to the run's notes.
     """
-    plan = decode_plan(cfg.image_size, pixels) if factory.describe(cfg.data).files else None
+    described = factory.describe(cfg.data)
+    plan = decode_plan(cfg.image_size, pixels) if described.files else None
     options: dict[str, Any] = {"skip_bad_images": cfg.skip_bad_images, "progress": ctx.progress, **spec}
     if plan is not None:
         options |= {"image_size": plan.size, "crop": plan.crop, "interpolation": plan.interpolation}
     start = time.perf_counter()
     loaded = factory.create(factory.Spec(cfg.data, root=cfg.data_dir, seed=cfg.seed, offline=ctx.offline,
-                                         scratch=ctx.scratch("data") if cfg.data.startswith("generated-") else None,
-                                         **options))
-    data = loaded.data
-    ready = loaded.readiness
-    readiness = {"images": ready.images if ready else len(data.train) + len(data.val),
-                 "seconds": round(ready.seconds if ready else time.perf_counter() - start, 3),
-                 "from_cache": bool(ready and ready.from_cache), "cache": ready.cache if ready else None,
-                 "notes": (ready.notes if ready else []) + ([f"{data.name}: {plan.why}."] if plan else [])}
+                                         scratch=ctx.scratch("data") if described.generated else None, **options))
+    data, ready = loaded.data, loaded.readiness
+    images = ready.images if ready else len(data.train) + len(data.val)  # what was had, before the limits
     data.train = data.train.subset(limits[0], seed=cfg.seed)
     data.val = data.val.subset(limits[1], seed=cfg.seed + 1)
     if record:
-        decode = {"decode": plan.as_json()} if plan is not None else {}
-        ctx.record_source("data", {"name": data.name, "source": data.source,
-                                   "train": len(data.train), "val": len(data.val), "classes": data.train.classes,
-                                   "skipped": loaded.skipped, **readiness, **decode})
-        ctx.record_env("data", {**{k: readiness[k] for k in ("images", "seconds", "from_cache", "cache")}, **decode})
+        source = DataSource(
+            data.name, data.source, len(data.train), len(data.val), list(data.train.classes), list(loaded.skipped),
+            images=images,
+            seconds=round(ready.seconds if ready else time.perf_counter() - start, 3),
+            from_cache=bool(ready and ready.from_cache), cache=ready.cache if ready else None,
+            notes=(ready.notes if ready else []) + ([f"{data.name}: {plan.why}."] if plan else []),
+            decode=plan.as_json() if plan is not None else None)
+        ctx.record_source("data", source)
+        ctx.record_env("data", {"images": source.images, "seconds": source.seconds, "from_cache": source.from_cache,
+                                "cache": source.cache, **({"decode": source.decode} if source.decode else {})})
     return data

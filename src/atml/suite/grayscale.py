@@ -13,6 +13,7 @@ from typing import Any
 from atml.data import ImageDataset
 from atml.errors import UsageError
 from atml.models import registry
+from atml.provenance import WeightsInfo
 from atml.runner import RunContext
 from atml.suite import datasets
 
@@ -38,6 +39,5 @@ def load_data(cfg: Any, ctx: RunContext) -> ImageDataset:
     """The dataset named by ``cfg.data``; ``cfg`` needs data, data_dir, seed and the two limits."""
     data = datasets.load(cfg, ctx, (PIXELS,), limits=(cfg.train_limit, cfg.val_limit), generated=(200, 100),
                          digit_classes=tuple(range(10)), digit_size=SIZE, digit_val_fraction=0.2, grayscale=True)
-    ctx.record_source("weights", {"spec": "random", "description": "trained from scratch (random init)",
-                                  "pretrained": False})
+    ctx.record_source("weights", WeightsInfo("random", "trained from scratch (random init)", pretrained=False))
     return data

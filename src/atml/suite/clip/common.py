@@ -24,6 +24,7 @@ from atml.data import ImageDataset
 from atml.distributed import sharded
 from atml.errors import UsageError
 from atml.models import clip, factory
+from atml.provenance import CachedFile, DataSource, WeightsInfo
 from atml.runner import RunContext
 from atml.suite import datasets
 from atml.train import clip_recipe
@@ -109,7 +110,7 @@ def load_model(cfg: ClipConfig, ctx: RunContext, *, weights: str | None = None,
     recipe = ctx.pretrained(cfg.arch, weights, family="clip", epochs=cfg.train_epochs, seed=cfg.seed)
     built = factory.create(cfg.arch, weights, family="clip", offline=ctx.offline, seed=cfg.seed, recipe=recipe)
     model, info = built.model, built.info
-    ctx.record_source(source_key, dataclasses.asdict(info))
+    ctx.record_source(source_key, info)
     model.weights_sha256 = info.sha256 or f"{info.spec}-seed{cfg.seed}"
     return model.to(ctx.device).eval()
 
@@ -125,9 +126,9 @@ def load_data(cfg: ClipConfig, ctx: RunContext, model: clip.CLIPModel) -> tuple[
     data = datasets.load(cfg, ctx, (model.preprocessing,), limits=(cfg.train_limit, cfg.test_limit),
                          generated=(60, 60), digit_classes=clip_recipe.ALL_DIGITS)
     names = list(clip_recipe.WORDS) if cfg.data == "digits" else [c.replace("_", " ") for c in data.train.classes]
-    record = dict(ctx.sources["data"])
-    record["test"], record["classes"] = record.pop("val"), names
-    ctx.record_source("data", record)
+    record = ctx.sources["data"]
+    if isinstance(record, DataSource):  # the held-out split is the test split here, with the prompts' names
+        ctx.record_source("data", dataclasses.replace(record, classes=names, held_out="test"))
     return data, names
 
 
@@ -169,7 +170,7 @@ def image_embeddings(model: clip.CLIPModel, images: torch.Tensor, cfg: ClipConfi
         embeddings, ips = compute_embeddings(model, images, ctx.device, cfg.batch_size, cfg.amp)
         if use_cache:
             storage.torch_save({"embeddings": embeddings}, path)
-    ctx.record_source(f"embeddings_{split}", {"file": str(path), "cache_hit": hit, "images": len(images)})
+    ctx.record_source(f"embeddings_{split}", CachedFile(str(path), cache_hit=hit, images=len(images)))
     return embeddings, ips
 
 
@@ -199,10 +200,11 @@ def zero_shot(image_emb: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
 
 
 def source_notes(cfg: ClipConfig, ctx: RunContext, model: clip.CLIPModel) -> list[str]:
-    weights = ctx.sources.get("weights", {})
-    data = ctx.sources.get("data", {})
-    out = [f"Model: open_clip {cfg.arch}; weights: {weights.get('description', cfg.weights)}.",
-           f"Data: {data.get('source', cfg.data)}; {data.get('train')} train / {data.get('test')} test images."]
+    weights, data = ctx.sources.get("weights"), ctx.sources.get("data")
+    out = [f"Model: open_clip {cfg.arch}; weights: "
+           f"{weights.description if isinstance(weights, WeightsInfo) else cfg.weights}."]
+    if isinstance(data, DataSource):
+        out.append(f"Data: {data.source}; {data.train} train / {data.val} test images.")
     if cfg.weights == "digits":
         out.append("Demo preset: no CLIP weights offline, so atml trained a tiny CLIP through open_clip's own model "
                    "and loss on captioned digits (70% split) and the experiment runs on it, on the held-out 30%; its "

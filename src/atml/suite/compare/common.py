@@ -109,7 +109,7 @@ def load_models(cfg: CompareConfig, ctx: RunContext, *, keep_head: bool = False)
                                keep_head=keep_head, recipe=recipe)
         built.model.to(ctx.device).eval()
         built.preprocess.to(ctx.device)
-        ctx.record_source(f"weights_{i}", {"model": name, **dataclasses.asdict(built.info)})
+        ctx.record_source(f"weights_{i}", dataclasses.replace(built.info, model=name))
         out.append(Subject(spec, name, weights, entry.family, built))  # labelled as the user named it
     return out
 

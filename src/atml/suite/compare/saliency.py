@@ -30,6 +30,7 @@ from atml.data import digits
 from atml.data.images import read_images
 from atml.errors import UsageError
 from atml.models import factory, vit
+from atml.provenance import DataSource
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
@@ -225,7 +226,8 @@ def _pictures(cfg: Config, ctx: RunContext, models: list[common.Subject]) -> tup
     notes = [f"Your images: {plan.why}."]
     notes += [f"{len(skipped)} unreadable image(s) left out (skip_bad_images=true): {'; '.join(skipped)}"] \
         if skipped else []
-    ctx.record_source("data", {"source": "your images", "files": list(found), "decode": plan.as_json()})
+    ctx.record_source("data", DataSource("your images", f"{len(found)} of your images", val=len(found),
+                                         skipped=skipped, files=list(found), decode=plan.as_json()))
     return list(found.values()), f"{len(found)} of your images", notes
 
 

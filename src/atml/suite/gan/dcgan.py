@@ -27,6 +27,7 @@ from atml.models.classifier import SmallCNN
 from atml.models.gan import DCGAN, to_unit
 from atml.models.preprocess import Preprocess
 from atml.models.registry import UNIT_GREY_28
+from atml.provenance import CachedFile
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Bench, Metrics, Results, RunResults, fixed
@@ -216,7 +217,7 @@ def inception_metrics(cfg: Config, ctx: RunContext, real: torch.Tensor, fake: to
     if path is None:
         return {}
     model = inception.extractor(path, ctx.device)
-    ctx.record_source("inception_weights", {"file": str(path), "sha256": sha256sum(path)})
+    ctx.record_source("inception_weights", CachedFile(str(path), sha256sum(path)))
     return inception.fid_kid(inception.features(model, real, ctx.device), inception.features(model, fake, ctx.device),
                              seed=cfg.seed)
 

@@ -123,7 +123,7 @@ def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int,
     recipe = ctx.pretrained(cfg.arch, cfg.weights, family="cnn", epochs=cfg.pretrain_epochs, seed=cfg.seed)
     backbone = factory.create(cfg.arch, cfg.weights, family="cnn", num_classes=num_classes, offline=ctx.offline,
                               keep_head=data_factory.describe(cfg.data).imagenet_labels, recipe=recipe)
-    ctx.record_source(source_key, dataclasses.asdict(backbone.info))
+    ctx.record_source(source_key, backbone.info)
     return backbone
 
 

@@ -70,7 +70,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     data = common.load_data(cfg, ctx)
     pretrained = load_pretrained(cfg, ctx, len(data.train.classes))
     random_init = factory.create(cfg.arch, "random", family="cnn", num_classes=len(data.train.classes))
-    ctx.record_source("random_weights", dataclasses.asdict(random_init.info))
+    ctx.record_source("random_weights", random_init.info)
     stages: dict[str, History] = {}
     cells: list[dict[str, Any]] = []
     for cell in cfg.cells:

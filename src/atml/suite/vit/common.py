@@ -20,6 +20,7 @@ from atml.data import ImageDataset, ImageSplit, digits
 from atml.data.images import read_images, squared
 from atml.errors import UsageError, WeightsError
 from atml.models import factory, vit
+from atml.provenance import WeightsInfo
 from atml.runner import RunContext
 from atml.suite import datasets
 from atml.train import vit_recipe
@@ -83,7 +84,7 @@ def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, a
     built = factory.create(arch, weights, family="vit", offline=ctx.offline, backend=cfg.backend,
                            input_size=cfg.input_size, recipe=recipe)
     model, info = built.model, built.info
-    ctx.record_source(source_key, dataclasses.asdict(info))
+    ctx.record_source(source_key, info)
     return model.to(ctx.device).eval()
 
 
@@ -207,9 +208,9 @@ def fit_probe_head(model: vit.ViT, data: ImageDataset, ctx: RunContext, batch_si
 
 
 def source_notes(cfg: ViTConfig, ctx: RunContext) -> list[str]:
-    weights = ctx.sources.get("weights", {})
+    weights = ctx.sources.get("weights")
     out = [f"Model: {cfg.arch} through {'timm' if cfg.backend == 'timm' else 'Hugging Face transformers'}; "
-           f"weights: {weights.get('description', cfg.weights)}."]
+           f"weights: {weights.description if isinstance(weights, WeightsInfo) else cfg.weights}."]
     if cfg.weights == "digits":
         out.append("Demo preset: no ImageNet weights offline, so atml trained this small ViT (patch 4 on 32x32 "
                    "upsampled digits, 64 patches + CLS) on digits 0-4 and the experiment runs on it; its numbers "
