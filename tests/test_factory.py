@@ -77,3 +77,23 @@ def test_the_registry_is_data_and_imports_no_builder():
                 for a in n.names}
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not imported and not {"atml.models.resnet", "atml.models.vit", "atml.models.clip"} & modules
+
+
+def test_each_family_is_declared_once_in_its_own_module():
+    """registry.FAMILIES names them; each module's SPEC says how to check, build and read the family, and what it
+    builds satisfies the family's interface."""
+    import importlib
+
+    from atml.models import layers
+
+    for family in registry.FAMILIES:
+        spec = factory.spec(family)
+        assert spec is importlib.import_module(f"atml.models.{family}").SPEC and spec.name == family
+    for name in ("digits-resnet-small", "vit-digits", "clip-digits", "mlp-vae", "dcgan"):
+        built = factory.create(name, "random")
+        family = factory.family_of(built.model)
+        assert family.name == factory.find(name).family and isinstance(built.model, family.protocol)
+        if family.layers is not None:
+            assert layers.comparable_layers(built.model)  # compare.* reads it through the same spec
+    with pytest.raises(UsageError, match="mlp-vae"):
+        factory.find("not-a-vae", "vae")

@@ -177,6 +177,11 @@ def test_an_interruption_during_a_checkpoint_write_waits_for_the_complete_file(t
         real_save(obj, handle)
 
     monkeypatch.setattr(torch, "save", save_interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        storage.torch_save({"x": torch.ones(3)}, tmp_path / "c.pt")
+    # Python's own Ctrl-C handler, as in a terminal (a shell that starts the tests in the background ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            storage.torch_save({"x": torch.ones(3)}, tmp_path / "c.pt")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert torch.equal(storage.torch_load(tmp_path / "c.pt")["x"], torch.ones(3))

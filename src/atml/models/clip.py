@@ -34,7 +34,7 @@ from atml.models import registry
 from atml.models import weights as weights_lib
 from atml.models.preprocess import Preprocess
 from atml.models.registry import Preprocessing
-from atml.models.types import Built
+from atml.models.types import Built, FamilySpec, ImageTextModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,3 +213,28 @@ def _open_clip_model(arch_name: str, quick_gelu: bool) -> nn.Module:
     return model
 
 
+# -- the family, as the factory and compare.* know it --------------------------------------
+def _layers(model: CLIPModel) -> dict[str, nn.Module]:
+    """The image tower's transformer blocks, or a ResNet tower's four stages."""
+    visual: Any = model.model.visual
+    if hasattr(visual, "transformer"):
+        return {f"block{i}": block for i, block in enumerate(visual.transformer.resblocks)}
+    return {name: getattr(visual, name) for name in ("layer1", "layer2", "layer3", "layer4")}
+
+
+def _prefix_tokens(model: CLIPModel) -> int:
+    return 1  # the class token
+
+
+def _features(model: CLIPModel, x: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = model.model.encode_image(x)
+    return out
+
+
+def _build_entry(entry: registry.Model, weights: weights_lib.Resolved, *, num_classes: int, offline: bool,
+                 keep_head: bool, **options: Any) -> Built[CLIPModel]:
+    return build(entry.name, weights, offline=offline, **options)
+
+
+SPEC = FamilySpec("clip", CLIPModel, ImageTextModel, check_arch, _build_entry, _layers, _prefix_tokens, _features)
+"""CLIP: any open_clip model and pretrained tag, and the demo's tiny CLIP (``clip.*``)."""

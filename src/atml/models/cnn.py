@@ -32,7 +32,7 @@ from atml.errors import UsageError
 from atml.models import registry, resnet
 from atml.models import weights as wts
 from atml.models.preprocess import Preprocess
-from atml.models.types import Built
+from atml.models.types import Built, Classifier, FamilySpec
 
 TIMM = "timm/"
 NOT_CNNS = ("vit_", "swin_", "maxvit_")
@@ -329,3 +329,27 @@ def _build_timm(arch: str, num_classes: int, weights: wts.Resolved, *, keep_head
         head = source_head(loaded, model.source_head, model.num_features)
     pre = registry.preprocessing_from(pretrained_cfg, registry.lookup("cnn", arch).preprocessing)
     return Built(model, Preprocess(pre), info, head)
+
+
+# -- the family, as the factory and compare.* know it --------------------------------------
+def _layers(model: Any) -> dict[str, nn.Module]:
+    """A ResNet's residual blocks (as Kornblith et al. read them); any other CNN's stages."""
+    blocks = resnet.residual_blocks(model)
+    if blocks:
+        return dict(blocks)
+    return {path.removeprefix("body."): model.get_submodule(path) for path in model.stage_paths}
+
+
+def _features(model: Any, x: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = model.forward_features(x)
+    return out
+
+
+def _build_entry(entry: registry.Model, weights: wts.Resolved, *, num_classes: int, offline: bool, keep_head: bool,
+                 **options: Any) -> Built[CNN]:
+    return build(entry.name, num_classes, weights, keep_head=keep_head, **options)
+
+
+SPEC = FamilySpec("cnn", (resnet.ResNetClassifier, CNNClassifier), Classifier,
+                  lambda name: check_arch(name, resnet.ARCHS), _build_entry, _layers, features=_features)
+"""CNNs: any torchvision or timm CNN and atml's digits ResNets (``resnet.*``, ``compare.*``)."""

@@ -16,14 +16,13 @@ imports no builder; this module imports them all. The experiments ask for a mode
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from torch import nn
 
 from atml.errors import UsageError
 from atml.models import weights as weights_lib
-from atml.models.preprocess import Preprocess
 from atml.models.registry import (
     DEMO_TAG,
     FAMILIES,
@@ -34,8 +33,7 @@ from atml.models.registry import (
     demo_models,
     lookup,
 )
-from atml.models.types import Built
-from atml.models.weights import Resolved
+from atml.models.types import Built, FamilySpec
 
 if TYPE_CHECKING:  # importing the family modules at run time would load torchvision, timm and open_clip eagerly
     from atml.models.clip import CLIPModel
@@ -45,24 +43,32 @@ if TYPE_CHECKING:  # importing the family modules at run time would load torchvi
     from atml.models.vit import ViT
 
 
+def spec(family: str) -> FamilySpec:
+    """The family's spec, declared once in its own module (``atml/models/<family>.py``, ``SPEC``)."""
+    if family not in FAMILIES:
+        raise UsageError(f"family={family!r} is not valid; choose one of {', '.join(FAMILIES)}")
+    found: FamilySpec = importlib.import_module(f"atml.models.{family}").SPEC
+    return found
+
+
+def family_of(model: nn.Module) -> FamilySpec:
+    """The spec of the family that built ``model``."""
+    for family in FAMILIES:
+        if isinstance(model, spec(family).model_type):
+            return spec(family)
+    raise UsageError(f"a {type(model).__name__} is not a model atml built; build it with atml.models.factory.create")
+
+
 def find(name: str, family: str | None = None) -> Model:
     """The entry for ``name`` in ``family``, or in the first family whose experiments accept it (``atml models``).
 
     Without a family a ``timm/`` name is read as a ViT when timm calls it one (vit_, deit, eva, beit), else as a CNN.
     """
-    from atml.models import clip, cnn, resnet, vit
-
-    def own(kind: str) -> None:
-        if (kind, name) not in MODELS:
-            raise UsageError(f"{name!r} is not one of atml's {kind} models ({', '.join(_names(kind))})")
-
-    checks = {"cnn": lambda: cnn.check_arch(name, resnet.ARCHS), "vit": lambda: vit.check_arch(name),
-              "clip": lambda: clip.check_arch(name), "vae": lambda: own("vae"), "gan": lambda: own("gan")}
     if family is None and name.startswith("timm/"):
         family = "vit" if name.removeprefix("timm/").startswith(("vit_", "deit", "eva", "beit")) else "cnn"
     for candidate in (family,) if family else FAMILIES:
         try:
-            checks[candidate]()
+            spec(candidate).check(name)
         except UsageError:
             if family:
                 raise
@@ -137,51 +143,5 @@ def create(name: str, weights: str = "random", *, family: str | None = None, num
             return bundle
     entry = find(name, family)
     resolved = weights_lib.resolve(entry, weights, offline=offline, recipe=recipe)
-    return _BUILDERS[entry.family](entry, resolved, num_classes=num_classes, offline=offline, keep_head=keep_head,
-                                   **options)
-
-
-def _cnn(entry: Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
-         **options: Any) -> Built[Any]:
-    from atml.models import cnn
-
-    return cnn.build(entry.name, num_classes, weights, keep_head=keep_head, **options)
-
-
-def _vit(entry: Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
-         **options: Any) -> Built[Any]:
-    from atml.models import vit
-
-    return vit.build(entry.name, weights, num_classes=num_classes, **options)
-
-
-def _clip(entry: Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
-          **options: Any) -> Built[Any]:
-    from atml.models import clip
-
-    return clip.build(entry.name, weights, offline=offline, **options)
-
-
-def _vae(entry: Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
-         **options: Any) -> Built[Any]:
-    from atml.models.vae import VAE
-
-    return _generative(entry, weights, VAE(**options))
-
-
-def _gan(entry: Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
-         **options: Any) -> Built[Any]:
-    from atml.models.gan import DCGAN
-
-    return _generative(entry, weights, DCGAN(**options))
-
-
-def _generative(entry: Model, weights: Resolved, model: nn.Module) -> Built[Any]:
-    """The VAE or DCGAN, freshly initialised (the experiments train it) or from a state dict file."""
-    if weights.state is not None:
-        model.load_state_dict(weights.state)
-    return Built(model, Preprocess(entry.preprocessing), weights.info)
-
-
-_BUILDERS: dict[str, Callable[..., Built[Any]]] = {"cnn": _cnn, "vit": _vit, "clip": _clip, "vae": _vae, "gan": _gan}
-"""Each family's builder: an architecture, with the resolved weights loaded (:func:`weights_lib.resolve`)."""
+    return spec(entry.family).build(entry, resolved, num_classes=num_classes, offline=offline, keep_head=keep_head,
+                                    **options)

@@ -24,32 +24,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from atml.models import clip, resnet, vit
+from atml.errors import UsageError
+from atml.models import factory
 
 
 def comparable_layers(model: nn.Module) -> dict[str, nn.Module]:
     """``{name: module}`` of ``model``'s blocks or stages, in forward order (module docstring)."""
-    if isinstance(model, vit.TimmViT):
-        return {f"block{i}": block for i, block in enumerate(model.model.blocks)}
-    if isinstance(model, vit.HFViT):
-        return {f"block{i}": layer for i, layer in enumerate(model.model.vit.layers)}
-    if isinstance(model, clip.CLIPModel):
-        visual: Any = model.model.visual
-        if hasattr(visual, "transformer"):
-            return {f"block{i}": block for i, block in enumerate(visual.transformer.resblocks)}
-        return {name: getattr(visual, name) for name in ("layer1", "layer2", "layer3", "layer4")}
-    blocks = resnet.residual_blocks(model)
-    if blocks:
-        return {name: block for name, block in blocks.items()}
-    stages: Any = model
-    return {path.removeprefix("body."): stages.get_submodule(path) for path in stages.stage_paths}
+    family = factory.family_of(model)
+    if family.layers is None:
+        raise UsageError(f"{family.name} models have no layers the comparisons read; compare CNNs, ViTs or CLIP")
+    return family.layers(model)
 
 
 def prefix_tokens(model: nn.Module) -> int:
     """How many leading tokens are not patches (class and register tokens): left out of a token average."""
-    if isinstance(model, vit.ViT):
-        return model.num_prefix_tokens
-    return 1 if isinstance(model, clip.CLIPModel) else 0
+    return factory.family_of(model).prefix_tokens(model)
 
 
 def pool(output: Any, prefix: int) -> torch.Tensor:
@@ -67,17 +56,10 @@ def pool(output: Any, prefix: int) -> torch.Tensor:
 def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The representation before the head for normalised images ``x``: a CNN's pooled features, a ViT's
     pre-logits (its class token, or what its head pools), CLIP's image embedding."""
-    out: torch.Tensor
-    if isinstance(model, vit.TimmViT):
-        out = model.model.forward_head(model.tokens(x), pre_logits=True)
-    elif isinstance(model, vit.ViT):
-        out = model.tokens(x)[:, 0]
-    elif isinstance(model, clip.CLIPModel):
-        out = model.model.encode_image(x)
-    else:
-        cnn: Any = model
-        out = cnn.forward_features(x)
-    return out
+    family = factory.family_of(model)
+    if family.features is None:
+        raise UsageError(f"{family.name} models have no features the probes read; probe CNNs, ViTs or CLIP")
+    return family.features(model, x)
 
 
 @contextlib.contextmanager

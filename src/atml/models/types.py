@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import nn
@@ -108,3 +108,28 @@ class ImageTextModel(Protocol):
     def encode_images(self, images: torch.Tensor, *, normalize: bool = False) -> torch.Tensor: ...
 
     def encode_texts(self, texts: list[str], *, normalize: bool = False) -> torch.Tensor: ...
+
+
+def _no_prefix(model: Any) -> int:
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilySpec:
+    """Everything atml knows of one model family, declared once in the family's own module as ``SPEC``
+    (``atml/models/<family>.py``; the factory finds it by the family's name in :data:`registry.FAMILIES`).
+
+    ``check`` refuses, in one line, a name the family cannot build; ``build(entry, weights, *, num_classes,
+    offline, keep_head, **options)`` builds the architecture and loads the resolved weights; ``model_type`` is
+    what it builds and ``protocol`` the interface the experiments use; ``layers``, ``prefix_tokens`` and
+    ``features`` are how ``compare.*`` reads it (None: the comparisons do not take it).
+    """
+
+    name: str
+    model_type: type | tuple[type, ...]
+    protocol: type
+    check: Callable[[str], None]
+    build: Callable[..., Built[Any]]
+    layers: Callable[[Any], dict[str, nn.Module]] | None = None
+    prefix_tokens: Callable[[Any], int] = _no_prefix
+    features: Callable[[Any, torch.Tensor], torch.Tensor] | None = None

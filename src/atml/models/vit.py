@@ -42,7 +42,7 @@ from atml.models import registry
 from atml.models import weights as weights_lib
 from atml.models.preprocess import Preprocess
 from atml.models.registry import Preprocessing
-from atml.models.types import Built
+from atml.models.types import Built, FamilySpec, TokenModel
 from atml.provenance import WeightsInfo
 from atml.storage import sha256sum
 
@@ -516,3 +516,31 @@ def _check_arch(config: Any, arch: Arch, source: Path) -> None:
     if got != want:
         raise WeightsError(f"{source} holds a ViT with (image, patch, width, depth) = {got}, not {want}; "
                            "pick the matching arch")
+
+
+# -- the family, as the factory and compare.* know it --------------------------------------
+def _layers(model: ViT) -> dict[str, nn.Module]:
+    """Every transformer block, in order."""
+    blocks = model.model.blocks if isinstance(model, TimmViT) else model.model.vit.layers
+    return {f"block{i}": block for i, block in enumerate(blocks)}
+
+
+def _prefix_tokens(model: ViT) -> int:
+    return model.num_prefix_tokens
+
+
+def _features(model: ViT, x: torch.Tensor) -> torch.Tensor:
+    """The pre-logits: what timm's head pools (its class token, or the average it takes), else the class token."""
+    if isinstance(model, TimmViT):
+        out: torch.Tensor = model.model.forward_head(model.tokens(x), pre_logits=True)
+        return out
+    return model.tokens(x)[:, 0]
+
+
+def _build_entry(entry: registry.Model, weights: weights_lib.Resolved, *, num_classes: int, offline: bool,
+                 keep_head: bool, **options: Any) -> Built[ViT]:
+    return build(entry.name, weights, num_classes=num_classes, **options)
+
+
+SPEC = FamilySpec("vit", ViT, TokenModel, check_arch, _build_entry, _layers, _prefix_tokens, _features)
+"""ViTs: DeiT-S, the demo's digits ViT and any timm VisionTransformer; transformers folders (``vit.*``)."""
