@@ -8,16 +8,10 @@ N(0, 0.02) as in the paper.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from atml.errors import UsageError
-from atml.models import registry
-from atml.models.preprocess import Preprocess
-from atml.models.types import Built, FamilySpec
-from atml.models.weights import Resolved
+from atml.models.types import trained_from_scratch
 
 LATENT_DIM = 100
 
@@ -85,20 +79,5 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
 
 
 # -- the family, as the factory knows it ----------------------------------------------------
-def _check(name: str) -> None:
-    own = [m.name for m in registry.MODELS.values() if m.family == "gan"]
-    if name not in own:
-        raise UsageError(f"{name!r} is not one of atml's gan models ({', '.join(own)})")
-
-
-def _build_entry(entry: registry.Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
-                 **options: Any) -> Built[DCGAN]:
-    """Freshly initialised (the experiments train it) or from a state dict file."""
-    model = DCGAN(**options)
-    if weights.state is not None:
-        model.load_state_dict(weights.state)
-    return Built(model, Preprocess(entry.preprocessing), weights.info)
-
-
-SPEC = FamilySpec("gan", DCGAN, nn.Module, _check, _build_entry)
-
+SPEC = trained_from_scratch("gan", DCGAN)
+"""The DCGAN: atml's own architecture, trained by the experiments from a seeded initialisation (or a file)."""

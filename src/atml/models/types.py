@@ -133,3 +133,25 @@ class FamilySpec:
     layers: Callable[[Any], dict[str, nn.Module]] | None = None
     prefix_tokens: Callable[[Any], int] = _no_prefix
     features: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+
+
+def trained_from_scratch(family: str, model_type: type[nn.Module]) -> FamilySpec:
+    """The spec of a family atml builds itself and the experiments train (the VAE, the DCGAN): atml's own
+    entries only; ``model_type(**options)``, freshly initialised or loaded from a state dict file."""
+    from atml.errors import UsageError
+    from atml.models import registry
+
+    def check(name: str) -> None:
+        own = [m.name for m in registry.MODELS.values() if m.family == family]
+        if name not in own:
+            raise UsageError(f"{name!r} is not one of atml's {family} models ({', '.join(own)})")
+
+    def build(entry: registry.Model, weights: Any, *, num_classes: int, offline: bool, keep_head: bool,
+              **options: Any) -> Built[nn.Module]:
+        model = model_type(**options)
+        if weights.state is not None:
+            model.load_state_dict(weights.state)
+        return Built(model, Preprocess(entry.preprocessing), weights.info)
+
+    return FamilySpec(family, model_type, nn.Module, check, build)
+

@@ -8,17 +8,13 @@ posterior-collapse mitigations change the training, never the model.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atml.errors import UsageError
-from atml.models import registry
-from atml.models.preprocess import Preprocess
-from atml.models.types import Built, FamilySpec
-from atml.models.weights import Resolved
+from atml.models.types import trained_from_scratch
 
 # -log N(x | x_hat, sigma^2 I) = ||x - x_hat||^2 / (2 sigma^2) + D/2 log(2 pi sigma^2). The course loss
 # (squared error summed over pixels) is exactly this negative log-likelihood with sigma^2 = 1/2, up to
@@ -123,20 +119,5 @@ def neg_elbo_nats(recon_sse: torch.Tensor, kl: torch.Tensor, pixels: int) -> tor
 
 
 # -- the family, as the factory knows it ----------------------------------------------------
-def _check(name: str) -> None:
-    own = [m.name for m in registry.MODELS.values() if m.family == "vae"]
-    if name not in own:
-        raise UsageError(f"{name!r} is not one of atml's vae models ({', '.join(own)})")
-
-
-def _build_entry(entry: registry.Model, weights: Resolved, *, num_classes: int, offline: bool, keep_head: bool,
-                 **options: Any) -> Built[VAE]:
-    """Freshly initialised (the experiments train it) or from a state dict file."""
-    model = VAE(**options)
-    if weights.state is not None:
-        model.load_state_dict(weights.state)
-    return Built(model, Preprocess(entry.preprocessing), weights.info)
-
-
-SPEC = FamilySpec("vae", VAE, nn.Module, _check, _build_entry)
-
+SPEC = trained_from_scratch("vae", VAE)
+"""The VAE: atml's own architecture, trained by the experiments from a seeded initialisation (or a file)."""
