@@ -51,11 +51,15 @@ def spec(family: str) -> FamilySpec:
     return found
 
 
+def built_by(model: nn.Module) -> FamilySpec | None:
+    """The spec of the family that built ``model``, or None for a module atml did not build."""
+    return next((spec(family) for family in FAMILIES if isinstance(model, spec(family).model_type)), None)
+
+
 def family_of(model: nn.Module) -> FamilySpec:
-    """The spec of the family that built ``model``."""
-    for family in FAMILIES:
-        if isinstance(model, spec(family).model_type):
-            return spec(family)
+    """The spec of the family that built ``model`` (a module atml did not build is refused in one line)."""
+    if (found := built_by(model)) is not None:
+        return found
     raise UsageError(f"a {type(model).__name__} is not a model atml built; build it with atml.models.factory.create")
 
 

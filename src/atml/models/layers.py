@@ -37,8 +37,10 @@ def comparable_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def prefix_tokens(model: nn.Module) -> int:
-    """How many leading tokens are not patches (class and register tokens): left out of a token average."""
-    return factory.family_of(model).prefix_tokens(model)
+    """How many leading tokens are not patches (class and register tokens): left out of a token average.
+    Any module atml did not build has none."""
+    family = factory.built_by(model)
+    return family.prefix_tokens(model) if family is not None else 0
 
 
 def pool(output: Any, prefix: int) -> torch.Tensor:
