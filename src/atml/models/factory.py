@@ -53,7 +53,7 @@ def spec(family: str) -> FamilySpec:
 
 def built_by(model: nn.Module) -> FamilySpec | None:
     """The spec of the family that built ``model``, or None for a module atml did not build."""
-    return next((spec(family) for family in FAMILIES if isinstance(model, spec(family).model_type)), None)
+    return next((found for found in map(spec, FAMILIES) if isinstance(model, found.model_type)), None)
 
 
 def family_of(model: nn.Module) -> FamilySpec:
