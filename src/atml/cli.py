@@ -74,7 +74,10 @@ def _running_commands(sub: Subparsers) -> None:
     _run_options(p, default_preset=None)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     _repeat_options(p)
+    _track_option(p)
     p.set_defaults(func=cmd_run)
+
+    _sweep_command(sub)
 
     p = sub.add_parser("report", help="one report from one or many run folders")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -87,6 +90,49 @@ def _running_commands(sub: Subparsers) -> None:
     p.add_argument("--preset", default="demo", help="run the whole suite at another preset (smoke: seconds)")
     _repeat_options(p)
     p.set_defaults(func=cmd_demo)
+
+
+def _sweep_command(sub: Subparsers) -> None:
+    p = sub.add_parser("sweep", help="a grid of runs (keys x values x seeds) through submitit: local or Slurm",
+                       description="Run a grid of one experiment's configs, each cell an ordinary run folder under "
+                       "OUT/sweep-NAME/, through submitit (local processes or one Slurm job array). Rerunning the "
+                       "same command skips complete cells and resumes interrupted ones.")
+    p.add_argument("spec", metavar="SPEC.yaml|EXPERIMENT",
+                   help="a spec file (experiment:, preset:, grid:, cells:, seeds:, set:) or an experiment name")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a key and its values (repeatable); list values as KEY=[a,b]|[c,d]")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config value for every cell (repeatable)")
+    p.add_argument("--preset", help="smoke | demo | full | rehearsal (default: the spec's, else smoke)")
+    p.add_argument("--seeds", type=int, metavar="N", help="each cell with N consecutive seeds")
+    p.add_argument("--name", help="the sweep's name: its folder is OUT/sweep-NAME (default: EXPERIMENT-PRESET)")
+    p.add_argument("--out", default="runs", help="parent folder of the sweep folder (default: runs)")
+    p.add_argument("--executor", default="local", help="local (default: processes here) | slurm (one job array) | "
+                   "debug (in this process)")
+    p.add_argument("--parallel", type=int, metavar="N", help="local: cells at a time (default: from cores and "
+                   "memory, one per GPU)")
+    p.add_argument("--retry-failed", action="store_true", help="also rerun the cells that failed before")
+    p.add_argument("--dry-run", action="store_true", help="check the spec, list the cells and print the sbatch "
+                   "script; submit nothing")
+    slurm = p.add_argument_group("Slurm (--executor slurm)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--account")
+    slurm.add_argument("--gpus-per-node", type=int, help="GPUs per cell (also local: GPUs per cell)")
+    slurm.add_argument("--tasks-per-node", type=int, default=1, help="processes per cell (torchrun-style DDP; "
+                       "default 1)")
+    slurm.add_argument("--cpus-per-task", type=int)
+    slurm.add_argument("--mem-gb", type=float)
+    slurm.add_argument("--timeout-min", type=int, default=24 * 60, help="per cell (default 1440)")
+    slurm.add_argument("--array-parallelism", type=int, help="cells running at once on the cluster")
+    slurm.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run before each cell, e.g. 'module load cuda' (repeatable)")
+    _track_option(p)
+    p.set_defaults(func=cmd_sweep)
+
+
+def _track_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", choices=("mlflow", "wandb"), help="also log each run to MLflow (MLFLOW_TRACKING_URI, "
+                   "else ./mlruns) or Weights & Biases (offline without a network)")
 
 
 def _measuring_commands(sub: Subparsers) -> None:
@@ -215,11 +261,66 @@ def cmd_run(args: argparse.Namespace) -> int:
         runs = [runner.resume(reg.get, args.resume, name=args.experiment, texts=_overrides(args), preset=args.preset,
                               tensorboard=args.tensorboard)]
     else:
+        if args.track:
+            from atml import tracking
+
+            tracking.check(args.track)
         runs = runner.start(reg.get(args.experiment), args.preset or config_lib.DEFAULT_PRESET,
                             texts=_overrides(args), seeds=args.seeds, out=args.out, tensorboard=args.tensorboard)
     if rank_and_world()[0] == 0:
+        if args.track:
+            from atml import tracking
+
+            sink = tracking.open_sink(args.track)
+            for run in runs:
+                print(f"atml: {args.track} run {sink.log_run(run.path)}", file=sys.stderr)
         print("\n".join(str(run.path) for run in runs))
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import shlex
+
+    from atml.sweeps import dispatch
+    from atml.sweeps import spec as spec_lib
+
+    path = Path(args.spec)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise UsageError(f"the sweep spec {path} does not exist; pass a spec file or an experiment name")
+        request = spec_lib.read_spec(path)
+    else:
+        request = spec_lib.Request(args.spec)
+    grid_keys = {key for key, _ in request.grid}
+    for item in args.grid:
+        key, values = spec_lib.parse_grid(item)
+        if key in grid_keys:
+            raise UsageError(f"--grid {key}=... is given twice (or is already in {request.source}); list its values "
+                             "once")
+        grid_keys.add(key)
+        request.grid.append((key, list(values)))
+    for item in args.overrides:
+        key, raw = config_lib.parse_override(item)
+        request.fixed.append((key, spec_lib.Text(raw)))
+    request.preset = args.preset or request.preset
+    request.seeds = args.seeds if args.seeds is not None else request.seeds
+    request.name = args.name or request.name
+    sweep = spec_lib.expand(request, registry())
+    opts = dispatch.Options(out=Path(args.out), executor=args.executor, parallel=args.parallel,
+                            retry_failed=args.retry_failed, track=args.track, dry_run=args.dry_run,
+                            partition=args.partition, gpus_per_node=args.gpus_per_node,
+                            cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, timeout_min=args.timeout_min,
+                            array_parallelism=args.array_parallelism, tasks_per_node=args.tasks_per_node,
+                            account=args.account, slurm_setup=args.slurm_setup,
+                            command=shlex.join(["atml", "sweep", *_without(sys.argv[1:] if sys.argv else [])]))
+    summary = dispatch.run(sweep, opts)
+    return 1 if summary.failed else 0
+
+
+def _without(argv: list[str]) -> list[str]:
+    """The command line as given, less --retry-failed and --dry-run (the summary adds what it needs)."""
+    args = [a for a in argv if a not in ("--retry-failed", "--dry-run")]
+    return args[1:] if args and args[0] == "sweep" else args
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -130,6 +130,14 @@ def parse_override(item: str) -> tuple[str, str]:
     return key.strip(), raw.strip()
 
 
+def get_value(cfg: Any, key: str) -> Any:
+    """The value of ``key`` (dotted for nested configs, aliases allowed) as plain data (tuples as lists)."""
+    for part in key.split("."):
+        part = getattr(type(cfg), "ALIASES", {}).get(part, part)
+        cfg = getattr(cfg, part)
+    return _plain(dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else cfg)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain data (tuples as lists) that ``yaml.safe_dump`` and JSON accept."""
     return _plain(dataclasses.asdict(cfg))

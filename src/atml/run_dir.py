@@ -61,6 +61,22 @@ class RunDir:
         raise RunDirError(f"could not find a free run folder name in {parent}")
 
     @classmethod
+    def create_at(cls, path: str | os.PathLike) -> RunDir:
+        """Make the run folder ``path`` itself (a sweep's cell), with the same exclusive ``mkdir``; refuse one that
+        exists."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+        except FileExistsError as err:
+            raise RunDirError(f"{path} already exists; a new run never reuses a folder (resume it instead)") from err
+        except OSError as err:
+            raise UsageError(f"cannot create the run folder {path} ({err.strerror}); pass another --out") from err
+        run = cls(path)
+        run.lock()
+        return run
+
+    @classmethod
     def open(cls, path: str | os.PathLike) -> RunDir:
         """Reopen an existing run (to resume it); refuse one that another process holds."""
         run = cls(Path(path))

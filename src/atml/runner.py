@@ -151,15 +151,16 @@ def resume_call(exp: str, path: Path | str, *, python: bool) -> str:
 def execute(exp: Experiment[Any], cfg: Any, *, preset: str, out: str | Path | None = None,
             resume: str | Path | None = None, progress: bool | None = None,
             say: Callable[[str], None] = print, tensorboard: bool = False,
-            resume_changes: dict[str, Any] | None = None, python: bool = False) -> RunDir:
+            resume_changes: dict[str, Any] | None = None, python: bool = False, folder: Path | None = None) -> RunDir:
     """Create (or reopen with ``resume``) the run folder, run the experiment, write results.
 
+    ``folder``: the exact new run folder (a sweep's cell) instead of a fresh name under ``out``.
     ``resume_changes``: options changed on resuming (see :func:`resume_config`), written to
     the saved config and recorded in ``env.json``. ``python``: messages name Python calls.
     """
     device = runtime.select_device(cfg.device)
     ranks = distributed.init_distributed()
-    run = _open_run(exp, preset, out, resume, ranks)
+    run = _open_run(exp, preset, folder or out, resume, ranks, exact=folder is not None)
     is_main = ranks is None or ranks.rank == 0
     say = say if is_main else (lambda _message: None)
     ctx: RunContext | None = None
@@ -233,10 +234,16 @@ def _finished(run: RunDir) -> bool:
 
 
 def _open_run(exp: Experiment[Any], preset: str, out: str | Path | None, resume: str | Path | None,
-              ranks: distributed.Distributed | None) -> RunDir:
-    """Rank 0 creates (or reopens) the folder and tells the other ranks where it is."""
+              ranks: distributed.Distributed | None, *, exact: bool = False) -> RunDir:
+    """Rank 0 creates (or reopens) the folder and tells the other ranks where it is; ``exact``: ``out`` is the
+    run folder itself."""
     if ranks is None or ranks.rank == 0:
-        run = RunDir.open(resume) if resume else RunDir.create(out or "runs", exp.name, preset)
+        if resume:
+            run = RunDir.open(resume)
+        elif exact and out is not None:
+            run = RunDir.create_at(out)
+        else:
+            run = RunDir.create(out or "runs", exp.name, preset)
         path = [str(run.path)]
     else:
         run, path = None, [""]

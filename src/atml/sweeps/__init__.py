@@ -1,0 +1,1 @@
+"""Grids of runs: the spec (:mod:`.spec`) and its dispatch through submitit (:mod:`.dispatch`)."""
