@@ -21,13 +21,14 @@ from typing import Any
 
 import jinja2
 
-from atml import references, storage
+from atml import figures, references, storage
 from atml import results as results_lib
 from atml.errors import RunDirError, UsageError
 from atml.registry import Experiment, Registry
 from atml.results import Metrics, RunResults
 from atml.run_dir import RunDir
 from atml.suite import FAMILIES
+from atml.sweeps import grid
 
 
 @dataclasses.dataclass
@@ -99,8 +100,9 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *,
         out.mkdir(parents=True, exist_ok=True)
         for view in views:
             _copy_figures(view, out)
+        grids = _grids(run_paths, views, out)
         context = {"views": views, "groups": groups, "skipped": skipped, "fmt": fmt, "families": FAMILIES,
-                   "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+                   "grids": grids, "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         env = _jinja()
         for name in ("report.md", "tables.tex", "report.html"):
             storage.write_text(out / name, env.get_template(f"{name}.j2").render(**context))
@@ -108,6 +110,24 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *,
         raise RunDirError(f"cannot write the report to {out}: {err.strerror or err}; pass a writable --out folder") \
             from err
     return out / "report.html"
+
+
+def _grids(given: Sequence[Path], views: list[RunView], out: Path) -> list[grid.GridTable]:
+    """Grid tables of the sweep folders among ``given`` (``atml report runs/sweep-NAME``), with a figure for each
+    sweep's main metrics (PNG and PDF under ``figures/grids/``, the PNG inlined in the page)."""
+    found: list[grid.GridTable] = []
+    for folder in dict.fromkeys(Path(p).resolve() for p in given):
+        sweep = grid.read_sweep(folder)
+        if sweep is None:
+            continue
+        runs = {v.path.resolve().name: {"status": v.results.status, "records": [
+                    {"name": m.name, "value": m.value, "unit": m.unit, "condition": dict(m.condition)}
+                    for m in v.results.metrics]} for v in views if v.path.resolve().parent == folder}
+        found += grid.tables(sweep, runs)
+    for table in grid.main_tables(found):
+        files = figures.save(grid.draw(table), out / "figures" / "grids" / grid.figure_name(table), relative_to=out)
+        table.figure = [*files, _data_uri(out / files[0])]
+    return found
 
 
 def render_run(path: Path, reg: Registry) -> str:
