@@ -22,10 +22,24 @@ from typing import TYPE_CHECKING, Any
 from atml._version import __version__ as __version__
 
 __all__ = ["Bench", "Run", "Runs", "Speed", "bench", "experiments", "load", "model_info", "report", "resume", "run",
-           "speed"]
+           "speed", "sweep"]
 
 if TYPE_CHECKING:
-    from atml.api import Bench, Run, Runs, Speed, bench, experiments, load, model_info, report, resume, run, speed
+    from atml.api import (
+        Bench,
+        Run,
+        Runs,
+        Speed,
+        bench,
+        experiments,
+        load,
+        model_info,
+        report,
+        resume,
+        run,
+        speed,
+        sweep,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,7 @@ import json
 import sys
 import time
 import typing
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,8 @@ class Run:
         self.config: dict[str, Any] = read_yaml(self.path / "config.yaml")
         env = self.path / "env.json"
         self.env: dict[str, Any] = read_json(env) if env.is_file() else {}
+        self.grid: dict[str, Any] = {}
+        """A sweep cell's values of the keys the sweep varies (empty for a run outside a sweep)."""
 
     @property
     def experiment(self) -> str:
@@ -166,7 +168,11 @@ class Run:
     def to_frame(self) -> pandas.DataFrame:
         """The run's records as a tidy DataFrame (see :meth:`atml.results.Metrics.to_frame`), with ``run`` and
         ``seed`` columns, so that frames of several runs concatenate."""
-        return self.metrics.to_frame(run=str(self.path), seed=self.seed)
+        frame = self.metrics.to_frame(run=str(self.path), seed=self.seed)
+        for key, value in self.grid.items():
+            if key != "seed":
+                frame[key] = "+".join(map(str, value)) if isinstance(value, list) else value
+        return frame
 
     def figure_path(self, name: str, kind: str = "png") -> Path:
         """The file of the figure called ``name`` (``kind``: png or pdf)."""
@@ -197,7 +203,7 @@ class Run:
 
 
 class Runs(Sequence[Run]):
-    """Runs of one experiment and config that differ only in their seed (``atml.run(..., seeds=N)``).
+    """Runs of one experiment: seeds of one config (``atml.run(..., seeds=N)``) or a sweep's cells (``atml.sweep``).
 
     A sequence of :class:`Run`; :meth:`summary` gives each metric's mean, sample standard
     deviation and n over the seeds, as the report's seed table does; :meth:`to_frame` one
@@ -299,6 +305,46 @@ def run(name: str, preset: str | None = None, *, seeds: int | None = None, out: 
                                progress=_in_notebook() if progress is None else progress, say=say, python=True)
     runs = [Run(folder.path) for folder in folders]
     return runs[0] if seeds is None else Runs(runs)
+
+
+def sweep(spec: str | Path, preset: str | None = None, *, grid: Mapping[str, Sequence[Any]] | None = None,
+          cells: Sequence[Mapping[str, Any]] = (), seeds: int | None = None, out: str | Path = "runs",
+          name: str | None = None, executor: str = "local", parallel: int | None = None, retry_failed: bool = False,
+          track: str | None = None, progress: bool | None = None, quiet: bool = False, **fixed: Any) -> Runs:
+    """Run a grid of one experiment's configs through submitit, as ``atml sweep`` does; the completed and failed
+    cells as :class:`Runs`, each :class:`Run` with its ``grid`` values (columns of :meth:`Runs.to_frame`).
+
+    ``spec``: an experiment name, or a spec file (``grid``/``cells``/``seeds``/``preset`` here add to it).
+    ``grid``: ``{"data": ["digits", "generated-cifar10"], "models": [["a"], ["b"]]}`` (the cartesian
+    product); ``cells``: explicit extra cells; ``fixed``: config values for every cell. Rerunning
+    skips complete cells and resumes interrupted ones; failed ones rerun with ``retry_failed``.
+    Slurm options (partition, GPUs, job arrays) are the command line's (``atml sweep --help``).
+    """
+    from atml.suite import registry
+    from atml.sweeps import dispatch
+    from atml.sweeps import spec as spec_lib
+
+    path = Path(spec)
+    request = spec_lib.read_spec(path) if path.suffix in (".yaml", ".yml") else spec_lib.Request(str(spec))
+    request.grid += [(k, list(v)) for k, v in (grid or {}).items()]
+    request.cells += [dict(c) for c in cells]
+    request.fixed += list(fixed.items())
+    request.preset, request.seeds = preset or request.preset, seeds if seeds is not None else request.seeds
+    request.name = name or request.name
+    request.source = "atml.sweep(...)" if request.source == "the command line" else request.source
+    with _in_python_words():
+        checked = spec_lib.expand(request, registry())
+        opts = dispatch.Options(out=Path(out), executor=executor, parallel=parallel, retry_failed=retry_failed,
+                                track=track, command="")
+        summary = dispatch.run(checked, opts, say=(lambda _m: None) if quiet else print, progress=progress)
+    runs = []
+    for cell in checked.cells:
+        folder = summary.folder / cell.name
+        if (folder / "results.json").is_file():
+            run = Run(folder)
+            run.grid = dict(cell.values)
+            runs.append(run)
+    return Runs(runs)
 
 
 def resume(path: str | Path, *, tensorboard: bool = False, progress: bool | None = None, quiet: bool = False,

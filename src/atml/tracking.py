@@ -221,7 +221,7 @@ def wandb_offline_records(run_file: Path) -> Iterator[Any]:
         pos += 7 + length
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
             record.ParseFromString(pending)
             yield record
             pending = b""

@@ -190,7 +190,7 @@ def sbatch_script(sweep: Sweep, opts: Options, cells: int) -> str:
 
 
 def sweep_folder(sweep: Sweep, opts: Options) -> Path:
-    return Path(opts.out) / f"sweep-{sweep.name}"
+    return Path(opts.out).resolve() / f"sweep-{sweep.name}"  # absolute: a cluster job may start elsewhere
 
 
 def _executor(sweep: Sweep, opts: Options, logs: Path, cells: int, parallel: int) -> submitit.Executor:

@@ -183,8 +183,8 @@ def expand(request: Request, reg: Registry) -> Sweep:
     seeds = 1 if request.seeds is None else request.seeds
     if isinstance(seeds, bool) or seeds < 1:
         raise UsageError(f"--seeds {seeds} is not valid; use an integer >= 1")
-    for key, values in request.grid:
-        if not values:
+    for key, listed in request.grid:
+        if not listed:
             raise UsageError(f"{request.source}: grid key {key!r} has no values; list at least one")
     if not request.grid and not request.cells and seeds == 1:
         raise UsageError(f"{request.source}: the grid is empty; give --grid KEY=V1,V2, cells:, or --seeds N > 1 "

@@ -1,0 +1,230 @@
+"""``atml sweep``: the spec checked before anything runs, cells through submitit's real executors, resume after a
+SIGKILL, --retry-failed, the Slurm array's sbatch script as submitted, the grid report, and the trackers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atml import cli
+from atml.sweeps import dispatch, grid
+from atml.sweeps import spec as spec_lib
+from atml.suite import registry
+
+GRID = ["compare.probe", "--preset", "smoke", "--grid", "models=[digits-resnet-small]|[vit-digits]",
+        "--grid", "data=generated-cifar10,digits"]
+
+
+def test_grid_values_split_outside_brackets() -> None:
+    assert spec_lib.parse_grid("models=[a,b]|[c,d]") == ("models", ["[a,b]", "[c,d]"])
+    assert spec_lib.parse_grid("data=digits,generated-cifar10") == ("data", ["digits", "generated-cifar10"])
+    assert spec_lib.parse_grid("resolutions=[16,32],[64]") == ("resolutions", ["[16,32]", "[64]"])
+
+
+def test_cells_are_the_product_named_from_the_varying_keys() -> None:
+    request = spec_lib.Request("compare.probe", "smoke", seeds=2, grid=[
+        ("models", [spec_lib.Text("[digits-resnet-small]"), spec_lib.Text("[vit-digits]")]),
+        ("data", [spec_lib.Text("digits")])])
+    sweep = spec_lib.expand(request, registry())
+    assert [c.name for c in sweep.cells] == ["models=digits-resnet-small_seed=0", "models=digits-resnet-small_seed=1",
+                                             "models=vit-digits_seed=0", "models=vit-digits_seed=1"]
+    assert sweep.cells[3].values == {"models": ["vit-digits"], "data": "digits", "seed": 1}
+    # the same grid in YAML values is the same sweep
+    same = spec_lib.expand(spec_lib.Request("compare.probe", "smoke", seeds=2, grid=[
+        ("models", [["digits-resnet-small"], ["vit-digits"]]), ("data", ["digits"])]), registry())
+    assert same.same_grid(sweep)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["no.such", "--grid", "epochs=1,2"], "no.such"),
+    (["compare.probe", "--grid", "epochz=1,2"], "unknown config key 'epochz'"),
+    (["compare.probe", "--grid", "batch_size=8,-1"], "batch_size=-1"),
+    (["compare.probe", "--grid", "data=digits,nope"], "data='nope'"),
+    (["compare.probe"], "the grid is empty"),
+    (["compare.probe", "--grid", "data="], "empty value"),
+    (["compare.probe", "--grid", "data=digits,digits"], "same config"),
+    (["compare.probe", "--grid", "data=digits,generated-cifar10", "--partition", "gpu"], "--partition"),
+])
+def test_a_bad_spec_is_one_line_exit_2_and_nothing_is_written(argv: list[str], message: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["sweep", *argv, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_spec_file_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "grid.yaml"
+    spec.write_text("experiment: compare.probe\ngird: {data: [digits]}\n")
+    assert cli.main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert f"{spec}: unknown key(s) gird" in capsys.readouterr().err
+    spec.write_text("experiment: compare.probe\ngrid: {data: []}\n")
+    assert cli.main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert "grid key 'data' has no values" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_slurm_array_is_submitted_with_the_given_resources(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """No Slurm here: the sbatch script submitit would submit for the grid's job array, checked as text."""
+    out = tmp_path / "out"
+    code = cli.main(["sweep", *GRID, "--seeds", "2", "--out", str(out), "--executor", "slurm", "--dry-run",
+                     "--partition", "gpu", "--account", "lab", "--gpus-per-node", "4", "--tasks-per-node", "4",
+                     "--cpus-per-task", "8", "--mem-gb", "64", "--timeout-min", "120", "--array-parallelism", "3",
+                     "--slurm-setup", "module load cuda"])
+    text = capsys.readouterr().out
+    assert code == 0
+    logs = out.resolve() / "sweep-compare.probe-smoke" / "logs"
+    for line in ["#SBATCH --array=0-7%3", "#SBATCH --partition=gpu", "#SBATCH --account=lab",
+                 "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH --mem=64GB", "#SBATCH --time=120", "#SBATCH --job-name=atml-compare.probe-smoke",
+                 f"#SBATCH --output={logs}/%A_%a/%A_%a_0_log.out", "module load cuda",
+                 f"-u -m submitit.core._submit {logs}/%j"]:
+        assert line in text, line
+    assert text.count("models=") >= 8
+    assert not out.exists()  # a dry run writes nothing
+    # without --dry-run and without Slurm: one line, exit 2
+    assert cli.main(["sweep", *GRID, "--out", str(out), "--executor", "slurm"]) == 2
+    assert "no Slurm here" in capsys.readouterr().err
+
+
+def test_cells_run_in_process_through_the_debug_executor(tmp_path: Path) -> None:
+    """submitit's DebugExecutor: the same CellJob as on Slurm, in this process (what a cluster job runs)."""
+    runs = __import__("atml").sweep("vae.train", "smoke", grid={"latent_dim": [2, 3]}, out=tmp_path,
+                                    executor="debug", quiet=True, epochs=1)
+    assert [r.grid for r in runs] == [{"latent_dim": 2}, {"latent_dim": 3}]
+    assert all(r.status == "ok" for r in runs)
+    frame = runs.to_frame()
+    assert set(frame["latent_dim"]) == {2, 3}
+    state = json.loads((tmp_path / "sweep-vae.train-smoke" / "sweep.json").read_text())
+    assert {c["state"] for c in state["cells"].values()} == {"done"}
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*/results.json")}
+
+
+@pytest.mark.slow
+def test_a_grid_with_a_failing_cell_completes_the_rest_then_retries_it(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 x 2 x 2 cells through submitit's LocalExecutor, plus one cell whose image folder is empty."""
+    monkeypatch.chdir(tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(json.dumps({
+        "experiment": "compare.probe", "preset": "smoke",
+        "grid": {"models": [["digits-resnet-small"], ["vit-digits"]], "data": ["generated-cifar10", "digits"],
+                 "seed": [0, 1]},
+        "cells": [{"models": ["vit-digits"], "data": "folder", "data_dir": str(photos), "seed": 0}]}))
+    argv = ["sweep", str(spec), "--out", "out", "--parallel", "2", "--track", "mlflow"]
+    assert cli.main(argv) == 1
+    text = capsys.readouterr().out
+    folder = tmp_path / "out" / "sweep-compare.probe-smoke"
+    state = json.loads((folder / "sweep.json").read_text())
+    states = {name: c["state"] for name, c in state["cells"].items()}
+    bad = next(n for n in states if "data=folder" in n)
+    assert states.pop(bad) == "failed" and set(states.values()) == {"done"} and len(states) == 8
+    assert "photos holds 0 class folder(s)" in state["cells"][bad]["reason"]
+    assert f"failed: {bad}" in text and "8 done, 1 failed" in text and "--retry-failed" in text
+    assert all(Path(c["log"]).is_file() for c in state["cells"].values())
+    done = _digest(folder)
+
+    # MLflow's file store ./mlruns: one parent run, the nine cells nested under it, records equal to results.json
+    import mlflow
+
+    from atml import tracking
+
+    mlflow.set_tracking_uri(tracking.mlflow_uri())
+    found = mlflow.search_runs(experiment_names=["compare.probe"], output_format="list")
+    parent = state["tracking"]["mlflow_parent_run"]
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent]
+    assert len(children) == 9 and any(r.info.run_id == parent for r in found)
+    for child in children:
+        results = json.loads((Path(child.data.tags["atml.run_folder"]) / "results.json").read_text())
+        assert child.data.metrics == tracking.metrics(results)
+
+    # the grid report: one table per metric, rows and columns from the varying keys, mean +- std over 2 seeds
+    assert cli.main(["report", str(folder), "--out", "report"]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Grid: probe_acc over sweep compare.probe-smoke" in md
+    assert "| models | condition | data=generated-cifar10 | data=digits | data=folder |" in md
+    assert md.count("(n=2)") >= 4
+    assert (tmp_path / "report" / "figures" / "grids" / "grid-compare-probe-smoke-probe_acc.pdf").is_file()
+    assert "data=generated-cifar10" in (tmp_path / "report" / "tables.tex").read_text()
+
+    # rerun: nothing to do, the failed cell is not retried
+    assert cli.main(argv) == 1
+    assert "8 skipped (complete before), 1 failed before (not retried)" in capsys.readouterr().out
+    # fill the folder, --retry-failed: only that cell runs, and now completes
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for label in (0, 1):
+        (photos / str(label)).mkdir()
+        for i, image in enumerate(digits.images[digits.target == label][:30]):
+            Image.fromarray((image * 15).astype(np.uint8)).resize((32, 32)).save(photos / str(label) / f"{i}.png")
+    assert cli.main([*argv, "--retry-failed"]) == 0
+    assert "1 done, 0 failed, 8 skipped" in capsys.readouterr().out
+    assert {k: v for k, v in _digest(folder).items() if k != bad} == {k: v for k, v in done.items() if k != bad}
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_reruns_only_the_missing_cells(tmp_path: Path) -> None:
+    """SIGKILL of the sweep and its jobs mid-way; the same command again runs what is missing and leaves the
+    finished cells byte for byte."""
+    command = [sys.executable, "-m", "atml", "sweep", *GRID, "--grid", "seed=0,1", "--out", "out", "--parallel", "2"]
+    folder = tmp_path / "out" / "sweep-compare.probe-smoke"
+    proc = subprocess.Popen(command, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(folder.glob("*/results.json"))) < 3:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _digest(folder)
+    assert 3 <= len(before) < 8, "the sweep ended before it could be killed mid-way"
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{len(before)} skipped (complete before)" in again.stdout
+    assert f"{8 - len(before)} done" in again.stdout
+    after = _digest(folder)
+    assert len(after) == 8 and all(after[name] == digest for name, digest in before.items())
+    submitted = [line for line in again.stdout.splitlines() if ": job " in line]
+    assert len(submitted) == 8 - len(before)
+    assert not any(name in line for line in submitted for name in before)
+
+
+def test_a_folder_holding_another_sweep_is_refused(tmp_path: Path) -> None:
+    first = spec_lib.expand(spec_lib.Request("vae.train", "smoke", grid=[("latent_dim", [2, 3])]), registry())
+    other = spec_lib.expand(spec_lib.Request("vae.train", "smoke", grid=[("latent_dim", [2, 4])]), registry())
+    opts = dispatch.Options(out=tmp_path)
+    folder = dispatch.sweep_folder(first, opts)
+    folder.mkdir(parents=True)
+    dispatch.State(folder, first, opts).save()
+    with pytest.raises(spec_lib.UsageError, match="holds another sweep"):
+        dispatch.State(folder, other, opts)
+
+
+def test_grid_tables_hold_mean_sample_std_and_n() -> None:
+    sweep = spec_lib.Sweep("x", "smoke", "s", {}, ["data", "seed"], [
+        spec_lib.Cell("a0", {"data": "a", "seed": 0}), spec_lib.Cell("a1", {"data": "a", "seed": 1}),
+        spec_lib.Cell("b0", {"data": "b", "seed": 0})])
+    runs = {name: {"status": "ok", "records": [{"name": "acc", "value": v, "unit": "", "condition": {}}]}
+            for name, v in (("a0", 0.5), ("a1", 0.7), ("b0", 0.9))}
+    (table,) = grid.tables(sweep, runs)
+    assert table.header == ["data=a", "data=b"]
+    assert table.cells() == [["0.6 ± 0.141 (n=2)", "0.9 (n=1)"]]
