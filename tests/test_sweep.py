@@ -160,7 +160,7 @@ def test_a_grid_with_a_failing_cell_completes_the_rest_then_retries_it(tmp_path:
     assert cli.main(["report", str(folder), "--out", "report"]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Grid: probe_acc over sweep compare.probe-smoke" in md
-    assert "| models | condition | data=generated-cifar10 | data=digits | data=folder |" in md
+    assert "| models | data_dir | condition | data=generated-cifar10 | data=digits | data=folder |" in md
     assert md.count("(n=2)") >= 4
     assert (tmp_path / "report" / "figures" / "grids" / "grid-compare-probe-smoke-probe_acc.pdf").is_file()
     assert "data=generated-cifar10" in (tmp_path / "report" / "tables.tex").read_text()

@@ -104,21 +104,24 @@ def build(cls: type[C], presets: Mapping[str, Mapping[str, Any]], preset: str,
     return cfg
 
 
-def apply_values(cfg: Any, values: Mapping[str, Any], *, name: str = "") -> Any:
+def apply_values(cfg: Any, values: Mapping[str, Any], *, name: str = "", validate: bool = True) -> Any:
     """``cfg`` with Python values set by key (dotted keys reach nested configs), typed and validated as
-    ``--set`` overrides are: ``apply_values(cfg, {"epochs": 2, "resolutions": [16, 32]})``."""
+    ``--set`` overrides are: ``apply_values(cfg, {"epochs": 2, "resolutions": [16, 32]})``. ``validate=False``
+    leaves the check of the whole config to the caller (values that only make sense together)."""
     for key, value in values.items():
         cfg = _replace(cfg, key, value, name)
-    cfg.validate()
+    if validate:
+        cfg.validate()
     return cfg
 
 
-def apply_overrides(cfg: Any, overrides: Iterable[str]) -> Any:
+def apply_overrides(cfg: Any, overrides: Iterable[str], *, validate: bool = True) -> Any:
     """``cfg`` with ``key=value`` overrides applied and validated (e.g. on a saved config)."""
     for item in overrides:
         key, raw = parse_override(item)
         cfg = _replace(cfg, key, _Override(raw))
-    cfg.validate()
+    if validate:
+        cfg.validate()
     return cfg
 
 

@@ -88,7 +88,8 @@ def read_sweep(folder: Path) -> Sweep | None:
 def tables(sweep: Sweep, runs: Mapping[str, Mapping[str, Any]]) -> list[GridTable]:
     """Grid tables of ``sweep`` from the completed cells' results (by cell name)."""
     keys = [k for k in sweep.keys if k != "seed" and len({_label(c.values.get(k)) for c in sweep.cells}) > 1]
-    column_key, row_keys = (keys[-1], keys[:-1]) if keys else ("", [])
+    column_key = sweep.column if sweep.column in keys else (keys[-1] if keys else "")
+    row_keys = [k for k in keys if k != column_key]
     done = {c.name: c for c in sweep.cells if runs.get(c.name, {}).get("status") == "ok"}
     order: list[str] = []
     units: dict[str, str] = {}

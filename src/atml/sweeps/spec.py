@@ -50,9 +50,6 @@ class Cell:
     values: dict[str, Any]
     """Resolved values of the varying keys (``seed`` among them when there are several seeds)."""
 
-    def overrides(self) -> dict[str, Any]:
-        return dict(self.values)
-
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
@@ -66,15 +63,18 @@ class Sweep:
     keys: list[str]
     """The varying keys, in the spec's order (``seed`` last when there are several seeds)."""
     cells: list[Cell]
+    column: str = ""
+    """The key the report's grid tables spread across columns: the grid's last key other than the seed."""
 
     def to_json(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "preset": self.preset, "name": self.name, "fixed": self.fixed,
-                "keys": self.keys, "cells": [{"name": c.name, "values": c.values} for c in self.cells]}
+                "keys": self.keys, "column": self.column,
+                "cells": [{"name": c.name, "values": c.values} for c in self.cells]}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Sweep:
         return cls(data["experiment"], data["preset"], data["name"], dict(data["fixed"]), list(data["keys"]),
-                   [Cell(c["name"], dict(c["values"])) for c in data["cells"]])
+                   [Cell(c["name"], dict(c["values"])) for c in data["cells"]], data.get("column", ""))
 
     def same_grid(self, other: Sweep) -> bool:
         """Whether ``other`` runs the same cells with the same settings (so one folder can hold both)."""
@@ -191,9 +191,10 @@ def expand(request: Request, reg: Registry) -> Sweep:
                          "(one run is 'atml run')")
     base = _apply(config_lib.build(exp.config_cls, exp.presets, preset, name=exp.name), request.fixed, exp, "set")
     fixed = {key: config_lib.get_value(base, key) for key, _ in request.fixed}
-    keys = [key for key, _ in request.grid]
-    keys += [k for cell in request.cells for k in cell if k not in keys]
-    combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(v for _, v in request.grid))]
+    grid_keys = [key for key, _ in request.grid]
+    keys = grid_keys + list(dict.fromkeys(k for cell in request.cells for k in cell if k not in grid_keys))
+    combos = [dict(zip(grid_keys, values, strict=True))
+              for values in itertools.product(*(v for _, v in request.grid))] if request.grid else []
     combos += [dict(cell) for cell in request.cells]
     cells: list[tuple[dict[str, Any], Any]] = []
     for combo in combos:
@@ -214,16 +215,17 @@ def expand(request: Request, reg: Registry) -> Sweep:
     varying = [k for k in all_keys if len({json.dumps(v[k], sort_keys=True) for v, _ in cells if k in v}) > 1]
     named = _names([{k: v[k] for k in varying if k in v} for v, _ in cells])
     return Sweep(exp.name, preset, request.name or f"{exp.name}-{preset}", fixed, all_keys,
-                 [Cell(name, values) for name, (values, _) in zip(named, cells, strict=True)])
+                 [Cell(name, values) for name, (values, _) in zip(named, cells, strict=True)],
+                 next((k for k in reversed(grid_keys) if k != "seed" and k in varying), ""))
 
 
 def _apply(cfg: Any, items: Sequence[tuple[str, Any]], exp: Experiment[Any], where: str) -> Any:
     try:
         for key, value in items:
             if isinstance(value, Text):
-                cfg = config_lib.apply_overrides(cfg, [f"{key}={value}"])
+                cfg = config_lib.apply_overrides(cfg, [f"{key}={value}"], validate=False)
             else:
-                cfg = config_lib.apply_values(cfg, {key: value}, name=exp.name)
+                cfg = config_lib.apply_values(cfg, {key: value}, name=exp.name, validate=False)
         cfg.validate()
         return cfg
     except UsageError as err:
