@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from atml import cli
+from atml.suite import registry
 from atml.sweeps import dispatch, grid
 from atml.sweeps import spec as spec_lib
-from atml.suite import registry
 
 GRID = ["compare.probe", "--preset", "smoke", "--grid", "models=[digits-resnet-small]|[vit-digits]",
         "--grid", "data=generated-cifar10,digits"]
