@@ -408,7 +408,7 @@ def _dispatch(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], paral
 
 def _poll(opts: Options) -> float:
     """How often submitit's ``as_completed`` looks: a local process at once, a cluster's queue gently."""
-    return 30.0 if opts.executor == "slurm" else 0.25
+    return 30.0 if opts.executor == "slurm" else 0.1
 
 
 def _submit(executor: submitit.Executor, sweep: Sweep, folder: Path, cells: Sequence[Cell], threads: int | None,

@@ -1,0 +1,67 @@
+"""``--track mlflow`` and ``--track wandb``: the records of a run read back from each real library's own store
+equal the run's results.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from atml import cli, tracking
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One smoke run logged to both sinks through ``atml run --track`` (MLflow's ./mlruns in this folder)."""
+    import os
+
+    root = tmp_path_factory.mktemp("tracked")
+    old = Path.cwd()
+    os.chdir(root)
+    try:
+        env = {k: os.environ.pop(k) for k in ("MLFLOW_TRACKING_URI", "WANDB_MODE") if k in os.environ}
+        assert cli.main(["run", "vae.train", "--preset", "smoke", "--out", "runs", "--track", "mlflow"]) == 0
+        (run,) = (root / "runs").iterdir()
+        tracking.open_sink("wandb").log_run(run)
+        os.environ.update(env)
+    finally:
+        os.chdir(old)
+    return run
+
+
+def test_mlflow_file_store_holds_the_run_s_records_params_and_artifacts(tracked: Path) -> None:
+    import mlflow
+
+    results = json.loads((tracked / "results.json").read_text())
+    client = mlflow.MlflowClient(tracking_uri=(tracked.parent.parent / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("vae.train").experiment_id])
+    assert run.data.metrics == tracking.metrics(results)
+    assert len(run.data.metrics) == sum(isinstance(r["value"], (int, float)) for r in results["records"])
+    config = yaml.safe_load((tracked / "config.yaml").read_text())
+    assert run.data.params["epochs"] == json.dumps(config["epochs"]) and run.data.params["experiment"] == "vae.train"
+    assert run.data.tags["atml.run_folder"] == str(tracked.resolve())
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"results.json", "config.yaml", "figures"} <= artifacts
+
+
+def test_wandb_offline_run_holds_the_run_s_records(tracked: Path) -> None:
+    results = json.loads((tracked / "results.json").read_text())
+    (offline,) = (tracked / "wandb").glob("offline-run-*")
+    assert tracking.wandb_offline_history(offline) == tracking.metrics(results)
+    assert (offline / "files" / "results.json").is_file()
+
+
+def test_metric_keys_carry_the_condition() -> None:
+    assert tracking.metric_key({"name": "probe_acc", "condition": {"model": "ViT-B-32@openai"}}) == \
+        "probe_acc/model:ViT-B-32-openai"
+    assert tracking.metric_key({"name": "val_acc", "condition": {"resolution": 32, "init": "random"}}) == \
+        "val_acc/resolution:32/init:random"
+
+
+def test_an_unknown_sink_is_refused_before_the_run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", "vae.train", "--preset", "smoke", "--out", str(tmp_path), "--track", "neptune"])
+    assert exit_info.value.code == 2
+    assert not any(tmp_path.iterdir())
