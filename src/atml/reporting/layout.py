@@ -14,17 +14,18 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config", "results"),
     ("train", "analysis", "figures"),
     ("references", "run_dir"),
-    ("registry", "pretrained"),
+    ("registry", "pretrained", "tracking"),
     ("runner",),
     ("benchmark",),
     ("suite",),
+    ("sweeps",),
     ("speedtest", "reporting"),
     ("api", "cli"),
     ("__init__", "__main__"),
 )
 """Bottom to top: a module may import its own unit and the layers below it. ``pretrained`` (atml's own weights,
 made by the recipes in ``train``) sits above ``models`` and ``train``; ``figures`` below the experiments that draw
-them; ``reporting`` above the suite it reads."""
+them; ``reporting`` above the suite and the sweeps it reads."""
 
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 

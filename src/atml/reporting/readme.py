@@ -244,7 +244,25 @@ def run_memory_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def sweep_section(report: dict[str, Any]) -> str:
+    """``scripts/sweep_bench.py``'s JSON: the shell loop of ``atml run`` beside ``atml sweep``."""
+    n = report["cells"]
+    return "\n".join([
+        f"`{report['command']}` on {report['cpu']} ({report['cores']} cores), {report['date']} "
+        f"(`benchmarks/{report.get('file', 'sweep-cpu.json')}`):", "",
+        "| how | wall time s | per cell s | vs the loop |", "| --- | --- | --- | --- |",
+        f"| `atml run` x {n}, one after another | {report['loop_s']:.1f} | {report['loop_s'] / n:.2f} | 1.00x |",
+        f"| `atml sweep --parallel 1` | {report['sweep_parallel1_s']:.1f} | {report['sweep_parallel1_s'] / n:.2f} | "
+        f"{report['loop_s'] / report['sweep_parallel1_s']:.2f}x |",
+        f"| `atml sweep --parallel 2` | {report['sweep_parallel2_s']:.1f} | {report['sweep_parallel2_s'] / n:.2f} | "
+        f"{report['speedup_parallel2']:.2f}x |", "",
+        f"Dispatch through submitit costs {report['dispatch_overhead_per_cell_s']:.2f} s per cell (`--parallel 1` "
+        "minus the loop, per cell: submitit's job processes and the sweep's own start, which checks every cell's "
+        "config before submitting)."])
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "sweep-cpu": ("sweep-cpu.json", sweep_section),
     "attention-memory-cpu": ("attention-memory-cpu.json", run_memory_section),
     "cka-memory-cpu": ("cka-memory-cpu.json", run_memory_section),
     "data-scale-cpu": ("data-scale-cpu.json", data_scale_section),

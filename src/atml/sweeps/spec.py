@@ -180,6 +180,8 @@ def expand(request: Request, reg: Registry) -> Sweep:
     preset = request.preset or "smoke"
     if preset not in exp.presets:
         raise UsageError(f"unknown preset {preset!r} for {exp.name}; valid presets: {', '.join(exp.presets)}")
+    if request.name is not None and (not request.name or slug(request.name) != request.name):
+        raise UsageError(f"--name {request.name!r} is not a folder name; use letters, digits, '.', '_', '+', '-'")
     seeds = 1 if request.seeds is None else request.seeds
     if isinstance(seeds, bool) or seeds < 1:
         raise UsageError(f"--seeds {seeds} is not valid; use an integer >= 1")
