@@ -36,7 +36,9 @@ def test_mlflow_file_store_holds_the_run_s_records_params_and_artifacts(tracked:
 
     results = json.loads((tracked / "results.json").read_text())
     client = mlflow.MlflowClient(tracking_uri=(tracked.parent.parent / "mlruns").as_uri())
-    (run,) = client.search_runs([client.get_experiment_by_name("vae.train").experiment_id])
+    experiment = client.get_experiment_by_name("vae.train")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.metrics == tracking.metrics(results)
     assert len(run.data.metrics) == sum(isinstance(r["value"], (int, float)) for r in results["records"])
     config = yaml.safe_load((tracked / "config.yaml").read_text())
