@@ -228,3 +228,12 @@ def test_grid_tables_hold_mean_sample_std_and_n() -> None:
     (table,) = grid.tables(sweep, runs)
     assert table.header == ["data=a", "data=b"]
     assert table.cells() == [["0.6 ± 0.141 (n=2)", "0.9 (n=1)"]]
+
+
+@pytest.mark.slow
+def test_a_cell_with_several_tasks_runs_as_torchrun_ranks(tmp_path: Path) -> None:
+    """``--tasks-per-node 2``: submitit starts two processes per cell; atml's DDP path joins them (gloo here)."""
+    assert cli.main(["sweep", "vae.train", "--grid", "latent_dim=2,3", "--set", "epochs=1", "--tasks-per-node", "2",
+                     "--parallel", "1", "--out", str(tmp_path)]) == 0
+    envs = [json.loads(p.read_text()) for p in (tmp_path / "sweep-vae.train-smoke").glob("*/env.json")]
+    assert len(envs) == 2 and all(e["distributed"] == {"backend": "gloo", "world": 2} for e in envs)
