@@ -111,6 +111,14 @@ def test_cells_run_in_process_through_the_debug_executor(tmp_path: Path) -> None
     assert {c["state"] for c in state["cells"].values()} == {"done"}
 
 
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" not in status.read_text()
+    except OSError:
+        return False
+
+
 def _digest(folder: Path) -> dict[str, str]:
     return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*/results.json")}
 
@@ -237,3 +245,27 @@ def test_a_cell_with_several_tasks_runs_as_torchrun_ranks(tmp_path: Path) -> Non
                      "--parallel", "1", "--out", str(tmp_path)]) == 0
     envs = [json.loads(p.read_text()) for p in (tmp_path / "sweep-vae.train-smoke").glob("*/env.json")]
     assert len(envs) == 2 and all(e["distributed"] == {"backend": "gloo", "world": 2} for e in envs)
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_running_cells_and_says_how_to_continue(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "atml", "sweep", *GRID, "--out", "out", "--parallel", "2"]
+    folder = tmp_path / "out" / "sweep-compare.probe-smoke"
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(folder.glob("*/results.json")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "Continue with: atml sweep compare.probe" in out, out
+    state = json.loads((folder / "sweep.json").read_text())
+    assert "cancelled" in {c["state"] for c in state["cells"].values()}
+    cancelled = [int(c["job_id"]) for c in state["cells"].values() if c["state"] == "cancelled"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(pid) for pid in cancelled):  # no job is left running
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in cancelled)
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "0 failed" in again.stdout, again.stdout + again.stderr
+    assert len(list(folder.glob("*/results.json"))) == 4
