@@ -132,6 +132,8 @@ def _entry(values: list[float] | None) -> Entry | None:
 
 
 def _label(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, list):
         return "+".join(_label(v) for v in value)
     return str(value)

@@ -254,7 +254,7 @@ def _names(varying: list[dict[str, Any]]) -> list[str]:
     """Folder names from the varying keys (``data=digits_models=vit-digits_seed=1``), unique and not too long."""
     names = []
     for values in varying:
-        name = "_".join(f"{key}={slug(value)}" for key, value in values.items()) or "cell"
+        name = "_".join(f"{key}={slug(value)}" for key, value in values.items() if value not in (None, "")) or "cell"
         if len(name) > 120:
             name = name[:100] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
         names.append(name)
