@@ -269,8 +269,10 @@ def test_ctrl_c_cancels_the_running_cells_and_says_how_to_continue(tmp_path: Pat
     state = json.loads((folder / "sweep.json").read_text())
     assert state["cells"][submitted[2]]["state"] == "cancelled"
     time.sleep(10)  # longer than a smoke cell takes: a job left running would have finished by now
-    assert not _alive(int(state["cells"][submitted[2]]["job_id"]))
-    assert not (folder / submitted[2] / "results.json").exists()
+    third = state["cells"][submitted[2]]
+    assert not _alive(int(third["job_id"]))
+    log = Path(third["log"]).read_text() if Path(third["log"]).is_file() else "(no log)"
+    assert not (folder / submitted[2] / "results.json").exists(), out + err + log
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "0 failed" in again.stdout, again.stdout + again.stderr
     assert len(list(folder.glob("*/results.json"))) == 4

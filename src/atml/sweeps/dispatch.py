@@ -21,6 +21,7 @@ import itertools
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -136,6 +137,7 @@ class CellJob(Checkpointable):
             import torch
 
             torch.set_num_threads(self.threads)
+        _stop_with_parent()
         _join_tasks()
         reg = registry()
         try:
@@ -155,6 +157,17 @@ class CellJob(Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         """Requeue the same call: it resumes the cell from its run folder."""
         return DelayedSubmission(self, *args, **kwargs)
+
+
+def _stop_with_parent() -> None:
+    """Linux: SIGINT this cell (checkpoints kept) when the process that started it dies, so that a job controller
+    stopped at an unlucky moment never leaves a cell running on its own."""
+    if sys.platform != "linux" or os.environ.get("SUBMITIT_EXECUTOR") != "local":  # Slurm stops its own steps
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
 
 
 def _join_tasks() -> None:
@@ -304,7 +317,11 @@ def _failure(folder: Path) -> str:
         return str(err)
 
 
-def run(sweep: Sweep, opts: Options, *, say: Callable[[str], None] = print,
+def _say(message: str) -> None:
+    print(message, flush=True)  # each line as it happens, also into a pipe or tee
+
+
+def run(sweep: Sweep, opts: Options, *, say: Callable[[str], None] = _say,
         progress: bool | None = None) -> Summary:
     """Submit the cells that are not complete, wait for them through submitit, record each in ``sweep.json``."""
     check(sweep, opts)
