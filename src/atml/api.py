@@ -326,11 +326,11 @@ def sweep(spec: str | Path, preset: str | None = None, *, grid: Mapping[str, Seq
 
     path = Path(spec)
     request = spec_lib.read_spec(path) if path.suffix in (".yaml", ".yml") else spec_lib.Request(str(spec))
-    request.grid += [(k, list(v)) for k, v in (grid or {}).items()]
+    for key, values in (grid or {}).items():
+        request.vary(key, list(values))
     request.cells += [dict(c) for c in cells]
     request.fixed += list(fixed.items())
-    request.preset, request.seeds = preset or request.preset, seeds if seeds is not None else request.seeds
-    request.name = name or request.name
+    request.given(preset, seeds, name)
     request.source = "atml.sweep(...)" if request.source == "the command line" else request.source
     with _in_python_words():
         checked = spec_lib.expand(request, registry())

@@ -291,20 +291,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         request = spec_lib.read_spec(path)
     else:
         request = spec_lib.Request(args.spec)
-    grid_keys = {key for key, _ in request.grid}
     for item in args.grid:
         key, values = spec_lib.parse_grid(item)
-        if key in grid_keys:
-            raise UsageError(f"--grid {key}=... is given twice (or is already in {request.source}); list its values "
-                             "once")
-        grid_keys.add(key)
-        request.grid.append((key, list(values)))
+        request.vary(key, list(values))
     for item in args.overrides:
         key, raw = config_lib.parse_override(item)
         request.fixed.append((key, spec_lib.Text(raw)))
-    request.preset = args.preset or request.preset
-    request.seeds = args.seeds if args.seeds is not None else request.seeds
-    request.name = args.name or request.name
+    request.given(args.preset, args.seeds, args.name)
     sweep = spec_lib.expand(request, registry())
     opts = dispatch.Options(out=Path(args.out), executor=args.executor, parallel=args.parallel,
                             retry_failed=args.retry_failed, track=args.track, dry_run=args.dry_run,

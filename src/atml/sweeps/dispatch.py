@@ -33,6 +33,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from atml import storage
 from atml.errors import AtmlError, RunDirError, UsageError
+from atml.run_dir import read_json
 from atml.sweeps.spec import Cell, Sweep
 
 STATE = "sweep.json"
@@ -105,8 +106,6 @@ def default_parallel(tasks_per_node: int = 1) -> int:
 
 def cell_state(folder: Path) -> str:
     """new | interrupted | failed | done, from what the cell's run folder holds."""
-    from atml.run_dir import read_json
-
     results = folder / "results.json"
     if results.is_file():
         try:
@@ -244,8 +243,6 @@ class State:
         self.data: dict[str, Any] = {"spec": sweep.to_json(), "executor": opts.executor, "command": opts.command,
                                      "cells": {c.name: {"state": "new"} for c in sweep.cells}, "tracking": {}}
         if self.path.is_file():
-            from atml.run_dir import read_json
-
             saved = read_json(self.path)
             if not Sweep.from_json(saved["spec"]).same_grid(sweep):
                 raise UsageError(f"{folder} holds another sweep (its {STATE} has a different spec); pass another "
@@ -256,9 +253,14 @@ class State:
     def cell(self, name: str) -> dict[str, Any]:
         return dict(self.data["cells"][name])
 
-    def set(self, name: str, **entry: Any) -> None:
+    def note(self, name: str, **entry: Any) -> None:
+        """Update one cell's entry in memory (:meth:`save` writes it)."""
         self.data["cells"][name] = {**self.data["cells"][name], **entry,
                                     "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def set(self, name: str, **entry: Any) -> None:
+        """Update one cell's entry and write the file."""
+        self.note(name, **entry)
         self.save()
 
     def save(self) -> None:
@@ -309,8 +311,6 @@ def plan(sweep: Sweep, opts: Options) -> tuple[list[Cell], list[Outcome]]:
 
 
 def _failure(folder: Path) -> str:
-    from atml.run_dir import read_json
-
     try:
         return str(read_json(folder / "results.json").get("error") or "failed")
     except RunDirError as err:
@@ -345,8 +345,9 @@ def run(sweep: Sweep, opts: Options, *, say: Callable[[str], None] = _say,
                 f"{sum(o.state == 'skipped' for o in skipped)} complete, "
                 f"{sum(o.state == 'skipped-failed' for o in skipped)} failed (rerun those with --retry-failed)")
         for outcome in skipped:
-            state.set(outcome.cell, state="done" if outcome.state == "skipped" else "failed",
+            state.note(outcome.cell, state="done" if outcome.state == "skipped" else "failed",
                       **({"reason": outcome.reason} if outcome.reason else {}))
+        state.save()
         threads = max(1, (os.cpu_count() or 1) // parallel) if opts.executor == "local" else None
         outcomes = _dispatch(sweep, opts, folder, todo, parallel, threads, state, sink, say, progress)
         if sink is not None:

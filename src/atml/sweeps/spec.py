@@ -97,6 +97,19 @@ class Request:
     source: str = "the command line"
     """Where the spec came from, for messages."""
 
+    def vary(self, key: str, values: list[Any]) -> None:
+        """Add a grid key (``--grid``, ``grid=``) to the spec's; a key listed twice is refused."""
+        if key in (k for k, _ in self.grid):
+            raise UsageError(f"grid key {key!r} is given twice (or is already in {self.source}); list its values "
+                             "once")
+        self.grid.append((key, values))
+
+    def given(self, preset: str | None, seeds: int | None, name: str | None) -> None:
+        """Options given beside a spec file take the place of its own."""
+        self.preset = preset or self.preset
+        self.seeds = seeds if seeds is not None else self.seeds
+        self.name = name or self.name
+
 
 class Text(str):
     """A value typed on the command line: read as ``--set`` reads it (YAML, or verbatim for text options)."""
