@@ -20,6 +20,7 @@ import json
 import os
 import re
 import struct
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -136,7 +137,7 @@ class MlflowSink:
             tags["mlflow.parentRunId"] = self.parent
         run = self.client.create_run(self._experiment(str(results["experiment"])), run_name=folder.name, tags=tags)
         run_id = run.info.run_id
-        now = int(results.get("time", 0) or 0)
+        now = int(time.time() * 1000)  # MLflow's timestamps are milliseconds
         values = metrics(results)
         batch = [Metric(key, value, now, 0) for key, value in values.items()]
         for start in range(0, max(len(batch), 1), 1000):  # MLflow takes at most 1000 metrics per batch
