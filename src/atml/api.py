@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import html
 import inspect
 import json
 import sys
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from atml import storage
 from atml.errors import AtmlError, UsageError
 from atml.results import Bench, Figure, Metrics, RunResults, Speed, Spread, Table, pandas_or_error, spread
 
@@ -200,6 +202,35 @@ class Run:
         from atml.suite import registry
 
         return build.render_run(self.path, registry())
+
+    def explore(self) -> Explorer:
+        """This run's interactive views (the report's, from the same code): shown in a notebook as a frame that
+        runs its own script, or written to a file with ``save``."""
+        from atml.reporting import interactive
+
+        blocks = interactive.load(self.path, self.results.views, "view")
+        return Explorer(interactive.page(blocks, f"{self.experiment} ({self.preset} preset): {self.path.name}"),
+                        [b.id for b in blocks])
+
+
+@dataclasses.dataclass
+class Explorer:
+    """A run's interactive views as one self-contained page (``Run.explore()``)."""
+
+    page: str
+    """The whole HTML page: its script and data inline, nothing fetched."""
+    ids: list[str]
+    """The views' element ids in the page."""
+
+    def _repr_html_(self) -> str:
+        """The page in a sandboxed frame: notebook front ends run a frame's scripts, not those in an output."""
+        return (f'<iframe srcdoc="{html.escape(self.page, quote=True)}" sandbox="allow-scripts" '
+                'style="width: 100%; height: 760px; border: 1px solid #d9dee7;"></iframe>')
+
+    def save(self, path: str | Path) -> Path:
+        """Write the page; returns its path."""
+        storage.write_text(Path(path), self.page)
+        return Path(path)
 
 
 class Runs(Sequence[Run]):
@@ -436,15 +467,16 @@ def _check_finished(path: Path) -> None:
                       f"{saved.get('experiment', 'NAME')} --resume {path})")
 
 
-def report(runs: Iterable[Run | str | Path], out: str | Path | None = None) -> Path:
-    """One report (HTML, Markdown, LaTeX tables, figures) from runs or run folders; returns report.html's path."""
+def report(runs: Iterable[Run | str | Path], out: str | Path | None = None, *, static: bool = False) -> Path:
+    """One report (HTML, Markdown, LaTeX tables, figures) from runs or run folders; returns report.html's path.
+    ``static``: no interactive views and no scripts in the page (``atml report --static``)."""
     from atml.reporting import build
     from atml.suite import registry
 
     paths: Sequence[Path] = [r.path if isinstance(r, Run) else Path(r) for r in runs]
     target = Path(out) if out else Path("reports") / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
-    return build.write_report(paths, target, registry(), warn=lambda line: print(f"not included: {line}",
-                                                                                 file=sys.stderr))
+    return build.write_report(paths, target, registry(), static=static,
+                              warn=lambda line: print(f"not included: {line}", file=sys.stderr))
 
 
 @typing.overload

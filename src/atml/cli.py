@@ -82,6 +82,8 @@ def _running_commands(sub: Subparsers) -> None:
     p = sub.add_parser("report", help="one report from one or many run folders")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="folder for the report (default: reports/report-<time>)")
+    p.add_argument("--static", action="store_true",
+                   help="figures and tables only: no interactive views, no scripts in the page")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="every experiment at the demo preset, then one report")
@@ -320,7 +322,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from atml.reporting import build
 
     out = Path(args.out) if args.out else Path("reports") / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
-    page = build.write_report([Path(r) for r in args.runs], out, registry(),
+    page = build.write_report([Path(r) for r in args.runs], out, registry(), static=args.static,
                               warn=lambda line: print(f"atml: not included: {line}", file=sys.stderr))
     print(page)
     return 0

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 SCHEMA = 2
 RUN_KEYS = ("experiment", "preset", "status", "error", "error_kind", "resumable", "traceback", "metrics", "records",
-            "figures", "tables", "notes", "warnings", "data", "sources", "seed", "device", "references", "rehearsal",
+            "figures", "views", "tables", "notes", "warnings", "data", "sources", "seed", "device", "references", "rehearsal",
             "schema")
 """The top-level keys of results.json; in older files any other key is experiment-specific data."""
 
@@ -245,6 +245,9 @@ class Results:
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
     tables: list[Table] = dataclasses.field(default_factory=list)
     figures: list[Figure] = dataclasses.field(default_factory=list)
+    views: list[str] = dataclasses.field(default_factory=list)
+    """Interactive views (``views/NAME.json``, relative to the run; :mod:`atml.views`) the report lets a reader
+    explore; the static figures stay for papers."""
     notes: list[str] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
     """Numbers to read with care (estimates from fewer samples than they need); the report shows them boxed."""
@@ -303,7 +306,8 @@ class RunResults(Results):
         data = dict(raw.get("data") or {})
         data.update({k: v for k, v in raw.items() if k not in RUN_KEYS})  # older files kept extras at the top
         return cls(metrics=metrics, tables=[Table.from_json(t) for t in raw.get("tables") or []],
-                   figures=figures_from_paths(raw.get("figures") or []), notes=list(raw.get("notes") or []),
+                   figures=figures_from_paths(raw.get("figures") or []), views=list(raw.get("views") or []),
+                   notes=list(raw.get("notes") or []),
                    warnings=list(raw.get("warnings") or []), data=data, experiment=raw.get("experiment", ""),
                    preset=raw.get("preset", "-"),
                    status=raw.get("status", "unknown"), error=raw.get("error"), seed=raw.get("seed"),
@@ -321,7 +325,7 @@ def to_json(results: Results, **run: Any) -> dict[str, Any]:
     """results.json, schema 2: the runner's fields, the flat view, the records, tables, figures, notes, data."""
     return {"schema": SCHEMA, **run, "metrics": results.metrics.flat(),
             "records": [m.to_json() for m in results.metrics],
-            "figures": [f for fig in results.figures for f in fig.files],
+            "figures": [f for fig in results.figures for f in fig.files], "views": list(results.views),
             "tables": [t.to_json() for t in results.tables], "notes": list(results.notes),
             "warnings": list(results.warnings), "data": results.data}
 

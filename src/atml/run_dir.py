@@ -7,6 +7,7 @@ Layout::
     <run>/metrics.jsonl   one JSON object per epoch and phase, flushed as written
     <run>/results.json    headline numbers, figures, references (written last)
     <run>/figures/        PNG and PDF
+    <run>/views/          interactive views (JSON) and the run's thumbnail sheet, for the report
     <run>/checkpoints/    atomic torch files, loaded with weights_only=True
 
 A run folder is created with an exclusive ``mkdir`` so two runs never share one, and an
@@ -104,6 +105,10 @@ class RunDir:
     @property
     def figures(self) -> Path:
         return self.path / "figures"
+
+    @property
+    def views(self) -> Path:
+        return self.path / "views"
 
     @property
     def checkpoints(self) -> Path:

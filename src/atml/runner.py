@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from atml import config as config_lib
-from atml import distributed, references, runtime
+from atml import distributed, references, runtime, views
 from atml.data import rehearsal
 from atml.errors import AtmlError, DivergedError, RunDirError, UsageError
 from atml.provenance import DataSource, Source
@@ -90,6 +90,19 @@ class RunContext:
             figures.close(fig)
             return [f"figures/{name}.png", f"figures/{name}.pdf"]
         return figures.save(fig, self.run.figures / name, relative_to=self.run.path)
+
+    def save_view(self, view: views.View, name: str) -> list[str]:
+        """Store an interactive view as ``views/NAME.json`` (for ``Results.views``); none on other ranks."""
+        if not self.is_main:
+            return []
+        return [views.save(view, self.run.views / f"{name}.json", relative_to=self.run.path)]
+
+    def thumbnails(self, images: Any) -> views.Sheet | None:
+        """The run's thumbnail sheet (``views/thumbs.webp``) of ``images``, which views index into; written once
+        per run (a second call replaces it); none on other ranks."""
+        if not self.is_main:
+            return None
+        return views.thumbnail_sheet(images, self.run.views, relative_to=self.run.path)
 
     def scratch(self, name: str) -> Path:
         """A folder for files a run generates for itself (smoke datasets); private to this rank."""

@@ -28,6 +28,7 @@ from atml.registry import Experiment, Registry
 from atml.results import Metrics, RunResults
 from atml.run_dir import RunDir
 from atml.suite import FAMILIES
+from atml.reporting import interactive
 from atml.sweeps import grid
 
 
@@ -42,6 +43,8 @@ class RunView:
     env: dict[str, Any]
     discussion: list[str]
     figures: list[dict[str, str]]
+    views: list[interactive.ViewBlock] = dataclasses.field(default_factory=list)
+    """The run's interactive views (none in a ``--static`` report)."""
 
 
 @dataclasses.dataclass
@@ -75,9 +78,12 @@ class Skipped:
     reason: str
 
 
-def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *,
+def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *, static: bool = False,
                  warn: Callable[[str], None] = lambda _line: None) -> Path:
     """Render the runs into ``out``; returns the path of ``report.html``.
+
+    The page holds each run's interactive views (:mod:`atml.reporting.interactive`) beside its figures;
+    ``static`` leaves them out, and with them every script.
 
     Folders that are not readable runs (not a run folder, a run that never finished) are
     listed under "Not included" with the reason; failed runs are shown with their status
@@ -89,7 +95,7 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *,
     skipped: list[Skipped] = []
     for path in unique_paths(run_paths):
         try:
-            views.append(_load(path, len(views), reg))
+            views.append(_load(path, len(views), reg, explore=not static))
         except RunDirError as err:
             skipped.append(Skipped(str(path), str(err)))
             warn(f"{path}: {err}")
@@ -102,7 +108,8 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *,
             _copy_figures(view, out)
         grids = _grids(run_paths, views, out)
         context = {"views": views, "groups": groups, "skipped": skipped, "fmt": fmt, "families": FAMILIES,
-                   "grids": grids, "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+                   "grids": grids, "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "static": static,
+                   "explore_head": "" if static or not any(v.views for v in views) else interactive.head()}
         env = _jinja()
         for name in ("report.md", "tables.tex", "report.html"):
             storage.write_text(out / name, env.get_template(f"{name}.j2").render(**context))
@@ -217,7 +224,7 @@ def _group(views: list[RunView], reg: Registry | None = None) -> Group:
                                                                "every number the discussion needs)")
 
 
-def _load(path: Path, index: int, reg: Registry) -> RunView:
+def _load(path: Path, index: int, reg: Registry, *, explore: bool = False) -> RunView:
     run = RunDir(path)
     if not path.is_dir():
         raise RunDirError(f"{path} is not a folder; pass run folders printed by 'atml run'")
@@ -234,7 +241,8 @@ def _load(path: Path, index: int, reg: Registry) -> RunView:
     discussion = discuss(exp, results)
     slug = f"run{index}-{(results.experiment or 'run').replace('.', '-')}"
     figures = [{"name": f.name, "png": f.png, "data": _data_uri(path / f.png)} for f in results.figures if f.png]
-    return RunView(path, slug, results, config, env, discussion, figures)
+    blocks = interactive.load(path, results.views, slug) if explore else []
+    return RunView(path, slug, results, config, env, discussion, figures, blocks)
 
 
 def discuss(exp: Experiment | None, results: RunResults) -> list[str]:

@@ -12,7 +12,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data",),
     ("models",),
     ("config", "results"),
-    ("train", "analysis", "figures"),
+    ("train", "analysis", "figures", "views"),
     ("references", "run_dir"),
     ("registry", "pretrained", "tracking"),
     ("runner",),

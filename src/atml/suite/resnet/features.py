@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from matplotlib.lines import Line2D
 
-from atml import figures
+from atml import figures, views
 from atml.analysis import representation as rep
 from atml.errors import UsageError
 from atml.models import cnn, freezing, resnet
@@ -114,6 +114,9 @@ def run(cfg: Config, ctx: RunContext) -> Results:
         ctx.step(f"{cfg.compare_arch}: k-NN, linear probes and silhouette per depth")
         out.metrics.records += measure(feats[cfg.compare_arch], labels, cfg.seed, cfg.compare_arch, compare=True)
     out.add_figures(ctx.save_figure(embedding_figure(embeddings, labels, classes, stages[cfg.arch]), "embeddings"))
+    keep = views.spread_indices(len(labels))  # the points the page shows, their thumbnails in that order
+    out.views += ctx.save_view(embedding_view(embeddings, labels, predictions, classes, stages[cfg.arch], keep,
+                                              ctx.thumbnails(images[torch.from_numpy(keep)]), cfg.arch), "embeddings")
     out.add_figures(ctx.save_figure(cka_figure(out.metrics), "cka"))
     out.add_figures(ctx.save_figure(confusion_figure(matrix, classes), "confusion_late_probe"))
     out.add_figures(ctx.save_figure(depth_figure(out.metrics, cfg), "separability_vs_depth"))
@@ -202,6 +205,18 @@ def embedding_figure(embeddings: dict[tuple[str, str], np.ndarray], labels: np.n
     fig.legend(handles=handles, loc="lower center", ncol=min(10, len(classes)), frameon=False, fontsize=6)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
+
+
+def embedding_view(embeddings: dict[tuple[str, str], np.ndarray], labels: np.ndarray, predictions: np.ndarray,
+                   classes: list[str], stages: dict[str, str], keep: np.ndarray, sheet: views.Sheet | None,
+                   arch: str) -> views.Scatter:
+    """The embeddings of :func:`embedding_figure` at the points ``keep``, one panel each, to hover: each point's
+    image (tile i of ``sheet``), class and the late probe's out-of-fold prediction."""
+    panels = {f"{'UMAP' if method == 'umap' else 't-SNE'}, {depth} ({stages[depth]})": embeddings[(depth, method)][keep]
+              for method in METHODS for depth in DEPTHS}
+    return views.Scatter(f"{arch}: t-SNE and UMAP of {len(keep)} validation images per depth", panels, labels[keep],
+                         list(classes), thumbs=np.arange(len(keep)), sheet=sheet, predicted=predictions[keep],
+                         predicted_by="late-feature linear probe (out-of-fold)")
 
 
 @figures.styled
