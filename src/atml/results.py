@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 SCHEMA = 2
 RUN_KEYS = ("experiment", "preset", "status", "error", "error_kind", "resumable", "traceback", "metrics", "records",
-            "figures", "views", "tables", "notes", "warnings", "data", "sources", "seed", "device", "references", "rehearsal",
+            "figures", "views", "tables", "notes", "warnings", "data", "sources", "seed", "device", "references",
+            "rehearsal",
             "schema")
 """The top-level keys of results.json; in older files any other key is experiment-specific data."""
 

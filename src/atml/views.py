@@ -66,7 +66,8 @@ def _pil(image: torch.Tensor | np.ndarray, longest: int) -> Image.Image:
     pic = Image.fromarray(np.moveaxis(arr, 0, -1), "RGB")
     scale = longest / max(pic.size)
     if scale < 1:
-        pic = pic.resize((max(1, round(pic.width * scale)), max(1, round(pic.height * scale))), Image.Resampling.LANCZOS)
+        size = (max(1, round(pic.width * scale)), max(1, round(pic.height * scale)))
+        pic = pic.resize(size, Image.Resampling.LANCZOS)
     return pic
 
 
@@ -136,7 +137,8 @@ class Scatter:
                 "sheet": None if self.sheet is None else self.sheet.to_json(),
                 "predicted": None if self.predicted is None else array(self.predicted, "int16"),
                 "predicted_by": self.predicted_by, "captions": self.captions,
-                "kinds": None if self.kinds is None else array(self.kinds, "uint8"), "kind_names": list(self.kind_names)}
+                "kinds": None if self.kinds is None else array(self.kinds, "uint8"),
+                "kind_names": list(self.kind_names)}
 
 
 def quantise_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -209,6 +211,10 @@ class Heatmap:
     value_name: str = "value"
     vmin: float = 0.0
     vmax: float = 1.0
+    cmap: str = "viridis"
+    """``viridis`` or ``magma``, as the static figure."""
+    origin: str = "upper"
+    """``lower``: the first row at the bottom (as matplotlib's ``origin="lower"``)."""
 
     def to_json(self) -> dict[str, Any]:
         panels = []
@@ -219,7 +225,7 @@ class Heatmap:
                                  f"{len(panel['cols'])} columns")
             panels.append({**panel, "values": array(values, "float32")})
         return {"kind": "heatmap", "title": self.title, "value_name": self.value_name, "vmin": self.vmin,
-                "vmax": self.vmax, "panels": panels}
+                "vmax": self.vmax, "cmap": self.cmap, "origin": self.origin, "panels": panels}
 
 
 @dataclasses.dataclass

@@ -25,10 +25,10 @@ from atml import figures, references, storage
 from atml import results as results_lib
 from atml.errors import RunDirError, UsageError
 from atml.registry import Experiment, Registry
+from atml.reporting import interactive
 from atml.results import Metrics, RunResults
 from atml.run_dir import RunDir
 from atml.suite import FAMILIES
-from atml.reporting import interactive
 from atml.sweeps import grid
 
 

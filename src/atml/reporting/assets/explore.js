@@ -8,6 +8,8 @@
                "#bcbd22", "#17becf"];
   var VIRIDIS = [[68, 1, 84], [72, 35, 116], [64, 67, 135], [52, 94, 141], [41, 120, 142], [32, 144, 140],
                  [34, 167, 132], [68, 190, 112], [121, 209, 81], [189, 222, 38], [253, 231, 37]];
+  var MAGMA = [[0, 0, 4], [20, 14, 54], [59, 15, 112], [100, 26, 128], [140, 41, 129], [183, 55, 121],
+               [222, 73, 104], [247, 112, 92], [254, 159, 109], [254, 207, 146], [252, 253, 191]];
   var JET = [[0, 0, 128], [0, 0, 255], [0, 128, 255], [0, 255, 255], [128, 255, 128], [255, 255, 0],
              [255, 128, 0], [255, 0, 0], [128, 0, 0]];
   var TYPES = { uint8: Uint8Array, int16: Int16Array, int32: Int32Array, float32: Float32Array };
@@ -103,7 +105,7 @@
         var q = screen(state.hover);
         c.strokeStyle = "#000"; c.lineWidth = 1.5; c.beginPath(); c.arc(q[0], q[1], 6, 0, 2 * Math.PI); c.stroke();
       }
-      root.setAttribute("data-panel", String(state.panel));
+      root.parentNode.setAttribute("data-panel", String(state.panel));
     }
     function nearest(x, y) {
       var best = -1, dist = 64;
@@ -129,7 +131,7 @@
       var text = el("div", { "class": "atml-tiptext" }, tip);
       if (kinds) { el("div", {}, text, d.kind_names[kinds[i]] + " #" + i); } else { el("div", {}, text, "point #" + i); }
       el("div", { "class": "atml-true" }, text, "class: " + d.classes[labels[i]]);
-      if (pred) {
+      if (pred && pred[i] >= 0) {
         el("div", { "class": "atml-pred" + (pred[i] === labels[i] ? "" : " wrong") }, text,
            "predicted: " + d.classes[pred[i]] + (d.predicted_by ? " (" + d.predicted_by + ")" : ""));
       }
@@ -241,9 +243,9 @@
       var peak = 0; for (var q = 1; q < P; q++) { if (v[q] > v[peak]) { peak = q; } }
       info.textContent = im.name + (im.caption ? " (" + im.caption + ")" : "") + ": what " + who + " attends to, " + what +
         "; its top patch (row " + (Math.floor(peak / G) + 1) + ", col " + (peak % G + 1) + ") gets " + fmt(v[peak] * 100) + "% (uniform " + fmt(100 / P) + "%).";
-      root.setAttribute("data-query", String(state.query)); root.setAttribute("data-layer", String(d.layers[state.layer]));
-      root.setAttribute("data-head", state.head < 0 ? "mean" : String(state.head + 1)); root.setAttribute("data-mode", state.mode);
-      root.setAttribute("data-image", String(state.image));
+      root.parentNode.setAttribute("data-query", String(state.query)); root.parentNode.setAttribute("data-layer", String(d.layers[state.layer]));
+      root.parentNode.setAttribute("data-head", state.head < 0 ? "mean" : String(state.head + 1)); root.parentNode.setAttribute("data-mode", state.mode);
+      root.parentNode.setAttribute("data-image", String(state.image));
     }
     imgs.forEach(function (im) { im.pic.addEventListener("load", draw); });
     choices(bar, "image", imgs.map(function (im) { return im.name; }), function (i) { state.image = i; draw(); });
@@ -277,7 +279,8 @@
     var state = { panel: 0, row: -1, col: -1 };
     var bar = el("div", { "class": "atml-bar" }, root);
     var stage = el("div", { "class": "atml-stage" }, root);
-    var SIZE = 420, cv = canvas(stage, SIZE, SIZE);
+    var SIZE = 420, cv = canvas(stage, SIZE, SIZE), CMAP = d.cmap === "magma" ? MAGMA : VIRIDIS;
+    function top(r, R) { return d.origin === "lower" ? R - 1 - r : r; }  // the screen row of data row r
     var tip = el("div", { "class": "atml-tip", role: "tooltip" }, stage);
     function geom() { var p = panels[state.panel].p, cell = SIZE / Math.max(p.rows.length, p.cols.length); return { p: p, cell: cell }; }
     function draw() {
@@ -285,15 +288,16 @@
       c.clearRect(0, 0, SIZE, SIZE);
       for (var r = 0; r < R; r++) {
         for (var k = 0; k < C; k++) {
-          var x = v[r * C + k], rgb = isFinite(x) ? ramp(VIRIDIS, (x - d.vmin) / ((d.vmax - d.vmin) || 1)) : [200, 200, 200];
-          c.fillStyle = "rgb(" + rgb.join(",") + ")"; c.fillRect(k * g.cell, r * g.cell, Math.ceil(g.cell), Math.ceil(g.cell));
+          var x = v[r * C + k], rgb = isFinite(x) ? ramp(CMAP, (x - d.vmin) / ((d.vmax - d.vmin) || 1)) : [200, 200, 200];
+          c.fillStyle = "rgb(" + rgb.join(",") + ")"; c.fillRect(k * g.cell, top(r, R) * g.cell, Math.ceil(g.cell), Math.ceil(g.cell));
         }
       }
-      if (state.row >= 0) { c.strokeStyle = "#ff1744"; c.lineWidth = 2; c.strokeRect(state.col * g.cell, state.row * g.cell, g.cell, g.cell); }
-      root.setAttribute("data-panel", String(state.panel));
+      if (state.row >= 0) { c.strokeStyle = "#00e5ff"; c.lineWidth = 2; c.strokeRect(state.col * g.cell, top(state.row, R) * g.cell, g.cell, g.cell); }
+      root.parentNode.setAttribute("data-panel", String(state.panel));
     }
     cv.node.addEventListener("mousemove", function (ev) {
-      var g = geom(), m = local(cv.node, ev), r = Math.floor(m[1] / g.cell), k = Math.floor(m[0] / g.cell);
+      var g = geom(), m = local(cv.node, ev), k = Math.floor(m[0] / g.cell), R = g.p.rows.length;
+      var r = Math.floor(m[1] / g.cell); r = r < R ? top(r, R) : R;
       if (r < 0 || k < 0 || r >= g.p.rows.length || k >= g.p.cols.length) { state.row = -1; tip.style.display = "none"; draw(); return; }
       var value = panels[state.panel].values[r * g.p.cols.length + k];
       state.row = r; state.col = k;
@@ -308,14 +312,14 @@
     var scale = el("div", { "class": "atml-scale" }, root);
     el("span", {}, scale, d.value_name + " " + d.vmin);
     var grad = el("span", { "class": "atml-gradient" }, scale);
-    grad.style.background = "linear-gradient(to right," + VIRIDIS.map(function (c) { return "rgb(" + c.join(",") + ")"; }).join(",") + ")";
+    grad.style.background = "linear-gradient(to right," + CMAP.map(function (c) { return "rgb(" + c.join(",") + ")"; }).join(",") + ")";
     el("span", {}, scale, String(d.vmax));
-    el("span", { "class": "atml-hint" }, root, "Hover a cell for both layers and the value; rows top to bottom and columns left to right in forward order.");
+    el("span", { "class": "atml-hint" }, root, "Hover a cell for both layers and the value; layers in forward order, " + (d.origin === "lower" ? "the first at the bottom left." : "the first at the top left."));
     choices(bar, "panel", panels.map(function (p) { return p.p.name; }), function (i) { state.panel = i; draw(); });
     root.querySelector(".atml-choices button").click();
     return {
       state: state, canvas: cv.node,
-      cellCentre: function (r, k) { var g = geom(); return [(k + 0.5) * g.cell, (r + 0.5) * g.cell]; }
+      cellCentre: function (r, k) { var g = geom(); return [(k + 0.5) * g.cell, (top(r, g.p.rows.length) + 0.5) * g.cell]; }
     };
   }
 
@@ -342,7 +346,7 @@
       info.textContent = e.e.model + ", " + e.e.method + ", image " + (state.image + 1) + ": deletion AUC " + fmt(e.e.deletion[state.image]) +
         " (lower is more faithful), insertion AUC " + fmt(e.e.insertion[state.image]) + " (higher); over all scored images " +
         fmt(e.e.deletion_mean) + " / " + fmt(e.e.insertion_mean) + ".";
-      root.setAttribute("data-entry", String(state.entry)); root.setAttribute("data-image", String(state.image));
+      root.parentNode.setAttribute("data-entry", String(state.entry)); root.parentNode.setAttribute("data-image", String(state.image));
     }
     pics.forEach(function (p) { p.addEventListener("load", draw); });
     choices(bar, "map", entries.map(function (e) { return e.e.model + ": " + e.e.method; }), function (i) { state.entry = i; draw(); });
@@ -362,7 +366,7 @@
       var data = JSON.parse(root.querySelector("script[type='application/json']").textContent);
       var body = el("div", { "class": "atml-body" }, root);
       window.atmlViews[root.id] = KINDS[data.kind](body, data);
-      root.setAttribute("data-ready", "true");
+      root.parentNode.setAttribute("data-ready", "true");
     });
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); } else { start(); }

@@ -6,9 +6,10 @@ import dataclasses
 from typing import Any
 
 import matplotlib
+import numpy as np
 import torch
 
-from atml import figures
+from atml import figures, views
 from atml.analysis import representation as rep
 from atml.references import Reference
 from atml.registry import Experiment
@@ -65,7 +66,11 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     for name in ("centroid_distance", "paired_cosine"):
         out.add(name, closed[name], key=f"gap_closed_{name}", embeddings="gap closed")
     ctx.step(f"joint t-SNE and UMAP of {len(idx)} images and their captions")
-    out.add_figures(ctx.save_figure(joint_figure(image, text, labels, names, cfg.seed), "modality_gap_embeddings"))
+    layouts = joint_layouts(image, text, cfg.seed)
+    out.add_figures(ctx.save_figure(joint_figure(layouts, labels), "modality_gap_embeddings"))
+    predicted = common.zero_shot(image, classes)
+    out.views += ctx.save_view(joint_view(layouts, labels, predicted, names, captions,
+                                          ctx.thumbnails(data.val.images[idx])), "modality_gap_embeddings")
     notes = out.notes
     if cfg.random_init and cfg.weights != "random":
         _random_init(cfg, ctx, data.val.images[idx], labels, names, out)
@@ -87,8 +92,9 @@ def _random_init(cfg: common.GapConfig, ctx: RunContext, images: torch.Tensor, l
     r_img, _ = common.compute_embeddings(random_model, images, ctx.device, cfg.batch_size, cfg.amp)
     r_txt, _ = common.paired_captions(random_model, labels, names)
     gap_records(out, common.gap_metrics(r_img, r_txt), model="random init")
-    out.add_figures(ctx.save_figure(joint_figure(r_img, r_txt, labels, names, cfg.seed, methods=("tsne",),
-                                                 title="random initialisation"), "modality_gap_random_init"))
+    layouts = joint_layouts(r_img, r_txt, cfg.seed, methods=("tsne",))
+    out.add_figures(ctx.save_figure(joint_figure(layouts, labels, title="random initialisation"),
+                                    "modality_gap_random_init"))
     out.notes.append(f"Random initialisation: the same architecture with open_clip's initialisation (seed {cfg.seed}), "
                      "no training, on the same images and captions.")
 
@@ -108,34 +114,59 @@ def gap_records(out: Results, values: dict[str, float], **condition: str) -> Non
         out.add(name, value, key=key, **condition)
 
 
-@figures.styled
-def joint_figure(image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, names: list[str], seed: int,
-                 methods: tuple[str, ...] = ("tsne", "umap"), title: str = "") -> Any:
-    """Joint 2-D embeddings of both modalities, raw and L2-normalised, one panel per (method, scaling)."""
-    fig, axes = figures.figure(len(methods) * 2, width=2.0, height=2.4)
-    n = len(image)
-    cmap = matplotlib.colormaps["tab10"]
-    col = 0
+def joint_layouts(image: torch.Tensor, text: torch.Tensor, seed: int,
+                  methods: tuple[str, ...] = ("tsne", "umap")) -> dict[tuple[str, str], np.ndarray]:
+    """Joint 2-D embeddings of both modalities (images first, then their captions), raw and L2-normalised, per
+    (method, scaling)."""
+    out = {}
     for method in methods:
         for scaling in ("raw", "normalised"):
             x = torch.cat([image, text]).double()
             if scaling == "normalised":
                 x = torch.nn.functional.normalize(x, dim=1)
-            xy = (rep.tsne if method == "tsne" else rep.umap_embed)(x.numpy(), seed=seed)
-            ax = axes[0][col]
-            colours = [cmap(int(c) % 10) for c in labels]
-            ax.scatter(xy[:n, 0], xy[:n, 1], c=colours, marker="o", s=8, label="image")
-            ax.scatter(xy[n:, 0], xy[n:, 1], c=colours, marker="^", s=10, edgecolors="k", linewidths=0.3,
-                       label="text")
-            ax.set_title(f"{method.upper() if method == 'umap' else 't-SNE'}, {scaling}")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            col += 1
+            out[(method, scaling)] = (rep.tsne if method == "tsne" else rep.umap_embed)(x.numpy(), seed=seed)
+    return out
+
+
+def _panel_name(method: str, scaling: str) -> str:
+    return f"{method.upper() if method == 'umap' else 't-SNE'}, {scaling}"
+
+
+@figures.styled
+def joint_figure(layouts: dict[tuple[str, str], np.ndarray], labels: torch.Tensor, title: str = "") -> Any:
+    """The joint embeddings of :func:`joint_layouts`, one panel per (method, scaling): images dots, captions
+    triangles, coloured by class."""
+    fig, axes = figures.figure(len(layouts), width=2.0, height=2.4)
+    n = len(labels)
+    cmap = matplotlib.colormaps["tab10"]
+    colours = [cmap(int(c) % 10) for c in labels]
+    for col, ((method, scaling), xy) in enumerate(layouts.items()):
+        ax = axes[0][col]
+        ax.scatter(xy[:n, 0], xy[:n, 1], c=colours, marker="o", s=8, label="image")
+        ax.scatter(xy[n:, 0], xy[n:, 1], c=colours, marker="^", s=10, edgecolors="k", linewidths=0.3,
+                   label="text")
+        ax.set_title(_panel_name(method, scaling))
+        ax.set_xticks([])
+        ax.set_yticks([])
     axes[0][0].legend(frameon=False, loc="best")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def joint_view(layouts: dict[tuple[str, str], np.ndarray], labels: torch.Tensor, predicted: torch.Tensor,
+               names: list[str], captions: list[str], sheet: views.Sheet | None) -> views.Scatter:
+    """The joint embeddings to hover: an image shows its thumbnail, class, zero-shot prediction and paired caption;
+    a caption its text and class."""
+    n = len(labels)
+    classes = np.concatenate([labels.numpy(), labels.numpy()])
+    return views.Scatter(f"Images and their captions in one embedding ({n} of each)",
+                         {_panel_name(*key): xy for key, xy in layouts.items()}, classes, list(names),
+                         thumbs=np.concatenate([np.arange(n), np.full(n, -1)]), sheet=sheet,
+                         predicted=np.concatenate([predicted.numpy(), np.full(n, -1)]),
+                         predicted_by="zero-shot, 'a photo of a {}.'", captions=[*captions, *captions],
+                         kinds=np.repeat(np.array([0, 1], dtype=np.uint8), n), kind_names=("image", "caption"))
 
 
 def discuss(results: RunResults) -> list[str]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from atml import benchmark as bench_lib
-from atml import figures, runtime
+from atml import figures, runtime, views
 from atml.analysis.cka import MinibatchCKA
 from atml.errors import UsageError
 from atml.models import layers as layers_lib
@@ -95,6 +95,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.tables.append(best_match_table(a.label, b.label, names_a, names_b, cross))
     out.add_figures(ctx.save_figure(heatmaps(a.label, b.label, names_a, names_b, cross, self_a, self_b),
                                     "cka_heatmaps"))
+    out.views += ctx.save_view(heatmap_view(a.label, b.label, names_a, names_b, cross, self_a, self_b), "cka")
     return out
 
 
@@ -228,6 +229,21 @@ def heatmaps(label_a: str, label_b: str, names_a: list[str], names_b: list[str],
     bar = fig.add_axes((0.3, 0.13, 0.4, 0.025))  # below the panels, its ticks and label inside the figure
     fig.colorbar(image, cax=bar, orientation="horizontal", label="linear CKA")
     return fig
+
+
+def heatmap_view(label_a: str, label_b: str, names_a: list[str], names_b: list[str], cross: np.ndarray,
+                 self_a: np.ndarray, self_b: np.ndarray) -> views.Heatmap:
+    """The three matrices of :func:`heatmaps`, to hover: both layers' names and the value."""
+    def panel(name: str, rows: list[str], cols: list[str], row_model: str, col_model: str,
+              values: np.ndarray) -> dict[str, Any]:
+        return {"name": name, "rows": rows, "cols": cols, "row_label": f"{row_model} layer",
+                "col_label": f"{col_model} layer", "values": values}
+
+    return views.Heatmap(f"Linear CKA between the layers of {label_a} and {label_b}",
+                         [panel(f"{label_a} vs {label_b}", names_a, names_b, label_a, label_b, cross),
+                          panel(f"{label_a} vs itself", names_a, names_a, label_a, label_a, self_a),
+                          panel(f"{label_b} vs itself", names_b, names_b, label_b, label_b, self_b)],
+                         value_name="linear CKA", cmap="magma", origin="lower")
 
 
 def discuss(results: RunResults) -> list[str]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from atml import figures
+from atml import figures, views
 from atml.analysis import attention as att
 from atml.analysis import saliency as sal
 from atml.data import digits
@@ -194,6 +194,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     rows: list[list[Any]] = []
     curves_by: dict[str, dict[str, dict[str, Any]]] = {}
     methods_by: dict[str, list[str]] = {}
+    entries: list[dict[str, Any]] = []
     generator = torch.Generator().manual_seed(cfg.seed)
     for subject in models:
         _check_explainable(subject)
@@ -207,6 +208,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
             if scored.sanity is not None:
                 out.add("sanity_rank_corr", scored.sanity, model=subject.label, method=method)
             rows.append([subject.label, method, scored.deletion_auc, scored.insertion_auc, scored.sanity])
+            if cfg.shown:
+                entries.append(view_entry(subject.label, method, scored, cfg.shown))
         if cfg.shown:
             out.add_figures(ctx.save_figure(grid_figure(subject.label, pictures[:cfg.shown], per_method,
                                                         methods_by[subject.label]), f"maps_{_slug(subject.label)}"))
@@ -215,8 +218,28 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                             "layers)", ["model", "method", "deletion AUC", "insertion AUC", "sanity rank corr"],
                             rows))
     out.add_figures(ctx.save_figure(curves_figure(curves_by, cfg.grid), "deletion_insertion"))
+    if entries:
+        shown = len(entries[0]["deletion"])
+        out.views += ctx.save_view(views.Saliency(f"Saliency maps of {len(models)} model(s) over {shown} images: pick "
+                                                  "a method and an image", pictures[:cfg.shown], entries), "saliency")
     out.keep(Data([m.label for m in models], methods_by))
     return out
+
+
+MAP_PX = 64
+"""Maps in the interactive view are stored at most this many pixels on a side (area-averaged; the page draws them
+smoothly over the image)."""
+
+
+def view_entry(label: str, method: str, scored: Scored, shown: int) -> dict[str, Any]:
+    """One method's maps of the first ``shown`` images, with their AUCs, for :class:`atml.views.Saliency`."""
+    maps = scored.curves["maps"][:shown].float()[:, None]
+    if max(maps.shape[-2:]) > MAP_PX:
+        maps = torch.nn.functional.adaptive_avg_pool2d(maps, (MAP_PX, MAP_PX))
+    deletion, insertion = scored.per_image
+    return {"model": label, "method": method, "maps": maps[:, 0].numpy(), "deletion": deletion[:shown],
+            "insertion": insertion[:shown], "deletion_mean": scored.deletion_auc,
+            "insertion_mean": scored.insertion_auc}
 
 
 def _pictures(cfg: Config, ctx: RunContext, models: list[common.Subject]) -> tuple[list[torch.Tensor], str,
@@ -257,6 +280,8 @@ class Scored:
     deletion_auc: float
     insertion_auc: float
     sanity: float | None
+    per_image: tuple[list[float], list[float]] = ([], [])
+    """Each image's deletion and insertion AUC, in order (the interactive view shows them)."""
 
 
 def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -289,8 +314,9 @@ def _explain(subject: common.Subject, methods: list[str], pictures: list[torch.T
             first = maps if first is None else first
         d_curve, i_curve = torch.cat(deletion), torch.cat(insertion)
         sanity = float(np.nanmean(np.concatenate(rho))) if rho else None
+        d_auc, i_auc = sal.auc(d_curve), sal.auc(i_curve)
         yield method, Scored({"deletion": d_curve.mean(0), "insertion": i_curve.mean(0), "maps": first},
-                             float(sal.auc(d_curve).mean()), float(sal.auc(i_curve).mean()), sanity)
+                             float(d_auc.mean()), float(i_auc.mean()), sanity, (d_auc.tolist(), i_auc.tolist()))
 
 
 def prepare(subject: common.Subject, pictures: list[torch.Tensor], batch_size: int,

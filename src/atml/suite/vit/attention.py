@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atml import figures
+from atml import figures, views
 from atml.analysis import attention as att
 from atml.data import factory
 from atml.errors import UsageError
@@ -57,6 +57,9 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
     out.add_figures(ctx.save_figure(overlay_figure(shown, model, last.mean(1), flow), "attention_maps"))
     out.add_figures(ctx.save_figure(heads_figure(next(iter(shown.values())), model, last[0]), "attention_heads"))
     out.add_figures(ctx.save_figure(stats_figure(stats, model), "head_statistics"))
+    ctx.step(f"attention of {len(shown)} shown image(s), every layer, for the interactive view")
+    view = attention_view(model, shown, ctx.device, cfg.arch)
+    out.views += ctx.save_view(view, "attention")
     for name, value in (("images", len(shown)), ("stats_images", stats_pass.images), ("layers", stats_pass.layers),
                         ("heads", stats_pass.heads), ("grid", model.grid)):
         out.add(name, value)
@@ -76,6 +79,7 @@ def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
                  "accumulated "
                  f"layer by layer as the model computes them, {batch} image(s) at a time, so memory holds one "
                  "layer's attention of one batch.")
+    notes.append(f"Interactive view: {view_size(view, stats_pass.layers)}.")
     return out
 
 
@@ -227,6 +231,51 @@ def attention_pass(model: vit.ViT, batches: Any, *, keep_maps: bool) -> Attentio
         result.images += x.shape[0]
         result.layers, result.heads = state["layer"], len(result.entropy[0]) if result.entropy else 0
     return result
+
+
+def attention_view(model: vit.ViT, shown: dict[str, torch.Tensor], device: torch.device,
+                   arch: str) -> views.Attention:
+    """Every row of every stored layer's attention over the patches for each shown image (one forward each; layers
+    and heads kept as :func:`atml.views.attention_plan` allows), and the rollout through all layers, every row."""
+    layers, prefix = len(model.attention_modules()), model.num_prefix_tokens
+    plan: tuple[list[int], bool] | None = None
+    images, heads = [], 0
+    for name, img in shown.items():
+        kept: list[np.ndarray] = []
+        state: dict[str, Any] = {"layer": 0, "flow": None}
+
+        def consume(attn: torch.Tensor, state: dict[str, Any] = state, kept: list[np.ndarray] = kept) -> None:
+            nonlocal plan, heads
+            attn = attn.float()
+            heads, tokens = attn.shape[1], attn.shape[-1]
+            plan = plan or views.attention_plan(layers, heads, tokens, tokens - prefix)
+            if state["layer"] in plan[0]:
+                rows = attn[0, :, :, prefix:]  # (heads, tokens, patches): every query over the patch keys
+                kept.append((rows if plan[1] else rows.mean(0, keepdim=True)).cpu().numpy())
+            state["flow"] = att.rollout_step(attn, state["flow"])
+            state["layer"] += 1
+
+        with torch.inference_mode(), model.attention(consume):
+            model(common.as_batch({name: img}, model, device))
+        flow = state["flow"][0, :, prefix:]
+        images.append(views.AttentionImage(name, _crop(img, model), np.stack(kept),
+                                           (flow / flow.sum(-1, keepdim=True)).cpu().numpy()))
+    assert plan is not None
+    return views.Attention(f"{arch}: attention of {len(images)} image(s), click a patch", model.grid, prefix,
+                           plan[0], heads, plan[1], images, OVERLAY_FULL)
+
+
+def view_size(view: views.Attention, layers: int) -> str:
+    """What the interactive view stores, and why: for the notes."""
+    image = view.images[0].maps
+    what = ("every head" if view.per_head else
+            f"the mean of the {view.heads} heads (per head would pass {views.ATTENTION_BUDGET / 2 ** 20:g} MiB per "
+            "image)")
+    kept = (f"all {layers} layers" if len(view.layers) == layers
+            else f"layers {', '.join(str(layer + 1) for layer in view.layers)} of {layers}")
+    return (f"{len(view.images)} image(s) x {kept} x {what} x {image.shape[-2]} query tokens x {image.shape[-1]} "
+            f"patches, uint8 scaled per row ({image.size / 2 ** 20:.2f} MiB per image), plus the rollout through all "
+            "layers for every query token")
 
 
 OVERLAY_FULL = 16.0
