@@ -53,7 +53,10 @@
     }
     return select;
   }
-  function local(node, ev) { var r = node.getBoundingClientRect(); return [ev.clientX - r.left, ev.clientY - r.top]; }
+  function local(node, ev) {  // the event's position in the canvas's own pixels (inside its border)
+    var r = node.getBoundingClientRect();
+    return [ev.clientX - r.left - node.clientLeft, ev.clientY - r.top - node.clientTop];
+  }
   function tipAt(tip, host, x, y) {
     tip.style.display = "block";
     var left = x + 14, top = y + 14;
@@ -366,7 +369,7 @@
       var data = JSON.parse(root.querySelector("script[type='application/json']").textContent);
       var body = el("div", { "class": "atml-body" }, root);
       window.atmlViews[root.id] = KINDS[data.kind](body, data);
-      root.parentNode.setAttribute("data-ready", "true");
+      root.setAttribute("data-ready", "true");
     });
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); } else { start(); }

@@ -1,0 +1,85 @@
+"""Interactive views as data: what a run stores is what the model computed, within the stated quantisation."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from atml import views
+from atml.analysis import attention as att
+from atml.models import factory
+from atml.reporting import interactive
+from atml.suite.vit import attention as attention_exp
+
+
+def test_arrays_round_trip_little_endian():
+    for dtype, values in (("float32", np.linspace(-3, 7, 12).reshape(3, 4)), ("int16", np.arange(-5, 5)),
+                          ("uint8", np.arange(256)), ("int32", np.array([-1, 0, 70000]))):
+        stored = views.array(values, dtype)
+        assert stored["shape"] == list(np.shape(values))
+        assert np.array_equal(views.read_array(json.loads(json.dumps(stored))), values.astype(dtype))
+
+
+def test_row_quantisation_is_within_half_a_step_of_each_rows_maximum():
+    rng = np.random.default_rng(0)
+    rows = rng.dirichlet(np.ones(64) * 0.3, size=(5, 7))
+    q, top = views.quantise_rows(rows)
+    assert q.dtype == np.uint8 and q.max() == 255 and top.shape == (5, 7)
+    error = np.abs(views.dequantise_rows(q, top) - rows)
+    assert (error <= top[..., None] / 255 / 2 + 1e-7).all()
+
+
+def test_attention_plan_keeps_heads_while_they_fit_then_the_mean_in_spread_layers():
+    assert views.attention_plan(4, 3, 65, 64) == ([0, 1, 2, 3], True)  # vit-digits: everything
+    assert views.attention_plan(12, 6, 197, 196) == (list(range(12)), False)  # DeiT-S: 2.8 M per head > 2 Mi
+    layers, per_head = views.attention_plan(12, 6, 1370, 1369)  # DINOv2-S at 518 px: one layer's mean is 1.9 Mi
+    assert (layers, per_head) == ([11], False)
+    layers, per_head = views.attention_plan(24, 16, 577, 576)
+    assert not per_head and layers[-1] == 23 and layers[0] == 0 and len(layers) == (1 << 21) // (577 * 576)
+
+
+def test_scatter_refuses_panels_that_do_not_match_the_points():
+    with pytest.raises(ValueError, match="panel a: \\(3, 2\\) points for 4 labels"):
+        views.Scatter("t", {"a": np.zeros((3, 2))}, np.zeros(4, int), ["x"]).to_json()
+
+
+def test_thumbnail_sheet_holds_each_image_in_its_tile(tmp_path):
+    images = torch.zeros(5, 3, 32, 32, dtype=torch.uint8)
+    for i in range(5):
+        images[i, i % 3] = 40 * (i + 1)  # each image one flat colour
+    sheet = views.thumbnail_sheet(images, tmp_path / "views", relative_to=tmp_path)
+    assert (sheet.file, sheet.cols, sheet.count, sheet.tile) == ("views/thumbs.webp", 3, 5, 48)
+    pic = np.asarray(Image.open(tmp_path / sheet.file).convert("RGB")).astype(int)
+    for i in range(5):
+        x, y = (i % 3) * 48 + 24, (i // 3) * 48 + 24  # the tile's centre: the image is centred in it
+        expected = np.zeros(3)
+        expected[i % 3] = 40 * (i + 1)
+        assert np.abs(pic[y, x] - expected).max() <= 12, (i, pic[y, x])
+
+
+def test_view_json_cannot_close_its_script_element():
+    text = interactive.script_json({"captions": ["</script><script>alert(1)</script>"]})
+    assert "</script>" not in text and "<" not in text
+    assert json.loads(text)["captions"][0].startswith("</script>")
+
+
+def test_attention_view_stores_what_the_model_computed():
+    torch.manual_seed(0)
+    model = factory.create("vit-digits", "random", family="vit", offline=True).model.eval()
+    images = {f"img{i}": torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8) for i in range(2)}
+    view = attention_exp.attention_view(model, images, torch.device("cpu"), "vit-digits")
+    stored = view.to_json()
+    assert (stored["grid"], stored["prefix"], stored["layers"], stored["heads"]) == (8, 1, [1, 2, 3, 4], 3)
+    assert stored["per_head"]
+    with torch.no_grad(), model.attention() as maps:
+        model(model.preprocess(images["img1"][None]))
+    second = stored["images"][1]
+    got = views.dequantise_rows(views.read_array(second["maps"]), views.read_array(second["scale"]))
+    for layer, attn in enumerate(maps):
+        truth = attn[0, :, :, 1:].numpy()  # (heads, tokens, patches)
+        assert np.abs(got[layer] - truth).max() <= truth.max() / 255 / 2 + 1e-6
+    flow = views.dequantise_rows(views.read_array(second["rollout"]), views.read_array(second["rollout_scale"]))
+    cls_flow = att.rollout(list(maps), 1)[0].numpy()
+    assert np.abs(flow[0] - cls_flow).max() <= cls_flow.max() / 255 + 1e-6  # row 0 is the CLS rollout
