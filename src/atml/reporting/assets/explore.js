@@ -12,6 +12,7 @@
                [222, 73, 104], [247, 112, 92], [254, 159, 109], [254, 207, 146], [252, 253, 191]];
   var JET = [[0, 0, 128], [0, 0, 255], [0, 128, 255], [0, 255, 255], [128, 255, 128], [255, 255, 0],
              [255, 128, 0], [255, 0, 0], [128, 0, 0]];
+  var sheets = 0;
   var TYPES = { uint8: Uint8Array, int16: Int16Array, int32: Int32Array, float32: Float32Array };
 
   function decode(a) {
@@ -76,7 +77,10 @@
     var cv = canvas(stage, W, H);
     var tip = el("div", { "class": "atml-tip", role: "tooltip" }, stage);
     var legend = el("div", { "class": "atml-legend" }, root);
-    var bounds;
+    var bounds, sheetClass = "atml-sheet-" + (++sheets);
+    if (d.sheet) {  // the sheet's data URI parsed once, by a style rule, not on every hover
+      el("style", {}, document.head, "." + sheetClass + " { background-image: url(\"" + d.sheet.src + "\"); }");
+    }
     function fit() {
       var xy = panels[state.panel].xy, x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
       for (var i = 0; i < n; i++) {
@@ -127,7 +131,7 @@
         var t = thumbs[i], tile = d.sheet.tile, z = 2;  // shown at twice the stored size, pixels kept sharp
         var img = el("div", { "class": "atml-thumb", "data-tile": String(t) }, tip);
         img.style.width = z * tile + "px"; img.style.height = z * tile + "px";
-        img.style.backgroundImage = "url(" + d.sheet.src + ")";
+        img.classList.add(sheetClass);
         img.style.backgroundSize = (z * tile * d.sheet.cols) + "px auto";
         img.style.backgroundPosition = (-(t % d.sheet.cols) * z * tile) + "px " + (-Math.floor(t / d.sheet.cols) * z * tile) + "px";
       }
@@ -181,7 +185,7 @@
     choices(bar, "panel", panels.map(function (p) { return p.name; }), function (i) { state.panel = i; fit(); hide(); });
     root.querySelector(".atml-choices button").click();
     return {
-      state: state, hidden: hidden,
+      state: state, hidden: hidden, redraw: draw,
       screen: function (i) { var p = screen(i); return [p[0], p[1]]; },
       canvas: cv.node
     };
