@@ -290,5 +290,14 @@ def test_run_explore_is_the_same_views_on_one_page(browser, runs, tmp_path):
     explorer = api.load(runs["vit.attention"]).explore()
     page = explorer.save(tmp_path / "explore.html")
     assert _open(browser, Path(page)) == explorer.ids == ["view-attention"]
-    assert 'srcdoc="&lt;!DOCTYPE html&gt;' in explorer._repr_html_()
+    # a notebook shows _repr_html_ as HTML in its page: the frame runs the views' own script
+    cell = tmp_path / "notebook-output.html"
+    cell.write_text(f"<!DOCTYPE html><html><body>{explorer._repr_html_()}</body></html>")
+    browser.get(cell.as_uri())
+    browser.switch_to.frame(browser.find_element("tag name", "iframe"))
+    try:
+        assert browser.execute_script("return Object.keys(window.atmlViews)") == ["view-attention"]
+        assert browser.find_element("id", "view-attention").get_attribute("data-ready") == "true"
+    finally:
+        browser.switch_to.default_content()
     assert _errors(browser) == []

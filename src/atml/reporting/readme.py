@@ -261,7 +261,31 @@ def sweep_section(report: dict[str, Any]) -> str:
         "config before submitting)."])
 
 
+def explore_section(report: dict[str, Any]) -> str:
+    """``scripts/explore_bench.py``'s JSON: the report with and without its views, each view's share, the scatter at
+    two sizes in Chromium, and the screenshots."""
+    static, live = report["static"], report["interactive"]
+    presets = ", ".join(report["presets"])
+    lines = [f"`{report['command']}` at {report['commit']}, {report['date']}, on {report['cpu']} with Chromium "
+             f"{report['chromium']} (`benchmarks/{report.get('file', 'explore-cpu.json')}`); the report of "
+             f"{report['runs']} runs at the {presets} preset, built 3 times each way (median):", "",
+             "| report | report.html | build s |", "| --- | --- | --- |",
+             f"| `--static` (figures and tables; the report before its views) | {static['report_kb'] / 1024:.2f} MB | "
+             f"{static['build_s']:.2f} |",
+             f"| with the interactive views (default) | {live['report_kb'] / 1024:.2f} MB | {live['build_s']:.2f} |",
+             "", "| view | kind | in the page |", "| --- | --- | --- |"]
+    lines += [f"| {v['view']} | {v['kind']} | {v['kb']:,.0f} KB |" for v in report["views"]]
+    lines += ["", "An embedding of random points with 32 px thumbnails, opened in that Chromium (median of 50 each):",
+              "", "| points | page | JS heap after opening | full redraw | hover (nearest point, tooltip, redraw) |",
+              "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {s['points']:,} | {s['page_kb'] / 1024:.1f} MB | {s['heap_mb']:.1f} MB | {s['redraw_ms']:.1f} ms | "
+              f"{s['hover_ms']:.1f} ms |" for s in report["scatter"]]
+    lines += ["", " ".join(f"![{Path(shot).stem}]({shot})" for shot in report["screenshots"])]
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "explore-cpu": ("explore-cpu.json", explore_section),
     "sweep-cpu": ("sweep-cpu.json", sweep_section),
     "attention-memory-cpu": ("attention-memory-cpu.json", run_memory_section),
     "cka-memory-cpu": ("cka-memory-cpu.json", run_memory_section),
