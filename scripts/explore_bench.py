@@ -8,8 +8,8 @@
 - An embedding scatter of 2,000 and of 5,000 points (the cap, :data:`atml.views.MAX_POINTS`; 10 classes,
   thumbnails of 32 px images) opened in headless Chromium: time to ready, a full redraw and a hover (nearest point,
   tooltip, redraw) in ms (median of 50), and the JavaScript heap after opening.
-- A screenshot of each view of the demo report after a reader's action (hover a point, click a patch, hover a
-  CKA cell, pick a saliency map), for README.
+- A screenshot of each view of the demo report after a reader's action (hover a point; click a patch, then the
+  first layer and the last head; hover a CKA cell; pick a saliency map's second image), for README.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def _scatter(driver: Any, n: int, work: Path) -> dict[str, Any]:
 def _shoot(driver: Any, page: Path, docs: Path) -> list[str]:
     """Each view of the demo report after a reader's action; returns the files written."""
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
 
     driver.get(page.as_uri())
     written = []
@@ -119,6 +120,8 @@ def _shoot(driver: Any, page: Path, docs: Path) -> list[str]:
             x, y = driver.execute_script(f"return atmlViews['{vid}'].patchCentre({grid * (grid // 2) + grid // 3})")
             ActionChains(driver).move_to_element_with_offset(canvas, round(x - half[0]), round(y - half[1])).click()\
                 .perform()
+            root.find_element("css selector", "input[type=range]").send_keys(Keys.HOME)  # the first layer, last head
+            root.find_elements("css selector", "[aria-label=head] button")[-1].click()
         elif kind == "heatmap":
             x, y = driver.execute_script(f"return atmlViews['{vid}'].cellCentre(2, 3)")
             ActionChains(driver).move_to_element_with_offset(canvas, round(x - half[0]), round(y - half[1])).perform()

@@ -59,6 +59,16 @@ def test_thumbnail_sheet_holds_each_image_in_its_tile(tmp_path):
         assert np.abs(pic[y, x] - expected).max() <= 12, (i, pic[y, x])
 
 
+def test_small_images_fill_their_tile_with_sharp_pixels(tmp_path):
+    digit = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    digit[0, :, :, :4] = 255  # left half white
+    views.thumbnail_sheet(digit, tmp_path, relative_to=tmp_path)
+    pic = np.asarray(Image.open(tmp_path / "thumbs.webp").convert("L")).astype(int)
+    assert pic.shape == (48, 48)  # 8 px x 6 fills the 48 px tile
+    assert pic[24, 23] > 200 and pic[24, 24] < 60  # the white half ends at 4 x 6 px, with a sharp edge
+    assert pic[24, 44] < 60 and pic[44, 30] < 60  # the black half reaches the far edge (not a centred 8 px)
+
+
 def test_view_json_cannot_close_its_script_element():
     text = interactive.script_json({"captions": ["</script><script>alert(1)</script>"]})
     assert "</script>" not in text and "<" not in text

@@ -71,6 +71,12 @@ def _pil(image: torch.Tensor | np.ndarray, longest: int) -> Image.Image:
     return pic
 
 
+def _fill(pic: Image.Image, tile: int) -> Image.Image:
+    """A small image (digits are 8 px) enlarged by a whole factor to fill most of its tile, its pixels kept sharp."""
+    factor = tile // max(pic.size)
+    return pic.resize((pic.width * factor, pic.height * factor), Image.Resampling.NEAREST) if factor >= 2 else pic
+
+
 def webp(image: torch.Tensor | np.ndarray, longest: int = IMAGE_PX, quality: int = 85) -> str:
     """An image as a WebP data URI (the image under an attention or saliency view)."""
     buffer = io.BytesIO()
@@ -81,7 +87,7 @@ def webp(image: torch.Tensor | np.ndarray, longest: int = IMAGE_PX, quality: int
 @dataclasses.dataclass
 class Sheet:
     """The run's thumbnails: one WebP image of ``count`` tiles, ``cols`` to a row, each ``tile`` px square (an image
-    is centred in its tile)."""
+    is centred in its tile; one under half the tile is enlarged by a whole factor)."""
 
     file: str
     tile: int
@@ -95,7 +101,7 @@ class Sheet:
 def thumbnail_sheet(images: torch.Tensor | Sequence[torch.Tensor], folder: Path, *, relative_to: Path,
                     tile: int = THUMB_PX) -> Sheet:
     """Write ``folder/thumbs.webp`` (every image once, in order) and say where each tile is."""
-    pics = [_pil(img, tile) for img in images]
+    pics = [_fill(_pil(img, tile), tile) for img in images]
     cols = max(1, math.ceil(math.sqrt(len(pics))))
     rows = max(1, math.ceil(len(pics) / cols))
     sheet = Image.new("RGB", (cols * tile, rows * tile), (255, 255, 255))
