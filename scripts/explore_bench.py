@@ -35,6 +35,8 @@ from atml.results import RunResults
 from atml.suite import registry
 
 ROOT = Path(__file__).resolve().parents[1]
+BUDGET_MB = 1.0
+"""README's budget: the interactive views may add at most this much to the demo report; the script fails above it."""
 
 
 def _builds(runs: list[Path], work: Path, static: bool) -> tuple[float, int, Path]:
@@ -165,9 +167,14 @@ def main(argv: list[str]) -> int:
               "static": {"build_s": round(static_s, 3), "report_kb": static_bytes / 1024},
               "interactive": {"build_s": round(explore_s, 3), "report_kb": explore_bytes / 1024},
               "views": per_view, "scatter": scatter, "screenshots": shots}
+    added = (explore_bytes - static_bytes) / 2 ** 20
+    report["budget"] = {"added_mb_max": BUDGET_MB, "added_mb": round(added, 3)}
     Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     shutil.rmtree(work, ignore_errors=True)
+    if added > BUDGET_MB:
+        print(f"the views add {added:.2f} MB to the demo report, over the {BUDGET_MB:g} MB budget", file=sys.stderr)
+        return 1
     return 0
 
 

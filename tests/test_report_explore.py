@@ -286,6 +286,17 @@ def test_a_static_report_has_no_scripts(runs, tmp_path):
     assert html.count("<img ") >= 10  # the figures stay
 
 
+def test_a_run_missing_its_view_is_named_and_still_reports_static(runs, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(runs["vit.attention"], copy, ignore=shutil.ignore_patterns(".lock"))
+    (copy / "views" / "attention.json").unlink()
+    assert cli.main(["report", str(copy), "--out", str(tmp_path / "a")]) == 3
+    err = capsys.readouterr().err
+    assert f"interactive view {copy / 'views' / 'attention.json'} listed in results.json is missing" in err
+    assert "pass --static" in err and err.count("\n") == 1
+    assert cli.main(["report", str(copy), "--static", "--out", str(tmp_path / "b")]) == 0
+
+
 def test_run_explore_is_the_same_views_on_one_page(browser, runs, tmp_path):
     explorer = api.load(runs["vit.attention"]).explore()
     page = explorer.save(tmp_path / "explore.html")

@@ -60,7 +60,8 @@ def load(run: Path, files: list[str], prefix: str) -> list[ViewBlock]:
     for rel in files:
         path = run / rel
         if not path.is_file():
-            raise RunDirError(f"interactive view {path} listed in results.json is missing; rerun the experiment")
+            raise RunDirError(f"interactive view {path} listed in results.json is missing; rerun the experiment, or "
+                              "pass --static to report it without its views")
         data = read_json(path)
         sheet = data.get("sheet")
         if sheet:
@@ -75,7 +76,8 @@ def load(run: Path, files: list[str], prefix: str) -> list[ViewBlock]:
 
 def _webp_uri(path: Path) -> str:
     if not path.is_file():
-        raise RunDirError(f"thumbnail sheet {path} is missing; rerun the experiment")
+        raise RunDirError(f"thumbnail sheet {path} is missing; rerun the experiment, or pass --static to report it "
+                          "without its views")
     return "data:image/webp;base64," + base64.b64encode(path.read_bytes()).decode()
 
 

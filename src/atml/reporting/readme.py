@@ -273,6 +273,8 @@ def explore_section(report: dict[str, Any]) -> str:
              f"| `--static` (figures and tables; the report before its views) | {static['report_kb'] / 1024:.2f} MB | "
              f"{static['build_s']:.2f} |",
              f"| with the interactive views (default) | {live['report_kb'] / 1024:.2f} MB | {live['build_s']:.2f} |",
+             "", f"The views add {report['budget']['added_mb']:.2f} MB; the budget is "
+             f"{report['budget']['added_mb_max']:g} MB (`scripts/explore_bench.py` fails above it). Each view's share:",
              "", "| view | kind | in the page |", "| --- | --- | --- |"]
     lines += [f"| {v['view']} | {v['kind']} | {v['kb']:,.0f} KB |" for v in report["views"]]
     lines += ["", "An embedding of random points with 32 px thumbnails, opened in that Chromium (median of 50 each):",
