@@ -248,9 +248,8 @@ class Saliency:
         entries = []
         for entry in self.entries:
             maps = np.asarray(entry["maps"], dtype=np.float32)
-            top = maps.reshape(len(maps), -1).max(1).reshape(-1, 1, 1)
-            scaled = np.rint(maps / np.where(top > 0, top, 1) * 255).clip(0, 255).astype(np.uint8)
-            entries.append({**entry, "maps": array(scaled, "uint8"),
+            scaled, _ = quantise_rows(maps.reshape(len(maps), -1))  # each map to its own maximum, as the page shows
+            entries.append({**entry, "maps": array(scaled.reshape(maps.shape), "uint8"),
                             "deletion": [float(v) for v in entry["deletion"]],
                             "insertion": [float(v) for v in entry["insertion"]]})
         return {"kind": "saliency", "title": self.title, "images": [webp(img) for img in self.images],
