@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import signal
 import sys
@@ -26,8 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"atml: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt as err:
-        print(f"atml: {'terminated' if isinstance(err, Terminated) else 'interrupted'}", file=sys.stderr)
-        return 143 if isinstance(err, Terminated) else 130
+        signum = signal.SIGTERM if isinstance(err, Terminated) else getattr(err, "signum", signal.SIGINT)
+        with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
+            words = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+            print(f"atml: {words.get(signum, 'stopped by ' + signal.Signals(signum).name)}", file=sys.stderr)
+        return 128 + signum
     finally:
         signal.signal(signal.SIGTERM, previous)
 

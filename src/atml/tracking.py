@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 import time
 from collections.abc import Iterator, Mapping
@@ -69,11 +70,11 @@ def metrics(results: Mapping[str, Any]) -> dict[str, float]:
 
 
 class Sink(Protocol):
-    def log_run(self, folder: Path, cell: Any = None) -> str: ...
+    def log_run(self, folder: Path, cell: Any = None, replaces: str | None = None) -> str: ...
 
     def parent_ids(self) -> dict[str, str]: ...
 
-    def close(self) -> None: ...
+    def close(self, status: str = "FINISHED") -> None: ...
 
 
 def open_sink(kind: str, sweep: Any = None, saved: Mapping[str, str] | None = None) -> Sink:
@@ -87,7 +88,8 @@ def open_sink(kind: str, sweep: Any = None, saved: Mapping[str, str] | None = No
 def _read_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     from atml.run_dir import read_json, read_yaml
 
-    return read_yaml(folder / "config.yaml"), read_json(folder / "results.json")
+    config = folder / "config.yaml"  # a cell that failed before its run began has results.json alone
+    return (read_yaml(config) if config.is_file() else {}), read_json(folder / "results.json")
 
 
 def _artifacts(folder: Path, results: Mapping[str, Any]) -> list[Path]:
@@ -114,7 +116,9 @@ class MlflowSink:
         self.client = MlflowClient(tracking_uri=mlflow_uri())
         self.sweep, self.parent = sweep, saved.get("mlflow_parent_run")
         self.experiments: dict[str, str] = {}
-        if sweep is not None and self.parent is None:
+        if self.parent is not None:  # a resumed sweep: its parent runs again until this controller ends it
+            self.client.update_run(self.parent, status="RUNNING")
+        elif sweep is not None:
             run = self.client.create_run(self._experiment(sweep.experiment), run_name=f"sweep-{sweep.name}",
                                          tags={"atml.sweep": sweep.name, "atml.preset": sweep.preset})
             self.parent = run.info.run_id
@@ -127,7 +131,9 @@ class MlflowSink:
             self.experiments[name] = found.experiment_id if found else self.client.create_experiment(name)
         return self.experiments[name]
 
-    def log_run(self, folder: Path, cell: Any = None) -> str:
+    def log_run(self, folder: Path, cell: Any = None, replaces: str | None = None) -> str:
+        """One run (a sweep's cell nested under the parent); ``replaces``: the cell's earlier run (a failed try),
+        deleted once this one is logged."""
         from mlflow.entities import Metric
 
         config, results = _read_run(folder)
@@ -146,14 +152,17 @@ class MlflowSink:
         for path in _artifacts(folder, results):
             self.client.log_artifact(run_id, str(path), "figures" if path.parent.name == "figures" else None)
         self.client.set_terminated(run_id, "FINISHED" if results.get("status") == "ok" else "FAILED")
+        if replaces:
+            self.client.delete_run(replaces)
         return run_id
 
     def parent_ids(self) -> dict[str, str]:
         return {"mlflow_parent_run": self.parent} if self.parent else {}
 
-    def close(self) -> None:
+    def close(self, status: str = "FINISHED") -> None:
+        """End the sweep's parent run: FINISHED, FAILED or KILLED."""
         if self.parent:
-            self.client.set_terminated(self.parent, "FINISHED")
+            self.client.set_terminated(self.parent, status)
 
 
 def _mlflow_params(config: Mapping[str, Any]) -> list[Any]:
@@ -168,7 +177,9 @@ class WandbSink:
     def __init__(self, sweep: Any) -> None:
         self.sweep = sweep
 
-    def log_run(self, folder: Path, cell: Any = None) -> str:
+    def log_run(self, folder: Path, cell: Any = None, replaces: str | None = None) -> str:
+        """One offline run in the sweep's group (an offline run cannot be deleted: a retried cell's earlier run
+        stays, tagged with its status)."""
         import wandb
 
         config, results = _read_run(folder)
@@ -183,8 +194,10 @@ class WandbSink:
             run.log(values)
             for key, value in values.items():
                 run.summary[key] = value
-            for path in _artifacts(folder, results):
-                run.save(str(path), base_path=str(folder), policy="now")
+            for path in _artifacts(folder, results):  # files in the run's folder are sent at finish (run.save
+                target = Path(run.dir) / path.relative_to(folder)  # would print a symlink warning per file)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
             return str(run.id)
         finally:
             run.finish(exit_code=0 if results.get("status") == "ok" else 1)
@@ -192,7 +205,7 @@ class WandbSink:
     def parent_ids(self) -> dict[str, str]:
         return {"wandb_group": f"sweep-{self.sweep.name}"} if self.sweep else {}
 
-    def close(self) -> None:
+    def close(self, status: str = "FINISHED") -> None:
         pass
 
 

@@ -1,15 +1,18 @@
 """``atml sweep``: a grid's cells as submitit jobs, one ordinary run folder each, resumable.
 
-The engine is submitit (as DINOv2, detectron2 and fairseq use it): its LocalExecutor runs
-``--parallel`` cells at a time as processes on this machine, its SlurmExecutor submits the
-whole grid as one job array, its DebugExecutor runs cells in this process. atml only decides
-which cells to submit and reads what they left; waiting is submitit's ``as_completed``.
+The engine is submitit (as DINOv2, detectron2 and fairseq use it), through its ``AutoExecutor``:
+``local`` runs ``--parallel`` cells at a time as processes on this machine, ``slurm`` submits the
+whole grid as one job array, ``debug`` runs cells in this process. atml decides which cells to
+submit, watches them (:mod:`atml.sweeps.watch`) and reads what they left.
 
-``OUT/sweep-NAME/`` holds ``sweep.json`` (the spec, each cell's state, job id and log,
-written atomically), one run folder per cell, and ``logs/`` (submitit's pickles and each
-job's stdout/stderr). A cell's state is read from its folder, never trusted from memory:
-``results.json`` with status ok is done, one with status failed is failed, a ``config.yaml``
-without results is interrupted (resumed through atml's resume), nothing is new.
+``OUT/sweep-NAME/`` holds ``sweep.json`` (the spec, each cell's state, job id and log, written
+atomically), one run folder per cell, and ``logs/`` (submitit's pickles and each job's
+stdout/stderr). A cell's state is read from its folder (:func:`atml.sweeps.cell.cell_state`).
+
+Stopping the controller: Ctrl-C cancels the running cells (checkpoints kept). SIGTERM and SIGHUP
+(a dropped ssh session) do the same on this machine, whose cells cannot outlive it; on Slurm they
+leave the jobs queued and running, and the next run of the same command re-attaches to them
+(their ids are in ``sweep.json``) instead of submitting them again: no cell runs twice at once.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import dataclasses
 import fcntl
 import itertools
 import os
-import shlex
 import shutil
 import signal
 import sys
@@ -29,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.helpers import Checkpointable, DelayedSubmission
 
 from atml import storage
-from atml.errors import AtmlError, RunDirError, UsageError
+from atml.errors import UsageError
 from atml.run_dir import read_json
+from atml.sweeps import queue, watch
+from atml.sweeps.cell import CellJob, cell_state, failure
 from atml.sweeps.spec import Cell, Sweep
 
 STATE = "sweep.json"
@@ -65,6 +68,8 @@ class Options:
     slurm_setup: list[str] = dataclasses.field(default_factory=list)
     command: str = ""
     """The command that continues this sweep (printed on Ctrl-C and with failures)."""
+    pending_every_s: float = 60.0
+    """How often cells waiting in Slurm's queue print why they wait."""
 
 
 @dataclasses.dataclass
@@ -73,7 +78,9 @@ class Outcome:
 
     cell: str
     state: str
-    """done | failed | skipped (complete before) | skipped-failed (failed before, no --retry-failed) | cancelled"""
+    """done | failed | stopped (its job ended from outside without a result; the next run resumes it) | skipped
+    (complete before) | skipped-failed (failed before, no --retry-failed) | cancelled (by this controller's Ctrl-C) |
+    detached (left running on Slurm when this controller stopped)"""
     reason: str = ""
     log: str = ""
     job_id: str = ""
@@ -91,6 +98,18 @@ class Summary:
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.state in ("failed", "skipped-failed")]
 
+    @property
+    def stopped(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.state == "stopped"]
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP to the controller, handled like Ctrl-C (``signum`` says which)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
 
 def default_parallel(tasks_per_node: int = 1) -> int:
     """Cells at a time on this machine: one per core, fewer when memory would not hold them (2 GB each); GPUs, one
@@ -104,121 +123,32 @@ def default_parallel(tasks_per_node: int = 1) -> int:
     return max(1, min(cores, int(memory_gb // CELL_MEMORY_GB)))
 
 
-def cell_state(folder: Path) -> str:
-    """new | interrupted | failed | done, from what the cell's run folder holds."""
-    results = folder / "results.json"
-    if results.is_file():
-        try:
-            status = read_json(results).get("status")
-        except RunDirError:
-            return "interrupted"
-        return "done" if status == "ok" else "failed"
-    return "interrupted" if (folder / "config.yaml").is_file() else "new"
+def parameters(sweep: Sweep, opts: Options, cells: int) -> dict[str, Any]:
+    """``AutoExecutor.update_parameters``' arguments: submitit's shared names, then Slurm's own (``slurm_`` prefix).
 
-
-class CellJob(Checkpointable):
-    """One cell, run in the job's process: a fresh run into its folder, or the resume of what is there.
-
-    On a Slurm preemption or timeout submitit calls :meth:`checkpoint`, which requeues this same
-    call; it finds the cell's ``config.yaml`` and resumes from the run's checkpoints.
+    ``--requeue`` is always asked for, so that preemption and time limits requeue a cell on sites whose
+    ``JobRequeue=0`` refuses ``scontrol requeue`` otherwise.
     """
-
-    def __init__(self, sweep: Sweep, cell: Cell, folder: Path, threads: int | None) -> None:
-        self.experiment, self.preset, self.fixed = sweep.experiment, sweep.preset, sweep.fixed
-        self.values, self.folder, self.threads = cell.values, folder, threads
-
-    def __call__(self) -> dict[str, str]:
-        from atml import config as config_lib
-        from atml import runner
-        from atml.suite import registry
-
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        _stop_with_parent()
-        _join_tasks()
-        reg = registry()
-        try:
-            if (self.folder / "config.yaml").is_file():
-                runner.resume(reg.get, self.folder, progress=False)
-            else:
-                if self.folder.exists():  # made, then stopped before its config was written: nothing to keep
-                    shutil.rmtree(self.folder)
-                exp = reg.get(self.experiment)
-                cfg = config_lib.build(exp.config_cls, exp.presets, self.preset, name=exp.name)
-                cfg = config_lib.apply_values(cfg, {**self.fixed, **self.values}, name=exp.name)
-                runner.execute(exp, cfg, preset=self.preset, folder=self.folder, progress=False)
-        except AtmlError as err:  # the run wrote a failed results.json saying why (when it got that far)
-            return {"status": "failed", "reason": str(err)}
-        return {"status": cell_state(self.folder)}
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
-        """Requeue the same call: it resumes the cell from its run folder."""
-        return DelayedSubmission(self, *args, **kwargs)
-
-
-def _stop_with_parent() -> None:
-    """Linux: SIGINT this cell (checkpoints kept) when the process that started it dies, so that a job controller
-    stopped at an unlucky moment never leaves a cell running on its own."""
-    if sys.platform != "linux" or os.environ.get("SUBMITIT_EXECUTOR") != "local":  # Slurm stops its own steps
-        return
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
-
-
-def _join_tasks() -> None:
-    """A multi-task cell (``--tasks-per-node``): export submitit's ranks the way torchrun does, so atml's
-    :func:`atml.distributed.init_distributed` joins them."""
-    try:
-        env = submitit.JobEnvironment()
-    except RuntimeError:  # not in a submitit job (DebugExecutor runs in this process)
-        return
-    if env.num_tasks > 1:
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-
-
-def slurm_parameters(sweep: Sweep, opts: Options, cells: int) -> dict[str, Any]:
-    """The SlurmExecutor's parameters in Slurm's own names: the job array's resources, one set for every cell."""
-    params: dict[str, Any] = {"job_name": f"atml-{sweep.name}", "time": opts.timeout_min,
-                              "ntasks_per_node": opts.tasks_per_node, "nodes": 1,
-                              "array_parallelism": opts.array_parallelism or cells}
-    optional = {"partition": opts.partition, "gpus_per_node": opts.gpus_per_node,
-                "cpus_per_task": opts.cpus_per_task, "account": opts.account,
-                "mem": f"{opts.mem_gb:g}GB" if opts.mem_gb else None, "setup": opts.slurm_setup or None}
-    params.update({k: v for k, v in optional.items() if v is not None})
-    return params
-
-
-def sbatch_script(sweep: Sweep, opts: Options, cells: int) -> str:
-    """The sbatch file submitit writes for the grid's job array (``map_count`` cells), as submitted."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    logs = sweep_folder(sweep, opts) / "logs" / "%j"
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(logs))])
-    return _make_sbatch_string(command=command, folder=logs, map_count=cells, **slurm_parameters(sweep, opts, cells))
+    shared: dict[str, Any] = {"name": f"atml-{sweep.name}", "timeout_min": opts.timeout_min,
+                              "tasks_per_node": opts.tasks_per_node, "nodes": 1, "gpus_per_node": opts.gpus_per_node,
+                              "cpus_per_task": opts.cpus_per_task, "mem_gb": opts.mem_gb}
+    if opts.executor != "slurm":
+        return {k: v for k, v in shared.items() if v is not None and k in ("timeout_min", "tasks_per_node")} | \
+            {"gpus_per_node": opts.gpus_per_node or 0}
+    slurm = {"slurm_partition": opts.partition, "slurm_account": opts.account,
+             "slurm_array_parallelism": opts.array_parallelism or cells, "slurm_setup": opts.slurm_setup or None,
+             "slurm_additional_parameters": {"requeue": True}}
+    return {k: v for k, v in (shared | slurm).items() if v is not None}
 
 
 def sweep_folder(sweep: Sweep, opts: Options) -> Path:
     return Path(opts.out).resolve() / f"sweep-{sweep.name}"  # absolute: a cluster job may start elsewhere
 
 
-def _executor(sweep: Sweep, opts: Options, logs: Path, cells: int, parallel: int) -> submitit.Executor:
-    if opts.executor == "debug":
-        return submitit.DebugExecutor(folder=logs)
-    if opts.executor == "slurm":
-        if shutil.which("srun") is None or shutil.which("sbatch") is None:
-            raise UsageError("--executor slurm: no Slurm here (srun/sbatch not found on PATH); run on the cluster's "
-                             "login node, or add --dry-run to see the sbatch script it would submit")
-        slurm = submitit.SlurmExecutor(folder=logs / "%j")
-        slurm.update_parameters(**slurm_parameters(sweep, opts, cells))
-        return slurm
-    local = submitit.LocalExecutor(folder=logs / "%j")
-    local.update_parameters(timeout_min=opts.timeout_min, tasks_per_node=opts.tasks_per_node,
-                            gpus_per_node=opts.gpus_per_node or 0)
-    return local
+def _executor(sweep: Sweep, opts: Options, logs: Path, cells: int) -> submitit.AutoExecutor:
+    executor = submitit.AutoExecutor(folder=logs / "%j", cluster=opts.executor)
+    executor.update_parameters(**parameters(sweep, opts, cells))
+    return executor
 
 
 @contextlib.contextmanager
@@ -242,6 +172,7 @@ class State:
         self.path = folder / STATE
         self.data: dict[str, Any] = {"spec": sweep.to_json(), "executor": opts.executor, "command": opts.command,
                                      "cells": {c.name: {"state": "new"} for c in sweep.cells}, "tracking": {}}
+        self.saved_executor = opts.executor
         if self.path.is_file():
             saved = read_json(self.path)
             if not Sweep.from_json(saved["spec"]).same_grid(sweep):
@@ -249,6 +180,7 @@ class State:
                                  "--name or --out, or rerun that sweep's own command")
             self.data["cells"].update(saved.get("cells", {}))
             self.data["tracking"] = saved.get("tracking", {})
+            self.saved_executor = saved.get("executor", opts.executor)
 
     def cell(self, name: str) -> dict[str, Any]:
         return dict(self.data["cells"][name])
@@ -288,10 +220,17 @@ def check(sweep: Sweep, opts: Options) -> None:
                          "at once")
     if opts.dry_run and opts.executor == "debug":
         raise UsageError("--dry-run shows what local or Slurm would submit; drop it with --executor debug")
+    if opts.executor == "slurm" and not opts.dry_run and not has_slurm():
+        raise UsageError("--executor slurm: no Slurm here (srun/sbatch/squeue not found on PATH); run on the "
+                         "cluster's login node, or add --dry-run to see what it would submit")
     if opts.track is not None:
         from atml import tracking
 
         tracking.check(opts.track)
+
+
+def has_slurm() -> bool:
+    return all(shutil.which(tool) for tool in ("srun", "sbatch", "squeue"))
 
 
 def plan(sweep: Sweep, opts: Options) -> tuple[list[Cell], list[Outcome]]:
@@ -303,27 +242,21 @@ def plan(sweep: Sweep, opts: Options) -> tuple[list[Cell], list[Outcome]]:
         if state == "done":
             skipped.append(Outcome(cell.name, "skipped"))
         elif state == "failed" and not opts.retry_failed:
-            reason = _failure(folder / cell.name)
-            skipped.append(Outcome(cell.name, "skipped-failed", reason))
+            skipped.append(Outcome(cell.name, "skipped-failed", failure(folder / cell.name)))
         else:
             todo.append(cell)
     return todo, skipped
 
 
-def _failure(folder: Path) -> str:
-    try:
-        return str(read_json(folder / "results.json").get("error") or "failed")
-    except RunDirError as err:
-        return str(err)
-
-
 def _say(message: str) -> None:
-    print(message, flush=True)  # each line as it happens, also into a pipe or tee
+    with contextlib.suppress(OSError):  # a terminal gone with its ssh session: sweep.json still says it all
+        print(message, flush=True)  # each line as it happens, also into a pipe or tee
 
 
 def run(sweep: Sweep, opts: Options, *, say: Callable[[str], None] = _say,
         progress: bool | None = None) -> Summary:
-    """Submit the cells that are not complete, wait for them through submitit, record each in ``sweep.json``."""
+    """Submit the cells that are not complete (or re-attach to their jobs still on Slurm), wait for them, record
+    each in ``sweep.json``, log finished cells to the tracker."""
     check(sweep, opts)
     folder = sweep_folder(sweep, opts)
     todo, skipped = plan(sweep, opts)
@@ -331,30 +264,82 @@ def run(sweep: Sweep, opts: Options, *, say: Callable[[str], None] = _say,
     if opts.dry_run:
         _dry_run(sweep, opts, folder, todo, skipped, parallel, say)
         return Summary(folder, skipped + [Outcome(c.name, "planned") for c in todo])
-    with _sweep_lock(folder):
-        state = State(folder, sweep, opts)
-        state.save()
-        from atml import tracking
-
-        sink = tracking.open_sink(opts.track, sweep, state.data["tracking"]) if opts.track else None
-        if sink is not None:
-            state.data["tracking"] = sink.parent_ids()
-            state.save()
-        if skipped:
-            say(f"atml: {len(skipped)} of {len(sweep.cells)} cell(s) already ran: "
-                f"{sum(o.state == 'skipped' for o in skipped)} complete, "
-                f"{sum(o.state == 'skipped-failed' for o in skipped)} failed (rerun those with --retry-failed)")
-        for outcome in skipped:
-            state.note(outcome.cell, state="done" if outcome.state == "skipped" else "failed",
-                      **({"reason": outcome.reason} if outcome.reason else {}))
-        state.save()
-        threads = max(1, (os.cpu_count() or 1) // parallel) if opts.executor == "local" else None
-        outcomes = _dispatch(sweep, opts, folder, todo, parallel, threads, state, sink, say, progress)
-        if sink is not None:
-            sink.close()
+    new = not folder.exists()
+    try:
+        with _sweep_lock(folder), _stop_signals():
+            outcomes = _run_locked(sweep, opts, folder, todo, skipped, parallel, say, progress)
+    except watch.Rejected as err:
+        if new:  # nothing half-written: the folder this call made goes again
+            shutil.rmtree(folder, ignore_errors=True)
+        raise UsageError(str(err)) from err
     summary = Summary(folder, skipped + outcomes)
     _say_summary(summary, opts, say)
     return summary
+
+
+def _run_locked(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], skipped: list[Outcome], parallel: int,
+                say: Callable[[str], None], progress: bool | None) -> list[Outcome]:
+    state = State(folder, sweep, opts)
+    attached = _still_queued(sweep, opts, state, todo)
+    state.save()
+    from atml.sweeps.track import Tracker
+
+    tracker = Tracker(opts.track, sweep, state, folder, say)
+    if skipped:
+        say(f"atml: {len(skipped)} of {len(sweep.cells)} cell(s) already ran: "
+            f"{sum(o.state == 'skipped' for o in skipped)} complete, "
+            f"{sum(o.state == 'skipped-failed' for o in skipped)} failed (rerun those with --retry-failed)")
+    for outcome in skipped:
+        state.note(outcome.cell, state="done" if outcome.state == "skipped" else "failed",
+                   **({"reason": outcome.reason} if outcome.reason else {}))
+    state.save()
+    tracker.catch_up()  # cells that ended while no controller watched them
+    threads = max(1, (os.cpu_count() or 1) // parallel) if opts.executor == "local" else None
+    outcomes: list[Outcome] = []
+    try:
+        _dispatch(sweep, opts, folder, todo, attached, parallel, threads, state, tracker, say, progress, outcomes)
+    except KeyboardInterrupt:
+        tracker.close(outcomes, interrupted=True)
+        raise
+    tracker.close(skipped + outcomes, interrupted=False)
+    return outcomes
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the controller like Ctrl-C (as :class:`Stopped`), in this call only."""
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _still_queued(sweep: Sweep, opts: Options, state: State, todo: list[Cell]) -> dict[str, submitit.Job[Any]]:
+    """Cells whose Slurm job from an earlier run is still queued or running: their jobs, to watch again instead of
+    submitting the cells twice."""
+    recorded = {c.name: state.cell(c.name) for c in todo}
+    recorded = {name: e for name, e in recorded.items() if e.get("state") == "running" and e.get("job_id")
+                and e.get("executor", state.saved_executor) == "slurm"}
+    if not recorded or not has_slurm():
+        return {}
+    try:
+        active = queue.queued(e["job_id"] for e in recorded.values())
+    except queue.QueueError as err:
+        raise UsageError(f"cannot ask Slurm whether this sweep's jobs still run (squeue: {err}); rerun when the "
+                         "controller answers, so that no cell is submitted twice") from err
+    alive = {name: e for name, e in recorded.items() if e["job_id"] in active and active[e["job_id"]].active}
+    if alive and opts.executor != "slurm":
+        raise UsageError(f"{len(alive)} cell(s) of this sweep still run as Slurm jobs "
+                         f"({', '.join(e['job_id'] for e in alive.values())}); rerun with --executor slurm to watch "
+                         "them, or scancel them first")
+    logs = sweep_folder(sweep, opts) / "logs" / "%j"
+    return {name: submitit.SlurmJob(folder=logs, job_id=e["job_id"], tasks=list(range(e.get("tasks", 1))))
+            for name, e in alive.items()}
 
 
 def _dry_run(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], skipped: list[Outcome], parallel: int,
@@ -362,118 +347,168 @@ def _dry_run(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], skippe
     say(f"atml: dry run of {folder}: {len(todo)} cell(s) to submit, {len(skipped)} skipped")
     for cell in todo:
         say(f"  {cell.name}")
-    if opts.executor == "slurm" and todo:
-        say(f"sbatch script of the job array ({len(todo)} cells):")
-        say(sbatch_script(sweep, opts, len(todo)))
-    elif todo:
-        say(f"local: {min(parallel, len(todo))} cell(s) at a time through submitit's LocalExecutor")
+    if not todo:
+        return
+    params = parameters(sweep, opts, len(todo))
+    if opts.executor == "slurm":
+        say(f"one Slurm job array of {len(todo)} cell(s) through submitit.AutoExecutor(cluster='slurm'), logs in "
+            f"{folder / 'logs'}, with update_parameters(")
+    else:
+        say(f"local: {min(parallel, len(todo))} cell(s) at a time through submitit.AutoExecutor(cluster='local'), "
+            "with update_parameters(")
+    for key, value in params.items():
+        say(f"    {key}={value!r},")
+    say(")")
 
 
-def _dispatch(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], parallel: int, threads: int | None,
-              state: State, sink: Any, say: Callable[[str], None], progress: bool | None) -> list[Outcome]:
+def _dispatch(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], attached: dict[str, submitit.Job[Any]],
+              parallel: int, threads: int | None, state: State, tracker: Any, say: Callable[[str], None],
+              progress: bool | None, outcomes: list[Outcome]) -> None:
     from tqdm.auto import tqdm
 
     if not todo:
-        return []
-    executor = _executor(sweep, opts, folder / "logs", len(todo), parallel)
-    waiting = list(todo)
-    running: dict[submitit.Job[Any], Cell] = {}
-    outcomes: list[Outcome] = []
+        return
+    cells = {c.name: c for c in todo}
+    waiting = [c for c in todo if c.name not in attached]
+    running: dict[submitit.Job[Any], Cell] = {job: cells[name] for name, job in attached.items()}
+    watcher = watch.for_executor(opts.executor, say, opts.pending_every_s)
     bar = tqdm(total=len(todo), desc=f"sweep {sweep.name}", unit="cell", file=sys.stderr,
                disable=not (sys.stderr.isatty() if progress is None else progress))
     out = bar.write if not bar.disable else say
+    if attached:
+        out(f"atml: re-attached to {len(attached)} cell(s) still on Slurm from an earlier run (jobs "
+            f"{', '.join(str(j.job_id) for j in attached.values())}); nothing is submitted twice")
+    executor = _executor(sweep, opts, folder / "logs", len(waiting)) if waiting else None
+    if watcher.line:
+        out(watcher.line)
 
-    def submit(cells: Sequence[Cell]) -> None:
-        jobs = _submit(executor, sweep, folder, cells, threads, opts)
-        for job, cell in zip(jobs, cells, strict=True):
+    def submit(batch: Sequence[Cell]) -> None:
+        assert executor is not None
+        jobs = _submit(executor, sweep, folder, batch, threads, opts)
+        for job, cell in zip(jobs, batch, strict=True):
             running[job] = cell
-            state.set(cell.name, state="running", job_id=str(job.job_id), log=str(job.paths.stdout))
+            state.set(cell.name, state="running", job_id=str(job.job_id), log=str(job.paths.stdout),
+                      executor=opts.executor, tasks=job.num_tasks)
             out(f"atml: cell {cell.name}: job {job.job_id}, log {job.paths.stdout}")
 
     try:
-        if opts.executor == "slurm":  # the whole grid as one array; Slurm runs --array-parallelism at a time
+        if opts.executor == "slurm" and waiting:  # the whole grid as one array; Slurm runs --array-parallelism
             submit(waiting)
             waiting = []
         while running or waiting:
             if opts.executor != "slurm" and waiting and len(running) < parallel:
                 submit([waiting.pop(0) for _ in range(min(parallel - len(running), len(waiting)))])
-            job = next(submitit.helpers.as_completed(list(running), poll_frequency=_poll(opts)))
-            cell = running.pop(job)
-            outcome = _finish(job, cell, folder)
-            state.set(cell.name, state=outcome.state, job_id=outcome.job_id, log=outcome.log,
-                      **({"reason": outcome.reason} if outcome.reason else {}))
-            if sink is not None and outcome.state in ("done", "failed"):
-                sink.log_run(folder / cell.name, cell)
-            outcomes.append(outcome)
-            bar.update(1)
-            bar.set_postfix(done=sum(o.state == "done" for o in outcomes),
-                            failed=sum(o.state == "failed" for o in outcomes), running=len(running))
-            out(f"atml: cell {cell.name}: {outcome.state}" + (f" ({outcome.reason})" if outcome.reason else ""))
-    except KeyboardInterrupt:
-        for job, cell in running.items():
-            with contextlib.suppress(Exception):
-                job.cancel(check=False)
-            state.set(cell.name, state="cancelled")
-            outcomes.append(Outcome(cell.name, "cancelled", log=str(job.paths.stdout), job_id=str(job.job_id)))
-        left = len(running) + len(waiting)
-        say(f"atml: sweep interrupted: {len(running)} running cell(s) cancelled (their checkpoints are kept), "
-            f"{left} cell(s) left. Continue with: {opts.command or 'the same atml.sweep(...) call'}")
+            for job, ending in watcher.finished(running).items():
+                cell = running.pop(job)
+                outcome = _finish(job, cell, folder, ending)
+                state.set(cell.name, state=outcome.state, job_id=outcome.job_id, log=outcome.log,
+                          reason=outcome.reason)
+                tracker.log(cell)
+                outcomes.append(outcome)
+                bar.update(1)
+                bar.set_postfix(done=sum(o.state == "done" for o in outcomes),
+                                failed=sum(o.state != "done" for o in outcomes), running=len(running))
+                out(f"atml: cell {cell.name}: {outcome.state}" + (f" ({outcome.reason})" if outcome.reason else ""))
+            watcher.report_pending(running)
+            if running and not watcher.finished_now:
+                watcher.sleep()
+    except KeyboardInterrupt as err:
+        _interrupted(err, opts, running, waiting, state, say, outcomes)
         raise
     finally:
         bar.close()
-    return outcomes
 
 
-def _poll(opts: Options) -> float:
-    """How often submitit's ``as_completed`` looks: a local process at once, a cluster's queue gently."""
-    return 30.0 if opts.executor == "slurm" else 0.1
+def _interrupted(err: KeyboardInterrupt, opts: Options, running: dict[submitit.Job[Any], Cell], waiting: list[Cell],
+                 state: State, say: Callable[[str], None], outcomes: list[Outcome]) -> None:
+    """Ctrl-C cancels the running cells; SIGTERM/SIGHUP on Slurm leaves them to the cluster, to re-attach later."""
+    detach = opts.executor == "slurm" and isinstance(err, Stopped)
+    for job, cell in running.items():
+        if not detach:
+            with contextlib.suppress(Exception):
+                job.cancel(check=False)
+        state.note(cell.name, state="running" if detach else "cancelled")
+        outcomes.append(Outcome(cell.name, "detached" if detach else "cancelled", log=str(job.paths.stdout),
+                                job_id=str(job.job_id)))
+    state.save()
+    again = opts.command or "the same atml.sweep(...) call"
+    if detach:
+        ids = " ".join(str(job.job_id) for job in running)
+        say(f"atml: sweep stopped ({signal.Signals(err.signum).name}): {len(running)} cell(s) go on running on "  # type: ignore[attr-defined]
+            f"Slurm ({ids or 'none'}); the same command re-attaches to them without submitting them again: {again}"
+            + (f" (to stop them: scancel {ids})" if ids else ""))
+        return
+    left = len(running) + len(waiting)
+    say(f"atml: sweep interrupted: {len(running)} running cell(s) cancelled (their checkpoints are kept), "
+        f"{left} cell(s) left. Continue with: {again}")
 
 
-def _submit(executor: submitit.Executor, sweep: Sweep, folder: Path, cells: Sequence[Cell], threads: int | None,
-            opts: Options) -> list[submitit.Job[Any]]:
+def _submit(executor: submitit.AutoExecutor, sweep: Sweep, folder: Path, cells: Sequence[Cell],
+            threads: int | None, opts: Options) -> list[submitit.Job[Any]]:
+    jobs = [CellJob(sweep, cell, folder / cell.name, threads) for cell in cells]
+    if opts.executor == "slurm":
+        try:
+            with executor.batch():  # one job array
+                return [executor.submit(job) for job in jobs]
+        except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as err:
+            raise watch.Rejected(watch.rejection(err, opts)) from err
     if opts.executor == "local" and opts.gpus_per_node is None:
         import torch
 
         if torch.cuda.is_available():  # one GPU per cell, the next free one in turn
-            jobs = []
-            for cell in cells:
-                executor.update_parameters(gpus_per_node=1, visible_gpus=[next(_GPU_TURN) % torch.cuda.device_count()])
-                jobs.append(executor.submit(CellJob(sweep, cell, folder / cell.name, threads)))
-            return jobs
-    if opts.executor != "slurm":
-        return [executor.submit(CellJob(sweep, cell, folder / cell.name, threads)) for cell in cells]
-    with executor.batch():  # one job array
-        jobs = [executor.submit(CellJob(sweep, cell, folder / cell.name, threads)) for cell in cells]
-    return jobs
+            out = []
+            for job in jobs:
+                executor.update_parameters(gpus_per_node=1,
+                                           local_visible_gpus=[next(_GPU_TURN) % torch.cuda.device_count()])
+                out.append(_submit_local(executor, job, folder))
+            return out
+    if opts.executor == "local":
+        return [_submit_local(executor, job, folder) for job in jobs]
+    return [executor.submit(job) for job in jobs]
 
 
 _GPU_TURN = itertools.count()
 
 
-def _finish(job: submitit.Job[Any], cell: Cell, folder: Path) -> Outcome:
-    """The cell's outcome from its folder (the truth) and the job's answer or exception (the reason)."""
+def _submit_local(executor: submitit.AutoExecutor, job: CellJob, folder: Path) -> submitit.Job[Any]:
+    """submitit's local controller process writes its own tracebacks (a Ctrl-C in the terminal reaches it too) to
+    ``logs/controllers.err``, not over atml's lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(folder / "logs" / "controllers.err", "ab") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            return executor.submit(job)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _finish(job: submitit.Job[Any], cell: Cell, folder: Path, ending: queue.JobState | None) -> Outcome:
+    """The cell's outcome from its folder (the truth), its tasks' answers and Slurm's state (the reason)."""
     log, job_id = str(job.paths.stdout), str(job.job_id)
-    try:
-        answer = job.result()
-        reason = answer.get("reason", "") if isinstance(answer, dict) else ""
-    except Exception as err:  # the job died (killed, out of memory, a bug): its last line says why
-        lines = [line for line in str(err).splitlines() if line.strip()]
-        reason = lines[-1] if lines else type(err).__name__
+    reason = watch.reason(job, ending)
     state = cell_state(folder / cell.name)
     if state == "done":
         return Outcome(cell.name, "done", log=log, job_id=job_id)
-    return Outcome(cell.name, "failed", reason or _failure(folder / cell.name), log, job_id)
+    if state == "failed":
+        return Outcome(cell.name, "failed", failure(folder / cell.name) or reason, log, job_id)
+    return Outcome(cell.name, "stopped", reason or "the job ended without a result", log, job_id)
 
 
 def _say_summary(summary: Summary, opts: Options, say: Callable[[str], None]) -> None:
-    done = summary.count("done")
-    say(f"atml: sweep {summary.folder}: {done} done, {summary.count('failed')} failed, "
-        f"{summary.count('skipped')} skipped (complete before)"
+    again = opts.command or "the same atml.sweep(...) call"
+    say(f"atml: sweep {summary.folder}: {summary.count('done')} done, {summary.count('failed')} failed, "
+        f"{summary.count('stopped')} stopped, {summary.count('skipped')} skipped (complete before)"
         + (f", {summary.count('skipped-failed')} failed before (not retried)" if summary.count("skipped-failed")
            else ""))
     for outcome in summary.failed:
         say(f"  failed: {outcome.cell}: {outcome.reason}" + (f" (log: {outcome.log})" if outcome.log else ""))
+    for outcome in summary.stopped:
+        say(f"  stopped: {outcome.cell}: {outcome.reason}" + (f" (log: {outcome.log})" if outcome.log else ""))
+    if summary.stopped:
+        say(f"atml: stopped cells keep their checkpoints; the same command resumes them: {again}")
     if summary.failed:
-        again = f"{opts.command} --retry-failed" if opts.command else "retry_failed=True"
-        say(f"atml: fix the cause, then rerun the failed cells with: {again}")
+        retry = f"{opts.command} --retry-failed" if opts.command else "retry_failed=True"
+        say(f"atml: fix the cause, then rerun the failed cells with: {retry}")
     say(f"atml: report with: atml report {summary.folder}")
