@@ -69,11 +69,11 @@ class CellJob(Checkpointable):
         try:
             self._run()
         except AtmlError as err:  # the run wrote a failed results.json saying why (when it got that far)
-            traceback.print_exc()  # into the job's log
+            traceback.print_exc(file=sys.stdout)  # into the log atml points to (stdout)
             self._record_failure(err)
             return {"status": "failed", "reason": str(err)}
         except Exception as err:  # a bug: the traceback in the log (submitit's too), the message in results.json
-            traceback.print_exc()
+            traceback.print_exc(file=sys.stdout)
             self._record_failure(err)
             raise
         return {"status": cell_state(self.folder)}

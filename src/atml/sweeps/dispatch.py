@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import io
 import itertools
 import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -264,13 +266,13 @@ def run(sweep: Sweep, opts: Options, *, say: Callable[[str], None] = _say,
     if opts.dry_run:
         _dry_run(sweep, opts, folder, todo, skipped, parallel, say)
         return Summary(folder, skipped + [Outcome(c.name, "planned") for c in todo])
-    new = not folder.exists()
+    made = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)  # what this call creates
     try:
         with _sweep_lock(folder), _stop_signals():
             outcomes = _run_locked(sweep, opts, folder, todo, skipped, parallel, say, progress)
     except watch.Rejected as err:
-        if new:  # nothing half-written: the folder this call made goes again
-            shutil.rmtree(folder, ignore_errors=True)
+        if made is not None:  # nothing half-written: the folders this call made go again
+            shutil.rmtree(made, ignore_errors=True)
         raise UsageError(str(err)) from err
     summary = Summary(folder, skipped + outcomes)
     _say_summary(summary, opts, say)
@@ -311,6 +313,9 @@ def _stop_signals() -> Iterator[None]:
     def stop(signum: int, _frame: object) -> None:
         raise Stopped(signum)
 
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
@@ -379,8 +384,6 @@ def _dispatch(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], attac
         out(f"atml: re-attached to {len(attached)} cell(s) still on Slurm from an earlier run (jobs "
             f"{', '.join(str(j.job_id) for j in attached.values())}); nothing is submitted twice")
     executor = _executor(sweep, opts, folder / "logs", len(waiting)) if waiting else None
-    if watcher.line:
-        out(watcher.line)
 
     def submit(batch: Sequence[Cell]) -> None:
         assert executor is not None
@@ -395,6 +398,8 @@ def _dispatch(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], attac
         if opts.executor == "slurm" and waiting:  # the whole grid as one array; Slurm runs --array-parallelism
             submit(waiting)
             waiting = []
+        if watcher.line:
+            out(watcher.line)
         while running or waiting:
             if opts.executor != "slurm" and waiting and len(running) < parallel:
                 submit([waiting.pop(0) for _ in range(min(parallel - len(running), len(waiting)))])
@@ -447,8 +452,8 @@ def _submit(executor: submitit.AutoExecutor, sweep: Sweep, folder: Path, cells: 
             threads: int | None, opts: Options) -> list[submitit.Job[Any]]:
     jobs = [CellJob(sweep, cell, folder / cell.name, threads) for cell in cells]
     if opts.executor == "slurm":
-        try:
-            with executor.batch():  # one job array
+        try:  # submitit prints sbatch's refusal itself too: atml says it once, in its own line
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():  # one job array
                 return [executor.submit(job) for job in jobs]
         except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as err:
             raise watch.Rejected(watch.rejection(err, opts)) from err

@@ -211,6 +211,8 @@ def expand(request: Request, reg: Registry) -> Sweep:
     combos = [dict(zip(grid_keys, values, strict=True))
               for values in itertools.product(*(v for _, v in request.grid))] if request.grid else []
     combos += [dict(cell) for cell in request.cells]
+    if not combos:  # --seeds N alone: N cells of the one config
+        combos = [{}]
     cells: list[tuple[dict[str, Any], Any]] = []
     for combo in combos:
         cfg = _apply(base, list(combo.items()), exp, _describe(combo))
