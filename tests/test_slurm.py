@@ -109,18 +109,19 @@ def test_a_failing_cell_says_its_own_error_and_its_log_holds_the_traceback(slurm
     assert "Traceback" in log and "DivergedError" in log, log[-2000:]
 
 
-def test_a_cancelled_cell_without_accounting_is_reported_then_resumed_and_tracked_once(slurm: None,
-                                                                                        tmp_path: Path) -> None:
+def test_a_cancelled_cell_without_accounting_is_reported_then_resumed_and_tracked_once(
+        slurm: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No accounting (sacct fails): scancel of a running cell is seen through squeue/scontrol, MLflow keeps the
     controller alive, and the rerun resumes the cell (no --retry-failed) and logs it once."""
     import mlflow
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # as atml sets it for its default ./mlruns
     args = ["--grid", "epochs=1,300", "--name", "cancel", "--track", "mlflow"]
     with configured("--accounting", "none"):
         proc = _start(args, tmp_path)
         lines: list[str] = []
-        _read_until(proc, lines, ": job ", 2)
-        assert "scontrol show job (no accounting" in "".join(lines)
+        _read_until(proc, lines, "atml: watching Slurm")
+        assert "scontrol show job (no accounting" in lines[-1]
         long = tmp_path / "out" / "sweep-cancel" / "epochs=300"
         _wait(lambda: (long / "config.yaml").is_file(), 120, "the long cell to start")
         job = _state(tmp_path, "cancel")["epochs=300"]["job_id"]

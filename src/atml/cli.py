@@ -313,7 +313,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                             account=args.account, slurm_setup=args.slurm_setup,
                             command=shlex.join(["atml", "sweep", *_without(sys.argv[1:] if sys.argv else [])]))
     summary = dispatch.run(sweep, opts)
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.stopped else 0
 
 
 def _without(argv: list[str]) -> list[str]:
