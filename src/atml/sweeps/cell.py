@@ -60,10 +60,11 @@ class CellJob(Checkpointable):
         self.values, self.folder, self.threads = cell.values, folder, threads
 
     def __call__(self) -> dict[str, str]:
-        if self.threads:
+        threads = self.threads or _slurm_cpus()
+        if threads:
             import torch
 
-            torch.set_num_threads(self.threads)
+            torch.set_num_threads(threads)
         _stop_with_parent()
         _join_tasks()
         try:
@@ -112,6 +113,14 @@ class CellJob(Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         """Requeue the same call: it resumes the cell from its run folder."""
         return DelayedSubmission(self, *args, **kwargs)
+
+
+def _slurm_cpus() -> int | None:
+    """In a Slurm job, the CPUs Slurm gave each task (``--cpus-per-task``, 1 unless asked): torch's threads, so that
+    cells sharing a node do not oversubscribe it."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    return int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))
 
 
 def _stop_with_parent() -> None:
