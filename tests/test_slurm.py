@@ -205,7 +205,7 @@ def test_cells_waiting_behind_a_drained_node_print_slurm_s_reason(slurm: None, t
         subprocess.run(["scontrol", "update", "nodename=localhost", "state=resume"], check=True)
     worker.join(timeout=180)
     pending = next(line for line in said if "pending in Slurm's queue" in line)
-    assert "2 cell(s)" in pending and "seed=0" in pending and "ReqNodeNotAvail" in pending, pending
+    assert "2 cell(s)" in pending and "seed=0" in pending and "DRAINED" in pending, pending
     assert result and result[0].count("done") == 2
 
 
