@@ -159,7 +159,8 @@ def test_a_cancelled_cell_without_accounting_is_reported_then_resumed_and_tracke
 def test_sighup_leaves_the_jobs_running_and_the_rerun_reattaches_to_them(slurm: None, tmp_path: Path) -> None:
     """A dropped ssh session: the jobs go on; the same command watches them again and submits nothing: squeue never
     lists more than one job per cell."""
-    args = ["--grid", "latent_dim=2,3", "--set", "epochs=300", "--name", "hup"]
+    args = ["--grid", "latent_dim=2,3", "--set", "epochs=300", "--name", "hup", "--timeout-min", "30", "--mem-gb",
+            "1", "--cpus-per-task", "1"]
     proc = _start(args, tmp_path)
     lines: list[str] = []
     _read_until(proc, lines, ": job ", 2)
@@ -167,9 +168,12 @@ def test_sighup_leaves_the_jobs_running_and_the_rerun_reattaches_to_them(slurm: 
     job = _state(tmp_path, "hup")["latent_dim=2"]["job_id"]
     shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=True).stdout
     assert "Requeue=1" in shown  # asked for with --requeue, whatever the site's JobRequeue
+    assert "TimeLimit=00:30:00" in shown and "MinMemoryNode=1G" in shown and "NumCPUs=1" in shown, shown
     script = subprocess.run(["scontrol", "write", "batch_script", job, "-"], capture_output=True, text=True,
                             check=True).stdout
-    assert "#SBATCH --requeue" in script and "#SBATCH --job-name=atml-hup" in script, script
+    for line in ("#SBATCH --requeue", "#SBATCH --job-name=atml-hup", "#SBATCH --time=30", "#SBATCH --mem=1GB",
+                 "#SBATCH --array=0-1%2"):
+        assert line in script, script
     assert "submitit.core._submit" in script
     proc.send_signal(signal.SIGHUP)
     out, _ = proc.communicate(timeout=60)

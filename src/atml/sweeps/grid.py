@@ -163,6 +163,8 @@ def draw(table: GridTable) -> Any:
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(groups, rotation=20 if max(map(len, groups)) > 12 else 0, ha="right")
         ax.set_ylabel(table.metric + (f" ({table.unit})" if table.unit else ""))
+        if table.row_keys:  # a tick reads "1 / 16": the axis says which keys, in that order
+            ax.set_xlabel(" / ".join(table.row_keys))
         if table.column_key:
             figures.legend_below(fig, ax.get_legend_handles_labels()[0], ncol=min(3, len(table.columns)))
         return fig

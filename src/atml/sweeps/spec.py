@@ -204,9 +204,12 @@ def expand(request: Request, reg: Registry) -> Sweep:
     if not request.grid and not request.cells and seeds == 1:
         raise UsageError(f"{request.source}: the grid is empty; give --grid KEY=V1,V2, cells:, or --seeds N > 1 "
                          "(one run is 'atml run')")
-    base = _apply(config_lib.build(exp.config_cls, exp.presets, preset, name=exp.name), request.fixed, exp, "set")
-    fixed = {key: config_lib.get_value(base, key) for key, _ in request.fixed}
     grid_keys = [key for key, _ in request.grid]
+    _check_keys(request, grid_keys, seeds)
+    # --set values are checked with each cell's own values (data=folder wants the data_dir a grid gives)
+    base = _apply(config_lib.build(exp.config_cls, exp.presets, preset, name=exp.name), request.fixed, exp, "set",
+                  validate=False)
+    fixed = {key: config_lib.get_value(base, key) for key, _ in request.fixed}
     keys = grid_keys + list(dict.fromkeys(k for cell in request.cells for k in cell if k not in grid_keys))
     combos = [dict(zip(grid_keys, values, strict=True))
               for values in itertools.product(*(v for _, v in request.grid))] if request.grid else []
@@ -236,14 +239,28 @@ def expand(request: Request, reg: Registry) -> Sweep:
                  next((k for k in reversed(grid_keys) if k != "seed" and k in varying), ""))
 
 
-def _apply(cfg: Any, items: Sequence[tuple[str, Any]], exp: Experiment[Any], where: str) -> Any:
+def _check_keys(request: Request, grid_keys: list[str], seeds: int) -> None:
+    """A key given two ways (``--set`` and the grid, ``--seeds`` and a grid over ``seed``) is refused, naming both."""
+    varied = set(grid_keys) | {k for cell in request.cells for k in cell}
+    both = [key for key, _ in request.fixed if key in varied]
+    if both:
+        raise UsageError(f"{request.source}: {', '.join(both)} is both fixed (--set/set:) and varied (--grid/grid:/"
+                         "cells:); give each key one way")
+    if seeds > 1 and "seed" in varied:
+        raise UsageError(f"{request.source}: --seeds {seeds} and a grid over seed both choose seeds; drop --seeds or "
+                         "the seed values")
+
+
+def _apply(cfg: Any, items: Sequence[tuple[str, Any]], exp: Experiment[Any], where: str, *,
+           validate: bool = True) -> Any:
     try:
         for key, value in items:
             if isinstance(value, Text):
                 cfg = config_lib.apply_overrides(cfg, [f"{key}={value}"], validate=False)
             else:
                 cfg = config_lib.apply_values(cfg, {key: value}, name=exp.name, validate=False)
-        cfg.validate()
+        if validate:
+            cfg.validate()
         return cfg
     except UsageError as err:
         raise UsageError(f"sweep cell {where}: {err}") from err

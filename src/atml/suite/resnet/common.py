@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from atml import runtime
+from atml import runtime, storage
 from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, digits
 from atml.data import factory as data_factory
@@ -27,6 +27,7 @@ from atml.models import cnn, factory, registry, resnet
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.results import Metric
+from atml.run_dir import read_json
 from atml.runner import RunContext
 from atml.suite import datasets
 from atml.train import checkpoint, finetune
@@ -182,8 +183,11 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: cnn.CNN, backbone: Bui
                             compile=cfg.compile).to(ctx.device)
     head = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
     out: list[Metric] = []
-    if finished(ckpt, cfg.epochs):  # resumed run: this stage is complete, skip the backbone pass
-        trainable: torch.nn.Module = head
+    timing = ckpt.with_suffix(".timing.json")  # the stage's times, kept for a resumed run that skips the stage
+    done_before = finished(ckpt, cfg.epochs)
+    if done_before:  # resumed run: this stage is complete, skip the backbone pass
+        # the checkpoint holds what was trained: the bare head on cached features, else the head on its backbone
+        trainable: torch.nn.Module = head if cfg.feature_cache else HeadOnFrozen(frozen, head)
         train_b: Batches | None = None
         val_b: Batches | None = None
     elif cfg.feature_cache:
@@ -210,6 +214,10 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: cnn.CNN, backbone: Bui
                    say=ctx.say,
                    autocast=lambda: runtime.autocast(ctx.device, cfg.amp)))
     out.append(Metric("head_time_s", time.perf_counter() - started, "s"))
+    if done_before and timing.is_file():
+        out = [Metric(name, value, unit) for name, value, unit in read_json(timing)["records"]]
+    elif ctx.is_main:
+        storage.write_json(timing, {"records": [[m.name, m.value, m.unit] for m in out]})
     return rows, [*stage_metrics(rows), *out]
 
 
