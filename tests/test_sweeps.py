@@ -183,7 +183,12 @@ def test_a_grid_with_a_failing_cell_completes_the_rest_then_retries_it(tmp_path:
         for i, image in enumerate(digits.images[digits.target == label][:30]):
             Image.fromarray((image * 15).astype(np.uint8)).resize((32, 32)).save(photos / str(label) / f"{i}.png")
     assert cli.main([*argv, "--retry-failed"]) == 0
-    assert "1 done, 0 failed, 8 skipped" in capsys.readouterr().out
+    assert "1 done, 0 failed, 0 stopped, 8 skipped" in capsys.readouterr().out
+    # the retried cell's run replaced its failed one: still one tracked run per cell, the parent FINISHED
+    found = mlflow.search_runs(experiment_names=["compare.probe"], output_format="list")
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent]
+    assert len(children) == 9 and all(r.info.status == "FINISHED" for r in children)
+    assert next(r for r in found if r.info.run_id == parent).info.status == "FINISHED"
     assert {k: v for k, v in _digest(folder).items() if k != bad} == {k: v for k, v in done.items() if k != bad}
 
 

@@ -261,6 +261,32 @@ def sweep_section(report: dict[str, Any]) -> str:
         "config before submitting)."])
 
 
+def slurm_bench_section(report: dict[str, Any]) -> str:
+    """``scripts/slurm_bench.py``'s JSON: the same grid through the local executor and the real Slurm cluster."""
+    lines = [f"`{report['command']}` on {report['cpu']} ({report['cores']} cores), {report['slurm']} "
+             f"({report['accounting']}), {report['date']} (`benchmarks/{report.get('file', 'sweep-slurm-cpu.json')}`):",
+             "", "| executor | wall time s | start: could start -> job started, median / max s | "
+             "seen: job ended -> controller's line, median / max s |", "| --- | --- | --- | --- |"]
+    for name, r in report["executors"].items():
+        lines.append(f"| `--executor {name}` | {r['wall_s']:.1f} | {r['start_s']['median']:.2f} / "
+                     f"{r['start_s']['max']:.2f} | {r['seen_s']['median']:.2f} / {r['seen_s']['max']:.2f} |")
+    return "\n".join(lines)
+
+
+def slurm_faults_section(report: dict[str, Any]) -> str:
+    """``scripts/slurm_faults.py``'s JSON: each fault injected on the real cluster, what the user saw, what was
+    lost."""
+    lines = [f"`{report['command']}` on {report['slurm']}, {report['date']} "
+             f"(`benchmarks/{report.get('file', 'slurm-faults.json')}`); {report['cells_per_fault']} cells per fault:",
+             "", "| fault | injected by | what the user saw | cells lost | cells run twice | MLflow runs missing |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for f in report["faults"]:
+        saw = f["saw"].replace("|", "\\|")
+        lines.append(f"| {f['fault']} | `{f['injected']}` | {saw} | {f['lost']} | {f['twice']} | "
+                     f"{f['mlflow_missing']} |")
+    return "\n".join(lines)
+
+
 def explore_section(report: dict[str, Any]) -> str:
     """``scripts/explore_bench.py``'s JSON: the report with and without its views, each view's share, the scatter at
     two sizes in Chromium, and the screenshots."""
@@ -289,6 +315,8 @@ def explore_section(report: dict[str, Any]) -> str:
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "explore-cpu": ("explore-cpu.json", explore_section),
     "sweep-cpu": ("sweep-cpu.json", sweep_section),
+    "sweep-slurm-cpu": ("sweep-slurm-cpu.json", slurm_bench_section),
+    "slurm-faults": ("slurm-faults.json", slurm_faults_section),
     "attention-memory-cpu": ("attention-memory-cpu.json", run_memory_section),
     "cka-memory-cpu": ("cka-memory-cpu.json", run_memory_section),
     "data-scale-cpu": ("data-scale-cpu.json", data_scale_section),

@@ -1,0 +1,84 @@
+"""Resume at every stage boundary, for every experiment of the registry (smoke preset).
+
+Each experiment runs once straight through. Then the same run is stopped (KeyboardInterrupt, as Ctrl-C, SIGTERM and
+a sweep cell's cancellation reach it) right after the first epoch of its first training stage, resumed, stopped
+after the first epoch of the next stage, resumed, and so on until it completes: its records equal the straight
+run's, every number but the clocks. An experiment that trains nothing (feature extraction, probes fitted in one
+call) has no stage to stop in, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atml import cli
+from atml.suite import registry
+from atml.train import loop
+
+CLOCKS = ("time_s", "images_per_s", "per_s", "peak_memory_mb", "_mb", "seconds")
+"""Record names that measure the machine, not the model: they differ between any two runs."""
+
+
+def _numbers(run: Path) -> dict[str, Any]:
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "ok", results.get("error")
+    out = {}
+    for record in results["records"]:
+        if any(clock in record["name"] for clock in CLOCKS):
+            continue
+        key = json.dumps([record["name"], record.get("condition") or {}], sort_keys=True)
+        out[key] = record["value"]
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return bool(a == b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", registry().names())
+def test_a_run_stopped_after_the_first_epoch_of_each_stage_resumes_to_the_straight_run_s_results(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = loop._run_epoch
+    stages: list[str] = []
+
+    def spy(job: Any, epoch: int, *, train: bool, **kwargs: Any) -> Any:
+        if train and job.stage not in stages:
+            stages.append(job.stage)
+        return real(job, epoch, train=train, **kwargs)
+
+    monkeypatch.setattr(loop, "_run_epoch", spy)
+    assert cli.main(["run", name, "--preset", "smoke", "--out", str(tmp_path / "straight")]) == 0
+    (straight,) = (tmp_path / "straight").iterdir()
+    trained = [s for s in stages]
+    if not trained:
+        pytest.skip(f"{name} trains nothing at the smoke preset: no stage to stop in")
+
+    stopped: list[str] = []
+
+    def stop(job: Any, epoch: int, *, train: bool, **kwargs: Any) -> Any:
+        if train and epoch == 2 and job.stage not in stopped:  # the first epoch's checkpoint is on disk
+            stopped.append(job.stage)
+            raise KeyboardInterrupt
+        return real(job, epoch, train=train, **kwargs)
+
+    monkeypatch.setattr(loop, "_run_epoch", stop)
+    assert cli.main(["run", name, "--preset", "smoke", "--out", str(tmp_path / "resumed")]) == 130
+    (resumed,) = (tmp_path / "resumed").iterdir()
+    for _ in trained:
+        code = cli.main(["run", name, "--resume", str(resumed)])
+        if code == 0:
+            break
+        assert code == 130
+    assert stopped == trained, f"stopped in {stopped}, the straight run trained {trained}"
+    a, b = _numbers(straight), _numbers(resumed)
+    assert a.keys() == b.keys(), set(a) ^ set(b)
+    differ = {k: (a[k], b[k]) for k in a if not _same(a[k], b[k])}
+    assert not differ, differ
