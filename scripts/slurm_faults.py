@@ -38,7 +38,8 @@ class Sampler(threading.Thread):
 
     def __init__(self, name: str) -> None:
         super().__init__(daemon=True)
-        self.name_, self.jobs = f"atml-{name}", {}  # job id -> cell
+        self.name_ = f"atml-{name}"
+        self.jobs: dict[str, str] = {}  # job id -> cell
         self.most, self.stop = 0, threading.Event()
 
     def run(self) -> None:

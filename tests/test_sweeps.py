@@ -145,6 +145,7 @@ def test_a_grid_with_a_failing_cell_completes_the_rest_then_retries_it(tmp_path:
     assert "photos holds 0 class folder(s)" in state["cells"][bad]["reason"]
     assert f"failed: {bad}" in text and "8 done, 1 failed" in text and "--retry-failed" in text
     assert all(Path(c["log"]).is_file() for c in state["cells"].values())
+    assert not (folder / "logs" / "%j").exists()  # submitit's folder template, not a folder of the sweep's
     done = _digest(folder)
 
     # MLflow's file store ./mlruns: one parent run, the nine cells nested under it, records equal to results.json

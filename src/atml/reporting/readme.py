@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -281,7 +282,7 @@ def slurm_faults_section(report: dict[str, Any]) -> str:
              "", "| fault | injected by | what the user saw | cells lost | cells run twice | MLflow runs missing |",
              "| --- | --- | --- | --- | --- | --- |"]
     for f in report["faults"]:
-        saw = f["saw"].replace("|", "\\|")
+        saw = re.sub(r" \(log: [^)]*\)?", "", f["saw"]).strip().replace("|", "\\|")
         lines.append(f"| {f['fault']} | `{f['injected']}` | {saw} | {f['lost']} | {f['twice']} | "
                      f"{f['mlflow_missing']} |")
     return "\n".join(lines)

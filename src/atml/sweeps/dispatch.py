@@ -422,6 +422,8 @@ def _dispatch(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], attac
         raise
     finally:
         bar.close()
+        with contextlib.suppress(OSError):  # submitit's local controllers make the folder template itself, empty
+            (folder / "logs" / "%j").rmdir()
 
 
 def _interrupted(err: KeyboardInterrupt, opts: Options, running: dict[submitit.Job[Any], Cell], waiting: list[Cell],
