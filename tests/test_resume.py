@@ -3,7 +3,7 @@
 Each experiment runs once straight through. Then the same run is stopped (KeyboardInterrupt, as Ctrl-C, SIGTERM and
 a sweep cell's cancellation reach it) right after the first epoch of its first training stage, resumed, stopped
 after the first epoch of the next stage, resumed, and so on until it completes: its records equal the straight
-run's, every number but the clocks. An experiment that trains nothing (feature extraction, probes fitted in one
+run's: the same records, and every number but the clocks equal. An experiment that trains nothing (feature extraction, probes fitted in one
 call) has no stage to stop in, and says so.
 """
 
@@ -28,11 +28,9 @@ def _numbers(run: Path) -> dict[str, Any]:
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "ok", results.get("error")
     out = {}
-    for record in results["records"]:
-        if any(clock in record["name"] for clock in CLOCKS):
-            continue
+    for record in results["records"]:  # clocks by name only: a resumed run must still have every one
         key = json.dumps([record["name"], record.get("condition") or {}], sort_keys=True)
-        out[key] = record["value"]
+        out[key] = None if any(clock in record["name"] for clock in CLOCKS) else record["value"]
     return out
 
 

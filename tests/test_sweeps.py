@@ -254,7 +254,8 @@ def test_a_cell_with_several_tasks_runs_as_torchrun_ranks(tmp_path: Path) -> Non
 def test_ctrl_c_cancels_the_running_cells_and_says_how_to_continue(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "atml", "sweep", *GRID, "--out", "out", "--parallel", "2"]
     folder = tmp_path / "out" / "sweep-compare.probe-smoke"
-    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     assert proc.stdout is not None
     submitted: list[str] = []
     lines: list[str] = []
@@ -264,10 +265,11 @@ def test_ctrl_c_cancels_the_running_cells_and_says_how_to_continue(tmp_path: Pat
         lines.append(line)
         if ": job " in line:
             submitted.append(line.split("atml: cell ")[1].split(":")[0])
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it: to the whole foreground process group
     out, err = proc.communicate(timeout=120)
     out = "".join(lines) + out
     assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err, out + err  # submitit's local controllers' tracebacks stay in their file
     assert "Continue with: atml sweep compare.probe" in out, out
     state = json.loads((folder / "sweep.json").read_text())
     assert state["cells"][submitted[2]]["state"] == "cancelled"
@@ -279,3 +281,44 @@ def test_ctrl_c_cancels_the_running_cells_and_says_how_to_continue(tmp_path: Pat
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "0 failed" in again.stdout, again.stdout + again.stderr
     assert len(list(folder.glob("*/results.json"))) == 4
+
+
+@pytest.mark.slow
+def test_a_failing_tracker_never_stops_the_sweep_and_the_next_run_logs_what_it_missed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow refuses one cell's run: the sweep completes, says so in one line, and the rerun logs that cell once
+    (and no other twice)."""
+    import mlflow
+
+    from atml import tracking
+
+    monkeypatch.chdir(tmp_path)
+    real = tracking.MlflowSink.log_run
+    refused: list[str] = []
+
+    def flaky(self: tracking.MlflowSink, folder: Path, cell: object = None, replaces: str | None = None) -> str:
+        if not refused:
+            refused.append(folder.name)
+            raise OSError("No space left on device")
+        return real(self, folder, cell, replaces)
+
+    monkeypatch.setattr(tracking.MlflowSink, "log_run", flaky)
+    argv = ["sweep", "vae.train", "--grid", "latent_dim=2,3", "--set", "epochs=1", "--executor", "debug",
+            "--track", "mlflow", "--out", "out"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"--track mlflow: logging cell {refused[0]} failed (No space left on device); the sweep goes on" in out
+    assert "2 done, 0 failed" in out
+    state = json.loads((tmp_path / "out" / "sweep-vae.train-smoke" / "sweep.json").read_text())
+    parent = state["tracking"]["mlflow_parent_run"]
+    mlflow.set_tracking_uri(tracking.mlflow_uri())
+
+    def children() -> list[str]:
+        found = mlflow.search_runs(experiment_names=["vae.train"], output_format="list")
+        return sorted(r.info.run_name for r in found if r.data.tags.get("mlflow.parentRunId") == parent)
+
+    assert children() == sorted({"latent_dim=2", "latent_dim=3"} - {refused[0]})
+    assert cli.main(argv) == 0
+    assert "2 skipped (complete before)" in capsys.readouterr().out
+    assert children() == ["latent_dim=2", "latent_dim=3"]  # the missed one now, the other not again
+    assert mlflow.get_run(parent).info.status == "FINISHED"
