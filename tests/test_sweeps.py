@@ -53,6 +53,8 @@ def test_cells_are_the_product_named_from_the_varying_keys() -> None:
     (["compare.probe", "--grid", "data="], "empty value"),
     (["compare.probe", "--grid", "data=digits,digits"], "same config"),
     (["compare.probe", "--grid", "data=digits,generated-cifar10", "--partition", "gpu"], "--partition"),
+    (["vae.train", "--grid", "epochs=1,2", "--set", "epochs=3"], "epochs is both fixed (--set/set:) and varied"),
+    (["vae.train", "--grid", "seed=0,1", "--seeds", "2"], "--seeds 2 and a grid over seed both choose seeds"),
 ])
 def test_a_bad_spec_is_one_line_exit_2_and_nothing_is_written(argv: list[str], message: str, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,6 +64,50 @@ def test_a_bad_spec_is_one_line_exit_2_and_nothing_is_written(argv: list[str], m
     assert message in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_seeds_alone_are_the_cells_and_set_is_checked_with_each_cell_s_values(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["sweep", "vae.train", "--seeds", "3", "--out", str(tmp_path), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "3 cell(s) to submit" in text and "  seed=2" in text
+    photos = [tmp_path / "a", tmp_path / "b"]
+    for folder in photos:
+        (folder / "cat").mkdir(parents=True)
+    # data=folder needs a data_dir: the grid gives it, cell by cell
+    assert cli.main(["sweep", "resnet.head", "--set", "data=folder", "--grid", f"data_dir={photos[0]},{photos[1]}",
+                     "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    assert "2 cell(s) to submit" in capsys.readouterr().out
+
+
+def test_the_grid_figure_names_its_row_keys() -> None:
+    sweep = spec_lib.Sweep("x", "smoke", "s", {}, ["epochs", "batch_size", "lr"], [
+        spec_lib.Cell(f"c{e}{b}{lr}", {"epochs": e, "batch_size": b, "lr": lr})
+        for e in (1, 2) for b in (16, 32) for lr in (0.1, 0.01)])
+    runs = {c.name: {"status": "ok", "records": [{"name": "acc", "value": 0.5, "unit": "", "condition": {}}]}
+            for c in sweep.cells}
+    (table,) = grid.tables(sweep, runs)
+    figure = grid.draw(table)
+    ax = figure.axes[0]
+    assert ax.get_xlabel() == "epochs / batch_size"
+    assert [t.get_text() for t in ax.get_xticklabels()][:2] == ["1 / 16", "1 / 32"]
+
+
+@pytest.mark.parametrize(("said", "flag"), [
+    ("sbatch: error: invalid partition specified: gpu\nsbatch: error: Batch job submission failed: Invalid partition "
+     "name specified", "--partition"),
+    ("sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified",
+     "--account"),
+    ("sbatch: error: Memory specification can not be satisfied\nsbatch: error: Batch job submission failed: "
+     "Requested node configuration is not available", "--mem-gb"),
+    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)",
+     "controller does not answer"),
+])
+def test_a_refused_submission_names_what_to_fix(said: str, flag: str) -> None:
+    from atml.sweeps import watch
+
+    line = watch.rejection(RuntimeError(said), dispatch.Options())
+    assert flag in line and "\n" not in line and said.splitlines()[0] in line, line
 
 
 def test_a_bad_spec_file_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,8 @@ equal the run's results.json."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -24,7 +26,10 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> Path:
         env = {k: os.environ.pop(k) for k in ("MLFLOW_TRACKING_URI", "WANDB_MODE") if k in os.environ}
         assert cli.main(["run", "vae.train", "--preset", "smoke", "--out", "runs", "--track", "mlflow"]) == 0
         (run,) = (root / "runs").iterdir()
-        tracking.open_sink("wandb").log_run(run)
+        said = io.StringIO()
+        with contextlib.redirect_stderr(said), contextlib.redirect_stdout(said):
+            tracking.open_sink("wandb").log_run(run)
+        (root / "wandb-said.txt").write_text(said.getvalue())
         os.environ.update(env)
     finally:
         os.chdir(old)
@@ -52,6 +57,11 @@ def test_wandb_offline_run_holds_the_run_s_records(tracked: Path) -> None:
     results = json.loads((tracked / "results.json").read_text())
     (offline,) = (tracked / "wandb").glob("offline-run-*")
     assert tracking.wandb_offline_history(offline) == tracking.metrics(results)
+    # the artifacts are in the run's files (sent at sync), and logging them printed no warning per file
+    files = offline / "files"
+    assert (files / "results.json").read_bytes() == (tracked / "results.json").read_bytes()
+    assert all((files / f).is_file() for f in results["figures"])
+    assert "Symlinked" not in (tracked.parent.parent / "wandb-said.txt").read_text()
     assert (offline / "files" / "results.json").is_file()
 
 

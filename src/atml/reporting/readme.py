@@ -282,7 +282,8 @@ def slurm_faults_section(report: dict[str, Any]) -> str:
              "", "| fault | injected by | what the user saw | cells lost | cells run twice | MLflow runs missing |",
              "| --- | --- | --- | --- | --- | --- |"]
     for f in report["faults"]:
-        saw = re.sub(r" \(log: [^)]*\)?", "", f["saw"]).strip().replace("|", "\\|")
+        saw = re.sub(r" \(log: [^)]*\)?", "", f["saw"]).strip()
+        saw = (saw if len(saw) <= 200 else saw[:199] + "…").replace("|", "\\|")
         lines.append(f"| {f['fault']} | `{f['injected']}` | {saw} | {f['lost']} | {f['twice']} | "
                      f"{f['mlflow_missing']} |")
     return "\n".join(lines)

@@ -27,7 +27,7 @@ class Rejected(RuntimeError):
     """Slurm refused the submission (a bad partition, account or resource, the controller down)."""
 
 
-FLAGS = (("partition", "--partition"), ("account", "--account"), ("memory", "--mem-gb"), ("gres", "--gpus-per-node"),
+FLAGS = (("account", "--account"), ("partition", "--partition"), ("memory", "--mem-gb"), ("gres", "--gpus-per-node"),
          ("gpu", "--gpus-per-node"), ("time limit", "--timeout-min"), ("cpu", "--cpus-per-task"),
          ("node configuration", "--cpus-per-task / --mem-gb / --gpus-per-node"))
 
