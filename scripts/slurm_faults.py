@@ -167,14 +167,17 @@ def preempt(s: Sweep) -> str:
     return _first(s.lines, f"cell {CELLS[0]}: done")
 
 
-def node_down(s: Sweep) -> str:
+def node_crash(s: Sweep) -> str:
+    """The node dies with its jobs (slurmd, the job steps and the cells killed at once); Slurm sets it DOWN, as
+    slurmctld does once it stops answering; it boots again (slurmd restarted; ReturnToService=2 takes it back)."""
     proc = s.start()
     s.wait_running(checkpoint=True)
+    for pattern in (["-x", "slurmd"], ["-x", "slurmstepd"], ["-f", "submitit.core._submit"]):
+        subprocess.run(["pkill", "-9", *pattern], check=False)
     subprocess.run(["scontrol", "update", "nodename=localhost", "state=down", "reason=atml-fault"], check=True)
-    time.sleep(5)
-    subprocess.run(["scontrol", "update", "nodename=localhost", "state=resume"], check=True)
+    subprocess.run(["bash", str(CLUSTER), "start"], check=True, capture_output=True)
     s.finish(proc)
-    return _first(s.lines, "stopped: ", f"cell {CELLS[0]}: done")
+    return _first(s.lines, "requeued by Slurm", "stopped: ")
 
 
 def drained(s: Sweep) -> str:
@@ -205,7 +208,8 @@ FAULTS: list[tuple[str, str, Callable[[Sweep], str], tuple[str, ...]]] = [
     ("Ctrl-C", "SIGINT to the process group, then the same command", ctrl_c, ()),
     ("preemption on a JobRequeue=0 site", "scancel --signal=USR2 JOB (JobRequeue=0)", preempt,
      ("--job-requeue", "0")),
-    ("a node down", "scontrol update state=down, then resume", node_down, ()),
+    ("a node crashed with its cells", "kill -9 slurmd, slurmstepd and the cells; scontrol update state=down; "
+     "slurmd again", node_crash, ()),
     ("a drained node", "scontrol update state=drain, resume after the line", drained, ()),
     ("a refused submission", "--partition gpu, then without it", refused, ()),
 ]

@@ -146,6 +146,11 @@ class SlurmWatcher(Watcher):
                 self.last_error = time.monotonic()
             self.next_query = time.monotonic() + QUEUE_POLL_S[1]
             return {}
+        for job_id, now in states.items():  # RUNNING, then PENDING again: Slurm requeued it (node lost, preempted)
+            before = self.states.get(job_id)
+            if before is not None and before.state == "RUNNING" and now.state == "PENDING" and job_id in ids:
+                self.say(f"atml: cell {running[ids[job_id]].name}: requeued by Slurm ({now.reason or 'no reason'}); "
+                         "it resumes from its checkpoints when it starts again")
         out: dict[submitit.Job[Any], queue.JobState | None] = {}
         for job_id in gone:
             job = ids[job_id]
