@@ -124,7 +124,7 @@ def test_a_bad_spec_file_names_the_file(tmp_path: Path, capsys: pytest.CaptureFi
 def test_a_dry_run_shows_the_executor_parameters_and_writes_nothing(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """What ``AutoExecutor.update_parameters`` would get for the grid's job array (the sbatch script as Slurm holds
-    it is read back from the real cluster in tests/test_slurm.py)."""
+    it is read back from the real cluster in tests/test_sweeps_slurm.py)."""
     out = tmp_path / "out"
     code = cli.main(["sweep", *GRID, "--seeds", "2", "--out", str(out), "--executor", "slurm", "--dry-run",
                      "--partition", "gpu", "--account", "lab", "--gpus-per-node", "4", "--tasks-per-node", "4",
