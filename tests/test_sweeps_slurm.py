@@ -85,13 +85,20 @@ def _state(tmp_path: Path, name: str) -> dict[str, dict[str, str]]:
     return json.loads((tmp_path / "out" / f"sweep-{name}" / "sweep.json").read_text())["cells"]
 
 
-def test_a_refused_submission_is_one_line_naming_the_flag_and_nothing_is_written(slurm: None, tmp_path: Path) -> None:
-    done = subprocess.run([*SWEEP, "--grid", "latent_dim=2,3", "--partition", "gpu"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+def test_a_refused_submission_is_one_line_naming_the_flag_and_nothing_is_written(
+        slurm: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    done = subprocess.run([*SWEEP, "--grid", "latent_dim=2,3", "--partition", "gpu", "--track", "mlflow"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "--partition" in line and "invalid partition specified: gpu" in line, line
     assert not (tmp_path / "out").exists()
+    client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("vae.train")
+    assert experiment is None or not client.search_runs([experiment.experiment_id])  # no parent run left behind
 
 
 def test_a_failing_cell_says_its_own_error_and_its_log_holds_the_traceback(slurm: None, tmp_path: Path) -> None:

@@ -76,6 +76,8 @@ class Sink(Protocol):
 
     def close(self, status: str = "FINISHED") -> None: ...
 
+    def discard(self) -> None: ...
+
 
 def open_sink(kind: str, sweep: Any = None, saved: Mapping[str, str] | None = None) -> Sink:
     """A sink for one ``atml run`` (``sweep`` None) or one sweep (a parent run, reused when ``saved`` names it)."""
@@ -164,6 +166,11 @@ class MlflowSink:
         if self.parent:
             self.client.set_terminated(self.parent, status)
 
+    def discard(self) -> None:
+        """Delete the sweep's parent run (a sweep the cluster refused before any cell ran)."""
+        if self.parent:
+            self.client.delete_run(self.parent)
+
 
 def _mlflow_params(config: Mapping[str, Any]) -> list[Any]:
     from mlflow.entities import Param
@@ -206,6 +213,9 @@ class WandbSink:
         return {"wandb_group": f"sweep-{self.sweep.name}"} if self.sweep else {}
 
     def close(self, status: str = "FINISHED") -> None:
+        pass
+
+    def discard(self) -> None:
         pass
 
 

@@ -300,6 +300,9 @@ def _run_locked(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], ski
     outcomes: list[Outcome] = []
     try:
         _dispatch(sweep, opts, folder, todo, attached, parallel, threads, state, tracker, say, progress, outcomes)
+    except watch.Rejected:
+        tracker.rejected()
+        raise
     except KeyboardInterrupt:
         tracker.close(outcomes, interrupted=True)
         raise
@@ -421,7 +424,8 @@ def _dispatch(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], attac
         _interrupted(err, opts, running, waiting, state, say, outcomes)
         raise
     finally:
-        bar.close()
+        with contextlib.suppress(OSError):  # a terminal gone with its session
+            bar.close()
         with contextlib.suppress(OSError):  # submitit's local controllers make the folder template itself, empty
             (folder / "logs" / "%j").rmdir()
 

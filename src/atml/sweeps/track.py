@@ -24,6 +24,7 @@ class Tracker:
     def __init__(self, kind: str | None, sweep: Sweep, state: Any, folder: Path, say: Callable[[str], None]) -> None:
         self.kind, self.sweep, self.state, self.folder, self.say = kind, sweep, state, folder, say
         self.sink: Any = None
+        self.new_parent = False
         if kind is None:
             return
         from atml import tracking
@@ -33,6 +34,7 @@ class Tracker:
         except Exception as err:  # noqa: BLE001 - the tracker's own failure, whatever its type, never stops a sweep
             self._failed("opening the sweep's run", err)
             return
+        self.new_parent = not state.data["tracking"]
         state.data["tracking"] = self.sink.parent_ids()
         state.save()
 
@@ -61,6 +63,19 @@ class Tracker:
             self._failed(f"logging cell {cell.name}", err)
             return
         self.state.set(cell.name, tracked={"run": run_id, "sha256": digest})
+
+    def rejected(self) -> None:
+        """The cluster refused the sweep's first submission: a parent run made for it goes again (its folder does
+        too); a reopened one ends KILLED."""
+        if self.sink is None:
+            return
+        try:
+            if self.new_parent:
+                self.sink.discard()
+            else:
+                self.sink.close("KILLED")
+        except Exception as err:  # noqa: BLE001
+            self._failed("ending the sweep's run", err)
 
     def close(self, outcomes: Sequence[Any], *, interrupted: bool) -> None:
         if self.sink is None:
