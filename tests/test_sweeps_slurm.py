@@ -4,7 +4,8 @@ it happens: scancel, a dropped ssh session (SIGHUP), a drained node, a preemptio
 a cluster without accounting, a submission the cluster refuses.
 
 Cells are ``vae.train`` at the smoke preset with one CPU each: ``epochs=1`` ends in seconds, ``epochs=150`` and
-``epochs=300`` run long enough (about 13 s and 20 s) to be caught running.
+``epochs=300`` run long enough (about 13 s and 20 s) to be caught running. A cancelled cell needs the longer one:
+submitit lets a job's SIGTERM pass, so a cell runs on for Slurm's KillWait (10 s here) after scancel.
 """
 
 from __future__ import annotations
@@ -123,22 +124,22 @@ def test_a_cancelled_cell_without_accounting_is_reported_then_resumed_and_tracke
     import mlflow
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # as atml sets it for its default ./mlruns
-    args = ["--grid", "epochs=1,150", "--name", "cancel", "--track", "mlflow"]
+    args = ["--grid", "epochs=1,300", "--name", "cancel", "--track", "mlflow"]
     with configured("--accounting", "none"):
         proc = _start(args, tmp_path)
         lines: list[str] = []
         _read_until(proc, lines, "atml: watching Slurm")
         assert "scontrol show job (no accounting" in lines[-1]
-        long = tmp_path / "out" / "sweep-cancel" / "epochs=150"
+        long = tmp_path / "out" / "sweep-cancel" / "epochs=300"
         _wait(lambda: (long / "config.yaml").is_file(), 120, "the long cell to start")
-        job = _state(tmp_path, "cancel")["epochs=150"]["job_id"]
+        job = _state(tmp_path, "cancel")["epochs=300"]["job_id"]
         subprocess.run(["scancel", job], check=True)
         started = time.monotonic()
         out, _ = proc.communicate(timeout=150)
         seen_after = time.monotonic() - started
     out = "".join(lines) + out
     assert proc.returncode == 1, out
-    assert "stopped: epochs=150: Slurm: CANCELLED" in out, out
+    assert "stopped: epochs=300: Slurm: CANCELLED" in out, out
     assert "1 done, 0 failed, 1 stopped" in out and "the same command resumes them" in out
     assert seen_after < 60, seen_after
     client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
@@ -159,7 +160,7 @@ def test_a_cancelled_cell_without_accounting_is_reported_then_resumed_and_tracke
     assert "1 done, 0 failed, 0 stopped, 1 skipped" in again.stdout
     env = json.loads((long / "results.json").read_text())
     assert env["status"] == "ok"
-    assert sorted(r.info.run_name for r in children()) == ["epochs=1", "epochs=150"]  # each cell exactly once
+    assert sorted(r.info.run_name for r in children()) == ["epochs=1", "epochs=300"]  # each cell exactly once
     assert client.get_run(parent_id).info.status == "FINISHED"
 
 
