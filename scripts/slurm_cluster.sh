@@ -31,7 +31,12 @@ CONF=/etc/slurm/slurm.conf
 CLUSTER=atml
 DB_PASS=atml-slurm
 
-alive() { [[ -f $RUN/$1.pid ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+alive() {  # the pid file's process is running and is that daemon (a dead daemon's pid may be reused)
+  [[ -f $RUN/$1.pid ]] || return 1
+  local pid
+  pid=$(cat "$RUN/$1.pid")
+  kill -0 "$pid" 2>/dev/null && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]]
+}
 
 install_packages() {
   local missing=()

@@ -172,7 +172,8 @@ def node_crash(s: Sweep) -> str:
     slurmctld does once it stops answering; it boots again (slurmd restarted; ReturnToService=2 takes it back)."""
     proc = s.start()
     s.wait_running(checkpoint=True)
-    for pattern in (["-x", "slurmd"], ["-x", "slurmstepd"], ["-f", "submitit.core._submit"]):
+    for pattern in (["-x", "slurmd"], ["-x", "slurmstepd"], ["-x", "srun"], ["-f", "slurm_script"],
+                    ["-f", "submitit.core._submit"]):  # everything a dead node no longer runs
         subprocess.run(["pkill", "-9", *pattern], check=False)
     subprocess.run(["scontrol", "update", "nodename=localhost", "state=down", "reason=atml-fault"], check=True)
     subprocess.run(["bash", str(CLUSTER), "start"], check=True, capture_output=True)
