@@ -26,6 +26,8 @@ class JobState:
 
     state: str
     reason: str = ""
+    start: str = ""
+    """When it started (squeue's ``%S``): a RUNNING job with another start than before was requeued meanwhile."""
 
     @property
     def active(self) -> bool:
@@ -66,15 +68,15 @@ def queued(job_ids: Iterable[str]) -> dict[str, JobState]:
     arrays = sorted({job.split("_")[0] for job in job_ids})
     if not arrays:
         return {}
-    done = _run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r"])
+    done = _run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r|%S"])
     if done.returncode != 0:
         if "Invalid job id" in done.stderr:  # every job has left the queue (and its record expired)
             return {}
         raise QueueError(done.stderr.strip() or f"squeue exited {done.returncode}")
     out = {}
     for line in done.stdout.splitlines():
-        job, state, reason = (line.split("|") + ["", ""])[:3]
-        out[job.strip()] = JobState(state.strip(), "" if reason.strip() == "None" else reason.strip())
+        job, state, reason, start = (line.split("|") + ["", "", ""])[:4]
+        out[job.strip()] = JobState(state.strip(), "" if reason.strip() == "None" else reason.strip(), start.strip())
     return out
 
 

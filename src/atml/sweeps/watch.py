@@ -146,11 +146,12 @@ class SlurmWatcher(Watcher):
                 self.last_error = time.monotonic()
             self.next_query = time.monotonic() + QUEUE_POLL_S[1]
             return {}
-        for job_id, now in states.items():  # RUNNING, then PENDING again: Slurm requeued it (node lost, preempted)
+        for job_id, now in states.items():  # Slurm requeued it (a lost node, preemption, a time limit)
             before = self.states.get(job_id)
-            if before is not None and before.state == "RUNNING" and now.state == "PENDING" and job_id in ids:
-                self.say(f"atml: cell {running[ids[job_id]].name}: requeued by Slurm ({now.reason or 'no reason'}); "
-                         "it resumes from its checkpoints when it starts again")
+            if job_id in ids and before is not None and _requeued(before, now):
+                why = now.reason if now.state == "PENDING" and now.reason else "started again"
+                self.say(f"atml: cell {running[ids[job_id]].name}: requeued by Slurm ({why}); it resumes from its "
+                         "checkpoints")
         out: dict[submitit.Job[Any], queue.JobState | None] = {}
         for job_id in gone:
             job = ids[job_id]
@@ -174,6 +175,13 @@ class SlurmWatcher(Watcher):
         for why, cells in waiting.items():
             shown = ", ".join(cells[:4]) + (f" and {len(cells) - 4} more" if len(cells) > 4 else "")
             self.say(f"atml: {len(cells)} cell(s) pending in Slurm's queue: {why} ({shown})")
+
+
+def _requeued(before: queue.JobState, now: queue.JobState) -> bool:
+    """RUNNING, then PENDING again, or RUNNING since another start: Slurm put the job back in its queue."""
+    if before.state != "RUNNING":
+        return False
+    return now.state == "PENDING" or (now.state == "RUNNING" and now.start != before.start)
 
 
 class DebugWatcher(Watcher):
