@@ -176,7 +176,11 @@ def node_crash(s: Sweep) -> str:
                     ["-f", "submitit.core._submit"]):  # everything a dead node no longer runs
         subprocess.run(["pkill", "-9", *pattern], check=False)
     subprocess.run(["scontrol", "update", "nodename=localhost", "state=down", "reason=atml-fault"], check=True)
-    subprocess.run(["bash", str(CLUSTER), "start"], check=True, capture_output=True)
+    # slurmd's start first tries the dead job steps' sockets (MessageTimeout each): about 80 s here
+    deadline = time.monotonic() + 300
+    while subprocess.run(["bash", str(CLUSTER), "start"], capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise SystemExit("the node did not come back in 5 minutes; see /var/log/atml-slurm")
     s.finish(proc)
     return _first(s.lines, "requeued by Slurm", "stopped: ")
 
