@@ -164,7 +164,7 @@ def preempt(s: Sweep) -> str:
     s.wait_running(checkpoint=True)
     subprocess.run(["scancel", "--signal=USR2", s.job(CELLS[0])], check=True)
     s.finish(proc)
-    return _first(s.lines, f"cell {CELLS[0]}: done")
+    return _first(s.lines, "requeued by Slurm", f"cell {CELLS[0]}: done")
 
 
 def node_crash(s: Sweep) -> str:
