@@ -498,10 +498,10 @@ def _submit_local(executor: submitit.AutoExecutor, job: CellJob, folder: Path) -
 def _finish(job: submitit.Job[Any], cell: Cell, folder: Path, ending: queue.JobState | None) -> Outcome:
     """The cell's outcome from its folder (the truth), its tasks' answers and Slurm's state (the reason)."""
     log, job_id = str(job.paths.stdout), str(job.job_id)
-    reason = watch.reason(job, ending)
     state = cell_state(folder / cell.name)
     if state == "done":
         return Outcome(cell.name, "done", log=log, job_id=job_id)
+    reason = watch.reason(job, ending)
     if state == "failed":
         return Outcome(cell.name, "failed", failure(folder / cell.name) or reason, log, job_id)
     return Outcome(cell.name, "stopped", reason or "the job ended without a result", log, job_id)

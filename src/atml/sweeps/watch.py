@@ -95,7 +95,8 @@ class Watcher:
         self.finished_now = False
 
     def finished(self, running: Mapping[submitit.Job[Any], Any]) -> dict[submitit.Job[Any], queue.JobState | None]:
-        ended = {job: None for job in running if job.done()}
+        # the result files first: submitit's done() also waits for the job's processes to exit (torch's teardown)
+        ended = {job: None for job in running if _all_results(job) or job.done()}
         self.finished_now = bool(ended)
         return dict(ended)
 
@@ -188,6 +189,11 @@ class DebugWatcher(Watcher):
     """submitit's DebugExecutor runs a cell when it is asked whether it is done."""
 
     poll_s = 0.0
+
+    def finished(self, running: Mapping[submitit.Job[Any], Any]) -> dict[submitit.Job[Any], queue.JobState | None]:
+        ended = {job: None for job in running if job.done()}
+        self.finished_now = bool(ended)
+        return dict(ended)
 
 
 def for_executor(executor: str, say: Callable[[str], None], pending_every_s: float) -> Watcher:
