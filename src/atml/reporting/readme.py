@@ -266,8 +266,8 @@ def _overhead(per_cell: float) -> str:
                 "submitit's job processes and the sweep's own start, which checks every cell's config before "
                 "submitting).")
     return (f"In this run `--parallel 1` took {-per_cell:.2f} s per cell less than the loop: what dispatch through "
-            "submitit costs is below the run-to-run noise here (the sweep also starts the next cell as soon as a cell's "
-            "result file appears, without waiting for its process to exit).")
+            "submitit costs is below the run-to-run noise here (the sweep also starts the next cell as soon as a "
+            "cell's result file appears, without waiting for its process to exit).")
 
 
 def slurm_bench_section(report: dict[str, Any]) -> str:
