@@ -118,8 +118,8 @@ def _sweep_command(sub: Subparsers) -> None:
     p.add_argument("--parallel", type=int, metavar="N", help="local: cells at a time (default: from cores and "
                    "memory, one per GPU)")
     p.add_argument("--retry-failed", action="store_true", help="also rerun the cells that failed before")
-    p.add_argument("--dry-run", action="store_true", help="check the spec, list the cells and print the sbatch "
-                   "script; submit nothing")
+    p.add_argument("--dry-run", action="store_true", help="check the spec, list the cells and the parameters "
+                   "submitit's executor would get; submit nothing")
     slurm = p.add_argument_group("Slurm (--executor slurm)")
     slurm.add_argument("--partition")
     slurm.add_argument("--account")
