@@ -16,6 +16,10 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     root = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("ATML_CACHE", str(root / "atml-cache"))
     monkeypatch.setenv("TORCH_HOME", str(root / "torch-home"))
+    # mlflow.set_tracking_uri() also sets MLFLOW_TRACKING_URI, which sweeps started as subprocesses inherit: set then
+    # removed here, so that whatever a test sets is undone after it (and a user's own server is never written to)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root / "hf-cache"))  # read per call

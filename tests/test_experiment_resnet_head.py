@@ -44,7 +44,12 @@ def test_smoke_run_folder_is_complete(tmp_path, capsys):
     assert {"figures/curves.png", "figures/accuracy_vs_resolution.pdf"} <= set(results["figures"])
     refs = {r["metric"]: r for r in results["references"] if r["metric"]}
     assert refs["val_acc_32"]["status"] == "not comparable" and "preset is 'smoke'" in refs["val_acc_32"]["reason"]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["head_r16.pt", "head_r32.pt"]
+    # each stage's checkpoint, and its times for a resumed run that skips it
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["head_r16.pt", "head_r16.timing.json",
+                                                                       "head_r32.pt", "head_r32.timing.json"]
+    timing = json.loads((run / "checkpoints" / "head_r32.timing.json").read_text())["records"]
+    assert [name for name, _, _ in timing] == ["feature_time_s", "backbone_images_per_s", "head_time_s"]
+    assert timing[0][1] == m["feature_time_s_32"]
 
 
 @pytest.mark.slow

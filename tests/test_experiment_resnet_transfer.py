@@ -57,7 +57,9 @@ def test_torchrun_two_gloo_ranks_match_the_single_process_run(tmp_path):
         assert abs(a["loss"] - b["loss"]) <= tolerance, (a, b)
     results = json.loads((two / "results.json").read_text())
     assert results["status"] == "ok" and "2 process(es)" in results["notes"][0]
-    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["head_pretrained_head.pt", "random_full.pt"]
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["head_pretrained_head.pt",
+                                                                       "head_pretrained_head.timing.json",
+                                                                       "random_full.pt"]
 
 
 @pytest.mark.slow
