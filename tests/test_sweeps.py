@@ -368,3 +368,33 @@ def test_a_failing_tracker_never_stops_the_sweep_and_the_next_run_logs_what_it_m
     assert "2 skipped (complete before)" in capsys.readouterr().out
     assert children() == ["latent_dim=2", "latent_dim=3"]  # the missed one now, the other not again
     assert mlflow.get_run(parent).info.status == "FINISHED"
+
+
+def test_an_exit_during_a_checkpoint_write_is_not_a_failed_cell(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """submitit's preemption handler calls sys.exit wherever the cell is; inside torch.save that surfaces as the
+    writer's RuntimeError. The cell exits (to be requeued): no failed results.json (found on the real cluster)."""
+    from atml.sweeps.cell import CellJob
+
+    sweep = spec_lib.expand(spec_lib.Request("vae.train", "smoke", seeds=2), registry())
+    job = CellJob(sweep, sweep.cells[0], tmp_path / "cell", None)
+
+    def preempted_mid_write() -> None:
+        (tmp_path / "cell").mkdir()
+        try:
+            raise SystemExit(-1)  # what submitit's USR2 handler does after requeueing
+        except SystemExit:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4084 vs 4054") from None
+
+    monkeypatch.setattr(job, "_run", preempted_mid_write)
+    with pytest.raises(SystemExit):
+        job()
+    assert not (tmp_path / "cell" / "results.json").exists()
+
+    def bug() -> None:
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(job, "_run", bug)
+    with pytest.raises(RuntimeError):
+        job()
+    assert json.loads((tmp_path / "cell" / "results.json").read_text())["error"] == "RuntimeError: a real bug"

@@ -74,6 +74,9 @@ class CellJob(Checkpointable):
             self._record_failure(err)
             return {"status": "failed", "reason": str(err)}
         except Exception as err:  # a bug: the traceback in the log (submitit's too), the message in results.json
+            exiting = _exit_within(err)
+            if exiting is not None:  # submitit's preemption handler exited mid-write: requeued, not failed
+                raise exiting from None
             traceback.print_exc(file=sys.stdout)
             self._record_failure(err)
             raise
@@ -113,6 +116,23 @@ class CellJob(Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         """Requeue the same call: it resumes the cell from its run folder."""
         return DelayedSubmission(self, *args, **kwargs)
+
+
+def _exit_within(err: BaseException) -> BaseException | None:
+    """The SystemExit or KeyboardInterrupt an error was raised while handling, if any.
+
+    submitit answers a preemption or time-limit signal (USR2) by requeueing the job and calling ``sys.exit`` from
+    the signal handler, wherever the cell is; inside ``torch.save`` that exit surfaces as the writer's RuntimeError
+    ("unexpected pos"), with the SystemExit as its context. It is an exit, not the cell's failure.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if not isinstance(current, Exception):
+            return current
+        current = current.__context__
+    return None
 
 
 def _slurm_cpus() -> int | None:
