@@ -406,7 +406,8 @@ def _dispatch(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], attac
         while running or waiting:
             if opts.executor != "slurm" and waiting and len(running) < parallel:
                 submit([waiting.pop(0) for _ in range(min(parallel - len(running), len(waiting)))])
-            for job, ending in watcher.finished(running).items():
+            ended = watcher.finished(running)
+            for job, ending in ended.items():
                 cell = running.pop(job)
                 outcome = _finish(job, cell, folder, ending)
                 state.set(cell.name, state=outcome.state, job_id=outcome.job_id, log=outcome.log,
@@ -418,7 +419,7 @@ def _dispatch(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], attac
                                 failed=sum(o.state != "done" for o in outcomes), running=len(running))
                 out(f"atml: cell {cell.name}: {outcome.state}" + (f" ({outcome.reason})" if outcome.reason else ""))
             watcher.report_pending(running)
-            if running and not watcher.finished_now:
+            if running and not ended:
                 watcher.sleep()
     except KeyboardInterrupt as err:
         _interrupted(err, opts, running, waiting, state, say, outcomes)

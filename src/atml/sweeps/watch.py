@@ -91,14 +91,9 @@ class Watcher:
     line = ""
     poll_s = 0.1
 
-    def __init__(self) -> None:
-        self.finished_now = False
-
     def finished(self, running: Mapping[submitit.Job[Any], Any]) -> dict[submitit.Job[Any], queue.JobState | None]:
         # the result files first: submitit's done() also waits for the job's processes to exit (torch's teardown)
-        ended = {job: None for job in running if _all_results(job) or job.done()}
-        self.finished_now = bool(ended)
-        return dict(ended)
+        return {job: None for job in running if _all_results(job) or job.done()}
 
     def report_pending(self, running: Mapping[submitit.Job[Any], Any]) -> None:
         pass
@@ -113,7 +108,6 @@ class SlurmWatcher(Watcher):
     poll_s = FILE_POLL_S
 
     def __init__(self, say: Callable[[str], None], pending_every_s: float) -> None:
-        super().__init__()
         self.say, self.pending_every_s = say, pending_every_s
         self.storage = queue.accounting()
         self.interval, self.next_query = QUEUE_POLL_S[0], 0.0
@@ -131,7 +125,6 @@ class SlurmWatcher(Watcher):
         now = time.monotonic()
         if now >= self.next_query and len(ended) < len(running):
             ended.update(self._ask(running, ended))
-        self.finished_now = bool(ended)
         return ended
 
     def _ask(self, running: Mapping[submitit.Job[Any], Any],
@@ -191,9 +184,7 @@ class DebugWatcher(Watcher):
     poll_s = 0.0
 
     def finished(self, running: Mapping[submitit.Job[Any], Any]) -> dict[submitit.Job[Any], queue.JobState | None]:
-        ended = {job: None for job in running if job.done()}
-        self.finished_now = bool(ended)
-        return dict(ended)
+        return {job: None for job in running if job.done()}
 
 
 def for_executor(executor: str, say: Callable[[str], None], pending_every_s: float) -> Watcher:
