@@ -263,3 +263,58 @@ def test_saliency_explains_your_own_images_of_any_size(tmp_path, capsys):
     assert results["sources"]["data"]["name"] == "your images"
     assert {r["condition"]["method"] for r in results["records"] if r["name"] == "deletion_auc"} == {
         "gradcam", "gradcam++", "scorecam", "cls_attention", "rollout", "random"}
+
+
+@pytest.mark.parametrize("grid", [5, 7])
+def test_a_patch_is_scored_over_exactly_the_pixels_it_removes_and_the_aucs_match_a_disjoint_block_loop(grid):
+    """32 px does not divide into 5 or 7 patches: the score window of each patch must be the very pixels that
+    deletion and insertion remove for it (adaptive pooling's overlapping windows ranked other pixels)."""
+    from atml.analysis import saliency as sal
+
+    g = torch.Generator().manual_seed(grid)
+    maps = torch.rand(6, 32, 32, generator=g)
+    x = torch.rand(6, 3, 32, 32, generator=g)
+    sentinel = torch.full((1, 3, 1, 1), -7.0)
+    everything = torch.arange(grid * grid).expand(1, -1)
+    pixels = []  # the pixels fill_masked removes for each patch, found by removing it alone
+    for p in range(grid * grid):
+        keep = everything[everything != p].view(1, -1)
+        pixels.append(sal.fill_masked(x[:1], keep, grid, sentinel)[0, 0] == -7.0)
+    assert torch.stack(pixels).sum(0).eq(1).all()  # the patches tile the image
+    reference = torch.stack([maps[:, mask].mean(1) for mask in pixels], 1)
+    assert torch.allclose(sal.patch_scores(maps, grid), reference, atol=1e-6)
+
+    weights = torch.randn(3 * 32 * 32, 4, generator=g)
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        return (batch.flatten(1) @ weights / 30).softmax(-1)
+
+    target = torch.zeros(6, dtype=torch.long)
+    fill = torch.zeros(1, 3, 1, 1)
+    deletion, insertion = sal.curves(predict, x, sal.patch_scores(maps, grid), target, grid, fill)
+    ref_d, ref_i = [], []
+    for b in range(6):
+        order = reference[b].argsort(descending=True)
+        d_row, i_row = [], []
+        for k in range(grid * grid + 1):
+            removed = torch.zeros(32, 32, dtype=torch.bool)
+            for p in order[:k]:
+                removed |= pixels[int(p)]
+            d_row.append(predict(torch.where(removed, 0.0, x[b])[None])[0, 0])
+            i_row.append(predict(torch.where(removed, x[b], 0.0)[None])[0, 0])
+        ref_d.append(torch.stack(d_row))
+        ref_i.append(torch.stack(i_row))
+    assert torch.allclose(sal.auc(deletion), sal.auc(torch.stack(ref_d)), atol=1e-6)
+    assert torch.allclose(sal.auc(insertion), sal.auc(torch.stack(ref_i)), atol=1e-6)
+
+
+def test_the_sanity_value_is_a_number_or_a_stated_reason_never_a_bare_nan(recwarn):
+    from atml.analysis import saliency as sal
+
+    value, note = sal.sanity_summary([np.array([np.nan, np.nan])], "gradcam", "m")
+    assert value is None and "gradcam" in note and "constant" in note
+    value, note = sal.sanity_summary([np.array([0.5, np.nan]), np.array([0.25])], "gradcam", "m")
+    assert value == pytest.approx(0.375) and "2 of 3" in note
+    value, note = sal.sanity_summary([np.array([0.5])], "gradcam", "m")
+    assert value == 0.5 and note is None
+    assert not [w for w in recwarn if "empty slice" in str(w.message)]

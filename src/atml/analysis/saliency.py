@@ -15,24 +15,34 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+
+def patch_of(size: int, grid: int, device: torch.device | None = None) -> torch.Tensor:
+    """The patch row (or column) of each of ``size`` pixel rows: ``floor(i * grid / size)``, so the patches tile
+    the image without overlap whether or not ``grid`` divides ``size`` (nearest-neighbour upsampling's rule).
+    Scoring and removal both use it: a patch's score is the mean saliency of exactly the pixels it removes."""
+    return torch.arange(size, device=device) * grid // size
 
 
 def fill_masked(x: torch.Tensor, keep: torch.Tensor, grid: int, value: torch.Tensor) -> torch.Tensor:
     """Normalised images with every patch not in ``keep`` ``(B, K)`` set to ``value`` ``(1, C, 1, 1)``."""
-    b, _, size, _ = x.shape
+    b, _, height, width = x.shape
     kept = torch.zeros(b, grid * grid, dtype=torch.bool, device=x.device)
     kept.scatter_(1, keep.to(x.device), True)
-    patch = size // grid
-    pixel = kept.view(b, 1, grid, grid).repeat_interleave(patch, 2).repeat_interleave(patch, 3)
-    if pixel.shape[-1] != size:  # a size the grid does not divide: the last row and column follow their patch
-        pixel = F.interpolate(kept.view(b, 1, grid, grid).float(), size=(size, size), mode="nearest").bool()
+    rows, cols = patch_of(height, grid, x.device), patch_of(width, grid, x.device)
+    pixel = kept.view(b, grid, grid)[:, rows][:, :, cols][:, None]
     return torch.where(pixel, x, value.to(x.device))
 
 
 def patch_scores(maps: torch.Tensor, grid: int) -> torch.Tensor:
-    """``(B, H, W)`` saliency -> ``(B, grid * grid)`` mean saliency per patch, row by row."""
-    return F.adaptive_avg_pool2d(maps[:, None].float(), grid).flatten(1)
+    """``(B, H, W)`` saliency -> ``(B, grid * grid)`` mean saliency per patch, row by row, over the pixels
+    :func:`fill_masked` removes for that patch."""
+    b, height, width = maps.shape
+    label = (patch_of(height, grid, maps.device)[:, None] * grid + patch_of(width, grid, maps.device)[None]).flatten()
+    total = torch.zeros(b, grid * grid, dtype=torch.float64, device=maps.device)
+    total.index_add_(1, label, maps.reshape(b, -1).double())
+    count = torch.bincount(label, minlength=grid * grid).to(total)
+    return (total / count).float()
 
 
 def curves(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, scores: torch.Tensor,
@@ -65,3 +75,17 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
         rho = spearmanr(left, right).statistic if left.std() > 0 and right.std() > 0 else np.nan
         out.append(float(rho))
     return np.array(out)
+
+
+def sanity_summary(rho: list[np.ndarray], method: str, model: str) -> tuple[float | None, str | None]:
+    """The mean sanity rank correlation over the images where it is defined, and a note when some (or all) are
+    not: a map constant over an image (for the trained or the randomised model) has no ranks to correlate."""
+    values = np.concatenate(rho) if rho else np.array([])
+    defined = values[~np.isnan(values)]
+    if not len(defined):
+        return None, (f"{model} {method}: no sanity rank correlation: its maps were constant on all {len(values)} "
+                      "image(s), for the trained or the randomised model (no ranks to correlate)")
+    note = None if len(defined) == len(values) else (
+        f"{model} {method}: sanity rank correlation over {len(defined)} of {len(values)} images (the others' "
+        "maps were constant, with no ranks to correlate)")
+    return float(defined.mean()), note

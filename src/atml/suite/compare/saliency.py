@@ -207,6 +207,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
             out.add("insertion_auc", scored.insertion_auc, model=subject.label, method=method)
             if scored.sanity is not None:
                 out.add("sanity_rank_corr", scored.sanity, model=subject.label, method=method)
+            if scored.note:
+                out.notes.append(scored.note)
             rows.append([subject.label, method, scored.deletion_auc, scored.insertion_auc, scored.sanity])
             if cfg.shown:
                 entries.append(view_entry(subject.label, method, scored, cfg.shown))
@@ -282,6 +284,8 @@ class Scored:
     sanity: float | None
     per_image: tuple[list[float], list[float]] = ([], [])
     """Each image's deletion and insertion AUC, in order (the interactive view shows them)."""
+    note: str | None = None
+    """Why the sanity value is missing or covers fewer images than were scored."""
 
 
 def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -313,10 +317,11 @@ def _explain(subject: common.Subject, methods: list[str], pictures: list[torch.T
                 rho.append(sal.rank_correlation(maps, maps_for(method, scrambled, rows_x, rows_t, cfg, generator)))
             first = maps if first is None else first
         d_curve, i_curve = torch.cat(deletion), torch.cat(insertion)
-        sanity = float(np.nanmean(np.concatenate(rho))) if rho else None
+        sanity, note = sal.sanity_summary(rho, method, subject.label) if rho else (None, None)
         d_auc, i_auc = sal.auc(d_curve), sal.auc(i_curve)
         yield method, Scored({"deletion": d_curve.mean(0), "insertion": i_curve.mean(0), "maps": first},
-                             float(d_auc.mean()), float(i_auc.mean()), sanity, (d_auc.tolist(), i_auc.tolist()))
+                             float(d_auc.mean()), float(i_auc.mean()), sanity, (d_auc.tolist(), i_auc.tolist()),
+                             note)
 
 
 def prepare(subject: common.Subject, pictures: list[torch.Tensor], batch_size: int,
