@@ -199,3 +199,51 @@ def test_every_experiment_uses_the_folder_and_skip_bad_images_it_is_given(experi
     notes = json.loads((run / "results.json").read_text())["notes"]
     assert any("broken.jpg" in n and "left out" in n for n in notes)
     assert any(n.startswith("folder:photos: decoded at") for n in notes)  # the notes say the decode size and why
+
+
+def _split_layout(root, splits, classes=("cat", "coffee")):
+    for split in splits:
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(3):
+                Image.fromarray(np.full((20, 20, 3), 60 * c + 20 * i, np.uint8)).save(root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("splits, named", [(("val", "test"), "test/, val/"), (("val",), "val/"),
+                                           (("validation",), "validation/")])
+def test_split_folders_without_train_are_refused_not_read_as_classes(tmp_path, splits, named):
+    root = _split_layout(tmp_path / "d", splits)
+    with pytest.raises(DataError) as caught:
+        folder.load(root, size=16)
+    message = str(caught.value)
+    assert f"split folder(s) {named}" in message and "no train/" in message and "--data-dir" in message
+    assert "\n" not in message
+
+
+def test_every_folder_left_out_of_a_split_layout_is_named_in_the_notes(tmp_path):
+    root = _split_layout(tmp_path / "d", ("train", "val", "test"))
+    (root / "__MACOSX" / "train").mkdir(parents=True)
+    (root / "notes").mkdir()
+    read = folder.load(root, size=16)
+    assert read.data.train.classes == ["cat", "coffee"] and len(read.data.val) == 6
+    left = [n for n in read.readiness.notes if "left out" in n]
+    assert len(left) == 1 and "test/" in left[0] and "__MACOSX/" in left[0] and "notes/" in left[0], left
+
+
+def test_a_macos_archive_folder_is_never_a_class(tmp_path):
+    root = _split_layout(tmp_path / "flat", ("",), classes=("cat", "coffee", "rocket"))
+    (root / "__MACOSX" / "cat").mkdir(parents=True)
+    (root / "__MACOSX" / "cat" / "._0.png").write_bytes(b"\0\5\26\7")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(root / "__MACOSX" / "cat" / "1.png")
+    read = folder.load(root, size=16)
+    assert read.data.train.classes == ["cat", "coffee", "rocket"]
+    assert any("__MACOSX/" in n and "left out" in n for n in read.readiness.notes)
+
+
+def test_the_empty_class_note_names_the_class_and_every_split_it_is_empty_in(photos):
+    (photos / "train" / "dogs").mkdir()
+    (photos / "val" / "dogs").mkdir()
+    notes = folder.load(photos, size=16).readiness.notes
+    note = next(n for n in notes if "dogs" in n)
+    assert "the dataset has 3 classes (ants, bees, cats)" in note and "val/" in note and "train/" in note, note

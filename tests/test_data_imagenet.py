@@ -30,12 +30,38 @@ def test_classes_follow_the_sorted_wordnet_ids_with_timms_names(val_folder):
     assert "bicubic" in read.data.source
 
 
-def test_a_missing_or_foreign_class_folder_is_named(val_folder, tmp_path):
+def test_a_subset_of_wordnet_ids_keeps_their_imagenet_indices_and_says_it_is_a_subset(tmp_path):
+    root = imagenet.write_val_folder(tmp_path / "all", per_class=1)
+    wnids, _ = imagenet.wnids_and_names()
+    keep = {wnids[3], wnids[281], wnids[999], wnids[500]}
+    for folder in (root / "val").iterdir():
+        if folder.name not in keep:
+            shutil.rmtree(folder)
+    read = imagenet.load(root, size=16, progress=False)
+    assert sorted(read.data.val.labels.tolist()) == [3, 281, 500, 999] and len(read.data.val.classes) == 1000
+    assert read.data.subset == "a subset of 4 of ImageNet-1k's 1,000 classes"
+    assert any("subset of 4 of ImageNet-1k's 1,000 classes" in n and "not comparable" in n
+               for n in read.readiness.notes)
+
+
+def test_a_published_imagenet_figure_is_not_compared_with_a_run_on_a_subset():
+    from atml import references
+    from atml.results import Metric, Metrics, RunResults
+    from atml.suite.vit import classify
+
+    ref = classify.REFERENCES[0]
+    cfg = classify.ClassifyConfig(data="imagenet", arch="deit_small_patch16_224", weights="imagenet")
+    whole = RunResults(metrics=Metrics([Metric("val_acc", 0.799, condition={"top_k": 1})]), preset="full",
+                       sources={"data": {"name": "imagenet"}})
+    assert references.compare(ref, whole, cfg)["status"] == "within"
+    part = RunResults(metrics=whole.metrics, preset="full",
+                      sources={"data": {"name": "imagenet", "subset": "a subset of 4 of ImageNet-1k's 1,000 classes"}})
+    row = references.compare(ref, part, cfg)
+    assert row["status"] == "not comparable" and "subset of 4" in row["reason"]
+
+
+def test_a_foreign_class_folder_is_named(val_folder, tmp_path):
     copy = shutil.copytree(val_folder, tmp_path / "copy")
-    shutil.rmtree(copy / "val" / "n01443537")
-    with pytest.raises(DataError, match=r"1 of ImageNet-1k's 1,000 class folders are missing \(n01443537\)"):
-        imagenet.load(copy, size=16, progress=False)
-    (copy / "val" / "n01443537").mkdir()
     (copy / "val" / "cats").mkdir()
     with pytest.raises(DataError, match=r"1 folder\(s\) are not ImageNet-1k WordNet IDs \(cats\)"):
         imagenet.load(copy, size=16, progress=False)

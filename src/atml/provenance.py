@@ -58,6 +58,8 @@ class DataSource:
     """The user's own image files, when the run read a list of them."""
     held_out: str = "val"
     """What the held-out split is called here (``test`` for the CLIP experiments)."""
+    subset: str | None = None
+    """How the data is only a part of the named dataset (:attr:`atml.data.ImageDataset.subset`)."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -78,4 +78,7 @@ def _unmet(ref: Reference, results: RunResults, cfg: Any) -> list[str]:
         have = results.preset if key == "preset" else getattr(cfg, key, None)
         if have != wanted:
             unmet.append(f"{key} is {have!r}, the reference used {wanted!r}")
+    subset = (results.sources.get("data") or {}).get("subset") if "data" in ref.requires else None
+    if subset:
+        unmet.append(f"the data is {subset}, the reference used the whole dataset")
     return unmet

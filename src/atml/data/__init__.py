@@ -50,3 +50,6 @@ class ImageDataset:
     train: ImageSplit
     val: ImageSplit
     source: str
+    subset: str | None = None
+    """How this is only a part of the named dataset (ImageNet-1k folders for some of its classes): a figure
+    published on the whole dataset is then not comparable (:mod:`atml.references`)."""

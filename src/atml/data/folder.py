@@ -26,6 +26,10 @@ from atml.data.decode import is_image_file
 from atml.errors import DataError
 
 VAL_NAMES = ("val", "valid", "validation", "test")
+"""Held-out split folders, in the order one is picked as the validation split."""
+SPLIT_NAMES = ("train", *VAL_NAMES)
+JUNK_NAMES = ("__MACOSX",)
+"""Folders archive tools leave behind (macOS's zip): never a class or a split."""
 
 
 @dataclasses.dataclass
@@ -69,9 +73,9 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; pass --data-dir DIR with DIR/train/CLASS/*.jpg "
                         "(and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
-    train_dir = root / "train" if (root / "train").is_dir() else root
-    val_dir = next((root / n for n in VAL_NAMES if (root / n).is_dir()), None) if train_dir != root else None
-    folders = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    train_dir, val_dir, left_out = layout(root)
+    folders = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                     and p.name not in JUNK_NAMES)
     if val_dir is not None:
         extra = sorted({p.name for p in val_dir.iterdir() if p.is_dir() and not p.name.startswith(".")} - set(folders))
         if extra:
@@ -106,9 +110,45 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
               + (", converted to grey" if grayscale else ""))
     readiness = Readiness.of(list(splits.values()))
     if empty:
-        readiness.notes.append(f"{len(empty)} class folder(s) of {train_dir} hold no images and were left out, so "
-                               f"the dataset has {len(classes)} classes: {', '.join(empty)}")
+        readiness.notes.append(empty_note(empty, classes, train_dir, val_dir))
+    if left_out:
+        readiness.notes.append(f"{len(left_out)} folder(s) of {root} left out: {', '.join(n + '/' for n in left_out)} "
+                               f"(atml reads {train_dir.name}/ for training and "
+                               f"{val_dir.name + '/' if val_dir else 'a split of it'} for validation)")
     return FolderRead(ImageDataset(f"folder:{root.name}", train, val, source), bad, readiness)
+
+
+def layout(root: Path) -> tuple[Path, Path | None, list[str]]:
+    """The training folder, the validation folder (None: split here) and the folders of ``root`` left out.
+
+    Split folders are recognised by name (train, val, valid, validation, test; any case). A root with split folders
+    but no train/ is refused: read as classes, ``val/`` and ``test/`` would become a two-class dataset."""
+    subfolders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    splits = {n.lower(): n for n in subfolders if n.lower() in SPLIT_NAMES}
+    junk = [n for n in subfolders if n in JUNK_NAMES]
+    if not splits:
+        return root, None, junk
+    if "train" not in splits:
+        named = ", ".join(n + "/" for n in sorted(splits.values()))
+        raise DataError(f"{root} has split folder(s) {named} but no train/: atml trains on DIR/train/CLASS/*.jpg and "
+                        "validates on DIR/val/CLASS/*.jpg. Add a train/ folder, or pass --data-dir "
+                        f"{root / sorted(splits.values())[0]} to use that folder's classes alone (split here, fixed "
+                        "seed)")
+    train = root / splits["train"]
+    val = next((root / splits[n] for n in VAL_NAMES if n in splits), None)
+    return train, val, [n for n in subfolders if root / n not in (train, val)]
+
+
+def empty_note(empty: list[str], classes: list[str], train_dir: Path, val_dir: Path | None) -> str:
+    """Which class folders were left out for holding no images, in which splits, and what the dataset is then."""
+    said = []
+    for name in empty:
+        held = len(list_files(val_dir, [name])[0]) if val_dir is not None else 0
+        where = f"{train_dir.name}/" + (f" and {val_dir.name}/" if val_dir is not None and not held else "")
+        said.append(f"{name} (empty in {where}" + (f"; its {held} image(s) in {val_dir.name}/ are left out too"
+                                                     if held and val_dir is not None else "") + ")")
+    return (f"{len(empty)} class folder(s) hold no images and were left out: {', '.join(said)}; so the dataset has "
+            f"{len(classes)} classes ({', '.join(classes)})")
 
 
 def decoded_as(size: int, interpolation: str, crop: int | None) -> str:

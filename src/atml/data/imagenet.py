@@ -3,6 +3,9 @@
     DIR/val/n01440764/ILSVRC2012_val_00000293.JPEG      (1,000 folders named by WordNet ID)
     DIR/train/n01440764/*.JPEG                          (optional; read only when present)
 
+A subset of the WordNet-ID folders is read as it is: each class keeps its ImageNet-1k index,
+and the run says it holds a subset (published ImageNet-1k figures are then not comparable).
+
 Class indices are the positions of the sorted WordNet IDs and class names come from the
 list inside timm, so a model with an ImageNet-1k head is scored on its own classes. Images
 are decoded once into :mod:`atml.data.cache` at the size the model's preprocessing resizes
@@ -20,7 +23,8 @@ from atml.data import ImageDataset, ImageSplit, cache
 from atml.data.folder import FolderRead, Readiness, as_image_split, decoded_as, list_files, unreadable
 from atml.errors import DataError
 
-LAYOUT = "DIR/val/<wnid>/*.JPEG (the 1,000 WordNet-ID folders of ILSVRC2012's validation set, e.g. n01440764)"
+LAYOUT = ("DIR/val/<wnid>/*.JPEG (ILSVRC2012's validation set: its 1,000 WordNet-ID folders, or some of them, e.g. "
+          "n01440764)")
 
 
 def wnids_and_names() -> tuple[list[str], list[str]]:
@@ -38,8 +42,7 @@ def load(root: str | Path, *, size: int, interpolation: str = "bicubic", crop: i
     parts = {name: root / name for name in ("train", "val") if (root / name).is_dir()}
     if "val" not in parts:
         raise DataError(f"{root / 'val'} does not exist; data=imagenet reads {LAYOUT}; pass --data-dir DIR")
-    for folder in parts.values():
-        _check_classes(folder, wnids)
+    present = {name: _check_classes(folder, wnids) for name, folder in parts.items()}
     splits = {}
     for name, folder in parts.items():
         files, labels = list_files(folder, wnids)
@@ -50,24 +53,31 @@ def load(root: str | Path, *, size: int, interpolation: str = "bicubic", crop: i
     train = as_image_split(splits["train"], names) if "train" in splits else ImageSplit(
         torch.empty((0, 3, size, size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64), names)
     source = (f"ImageNet-1k validation set at {root / 'val'} ({len(val):,} images"
+              + (f" of {len(present['val']):,} classes" if len(present["val"]) < len(wnids) else "")
               + (f"; train/ {len(train):,}" if len(train) else "; no train/") + "; classes: sorted WordNet IDs, "
               "names from timm); " + decoded_as(size, interpolation, crop))
-    return FolderRead(ImageDataset("imagenet", train, val, source), bad, Readiness.of(list(splits.values())))
+    readiness = Readiness.of(list(splits.values()))
+    subset = None
+    if len(present["val"]) < len(wnids):
+        subset = f"a subset of {len(present['val']):,} of ImageNet-1k's 1,000 classes"
+        readiness.notes.append(f"{root / 'val'} holds {subset} ({', '.join(present['val'][:5])}"
+                               + (", ..." if len(present["val"]) > 5 else "") + "): each keeps its ImageNet-1k "
+                               "class index, so a model's 1,000-class head is scored on them as they are; accuracy "
+                               "on a subset is not comparable with published ImageNet-1k figures")
+    return FolderRead(ImageDataset("imagenet", train, val, source, subset), bad, readiness)
 
 
-def _check_classes(folder: Path, wnids: list[str]) -> None:
+def _check_classes(folder: Path, wnids: list[str]) -> list[str]:
+    """The WordNet IDs ``folder`` holds (a subset of ImageNet-1k's is fine); folders that are not one, refused."""
     present = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    missing = [w for w in wnids if w not in present]
     foreign = sorted(present - set(wnids))
-    if missing or foreign:
-        said = []
-        if missing:
-            said.append(f"{len(missing)} of ImageNet-1k's 1,000 class folders are missing ({', '.join(missing[:5])}"
-                        + (", ..." if len(missing) > 5 else "") + ")")
-        if foreign:
-            said.append(f"{len(foreign)} folder(s) are not ImageNet-1k WordNet IDs ({', '.join(foreign[:5])})")
-        raise DataError(f"{folder}: {'; '.join(said)}. data=imagenet reads {LAYOUT}; for another set of classes "
-                        "use data=folder")
+    if foreign:
+        raise DataError(f"{folder}: {len(foreign)} folder(s) are not ImageNet-1k WordNet IDs "
+                        f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}). data=imagenet reads "
+                        f"{LAYOUT} (all of them or some); for another set of classes use data=folder")
+    if not present:
+        raise DataError(f"{folder} holds no ImageNet-1k class folders; data=imagenet reads {LAYOUT}")
+    return [w for w in wnids if w in present]
 
 
 def write_val_folder(root: str | Path, *, per_class: int = 1, size: tuple[int, int] = (40, 52), seed: int = 0,

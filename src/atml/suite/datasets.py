@@ -113,7 +113,7 @@ def load(cfg: Any, ctx: RunContext, pixels: Sequence[Preprocessing], *, limits: 
             seconds=round(ready.seconds if ready else time.perf_counter() - start, 3),
             from_cache=bool(ready and ready.from_cache), cache=ready.cache if ready else None,
             notes=(ready.notes if ready else []) + ([f"{data.name}: {plan.why}."] if plan else []),
-            decode=plan.as_json() if plan is not None else None)
+            decode=plan.as_json() if plan is not None else None, subset=data.subset)
         ctx.record_source("data", source)
         ctx.record_env("data", {"images": source.images, "seconds": source.seconds, "from_cache": source.from_cache,
                                 "cache": source.cache, **({"decode": source.decode} if source.decode else {})})
