@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 
+import atml
 from atml import cli
 
 
@@ -113,7 +114,7 @@ def test_failed_runs_are_reported_with_their_reason_and_bad_folders_are_listed(s
     folders = [smoke_run, *(runs / "gan").iterdir(), *(runs / "early").iterdir(), tmp_path / "empty", unfinished]
     assert cli.main(["report", *map(str, folders), "--out", str(tmp_path / "rep")]) == 0
     err = capsys.readouterr().err
-    assert f"not included: {tmp_path / 'empty'}: " in err and "is not an atml run folder" in err
+    assert f"not included: {tmp_path / 'empty'} is not an atml run folder" in err
     assert f"atml run vae.train --resume {unfinished}" in err
     html = (tmp_path / "rep" / "report.html").read_text()
     assert html.count('class="badge failed"') >= 2 and "won outright" in html and "is missing" in html
@@ -279,3 +280,24 @@ def test_a_parent_folder_stands_for_the_runs_inside_and_nothing_is_an_error(smok
     assert "resnet.head" in (tmp_path / "r" / "report.md").read_text()
     with pytest.raises(UsageError, match="there was nothing to read"):
         atml.report([], tmp_path / "empty")
+
+
+@pytest.mark.parametrize("results, config, why", [
+    ({"accuracy": 0.93}, "experiment: resnet.head\n", "its results.json has no experiment"),
+    ({"accuracy": 0.93}, "experiment: nosuch.exp\n", "its results.json has no experiment"),
+    ({"experiment": "resnet.head", "status": "ok", "schema": 99}, "experiment: resnet.head\n", "written by a newer"),
+    ({"experiment": "vae.train", "status": "ok", "schema": 2}, "experiment: resnet.head\n", "config.yaml says"),
+    ([1, 2], "experiment: resnet.head\n", "holds a JSON list"),
+])
+def test_a_foreign_folder_is_not_an_atml_run_for_the_report_or_load(tmp_path, capsys, results, config, why):
+    from atml.errors import RunDirError
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.yaml").write_text(config)
+    (foreign / "results.json").write_text(json.dumps(results))
+    assert cli.main(["report", str(foreign), "--out", str(tmp_path / "rep")]) == 3
+    err = capsys.readouterr().err
+    assert why in err and err.count(str(foreign)) == 1, err  # named once, not once per line and again in the error
+    with pytest.raises(RunDirError, match=why):
+        atml.load(foreign)

@@ -119,8 +119,9 @@ class Run:
 
         self.path = Path(path)
         _check_finished(self.path)
-        self.results = RunResults.from_json(read_json(self.path / "results.json"))
-        self.config: dict[str, Any] = read_yaml(self.path / "config.yaml")
+        self.config: dict[str, Any] = read_yaml(self.path / "config.yaml") if (self.path / "config.yaml").is_file() \
+            else {}
+        self.results = RunResults.from_folder(self.path, self.config)
         env = self.path / "env.json"
         self.env: dict[str, Any] = read_json(env) if env.is_file() else {}
         self.grid: dict[str, Any] = {}

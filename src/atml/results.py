@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -297,6 +298,15 @@ class RunResults(Results):
     schema: int = SCHEMA
 
     @classmethod
+    def from_folder(cls, path: Path, config: Mapping[str, Any]) -> RunResults:
+        """A run folder's results.json, checked to be atml's (:func:`check_written`) before it is read."""
+        from atml.run_dir import read_json
+
+        raw = read_json(path / "results.json")
+        check_written(raw, config, path)
+        return cls.from_json(raw)
+
+    @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> RunResults:
         """From a results.json of any schema (older ones: records rebuilt from the flat view)."""
         if raw.get("schema", 1) >= 2 and "records" in raw:
@@ -315,6 +325,31 @@ class RunResults(Results):
                    device=raw.get("device"), sources=dict(raw.get("sources") or {}),
                    references=list(raw.get("references") or []), rehearsal=bool(raw.get("rehearsal")),
                    schema=int(raw.get("schema", 1)))
+
+
+def check_written(raw: Any, config: Mapping[str, Any], path: Path) -> None:
+    """Refuse, with a :class:`~atml.errors.RunDirError` naming ``path``, a results.json atml did not write: every
+    schema atml has written names the experiment and the run's status, the schema is one this atml reads, and the
+    experiment is the one config.yaml names."""
+    from atml.errors import RunDirError
+
+    def refuse(why: str) -> None:
+        raise RunDirError(f"{path} is not an atml run: {why}; pass a folder 'atml run' wrote (it prints the path)")
+
+    if not isinstance(raw, Mapping):
+        refuse("its results.json is not a JSON object")
+    if not isinstance(raw.get("experiment"), str) or not raw["experiment"]:
+        refuse("its results.json has no experiment")
+    if not isinstance(raw.get("status"), str):
+        refuse("its results.json has no status")
+    schema = raw.get("schema", 1)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        refuse(f"its results.json has schema {schema!r}")
+    if schema > SCHEMA:
+        raise RunDirError(f"{path}/results.json has schema {schema}, written by a newer atml (this one reads up to "
+                          f"{SCHEMA}); upgrade atml (pip install -U atml) to read it")
+    if config.get("experiment") != raw["experiment"]:
+        refuse(f"its results.json is of {raw['experiment']}, but config.yaml says {config.get('experiment')!r}")
 
 
 def under(records: Iterable[Metric], **condition: Any) -> list[Metric]:

@@ -98,9 +98,11 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *, static:
             views.append(_load(path, len(views), reg, explore=not static))
         except RunDirError as err:
             skipped.append(Skipped(str(path), str(err)))
-            warn(f"{path}: {err}")
-    if not views:
-        raise RunDirError("no run folder could be read: " + "; ".join(f"{s.path}: {s.reason}" for s in skipped))
+    said = [s.reason if s.reason.startswith(s.path) else f"{s.path}: {s.reason}" for s in skipped]
+    if not views:  # said once, in the error
+        raise RunDirError("no run folder could be read: " + "; ".join(said))
+    for line in said:
+        warn(line)
     groups = group_by_seed(views, reg)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -234,8 +236,8 @@ def _load(path: Path, index: int, reg: Registry, *, explore: bool = False) -> Ru
         experiment = (run.read_config() or {}).get("experiment", "EXPERIMENT")
         raise RunDirError(f"{path} has no results: the run did not finish. If it was interrupted, continue it with "
                           f"'atml run {experiment} --resume {path}'")
-    results = RunResults.from_json(run.read_results())
     config = run.read_config()
+    results = RunResults.from_folder(path, config)
     env = run.read_env() if (path / "env.json").is_file() else {}
     exp = reg.get(results.experiment) if results.experiment in reg.names() else None
     discussion = discuss(exp, results)
