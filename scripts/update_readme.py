@@ -30,6 +30,10 @@ def main(argv: list[str]) -> int:
         benchmarks.mkdir(exist_ok=True)
         (benchmarks / "demo-results.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
         print(f"{len(summary['experiments'])} experiments -> benchmarks/demo-results.json")
+    from atml.suite import catalog
+
+    catalog.FILE.write_text(catalog.generate())
+    print(f"{catalog.FILE.relative_to(ROOT)}: rewritten from the registry")
     path = ROOT / "README.md"
     path.write_text(readme.update(path.read_text(), benchmarks))
     print("README.md: generated sections rewritten from benchmarks/")

@@ -194,3 +194,23 @@ def test_a_weights_path_that_does_not_exist_is_named_before_any_run_folder(exper
     err = capsys.readouterr().err
     assert code == 3 and f"{missing} does not exist" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv, code", [(["--version"], 0), (["--help"], 0), (["list"], 0), (["models"], 0),
+                                        (["run", "resnet.nope"], 2), (["run", "resnet.head", "--preset", "huge"], 2),
+                                        (["sweep", "resnet.nope"], 2), (["run", "resnet.head", "--bogus"], 2),
+                                        (["bench", "resnet.nope"], 2), (["run"], 2)])
+def test_the_prompt_answers_import_no_torch(argv, code):
+    """--version, --help, list, models and these usage errors answer without torch, torchvision, scikit-learn or
+    pandas (seconds on 2 cores): scripts/cli_latency.py times them."""
+    probe = ("import sys\nfrom atml import cli\ntry:\n    code = cli.main(sys.argv[1:])\nexcept SystemExit as e:\n"
+             "    code = e.code\nheavy = [m for m in ('torch', 'torchvision', 'sklearn', 'pandas', 'timm') "
+             "if m in sys.modules]\nprint('HEAVY', heavy, 'CODE', code, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120)
+    assert f"HEAVY [] CODE {code}" in done.stderr, done.stderr[-2000:]
+
+
+def test_the_catalog_atml_list_reads_is_the_registry_s_own():
+    from atml.suite import catalog
+
+    assert catalog.FILE.read_text() == catalog.generate(), "run: python scripts/update_readme.py"

@@ -7,6 +7,7 @@ epochs have whole-number ticks, and no two tick labels on an axis overlap.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow  # one module fixture runs every experiment's smok
 
 
 @pytest.fixture(scope="module")
-def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def figures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """``{experiment/figure name: Figure}`` for every experiment's smoke run."""
     drawn: dict[str, object] = {}
     current = {"name": ""}
@@ -37,6 +38,7 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     mp = pytest.MonkeyPatch()
     mp.setattr(figure_style, "save", keep)
     mp.setattr(plt, "close", lambda *_a, **_k: None)  # keep the artists for inspection
+    mp.setitem(plt.rcParams, "figure.max_open_warning", 0)  # held open on purpose, closed at teardown
     try:
         for exp in registry():
             current["name"] = exp.name
@@ -45,9 +47,10 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
                 runner.execute(exp, cfg, preset="smoke", out=out, say=lambda _m: None)
             except Exception:  # noqa: BLE001 - results.json needs the figure files we did not write
                 pass
+        yield drawn
     finally:
         mp.undo()
-    return drawn
+        plt.close("all")
 
 
 def _points(ax) -> np.ndarray:
@@ -205,3 +208,29 @@ def test_many_images_are_split_over_figures_of_at_most_eight(tmp_path):
     assert cli.main(["run", "vit.classify", "--preset", "smoke", "--set", f"images=[{folder}]", "--out", str(out)]) == 0
     names = sorted(p.name for p in next(out.iterdir()).joinpath("figures").glob("*.png"))
     assert names == ["predictions_photos_1.png", "predictions_photos_2.png"]
+
+
+def test_no_figure_stays_open_after_a_run_in_one_process_saved_or_failed(tmp_path, monkeypatch):
+    """A notebook, ``atml demo`` or a sweep controller runs many experiments in one process: every figure a run
+    opened is closed when it ends, saved or not (a run that fails after drawing left its figures open)."""
+    from atml import errors
+    from atml.registry import Experiment
+
+    mine = plt.figure()  # the user's own figure, opened before: left alone
+    for name in ("vae.train", "compare.probe", "resnet.features"):
+        exp = registry().get(name)
+        cfg = config_lib.build(exp.config_cls, exp.presets, "smoke", ["device=cpu"])
+        runner.execute(exp, cfg, preset="smoke", out=tmp_path, say=lambda _m: None)
+        assert plt.get_fignums() == [mine.number], name
+
+    def draws_then_fails(cfg, ctx):
+        figure_style.figure(2)
+        raise errors.DataError("the data vanished after the first figure")
+
+    exp = registry().get("vae.train")
+    broken = Experiment(exp.name, exp.summary, exp.config_cls, exp.presets, draws_then_fails)
+    cfg = config_lib.build(exp.config_cls, exp.presets, "smoke", ["device=cpu"])
+    with pytest.raises(errors.DataError):
+        runner.execute(broken, cfg, preset="smoke", out=tmp_path, say=lambda _m: None)
+    assert plt.get_fignums() == [mine.number]
+    plt.close(mine)

@@ -72,6 +72,18 @@ def save(fig: Any, stem: Path, *, relative_to: Path) -> list[str]:
     return paths
 
 
+def opened() -> set[int]:
+    """The numbers of the pyplot figures open now (a run closes the ones it opens: :func:`close_since`)."""
+    return set(plt.get_fignums())
+
+
+def close_since(before: set[int]) -> None:
+    """Close every figure opened since :func:`opened` returned ``before``: a run's figures, saved or left by a
+    failure, never pile up in a notebook, ``atml demo`` or a sweep controller; the user's own stay open."""
+    for number in set(plt.get_fignums()) - before:
+        plt.close(number)
+
+
 def close(fig: Any) -> None:
     """Drop a figure without saving it (a torchrun rank other than 0 draws but writes nothing)."""
     plt.close(fig)

@@ -177,6 +177,9 @@ def execute(exp: Experiment[Any], cfg: Any, *, preset: str, out: str | Path | No
     is_main = ranks is None or ranks.rank == 0
     say = say if is_main else (lambda _message: None)
     ctx: RunContext | None = None
+    from atml import figures
+
+    before = figures.opened()
     try:
         if resume and not resume_changes and _finished(run):
             more = "epochs=N" if python else "--set epochs=N"
@@ -198,6 +201,7 @@ def execute(exp: Experiment[Any], cfg: Any, *, preset: str, out: str | Path | No
         say(f"atml: results in {run.path / 'results.json'}")
         return run
     finally:
+        figures.close_since(before)
         run.close_tensorboard()
         run.unlock()
         for folder in ctx.private if ctx else ():

@@ -297,6 +297,18 @@ def slurm_faults_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cli_latency_section(report: dict[str, Any]) -> str:
+    """``scripts/cli_latency.py``'s JSON: each prompt answer's median time beside ``python -c pass``."""
+    lines = [f"`{report['command'].strip()}` at {report['commit']}, {report['date']}, on {report['cores']} cores "
+             f"(`benchmarks/{report.get('file', 'cli-latency-cpu.json')}`); median of {report['repeats']} processes "
+             f"each; `python -c pass` took {report['python_pass_s']:.2f} s and `python -c 'import torch'` "
+             f"{report['import_torch_s']:.2f} s in the same run:", "",
+             "| command | seconds | over `python -c pass` | exit |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{r['command']}` | {r['seconds']:.2f} | {r['over_python']:+.2f} | {r['exit']} |"
+              for r in report["rows"]]
+    return "\n".join(lines)
+
+
 def explore_section(report: dict[str, Any]) -> str:
     """``scripts/explore_bench.py``'s JSON: the report with and without its views, each view's share, the scatter at
     two sizes in Chromium, and the screenshots."""
@@ -324,6 +336,7 @@ def explore_section(report: dict[str, Any]) -> str:
 
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "explore-cpu": ("explore-cpu.json", explore_section),
+    "cli-latency-cpu": ("cli-latency-cpu.json", cli_latency_section),
     "sweep-cpu": ("sweep-cpu.json", sweep_section),
     "sweep-slurm-cpu": ("sweep-slurm-cpu.json", slurm_bench_section),
     "slurm-faults": ("slurm-faults.json", slurm_faults_section),
