@@ -57,7 +57,8 @@ class Sampler(threading.Thread):
 class Sweep:
     def __init__(self, work: Path, name: str, extra: list[str]) -> None:
         self.work, self.name = work, name
-        self.command = [sys.executable, "-m", "atml", "sweep", "vae.train", "--grid", "latent_dim=2,3", "--set",
+        self.command = [sys.executable, "-m", "atml", "sweep", "vae.train", "--preset", "smoke", "--grid",
+                        "latent_dim=2,3", "--set",
                         "epochs=300", "--executor", "slurm", "--out", "out", "--name", name, "--track", "mlflow",
                         *extra]
         self.folder = work / "out" / f"sweep-{name}"

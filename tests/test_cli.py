@@ -214,3 +214,18 @@ def test_the_catalog_atml_list_reads_is_the_registry_s_own():
     from atml.suite import catalog
 
     assert catalog.FILE.read_text() == catalog.generate(), "run: python scripts/update_readme.py"
+
+
+def test_a_run_at_the_default_preset_without_its_data_names_the_demo_preset(tmp_path, capsys):
+    """Without --preset, run and sweep both take full (one rule); its missing files say how to try it offline."""
+    from atml import config as config_lib
+    from atml.suite import registry
+    from atml.sweeps import spec as spec_lib
+
+    assert config_lib.DEFAULT_PRESET == "full"
+    request = spec_lib.Request("vae.train")
+    request.vary("latent_dim", [2, 3])
+    assert spec_lib.expand(request, registry()).preset == "full"
+    code = run_cli("run", "resnet.head", "--data-dir", str(tmp_path / "nowhere"), "--offline", "--out", str(tmp_path))
+    err = capsys.readouterr().err
+    assert code == 3 and "atml run resnet.head --preset demo" in err and len(err.strip().splitlines()) == 1, err

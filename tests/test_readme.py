@@ -27,3 +27,17 @@ def test_each_measured_file_has_its_section_in_the_readme():
     for name, (file, _render) in readme.SECTIONS.items():
         if (ROOT / "benchmarks" / file).is_file():
             assert readme.current(text, name) == readme.render(name, ROOT / "benchmarks"), name
+
+
+def test_the_exit_code_table_is_the_code_s_own():
+    import re
+
+    from atml import errors
+
+    table = (ROOT / "README.md").read_text().split("### Exit codes")[1].split("\n\n")[1]
+    listed: dict[int, set[str]] = {}
+    for row in table.splitlines()[2:]:
+        code, _when, names = [c.strip() for c in row.strip("|").split("|")]
+        for number in code.split("/"):
+            listed[int(number)] = set(re.findall(r"`(\w+)`", names)) or {"done"}
+    assert listed == {code: set(names) for code, names in errors.exit_codes().items()}

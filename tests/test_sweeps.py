@@ -68,14 +68,16 @@ def test_a_bad_spec_is_one_line_exit_2_and_nothing_is_written(argv: list[str], m
 
 def test_seeds_alone_are_the_cells_and_set_is_checked_with_each_cell_s_values(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["sweep", "vae.train", "--seeds", "3", "--out", str(tmp_path), "--dry-run"]) == 0
+    assert cli.main(["sweep", "vae.train", "--preset", "smoke", "--seeds", "3", "--out", str(tmp_path),
+                     "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert "3 cell(s) to submit" in text and "  seed=2" in text
     photos = [tmp_path / "a", tmp_path / "b"]
     for folder in photos:
         (folder / "cat").mkdir(parents=True)
     # data=folder needs a data_dir: the grid gives it, cell by cell
-    assert cli.main(["sweep", "resnet.head", "--set", "data=folder", "--grid", f"data_dir={photos[0]},{photos[1]}",
+    assert cli.main(["sweep", "resnet.head", "--preset", "smoke", "--set", "data=folder", "--grid",
+                     f"data_dir={photos[0]},{photos[1]}",
                      "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     assert "2 cell(s) to submit" in capsys.readouterr().out
 
@@ -290,7 +292,8 @@ def test_grid_tables_hold_mean_sample_std_and_n() -> None:
 @pytest.mark.slow
 def test_a_cell_with_several_tasks_runs_as_torchrun_ranks(tmp_path: Path) -> None:
     """``--tasks-per-node 2``: submitit starts two processes per cell; atml's DDP path joins them (gloo here)."""
-    assert cli.main(["sweep", "vae.train", "--grid", "latent_dim=2,3", "--set", "epochs=1", "--tasks-per-node", "2",
+    assert cli.main(["sweep", "vae.train", "--preset", "smoke", "--grid", "latent_dim=2,3", "--set", "epochs=1",
+                     "--tasks-per-node", "2",
                      "--parallel", "1", "--out", str(tmp_path)]) == 0
     envs = [json.loads(p.read_text()) for p in (tmp_path / "sweep-vae.train-smoke").glob("*/env.json")]
     assert len(envs) == 2 and all(e["distributed"] == {"backend": "gloo", "world": 2} for e in envs)
@@ -349,7 +352,8 @@ def test_a_failing_tracker_never_stops_the_sweep_and_the_next_run_logs_what_it_m
         return real(self, folder, cell, replaces)
 
     monkeypatch.setattr(tracking.MlflowSink, "log_run", flaky)
-    argv = ["sweep", "vae.train", "--grid", "latent_dim=2,3", "--set", "epochs=1", "--executor", "debug",
+    argv = ["sweep", "vae.train", "--preset", "smoke", "--grid", "latent_dim=2,3", "--set", "epochs=1", "--executor",
+            "debug",
             "--track", "mlflow", "--out", "out"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out

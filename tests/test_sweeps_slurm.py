@@ -32,7 +32,7 @@ from atml.sweeps import spec as spec_lib
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 CLUSTER = Path(__file__).resolve().parents[1] / "scripts" / "slurm_cluster.sh"
-SWEEP = [sys.executable, "-m", "atml", "sweep", "vae.train", "--executor", "slurm", "--out", "out"]
+SWEEP = [sys.executable, "-m", "atml", "sweep", "vae.train", "--preset", "smoke", "--executor", "slurm", "--out", "out"]
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +244,8 @@ def test_no_slurm_on_this_machine_is_one_line(tmp_path: Path, capsys: pytest.Cap
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A PATH without Slurm's commands (as on a laptop), whatever this machine has."""
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
-    argv = ["sweep", "vae.train", "--grid", "latent_dim=2,3", "--out", str(tmp_path / "out"), "--executor", "slurm"]
+    argv = ["sweep", "vae.train", "--preset", "smoke", "--grid", "latent_dim=2,3", "--out", str(tmp_path / "out"),
+            "--executor", "slurm"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "no Slurm here" in err and len(err.strip().splitlines()) == 1

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from atml import config as config_lib
-from atml.errors import AtmlError, UsageError
+from atml.errors import EXIT_CELLS_NOT_DONE, EXIT_OK, EXIT_SIGNAL, AtmlError, DataError, UsageError, WeightsError
 from atml.models.registry import FAMILIES as MODEL_FAMILIES
 from atml.suite import registry
 
@@ -23,16 +23,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AtmlError as err:
-        print(f"atml: error: {err}", file=sys.stderr)
+        print(f"atml: error: {err}{_offline_hint(args, err)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt as err:
         signum = signal.SIGTERM if isinstance(err, Terminated) else getattr(err, "signum", signal.SIGINT)
         with contextlib.suppress(OSError):  # SIGHUP: the terminal may be gone
             words = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
             print(f"atml: {words.get(signum, 'stopped by ' + signal.Signals(signum).name)}", file=sys.stderr)
-        return 128 + signum
+        return EXIT_SIGNAL + signum
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _offline_hint(args: argparse.Namespace, err: AtmlError) -> str:
+    """A run at the default full preset that lacks its data or weights: how to try the experiment offline now."""
+    if args.command != "run" or args.resume or (args.preset or config_lib.DEFAULT_PRESET) != "full" \
+            or not isinstance(err, (DataError, WeightsError)):
+        return ""
+    return f". To try {args.experiment} offline now, without them: atml run {args.experiment} --preset demo"
 
 
 class Terminated(KeyboardInterrupt):
@@ -108,7 +116,7 @@ def _sweep_command(sub: Subparsers) -> None:
                    help="a key and its values (repeatable); list values as KEY=[a,b]|[c,d]")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a config value for every cell (repeatable)")
-    p.add_argument("--preset", help="smoke | demo | full | rehearsal (default: the spec's, else smoke)")
+    p.add_argument("--preset", help="smoke | demo | full | rehearsal (default: the spec's, else full, as for atml run)")
     p.add_argument("--seeds", type=int, metavar="N", help="each cell with N consecutive seeds")
     p.add_argument("--name", help="the sweep's name: its folder is OUT/sweep-NAME (default: EXPERIMENT-PRESET)")
     p.add_argument("--out", default="runs", help="parent folder of the sweep folder (default: runs)")
@@ -324,7 +332,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                             account=args.account, slurm_setup=args.slurm_setup,
                             command=shlex.join(["atml", "sweep", *_without(sys.argv[1:] if sys.argv else [])]))
     summary = dispatch.run(sweep, opts)
-    return 1 if summary.failed or summary.stopped else 0
+    return EXIT_CELLS_NOT_DONE if summary.failed or summary.stopped else EXIT_OK
 
 
 def _without(argv: list[str]) -> list[str]:

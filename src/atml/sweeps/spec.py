@@ -190,7 +190,7 @@ def _split_top(text: str, sep: str) -> list[str]:
 def expand(request: Request, reg: Registry) -> Sweep:
     """Check the spec and every cell's config; the cells in grid order (explicit cells after the product)."""
     exp = reg.get(request.experiment)
-    preset = request.preset or "smoke"
+    preset = request.preset or config_lib.DEFAULT_PRESET
     if preset not in exp.presets:
         raise UsageError(f"unknown preset {preset!r} for {exp.name}; valid presets: {', '.join(exp.presets)}")
     if request.name is not None and (not request.name or slug(request.name) != request.name):
