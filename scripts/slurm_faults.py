@@ -228,8 +228,7 @@ def main(argv: list[str]) -> int:
     if subprocess.run(["bash", str(CLUSTER), "status"]).returncode != 0:
         raise SystemExit("no Slurm cluster is up: bash scripts/slurm_cluster.sh start (as root)")
     work = Path(tempfile.mkdtemp(prefix="atml-slurm-faults-"))
-    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    tracking = (work / "mlruns").as_uri()
+    tracking = f"sqlite:///{work / 'mlflow.db'}"  # atml's default store, in the sweeps' folder
     rows = []
     for index, (fault, injected, inject, options) in enumerate(FAULTS):
         sweep = Sweep(work, f"fault{index}", [])

@@ -90,14 +90,13 @@ def test_a_refused_submission_is_one_line_naming_the_flag_and_nothing_is_written
         slurm: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     done = subprocess.run([*SWEEP, "--grid", "latent_dim=2,3", "--partition", "gpu", "--track", "mlflow"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "--partition" in line and "invalid partition specified: gpu" in line, line
     assert not (tmp_path / "out").exists()
-    client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("vae.train")
     assert experiment is None or not client.search_runs([experiment.experiment_id])  # no parent run left behind
 
@@ -123,7 +122,6 @@ def test_a_cancelled_cell_without_accounting_is_reported_then_resumed_and_tracke
     controller alive, and the rerun resumes the cell (no --retry-failed) and logs it once."""
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # as atml sets it for its default ./mlruns
     args = ["--grid", "epochs=1,300", "--name", "cancel", "--track", "mlflow"]
     with configured("--accounting", "none"):
         proc = _start(args, tmp_path)
@@ -142,7 +140,7 @@ def test_a_cancelled_cell_without_accounting_is_reported_then_resumed_and_tracke
     assert "stopped: epochs=300: Slurm: CANCELLED" in out, out
     assert "1 done, 0 failed, 1 stopped" in out and "the same command resumes them" in out
     assert seen_after < 60, seen_after
-    client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent_id = json.loads((tmp_path / "out" / "sweep-cancel" / "sweep.json").read_text())["tracking"][
         "mlflow_parent_run"]
 

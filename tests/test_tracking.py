@@ -16,7 +16,7 @@ from atml import cli, tracking
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One smoke run logged to both sinks through ``atml run --track`` (MLflow's ./mlruns in this folder)."""
+    """One smoke run logged to both sinks through ``atml run --track`` (MLflow's default ./mlflow.db here)."""
     import os
 
     root = tmp_path_factory.mktemp("tracked")
@@ -36,11 +36,16 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-def test_mlflow_file_store_holds_the_run_s_records_params_and_artifacts(tracked: Path) -> None:
+def test_mlflow_s_default_sqlite_store_holds_the_run_s_records_params_and_artifacts(tracked: Path,
+                                                                                   monkeypatch) -> None:
+    """atml's default store is the SQLite database MLflow recommends: read back as a user would, without
+    MLFLOW_ALLOW_FILE_STORE (which MLflow 3 demands of a file store)."""
     import mlflow
 
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     results = json.loads((tracked / "results.json").read_text())
-    client = mlflow.MlflowClient(tracking_uri=(tracked.parent.parent / "mlruns").as_uri())
+    assert (tracked.parent.parent / "mlflow.db").is_file() and not (tracked.parent.parent / "mlruns" / "0").exists()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tracked.parent.parent / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("vae.train")
     assert experiment is not None
     (run,) = client.search_runs([experiment.experiment_id])
@@ -77,3 +82,15 @@ def test_an_unknown_sink_is_refused_before_the_run(capsys: pytest.CaptureFixture
         cli.main(["run", "vae.train", "--preset", "smoke", "--out", str(tmp_path), "--track", "neptune"])
     assert exit_info.value.code == 2
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("uri, said", [("file:///{tmp}/mlruns", "maintenance mode"),
+                                       ("postgresql://nobody@127.0.0.1:1/db", "cannot open the tracking store")])
+def test_a_tracking_store_mlflow_refuses_is_one_line_before_the_run(tmp_path, capsys, monkeypatch, uri, said):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.format(tmp=tmp_path))
+    code = cli.main(["run", "vae.train", "--preset", "smoke", "--out", str(tmp_path / "runs"), "--track", "mlflow"])
+    err = capsys.readouterr().err
+    assert code == 2 and said in err and "MLFLOW_TRACKING_URI" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # refused before the run, not after it

@@ -145,7 +145,7 @@ def _sweep_command(sub: Subparsers) -> None:
 
 def _track_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", choices=("mlflow", "wandb"), help="also log each run to MLflow (MLFLOW_TRACKING_URI, "
-                   "else ./mlruns) or Weights & Biases (offline without a network)")
+                   "else ./mlflow.db) or Weights & Biases (offline without a network)")
 
 
 def _measuring_commands(sub: Subparsers) -> None:

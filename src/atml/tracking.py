@@ -5,9 +5,10 @@ Each run becomes one tracked run: its config as parameters, every metric record 
 :func:`metric_key`), ``results.json``, ``config.yaml`` and the figures as artifacts. A sweep
 is one parent run (MLflow) or one group (W&B) with its cells as children.
 
-- MLflow: ``MLFLOW_TRACKING_URI`` when set, else the local file store ``./mlruns`` (MLflow 3
-  deprecates the file store for its sqlite default; atml keeps ``./mlruns`` so that a run needs
-  no database and ``mlflow ui --backend-store-uri ./mlruns`` shows it).
+- MLflow: ``MLFLOW_TRACKING_URI`` when set, else the SQLite database ``./mlflow.db`` (the backend
+  MLflow 3 recommends, and its own default; the artifacts go to ``./mlruns``), which
+  ``mlflow ui --backend-store-uri sqlite:///mlflow.db`` opens as it is. The store is opened
+  before a run starts: one that MLflow refuses is a usage error, not a traceback after the run.
 - W&B: offline unless ``WANDB_MODE`` says otherwise (this machine has no network); ``wandb sync
   wandb/offline-run-*`` uploads later. ``WANDB_PROJECT`` names the project (default ``atml``).
 
@@ -33,13 +34,41 @@ _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /:]+")
 
 
 def check(kind: str) -> None:
-    """``--track KIND``: a known sink whose library is installed."""
+    """``--track KIND``: a known sink whose library is installed (and, for MLflow, a store it opens)."""
     if kind not in SINKS:
         raise UsageError(f"--track {kind} is not known; choose {' or '.join(SINKS)}")
     try:
         __import__(kind)
     except ImportError as err:
         raise UsageError(f"--track {kind} needs the {kind} package: pip install 'atml[{kind}]'") from err
+    if kind == "mlflow":
+        mlflow_client()
+
+
+def mlflow_client() -> Any:
+    """An MlflowClient on :func:`mlflow_uri`, checked by reading one experiment; a store MLflow cannot open (a
+    deprecated file store, a server that does not answer, a bad URI) is one line naming it and what to do."""
+    import logging
+
+    from mlflow import MlflowClient
+
+    uri = mlflow_uri()
+    quiet = [logging.getLogger(n) for n in ("mlflow.store.db.utils", "alembic.runtime.migration")]
+    levels = [q.level for q in quiet]
+    for q in quiet:  # "Creating initial MLflow database tables..." on a new database
+        q.setLevel(logging.WARNING)
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; each becomes the same one line
+        why = str(err).strip().split(". ")[0].splitlines()[0][:200]
+        raise UsageError(f"--track mlflow: MLflow cannot open the tracking store {uri} ({why}); point "
+                         "MLFLOW_TRACKING_URI at a store it opens (sqlite:///mlflow.db, http://HOST:5000), or unset "
+                         "it for atml's default ./mlflow.db") from None
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
+    return client
 
 
 def metric_key(record: Mapping[str, Any]) -> str:
@@ -101,21 +130,16 @@ def _artifacts(folder: Path, results: Mapping[str, Any]) -> list[Path]:
 
 
 def mlflow_uri() -> str:
-    """``MLFLOW_TRACKING_URI``, else the file store ``./mlruns``."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks file-store users to opt in
-    return Path("mlruns").resolve().as_uri()
+    """``MLFLOW_TRACKING_URI``, else the SQLite database ``./mlflow.db`` (an absolute path: a sweep's cells and its
+    controller agree on it wherever they run)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
 class MlflowSink:
     """Runs into MLflow through its client: an experiment per atml experiment, a parent run per sweep."""
 
     def __init__(self, sweep: Any, saved: Mapping[str, str]) -> None:
-        from mlflow import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=mlflow_uri())
+        self.client = mlflow_client()
         self.sweep, self.parent = sweep, saved.get("mlflow_parent_run")
         self.experiments: dict[str, str] = {}
         if self.parent is not None:  # a resumed sweep: its parent runs again until this controller ends it
