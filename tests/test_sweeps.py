@@ -196,7 +196,7 @@ def test_a_grid_with_a_failing_cell_completes_the_rest_then_retries_it(tmp_path:
     assert not (folder / "logs" / "%j").exists()  # submitit's folder template, not a folder of the sweep's
     done = _digest(folder)
 
-    # MLflow's default store here, ./mlflow.db: one parent run, the nine cells nested under it, records equal to results.json
+    # MLflow's default store, ./mlflow.db: one parent run, the nine cells nested under it, records = results.json
     import mlflow
 
     from atml import tracking
