@@ -24,6 +24,14 @@ def test_features_smoke(tmp_path):
     assert {"figures/embeddings.png", "figures/cka.png", "figures/confusion_late_probe.png"} <= set(results["figures"])
     env = json.loads((run / "env.json").read_text())
     assert "resnet18" in env["sources"]["compare_weights"]["description"]
+    # random weights, as in every family: the caveat, and no conclusion about what layers learn
+    assert "Random weights: the numbers test the code path only." in results["notes"]
+    from atml.reporting.build import discuss
+    from atml.results import RunResults
+    from atml.suite import registry
+
+    said = " ".join(discuss(registry().get("resnet.features"), RunResults.from_json(results)))
+    assert "later layers separate the classes better" not in said and "random weights" in said, said
 
 
 @pytest.mark.slow

@@ -24,6 +24,8 @@ def test_smoke_run_folder_is_complete(tmp_path, capsys):
     env = json.loads((run / "env.json").read_text())
     assert {"torch", "torchvision", "device", "seed", "commit", "python"} <= env.keys()
     assert "generated" in env["sources"]["data"]["source"] and env["sources"]["weights"]["spec"] == "random"
+    notes = json.loads((run / "results.json").read_text())["notes"]
+    assert "Random weights: the numbers test the code path only." in notes
 
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"], r["phase"]) for r in rows] == [

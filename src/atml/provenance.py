@@ -11,6 +11,16 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+RANDOM_WEIGHTS_NOTE = "Random weights: the numbers test the code path only."
+"""The note of every run on random weights, in every family."""
+
+
+def random_weights(sources: Mapping[str, Any], key: str = "weights") -> bool:
+    """Whether a run (its results' ``sources``) used random weights: its sentences then draw no conclusion."""
+    found = sources.get(key)
+    spec = found.spec if isinstance(found, WeightsInfo) else (found or {}).get("spec")
+    return spec == "random"
+
 
 @dataclasses.dataclass
 class WeightsInfo:

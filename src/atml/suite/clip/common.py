@@ -24,7 +24,7 @@ from atml.data import ImageDataset
 from atml.distributed import sharded
 from atml.errors import UsageError
 from atml.models import clip, factory
-from atml.provenance import CachedFile, DataSource, WeightsInfo
+from atml.provenance import RANDOM_WEIGHTS_NOTE, CachedFile, DataSource, WeightsInfo
 from atml.runner import RunContext
 from atml.suite import datasets
 from atml.train import clip_recipe
@@ -210,7 +210,7 @@ def source_notes(cfg: ClipConfig, ctx: RunContext, model: clip.CLIPModel) -> lis
                    "and loss on captioned digits (70% split) and the experiment runs on it, on the held-out 30%; its "
                    "numbers describe that model, not OpenAI's ViT-B/32.")
     if cfg.weights == "random":
-        out.append("Random weights: the numbers test the code path only.")
+        out.append(RANDOM_WEIGHTS_NOTE)
     if model.sigmoid:
         out.append(SIGLIP_NOTE)
     return out

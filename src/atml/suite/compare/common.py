@@ -18,6 +18,7 @@ from atml.errors import UsageError
 from atml.models import factory
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
+from atml.provenance import RANDOM_WEIGHTS_NOTE
 from atml.runner import RunContext
 from atml.suite import datasets
 
@@ -133,5 +134,5 @@ def source_notes(cfg: CompareConfig, models: list[Subject], data_name: str) -> l
                      "5-9, classes none of them was trained on; the numbers describe these small models, not the "
                      "ImageNet ones the full preset compares.")
     if any(m.weights == "random" for m in models):
-        notes.append("Random weights: the numbers test the code path only.")
+        notes.append(RANDOM_WEIGHTS_NOTE)
     return notes

@@ -26,6 +26,7 @@ from atml.errors import DataError, UsageError
 from atml.models import cnn, factory, registry, resnet
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
+from atml.provenance import RANDOM_WEIGHTS_NOTE
 from atml.results import Metric
 from atml.run_dir import read_json
 from atml.runner import RunContext
@@ -108,6 +109,11 @@ def load_data(cfg: ResNetConfig, ctx: RunContext, *, needs_train: bool = True) -
                         "experiment trains on them: add DIR/train/<wnid>/*.JPEG, or use resnet.head, which scores the "
                         "weights' own ImageNet head on val/ alone")
     return data
+
+
+def weights_notes(cfg: ResNetConfig) -> list[str]:
+    """The caveat every family prints for a run on random weights."""
+    return [RANDOM_WEIGHTS_NOTE] if cfg.weights == "random" else []
 
 
 def weights_preprocessing(cfg: ResNetConfig) -> registry.Preprocessing:

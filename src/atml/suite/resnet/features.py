@@ -22,6 +22,7 @@ from atml.errors import UsageError
 from atml.models import cnn, freezing, resnet
 from atml.models import layers as layers_lib
 from atml.models.preprocess import Preprocess
+from atml.provenance import random_weights
 from atml.registry import Experiment
 from atml.results import Metric, Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
@@ -173,6 +174,7 @@ def _say_what_was_measured(cfg: Config, labels: np.ndarray, num_classes: int, st
                      "k-NN (k=5, cosine) and logistic-regression probe accuracies are 5-fold cross-validated; "
                      f"t-SNE ({rep.tsne_backend()}, perplexity {rep.perplexity_for(len(labels)):.3g}) and UMAP "
                      "run on the first 50 principal components.")
+    out.notes += common.weights_notes(cfg)
 
 
 def tables(metrics: Metrics, cfg: Config, pairs: list[tuple[str, str, float]]) -> list[Table]:
@@ -296,9 +298,15 @@ def discuss(results: RunResults) -> list[str]:
     m, data = results.metrics, results.read(Data)
     depths = [d for d in DEPTHS]
     probe = [m.value("probe_acc", arch=data.arch, depth=d) for d in depths]
+    if random_weights(results.sources):
+        reading = ("random weights: what each depth separates here comes from the input and the architecture, not "
+                   "from anything learnt, so these numbers say nothing about what trained layers do.")
+    elif probe[-1] > probe[0]:
+        reading = "later layers separate the classes better."
+    else:
+        reading = "here the later layers do not separate the classes better than the early ones."
     text = ["Linear-probe accuracy by depth: " + ", ".join(f"{d} {p:.3f}" for d, p in zip(depths, probe)) + "; "
-            + ("later layers separate the classes better." if probe[-1] > probe[0]
-               else "here the later layers do not separate the classes better than the early ones.")]
+            + reading]
     text.append(f"CKA between early and late features is {m.value('cka', depth_a='early', depth_b='late'):.2f} (1: "
                 "the same representation up to rotation and scale); middle-late "
                 f"{m.value('cka', depth_a='middle', depth_b='late'):.2f}.")

@@ -30,6 +30,7 @@ from atml.suite.resnet.common import (
     score_pretrained_head,
     train_head,
     training_problem,
+    weights_notes,
 )
 from atml.train.loop import History
 
@@ -139,7 +140,7 @@ def notes(cfg: Config) -> list[str]:
     if data_factory.describe(cfg.data).generated:
         out.append(f"Generated {cfg.data.split('-', 1)[1]}-format files, not the real data: the numbers test the code "
                    "path only.")
-    return out
+    return out + weights_notes(cfg)
 
 
 @dataclasses.dataclass

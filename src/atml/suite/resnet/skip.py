@@ -100,6 +100,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.notes.append(f"Skip connections removed in {', '.join(blocks)} (each block then computes relu(F(x))); "
                      f"{cfg.arch}, {cfg.resolution} px, {cfg.epochs} epochs; trained blocks use lr "
                      f"{cfg.lr * cfg.backbone_lr_scale:g}, the head {cfg.lr:g}.")
+    out.notes += common.weights_notes(cfg)
     return out
 
 

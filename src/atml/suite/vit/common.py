@@ -20,7 +20,7 @@ from atml.data import ImageDataset, ImageSplit, digits
 from atml.data.images import read_images, squared
 from atml.errors import UsageError, WeightsError
 from atml.models import factory, vit
-from atml.provenance import WeightsInfo
+from atml.provenance import RANDOM_WEIGHTS_NOTE, WeightsInfo
 from atml.runner import RunContext
 from atml.suite import datasets
 from atml.train import vit_recipe
@@ -216,5 +216,5 @@ def source_notes(cfg: ViTConfig, ctx: RunContext) -> list[str]:
                    "upsampled digits, 64 patches + CLS) on digits 0-4 and the experiment runs on it; its numbers "
                    "describe that model, not DeiT-Small.")
     if cfg.weights == "random":
-        out.append("Random weights: the numbers test the code path only.")
+        out.append(RANDOM_WEIGHTS_NOTE)
     return out
