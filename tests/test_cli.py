@@ -56,7 +56,7 @@ def test_an_out_that_is_a_file_is_a_usage_error(tmp_path, capsys):
     blocker.write_text("x")
     assert run_cli(*SMOKE, "--out", str(blocker)) == 2
     err = capsys.readouterr().err
-    assert f"--out {blocker}" in err and "Traceback" not in err
+    assert f"--out {blocker} is a file, not a folder" in err and "Traceback" not in err
 
 
 def test_resume_refuses_conflicting_options_and_applies_more_epochs(tmp_path, capsys):

@@ -115,3 +115,12 @@ def test_a_misspelled_kl_schedule_is_refused_not_trained_as_a_constant_weight():
     assert kl_weight_at(Variant("warm", kl_weight=1.0, schedule="warmup", warmup_fraction=0.5), 0.25) == 0.5
     with pytest.raises(ValueError, match="schedule='warmpu' is not a KL schedule"):
         Variant("typo", schedule="warmpu")  # type: ignore[arg-type]
+
+
+def test_a_list_key_given_without_brackets_says_it_wants_a_list_and_how_to_write_it():
+    from atml.suite import registry
+
+    exp = registry().get("resnet.head")
+    with pytest.raises(UsageError) as caught:
+        config.build(exp.config_cls, exp.presets, "smoke", ["resolutions=32,64"])
+    assert "expects a list of int, written in brackets (--set resolutions=[32,64])" in str(caught.value)

@@ -301,3 +301,13 @@ def test_a_foreign_folder_is_not_an_atml_run_for_the_report_or_load(tmp_path, ca
     assert why in err and err.count(str(foreign)) == 1, err  # named once, not once per line and again in the error
     with pytest.raises(RunDirError, match=why):
         atml.load(foreign)
+
+
+def test_report_md_keeps_one_bullet_per_line_and_counts_in_words(tmp_path):
+    out = tmp_path / "runs"
+    assert cli.main(["run", "vae.train", "--preset", "smoke", "--set", "epochs=1", "--out", str(out)]) == 0
+    assert cli.main(["report", *map(str, out.iterdir()), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    for bullet in ("- data: ", "- data ready: ", "- weights: ", "- device: "):
+        assert f"\n{bullet}" in md, bullet
+    assert ")- " not in md and "1 epochs" not in md and "1 epoch." in md

@@ -120,6 +120,12 @@ def test_a_bad_spec_file_names_the_file(tmp_path: Path, capsys: pytest.CaptureFi
     spec.write_text("experiment: compare.probe\ngrid: {data: []}\n")
     assert cli.main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
     assert "grid key 'data' has no values" in capsys.readouterr().err
+    spec.write_text("experiment: compare.probe\nseed: 2\ngrid: {data: [digits]}\n")
+    assert cli.main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert "unknown key(s) seed (did you mean seeds?)" in capsys.readouterr().err
+    spec.write_text("experiment: compare.probe\ngrid: {data: [digits]\nseeds: 2\n")
+    assert cli.main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert f"{spec} is not valid YAML (line 3, column 1: expected ',' or '}}'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -268,7 +268,14 @@ def _union(value: Any, args: tuple[Any, ...], key: str) -> Any:
 def _sequence(kind: type) -> Callable[[Any, tuple[Any, ...], str], Any]:
     def convert(value: Any, args: tuple[Any, ...], key: str) -> Any:
         items = value if isinstance(value, (list, tuple)) else [value]
-        out = [coerce(v, args[0] if args else Any, key) for v in items]
+        item = args[0] if args else Any
+        try:
+            out = [coerce(v, item, key) for v in items]
+        except UsageError as err:
+            name = getattr(item, "__name__", str(item))
+            example = f"[{value}]" if isinstance(value, str) and "," in value else "[a,b]"
+            raise UsageError(f"config key {key!r} expects a list of {name}, written in brackets (--set "
+                             f"{key}={example}); got {value!r}") from err
         return kind(out)
     return convert
 

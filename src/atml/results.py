@@ -31,6 +31,11 @@ RUN_KEYS = ("experiment", "preset", "status", "error", "error_kind", "resumable"
 """The top-level keys of results.json; in older files any other key is experiment-specific data."""
 
 
+def counted(n: int, word: str) -> str:
+    """``n`` and ``word``, plural unless ``n`` is 1: ``counted(1, "epoch")`` is "1 epoch"."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def fixed(value: float, digits: int = 3) -> str:
     """``value`` with ``digits`` decimals: how README's table and the report's sentences write numbers."""
     return f"{value:.{digits}f}"

@@ -45,7 +45,9 @@ class RunDir:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise UsageError(f"--out {parent}: cannot create the folder ({err.strerror}); pass another --out") from err
+            what = "is a file, not a folder" if parent.exists() and not parent.is_dir() else \
+                f"cannot create the folder ({err.strerror})"
+            raise UsageError(f"--out {parent} {what}; pass another --out") from err
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for n in range(1, 1000):
             name = f"{experiment}-{preset}-{stamp}" + (f"-{n}" if n > 1 else "")

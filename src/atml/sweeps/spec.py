@@ -122,14 +122,21 @@ def read_spec(path: Path) -> Request:
     except OSError as err:
         raise UsageError(f"cannot read the sweep spec {path}: {err.strerror}") from err
     except yaml.YAMLError as err:
-        raise UsageError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); see 'atml sweep --help' for the "
-                         "spec format") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UsageError(f"{path} is not valid YAML ({where}{problem}); see 'atml sweep --help' for the spec "
+                         "format") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path} must be a YAML mapping with experiment:, preset:, grid: ...; see README's "
                          "'Grids and clusters'")
     unknown = [k for k in data if k not in SPEC_KEYS]
     if unknown:
-        raise UsageError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; a spec has {', '.join(SPEC_KEYS)}")
+        import difflib
+
+        said = [str(k) + (f" (did you mean {close[0]}?)" if (close := difflib.get_close_matches(str(k), SPEC_KEYS, 1))
+                          else "") for k in unknown]
+        raise UsageError(f"{path}: unknown key(s) {', '.join(said)}; a spec has {', '.join(SPEC_KEYS)}")
     if not isinstance(data.get("experiment"), str):
         raise UsageError(f"{path}: experiment: is missing; name one from 'atml list'")
     grid = data.get("grid") or {}

@@ -22,6 +22,7 @@ import torch
 from atml.data import digits
 from atml.distributed import UNSHARDED
 from atml.models import clip, factory
+from atml.results import counted
 from atml.train.augment import Augment
 from atml.train.loop import Batches, Fit, MemoryRecorder, StepOutput, fit
 
@@ -52,11 +53,12 @@ def recipe(name: str, *, seed: int, epochs: int | None) -> Recipe:
 
 def train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
     """The trained open_clip state dict and its ``meta``: held-out zero-shot accuracy, recipe key, description."""
-    say(f"demo CLIP: training the tiny CLIP on captioned digits ({recipe.epochs} epochs)")
+    say(f"demo CLIP: training the tiny CLIP on captioned digits ({counted(recipe.epochs, 'epoch')})")
     saved = _train(recipe, device, progress, say)
     saved["meta"]["description"] = (
         f"atml clip-digits (open_clip.CLIP: ViT patch 8 at 32px, 3 blocks; text 2 blocks; 64-d) trained by atml with "
-        f"open_clip's ClipLoss on captioned scikit-learn digits 0-9 ({recipe.epochs} epochs, seed {recipe.seed}; "
+        f"open_clip's ClipLoss on captioned scikit-learn digits 0-9 ("
+        f"{counted(recipe.epochs, 'epoch')}, seed {recipe.seed}; "
         f"held-out zero-shot acc {saved['meta']['val_acc']:.3f}); stands in for OpenAI's CLIP")
     return saved
 

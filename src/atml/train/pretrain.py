@@ -21,6 +21,7 @@ from atml.data import digits
 from atml.distributed import UNSHARDED
 from atml.models import factory
 from atml.models.preprocess import Preprocess
+from atml.results import counted
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 
 RECIPE_VERSION = 3
@@ -47,7 +48,7 @@ def recipe(name: str, *, seed: int, epochs: int | None) -> Recipe:
 
 def train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
     """The pretrained body's state dict and its ``meta``: held-out accuracy, recipe key, description."""
-    say(f"demo backbone: pretraining {recipe.arch} on digits 0-4 ({recipe.epochs} epochs)")
+    say(f"demo backbone: pretraining {recipe.arch} on digits 0-4 ({counted(recipe.epochs, 'epoch')})")
     saved = _pretrain(recipe, device, progress, say)
     saved["meta"]["description"] = (
         f"atml {recipe.arch} pretrained by atml on scikit-learn digits 0-4 at {recipe.resolution}px ({recipe.epochs} "

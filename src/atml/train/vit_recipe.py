@@ -19,6 +19,7 @@ import torch
 from atml.data import digits
 from atml.distributed import UNSHARDED
 from atml.models import factory, vit
+from atml.results import counted
 from atml.train.augment import Augment
 from atml.train.loop import Batches, Fit, MemoryRecorder, fit
 
@@ -45,12 +46,12 @@ def recipe(name: str, *, seed: int, epochs: int | None) -> Recipe:
 
 def train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
     """The trained timm state dict and its ``meta``: held-out accuracy, recipe key, description, classes."""
-    say(f"demo ViT: training vit-digits on digits 0-4 ({recipe.epochs} epochs)")
+    say(f"demo ViT: training vit-digits on digits 0-4 ({counted(recipe.epochs, 'epoch')})")
     saved = _train(recipe, device, progress, say)
     saved["meta"]["description"] = (
         f"atml vit-digits (patch 4, 32px, 4 blocks, width 96) trained by atml on scikit-learn digits 0-4 "
-        f"({recipe.epochs} epochs, seed {recipe.seed}; held-out acc {saved['meta']['val_acc']:.3f}); stands in "
-        "for ImageNet DeiT weights in the demo")
+        f"({counted(recipe.epochs, 'epoch')}, seed {recipe.seed}; held-out acc {saved['meta']['val_acc']:.3f}); "
+        "stands in for ImageNet DeiT weights in the demo")
     return saved
 
 

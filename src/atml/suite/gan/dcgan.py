@@ -30,7 +30,7 @@ from atml.models.registry import UNIT_GREY_28
 from atml.provenance import CachedFile
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Bench, Metrics, Results, RunResults, fixed
+from atml.results import Bench, Metrics, Results, RunResults, counted, fixed
 from atml.runner import RunContext
 from atml.storage import sha256sum
 from atml.suite import grayscale
@@ -159,7 +159,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.add_figures(ctx.save_figure(curves_figure(rows), "gan_curves"))
     out.add_figures(ctx.save_figure(histogram_figure(hist, data.train.classes, entropy), "class_histogram"))
     out.notes += [f"DCGAN (width {cfg.width}, z in R^{cfg.latent_dim}), Adam lr {cfg.lr:g}, beta1 {cfg.beta1}, "
-                  f"batch {cfg.batch_size}, {cfg.epochs} epochs; non-saturating generator loss.",
+                  f"batch {cfg.batch_size}, {counted(cfg.epochs, 'epoch')}; non-saturating generator loss.",
                   f"FD-atml-cnn: Frechet distance in the 128-d features of a small CNN trained by atml on the "
                   f"same training split (validation accuracy {classifier_acc:.3f}); {n} generated images vs "
                   f"{n} validation images (half A). Its floor: {n} other validation images (half B) vs the "
@@ -329,7 +329,8 @@ def bench(cfg: Config) -> Bench:
         z = torch.randn(256, cfg.latent_dim, device=ctx.device)
         gan: Any = model
         throughput = bench_lib.model_throughput(lambda b: gan.discriminator(gan.generator(b)), z, ctx.device, 256)
-    return bench_lib.summarise(f"gan.dcgan {len(data.train)} train images ({data.name}), {cfg.epochs} epochs, batch "
+    return bench_lib.summarise(f"gan.dcgan {len(data.train)} train images ({data.name}), "
+                               f"{counted(cfg.epochs, 'epoch')}, batch "
                                f"{cfg.batch_size}, width {cfg.width}, device {ctx.device}; model forward = G then D",
                                timings, throughput, "final G loss")
 

@@ -21,7 +21,7 @@ from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Bench, Metrics, Results, RunResults, Table, fixed, under
+from atml.results import Bench, Metrics, Results, RunResults, Table, counted, fixed, under
 from atml.runner import RunContext
 from atml.suite.resnet.common import (
     ResNetConfig,
@@ -131,7 +131,7 @@ def pretrained_table(metrics: Metrics, images: int) -> Table:
 
 
 def notes(cfg: Config) -> list[str]:
-    out = [f"Backbone: {cfg.arch}; {cfg.epochs} epochs of Adam (lr {cfg.lr}) on the head alone, "
+    out = [f"Backbone: {cfg.arch}; {counted(cfg.epochs, 'epoch')} of Adam (lr {cfg.lr}) on the head alone, "
            f"batch {cfg.batch_size}, backbone and its BatchNorm statistics frozen (folded into the convolutions)."]
     if cfg.data == "digits":
         out.append("Demo preset: no ImageNet weights offline, so the backbone was pretrained by atml on "
@@ -201,7 +201,7 @@ def bench(cfg: Config) -> Bench:
         prep = Preprocess(backbone.preprocessing, res, channels_last=True)
         throughput = bench_lib.backbone_throughput(model, prep, data.train.images, ctx.device, cfg.batch_size)
     return bench_lib.summarise(f"resnet.head {cfg.arch} at {res}px, {len(data.train)} train images, "
-                               f"{cfg.epochs} epochs, device {ctx.device}, weights {cfg.weights}", timings,
+                               f"{counted(cfg.epochs, 'epoch')}, device {ctx.device}, weights {cfg.weights}", timings,
                                throughput, chance=1 / len(data.train.classes))
 
 

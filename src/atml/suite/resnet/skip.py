@@ -22,7 +22,7 @@ from atml.errors import UsageError
 from atml.models import freezing, resnet
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Metric, Metrics, Results, RunResults, Table, fixed, under
+from atml.results import Metric, Metrics, Results, RunResults, Table, counted, fixed, under
 from atml.runner import RunContext
 from atml.suite.resnet import common
 from atml.train.gradients import GradientFlow
@@ -98,7 +98,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                 if (p := common.training_problem(rows, len(data.train.classes), len(data.val)))}
     out.keep(Data(list(blocks), curves, problems))
     out.notes.append(f"Skip connections removed in {', '.join(blocks)} (each block then computes relu(F(x))); "
-                     f"{cfg.arch}, {cfg.resolution} px, {cfg.epochs} epochs; trained blocks use lr "
+                     f"{cfg.arch}, {cfg.resolution} px, {counted(cfg.epochs, 'epoch')}; trained blocks use lr "
                      f"{cfg.lr * cfg.backbone_lr_scale:g}, the head {cfg.lr:g}.")
     out.notes += common.weights_notes(cfg)
     return out

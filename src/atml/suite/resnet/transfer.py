@@ -25,7 +25,7 @@ from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Metrics, Results, RunResults, Table, fixed
+from atml.results import Metrics, Results, RunResults, Table, counted, fixed
 from atml.runner import RunContext
 from atml.suite.resnet import common
 from atml.train.loop import History
@@ -122,7 +122,8 @@ def _train_cell(cfg: Config, ctx: RunContext, cell: str, backbone: Built[cnn.CNN
 def _notes(cfg: Config, ctx: RunContext, cells: list[dict[str, Any]]) -> list[str]:
     world = rank_and_world()[1]
     memory = "CUDA max allocated" if ctx.device.type == "cuda" else "process peak RSS (reset per cell)"
-    notes = [f"{cfg.arch} at {cfg.resolution} px, {cfg.epochs} epochs, batch {cfg.batch_size}, Adam lr {cfg.lr:g} "
+    notes = [f"{cfg.arch} at {cfg.resolution} px, "
+             f"{counted(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, Adam lr {cfg.lr:g} "
              f"(backbone blocks x{cfg.backbone_lr_scale:g}); augmentation for trained blocks: "
              f"{'random crop' + (' + flip' if cfg.hflip else '') if cfg.augment else 'none'}; head-only cells train "
              f"on cached features. Peak memory: {memory}; {world} process(es).", *common.weights_notes(cfg)]

@@ -22,7 +22,7 @@ from atml.errors import UsageError
 from atml.models import factory
 from atml.models import vae as vae_model
 from atml.models.preprocess import Preprocess
-from atml.results import Metric
+from atml.results import Metric, counted
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.train.loop import PHASES, Batches, Fit, History, Phase, fit
@@ -280,7 +280,8 @@ MI_IMAGES = 200
 
 def notes(cfg: Config, data: ImageDataset) -> list[str]:
     out = [f"Model: the course VAE (MLP {28 * 28}-{cfg.hidden}-{cfg.latent_dim}, sigmoid decoder), Adam lr {cfg.lr}, "
-           f"batch {cfg.batch_size}, {cfg.epochs} epochs. Loss: squared error summed over pixels plus KL, both "
+           f"batch {cfg.batch_size}, "
+           f"{counted(cfg.epochs, 'epoch')}. Loss: squared error summed over pixels plus KL, both "
            "averaged over the batch, the seed report's scaling.",
            f"Active units: Cov_x E[z_i|x] > {latent.ACTIVE_THRESHOLD}; I(x; z) estimated on {diag_images(cfg, data)} "
            "validation images, as in He et al. 2019: a Monte Carlo estimate whose scale is log N for the N "

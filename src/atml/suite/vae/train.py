@@ -10,7 +10,7 @@ from atml import benchmark as bench_lib
 from atml.models import factory
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Bench, Metrics, Results, RunResults, fixed
+from atml.results import Bench, Metrics, Results, RunResults, counted, fixed
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
@@ -87,7 +87,8 @@ def bench(cfg: common.Config) -> Bench:
         timings, model = bench_lib.time_both_data_paths(data.train.images, cfg, ctx.device, build)
         x = factory.create("mlp-vae", family="vae").preprocess.to(ctx.device)(data.train.images[:256])
         throughput = bench_lib.model_throughput(model, x, ctx.device, 256)
-    return bench_lib.summarise(f"vae.train {len(data.train)} train images ({data.name}), {cfg.epochs} epochs, batch "
+    return bench_lib.summarise(f"vae.train {len(data.train)} train images ({data.name}), "
+                               f"{counted(cfg.epochs, 'epoch')}, batch "
                                f"{cfg.batch_size}, device {ctx.device}", timings, throughput, "final train loss")
 
 

@@ -19,7 +19,7 @@ from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
-from atml.results import Bench, Metric, Metrics, Results, RunResults, Table, fixed, under
+from atml.results import Bench, Metric, Metrics, Results, RunResults, Table, counted, fixed, under
 from atml.runner import RunContext
 from atml.suite.vit import common
 from atml.train.features import FrozenFeatures, extract
@@ -69,8 +69,8 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
     notes = out.notes
     notes.append(f"Both probes: one linear layer on frozen, cached features ({train.images.shape[-1]}px "
                  f"{data.name}, {len(train)} train / {len(val)} val images), same initialisation seed, Adam lr "
-                 f"{cfg.lr}, "
-                 f"{cfg.epochs} epochs, batch {cfg.batch_size}. CLS = the final class token after the last norm; "
+                 f"{cfg.lr}, {counted(cfg.epochs, 'epoch')}, batch {cfg.batch_size}. CLS = the final class token "
+                 "after the last norm; "
                  "mean = the average of the final patch tokens"
                  + (f" (the {model.num_prefix_tokens - 1} register tokens are in neither)."
                     if model.num_prefix_tokens > 1 else "."))
