@@ -236,5 +236,6 @@ def _build_entry(entry: registry.Model, weights: weights_lib.Resolved, *, num_cl
     return build(entry.name, weights, offline=offline, **options)
 
 
-SPEC = FamilySpec("clip", CLIPModel, ImageTextModel, check_arch, _build_entry, _layers, _prefix_tokens, _features)
+SPEC = FamilySpec("clip", CLIPModel, ImageTextModel, check_arch, _build_entry, _layers, _prefix_tokens, _features,
+                  options=("seed",))
 """CLIP: any open_clip model and pretrained tag, and the demo's tiny CLIP (``clip.*``)."""

@@ -138,6 +138,7 @@ def create(name: str, weights: str = "random", *, family: str | None = None, num
     """
     weights = canonical_weights(weights)
     family = family or ("vit" if name == TRANSFORMERS_FOLDER else find(name).family)
+    _check_options(name, family, options)
     if family == "vit":
         from atml.models import vit
 
@@ -149,3 +150,16 @@ def create(name: str, weights: str = "random", *, family: str | None = None, num
     resolved = weights_lib.resolve(entry, weights, offline=offline, recipe=recipe)
     return spec(entry.family).build(entry, resolved, num_classes=num_classes, offline=offline, keep_head=keep_head,
                                     **options)
+
+
+COMMON = ("family", "num_classes", "offline", "keep_head", "recipe")
+"""The keywords :func:`create` takes for every family."""
+
+
+def _check_options(name: str, family: str, options: dict[str, Any]) -> None:
+    """Refuse, in one line, a keyword the family's builder does not take (before any weights are read)."""
+    own = spec(family).options
+    unknown = sorted(set(options) - set(own))
+    if unknown:
+        raise UsageError(f"create({name!r}): {', '.join(k + '=' for k in unknown)} is not an option of the {family} "
+                         f"family; valid: weights, {', '.join(COMMON + own)} (a state dict file: weights=PATH)")

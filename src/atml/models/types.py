@@ -133,6 +133,8 @@ class FamilySpec:
     layers: Callable[[Any], dict[str, nn.Module]] | None = None
     prefix_tokens: Callable[[Any], int] = _no_prefix
     features: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
+    options: tuple[str, ...] = ()
+    """The keywords ``build`` takes besides the common ones (:func:`atml.models.factory.create` refuses others)."""
 
 
 def trained_from_scratch(family: str, model_type: type[nn.Module]) -> FamilySpec:
@@ -153,5 +155,8 @@ def trained_from_scratch(family: str, model_type: type[nn.Module]) -> FamilySpec
             model.load_state_dict(weights.state)
         return Built(model, Preprocess(entry.preprocessing), weights.info)
 
-    return FamilySpec(family, model_type, nn.Module, check, build)
+    import inspect
+
+    options = tuple(n for n in inspect.signature(model_type).parameters if n != "self")
+    return FamilySpec(family, model_type, nn.Module, check, build, options=options)
 

@@ -296,7 +296,7 @@ def build(arch_name: str, weights: weights_lib.Resolved, *, backend: str = "timm
     them (default: the weights' own, ImageNet's for 1,000, else their indices).
     """
     if arch_name.startswith(TIMM):
-        return _build_any_timm(arch_name.removeprefix(TIMM), weights, input_size=input_size)
+        return _build_any_timm(arch_name.removeprefix(TIMM), weights, input_size=input_size, num_classes=num_classes)
     arch, pre = ARCHS[arch_name], registry.MODELS[("vit", arch_name)].preprocessing
     state, info = weights.state, weights.info
     if state is not None and "head.weight" in state:
@@ -337,7 +337,7 @@ def check_arch(arch_name: str, backend: str = "timm") -> None:
                      "backend=hf and a transformers folder")
 
 
-def _build_any_timm(name: str, weights: weights_lib.Resolved, *, input_size: int) -> Built[ViT]:
+def _build_any_timm(name: str, weights: weights_lib.Resolved, *, input_size: int, num_classes: int) -> Built[ViT]:
     """Any timm ``VisionTransformer`` (class token required; register tokens and any patch size handled)."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
@@ -348,8 +348,8 @@ def _build_any_timm(name: str, weights: weights_lib.Resolved, *, input_size: int
         kwargs["pretrained_cfg_overlay"] = {"file": file}
     if input_size:
         kwargs["img_size"] = input_size
-    if state is not None and "head.weight" in state:
-        kwargs["num_classes"] = state["head.weight"].shape[0]
+    if state is not None:  # a state dict's own head sets the classes; without one, a fresh head of num_classes
+        kwargs["num_classes"] = state["head.weight"].shape[0] if "head.weight" in state else num_classes
     try:
         model: Any = timm.create_model(name, **kwargs)
     except (AssertionError, ValueError, TypeError) as err:  # timm's own checks of img_size and patch size
@@ -387,7 +387,12 @@ def _timm_model(arch_name: str, arch: Arch, num_classes: int) -> nn.Module:
 
 
 def _load_timm_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a timm state dict strictly; one without the classifier (a backbone) keeps the model's fresh head, as a
+    CNN's does (:func:`atml.models.weights.load_backbone`)."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    if "head.weight" not in state and "head.weight" in model.state_dict():
+        weights_lib.load_backbone(model, state, head_prefix="head.", source=source)
+        return
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -542,5 +547,6 @@ def _build_entry(entry: registry.Model, weights: weights_lib.Resolved, *, num_cl
     return build(entry.name, weights, num_classes=num_classes, **options)
 
 
-SPEC = FamilySpec("vit", ViT, TokenModel, check_arch, _build_entry, _layers, _prefix_tokens, _features)
+SPEC = FamilySpec("vit", ViT, TokenModel, check_arch, _build_entry, _layers, _prefix_tokens, _features,
+                  options=("backend", "classes", "input_size"))
 """ViTs: DeiT-S, the demo's digits ViT and any timm VisionTransformer; transformers folders (``vit.*``)."""
