@@ -318,3 +318,24 @@ def test_the_sanity_value_is_a_number_or_a_stated_reason_never_a_bare_nan(recwar
     value, note = sal.sanity_summary([np.array([0.5])], "gradcam", "m")
     assert value == 0.5 and note is None
     assert not [w for w in recwarn if "empty slice" in str(w.message)]
+
+
+def test_saliency_runs_the_methods_chosen_with_a_bar_each_and_estimates_score_cam_up_front(tmp_path, capsys):
+    run = atml.run("compare.saliency", "smoke", out=tmp_path, progress=True, limit=4, shown=0,
+                   methods=["gradcam", "scorecam"])
+    assert run.results.data["methods"] == {"digits-resnet-small": ["gradcam", "scorecam", "random"],
+                                                  "vit-digits": ["gradcam", "scorecam", "random"]}
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert "scorecam runs one forward per channel of its target layer (512) for each image" in text, text[-3000:]
+    assert "4,096 image forwards" in text and "(96) for each image" in text and "on this device" in text
+    for bar in ("digits-resnet-small gradcam", "digits-resnet-small scorecam", "vit-digits random"):
+        assert bar in said.err, bar
+
+
+@pytest.mark.parametrize("methods, message", [(["gradcam", "lime"], "methods: lime not known; valid: gradcam"),
+                                              (["rollout"], "gives digits-resnet-small no method to score")])
+def test_saliency_methods_are_checked_against_each_model(methods, message):
+    exp = registry().get("compare.saliency")
+    with pytest.raises(UsageError, match=message):
+        config_lib.build(exp.config_cls, exp.presets, "smoke", [f"methods={methods}".replace("'", "")])

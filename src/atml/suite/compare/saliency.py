@@ -16,12 +16,15 @@ import contextlib
 import dataclasses
 import functools
 import io
+import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from atml import figures, views
 from atml.analysis import attention as att
@@ -56,15 +59,28 @@ class Config(common.CompareConfig):
     """Images drawn in each model's image x method figure."""
     scorecam_batch: int = 64
     """Masked copies per forward in Score-CAM (one per channel of the target layer)."""
+    methods: tuple[str, ...] = ()
+    """The methods to run (default: every one a model takes): gradcam, gradcam++ (one backward per batch), scorecam
+    (one forward per channel of the target layer for each image, twice with the sanity check: 2 x 512 forwards per
+    image for ResNet-18's last stage, 2 x 2,048 for ResNet-50/152's, 2 x 384 for DeiT-S; by far the slowest),
+    cls_attention, rollout (ViTs only). The random baseline always runs (every method is compared with it)."""
 
     def validate(self) -> None:
         super().validate()
         if self.limit < 1 or self.grid < 2 or self.shown < 0 or self.scorecam_batch < 1:
             raise UsageError("limit and scorecam_batch must be >= 1, grid >= 2 and shown >= 0")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise UsageError(f"methods: {', '.join(unknown)} not known; valid: {', '.join(METHODS)}")
         for spec in self.models:
             name = self.model_weights(spec)[0]
-            if factory.find(name).family not in ("cnn", "vit"):
+            family = factory.find(name).family
+            if family not in ("cnn", "vit"):
                 raise UsageError(f"compare.saliency explains classifiers: {name} is not a CNN or a ViT")
+            takes = METHODS if family == "vit" else (*CAMS, "random")
+            if self.methods and not [m for m in self.methods if m in takes and m != "random"]:
+                raise UsageError(f"methods={list(self.methods)} gives {name} no method to score (a {family.upper()} "
+                                 f"takes {', '.join(m for m in takes if m != 'random')})")
 
 
 @dataclasses.dataclass
@@ -113,12 +129,14 @@ def reshape_for(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | No
 
 
 def cam_maps(method: str, explained: Explained, layer: nn.Module, reshape: Any, x: torch.Tensor,
-             target: torch.Tensor, scorecam_batch: int) -> torch.Tensor:
+             target: torch.Tensor, scorecam_batch: int,
+             advance: Callable[[int], object] = lambda _n: None) -> torch.Tensor:
     """``(B, H, W)`` maps of one grad-cam method for the target classes, in [0, 1].
 
     Score-CAM gets one image at a time: the package multiplies its whole input by every channel's mask at once
     (images x channels x 3 x H x W floats: 39 GB for 32 images through ResNet-152 at 224 px), and each image
-    costs a forward per channel anyway, so the extra forwards cost nothing measurable."""
+    costs a forward per channel anyway, so the extra forwards cost nothing measurable. ``advance(n)`` is called as
+    each step's ``n`` images are done (a progress bar)."""
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -128,8 +146,11 @@ def cam_maps(method: str, explained: Explained, layer: nn.Module, reshape: Any, 
     with cls(model=explained, target_layers=[layer], reshape_transform=reshape) as cam, quiet:  # its tqdm bar
         if method == "scorecam":
             cam.batch_size = scorecam_batch
-        maps = [cam(input_tensor=x[i:i + step], targets=[ClassifierOutputTarget(int(t)) for t in target[i:i + step]])
-                for i in range(0, len(x), step)]
+        maps = []
+        for i in range(0, len(x), step):
+            maps.append(cam(input_tensor=x[i:i + step],
+                            targets=[ClassifierOutputTarget(int(t)) for t in target[i:i + step]]))
+            advance(len(maps[-1]))
     return torch.from_numpy(np.concatenate(maps).astype(np.float32, copy=False))
 
 
@@ -144,19 +165,55 @@ def attention_maps(method: str, model: vit.ViT, x: torch.Tensor) -> torch.Tensor
 
 
 def maps_for(method: str, explained: Explained, x: torch.Tensor, target: torch.Tensor, cfg: Config,
-             generator: torch.Generator) -> torch.Tensor:
+             generator: torch.Generator, advance: Callable[[int], object] = lambda _n: None) -> torch.Tensor:
     """One batch's maps of ``method`` for ``explained`` (the trained model, or its randomised copy)."""
     model = explained.model
     if method in CAMS:
-        return cam_maps(method, explained, target_layer(model), reshape_for(model), x, target, cfg.scorecam_batch)
-    if method in VIT_ONLY:
-        assert isinstance(model, vit.ViT)
-        return attention_maps(method, model, x)
-    return torch.rand(len(x), *x.shape[-2:], generator=generator)
+        return cam_maps(method, explained, target_layer(model), reshape_for(model), x, target, cfg.scorecam_batch,
+                        advance)
+    maps = (attention_maps(method, model, x) if method in VIT_ONLY and isinstance(model, vit.ViT)
+            else torch.rand(len(x), *x.shape[-2:], generator=generator))
+    advance(len(x))
+    return maps
 
 
-def methods_for(subject: common.Subject) -> list[str]:
-    return list(METHODS) if isinstance(subject.model, vit.ViT) else [*CAMS, "random"]
+def scorecam_estimate(explained: Explained, x: torch.Tensor, batch: int) -> tuple[int, float]:
+    """Score-CAM's masked forwards per image (the target layer's channels) and the seconds one image's forward takes
+    here, timed on ``batch`` copies of the first image after a warm-up."""
+    channels: list[int] = []
+    reshape = reshape_for(explained.model)
+
+    def seen(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        channels.append((reshape(output) if reshape else output).shape[1])
+    handle = target_layer(explained.model).register_forward_hook(seen)
+    try:
+        _probabilities(explained, x[:1])
+    finally:
+        handle.remove()
+    copies = x[:1].expand(batch, *x.shape[1:])
+    _probabilities(explained, copies)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    start = time.perf_counter()
+    _probabilities(explained, copies)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    return channels[0], (time.perf_counter() - start) / batch
+
+
+def duration(seconds: float) -> str:
+    """A rough time in words: "under a minute", "about 12 min", "about 1 h 20 min"."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    return f"about {minutes} min" if minutes < 60 else f"about {minutes // 60} h {minutes % 60} min"
+
+
+def methods_for(subject: common.Subject, chosen: tuple[str, ...] = ()) -> list[str]:
+    """The methods run on ``subject``: those chosen (all by default) that its family takes, and the random
+    baseline."""
+    takes = list(METHODS) if isinstance(subject.model, vit.ViT) else [*CAMS, "random"]
+    return [m for m in takes if not chosen or m in chosen or m == "random"]
 
 
 def randomised(explained: Explained, seed: int) -> Explained:
@@ -198,7 +255,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     generator = torch.Generator().manual_seed(cfg.seed)
     for subject in models:
         _check_explainable(subject)
-        methods_by[subject.label] = methods_for(subject)
+        methods_by[subject.label] = methods_for(subject, cfg.methods)
         ctx.step(f"{subject.label}: {', '.join(methods_by[subject.label])} on {len(pictures)} images")
         curves_by[subject.label] = per_method = {}
         for method, scored in _explain(subject, methods_by[subject.label], pictures, cfg, ctx, generator):
@@ -302,20 +359,31 @@ def _explain(subject: common.Subject, methods: list[str], pictures: list[torch.T
     fill = x_all.double().mean((0, 2, 3)).float().view(1, -1, 1, 1)
     predict = functools.partial(_probabilities, explained)
     target = torch.cat([predict(b).argmax(1) for b in x_all.split(cfg.batch_size)])
+    if "scorecam" in methods:
+        channels, per_image = scorecam_estimate(explained, x_all, min(cfg.scorecam_batch, 16))
+        forwards = 2 * channels * len(x_all)
+        ctx.step(f"{subject.label}: scorecam runs one forward per channel of its target layer ({channels}) for each "
+                 f"image, for the trained and the randomised model: {forwards:,} image forwards, "
+                 f"{duration(forwards * per_image)} on this device (--set methods=[...] without scorecam leaves it "
+                 "out)")
     for method in methods:
         deletion: list[torch.Tensor] = []
         insertion: list[torch.Tensor] = []
         rho: list[np.ndarray] = []
         first: torch.Tensor | None = None
+        bar = tqdm(total=len(x_all) * (1 if method == "random" else 2), desc=f"{subject.label} {method}", unit="img",
+                   disable=not ctx.progress, leave=False, file=sys.stderr)
         for rows_x, rows_t in zip(x_all.split(cfg.batch_size), target.split(cfg.batch_size)):
-            maps = maps_for(method, explained, rows_x, rows_t, cfg, generator)
+            maps = maps_for(method, explained, rows_x, rows_t, cfg, generator, bar.update)
             d, i = sal.curves(predict, rows_x, sal.patch_scores(maps, cfg.grid), rows_t.to(ctx.device), cfg.grid,
                               fill)
             deletion.append(d)
             insertion.append(i)
             if method != "random":
-                rho.append(sal.rank_correlation(maps, maps_for(method, scrambled, rows_x, rows_t, cfg, generator)))
+                again = maps_for(method, scrambled, rows_x, rows_t, cfg, generator, bar.update)
+                rho.append(sal.rank_correlation(maps, again))
             first = maps if first is None else first
+        bar.close()
         d_curve, i_curve = torch.cat(deletion), torch.cat(insertion)
         sanity, note = sal.sanity_summary(rho, method, subject.label) if rho else (None, None)
         d_auc, i_auc = sal.auc(d_curve), sal.auc(i_curve)
@@ -443,7 +511,8 @@ REFERENCES: tuple[Reference, ...] = (
 """The published figures this experiment is compared with (:mod:`atml.references` decides when it is fair)."""
 
 EXPERIMENT = Experiment(data=Data, name="compare.saliency",
-                        summary="Grad-CAM, Grad-CAM++, Score-CAM, CLS attention and rollout, scored by deletion, "
-                                "insertion and the randomisation sanity check",
+                        summary="Grad-CAM, Grad-CAM++, Score-CAM (slow: a forward per channel per image), CLS "
+                                "attention and rollout, scored by deletion, insertion and the randomisation sanity "
+                                "check; methods=[...] picks them",
                         config_cls=Config, presets=PRESETS, run=run, discuss=discuss, references=REFERENCES,
                         readme_row=readme_row)
