@@ -93,3 +93,48 @@ def test_attention_view_stores_what_the_model_computed():
     flow = views.dequantise_rows(views.read_array(second["rollout"]), views.read_array(second["rollout_scale"]))
     cls_flow = att.rollout(list(maps), 1)[0].numpy()
     assert np.abs(flow[0] - cls_flow).max() <= cls_flow.max() / 255 + 1e-6  # row 0 is the CLS rollout
+
+
+def _deit_sized_attention(rng: np.random.Generator, images: int = 3) -> views.Attention:
+    """A view the size DeiT-S at 224 px stores (12 layers, 6 heads, 197 tokens, 196 patches; the plan keeps the
+    12 layers' head means within ATTENTION_BUDGET)."""
+    layers, heads, tokens, patches = 12, 6, 197, 196
+    kept, per_head = views.attention_plan(layers, heads, tokens, patches)
+    shown = []
+    for i in range(images):
+        raw = rng.random((len(kept), heads if per_head else 1, tokens, patches)).astype(np.float32)
+        shown.append(views.AttentionImage(f"img{i}", torch.randint(0, 256, (3, 224, 224), dtype=torch.uint8),
+                                          raw / raw.sum(-1, keepdims=True), rng.random((tokens, patches))))
+    return views.Attention("DeiT-S attention", 14, 1, kept, heads, per_head, shown)
+
+
+def test_a_report_of_real_sized_views_is_thinned_to_its_budget_and_says_what_each_lost(tmp_path):
+    """DeiT-S's attention at 224 px stored 2 MB of view data for 3 images; a 6-run report weighed 8.35 MB."""
+    rng = np.random.default_rng(0)
+    blocks = []
+    for run in range(4):
+        folder = tmp_path / f"run{run}"
+        files = [views.save(_deit_sized_attention(rng), folder / "views" / "attention.json", relative_to=folder)]
+        points = 5000
+        scatter = views.Scatter("embeddings", {"t-SNE": rng.random((points, 2)), "UMAP": rng.random((points, 2))},
+                                rng.integers(0, 10, points), [str(c) for c in range(10)])
+        files.append(views.save(scatter, folder / "views" / "scatter.json", relative_to=folder))
+        blocks += interactive.load(folder, files, f"run{run}")
+    original = {b.id: json.loads(b.data) for b in blocks}
+    assert sum(len(b.data) for b in blocks) > 3 * interactive.REPORT_BUDGET  # the page as it was
+    said = interactive.fit(blocks)
+    assert sum(len(b.data) for b in blocks) <= interactive.REPORT_BUDGET
+    assert "thinned to fit the report's 2.0 MB budget" in said[0]
+    assert any("DeiT-S attention: 12 layer(s)" in line and "the mean of the heads" in line for line in said[1:])
+    for block in blocks:
+        view = json.loads(block.data)
+        if view["kind"] == "attention":
+            assert view["layers"][-1] == 12  # the last layer is always kept
+            before = original[block.id]["images"][0]
+            was = views.dequantise_rows(views.read_array(before["maps"]), views.read_array(before["scale"]))
+            now = views.dequantise_rows(views.read_array(view["images"][0]["maps"]),
+                                        views.read_array(view["images"][0]["scale"]))
+            assert np.abs(now[-1] - was[-1]).max() <= 2 * was[-1].max() / 255  # the kept layer's rows unchanged
+        else:
+            kept = views.read_array(view["labels"])
+            assert 250 <= len(kept) < 5000 and len(views.read_array(view["panels"][0]["xy"])) == len(kept)

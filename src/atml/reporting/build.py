@@ -104,13 +104,14 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *, static:
     for line in said:
         warn(line)
     groups = group_by_seed(views, reg)
+    thinned = interactive.fit([block for view in views for block in view.views])
     try:
         out.mkdir(parents=True, exist_ok=True)
         for view in views:
             _copy_figures(view, out)
         grids = _grids(run_paths, views, out)
         context = {"views": views, "groups": groups, "skipped": skipped, "fmt": fmt, "families": FAMILIES,
-                   "grids": grids, "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "static": static,
+                   "grids": grids, "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "static": static, "thinned": thinned,
                    "explore_head": "" if static or not any(v.views for v in views) else interactive.head()}
         env = _jinja()
         for name in ("report.md", "tables.tex", "report.html"):
