@@ -5,6 +5,7 @@ against the values stored in the run folder; the page loads with the network swi
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -222,14 +223,40 @@ def test_clicking_a_patch_shows_that_patchs_attention(browser, page, runs):
     root.find_element("css selector", "[aria-label=head] button[data-choice='2']").click()
     assert (root.get_attribute("data-layer"), root.get_attribute("data-head")) == ("1", "2")
     assert np.abs(overlay() - _expected_row(image, prefix + patch, 0, 1, heads, per_head, "attention")).max() < 1e-5
+    cls_button = root.find_element("css selector", ".atml-cls")
+    assert cls_button.text.startswith("query: patch (row 4, col 6)")  # the clicked patch, not "CLS"
+    assert slider.is_enabled()
     root.find_element("css selector", "[aria-label=show] button[data-choice='1']").click()
     assert root.get_attribute("data-mode") == "rollout"
+    assert not slider.is_enabled()  # the rollout runs through every layer: the slider does not apply
     assert np.abs(overlay() - _expected_row(image, prefix + patch, 0, 1, heads, per_head, "rollout")).max() < 1e-5
     # another image keeps the query and shows its own attention
     root.find_element("css selector", "[aria-label=image] button[data-choice='1']").click()
     assert np.abs(overlay() - _expected_row(stored["images"][1], prefix + patch, 0, 1, heads, per_head,
                                             "rollout")).max() < 1e-5
+    root.find_element("css selector", "[aria-label=show] button[data-choice='0']").click()
+    assert slider.is_enabled()
+    cls_button.click()
+    assert root.get_attribute("data-query") == "0" and cls_button.text == "query: CLS"
     assert _errors(browser) == []
+
+
+def test_every_canvas_takes_most_of_its_view_s_width(browser, page):
+    ids = _open(browser, page)
+    for vid in ids:
+        root = browser.find_element("id", vid)
+        canvas = browser.execute_script(f"return atmlViews['{vid}'].canvas")
+        width = browser.execute_script("return arguments[0].clientWidth", root)
+        assert canvas.size["width"] >= min(0.75 * width, 560), (vid, canvas.size["width"], width)
+
+
+def test_two_runs_of_one_experiment_have_distinct_view_titles(runs, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(runs["compare.cka"], twin, ignore=shutil.ignore_patterns(".lock"))
+    assert cli.main(["report", str(runs["compare.cka"]), str(twin), "--out", str(tmp_path / "rep")]) == 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    titles = re.findall(r'<div class="atml-view"[^>]*><h4>([^<]*)</h4>', html)
+    assert len(titles) == 2 and len(set(titles)) == 2 and any("twin" in t for t in titles), titles
 
 
 def test_hovering_a_cka_cell_names_both_layers_and_the_value(browser, page, runs):
@@ -241,15 +268,19 @@ def test_hovering_a_cka_cell_names_both_layers_and_the_value(browser, page, runs
         root.find_elements("css selector", ".atml-choices button")[p].click()
         panel = stored["panels"][p]
         values = views.read_array(panel["values"])
-        rows, cols = len(panel["rows"]), len(panel["cols"])
+        rows = len(panel["rows"])
         r, k = rows - 1, 1  # the last layer's row, drawn at the top as in the static figure (first at the bottom)
-        cell = canvas.size["width"] / max(rows, cols)
-        _at(browser, canvas, (k + 0.5) * cell, 0.5 * cell)
+        centre = browser.execute_script(f"return atmlViews['{vid}'].cellCentre({r}, {k})")
+        assert centre[1] < browser.execute_script(f"return atmlViews['{vid}'].cellCentre(0, {k})")[1]
+        _at(browser, canvas, *centre)
         tip = root.find_element("css selector", ".atml-tip")
         assert (tip.get_attribute("data-row"), tip.get_attribute("data-col")) == (panel["rows"][r], panel["cols"][k])
         assert float(tip.get_attribute("data-value")) == pytest.approx(float(values[r, k]), abs=1e-6)
         assert f"{panel['row_label']}: {panel['rows'][r]}" in tip.text
         assert f"= {values[r, k]:.3f}" in tip.text
+        ticks = browser.execute_script(f"return atmlViews['{vid}'].ticks()")  # the names are on the axes, not only
+        assert ticks["rows"][0] == panel["rows"][0] and ticks["cols"][0] == panel["cols"][0]  # on hover
+        assert set(ticks["rows"]) <= set(panel["rows"]) and len(ticks["rows"]) >= min(rows, 4)
     assert _errors(browser) == []
 
 

@@ -104,6 +104,7 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *, static:
     for line in said:
         warn(line)
     groups = group_by_seed(views, reg)
+    _distinct_titles(views)
     thinned = interactive.fit([block for view in views for block in view.views])
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,8 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *, static:
             _copy_figures(view, out)
         grids = _grids(run_paths, views, out)
         context = {"views": views, "groups": groups, "skipped": skipped, "fmt": fmt, "families": FAMILIES,
-                   "grids": grids, "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "static": static, "thinned": thinned,
+                   "grids": grids, "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "static": static,
+                   "thinned": thinned,
                    "explore_head": "" if static or not any(v.views for v in views) else interactive.head()}
         env = _jinja()
         for name in ("report.md", "tables.tex", "report.html"):
@@ -120,6 +122,18 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *, static:
         raise RunDirError(f"cannot write the report to {out}: {err.strerror or err}; pass a writable --out folder") \
             from err
     return out / "report.html"
+
+
+def _distinct_titles(views: list[RunView]) -> None:
+    """Views of two runs of one experiment share a title: each then says which run it is of."""
+    import collections
+
+    seen = collections.Counter(block.title for view in views for block in view.views)
+    for view in views:
+        for block in view.views:
+            if seen[block.title] > 1:
+                seed = f"seed {view.results.seed}, " if view.results.seed is not None else ""
+                block.title = f"{block.title} ({seed}{view.path.name})"
 
 
 def _grids(given: Sequence[Path], views: list[RunView], out: Path) -> list[grid.GridTable]:

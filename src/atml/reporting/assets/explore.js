@@ -34,6 +34,9 @@
     return node;
   }
   function fmt(v) { return isFinite(v) ? Number(v).toPrecision(3) : "n/a"; }
+  function room(root, most) {  // the width a view's canvas may take: the view's own, up to `most` px
+    return Math.max(280, Math.min(most, Math.floor((root.clientWidth || 600) - 4)));
+  }
   function canvas(parent, w, h) {
     var c = el("canvas", { width: w * (window.devicePixelRatio || 1), height: h * (window.devicePixelRatio || 1) }, parent);
     c.style.width = w + "px"; c.style.height = h + "px";
@@ -68,7 +71,7 @@
   /* Embedding scatter: hover a point for its image, class and prediction; click a class to hide it; wheel to zoom,
    * drag to pan, double-click to reset. */
   function scatter(root, d) {
-    var W = 560, H = 430, PAD = 12;
+    var W = room(root, 900), H = Math.round(W * 0.68), PAD = 12;
     var labels = decode(d.labels), thumbs = decode(d.thumbs), pred = decode(d.predicted), kinds = decode(d.kinds);
     var panels = d.panels.map(function (p) { return { name: p.name, xy: decode(p.xy) }; });
     var n = labels.length, hidden = {}, state = { panel: 0, hover: -1, zoom: 1, cx: 0, cy: 0 };
@@ -194,7 +197,7 @@
   /* Attention: click a patch to see the row of the attention matrix it queries (CLS by default), per layer and head,
    * or the rollout through all layers. */
   function attention(root, d) {
-    var SIZE = 336, G = d.grid, P = G * G, T = d.prefix + P, L = d.layers.length, Hd = d.per_head ? d.heads : 1;
+    var SIZE = room(root, 560), G = d.grid, P = G * G, T = d.prefix + P, L = d.layers.length, Hd = d.per_head ? d.heads : 1;
     var imgs = d.images.map(function (im) {
       var pic = new Image(); pic.src = im.src;
       return { name: im.name, caption: im.caption, pic: pic, maps: decode(im.maps), scale: decode(im.scale),
@@ -253,6 +256,10 @@
       root.parentNode.setAttribute("data-query", String(state.query)); root.parentNode.setAttribute("data-layer", String(d.layers[state.layer]));
       root.parentNode.setAttribute("data-head", state.head < 0 ? "mean" : String(state.head + 1)); root.parentNode.setAttribute("data-mode", state.mode);
       root.parentNode.setAttribute("data-image", String(state.image));
+      var rollout = state.mode === "rollout";  // through every layer and the mean of the heads: no layer, no head
+      slider.disabled = rollout;
+      root.querySelectorAll("[aria-label=head] button").forEach(function (b) { b.disabled = rollout; });
+      cls.textContent = state.query === 0 ? "query: CLS" : "query: " + who + " (click: back to CLS)";
     }
     imgs.forEach(function (im) { im.pic.addEventListener("load", draw); });
     choices(bar, "image", imgs.map(function (im) { return im.name; }), function (i) { state.image = i; draw(); });
@@ -283,27 +290,45 @@
   /* Heatmap (CKA between layers): hover a cell to read both layers and the value. */
   function heatmap(root, d) {
     var panels = d.panels.map(function (p) { return { p: p, values: decode(p.values) }; });
-    var state = { panel: 0, row: -1, col: -1 };
+    var state = { panel: 0, row: -1, col: -1, ticks: { rows: [], cols: [] } };
     var bar = el("div", { "class": "atml-bar" }, root);
     var stage = el("div", { "class": "atml-stage" }, root);
-    var SIZE = 420, cv = canvas(stage, SIZE, SIZE), CMAP = d.cmap === "magma" ? MAGMA : VIRIDIS;
+    var ML = 120, MB = 92;  // room for the row names and title (left), the column names and title (below)
+    var SIZE = Math.min(560, room(root, 900) - ML), cv = canvas(stage, ML + SIZE, SIZE + MB), CMAP = d.cmap === "magma" ? MAGMA : VIRIDIS;
     function top(r, R) { return d.origin === "lower" ? R - 1 - r : r; }  // the screen row of data row r
     var tip = el("div", { "class": "atml-tip", role: "tooltip" }, stage);
     function geom() { var p = panels[state.panel].p, cell = SIZE / Math.max(p.rows.length, p.cols.length); return { p: p, cell: cell }; }
+    function every(count, cell) { return Math.max(1, Math.ceil(13 / cell)); }  // label every n-th so names never overlap
+    function short(name) { name = String(name); return name.length > 16 ? name.slice(0, 15) + "\u2026" : name; }
+    function axes(g, c, R, C) {
+      c.fillStyle = "#1d2330"; c.font = "11px system-ui, sans-serif"; state.ticks = { rows: [], cols: [] };
+      c.textAlign = "right"; c.textBaseline = "middle";
+      for (var r = 0, n = every(R, g.cell); r < R; r += n) {
+        c.fillText(short(g.p.rows[r]), ML - 5, (top(r, R) + 0.5) * g.cell); state.ticks.rows.push(g.p.rows[r]);
+      }
+      for (var k = 0, m = every(C, g.cell); k < C; k += m) {
+        c.save(); c.translate(ML + (k + 0.5) * g.cell, SIZE + 5); c.rotate(-Math.PI / 4);
+        c.fillText(short(g.p.cols[k]), 0, 0); c.restore(); state.ticks.cols.push(g.p.cols[k]);
+      }
+      c.font = "12px system-ui, sans-serif"; c.textAlign = "center"; c.textBaseline = "alphabetic";
+      c.fillText(g.p.col_label, ML + C * g.cell / 2, SIZE + MB - 4);
+      c.save(); c.translate(12, R * g.cell / 2); c.rotate(-Math.PI / 2); c.fillText(g.p.row_label, 0, 0); c.restore();
+    }
     function draw() {
       var g = geom(), v = panels[state.panel].values, c = cv.ctx, R = g.p.rows.length, C = g.p.cols.length;
-      c.clearRect(0, 0, SIZE, SIZE);
+      c.clearRect(0, 0, ML + SIZE, SIZE + MB);
       for (var r = 0; r < R; r++) {
         for (var k = 0; k < C; k++) {
           var x = v[r * C + k], rgb = isFinite(x) ? ramp(CMAP, (x - d.vmin) / ((d.vmax - d.vmin) || 1)) : [200, 200, 200];
-          c.fillStyle = "rgb(" + rgb.join(",") + ")"; c.fillRect(k * g.cell, top(r, R) * g.cell, Math.ceil(g.cell), Math.ceil(g.cell));
+          c.fillStyle = "rgb(" + rgb.join(",") + ")"; c.fillRect(ML + k * g.cell, top(r, R) * g.cell, Math.ceil(g.cell), Math.ceil(g.cell));
         }
       }
-      if (state.row >= 0) { c.strokeStyle = "#00e5ff"; c.lineWidth = 2; c.strokeRect(state.col * g.cell, top(state.row, R) * g.cell, g.cell, g.cell); }
+      if (state.row >= 0) { c.strokeStyle = "#00e5ff"; c.lineWidth = 2; c.strokeRect(ML + state.col * g.cell, top(state.row, R) * g.cell, g.cell, g.cell); }
+      axes(g, c, R, C);
       root.parentNode.setAttribute("data-panel", String(state.panel));
     }
     cv.node.addEventListener("mousemove", function (ev) {
-      var g = geom(), m = local(cv.node, ev), k = Math.floor(m[0] / g.cell), R = g.p.rows.length;
+      var g = geom(), m = local(cv.node, ev), k = Math.floor((m[0] - ML) / g.cell), R = g.p.rows.length;
       var r = Math.floor(m[1] / g.cell); r = r < R ? top(r, R) : R;
       if (r < 0 || k < 0 || r >= g.p.rows.length || k >= g.p.cols.length) { state.row = -1; tip.style.display = "none"; draw(); return; }
       var value = panels[state.panel].values[r * g.p.cols.length + k];
@@ -326,13 +351,14 @@
     root.querySelector(".atml-choices button").click();
     return {
       state: state, canvas: cv.node,
-      cellCentre: function (r, k) { var g = geom(); return [(k + 0.5) * g.cell, (top(r, g.p.rows.length) + 0.5) * g.cell]; }
+      cellCentre: function (r, k) { var g = geom(); return [ML + (k + 0.5) * g.cell, (top(r, g.p.rows.length) + 0.5) * g.cell]; },
+      ticks: function () { return state.ticks; }
     };
   }
 
   /* Saliency: choose a model's method and an image; the map over the image with its deletion/insertion AUC. */
   function saliency(root, d) {
-    var SIZE = 320, entries = d.entries.map(function (e) { return { e: e, maps: decode(e.maps) }; });
+    var SIZE = room(root, 560), entries = d.entries.map(function (e) { return { e: e, maps: decode(e.maps) }; });
     var pics = d.images.map(function (src) { var p = new Image(); p.src = src; return p; });
     var state = { entry: 0, image: 0, alpha: 0.5 };
     var bar = el("div", { "class": "atml-bar" }, root), bar2 = el("div", { "class": "atml-bar" }, root);
