@@ -309,6 +309,30 @@ def cli_latency_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def view_bytes_section(report: dict[str, Any]) -> str:
+    """``scripts/view_bytes.py``'s JSON: each view's bytes on real models and on the demo, each report before and
+    after its budget."""
+    budget = report["budget"] / 1e6
+    lines = [f"`{report['command'].strip()}` at {report['commit']}, {report['date']} "
+             f"(`benchmarks/{report.get('file', 'view-bytes-cpu.json')}`); the report's budget for its views is "
+             f"{budget:.1f} MB. Smoke runs on real architectures, random weights: "
+             + "; ".join(f"`atml run {r} --preset smoke`" for r in report["smoke_runs"]) + ".", "",
+             "| report | runs | views as stored | views in the page (after the budget) | report.html | `--static` |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for s in report["sets"]:
+        lines.append(f"| {s['set']} | {s['runs']} | {s['views_bytes'] / 1e6:.2f} MB | "
+                     f"{s['views_bytes_fitted'] / 1e6:.2f} MB | {s['report_bytes'] / 1e6:.2f} MB | "
+                     f"{s['static_bytes'] / 1e6:.2f} MB |")
+    lines += ["", "| report | run | view | kind | as stored |", "| --- | --- | --- | --- | --- |"]
+    for s in report["sets"]:
+        lines += [f"| {s['set']} | {v['run'].split('-')[0]} | {v['view'].replace('|', '/')} | {v['kind']} | "
+                  f"{v['bytes'] / 1e3:,.0f} KB |" for v in s["views"]]
+    thinned = [line for s in report["sets"] for line in s["thinned"][1:]]
+    lines += ["", "Thinned to fit: " + ("; ".join(thinned) if thinned else "nothing (every report was under its "
+                                        "budget).")]
+    return "\n".join(lines)
+
+
 def explore_section(report: dict[str, Any]) -> str:
     """``scripts/explore_bench.py``'s JSON: the report with and without its views, each view's share, the scatter at
     two sizes in Chromium, and the screenshots."""
@@ -337,6 +361,7 @@ def explore_section(report: dict[str, Any]) -> str:
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "explore-cpu": ("explore-cpu.json", explore_section),
     "cli-latency-cpu": ("cli-latency-cpu.json", cli_latency_section),
+    "view-bytes-cpu": ("view-bytes-cpu.json", view_bytes_section),
     "sweep-cpu": ("sweep-cpu.json", sweep_section),
     "sweep-slurm-cpu": ("sweep-slurm-cpu.json", slurm_bench_section),
     "slurm-faults": ("slurm-faults.json", slurm_faults_section),
