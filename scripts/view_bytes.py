@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from atml import cli
 from atml.reporting import build, interactive
@@ -33,7 +34,7 @@ REAL = [["vit.attention"], ["resnet.features"],
 """The smoke runs on real architectures (``--preset smoke`` added)."""
 
 
-def measure(name: str, runs: list[Path], out: Path) -> dict[str, object]:
+def measure(name: str, runs: list[Path], out: Path) -> dict[str, Any]:
     """One report of ``runs``: each view's bytes, the total before and after the budget, report.html's size."""
     blocks, rows = [], []
     for index, run in enumerate(runs):
