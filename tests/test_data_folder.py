@@ -199,6 +199,15 @@ def test_every_experiment_uses_the_folder_and_skip_bad_images_it_is_given(experi
     notes = json.loads((run / "results.json").read_text())["notes"]
     assert any("broken.jpg" in n and "left out" in n for n in notes)
     assert any(n.startswith("folder:photos: decoded at") for n in notes)  # the notes say the decode size and why
+    if experiment in ("resnet.features", "vit.attention"):  # the views name the user's files, not "point #3"
+        from atml import views
+
+        stored = json.loads(next((run / "views").glob("*.json")).read_text())
+        named = stored["names"] if stored["kind"] == "scatter" else [i["name"] for i in stored["images"]]
+        assert named and all(n.startswith("val/") and (".jpg" in n or ".png" in n) for n in named), named
+        if stored["kind"] == "scatter":
+            labels = views.read_array(stored["labels"])
+            assert all(n.split("/")[1] == stored["classes"][c] for n, c in zip(named, labels))
 
 
 def _split_layout(root, splits, classes=("cat", "coffee")):
@@ -247,3 +256,15 @@ def test_the_empty_class_note_names_the_class_and_every_split_it_is_empty_in(pho
     notes = folder.load(photos, size=16).readiness.notes
     note = next(n for n in notes if "dogs" in n)
     assert "the dataset has 3 classes (ants, bees, cats)" in note and "val/" in note and "train/" in note, note
+
+
+def test_each_image_keeps_its_file_name_through_the_cache_subsets_and_skipped_files(photos):
+    (photos / "train" / "bees" / "broken.jpg").write_bytes(b"not a jpeg")
+    read = folder.load(photos, size=16, skip_bad=True)
+    train = read.data.train
+    assert train.names is not None and len(train.names) == len(train) == 18  # 6 per class; broken.jpg left out
+    assert "train/bees/broken.jpg" not in train.names
+    assert all(name.split("/")[1] == train.classes[int(c)] for name, c in zip(train.names, train.labels))
+    part = train.subset(5, seed=1)
+    assert part.names is not None and len(part.names) == 5
+    assert all(name.split("/")[1] == part.classes[int(c)] for name, c in zip(part.names, part.labels))

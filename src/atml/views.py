@@ -130,6 +130,8 @@ class Scatter:
     captions: list[str] | None = None
     kinds: np.ndarray | None = None
     kind_names: tuple[str, ...] = ("image",)
+    names: list[str] | None = None
+    """Each point's file (a user's folder): what the tooltip names it by, instead of its number."""
 
     def to_json(self) -> dict[str, Any]:
         n = len(self.labels)
@@ -144,7 +146,7 @@ class Scatter:
                 "predicted": None if self.predicted is None else array(self.predicted, "int16"),
                 "predicted_by": self.predicted_by, "captions": self.captions,
                 "kinds": None if self.kinds is None else array(self.kinds, "uint8"),
-                "kind_names": list(self.kind_names)}
+                "kind_names": list(self.kind_names), "names": self.names}
 
 
 def quantise_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

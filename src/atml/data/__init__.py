@@ -16,9 +16,16 @@ class ImageSplit:
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
+    names: list[str] | None = None
+    """Each image's file, relative to the dataset's folder, where it came from one (a user's folder, ImageNet); the
+    interactive views name points and images by it."""
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def name(self, i: int) -> str | None:
+        """Image ``i``'s file, or None for a dataset that is not a folder of files."""
+        return self.names[i] if self.names is not None else None
 
     def subset(self, limit: int, seed: int = 0) -> ImageSplit:
         """A class-balanced-in-expectation random subset of ``limit`` items (0: all)."""
@@ -28,7 +35,8 @@ class ImageSplit:
             return self
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit]
         idx = idx.sort().values
-        return ImageSplit(self.images[idx], self.labels[idx], self.classes)
+        names = [self.names[i] for i in idx.tolist()] if self.names is not None else None
+        return ImageSplit(self.images[idx], self.labels[idx], self.classes, names)
 
     def resized(self, size: int) -> ImageSplit:
         """Images bilinearly resized to ``size`` x ``size``, still uint8 (e.g. digits 8 -> 28 px)."""
@@ -39,7 +47,7 @@ class ImageSplit:
             x = torch.nn.functional.interpolate(self.images[start:start + 1024].float(), size=(size, size),
                                                 mode="bilinear", align_corners=False)
             out[start:start + 1024] = x.round().clamp(0, 255).to(torch.uint8)
-        return ImageSplit(out, self.labels, self.classes)
+        return ImageSplit(out, self.labels, self.classes, self.names)
 
 
 @dataclasses.dataclass

@@ -103,7 +103,8 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
                                progress=progress)
               for name, (f, lab) in parts.items()}
     bad = unreadable(splits.values(), root, skip_bad)
-    train, val = (as_image_split(splits[n], classes) for n in ("train", "val"))
+    train, val = (as_image_split(splits[n], classes, kept_names(parts[n][0], splits[n].bad, root))
+                  for n in ("train", "val"))
     if min(len(train), len(val)) == 0:
         raise DataError(f"{root} gives {len(train)} training and {len(val)} validation images; both need some")
     source = (f"image folder {root} ({len(classes)} classes; {how}); " + decoded_as(size, interpolation, crop)
@@ -199,9 +200,15 @@ def split_files(files: list[Path], labels: list[int], n_classes: int, val_fracti
     return {name: ([files[i] for i in idx], [labels[i] for i in idx]) for name, idx in picked.items()}
 
 
-def as_image_split(split: cache.Split, classes: Sequence[str]) -> ImageSplit:
+def as_image_split(split: cache.Split, classes: Sequence[str], names: list[str] | None = None) -> ImageSplit:
     """The cached arrays as torch tensors over the same memory map (no copy)."""
-    return ImageSplit(torch.from_numpy(split.images), torch.from_numpy(split.labels), list(classes))
+    return ImageSplit(torch.from_numpy(split.images), torch.from_numpy(split.labels), list(classes), names)
+
+
+def kept_names(files: Sequence[Path], bad: Sequence[str], root: Path) -> list[str]:
+    """The files a split holds, in its order, relative to ``root``: those given, less the unreadable ones (each
+    ``bad`` entry is ``"PATH (why)"``)."""
+    return [str(f.relative_to(root)) for f in files if not any(entry.startswith(f"{f} (") for entry in bad)]
 
 
 def write_folder(root: str | Path, *, classes: tuple[str, ...] = ("ants", "bees", "cats"), per_class: int = 6,

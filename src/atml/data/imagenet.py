@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from atml.data import ImageDataset, ImageSplit, cache
-from atml.data.folder import FolderRead, Readiness, as_image_split, decoded_as, list_files, unreadable
+from atml.data.folder import FolderRead, Readiness, as_image_split, decoded_as, kept_names, list_files, unreadable
 from atml.errors import DataError
 
 LAYOUT = ("DIR/val/<wnid>/*.JPEG (ILSVRC2012's validation set: its 1,000 WordNet-ID folders, or some of them, e.g. "
@@ -43,14 +43,16 @@ def load(root: str | Path, *, size: int, interpolation: str = "bicubic", crop: i
     if "val" not in parts:
         raise DataError(f"{root / 'val'} does not exist; data=imagenet reads {LAYOUT}; pass --data-dir DIR")
     present = {name: _check_classes(folder, wnids) for name, folder in parts.items()}
-    splits = {}
+    splits, files_of = {}, {}
     for name, folder in parts.items():
         files, labels = list_files(folder, wnids)
+        files_of[name] = files
         splits[name] = cache.load(cache.Request(f"imagenet-{name}", root, files, labels, wnids, size,
                                                 interpolation=interpolation, crop=crop), progress=progress)
     bad = unreadable(splits.values(), root, skip_bad)
-    val = as_image_split(splits["val"], names)
-    train = as_image_split(splits["train"], names) if "train" in splits else ImageSplit(
+    val = as_image_split(splits["val"], names, kept_names(files_of["val"], splits["val"].bad, root))
+    train = as_image_split(splits["train"], names, kept_names(files_of["train"], splits["train"].bad, root)) \
+        if "train" in splits else ImageSplit(
         torch.empty((0, 3, size, size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64), names)
     source = (f"ImageNet-1k validation set at {root / 'val'} ({len(val):,} images"
               + (f" of {len(present['val']):,} classes" if len(present["val"]) < len(wnids) else "")

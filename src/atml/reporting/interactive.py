@@ -148,8 +148,9 @@ def _thin(view: dict[str, Any]) -> bool:
         for key, dtype in (("labels", "int16"), ("thumbs", "int32"), ("predicted", "int16"), ("kinds", "uint8")):
             if view.get(key) is not None:
                 view[key] = views.array(views.read_array(view[key])[points], dtype)
-        if view.get("captions") is not None:
-            view["captions"] = [view["captions"][i] for i in points.tolist()]
+        for key in ("captions", "names"):
+            if view.get(key) is not None:
+                view[key] = [view[key][i] for i in points.tolist()]
         return True
     if kind == "saliency" and len(view["images"]) > 1:
         shown = len(view["images"]) // 2

@@ -139,7 +139,8 @@
         img.style.backgroundPosition = (-(t % d.sheet.cols) * z * tile) + "px " + (-Math.floor(t / d.sheet.cols) * z * tile) + "px";
       }
       var text = el("div", { "class": "atml-tiptext" }, tip);
-      if (kinds) { el("div", {}, text, d.kind_names[kinds[i]] + " #" + i); } else { el("div", {}, text, "point #" + i); }
+      if (d.names) { el("div", { "class": "atml-name" }, text, d.names[i]); }
+      else if (kinds) { el("div", {}, text, d.kind_names[kinds[i]] + " #" + i); } else { el("div", {}, text, "point #" + i); }
       el("div", { "class": "atml-true" }, text, "class: " + d.classes[labels[i]]);
       if (pred && pred[i] >= 0) {
         el("div", { "class": "atml-pred" + (pred[i] === labels[i] ? "" : " wrong") }, text,

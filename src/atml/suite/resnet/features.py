@@ -95,6 +95,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     data = common.load_data(cfg, ctx)
     idx = rep.balanced_indices(data.val.labels, cfg.per_class, seed=cfg.seed)
     images, labels = data.val.images[idx], data.val.labels[idx].numpy()
+    names = [data.val.names[i] for i in idx.tolist()] if data.val.names is not None else None
     classes = data.val.classes
     feats, stages = {}, {}
     for key, arch in (("weights", cfg.arch), ("compare_weights", cfg.compare_arch)):
@@ -117,7 +118,8 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.add_figures(ctx.save_figure(embedding_figure(embeddings, labels, classes, stages[cfg.arch]), "embeddings"))
     keep = views.spread_indices(len(labels))  # the points the page shows, their thumbnails in that order
     out.views += ctx.save_view(embedding_view(embeddings, labels, predictions, classes, stages[cfg.arch], keep,
-                                              ctx.thumbnails(images[torch.from_numpy(keep)]), cfg.arch), "embeddings")
+                                              ctx.thumbnails(images[torch.from_numpy(keep)]), cfg.arch,
+                                              [names[i] for i in keep] if names else None), "embeddings")
     out.add_figures(ctx.save_figure(cka_figure(out.metrics), "cka"))
     out.add_figures(ctx.save_figure(confusion_figure(matrix, classes), "confusion_late_probe"))
     out.add_figures(ctx.save_figure(depth_figure(out.metrics, cfg), "separability_vs_depth"))
@@ -211,14 +213,14 @@ def embedding_figure(embeddings: dict[tuple[str, str], np.ndarray], labels: np.n
 
 def embedding_view(embeddings: dict[tuple[str, str], np.ndarray], labels: np.ndarray, predictions: np.ndarray,
                    classes: list[str], stages: dict[str, str], keep: np.ndarray, sheet: views.Sheet | None,
-                   arch: str) -> views.Scatter:
+                   arch: str, names: list[str] | None = None) -> views.Scatter:
     """The embeddings of :func:`embedding_figure` at the points ``keep``, one panel each, to hover: each point's
     image (tile i of ``sheet``), class and the late probe's out-of-fold prediction."""
     panels = {f"{'UMAP' if method == 'umap' else 't-SNE'}, {depth} ({stages[depth]})": embeddings[(depth, method)][keep]
               for method in METHODS for depth in DEPTHS}
     return views.Scatter(f"{arch}: t-SNE and UMAP of {len(keep)} validation images per depth", panels, labels[keep],
                          list(classes), thumbs=np.arange(len(keep)), sheet=sheet, predicted=predictions[keep],
-                         predicted_by="late-feature linear probe (out-of-fold)")
+                         predicted_by="late-feature linear probe (out-of-fold)", names=names)
 
 
 @figures.styled

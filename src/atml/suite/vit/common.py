@@ -169,7 +169,8 @@ def split_images(split: ImageSplit, count: int) -> dict[str, torch.Tensor]:
         if len(idx):
             order.append(int(idx[0]))
     order += [i for i in range(len(split)) if i not in order]
-    return {f"val[{i}] label {split.classes[int(split.labels[i])]}": split.images[i] for i in order[:count]}
+    return {f"{split.name(i) or f'val[{i}]'} label {split.classes[int(split.labels[i])]}": split.images[i]
+            for i in order[:count]}
 
 
 PROBE_IMAGES = 2000
