@@ -121,7 +121,7 @@ class Run:
         _check_finished(self.path)
         self.config: dict[str, Any] = read_yaml(self.path / "config.yaml") if (self.path / "config.yaml").is_file() \
             else {}
-        self.results = RunResults.from_folder(self.path, self.config)
+        self.results = RunResults.from_folder(read_json(self.path / "results.json"), self.config, self.path)
         env = self.path / "env.json"
         self.env: dict[str, Any] = read_json(env) if env.is_file() else {}
         self.grid: dict[str, Any] = {}

@@ -272,6 +272,8 @@ def _sequence(kind: type) -> Callable[[Any, tuple[Any, ...], str], Any]:
         try:
             out = [coerce(v, item, key) for v in items]
         except UsageError as err:
+            if isinstance(value, (list, tuple)):  # a list with a bad item: the item's own message
+                raise
             name = getattr(item, "__name__", str(item))
             example = f"[{value}]" if isinstance(value, str) and "," in value else "[a,b]"
             raise UsageError(f"config key {key!r} expects a list of {name}, written in brackets (--set "

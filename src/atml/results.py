@@ -303,11 +303,8 @@ class RunResults(Results):
     schema: int = SCHEMA
 
     @classmethod
-    def from_folder(cls, path: Path, config: Mapping[str, Any]) -> RunResults:
-        """A run folder's results.json, checked to be atml's (:func:`check_written`) before it is read."""
-        from atml.run_dir import read_json
-
-        raw = read_json(path / "results.json")
+    def from_folder(cls, raw: Any, config: Mapping[str, Any], path: Path) -> RunResults:
+        """A run folder's results.json (``raw``, as read), checked to be atml's (:func:`check_written`) first."""
         check_written(raw, config, path)
         return cls.from_json(raw)
 

@@ -390,7 +390,8 @@ def _load_timm_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
     """Load a timm state dict strictly; one without the classifier (a backbone) keeps the model's fresh head, as a
     CNN's does (:func:`atml.models.weights.load_backbone`)."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    if "head.weight" not in state and "head.weight" in model.state_dict():
+    own = model.state_dict().keys()
+    if "head.weight" not in state and "head.weight" in own and state.keys() <= own:
         weights_lib.load_backbone(model, state, head_prefix="head.", source=source)
         return
     try:

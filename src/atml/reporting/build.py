@@ -252,7 +252,7 @@ def _load(path: Path, index: int, reg: Registry, *, explore: bool = False) -> Ru
         raise RunDirError(f"{path} has no results: the run did not finish. If it was interrupted, continue it with "
                           f"'atml run {experiment} --resume {path}'")
     config = run.read_config()
-    results = RunResults.from_folder(path, config)
+    results = RunResults.from_folder(run.read_results(), config, path)
     env = run.read_env() if (path / "env.json").is_file() else {}
     exp = reg.get(results.experiment) if results.experiment in reg.names() else None
     discussion = discuss(exp, results)
