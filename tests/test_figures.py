@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -24,9 +25,9 @@ pytestmark = pytest.mark.slow  # one module fixture runs every experiment's smok
 
 
 @pytest.fixture(scope="module")
-def figures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+def figures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """``{experiment/figure name: Figure}`` for every experiment's smoke run."""
-    drawn: dict[str, object] = {}
+    drawn: dict[str, Any] = {}
     current = {"name": ""}
 
     def keep(fig, stem, *, relative_to):
