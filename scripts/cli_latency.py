@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [["--version"], ["--help"], ["list"], ["models"], ["run", "resnet.nope"],
             ["run", "resnet.head", "--preset", "huge"], ["run", "resnet.head", "--bogus"], ["sweep", "resnet.nope"],
-            ["run", "resnet.head", "--set", "epoch=3"]]
-"""The answers a user waits on; the last (a config key, checked against the experiment's config class) imports the
+            ["run", "resnet.head", "--set", "epoch=3"], ["run", "resnet.head", "--set", "epochs=-1"]]
+"""The answers a user waits on; the last (a config value, checked by the experiment's config class) imports the
 experiment and is shown for scale."""
 
 

@@ -199,7 +199,9 @@ def test_a_weights_path_that_does_not_exist_is_named_before_any_run_folder(exper
 @pytest.mark.parametrize("argv, code", [(["--version"], 0), (["--help"], 0), (["list"], 0), (["models"], 0),
                                         (["run", "resnet.nope"], 2), (["run", "resnet.head", "--preset", "huge"], 2),
                                         (["sweep", "resnet.nope"], 2), (["run", "resnet.head", "--bogus"], 2),
-                                        (["bench", "resnet.nope"], 2), (["run"], 2)])
+                                        (["bench", "resnet.nope"], 2), (["run"], 2),
+                                        (["run", "resnet.head", "--set", "epoch=3"], 2),
+                                        (["sweep", "vae.train", "--set", "latent=3"], 2)])
 def test_the_prompt_answers_import_no_torch(argv, code):
     """--version, --help, list, models and these usage errors answer without torch, torchvision, scikit-learn or
     pandas (seconds on 2 cores): scripts/cli_latency.py times them."""

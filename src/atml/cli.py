@@ -270,7 +270,8 @@ def _floats(values: tuple[float, ...]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from atml.suite import catalog
 
-    catalog.check(args.experiment, None if args.resume else args.preset or config_lib.DEFAULT_PRESET)
+    catalog.check(args.experiment, None if args.resume else args.preset or config_lib.DEFAULT_PRESET,
+                  _overrides(args))
     from atml import runner
     from atml.distributed import rank_and_world
 
@@ -306,7 +307,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if named:
         from atml.suite import catalog
 
-        catalog.check(args.spec, args.preset)
+        catalog.check(args.spec, args.preset, args.overrides)
     from atml.sweeps import dispatch
     from atml.sweeps import spec as spec_lib
 
@@ -387,7 +388,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from atml.suite import catalog
 
-    catalog.check(args.experiment, args.preset)
+    catalog.check(args.experiment, args.preset, _overrides(args))
     exp = registry().get(args.experiment)
     if exp.bench is None:
         raise UsageError(f"{exp.name} has no benchmark")

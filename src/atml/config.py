@@ -179,17 +179,21 @@ def _parse_scalar(raw: str) -> Any:
         return raw
 
 
+def unknown_key(key: str, names: list[str], owner: str) -> UsageError:
+    """The one line for a config key ``owner``'s config does not have, with the closest valid one."""
+    import difflib
+
+    close = difflib.get_close_matches(key.partition(".")[0], names, n=1)
+    return UsageError(f"unknown config key {key!r} for {owner}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                      + f"; valid keys: {', '.join(names)}")
+
+
 def _replace(cfg: Any, key: str, value: Any, name: str = "") -> Any:
     head, _, rest = key.partition(".")
     head = getattr(type(cfg), "ALIASES", {}).get(head, head)  # another library's word for a field
     hints = typing.get_type_hints(type(cfg))
     if head not in hints or head not in field_names(type(cfg)):
-        import difflib
-
-        names = field_names(type(cfg))
-        close = difflib.get_close_matches(head, names, n=1)
-        raise UsageError(f"unknown config key {key!r} for {name or type(cfg).__name__}"
-                         + (f" (did you mean {close[0]!r}?)" if close else "") + f"; valid keys: {', '.join(names)}")
+        raise unknown_key(key, field_names(type(cfg)), name or type(cfg).__name__)
     if rest:  # nested dataclass
         inner = getattr(cfg, head)
         if not dataclasses.is_dataclass(inner):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+from atml import config as config_lib
 from atml.errors import UsageError
 
 FILE = Path(__file__).with_name("catalog.json")
@@ -23,25 +25,38 @@ class Entry:
     name: str
     summary: str
     presets: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    """The config's keys, in its order."""
+    aliases: tuple[str, ...] = ()
+    """Other libraries' words for some keys (``ALIASES``)."""
 
 
 def entries() -> list[Entry]:
     """Every experiment, in the registry's order, from ``catalog.json``."""
-    return [Entry(e["name"], e["summary"], tuple(e["presets"])) for e in json.loads(FILE.read_text())]
+    return [Entry(e["name"], e["summary"], tuple(e["presets"]), tuple(e["keys"]), tuple(e["aliases"]))
+            for e in json.loads(FILE.read_text())]
 
 
-def check(name: str, preset: str | None = None) -> None:
-    """Refuse an unknown experiment (or an unknown preset of a known one) in one line, with the valid names."""
+def check(name: str, preset: str | None = None, overrides: Sequence[str] = ()) -> None:
+    """Refuse an unknown experiment, an unknown preset of a known one, or a ``KEY=VALUE`` whose key its config does
+    not have, in one line with the valid names (the values are checked with the config itself)."""
     known = {e.name: e for e in entries()}
     if name not in known:
         raise UsageError(f"unknown experiment {name!r}; valid experiments: {', '.join(known)}")
-    if preset is not None and preset not in known[name].presets:
-        raise UsageError(f"unknown preset {preset!r}; valid presets: {', '.join(known[name].presets)}")
+    entry = known[name]
+    if preset is not None and preset not in entry.presets:
+        raise UsageError(f"unknown preset {preset!r}; valid presets: {', '.join(entry.presets)}")
+    for text in overrides:
+        key = config_lib.parse_override(text)[0]
+        if key.partition(".")[0] not in (*entry.keys, *entry.aliases):
+            raise config_lib.unknown_key(key, list(entry.keys), name)
 
 
 def generate() -> str:
     """``catalog.json``'s text from the registry (imports every experiment)."""
     from atml.suite import registry
 
-    rows = [{"name": e.name, "summary": e.summary, "presets": list(e.presets)} for e in registry()]
+    rows = [{"name": e.name, "summary": e.summary, "presets": list(e.presets),
+             "keys": config_lib.field_names(e.config_cls), "aliases": sorted(getattr(e.config_cls, "ALIASES", {}))}
+            for e in registry()]
     return json.dumps(rows, indent=1) + "\n"
