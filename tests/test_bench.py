@@ -87,8 +87,6 @@ def test_optional_torch_compile_of_the_frozen_feature_pass():
     assert runtime.maybe_compile(fn, "off") is fn
     x = torch.randn(16, 8)
     assert torch.allclose(runtime.maybe_compile(fn, "default")(x), fn(x), atol=1e-5)
-    with pytest.raises(UsageError, match="compile='fast' is not valid"):
-        runtime.maybe_compile(fn, "fast")
     exp = registry().get("vit.pooling")
     with pytest.raises(UsageError, match="compile='yes' is not valid"):
         config.build(exp.config_cls, exp.presets, "smoke", ["compile=yes"])

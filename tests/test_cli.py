@@ -201,10 +201,17 @@ def test_a_weights_path_that_does_not_exist_is_named_before_any_run_folder(exper
                                         (["sweep", "resnet.nope"], 2), (["run", "resnet.head", "--bogus"], 2),
                                         (["bench", "resnet.nope"], 2), (["run"], 2),
                                         (["run", "resnet.head", "--set", "epoch=3"], 2),
-                                        (["sweep", "vae.train", "--set", "latent=3"], 2)])
+                                        (["sweep", "vae.train", "--set", "latent=3"], 2),
+                                        (["run", "resnet.head", "--set", "epochs=-1"], 2),
+                                        (["run", "compare.cka", "--preset", "demo", "--set", "models=[a]"], 2),
+                                        (["run", "vae.train", "--preset", "smoke", "--set", "lr=abc"], 2),
+                                        (["run", "clip.gap", "--set", "per_class=1"], 2),
+                                        (["bench", "vit.pooling", "--preset", "smoke", "--set", "compile=yes"], 2),
+                                        (["run", "gan.dcgan", "--set", "weights=imagenet"], 2)])
 def test_the_prompt_answers_import_no_torch(argv, code):
-    """--version, --help, list, models and these usage errors answer without torch, torchvision, scikit-learn or
-    pandas (seconds on 2 cores): scripts/cli_latency.py times them."""
+    """--version, --help, list, models and these usage errors (bad --set values too: the families' ``config``
+    modules import no torch) answer without torch, torchvision, scikit-learn or pandas (seconds on 2 cores):
+    scripts/cli_latency.py times them."""
     probe = ("import sys\nfrom atml import cli\ntry:\n    code = cli.main(sys.argv[1:])\nexcept SystemExit as e:\n"
              "    code = e.code\nheavy = [m for m in ('torch', 'torchvision', 'sklearn', 'pandas', 'timm') "
              "if m in sys.modules]\nprint('HEAVY', heavy, 'CODE', code, file=sys.stderr)")
@@ -216,6 +223,27 @@ def test_the_catalog_atml_list_reads_is_the_registry_s_own():
     from atml.suite import catalog
 
     assert catalog.FILE.read_text() == catalog.generate(), "run: python scripts/update_readme.py"
+
+
+def test_the_catalog_builds_every_preset_as_the_registry_does():
+    """The CLI's torch-free check builds each config from the same class and presets the run uses."""
+    from atml import config as config_lib
+    from atml.suite import catalog, registry
+
+    reg = registry()
+    for entry in catalog.entries():
+        exp = reg.get(entry.name)
+        for preset in entry.presets:
+            assert entry.build(preset, []) == config_lib.build(exp.config_cls, exp.presets, preset), entry.name
+
+
+def test_the_configs_default_epochs_of_the_demo_models_are_their_recipes():
+    from atml.suite.clip import config as clip_config
+    from atml.suite.vit import config as vit_config
+    from atml.train import clip_recipe, vit_recipe
+
+    assert vit_config.DEMO_VIT_EPOCHS == vit_recipe.Recipe.epochs
+    assert clip_config.DEMO_CLIP_EPOCHS == clip_recipe.Recipe.epochs
 
 
 def test_a_run_at_the_default_preset_without_its_data_names_the_demo_preset(tmp_path, capsys):

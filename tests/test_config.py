@@ -22,8 +22,8 @@ class Cfg(RunConfig):
     limit: int | None = None
     inner: Inner = dataclasses.field(default_factory=Inner)
 
-    def validate(self) -> None:
-        super().validate()
+    def check_values(self) -> None:
+        super().check_values()
         if self.epochs < 1:
             raise UsageError(f"epochs={self.epochs} is not valid; use an integer >= 1")
 

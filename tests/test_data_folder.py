@@ -91,12 +91,13 @@ def test_the_factory_knows_every_dataset_and_needs_a_folder_for_folder():
         factory.create(factory.Spec("imagenet"))
     with pytest.raises(UsageError, match="needs --data-dir"):
         factory.create(factory.Spec("folder"))
-    from atml.suite import grayscale
-    from atml.suite.clip import common as clip_common
-    from atml.suite.resnet import common as resnet_common
-    from atml.suite.vit import common as vit_common
+    from atml.suite import grayscale_config
+    from atml.suite.clip import config as clip_config
+    from atml.suite.compare import config as compare_config
+    from atml.suite.resnet import config as resnet_config
+    from atml.suite.vit import config as vit_config
 
-    for family in (resnet_common, vit_common, clip_common, grayscale):
+    for family in (resnet_config, vit_config, clip_config, compare_config, grayscale_config):
         assert set(family.DATA) <= set(factory.DATASETS), family
 
 

@@ -27,8 +27,8 @@ from atml import runner
 from atml.models import factory, freezing
 from atml.models.preprocess import Preprocess
 from atml.suite import registry
+from atml.suite.resnet import config as resnet_config
 from atml.suite.resnet import skip as resnet_skip
-from atml.suite.resnet import transfer as resnet_transfer
 from atml.train.features import FrozenFeatures
 
 META = torch.device("meta")
@@ -117,7 +117,7 @@ def run_on_meta(name: str, tmp_path: Path, overrides: tuple[str, ...] = ()) -> A
 
 CASES = [(name, ()) for name in registry().names()] + [
     ("resnet.head", ("feature_cache=false",)),
-    *[("resnet.transfer", (f"cells=[{cell}]",)) for cell in resnet_transfer.ALL_CELLS[1:]],
+    *[("resnet.transfer", (f"cells=[{cell}]",)) for cell in resnet_config.ALL_CELLS[1:]],
     ("resnet.features", ("compare_arch=", "arch=resnet18")),
     # any model (issue 17): timm's BatchNormAct2d pinned, torchvision BatchNorm folded, register tokens
     ("resnet.features", ("compare_arch=", "arch=timm/efficientnet_b0")),

@@ -4,9 +4,9 @@ import pytest
 
 from atml import cli, config
 from atml.models import registry
-from atml.suite.clip import common as clip_common
-from atml.suite.resnet import common as resnet_common
-from atml.suite.vit import common as vit_common
+from atml.suite.clip import config as clip_common
+from atml.suite.resnet import config as resnet_common
+from atml.suite.vit import config as vit_common
 
 
 def test_atmls_entries_say_source_check_and_preprocessing():

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from atml import cli
 from atml.errors import WeightsError
 from atml.models import factory
-from atml.suite.clip import common
+from atml.suite.clip import config as clip_config
 
 
 def _run(tmp_path, *argv):
@@ -21,7 +21,7 @@ def _run(tmp_path, *argv):
 def test_model_and_pretrained_are_open_clips_words_for_arch_and_weights():
     from atml import config
 
-    cfg = config.build(common.GapConfig, {"x": {}}, "x", ["model=RN50", "pretrained=random"])
+    cfg = config.build(clip_config.GapConfig, {"x": {}}, "x", ["model=RN50", "pretrained=random"])
     assert (cfg.arch, cfg.weights) == ("RN50", "random")
 
 

@@ -307,7 +307,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if named:
         from atml.suite import catalog
 
-        catalog.check(args.spec, args.preset, args.overrides)
+        catalog.check(args.spec, args.preset, args.overrides, values=False)
     from atml.sweeps import dispatch
     from atml.sweeps import spec as spec_lib
 

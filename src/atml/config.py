@@ -23,6 +23,10 @@ from atml.errors import UsageError
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DEVICES: tuple[Device, ...] = typing.get_args(Device)
 
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+"""``torch.compile`` modes a config's ``compile`` option takes (``off``: not compiled)."""
+COMPILE_MODES: tuple[CompileMode, ...] = typing.get_args(CompileMode)
+
 
 @dataclasses.dataclass
 class RunConfig:
@@ -46,21 +50,31 @@ class RunConfig:
     """data=folder: leave unreadable image files out (listed in the run's notes) instead of stopping."""
 
     def validate(self) -> None:
-        """Raise UsageError for values outside their valid range."""
+        """Raise UsageError for a value outside its range (:meth:`check_values`), then for a model, weights or
+        dataset name the libraries do not know (:meth:`check_sources`). Experiments extend those two, not this."""
+        self.check_values()
+        self.check_sources()
+
+    def check_values(self) -> None:
+        """Ranges and combinations of values, without importing torch or a model library: the CLI answers a bad
+        ``--set`` value from these before it imports an experiment."""
+        if self.seed < 0:
+            raise UsageError(f"seed={self.seed} is not valid; use an integer >= 0")
+        if self.image_size is not None and self.image_size < 8:
+            raise UsageError(f"image_size={self.image_size} is not valid; use at least 8 (pixels)")
+
+    def check_sources(self) -> None:
+        """Names of models, weights and datasets, checked against the libraries that build them (which may import
+        torch, torchvision, timm or open_clip)."""
         from pathlib import Path
 
         from atml.errors import WeightsError
-        from atml.models.registry import canonical_weights
-        from atml.models.weights import is_path
+        from atml.models.registry import canonical_weights, is_path
 
         self.weights = canonical_weights(self.weights)  # the demo's weights had two names before: one now
         if is_path(self.weights) and not Path(self.weights).expanduser().exists():
             raise WeightsError(f"--weights {self.weights}: {Path(self.weights).expanduser()} does not exist; pass an "
                                "existing weights file (or transformers folder), or a name such as imagenet or random")
-        if self.seed < 0:
-            raise UsageError(f"seed={self.seed} is not valid; use an integer >= 0")
-        if self.image_size is not None and self.image_size < 8:
-            raise UsageError(f"image_size={self.image_size} is not valid; use at least 8 (pixels)")
 
 
 def require_positive(cfg: Any, *names: str) -> None:
@@ -89,9 +103,10 @@ C = typing.TypeVar("C", bound=RunConfig)
 
 
 def build(cls: type[C], presets: Mapping[str, Mapping[str, Any]], preset: str,
-          overrides: Iterable[str] = (), *, name: str = "") -> C:
+          overrides: Iterable[str] = (), *, name: str = "", sources: bool = True) -> C:
     """Defaults, then ``presets[preset]``, then ``key=value`` overrides; validated. ``name``: the experiment's, for
-    messages."""
+    messages; ``sources=False`` checks the values only (:meth:`RunConfig.check_values`, no model library
+    imported)."""
     if preset not in presets:
         raise UsageError(f"unknown preset {preset!r}; valid presets: {', '.join(presets)}")
     cfg = cls()
@@ -100,7 +115,10 @@ def build(cls: type[C], presets: Mapping[str, Mapping[str, Any]], preset: str,
     for item in overrides:
         key, raw = parse_override(item)
         cfg = _replace(cfg, key, _Override(raw), name)
-    cfg.validate()
+    if sources:
+        cfg.validate()
+    else:
+        cfg.check_values()
     return cfg
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from atml import benchmark as bench
+from atml import config as config_lib
 from atml import runtime
 from atml.errors import UsageError
 from atml.models import factory, freezing
@@ -185,13 +186,12 @@ def _free(device: torch.device) -> None:
 
 def check_options(device: str, compile: str, models: tuple[str, ...]) -> None:
     """Refuse an option ``atml speed`` / :func:`atml.speed` cannot honour, naming the valid ones."""
-    from atml import config as config_lib
 
     unknown = [m for m in models if m not in (RESNET, DEIT)]
     if unknown or not models:
         raise UsageError(f"--models {','.join(models)!r} is not valid; choose from {RESNET}, {DEIT}")
-    if compile not in runtime.COMPILE_MODES:
-        raise UsageError(f"--compile {compile!r} is not valid; choose one of {', '.join(runtime.COMPILE_MODES)}")
+    if compile not in config_lib.COMPILE_MODES:
+        raise UsageError(f"--compile {compile!r} is not valid; choose one of {', '.join(config_lib.COMPILE_MODES)}")
     if device not in config_lib.DEVICES:
         raise UsageError(f"--device {device!r} is not valid; choose one of {', '.join(config_lib.DEVICES)}")
 

@@ -32,9 +32,9 @@ from atml.errors import UsageError
 from atml.models import registry, resnet
 from atml.models import weights as wts
 from atml.models.preprocess import Preprocess
+from atml.models.registry import TIMM as TIMM
 from atml.models.types import Built, Classifier, FamilySpec
 
-TIMM = "timm/"
 NOT_CNNS = ("vit_", "swin_", "maxvit_")
 """torchvision classification models that are transformers (their features are not channel-first maps)."""
 MIN_STAGE_REDUCTION = 4

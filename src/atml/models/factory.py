@@ -31,6 +31,7 @@ from atml.models.registry import (
     Model,
     canonical_weights,
     demo_models,
+    is_path,
     lookup,
 )
 from atml.models.types import Built, FamilySpec
@@ -95,7 +96,7 @@ def check_weights(family: str, name: str, weights: str, extra: tuple[str, ...] =
     if weights == DEMO_TAG and not trained_here(family, name, weights):
         raise UsageError(f"weights={DEMO_TAG} needs arch={' or '.join(demo_models(family))}")
     known = ("random", *lookup(family, name).weights, *extra)
-    if weights not in known and not weights_lib.is_path(weights):
+    if weights not in known and not is_path(weights):
         raise UsageError(f"weights={weights!r} is not known for {name}; valid: {', '.join(dict.fromkeys(known))}, "
                          "or a path to a weights file")
 

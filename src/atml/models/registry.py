@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -30,6 +31,14 @@ FAMILIES: tuple[Family, ...] = typing.get_args(Family)
 TRANSFORMERS_FOLDER = "auto"
 """The ViT arch name that takes its shape and preprocessing from a transformers folder (``backend=hf``, weights=FOLDER):
 it has no entry here."""
+
+TIMM = "timm/"
+"""The prefix that names any timm model (``timm/convnext_tiny``, ``timm/vit_small_patch14_dinov2``)."""
+Backend = Literal["timm", "hf"]
+"""Which library runs a ViT: timm, or Hugging Face transformers."""
+BACKENDS: tuple[Backend, ...] = typing.get_args(Backend)
+DEIT_SMALL = "deit_small_patch16_224"
+
 DEMO_TAG = "digits"
 """The demo stand-ins' weights, in every family: trained by atml on scikit-learn digits (cached)."""
 DEMO_ALIASES = ("pretrain-digits", "train-digits")
@@ -180,6 +189,11 @@ MODELS: dict[tuple[str, str], Model] = {(m.family, m.name): m for m in (
 )}
 """atml's own entries. The VAE and the DCGAN have no published weights: the vae.* and gan.* experiments train them
 from a seeded random initialisation."""
+
+
+def is_path(spec: str) -> bool:
+    """A weights spec that names a file or folder, not a tag."""
+    return os.sep in spec or spec.endswith((".pth", ".pt", ".safetensors", ".bin"))
 
 
 def canonical_weights(tag: str) -> str:

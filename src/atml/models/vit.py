@@ -29,10 +29,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,14 +40,15 @@ from atml.errors import UsageError, WeightsError
 from atml.models import registry
 from atml.models import weights as weights_lib
 from atml.models.preprocess import Preprocess
+from atml.models.registry import BACKENDS as BACKENDS
+from atml.models.registry import DEIT_SMALL as DEIT_SMALL
+from atml.models.registry import TIMM as TIMM
+from atml.models.registry import Backend as Backend
 from atml.models.registry import Preprocessing
 from atml.models.types import Built, FamilySpec, TokenModel
 from atml.provenance import WeightsInfo
 from atml.storage import sha256sum
 
-Backend = Literal["timm", "hf"]
-BACKENDS: tuple[Backend, ...] = typing.get_args(Backend)
-DEIT_SMALL = "deit_small_patch16_224"
 DEIT_URL = registry.MODELS[("vit", DEIT_SMALL)].weights["imagenet"].location
 BICUBIC_HALF = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 224, "bicubic", 1.0)
 """ViTImageProcessor's defaults (a transformers folder without its own preprocessor_config.json)."""
@@ -270,7 +270,7 @@ def transformers_bundle(arch_name: str, weights: str, *, backend: str, offline: 
     if backend not in BACKENDS:
         raise UsageError(f"backend={backend!r} is not valid; choose one of {', '.join(BACKENDS)}")
     check_arch(arch_name, backend)
-    if backend == "hf" and weights_lib.is_path(weights) and Path(weights).expanduser().is_dir():
+    if backend == "hf" and registry.is_path(weights) and Path(weights).expanduser().is_dir():
         model, info, names = _hf_from_folder(Path(weights).expanduser(), arch_name)
         folder_arch, folder_pre = hf_arch(Path(weights).expanduser(), model.config)
         return _built(HFViT(model, folder_arch, folder_pre, classes or names), info)
@@ -313,7 +313,6 @@ def build(arch_name: str, weights: weights_lib.Resolved, *, backend: str = "timm
     return _built(HFViT(hf_model, arch, pre, classes), info)
 
 
-TIMM = "timm/"
 AUTO = registry.TRANSFORMERS_FOLDER
 
 

@@ -16,7 +16,6 @@ A weights spec is one of:
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import warnings
 from pathlib import Path
@@ -26,17 +25,13 @@ import torch
 
 from atml import storage
 from atml.errors import UsageError, WeightsError
-from atml.models.registry import Model, Weights, canonical_weights
+from atml.models.registry import Model, Weights, canonical_weights, is_path
 from atml.provenance import WeightsInfo
 from atml.storage import sha256sum
 
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 """The names open_clip's weights have on the Hugging Face hub (and in a snapshot folder)."""
-
-
-def is_path(spec: str) -> bool:
-    return os.sep in spec or spec.endswith((".pth", ".pt", ".safetensors", ".bin"))
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], WeightsInfo]:

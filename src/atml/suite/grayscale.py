@@ -11,28 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from atml.data import ImageDataset
-from atml.errors import UsageError
 from atml.models import registry
 from atml.provenance import WeightsInfo
 from atml.runner import RunContext
 from atml.suite import datasets
-
-DATA = ("fashion-mnist", "digits", "folder", "generated-fashion-mnist", "rehearsal-fashion-mnist")
-"""The datasets the VAE and the DCGAN take (any of them, as 28 px grey images)."""
-
-SIZE = 28
-"""The generative models' image size (their architecture is fixed to it)."""
-
+from atml.suite.grayscale_config import SIZE
 
 PIXELS = registry.MODELS[("vae", "mlp-vae")].preprocessing
 """What the VAE and the DCGAN take: one grey channel at 28 px (the same for both)."""
-
-
-def check(cfg: Any) -> None:
-    datasets.check(cfg, DATA)
-    if cfg.image_size not in (None, SIZE):
-        raise UsageError(f"image_size={cfg.image_size} is not valid here: the VAE and the DCGAN are built for "
-                         f"{SIZE}x{SIZE} images, and image files are decoded at {SIZE} px; leave image_size out")
 
 
 def load_data(cfg: Any, ctx: RunContext) -> ImageDataset:

@@ -4,6 +4,6 @@ Config, model, data, prompts, the shared embedding cache and the gap numbers are
 :mod:`atml.suite.clip.common`.
 """
 
-from atml.suite.clip import align, gap, zeroshot
-
-EXPERIMENTS = (zeroshot.EXPERIMENT, gap.EXPERIMENT, align.EXPERIMENT)
+MODULES = ("zeroshot", "gap", "align")
+"""Its experiments' modules, in the order ``atml demo`` runs them (imported by :func:`atml.suite.registry`;
+the package itself imports none, so its ``config`` loads without torch)."""

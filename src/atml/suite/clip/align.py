@@ -15,6 +15,8 @@ from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.clip import common
+from atml.suite.clip.config import ALIGN_PRESETS as PRESETS
+from atml.suite.clip.config import GapConfig
 
 
 def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -25,7 +27,7 @@ def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return rotation
 
 
-def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
+def run(cfg: GapConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data, names = common.load_data(cfg, ctx, model)
     train_emb, _ = common.image_embeddings(model, data.train.images, cfg, ctx, "train")
@@ -133,14 +135,6 @@ def discuss(results: RunResults) -> list[str]:
             "changes is only how images face the class texts."]
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {**common.SMOKE, "per_class": 3},
-    "demo": common.DEMO,
-    "full": {},
-    "rehearsal": common.REHEARSAL,
-}
-
-
 def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     v = lambda name, when, digits=2, **c: fixed(m.value(name, when=when, **c), digits)  # noqa: E731
@@ -158,5 +152,5 @@ REFERENCES: tuple[Reference, ...] = (
 
 EXPERIMENT = Experiment(name="clip.align",
                         summary="Orthogonal Procrustes from image to text embeddings, fitted on train pairs",
-                        config_cls=common.GapConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
+                        config_cls=GapConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
                         references=REFERENCES)

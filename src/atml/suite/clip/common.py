@@ -13,26 +13,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-import typing
 
 import torch
 
 from atml import benchmark as bench_lib
 from atml import runtime, storage
-from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset
 from atml.distributed import sharded
-from atml.errors import UsageError
 from atml.models import clip, factory
 from atml.provenance import RANDOM_WEIGHTS_NOTE, CachedFile, DataSource, WeightsInfo
 from atml.runner import RunContext
 from atml.suite import datasets
+from atml.suite.clip.config import ClipConfig
 from atml.train import clip_recipe
 from atml.train.features import Rows
-
-DATA = ("stl10", "cifar10", "cifar100", "digits", "folder", "generated-stl10", "generated-cifar100",
-        "rehearsal-stl10")
-"""The datasets this family takes (names of :data:`atml.data.factory.DATASETS`)."""
 
 # The 18 CIFAR-10 templates of the CLIP paper (openai/CLIP, notebooks/Prompt_Engineering_for_ImageNet and
 # data/prompts.md), used as one ensemble.
@@ -68,40 +62,6 @@ def prompt_sets(classes: list[str]) -> dict[str, dict[str, list[str]]]:
                                for c in classes}
     sets["cifar18"] = {c: [t.format(c) for t in CIFAR_TEMPLATES] for c in classes}
     return sets
-
-
-@dataclasses.dataclass
-class ClipConfig(RunConfig):
-    ALIASES: typing.ClassVar[dict[str, str]] = {"model": "arch", "pretrained": "weights"}
-    """open_clip's own words: --set model=ViT-B-16 --set pretrained=laion2b_s34b_b88k."""
-
-    arch: str = "ViT-B-32"
-    """Any open_clip model (ViT-B-32, ViT-B-16, RN50, ViT-B-16-SigLIP, ...; also --set model=...) |
-    clip-digits (the demo's tiny CLIP)."""
-    weights: str = "openai"
-    """One of open_clip's pretrained tags for the arch (openai, laion2b_s34b_b88k, webli, ...; also
-    --set pretrained=...) | random | digits (demo) | path to an open_clip state dict."""
-    data: str = "stl10"
-    """stl10 (official binaries) | cifar10 | cifar100 | folder (--data-dir DIR, ImageFolder layout; prompts use the
-    folder names) | digits (demo) | generated-stl10 | generated-cifar100 (smoke) | rehearsal-stl10 (timing only)."""
-    batch_size: int = 128
-    test_limit: int = 0
-    """Test images used (0: all 8,000 of STL-10)."""
-    train_limit: int = 0
-    """Training images used where a split is fitted (clip.align; 0: all)."""
-    train_epochs: int = clip_recipe.Recipe.epochs
-    """Epochs of the demo CLIP's training (weights=digits)."""
-    amp: bool = True
-    """bf16 autocast for the encoders on CUDA (ignored on CPU)."""
-
-    def validate(self) -> None:
-        super().validate()
-        clip.check_arch(self.arch)
-        factory.check_weights("clip", self.arch, self.weights)
-        datasets.check(self, DATA)
-        require_positive(self, "batch_size", "train_epochs")
-        if self.test_limit < 0 or self.train_limit < 0:
-            raise UsageError("test_limit and train_limit must be >= 0 (0 means all)")
 
 
 def load_model(cfg: ClipConfig, ctx: RunContext, *, weights: str | None = None,
@@ -226,19 +186,6 @@ SIGLIP_NOTE = ("SigLIP (Zhai et al. 2023) is trained with a pairwise sigmoid los
 
 
 
-@dataclasses.dataclass
-class GapConfig(ClipConfig):
-    per_class: int = 10
-    """Test images per class in the balanced sample (10 classes: 100 images)."""
-    random_init: bool = True
-    """Also measure the gap of a randomly initialised model of the same architecture."""
-
-    def validate(self) -> None:
-        super().validate()
-        if self.per_class < 2:
-            raise UsageError(f"per_class={self.per_class} is not valid; use an integer >= 2")
-
-
 def gap_metrics(image: torch.Tensor, text: torch.Tensor) -> dict[str, float]:
     """How far apart the two modalities are, for paired raw embeddings ``(N, D)``."""
     img_n = torch.nn.functional.normalize(image.double(), dim=1)
@@ -270,6 +217,3 @@ def _mean_offdiag(sim: torch.Tensor) -> torch.Tensor:
     return (sim.sum() - sim.diagonal().sum()) / (n * (n - 1))
 
 
-SMOKE = {"arch": "clip-digits", "weights": "random", "data": "generated-stl10", "batch_size": 32}
-DEMO = {"offline": True, "arch": "clip-digits", "weights": "digits", "data": "digits", "batch_size": 256}
-REHEARSAL = {"data": "rehearsal-stl10", "weights": "random"}  # the full preset on generated data (timing)

@@ -16,6 +16,8 @@ from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.clip import common
+from atml.suite.clip.config import GAP_PRESETS as PRESETS
+from atml.suite.clip.config import GapConfig
 
 
 def gap_shift(train_images: torch.Tensor, class_texts: torch.Tensor) -> torch.Tensor:
@@ -41,7 +43,7 @@ class Data:
     captions: list[str]
 
 
-def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
+def run(cfg: GapConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data, names = common.load_data(cfg, ctx, model)
     emb, _ = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
@@ -85,7 +87,7 @@ def run(cfg: common.GapConfig, ctx: RunContext) -> Results:
     return out
 
 
-def _random_init(cfg: common.GapConfig, ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, names: list[str],
+def _random_init(cfg: GapConfig, ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, names: list[str],
                  out: Results) -> None:
     """The same images and captions through the untrained architecture: its gap, and its joint t-SNE."""
     random_model = common.load_model(cfg, ctx, weights="random", source_key="random_init_weights")
@@ -99,7 +101,7 @@ def _random_init(cfg: common.GapConfig, ctx: RunContext, images: torch.Tensor, l
                      "no training, on the same images and captions.")
 
 
-def _table(m: Metrics, cfg: common.GapConfig) -> Table:
+def _table(m: Metrics, cfg: GapConfig) -> Table:
     random = m.get("centroid_distance", model="random init") is not None
     return Table("The modality gap in numbers (L2-normalised embeddings unless 'norm')",
                  ["measure", "trained" if cfg.weights != "random" else "this model",
@@ -226,14 +228,6 @@ GAP_THRESHOLD = 0.1
 """Centroid distance (normalised embeddings, at most 2) below which the report calls the modalities coincident."""
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {**common.SMOKE, "per_class": 3},
-    "demo": common.DEMO,
-    "full": {},
-    "rehearsal": common.REHEARSAL,
-}
-
-
 def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     text = (f"centroid distance {fixed(m.value('centroid_distance'), 2)}, "
@@ -253,5 +247,5 @@ REFERENCES: tuple[Reference, ...] = (
 
 EXPERIMENT = Experiment(data=Data, name="clip.gap",
                         summary="The modality gap: joint t-SNE/UMAP, distances, variance share, random init",
-                        config_cls=common.GapConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
+                        config_cls=GapConfig, presets=PRESETS, run=run, discuss=discuss, readme_row=readme_row,
                         references=REFERENCES)

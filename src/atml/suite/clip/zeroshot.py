@@ -22,6 +22,8 @@ from atml.registry import Experiment
 from atml.results import Bench, Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.clip import common
+from atml.suite.clip.config import ZEROSHOT_PRESETS as PRESETS
+from atml.suite.clip.config import ClipConfig
 
 
 @dataclasses.dataclass
@@ -31,7 +33,7 @@ class Data:
     prompts: dict[str, dict[str, list[str]]]
 
 
-def run(cfg: common.ClipConfig, ctx: RunContext) -> Results:
+def run(cfg: ClipConfig, ctx: RunContext) -> Results:
     model = common.load_model(cfg, ctx)
     data, names = common.load_data(cfg, ctx, model)
     emb, ips = common.image_embeddings(model, data.val.images, cfg, ctx, "test")
@@ -121,7 +123,7 @@ def discuss(results: RunResults) -> list[str]:
 
 
 
-def bench(cfg: common.ClipConfig) -> Bench:
+def bench(cfg: ClipConfig) -> Bench:
     """Embeddings computed once and reused by the three experiments vs recomputed by each."""
     with bench_lib.scratch_context(cfg) as ctx:
         model = common.load_model(cfg, ctx)
@@ -166,13 +168,6 @@ def clip_throughput(model: clip.CLIPModel, images: torch.Tensor, device: torch.d
     return {**out, **bench_lib.ceiling(out["images_per_s_channels_last"], flops, device)}
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": common.SMOKE, "demo": common.DEMO,
-    "full": {},
-    "rehearsal": common.REHEARSAL,
-}
-
-
 def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
     acc = m.by("acc", "prompt_set")
@@ -195,6 +190,6 @@ REFERENCES: tuple[Reference, ...] = (
 
 EXPERIMENT = Experiment(data=Data, name="clip.zeroshot",
                         summary="CLIP zero-shot accuracy per prompt set, per class, confusion matrices",
-                        config_cls=common.ClipConfig, presets=PRESETS, run=run, discuss=discuss, bench=bench,
+                        config_cls=ClipConfig, presets=PRESETS, run=run, discuss=discuss, bench=bench,
                         readme_row=readme_row,
                         references=REFERENCES)

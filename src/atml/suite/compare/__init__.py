@@ -6,6 +6,6 @@ What they share (the models list, building each through the model factory, the d
 :mod:`atml.suite.compare.common`.
 """
 
-from atml.suite.compare import cka, probe, saliency
-
-EXPERIMENTS = (cka.EXPERIMENT, saliency.EXPERIMENT, probe.EXPERIMENT)
+MODULES = ("cka", "saliency", "probe")
+"""Its experiments' modules, in the order ``atml demo`` runs them (imported by :func:`atml.suite.registry`;
+the package itself imports none, so its ``config`` loads without torch)."""

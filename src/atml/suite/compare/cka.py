@@ -29,23 +29,8 @@ from atml.registry import Experiment
 from atml.results import Bench, Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.compare import common
-
-
-@dataclasses.dataclass
-class Config(common.CompareConfig):
-    images: int = 10000
-    """Images of the held-out split to compare on (0: all); whole batches of batch_size only."""
-
-    def validate(self) -> None:
-        super().validate()
-        if len(self.models) != 2:
-            raise UsageError(f"compare.cka compares two models; models={list(self.models)} names {len(self.models)}: "
-                             "--set models=[A,B]")
-        if self.images < 0:
-            raise UsageError(f"images={self.images} is not valid; use a count >= 0 (0: the whole split)")
-        if self.batch_size < 4:
-            raise UsageError(f"batch_size={self.batch_size} is too small: the unbiased HSIC estimator needs at least "
-                             "4 images per batch")
+from atml.suite.compare.config import CKA_PRESETS as PRESETS
+from atml.suite.compare.config import CkaConfig as Config
 
 
 @dataclasses.dataclass
@@ -270,15 +255,6 @@ def readme_row(m: Metrics, _data: object) -> str:
     return ("mean CKA between different layers: " + ", ".join(f"{k} {fixed(v, 2)}" for k, v in per_model.items())
             + f"; mean cross-model CKA {fixed(m.value('mean_cross_cka'), 2)}")
 
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"models": ["digits-resnet-small", "vit-digits"], "weights": "random", "data": "generated-cifar10",
-              "images": 48, "batch_size": 16},
-    "demo": {"models": list(common.DEMO_MODELS), "weights": "digits", "data": "digits", "offline": True,
-             "images": 0, "batch_size": 64},
-    "full": {"images": 10000, "batch_size": 128},
-    "rehearsal": {"data": "rehearsal-cifar10", "weights": "random", "images": 10000, "batch_size": 128},
-}
 
 REFERENCES: tuple[Reference, ...] = (
     Reference("compare.cka", "ViTs have more uniform representations across layers than ResNets (higher CKA "

@@ -12,67 +12,14 @@ import dataclasses
 
 from torch import nn
 
-from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, digits
-from atml.errors import UsageError
 from atml.models import factory
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.provenance import RANDOM_WEIGHTS_NOTE
 from atml.runner import RunContext
 from atml.suite import datasets
-
-DATA = ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
-        "rehearsal-cifar10")
-"""The datasets the comparisons take (names of :data:`atml.data.factory.DATASETS`)."""
-
-DEMO_MODELS = ("digits-resnet", "vit-digits")
-"""The demo's stand-ins: atml's digits ResNet and digits ViT, both trained on digits 0-4 (cached)."""
-FULL_MODELS = ("resnet152", "deit_small_patch16_224")
-
-
-@dataclasses.dataclass
-class CompareConfig(RunConfig):
-    models: tuple[str, ...] = FULL_MODELS
-    """Registry names (``atml models``; any torchvision CNN, timm/NAME, open_clip model), each optionally
-    NAME@WEIGHTS (e.g. ViT-B-32@openai); without @ a model takes --weights."""
-    weights: str = "imagenet"
-    """The weights of every model named without @: imagenet | random | digits (the demo's models) | a file."""
-    data: str = "cifar10"
-    """cifar10 | cifar100 | digits (classes 5-9, which the demo's models never saw) | folder (--data-dir) |
-    imagenet (--data-dir, val/) | generated-cifar10 | generated-cifar100 (smoke) | rehearsal-cifar10 (timing)."""
-    batch_size: int = 128
-    amp: bool = True
-    """bf16 autocast for the models' forwards on CUDA (ignored on CPU)."""
-
-    def validate(self) -> None:
-        super().validate()
-        datasets.check(self, DATA)
-        require_positive(self, "batch_size")
-        if not self.models:
-            raise UsageError("models=[] names no model; give at least one, e.g. --set models=[resnet18,vit-digits]")
-        twice = sorted({s for s in self.models if self.models.count(s) > 1})
-        if twice:
-            raise UsageError(f"models lists {', '.join(twice)} more than once; name each model (NAME or NAME@WEIGHTS) "
-                             "once")
-        for spec in self.models:
-            name, weights = self.model_weights(spec)
-            entry = factory.find(name)
-            factory.check_weights(entry.family, name, weights)
-
-    def model_weights(self, spec: str) -> tuple[str, str]:
-        """``NAME@WEIGHTS`` -> (name, weights); a bare name takes the run's ``weights``. A rehearsal (generated
-        data, for timing) runs every model with random weights, whatever the full preset names."""
-        name, weights = split(spec, self.weights)
-        return name, "random" if self.data.startswith("rehearsal-") else weights
-
-
-def split(spec: str, default_weights: str) -> tuple[str, str]:
-    """``NAME@WEIGHTS`` -> (name, weights); a bare name takes ``default_weights``."""
-    name, at, weights = spec.partition("@")
-    if at and not weights:
-        raise UsageError(f"models entry {spec!r} ends with @; write NAME@WEIGHTS (e.g. ViT-B-32@openai) or NAME")
-    return name, weights or default_weights
+from atml.suite.compare.config import CompareConfig
 
 
 @dataclasses.dataclass

@@ -19,26 +19,11 @@ from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.compare import common
+from atml.suite.compare.config import PROBE_PRESETS as PRESETS
+from atml.suite.compare.config import ProbeConfig as Config
 from atml.train.features import FrozenFeatures, extract
 
 KNN_NEIGHBOURS = 10
-
-
-@dataclasses.dataclass
-class Config(common.CompareConfig):
-    train_limit: int = 0
-    """Training images for the probes (0: the whole split)."""
-    val_limit: int = 0
-    """Held-out images they are scored on (0: the whole split)."""
-    probe_c: float = 1.0
-    """Inverse L2 strength of the logistic regression (scikit-learn's C), on standardised features."""
-
-    def validate(self) -> None:
-        super().validate()
-        if self.train_limit < 0 or self.val_limit < 0:
-            raise UsageError("train_limit and val_limit must be >= 0 (0 means all)")
-        if not self.probe_c > 0:
-            raise UsageError(f"probe_c={self.probe_c} is not valid; use a positive number")
 
 
 @dataclasses.dataclass
@@ -135,16 +120,6 @@ def readme_row(m: Metrics, _data: object) -> str:
     return "probe / k-NN acc: " + "; ".join(f"{k} {fixed(acc[k])} / {fixed(knn[k])}"
                                              for k in sorted(acc, key=lambda k: -acc[k]))
 
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"models": ["digits-resnet-small", "vit-digits"], "weights": "random", "data": "generated-cifar10",
-              "batch_size": 32},
-    "demo": {"models": ["digits-resnet", "digits-resnet-small", "vit-digits"], "weights": "digits",
-             "data": "digits", "offline": True, "batch_size": 64},
-    "full": {"models": [*common.FULL_MODELS, "ViT-B-32@openai"], "batch_size": 128},
-    "rehearsal": {"models": [*common.FULL_MODELS, "ViT-B-32@openai"], "data": "rehearsal-cifar10",
-                  "weights": "random", "batch_size": 128},
-}
 
 REFERENCES: tuple[Reference, ...] = (
     Reference("compare.probe", "OpenAI CLIP ViT-B/32 linear probe on CIFAR-10 (CLIP paper, Table 10)", 0.951,

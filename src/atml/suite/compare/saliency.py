@@ -32,7 +32,7 @@ from atml.analysis import saliency as sal
 from atml.data import digits
 from atml.data.images import read_images
 from atml.errors import UsageError
-from atml.models import factory, vit
+from atml.models import vit
 from atml.provenance import DataSource
 from atml.references import Reference
 from atml.registry import Experiment
@@ -40,47 +40,9 @@ from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite import datasets
 from atml.suite.compare import common
-
-CAMS = ("gradcam", "gradcam++", "scorecam")
-VIT_ONLY = ("cls_attention", "rollout")
-METHODS = (*CAMS, *VIT_ONLY, "random")
-
-
-@dataclasses.dataclass
-class Config(common.CompareConfig):
-    limit: int = 100
-    """Held-out images of the dataset the maps are computed and scored on."""
-    images: tuple[str, ...] = ()
-    """Your image files or folders instead of the dataset's (any size; each model resizes them by its own rule);
-    unreadable files stop the run unless skip_bad_images=true."""
-    grid: int = 7
-    """Deletion and insertion remove or reveal a grid x grid lattice of patches, one patch per step."""
-    shown: int = 4
-    """Images drawn in each model's image x method figure."""
-    scorecam_batch: int = 64
-    """Masked copies per forward in Score-CAM (one per channel of the target layer)."""
-    methods: tuple[str, ...] = ()
-    """The methods to run (default: every one a model takes): gradcam, gradcam++ (one backward per batch), scorecam
-    (one forward per channel of the target layer for each image, twice with the sanity check: 2 x 512 forwards per
-    image for ResNet-18's last stage, 2 x 2,048 for ResNet-50/152's, 2 x 384 for DeiT-S; by far the slowest),
-    cls_attention, rollout (ViTs only). The random baseline always runs (every method is compared with it)."""
-
-    def validate(self) -> None:
-        super().validate()
-        if self.limit < 1 or self.grid < 2 or self.shown < 0 or self.scorecam_batch < 1:
-            raise UsageError("limit and scorecam_batch must be >= 1, grid >= 2 and shown >= 0")
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise UsageError(f"methods: {', '.join(unknown)} not known; valid: {', '.join(METHODS)}")
-        for spec in self.models:
-            name = self.model_weights(spec)[0]
-            family = factory.find(name).family
-            if family not in ("cnn", "vit"):
-                raise UsageError(f"compare.saliency explains classifiers: {name} is not a CNN or a ViT")
-            takes = METHODS if family == "vit" else (*CAMS, "random")
-            if self.methods and not [m for m in self.methods if m in takes and m != "random"]:
-                raise UsageError(f"methods={list(self.methods)} gives {name} no method to score (a {family.upper()} "
-                                 f"takes {', '.join(m for m in takes if m != 'random')})")
+from atml.suite.compare.config import CAMS, METHODS, VIT_ONLY
+from atml.suite.compare.config import SALIENCY_PRESETS as PRESETS
+from atml.suite.compare.config import SaliencyConfig as Config
 
 
 @dataclasses.dataclass
@@ -493,15 +455,6 @@ def readme_row(m: Metrics, _data: object) -> str:
         parts.append(f"{label}: {best} {fixed(d[best])} vs random {fixed(d['random'])}")
     return "deletion AUC (lower is better), best method: " + "; ".join(parts)
 
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"models": ["digits-resnet-small", "vit-digits"], "weights": "random", "data": "generated-cifar10",
-              "limit": 8, "grid": 4, "shown": 2, "batch_size": 8, "scorecam_batch": 64},
-    "demo": {"models": list(common.DEMO_MODELS), "weights": "digits", "data": "digits", "offline": True,
-             "limit": 32, "grid": 4, "shown": 4, "batch_size": 32},
-    "full": {"limit": 100, "grid": 7, "shown": 4, "batch_size": 32},
-    "rehearsal": {"data": "rehearsal-cifar10", "weights": "random", "limit": 100, "grid": 7, "batch_size": 32},
-}
 
 REFERENCES: tuple[Reference, ...] = (
     Reference("compare.saliency", "Grad-CAM's maps change when a network's top layers are randomised (it passes "

@@ -1,5 +1,5 @@
 """Generative adversarial networks: ``gan.dcgan``."""
 
-from atml.suite.gan import dcgan
-
-EXPERIMENTS = (dcgan.EXPERIMENT,)
+MODULES = ("dcgan",)
+"""Its experiments' modules, in the order ``atml demo`` runs them (imported by :func:`atml.suite.registry`;
+the package itself imports none, so its ``config`` loads without torch)."""

@@ -4,6 +4,6 @@ What the four share (config fields, data, backbones, head training, fine-tuning)
 :mod:`atml.suite.resnet.common`.
 """
 
-from atml.suite.resnet import features, head, skip, transfer
-
-EXPERIMENTS = (head.EXPERIMENT, skip.EXPERIMENT, features.EXPERIMENT, transfer.EXPERIMENT)
+MODULES = ("head", "skip", "features", "transfer")
+"""Its experiments' modules, in the order ``atml demo`` runs them (imported by :func:`atml.suite.registry`;
+the package itself imports none, so its ``config`` loads without torch)."""

@@ -9,9 +9,7 @@ cache) and :func:`train_blocks` (some or all backbone blocks trainable, augmenta
 
 from __future__ import annotations
 
-import dataclasses
 import time
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +17,10 @@ from typing import Any
 import torch
 
 from atml import runtime, storage
-from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, digits
 from atml.data import factory as data_factory
-from atml.errors import DataError, UsageError
-from atml.models import cnn, factory, registry, resnet
+from atml.errors import DataError
+from atml.models import cnn, factory, registry
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.provenance import RANDOM_WEIGHTS_NOTE
@@ -31,68 +28,11 @@ from atml.results import Metric
 from atml.run_dir import read_json
 from atml.runner import RunContext
 from atml.suite import datasets
+from atml.suite.resnet.config import ResNetConfig
 from atml.train import checkpoint, finetune
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Callback, Fit, History, fit
 from atml.train.stages import new_head, stage_metrics, training_problem  # noqa: F401 - used by the experiments
-
-DATA = ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
-        "rehearsal-cifar10")
-"""The datasets this family takes (names of :data:`atml.data.factory.DATASETS`)."""
-
-
-@dataclasses.dataclass
-class ResNetConfig(RunConfig):
-    """What every ResNet experiment shares: data, backbone, optimisation and speed switches."""
-
-    data: str = "cifar10"
-    """cifar10 | cifar100 (official batches) | folder (--data-dir DIR: DIR/train/CLASS/*.jpg, DIR/val/...) |
-    imagenet (--data-dir DIR: DIR/val/<wnid>/*.JPEG; resnet.head scores the weights' own ImageNet head on it) |
-    digits (scikit-learn, classes 5-9) | generated-cifar10 | generated-cifar100 (smoke) |
-    rehearsal-cifar10 (generated, CIFAR-10's real counts: timing only)."""
-    arch: str = "resnet152"
-    """resnet152 | resnet50 | resnet18 | any torchvision CNN (convnext_tiny, efficientnet_b0, ...) |
-    timm/NAME for any timm CNN (timm/convnext_tiny, timm/efficientnet_b0, ...) | digits-resnet | digits-resnet-small."""
-    weights: str = "imagenet"
-    """imagenet (torchvision's default, or timm's default weights from the Hugging Face hub) | imagenet-v1 |
-    random | digits (demo) | path to a state dict."""
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    """Adam learning rate for the head (and for trained blocks, times ``backbone_lr_scale``)."""
-    backbone_lr_scale: float = 0.1
-    """Learning-rate factor for backbone blocks that are trained (fine-tuning)."""
-    augment: bool = False
-    """Random crop (and flip, if ``hflip``) for cells that train backbone blocks."""
-    hflip: bool = True
-    """Horizontal flips in the augmentation (off for digits, where a flip changes the class)."""
-    weight_decay: float = 0.0
-    feature_cache: bool = True
-    """Run the frozen backbone once per resolution and train the head on cached features."""
-    train_limit: int = 0
-    """Use at most this many training images (0: all)."""
-    val_limit: int = 0
-    channels_last: bool = True
-    amp: bool = True
-    """bf16 autocast for the backbone on CUDA (ignored on CPU)."""
-    compile: runtime.CompileMode = "off"
-    """torch.compile the frozen backbone's feature pass: off | default | reduce-overhead | max-autotune."""
-    pretrain_epochs: int = 8
-    """Epochs of the digits 0-4 pretraining behind weights=digits."""
-
-    extra_weights: typing.ClassVar[tuple[str, ...]] = ()
-    """Weight names an experiment accepts besides the arch's own (resnet.transfer: pretrained-file)."""
-
-    def validate(self) -> None:
-        super().validate()
-        datasets.check(self, DATA)
-        cnn.check_arch(self.arch, resnet.ARCHS)
-        require_positive(self, "epochs", "batch_size", "pretrain_epochs")
-        factory.check_weights("cnn", self.arch, self.weights, self.extra_weights)
-        if not self.lr > 0 or self.weight_decay < 0 or not self.backbone_lr_scale > 0:
-            raise UsageError("lr and backbone_lr_scale must be > 0 and weight_decay >= 0")
-        if self.train_limit < 0 or self.val_limit < 0:
-            raise UsageError("train_limit and val_limit must be >= 0 (0 means all)")
 
 
 def load_data(cfg: ResNetConfig, ctx: RunContext, *, needs_train: bool = True) -> ImageDataset:

@@ -18,8 +18,7 @@ from matplotlib.lines import Line2D
 
 from atml import figures, views
 from atml.analysis import representation as rep
-from atml.errors import UsageError
-from atml.models import cnn, freezing, resnet
+from atml.models import cnn, freezing
 from atml.models import layers as layers_lib
 from atml.models.preprocess import Preprocess
 from atml.provenance import random_weights
@@ -27,39 +26,12 @@ from atml.registry import Experiment
 from atml.results import Metric, Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.resnet import common
+from atml.suite.resnet.config import FEATURES_PRESETS as PRESETS
+from atml.suite.resnet.config import FeaturesConfig as Config
 
 DEPTHS = ("early", "middle", "late")
 """The first stage, the one before the last, the last (ResNet: layer1, layer3, layer4; see cnn.depth_stages)."""
 METHODS = ("tsne", "umap")
-
-
-@dataclasses.dataclass
-class Config(common.ResNetConfig):
-    resolution: int = 224
-    per_class: int = 100
-    """Validation images per class in the sample."""
-    compare_arch: str = "resnet18"
-    """A second architecture measured the same way, any arch accepts ('' to skip)."""
-
-    def validate(self) -> None:
-        super().validate()
-        if self.per_class < 2:
-            raise UsageError(f"per_class={self.per_class} is not valid; use an integer >= 2")
-        if self.compare_arch:
-            try:
-                cnn.check_arch(self.compare_arch, resnet.ARCHS)
-            except UsageError as err:
-                raise UsageError(str(err).replace("arch=", "compare_arch=", 1)) from None
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"data": "generated-cifar10", "arch": "resnet50", "weights": "random", "resolution": 32,
-              "per_class": 5, "compare_arch": "resnet18", "batch_size": 32},
-    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "digits", "resolution": 32,
-             "per_class": 60, "compare_arch": "digits-resnet-small", "batch_size": 128},
-    "full": {},
-    "rehearsal": {"data": "rehearsal-cifar10", "weights": "random"},
-}
 
 
 @torch.inference_mode()

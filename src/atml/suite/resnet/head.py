@@ -16,7 +16,6 @@ import torch
 from atml import benchmark as bench_lib
 from atml import figures, references
 from atml.data import factory as data_factory
-from atml.errors import UsageError
 from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
 from atml.references import Reference
@@ -24,7 +23,6 @@ from atml.registry import Experiment
 from atml.results import Bench, Metrics, Results, RunResults, Table, counted, fixed, under
 from atml.runner import RunContext
 from atml.suite.resnet.common import (
-    ResNetConfig,
     load_backbone,
     load_data,
     score_pretrained_head,
@@ -32,29 +30,9 @@ from atml.suite.resnet.common import (
     training_problem,
     weights_notes,
 )
+from atml.suite.resnet.config import HEAD_PRESETS as PRESETS
+from atml.suite.resnet.config import HeadConfig as Config
 from atml.train.loop import History
-
-
-@dataclasses.dataclass
-class Config(ResNetConfig):
-    resolutions: tuple[int, ...] = (32, 64, 128, 224)
-    """Input sizes the images are resized to; one head is trained per size."""
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.resolutions or any(r < 4 or r > 1024 for r in self.resolutions):
-            raise UsageError(f"resolutions={list(self.resolutions)} is not valid; use sizes in [4, 1024]")
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"data": "generated-cifar10", "arch": "resnet18", "weights": "random", "resolutions": (16, 32),
-              "epochs": 2, "batch_size": 32},
-    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "digits",
-             "resolutions": (8, 16, 32),
-             "epochs": 20, "batch_size": 64, "lr": 3e-3},
-    "full": {},
-    "rehearsal": {"data": "rehearsal-cifar10", "weights": "random"},
-}
 
 
 def run(cfg: Config, ctx: RunContext) -> Results:

@@ -18,42 +18,19 @@ from typing import Any
 from matplotlib.lines import Line2D
 
 from atml import figures
-from atml.errors import UsageError
 from atml.models import freezing, resnet
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metric, Metrics, Results, RunResults, Table, counted, fixed, under
 from atml.runner import RunContext
 from atml.suite.resnet import common
+from atml.suite.resnet.config import SKIP_PRESETS as PRESETS
+from atml.suite.resnet.config import SkipConfig as Config
 from atml.train.gradients import GradientFlow
 from atml.train.loop import History
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
-
-@dataclasses.dataclass
-class Config(common.ResNetConfig):
-    resolution: int = 224
-    blocks: tuple[str, ...] = ()
-    """Blocks whose skip is removed, e.g. [layer3.1]; empty: one shape-preserving block in layer2, 3 and 4."""
-
-    def validate(self) -> None:
-        super().validate()
-        if self.arch not in resnet.ARCHS:
-            raise UsageError(f"resnet.skip removes the skip connections of ResNet blocks, so it takes ResNets only; "
-                             f"arch={self.arch!r} is not one. Choose one of {', '.join(resnet.ARCHS)}")
-        if not 4 <= self.resolution <= 1024:
-            raise UsageError(f"resolution={self.resolution} is not valid; use a size in [4, 1024]")
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"data": "generated-cifar10", "arch": "resnet50", "weights": "random", "resolution": 32,
-              "epochs": 2, "batch_size": 32},
-    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "digits", "resolution": 32,
-             "epochs": 8, "batch_size": 64, "lr": 3e-3, "hflip": False},
-    "full": {"epochs": 5},
-    "rehearsal": {"epochs": 5, "data": "rehearsal-cifar10", "weights": "random"},
-}
 
 VARIANTS = (  # (stage, skips removed, blocks trained)
     ("intact_head", False, False),

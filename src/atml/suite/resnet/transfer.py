@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import typing
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from atml import figures, runtime
 from atml.data import ImageDataset
 from atml.distributed import rank_and_world
-from atml.errors import UsageError
 from atml.models import cnn, factory, freezing
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
@@ -28,42 +26,13 @@ from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, counted, fixed
 from atml.runner import RunContext
 from atml.suite.resnet import common
+from atml.suite.resnet.config import TRANSFER_PRESETS as PRESETS
+from atml.suite.resnet.config import TransferConfig as Config
 from atml.train.loop import History
 
 INITS = ("pretrained", "random")
 REGIMES = ("head", "last", "full")
 REGIME_NAMES = {"head": "head only", "last": "last block + head", "full": "full fine-tuning"}
-Cell = Literal["pretrained:head", "pretrained:last", "pretrained:full", "random:head", "random:last", "random:full"]
-"""One cell of the grid: how the backbone starts, then what is trained."""
-ALL_CELLS: tuple[Cell, ...] = typing.get_args(Cell)
-
-
-@dataclasses.dataclass
-class Config(common.ResNetConfig):
-    resolution: int = 224
-    cells: tuple[Cell, ...] = ALL_CELLS
-    """Which cells of the grid to run, as init:regime (init: pretrained|random; regime: head|last|full)."""
-    augment: bool = True
-
-    extra_weights: typing.ClassVar[tuple[str, ...]] = ("pretrained-file",)
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.cells:
-            raise UsageError(f"cells={list(self.cells)} is not valid; choose from {', '.join(ALL_CELLS)}")
-        if self.weights == "random":
-            raise UsageError("resnet.transfer compares pretrained with random weights: set weights to a pretrained "
-                             "source (imagenet, digits or a file)")
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {"data": "generated-cifar10", "arch": "resnet18", "weights": "pretrained-file", "resolution": 32,
-              "epochs": 2, "batch_size": 32},
-    "demo": {"offline": True, "data": "digits", "arch": "digits-resnet", "weights": "digits", "resolution": 32,
-             "epochs": 5, "batch_size": 64, "lr": 3e-3, "hflip": False},
-    "full": {"epochs": 10},
-    "rehearsal": {"epochs": 10, "data": "rehearsal-cifar10", "weights": "pretrained-file"},
-}
 
 
 def run(cfg: Config, ctx: RunContext) -> Results:

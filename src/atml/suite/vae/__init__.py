@@ -3,6 +3,6 @@
 One config, data path, training function and set of diagnostics, in :mod:`atml.suite.vae.common`.
 """
 
-from atml.suite.vae import collapse, mitigate, train
-
-EXPERIMENTS = (train.EXPERIMENT, collapse.EXPERIMENT, mitigate.EXPERIMENT)
+MODULES = ("train", "collapse", "mitigate")
+"""Its experiments' modules, in the order ``atml demo`` runs them (imported by :func:`atml.suite.registry`;
+the package itself imports none, so its ``config`` loads without torch)."""

@@ -15,6 +15,7 @@ from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
+from atml.suite.vae.config import PRESETS
 
 
 @figures.styled
@@ -145,6 +146,6 @@ REFERENCES: tuple[Reference, ...] = (
 
 EXPERIMENT = Experiment(data=Data, name="vae.collapse",
                         summary="VAE posterior collapse: KL per dimension, active units, I(x;z), prior vs posterior",
-                        config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss,
+                        config_cls=common.Config, presets=PRESETS, run=run, discuss=discuss,
                         readme_row=readme_row,
                         references=REFERENCES)

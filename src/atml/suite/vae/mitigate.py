@@ -11,6 +11,7 @@ from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
+from atml.suite.vae.config import PRESETS
 
 
 @figures.styled
@@ -92,5 +93,5 @@ def readme_row(m: Metrics, data: Data) -> str:
 
 EXPERIMENT = Experiment(data=Data, name="vae.mitigate",
                         summary="VAE collapse mitigations: KL warm-up, cyclical, free bits, aggressive encoder",
-                        config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss,
+                        config_cls=common.Config, presets=PRESETS, run=run, discuss=discuss,
                         readme_row=readme_row)

@@ -14,6 +14,7 @@ from atml.results import Bench, Metrics, Results, RunResults, counted, fixed
 from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
+from atml.suite.vae.config import PRESETS
 from atml.train.vae_recipe import VAEStep
 
 
@@ -115,6 +116,6 @@ REFERENCES: tuple[Reference, ...] = (
 
 EXPERIMENT = Experiment(name="vae.train",
                         summary="VAE on FashionMNIST: losses, reconstructions, Gaussian vs Laplace prior samples",
-                        config_cls=common.Config, presets=common.PRESETS, run=run, discuss=discuss, bench=bench,
+                        config_cls=common.Config, presets=PRESETS, run=run, discuss=discuss, bench=bench,
                         readme_row=readme_row,
                         references=REFERENCES)

@@ -4,6 +4,6 @@ All four run on :class:`atml.models.vit.ViT` (timm or transformers); models, wei
 and data are in :mod:`atml.suite.vit.common`.
 """
 
-from atml.suite.vit import attention, classify, masking, pooling
-
-EXPERIMENTS = (classify.EXPERIMENT, attention.EXPERIMENT, masking.EXPERIMENT, pooling.EXPERIMENT)
+MODULES = ("classify", "attention", "masking", "pooling")
+"""Its experiments' modules, in the order ``atml demo`` runs them (imported by :func:`atml.suite.registry`;
+the package itself imports none, so its ``config`` loads without torch)."""

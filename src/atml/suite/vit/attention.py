@@ -24,23 +24,8 @@ from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.vit import common
-
-
-@dataclasses.dataclass
-class AttentionConfig(common.ViTConfig):
-    images: tuple[str, ...] = ()
-    """Image files or folders (default: ImageNet models look at the sample photos, unless data=folder or
-    data=imagenet names a folder; other models at held-out images of their dataset)."""
-    count: int = 3
-    """Images drawn with their maps."""
-    stats_images: int = 64
-    """Held-out images the head statistics average over (ImageNet models: the photos)."""
-
-    def validate(self) -> None:
-        super().validate()
-        require = self.count >= 1 and self.stats_images >= 1
-        if not require:
-            raise UsageError("count and stats_images must be >= 1")
+from atml.suite.vit.config import ATTENTION_PRESETS as PRESETS
+from atml.suite.vit.config import AttentionConfig
 
 
 def run(cfg: AttentionConfig, ctx: RunContext) -> Results:
@@ -400,14 +385,6 @@ def discuss(results: RunResults) -> list[str]:
     out[-1] += (f"; heads agree with each other at cosine {last['similarity']:.2f} in the last layer "
                 f"({first['similarity']:.2f} in the first).")
     return out
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {**common.SMOKE, "data": "digits"},
-    "demo": {**common.DEMO, "stats_images": 128},
-    "full": {},
-    "rehearsal": common.REHEARSAL,
-}
 
 
 def readme_row(m: Metrics, _data: object) -> str:

@@ -7,7 +7,6 @@ with a note on what its digit classes mean).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -23,21 +22,8 @@ from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.vit import common
-
-
-@dataclasses.dataclass
-class ClassifyConfig(common.ViTConfig):
-    images: tuple[str, ...] = ()
-    """Image files or folders to classify (default: scikit-image's sample photos)."""
-    top_k: int = 5
-    count: int = 3
-    """Held-out images shown when the model is not an ImageNet classifier (the demo's digits ViT)."""
-
-    def validate(self) -> None:
-        super().validate()
-        if not 1 <= self.top_k <= 10 or not 1 <= self.count <= 12:
-            raise UsageError("top_k must be in [1, 10] and count in [1, 12]")
-
+from atml.suite.vit.config import CLASSIFY_PRESETS as PRESETS
+from atml.suite.vit.config import ClassifyConfig
 
 Groups = dict[str, tuple[vit.ViT, dict[str, torch.Tensor]]]
 """The images to classify by group (``folder``, ``photos``, ``your images``, ``held-out``), each with its model."""
@@ -188,14 +174,6 @@ def discuss(results: RunResults) -> list[str]:
                    + ("; the model is confident on all of them." if min(probs) > 0.5 else
                       "; low values mean the model hesitates between classes."))
     return out
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {**common.SMOKE, "data": "digits"},
-    "demo": common.DEMO,
-    "full": {},
-    "rehearsal": common.REHEARSAL,
-}
 
 
 def readme_row(m: Metrics, _data: object) -> str:

@@ -8,14 +8,11 @@ it; the sample photos still go through DeiT-Small when its weights are on disk.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 
-from atml import runtime
-from atml.config import RunConfig, require_positive
 from atml.data import ImageDataset, ImageSplit, digits
 from atml.data.images import read_images, squared
 from atml.errors import UsageError, WeightsError
@@ -23,57 +20,10 @@ from atml.models import factory, vit
 from atml.provenance import RANDOM_WEIGHTS_NOTE, WeightsInfo
 from atml.runner import RunContext
 from atml.suite import datasets
-from atml.train import vit_recipe
-
-DATA = ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
-        "rehearsal-cifar10")
-"""The datasets this family takes (names of :data:`atml.data.factory.DATASETS`)."""
+from atml.suite.vit.config import ViTConfig
 
 PHOTOS = {"chelsea": "cat (Chelsea)", "coffee": "cup of coffee", "astronaut": "astronaut (Eileen Collins)",
           "rocket": "rocket on its launch pad"}
-
-SMOKE = {"arch": vit.DEIT_SMALL, "weights": "random"}
-SMOKE_SMALL = {"arch": "vit-digits", "weights": "random", "data": "digits"}
-DEMO = {"offline": True, "arch": "vit-digits", "weights": "digits", "data": "digits"}
-REHEARSAL = {"data": "rehearsal-cifar10", "weights": "random"}  # the full preset on generated data (timing)
-
-
-@dataclasses.dataclass
-class ViTConfig(RunConfig):
-    arch: str = vit.DEIT_SMALL
-    """deit_small_patch16_224 | vit-digits (the demo's small ViT) | timm/NAME for any timm ViT with a class token
-    (timm/vit_small_patch14_dinov2, timm/vit_small_patch14_reg4_dinov2, timm/vit_base_patch16_224, ...) |
-    auto (backend=hf: the shape of the transformers folder given as weights)."""
-    backend: vit.Backend = "timm"
-    """timm | hf (Hugging Face transformers; pip install 'atml[hf]')."""
-    weights: str = "imagenet"
-    """imagenet (DeiT's release; for timm/NAME: timm's default weights of that model) | random |
-    digits (demo) | a state dict file | a transformers folder."""
-    input_size: int = 0
-    """timm/NAME ViTs: build the model at this input size (px, a multiple of its patch; position embeddings
-    resampled); 0: the model's own (DINOv2: 518)."""
-    data: str = "cifar10"
-    """cifar10 | cifar100 | folder (--data-dir DIR, ImageFolder layout) | digits | generated-cifar10 |
-    generated-cifar100 (smoke) | rehearsal-cifar10 (timing only): the labelled set."""
-    batch_size: int = 64
-    train_epochs: int = vit_recipe.Recipe.epochs
-    """Epochs of the demo ViT's training on digits 0-4 (weights=digits)."""
-    compile: runtime.CompileMode = "off"
-    """torch.compile the frozen feature pass (vit.pooling): off | default | reduce-overhead | max-autotune."""
-
-    def validate(self) -> None:
-        super().validate()
-        vit.check_arch(self.arch, self.backend)
-        if self.input_size and not self.arch.startswith(vit.TIMM):
-            raise UsageError(f"input_size={self.input_size} applies to timm/NAME archs only (arch={self.arch} has a "
-                             "fixed size); leave it at 0")
-        if self.input_size < 0:
-            raise UsageError(f"input_size={self.input_size} is not valid; use a size in px, or 0 for the model's own")
-        datasets.check(self, DATA)
-        if self.arch != vit.AUTO:  # a transformers folder (backend=hf): its weights are the folder
-            factory.check_weights("vit", self.arch, self.weights)
-        require_positive(self, "batch_size", "train_epochs")
-
 
 def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, arch: str | None = None,
                source_key: str = "weights") -> vit.ViT:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import typing
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,37 +16,16 @@ from matplotlib.lines import Line2D
 
 from atml import figures
 from atml.analysis.saliency import fill_masked
-from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
 from atml.runner import RunContext
 from atml.suite.vit import common
+from atml.suite.vit.config import FILLS, MaskingConfig
+from atml.suite.vit.config import MASKING_PRESETS as PRESETS
 
-Fill = Literal["mean", "zero", "drop"]
-FILLS: tuple[Fill, ...] = typing.get_args(Fill)
 PATTERNS = ("random", "center")
-
-
-@dataclasses.dataclass
-class MaskingConfig(common.ViTConfig):
-    ratios: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75)
-    seeds: int = 3
-    """Random masks drawn per ratio (mean and spread reported)."""
-    limit: int = 500
-    """Validation images evaluated (0: all)."""
-    fills: tuple[Fill, ...] = FILLS
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.ratios or any(not 0 <= r < 1 for r in self.ratios):
-            raise UsageError(f"ratios={list(self.ratios)} is not valid; use fractions in [0, 1)")
-        if not self.fills:
-            raise UsageError(f"fills={list(self.fills)} is not valid; choose from {', '.join(FILLS)}")
-        require_seeds = self.seeds >= 1 and self.limit >= 0
-        if not require_seeds:
-            raise UsageError("seeds must be >= 1 and limit >= 0")
 
 
 def random_keep(batch: int, patches: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
@@ -288,14 +266,6 @@ def discuss(results: RunResults) -> list[str]:
                    + ("; dropping the tokens avoids feeding the model patches it never saw in training."
                       if better == "drop" else "."))
     return out
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {**common.SMOKE_SMALL, "ratios": (0.0, 0.5), "seeds": 2, "limit": 40},
-    "demo": {**common.DEMO, "limit": 0},
-    "full": {"limit": 500},
-    "rehearsal": {**common.REHEARSAL, "limit": 500},
-}
 
 
 def readme_row(m: Metrics, _data: object) -> str:

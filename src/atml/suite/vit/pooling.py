@@ -6,7 +6,6 @@ optimiser.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -15,31 +14,17 @@ import torch
 from atml import benchmark as bench_lib
 from atml import figures, runtime
 from atml.data import digits
-from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Bench, Metric, Metrics, Results, RunResults, Table, counted, fixed, under
 from atml.runner import RunContext
 from atml.suite.vit import common
+from atml.suite.vit.config import POOLING_PRESETS as PRESETS
+from atml.suite.vit.config import PoolingConfig
 from atml.train.features import FrozenFeatures, extract
 from atml.train.loop import Batches, Fit, History, fit
 from atml.train.stages import new_head, stage_metrics
-
-
-@dataclasses.dataclass
-class PoolingConfig(common.ViTConfig):
-    epochs: int = 10
-    lr: float = 1e-3
-    train_limit: int = 0
-    val_limit: int = 0
-
-    def validate(self) -> None:
-        super().validate()
-        if self.epochs < 1 or not self.lr > 0 or self.train_limit < 0 or self.val_limit < 0:
-            raise UsageError("epochs must be >= 1, lr > 0, train_limit and val_limit >= 0")
-
-
 
 
 def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
@@ -163,14 +148,6 @@ def vit_throughput(model: vit.ViT, images: torch.Tensor, device: torch.device, b
     with model.attention():  # the unfused path attention maps need
         out["images_per_s_unfused_attention"] = bench_lib.images_per_s(forward_all, len(x), device)
     return {**out, **bench_lib.ceiling(out["images_per_s_fused_attention"], flops, device)}
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": {**common.SMOKE_SMALL, "data": "generated-cifar10", "epochs": 2, "batch_size": 32},
-    "demo": {**common.DEMO, "epochs": 60, "batch_size": 64, "lr": 1e-2},
-    "full": {"epochs": 10, "batch_size": 128},
-    "rehearsal": {**common.REHEARSAL, "epochs": 10, "batch_size": 128},
-}
 
 
 def readme_row(m: Metrics, _data: object) -> str:
