@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [["--version"], ["--help"], ["list"], ["models"], ["run", "resnet.nope"],
             ["run", "resnet.head", "--preset", "huge"], ["run", "resnet.head", "--bogus"], ["sweep", "resnet.nope"],
-            ["run", "resnet.head", "--set", "epoch=3"], ["run", "resnet.head", "--set", "epochs=-1"]]
+            ["run", "resnet.head", "--set", "epoch=3"], ["run", "resnet.head", "--set", "epochs=-1"],
+            ["run", "compare.cka", "--preset", "demo", "--set", "models=[a]"]]
 """The answers a user waits on; the last (a config value, checked by the experiment's config class) imports the
 experiment and is shown for scale."""
 
