@@ -2,11 +2,12 @@
 #   make demo   - every experiment at the demo preset (offline, CPU, minutes); prints the report's path
 #   make test   - ruff, mypy, then the test suite (what CI runs)
 # While working: make test-fast - ruff, mypy, and every test not marked slow (under 3 minutes on 2 cores)
+#                make docs      - the documentation site (docs/, mkdocs --strict) into build/site; the tests build it too
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast docs install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,10 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@echo "the site: build/site/index.html"
 
 test-fast: $(BIN)/.installed
 	$(BIN)/ruff check src tests scripts

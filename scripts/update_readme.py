@@ -1,11 +1,12 @@
-"""Regenerate README's tables from measurements (never retype a number).
+"""Regenerate README's and the documentation site's tables from measurements (never retype a number).
 
     python scripts/update_readme.py runs/demo-YYYYmmdd-HHMMSS/runs   # a new demo run, then every table
     python scripts/update_readme.py                                 # every table from benchmarks/ as it is
 
 The first form writes ``benchmarks/demo-results.json`` (the runs' headline numbers, commit
-and device) from the run folders; both rewrite README's generated sections from the files
-in ``benchmarks/`` (demo results, ``atml speed``, the rehearsal suite timing).
+and device) from the run folders; both rewrite the generated sections of README.md and ``docs/*.md`` from the files
+in ``benchmarks/`` (demo results, ``atml speed``, the rehearsal suite timing, ...) and the layout map from the
+package.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ def main(argv: list[str]) -> int:
 
     catalog.FILE.write_text(catalog.generate())
     print(f"{catalog.FILE.relative_to(ROOT)}: rewritten from the registry")
-    path = ROOT / "README.md"
-    path.write_text(readme.update(path.read_text(), benchmarks))
-    print("README.md: generated sections rewritten from benchmarks/")
+    for path in readme.pages(ROOT):
+        text = path.read_text()
+        new = readme.update(text, benchmarks)
+        if new != text:
+            path.write_text(new)
+            print(f"{path.relative_to(ROOT)}: generated sections rewritten from benchmarks/")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""README's numbers come from a run: the results table is the one the committed demo results render."""
+"""README's and the documentation site's numbers come from a run: every generated section is the one its committed
+measurement renders, and README stays a front page (at most 15,000 characters) that links into the site."""
 
 import json
 from pathlib import Path
@@ -13,7 +14,8 @@ def test_the_readme_results_table_is_the_one_the_committed_demo_results_render()
     summary = json.loads((ROOT / "benchmarks" / "demo-results.json").read_text())
     text = (ROOT / "README.md").read_text()
     assert readme.current(text) == readme.section(summary)
-    assert readme.update(text, ROOT / "benchmarks") == text  # every generated section is up to date
+    for page in readme.pages(ROOT):  # every generated section of every page is up to date
+        assert readme.update(page.read_text(), ROOT / "benchmarks") == page.read_text(), page
     assert set(summary["experiments"]) == set(registry().names())  # every experiment has its row
     assert all(e["preset"] == "demo" for e in summary["experiments"].values())
 
@@ -22,11 +24,30 @@ def test_every_registered_experiment_writes_its_own_readme_row():
     assert all(exp.readme_row is not None for exp in registry())
 
 
-def test_each_measured_file_has_its_section_in_the_readme():
-    text = (ROOT / "README.md").read_text()
+def test_each_measured_file_has_its_section_on_one_docs_page():
+    """The demo results are on README and the results page; every other measurement on exactly one page of the
+    site, as its file renders it."""
     for name, (file, _render) in readme.SECTIONS.items():
         if (ROOT / "benchmarks" / file).is_file():
-            assert readme.current(text, name) == readme.render(name, ROOT / "benchmarks"), name
+            pages = readme.holding(ROOT, name)
+            where = [p.relative_to(ROOT).as_posix() for p in pages]
+            if name == "results":
+                assert where == ["README.md", "docs/results.md"]
+            else:
+                assert len(where) == 1 and where[0].startswith("docs/"), (name, where)
+            for page in pages:
+                assert readme.current(page.read_text(), name) == readme.render(name, ROOT / "benchmarks"), name
+
+
+def test_the_readme_is_a_front_page_whose_links_into_the_site_resolve():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    assert len(text) <= 15_000, len(text)
+    links = re.findall(r"\]\((docs/[^)#]+)", text)
+    assert {"docs/index.md", "docs/usage.md", "docs/data.md", "docs/sweeps.md", "docs/report.md",
+            "docs/api.md"} <= set(links)
+    assert not [link for link in links if not (ROOT / link).is_file()]
 
 
 def test_the_exit_code_table_is_the_code_s_own():
@@ -34,7 +55,7 @@ def test_the_exit_code_table_is_the_code_s_own():
 
     from atml import errors
 
-    table = (ROOT / "README.md").read_text().split("### Exit codes")[1].split("\n\n")[1]
+    table = (ROOT / "docs" / "usage.md").read_text().split("## Exit codes")[1].split("\n\n")[1]
     listed: dict[int, set[str]] = {}
     for row in table.splitlines()[2:]:
         code, _when, names = [c.strip() for c in row.strip("|").split("|")]

@@ -66,20 +66,20 @@ def test_models_take_pixels_through_their_own_preprocessing_only():
     assert not found, found
 
 
-def test_the_readme_layout_map_is_drawn_from_the_package():
-    readme = (ROOT / "README.md").read_text()
+def test_the_layout_page_s_map_is_drawn_from_the_package():
+    readme = (ROOT / "docs" / "layout.md").read_text()
     start, end = "<!-- generated: layout -->", "<!-- end generated: layout -->"
-    assert readme.count(start) == 1, "README has no generated layout map"
+    assert readme.count(start) == 1, "docs/layout.md has no generated layout map"
     assert readme.split(start)[1].split(end)[0].strip() == layout.section(SRC).strip()
 
 
-def test_the_tests_are_laid_out_as_the_readme_says():
+def test_the_tests_are_laid_out_as_the_layout_page_says():
     """One flat folder; each file named after the unit it tests (test_<unit>...), or one of the themes README
-    lists."""
+    lists (docs/layout.md)."""
     themes = ("experiment", "bench", "compare", "pixels", "pretrained", "reliability", "safe", "warnings", "readme",
               "report", "notebook", "device", "discussion", "gan", "factory", "feature", "preprocess", "structure",
               "rehearsal", "train", "model", "data", "config", "cli", "api", "analysis", "figures", "registry",
-              "distributed", "models")
+              "distributed", "models", "docs")
     files = sorted(p.name for p in (ROOT / "tests").rglob("test_*.py"))
     assert all((ROOT / "tests" / f).is_file() for f in files)  # flat: no test in a subfolder
     odd = [f for f in files if f.removeprefix("test_").split("_")[0].removesuffix(".py") not in (*LEVEL, *themes)]

@@ -80,6 +80,7 @@ class Metric:
         return all(self.condition.get(k) == v for k, v in condition.items())
 
     def to_json(self) -> dict[str, Any]:
+        """The record as results.json holds it (name, value, unit, condition, key)."""
         return {"name": self.name, "value": self.value, "unit": self.unit, "condition": dict(self.condition),
                 "key": self.key}
 
@@ -109,6 +110,7 @@ class Table:
         return [dict(zip(self.columns, row)) for row in self.rows]
 
     def to_json(self) -> dict[str, Any]:
+        """The table as results.json holds it (title, columns, rows)."""
         return {"title": self.title, "columns": list(self.columns), "rows": [list(r) for r in self.rows]}
 
     @classmethod

@@ -1,10 +1,10 @@
-"""README's tables of numbers, generated from committed measurements, never retyped.
+"""The tables of numbers in README and the documentation site, generated from committed measurements, never retyped.
 
 ``scripts/update_readme.py RUNS`` collects the headline numbers of one ``atml demo`` run
 into ``benchmarks/demo-results.json`` (committed, with the run's commit and date) and
-rewrites every generated section of README.md from the files in ``benchmarks/``: the
-demo results, ``atml speed`` and the rehearsal suite timing. A test renders each section
-from its file again and compares it with README, so README cannot drift from them.
+rewrites every generated section of README.md and ``docs/*.md`` (:func:`pages`) from the files in
+``benchmarks/``: the demo results, ``atml speed``, the suite timing and the rest of :data:`SECTIONS`. A test
+renders each section from its file again and compares it with the page, so no page can drift from them.
 """
 
 from __future__ import annotations
@@ -354,7 +354,8 @@ def explore_section(report: dict[str, Any]) -> str:
               "| --- | --- | --- | --- | --- |"]
     lines += [f"| {s['points']:,} | {s['page_kb'] / 1024:.1f} MB | {s['heap_mb']:.1f} MB | {s['redraw_ms']:.1f} ms | "
               f"{s['hover_ms']:.1f} ms |" for s in report["scatter"]]
-    lines += ["", " ".join(f"![{Path(shot).stem}]({shot})" for shot in report["screenshots"])]
+    lines += ["", " ".join(f"![{Path(shot).stem}]({shot.removeprefix('docs/')})"  # the page lives in docs/
+                           for shot in report["screenshots"])]
     return "\n".join(lines)
 
 
@@ -412,6 +413,17 @@ def update(readme: str, benchmarks: Path) -> str:
         map_ = layout.section(Path(__file__).resolve().parents[1])
         readme = readme.split(start)[0] + f"{start}\n{map_}\n{end}" + readme.split(end, 1)[1]
     return readme
+
+
+def pages(root: Path) -> list[Path]:
+    """Every page that may hold generated sections: README.md and the documentation site's ``docs/*.md``."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def holding(root: Path, name: str) -> list[Path]:
+    """The pages that hold the generated section ``name``."""
+    start, end = markers(name)
+    return [page for page in pages(root) if start in page.read_text()]
 
 
 def current(readme: str, name: str = "results") -> str:
