@@ -76,17 +76,17 @@ def test_random_init_cells_train_at_the_demo_preset(tmp_path):
 
 
 def test_a_stage_at_chance_or_diverging_is_flagged_and_never_ranked():
-    from atml.suite.resnet import common as resnet_common
     from atml.suite.resnet import transfer as resnet_transfer
+    from atml.train.stages import training_problem
 
     def rows(accs, losses):
         return [{"phase": "val", "acc": a, "loss": loss} for a, loss in zip(accs, losses)]
 
-    assert resnet_common.training_problem(rows([0.21, 0.20, 0.22], [1.6, 1.6, 1.6]), 5, 269).startswith(
+    assert training_problem(rows([0.21, 0.20, 0.22], [1.6, 1.6, 1.6]), 5, 269).startswith(
         "never above chance")
-    assert resnet_common.training_problem(rows([0.5, 0.6, 0.55], [1.2, 0.8, 5.0]), 5, 269).startswith(
+    assert training_problem(rows([0.5, 0.6, 0.55], [1.2, 0.8, 5.0]), 5, 269).startswith(
         "validation loss diverged")
-    assert resnet_common.training_problem(rows([0.5, 0.7, 0.8], [1.2, 0.8, 0.6]), 5, 269) is None
+    assert training_problem(rows([0.5, 0.7, 0.8], [1.2, 0.8, 0.6]), 5, 269) is None
     cells = [{"cell": "pretrained:head", "init": "pretrained", "regime": "head", "best_val_acc": 0.8, "time_s": 1.0,
               "trainable_params": 10, "problem": None},
              {"cell": "random:head", "init": "random", "regime": "head", "best_val_acc": 0.99, "time_s": 0.1,

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from atml import cli
+from atml.errors import UsageError
 from atml.suite import registry
 from atml.sweeps import dispatch, grid
 from atml.sweeps import spec as spec_lib
@@ -280,7 +281,7 @@ def test_a_folder_holding_another_sweep_is_refused(tmp_path: Path) -> None:
     folder = dispatch.sweep_folder(first, opts)
     folder.mkdir(parents=True)
     dispatch.State(folder, first, opts).save()
-    with pytest.raises(spec_lib.UsageError, match="holds another sweep"):
+    with pytest.raises(UsageError, match="holds another sweep"):
         dispatch.State(folder, other, opts)
 
 

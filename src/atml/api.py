@@ -30,7 +30,9 @@ from typing import Any
 
 from atml import storage
 from atml.errors import AtmlError, UsageError
-from atml.results import Bench, Figure, Metrics, RunResults, Speed, Spread, Table, pandas_or_error, spread
+from atml.results import Bench as Bench
+from atml.results import Figure, Metrics, RunResults, Spread, Table, pandas_or_error, spread
+from atml.results import Speed as Speed
 
 if typing.TYPE_CHECKING:
     import pandas

@@ -132,7 +132,7 @@ class PerSampleLoader:
     def __init__(self, images: torch.Tensor, batch_size: int, seed: int) -> None:
         from torch.utils.data import DataLoader, Dataset
 
-        class _PerSample(Dataset):
+        class _PerSample(Dataset[tuple[torch.Tensor]]):
             def __len__(self) -> int:
                 return len(images)
 

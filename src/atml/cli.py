@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TypeAlias
 
 from atml import config as config_lib
 from atml.errors import EXIT_CELLS_NOT_DONE, EXIT_OK, EXIT_SIGNAL, AtmlError, DataError, UsageError, WeightsError
@@ -21,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops like Ctrl-C: checkpoints kept
     try:
-        return args.func(args)
+        result: int = args.func(args)
+        return result
     except AtmlError as err:
         print(f"atml: error: {err}{_offline_hint(args, err)}", file=sys.stderr)
         return err.exit_code
@@ -51,7 +53,8 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-Subparsers = argparse._SubParsersAction  # argparse's type of add_subparsers()' result
+# argparse's type of add_subparsers()' result
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -161,7 +161,8 @@ def get_value(cfg: Any, key: str) -> Any:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain data (tuples as lists) that ``yaml.safe_dump`` and JSON accept."""
-    return _plain(dataclasses.asdict(cfg))
+    result: dict[str, Any] = _plain(dataclasses.asdict(cfg))
+    return result
 
 
 def _plain(value: Any) -> Any:
@@ -173,7 +174,8 @@ def _plain(value: Any) -> Any:
 
 
 def to_yaml(cfg: Any) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    result: str = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return result
 
 
 def from_dict(cls: type, data: Mapping[str, Any]) -> Any:

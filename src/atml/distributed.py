@@ -78,7 +78,8 @@ def sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
     ``BatchNormAct2d``; those keep per-process statistics (frozen ones have none to sync).
     """
     if type(module) in PLAIN_BATCHNORM:
-        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        result: torch.nn.Module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return result
     for name, child in module.named_children():
         converted = sync_batchnorm(child)
         if converted is not child:

@@ -39,7 +39,7 @@ class RunDir:
 
     # -- creation -----------------------------------------------------------------
     @classmethod
-    def create(cls, parent: str | os.PathLike, experiment: str, preset: str) -> RunDir:
+    def create(cls, parent: str | os.PathLike[str], experiment: str, preset: str) -> RunDir:
         """Make a fresh folder ``<parent>/<experiment>-<preset>-<time>[-n]``; never reuse one."""
         parent = Path(parent)
         try:
@@ -64,7 +64,7 @@ class RunDir:
         raise RunDirError(f"could not find a free run folder name in {parent}")
 
     @classmethod
-    def create_at(cls, path: str | os.PathLike) -> RunDir:
+    def create_at(cls, path: str | os.PathLike[str]) -> RunDir:
         """Make the run folder ``path`` itself (a sweep's cell), with the same exclusive ``mkdir``; refuse one that
         exists."""
         path = Path(path)
@@ -80,7 +80,7 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> RunDir:
+    def open(cls, path: str | os.PathLike[str]) -> RunDir:
         """Reopen an existing run (to resume it); refuse one that another process holds."""
         run = cls(Path(path))
         if not (run.path / "config.yaml").is_file():

@@ -50,7 +50,7 @@ def is_offline(flag: bool) -> bool:
     return flag or any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in OFFLINE_ENV_VARS)
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager[object]:
     """bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 is slower than fp32 on AVX2)."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)

@@ -33,7 +33,7 @@ def _file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on success fsync and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,16 +51,16 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w") as handle:
         handle.write(text)
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-def torch_save(obj: Any, path: str | os.PathLike) -> None:
+def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """Save atomically; Ctrl-C or SIGTERM during the write takes effect once the file is complete.
 
     torch's zip writer turns an exception raised inside its write callback into a bare
@@ -92,13 +92,13 @@ def _signals_deferred() -> Iterator[None]:
             signal.raise_signal(first)
 
 
-def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> Any:
+def torch_load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", *, mmap: bool = False) -> Any:
     """The only way atml reads a torch file: ``weights_only=True``, so no pickled code runs. ``mmap``: tensors
     over the file's pages (read as used, reclaimable), not copies in anonymous memory."""
     return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
-def why_unreadable(path: str | os.PathLike) -> str:
+def why_unreadable(path: str | os.PathLike[str]) -> str:
     """What a file that torch or safetensors refused to read is, in plain words (no library internals)."""
     path = Path(path)
     try:
@@ -125,7 +125,7 @@ def why_unreadable(path: str | os.PathLike) -> str:
     return "it is a text file"
 
 
-def write_with(path: str | os.PathLike, writer: Callable[[Path], None], suffix: str = "") -> None:
+def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None], suffix: str = "") -> None:
     """Let ``writer`` fill a temp path (e.g. matplotlib's savefig), then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256sum(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """The SHA-256 of a file, read in 1 MB chunks (weights files, dataset files and atml's own caches)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -161,7 +161,7 @@ def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def locked(path: str | os.PathLike) -> Iterator[None]:
+def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     """An exclusive lock on ``<path>.lock`` while the block runs: processes (or torchrun ranks) that make the same
     file take turns, so it is made once. The kernel releases the lock when a holder dies."""
     path = Path(path)

@@ -180,7 +180,8 @@ class MlflowSink:
         self.client.set_terminated(run_id, "FINISHED" if results.get("status") == "ok" else "FAILED")
         if replaces:
             self.client.delete_run(replaces)
-        return run_id
+        result: str = run_id
+        return result
 
     def parent_ids(self) -> dict[str, str]:
         return {"mlflow_parent_run": self.parent} if self.parent else {}

@@ -157,7 +157,8 @@ def quantise_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dequantise_rows(q: np.ndarray, top: np.ndarray) -> np.ndarray:
-    return q.astype(np.float32) / 255 * top[..., None]
+    result: np.ndarray = q.astype(np.float32) / 255 * top[..., None]
+    return result
 
 
 def attention_plan(layers: int, heads: int, tokens: int, patches: int,

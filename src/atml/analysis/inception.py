@@ -51,7 +51,8 @@ def extractor(path: Path, device: torch.device) -> torch.nn.Module:
     state, _ = wts.read_state_dict(path)
     with mock.patch.object(fe, "load_state_dict_from_url", return_value=state):
         model = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    return model.to(device).eval()
+    result: torch.nn.Module = model.to(device).eval()
+    return result
 
 
 @torch.no_grad()

@@ -94,7 +94,8 @@ def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
 
         return np.asarray(OpenTSNE(n_components=2, perplexity=perplexity, initialization="pca", random_state=seed,
                                    n_jobs=-1, verbose=False).fit(np.ascontiguousarray(x, dtype=np.float64)))
-    return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(x)
+    result: np.ndarray = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(x)
+    return result
 
 
 def perplexity_for(samples: int) -> float:
@@ -108,11 +109,14 @@ def umap_embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
     neighbours = int(min(15, len(features) - 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": determinism wanted
-        return umap.UMAP(n_neighbors=neighbours, random_state=seed).fit_transform(reduce(features, seed=seed))
+        reducer = umap.UMAP(n_neighbors=neighbours, random_state=seed)
+        result: np.ndarray = reducer.fit_transform(reduce(features, seed=seed))
+        return result
 
 
 def confusion(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
-    return confusion_matrix(labels, predictions, labels=list(range(classes)))
+    result: np.ndarray = confusion_matrix(labels, predictions, labels=list(range(classes)))
+    return result
 
 
 def closest_class_pairs(features: np.ndarray, labels: np.ndarray, top: int = 5) -> list[tuple[int, int, float]]:

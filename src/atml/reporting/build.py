@@ -262,7 +262,7 @@ def _load(path: Path, index: int, reg: Registry, *, explore: bool = False) -> Ru
     return RunView(path, slug, results, config, env, discussion, figures, blocks)
 
 
-def discuss(exp: Experiment | None, results: RunResults) -> list[str]:
+def discuss(exp: Experiment[Any] | None, results: RunResults) -> list[str]:
     """The experiment's sentences about this run; none for failed or rehearsal runs (their numbers describe no
     model), and none for a results.json from before schema 2, whose metrics carry no conditions."""
     if exp is None or exp.discuss is None or results.status != "ok" or results.rehearsal:

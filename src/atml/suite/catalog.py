@@ -40,7 +40,7 @@ class Entry:
     def build(self, preset: str, overrides: Sequence[str]) -> RunConfig:
         """The config of ``preset`` with ``overrides``, its values checked (:meth:`RunConfig.check_values`) and its
         model, weights and data names not (they need the model libraries)."""
-        cls = _resolve(self.config)
+        cls: type[RunConfig] = _resolve(self.config)
         return config_lib.build(cls, _resolve(self.preset_table), preset, overrides, name=self.name, sources=False)
 
 

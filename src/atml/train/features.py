@@ -21,7 +21,8 @@ from atml.distributed import sharded
 
 
 def _forward_features(module: Any, x: torch.Tensor) -> torch.Tensor:
-    return module.forward_features(x)
+    result: torch.Tensor = module.forward_features(x)
+    return result
 
 
 class FrozenFeatures(torch.nn.Module):
@@ -47,7 +48,8 @@ class FrozenFeatures(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self._features(self.preprocess(images)).float()  # (B, D)
+            result: torch.Tensor = self._features(self.preprocess(images)).float()  # (B, D)
+            return result
 
 
 class HeadOnFrozen(torch.nn.Module):
@@ -59,7 +61,8 @@ class HeadOnFrozen(torch.nn.Module):
         self.head = head
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.frozen(images))
+        result: torch.Tensor = self.head(self.frozen(images))
+        return result
 
 
 def in_memory_limit() -> int:

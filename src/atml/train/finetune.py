@@ -30,7 +30,8 @@ class Pipeline(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(self.augment(self.preprocess(images)))
+        result: torch.Tensor = self.model(self.augment(self.preprocess(images)))
+        return result
 
 
 def pipeline(model: cnn.CNN, preprocessing: Preprocessing, *, num_classes: int, res: int,

@@ -33,7 +33,8 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 
 def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    return torch.stack([p.grad.norm() for p in params if p.grad is not None]).norm()
+    result: torch.Tensor = torch.stack([p.grad.norm() for p in params if p.grad is not None]).norm()
+    return result
 
 
 class GANStep:

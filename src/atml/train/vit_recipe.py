@@ -62,7 +62,8 @@ class _Trainable(torch.nn.Module):
         self.augment = Augment(hflip=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(self.augment(self.model.preprocess(images)))
+        result: torch.Tensor = self.model(self.augment(self.model.preprocess(images)))
+        return result
 
 
 def _train(recipe: Recipe, device: torch.device, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:

@@ -24,7 +24,8 @@ def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     from scipy.linalg import orthogonal_procrustes
 
     rotation, _ = orthogonal_procrustes(source, target)
-    return rotation
+    result: np.ndarray = rotation
+    return result
 
 
 def run(cfg: GapConfig, ctx: RunContext) -> Results:
@@ -120,7 +121,10 @@ def discuss(results: RunResults) -> list[str]:
     m = results.metrics
     if m.get("residual", split="test", when="after") is None:
         return []
-    v = lambda name, when, **c: m.value(name, when=when, **c)  # noqa: E731
+
+    def v(name: str, when: str, **condition: str) -> float:
+        return m.value(name, when=when, **condition)
+
     cut = v("residual", "after", split="test") < v("residual", "before", split="test")
     residual = "cuts" if cut else "does not cut"
     centroid = "falls" if v("centroid_distance", "after") < v("centroid_distance", "before") else "does not fall"
@@ -137,7 +141,10 @@ def discuss(results: RunResults) -> list[str]:
 
 def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
-    v = lambda name, when, digits=2, **c: fixed(m.value(name, when=when, **c), digits)  # noqa: E731
+
+    def v(name: str, when: str, digits: int = 2, **condition: str) -> str:
+        return fixed(m.value(name, when=when, **condition), digits)
+
     return (f"test residual {v('residual', 'before', split='test')} -> {v('residual', 'after', split='test')}, "
             f"centroid distance {v('centroid_distance', 'before')} -> {v('centroid_distance', 'after')}; zero-shot "
             f"{v('acc', 'before', 3, prompt_set='photo')} -> {v('acc', 'after', 3, prompt_set='photo')} (photo prompt)")

@@ -63,20 +63,24 @@ class Explained(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.model, vit.ViT):
-            return self.model(x)
         net: Any = self.model
-        return self.head(net.forward_features(x)) if self.head is not None else net(x)
+        if isinstance(self.model, vit.ViT) or self.head is None:
+            result: torch.Tensor = net(x)
+        else:
+            result = self.head(net.forward_features(x))
+        return result
 
 
 def target_layer(model: nn.Module) -> nn.Module:
     """Grad-CAM's layer: a CNN's last stage; a ViT's last block's first norm (its tokens before attention)."""
+    net: Any = model
     if isinstance(model, vit.TimmViT):
-        return model.model.blocks[-1].norm1
-    if isinstance(model, vit.HFViT):
-        return model.model.vit.layers[-1].layernorm_before
-    cnn: Any = model
-    return cnn.get_submodule(cnn.stage_paths[-1])
+        layer: nn.Module = net.model.blocks[-1].norm1
+    elif isinstance(model, vit.HFViT):
+        layer = net.model.vit.layers[-1].layernorm_before
+    else:
+        layer = net.get_submodule(net.stage_paths[-1])
+    return layer
 
 
 def reshape_for(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -309,7 +313,8 @@ class Scored:
 
 def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return model(x).float().softmax(-1)
+        result: torch.Tensor = model(x).float().softmax(-1)
+        return result
 
 
 def _explain(subject: common.Subject, methods: list[str], pictures: list[torch.Tensor], cfg: Config,

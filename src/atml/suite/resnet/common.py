@@ -32,7 +32,7 @@ from atml.suite.resnet.config import ResNetConfig
 from atml.train import checkpoint, finetune
 from atml.train.features import FrozenFeatures, HeadOnFrozen, extract
 from atml.train.loop import Batches, Callback, Fit, History, fit
-from atml.train.stages import new_head, stage_metrics, training_problem  # noqa: F401 - used by the experiments
+from atml.train.stages import new_head, stage_metrics
 
 
 def load_data(cfg: ResNetConfig, ctx: RunContext, *, needs_train: bool = True) -> ImageDataset:

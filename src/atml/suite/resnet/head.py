@@ -27,12 +27,12 @@ from atml.suite.resnet.common import (
     load_data,
     score_pretrained_head,
     train_head,
-    training_problem,
     weights_notes,
 )
 from atml.suite.resnet.config import HEAD_PRESETS as PRESETS
 from atml.suite.resnet.config import HeadConfig as Config
 from atml.train.loop import History
+from atml.train.stages import training_problem
 
 
 def run(cfg: Config, ctx: RunContext) -> Results:

@@ -28,6 +28,7 @@ from atml.suite.resnet.config import SKIP_PRESETS as PRESETS
 from atml.suite.resnet.config import SkipConfig as Config
 from atml.train.gradients import GradientFlow
 from atml.train.loop import History
+from atml.train.stages import training_problem
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -72,7 +73,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.tables.append(table(out.metrics))
     curves = {s: stages[s].values("val", "acc") for s in ("intact_blocks", "ablated_blocks")}
     problems = {stage: p for stage, rows in stages.items()
-                if (p := common.training_problem(rows, len(data.train.classes), len(data.val)))}
+                if (p := training_problem(rows, len(data.train.classes), len(data.val)))}
     out.keep(Data(list(blocks), curves, problems))
     out.notes.append(f"Skip connections removed in {', '.join(blocks)} (each block then computes relu(F(x))); "
                      f"{cfg.arch}, {cfg.resolution} px, {counted(cfg.epochs, 'epoch')}; trained blocks use lr "
@@ -166,7 +167,10 @@ def _catch_up(results: RunResults) -> str:
     curves = results.read(Data).val_curves
     target = 0.9 * curves["intact_blocks"][-1]
     reach = {k: next((i + 1 for i, a in enumerate(v) if a >= target), None) for k, v in curves.items()}
-    fmt = lambda e: f"epoch {e}" if e else "never within the run"  # noqa: E731
+
+    def fmt(epoch: int | None) -> str:
+        return f"epoch {epoch}" if epoch else "never within the run"
+
     return (f"Training speed: after one epoch the intact network is at {curves['intact_blocks'][0]:.3f} and the "
             f"ablated one at {curves['ablated_blocks'][0]:.3f}; they reach 90% of the intact network's final "
             f"accuracy at {fmt(reach['intact_blocks'])} and {fmt(reach['ablated_blocks'])} respectively.")
@@ -175,7 +179,10 @@ def _catch_up(results: RunResults) -> str:
 
 def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
-    v = lambda variant: fixed(m.value("val_acc", variant=variant))  # noqa: E731
+
+    def v(variant: str) -> str:
+        return fixed(m.value("val_acc", variant=variant))
+
     return (f"head only: {v('intact_head')} intact vs {v('ablated_head')} with skips removed; "
             f"training those blocks: {v('intact_blocks')} vs {v('ablated_blocks')}")
 

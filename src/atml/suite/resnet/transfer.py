@@ -29,6 +29,7 @@ from atml.suite.resnet import common
 from atml.suite.resnet.config import TRANSFER_PRESETS as PRESETS
 from atml.suite.resnet.config import TransferConfig as Config
 from atml.train.loop import History
+from atml.train.stages import training_problem
 
 INITS = ("pretrained", "random")
 REGIMES = ("head", "last", "full")
@@ -80,7 +81,7 @@ def _train_cell(cfg: Config, ctx: RunContext, cell: str, backbone: Built[cnn.CNN
                                             trainable=trained_parts(model, regime))
         stage_numbers = Metrics(numbers)
         seconds = stage_numbers.value("train_time_s")
-    problem = common.training_problem(rows, len(data.train.classes), len(data.val))
+    problem = training_problem(rows, len(data.train.classes), len(data.val))
     return rows, {"cell": cell, "init": init, "regime": regime, "stage": stage, "problem": problem,
                   "val_acc": stage_numbers.value("val_acc"), "best_val_acc": stage_numbers.value("best_val_acc"),
                   "trainable_params": freezing.trainable_parameters(model), "time_s": seconds,

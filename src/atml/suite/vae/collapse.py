@@ -16,6 +16,7 @@ from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
 from atml.suite.vae.config import PRESETS
+from atml.suite.vae.config import VAEConfig as Config
 
 
 @figures.styled
@@ -39,7 +40,7 @@ def kl_heatmaps(runs: list[common.Trained]) -> Any:
 
 
 
-def run(cfg: common.Config, ctx: RunContext) -> Results:
+def run(cfg: Config, ctx: RunContext) -> Results:
     data = grayscale.load_data(cfg, ctx)
     contrast = common.mitigation_variants(cfg)[0]
     runs = [common.train_variant(cfg, ctx, data, common.baseline(cfg), "baseline"),
@@ -85,7 +86,8 @@ SETTINGS = ("baseline", "kl_heavy")
 
 
 def _value(metrics: Any, key: str, *, setting: str) -> float:
-    return metrics.value(key, setting=setting)
+    result: float = metrics.value(key, setting=setting)
+    return result
 
 
 def discuss(results: RunResults) -> list[str]:
@@ -131,7 +133,10 @@ def _cause_sentence(baseline_state: str, heavy_state: str) -> str:
 
 def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
-    v = lambda name, setting: m.value(name, setting=setting)  # noqa: E731
+
+    def v(name: str, setting: str) -> float:
+        return m.value(name, setting=setting)
+
     return (f"I(x;z) {fixed(v('mutual_info', 'baseline'), 2)} nats at KL weight 1 vs "
             f"{fixed(v('mutual_info', 'kl_heavy'), 2)} KL-heavy; active units {v('active_units', 'baseline'):.0f} vs "
             f"{v('active_units', 'kl_heavy'):.0f}")
@@ -146,6 +151,6 @@ REFERENCES: tuple[Reference, ...] = (
 
 EXPERIMENT = Experiment(data=Data, name="vae.collapse",
                         summary="VAE posterior collapse: KL per dimension, active units, I(x;z), prior vs posterior",
-                        config_cls=common.Config, presets=PRESETS, run=run, discuss=discuss,
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss,
                         readme_row=readme_row,
                         references=REFERENCES)

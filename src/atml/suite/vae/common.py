@@ -82,9 +82,14 @@ def diagnose(model: vae_model.VAE, preprocess: Preprocess, data: ImageDataset, c
     generator = torch.Generator().manual_seed(cfg.seed)
     x = preprocess(images).cpu()
     z = mu + torch.randn(mu.shape, generator=generator) * (0.5 * logvar).exp()
-    decode = lambda codes: model.decode(codes.to(device)).cpu()  # noqa: E731
+
+    def decode(codes: torch.Tensor) -> torch.Tensor:
+        return model.decode(codes.to(device)).cpu()
+
+    def sse(recon: torch.Tensor) -> float:
+        return float((recon - x).pow(2).flatten(1).sum(1).mean())
+
     kl = latent.mean_kl_per_dim(mu, logvar)
-    sse = lambda recon: (recon - x).pow(2).flatten(1).sum(1).mean().item()  # noqa: E731
     recon_sample = decode(z)
     return {
         "active_units": active,
@@ -107,7 +112,8 @@ def final(rows: History, phase: Phase, key: str) -> float:
 
 def use_of_x(diag: dict[str, Any]) -> float:
     """Share of the prior-mean reconstruction error that encoding x removes (0: q(z|x) ignores x)."""
-    return 1 - diag["sse_posterior_mean"] / max(diag["sse_prior_mean"], 1e-9)
+    result: float = 1 - diag["sse_posterior_mean"] / max(diag["sse_prior_mean"], 1e-9)
+    return result
 
 
 def verdict(diag: dict[str, Any], latent_dim: int) -> str:

@@ -12,6 +12,7 @@ from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
 from atml.suite.vae.config import PRESETS
+from atml.suite.vae.config import VAEConfig as Config
 
 
 @figures.styled
@@ -31,7 +32,7 @@ def mitigation_bars(runs: list[common.Trained]) -> Any:
 
 
 
-def run(cfg: common.Config, ctx: RunContext) -> Results:
+def run(cfg: Config, ctx: RunContext) -> Results:
     data = grayscale.load_data(cfg, ctx)
     runs = [common.train_variant(cfg, ctx, data, common.baseline(cfg), "baseline")]
     runs += [common.train_variant(cfg, ctx, data, v, common.variant_key(v.name))
@@ -70,8 +71,13 @@ class Data:
 def discuss(results: RunResults) -> list[str]:
     data = results.read(Data)
     m, ranking, untreated = results.metrics, data.ranking, data.untreated
-    mi = lambda name: m.value("mutual_info", variant=name)  # noqa: E731
-    units = lambda name: m.value("active_units", variant=name)  # noqa: E731
+
+    def mi(name: str) -> float:
+        return m.value("mutual_info", variant=name)
+
+    def units(name: str) -> float:
+        return m.value("active_units", variant=name)
+
     best = ranking[0]
     text = [f"Ranked by I(x; z): {', '.join(ranking)}.",
             f"The best, {best}, keeps {mi(best):.2f} nats of information about x in z "
@@ -86,12 +92,15 @@ def discuss(results: RunResults) -> list[str]:
 
 def readme_row(m: Metrics, data: Data) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
-    mi = lambda name: fixed(m.value("mutual_info", variant=name), 2)  # noqa: E731
+
+    def mi(name: str) -> str:
+        return fixed(m.value("mutual_info", variant=name), 2)
+
     return (f"I(x;z) in nats, untreated {data.untreated}: {mi(data.untreated)}; ranked: "
             + ", ".join(f"{name} {mi(name)}" for name in data.ranking))
 
 
 EXPERIMENT = Experiment(data=Data, name="vae.mitigate",
                         summary="VAE collapse mitigations: KL warm-up, cyclical, free bits, aggressive encoder",
-                        config_cls=common.Config, presets=PRESETS, run=run, discuss=discuss,
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss,
                         readme_row=readme_row)

@@ -15,10 +15,11 @@ from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
 from atml.suite.vae.config import PRESETS
+from atml.suite.vae.config import VAEConfig as Config
 from atml.train.vae_recipe import VAEStep
 
 
-def run(cfg: common.Config, ctx: RunContext) -> Results:
+def run(cfg: Config, ctx: RunContext) -> Results:
     data = grayscale.load_data(cfg, ctx)
     trained = common.train_variant(cfg, ctx, data, common.baseline(cfg), "baseline")
     model, rows = trained.model, trained.rows
@@ -70,7 +71,7 @@ def _prior_sentence(laplace: float, gaussian: float) -> str:
 
 
 
-def bench(cfg: common.Config) -> Bench:
+def bench(cfg: Config) -> Bench:
     """The baseline VAE trained on atml's in-memory batches vs a per-sample PIL Dataset + DataLoader.
 
     Same data, batch order (DistributedSampler, same seed), initialisation and epochs, so
@@ -116,6 +117,6 @@ REFERENCES: tuple[Reference, ...] = (
 
 EXPERIMENT = Experiment(name="vae.train",
                         summary="VAE on FashionMNIST: losses, reconstructions, Gaussian vs Laplace prior samples",
-                        config_cls=common.Config, presets=PRESETS, run=run, discuss=discuss, bench=bench,
+                        config_cls=Config, presets=PRESETS, run=run, discuss=discuss, bench=bench,
                         readme_row=readme_row,
                         references=REFERENCES)

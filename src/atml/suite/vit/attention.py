@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -102,7 +102,10 @@ def _tables(stats: dict[str, Any], images: int, layers: int, grid: int) -> list[
                     float(stats["similarity"][i])] for i in range(layers)])]
 
 
-def _chunks(items: list, size: int) -> list[list]:
+T = TypeVar("T")
+
+
+def _chunks(items: list[T], size: int) -> list[list[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -289,7 +292,8 @@ def _overlay(ax: Any, img: torch.Tensor, heat: np.ndarray) -> None:
 def _crop(img: torch.Tensor, model: vit.ViT) -> torch.Tensor:
     """The image as the model saw it (resize + centre crop), uint8, for drawing."""
     x = model.preprocess(img[None].to(model.preprocess.mean.device)) * model.preprocess.std + model.preprocess.mean
-    return (x[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    result: torch.Tensor = (x[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    return result
 
 
 def uniform_distance(model: vit.ViT) -> float:
@@ -389,7 +393,10 @@ def discuss(results: RunResults) -> list[str]:
 
 def readme_row(m: Metrics, _data: object) -> str:
     """This experiment's row in README's demo results table (:mod:`atml.reporting.readme`)."""
-    v = lambda name, layer, digits=2: fixed(m.value(name, layer=layer), digits)  # noqa: E731
+
+    def v(name: str, layer: str) -> str:
+        return fixed(m.value(name, layer=layer), 2)
+
     return (f"last-layer CLS attention entropy {v('mean_entropy', 'last')} nats (uniform: "
             f"{fixed(m.value('max_entropy_nats'), 2)}) vs {v('mean_entropy', 'first')} in the first layer; head-head "
             f"cosine {v('mean_similarity', 'last')} (last) vs {v('mean_similarity', 'first')} (first)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -103,7 +104,7 @@ def run(cfg: MaskingConfig, ctx: RunContext) -> Results:
     return out
 
 
-def _batches(images: torch.Tensor, batch_size: int):  # -> Iterator[tuple[int, torch.Tensor]]
+def _batches(images: torch.Tensor, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
     for start in range(0, len(images), batch_size):
         yield start, images[start:start + batch_size]
 
@@ -126,7 +127,8 @@ class Unmasked:
         if self.top_probs is not None:
             return self.top_probs[rows].float()
         x = self.model.preprocess(self.images[rows].to(self.device))
-        return self.model(x).float().softmax(-1).cpu()
+        result: torch.Tensor = self.model(x).float().softmax(-1).cpu()
+        return result
 
 
 KEEP_PROBS = 4_000_000
@@ -155,9 +157,8 @@ def unmasked(model: vit.ViT, images: torch.Tensor, device: torch.device, batch_s
 def masked_probs(model: vit.ViT, x: torch.Tensor, keep: torch.Tensor, fill: str, grid: int,
                  values: dict[str, torch.Tensor]) -> torch.Tensor:
     """Softmax probabilities of one preprocessed batch with the patches outside ``keep`` masked by ``fill``."""
-    if fill == "drop":
-        return model(x, keep).float().softmax(-1).cpu()
-    return model(fill_masked(x, keep, grid, values[fill])).float().softmax(-1).cpu()
+    logits: torch.Tensor = model(x, keep) if fill == "drop" else model(fill_masked(x, keep, grid, values[fill]))
+    return logits.float().softmax(-1).cpu()
 
 
 class Score:
@@ -249,7 +250,10 @@ def examples_figure(image: torch.Tensor, model: vit.ViT, cfg: MaskingConfig, val
 def discuss(results: RunResults) -> list[str]:
     m = results.metrics
     out = []
-    share = lambda pattern, ratio: f"{m.get('masked_share', ratio / 100, pattern=pattern, ratio=ratio):.1%}"  # noqa: E731
+
+    def share(pattern: str, ratio: float) -> str:
+        return f"{m.get('masked_share', ratio / 100, pattern=pattern, ratio=ratio):.1%}"
+
     for pattern in PATTERNS:
         acc = m.by("acc", "ratio", pattern=pattern, fill="mean")
         if len(acc) >= 2:
@@ -273,7 +277,10 @@ def readme_row(m: Metrics, _data: object) -> str:
     mean = m.by("acc", "ratio", pattern="random", fill="mean")
     drop = m.by("acc", "ratio", pattern="random", fill="drop")
     ratios = [r for r in sorted(mean) if r > 0]
-    share = lambda r: f"{m.get('masked_share', r / 100, pattern='random', ratio=r):.0%}"  # noqa: E731
+
+    def share(r: float) -> str:
+        return f"{m.get('masked_share', r / 100, pattern='random', ratio=r):.0%}"
+
     return (f"accuracy with {' / '.join(share(r) for r in ratios)} of patches masked at random, mean-pixel fill: "
             f"{' / '.join(fixed(mean[r]) for r in ratios)}; tokens dropped: "
             f"{' / '.join(fixed(drop[r]) for r in ratios if r in drop)}")
