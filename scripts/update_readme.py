@@ -35,6 +35,11 @@ def main(argv: list[str]) -> int:
 
     catalog.FILE.write_text(catalog.generate())
     print(f"{catalog.FILE.relative_to(ROOT)}: rewritten from the registry")
+    from atml import views
+    from atml.reporting import interactive
+
+    interactive.SCHEMAS.write_text(json.dumps(views.json_schemas(), indent=1) + "\n")
+    print(f"{interactive.SCHEMAS.relative_to(ROOT)}: rewritten from atml.views")
     for path in readme.pages(ROOT):
         text = path.read_text()
         new = readme.update(text, benchmarks)

@@ -14,8 +14,10 @@ import pytest
 from PIL import Image
 
 from atml import api, cli, views
+from atml.reporting import interactive
 
 pytestmark = pytest.mark.slow
+VENDOR = Path(__file__).parent / "vendor"
 
 RUNS = {
     "resnet.features": [],
@@ -62,6 +64,18 @@ def browser():
     options.binary_location = chromium
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)  # no Selenium Manager download
+    # Before any page script: Ajv and the view schemas, and the hook explore.js calls on each view's data before
+    # drawing it; a view that does not meet its kind's schema is counted (and logged), and the test reads the count.
+    checker = ("window.atmlSchemaErrors = []; (function () { var ajv = new window.ajv2020({allErrors: true});"
+               f" var schemas = {interactive.SCHEMAS.read_text()};"
+               " var check = {}; Object.keys(schemas).forEach(function (k) { check[k] = ajv.compile(schemas[k]); });"
+               " window.atmlCheckView = function (data) { var ok = check[data.kind] && check[data.kind](data);"
+               " window.atmlSchemaChecked = (window.atmlSchemaChecked || 0) + 1;"
+               " if (!ok) { var e = {kind: data.kind, title: data.title, errors: (check[data.kind] || {}).errors};"
+               " window.atmlSchemaErrors.push(e); console.error('view schema: ' + JSON.stringify(e));"
+               " throw new Error('view does not meet its schema: ' + data.title); } }; })();")
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                           {"source": (VENDOR / "ajv2020.min.js").read_text() + "\n" + checker})
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, "latency": 0,
                                                                 "downloadThroughput": -1, "uploadThroughput": -1})
@@ -73,6 +87,9 @@ def _open(browser, page):
     browser.get(page.as_uri())
     assert browser.execute_script("return navigator.onLine") is False  # the network is off for the page
     ids = browser.execute_script("return Object.keys(window.atmlViews || {})")
+    # every view met its schema before it was drawn (view-schemas.json, checked by Ajv in the page)
+    assert browser.execute_script("return window.atmlSchemaErrors") == []
+    assert browser.execute_script("return window.atmlSchemaChecked") == len(ids) > 0
     waiting = browser.find_elements("css selector", "div.atml-view:not([data-ready])")
     assert waiting == [], (len(waiting), browser.get_log("browser"))
     return ids
@@ -343,3 +360,27 @@ def test_run_explore_is_the_same_views_on_one_page(browser, runs, tmp_path):
     finally:
         browser.switch_to.default_content()
     assert _errors(browser) == []
+
+
+def test_every_stored_view_meets_its_schema(runs):
+    import jsonschema
+
+    schemas = json.loads(interactive.SCHEMAS.read_text())
+    files = [f for run in runs.values() for f in sorted((run / "views").glob("*.json"))]
+    kinds = {json.loads(f.read_text())["kind"] for f in files}
+    assert kinds == set(schemas)  # the smoke runs write every kind
+    for file in files:
+        data = json.loads(file.read_text())
+        jsonschema.Draft202012Validator(schemas[data["kind"]]).validate(data)
+
+
+def test_a_view_that_breaks_its_schema_is_caught_before_it_is_drawn(browser, page, tmp_path):
+    text = page.read_text()
+    assert text.count('"kind":"heatmap"') == 1
+    broken = tmp_path / "report.html"
+    broken.write_text(text.replace('"kind":"heatmap"', '"kind":"heatmap","cells":[]'))
+    browser.get(broken.as_uri())
+    errors = browser.execute_script("return window.atmlSchemaErrors")
+    assert [e["kind"] for e in errors] == ["heatmap"]
+    assert "additionalProperties" in json.dumps(errors[0]["errors"])
+    assert len(browser.find_elements("css selector", "div.atml-view:not([data-ready])")) >= 1  # not drawn

@@ -138,3 +138,42 @@ def test_a_report_of_real_sized_views_is_thinned_to_its_budget_and_says_what_eac
         else:
             kept = views.read_array(view["labels"])
             assert 250 <= len(kept) < 5000 and len(views.read_array(view["panels"][0]["xy"])) == len(kept)
+
+
+def _one_of_each(tmp_path):
+    """A small view of each kind, as an experiment would store it."""
+    rng = np.random.default_rng(0)
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    sheet = views.thumbnail_sheet(images, tmp_path / "views", relative_to=tmp_path)
+    scatter = views.Scatter("s", {"t-SNE": rng.normal(size=(3, 2))}, np.array([0, 1, 1]), ["a", "b"],
+                            thumbs=np.arange(3), sheet=sheet, names=["x.png", "y.png", "z.png"])
+    attention = views.Attention("a", 2, 1, [0, 1], 2, True,
+                                [views.AttentionImage("i", images[0], rng.random((2, 2, 5, 4)), rng.random((5, 4)))])
+    heatmap = views.Heatmap("h", [views.HeatmapPanel("p", ["l1", "l2"], ["m1"], "A layer", "B layer",
+                                                     rng.random((2, 1)))])
+    saliency = views.Saliency("sal", [images[0]], [views.SaliencyEntry("m", "gradcam", rng.random((1, 4, 4)), [0.2],
+                                                                       [0.7], 0.2, 0.7)])
+    return {"scatter": scatter, "attention": attention, "heatmap": heatmap, "saliency": saliency}
+
+
+def test_the_committed_view_schemas_are_the_ones_the_view_types_generate():
+    assert json.loads(interactive.SCHEMAS.read_text()) == views.json_schemas(), "run: python scripts/update_readme.py"
+
+
+def test_every_view_kind_as_stored_meets_its_schema_and_a_broken_one_does_not(tmp_path):
+    import jsonschema
+
+    schemas = json.loads(interactive.SCHEMAS.read_text())
+    assert set(schemas) == set(views.VIEW_FILES)
+    for kind, view in _one_of_each(tmp_path).items():
+        views.save(view, tmp_path / f"{kind}.json", relative_to=tmp_path)
+        stored = json.loads((tmp_path / f"{kind}.json").read_text())
+        jsonschema.Draft202012Validator(schemas[kind]).validate(stored)
+        for broken in ({**stored, "kind": "other"}, {**stored, "extra": 1},
+                       {k: v for k, v in stored.items() if k != "title"}):
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.Draft202012Validator(schemas[kind]).validate(broken)
+    scatter = json.loads((tmp_path / "scatter.json").read_text())
+    scatter["labels"] = {"dtype": "int16", "shape": [3]}  # no b64: explore.js would decode nothing
+    with pytest.raises(jsonschema.ValidationError, match="b64"):
+        jsonschema.Draft202012Validator(schemas["scatter"]).validate(scatter)

@@ -19,11 +19,12 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NotRequired
 
 import numpy as np
 import torch
 from PIL import Image
+from typing_extensions import TypedDict
 
 from atml import storage
 
@@ -38,6 +39,142 @@ MAX_POINTS = 5000
 """An interactive scatter shows at most this many points (evenly spaced through the sample; the static figure shows
 them all): hover and redraw stay immediate, and the page small."""
 SCHEMA = 1
+"""The version of the view files' format; their shape is written once, as the ``*JSON`` types below (a JSON Schema
+per kind is generated from them: :func:`json_schemas`, ``reporting/assets/view-schemas.json``)."""
+
+
+class ArrayJSON(TypedDict):
+    """An array as :func:`array` stores it: little-endian bytes of ``dtype``, base64."""
+
+    dtype: str
+    shape: list[int]
+    b64: str
+
+
+class SheetJSON(TypedDict):
+    """:class:`Sheet` in a view file (``src``: the report inlines the sheet as a data URI)."""
+
+    file: str
+    tile: int
+    cols: int
+    count: int
+    src: NotRequired[str]
+
+
+class PanelJSON(TypedDict):
+    name: str
+    xy: ArrayJSON
+
+
+class ScatterJSON(TypedDict):
+    """A :class:`Scatter` view file."""
+
+    schema: NotRequired[int]
+    kind: Literal["scatter"]
+    title: str
+    classes: list[str]
+    panels: list[PanelJSON]
+    labels: ArrayJSON
+    thumbs: ArrayJSON | None
+    sheet: SheetJSON | None
+    predicted: ArrayJSON | None
+    predicted_by: str
+    captions: list[str] | None
+    kinds: ArrayJSON | None
+    kind_names: list[str]
+    names: list[str] | None
+
+
+class AttentionImageJSON(TypedDict):
+    name: str
+    caption: str
+    src: str
+    maps: ArrayJSON
+    scale: ArrayJSON
+    rollout: ArrayJSON
+    rollout_scale: ArrayJSON
+
+
+class AttentionJSON(TypedDict):
+    """An :class:`Attention` view file."""
+
+    schema: NotRequired[int]
+    kind: Literal["attention"]
+    title: str
+    grid: int
+    prefix: int
+    layers: list[int]
+    heads: int
+    per_head: bool
+    full: float
+    images: list[AttentionImageJSON]
+
+
+class HeatmapPanelJSON(TypedDict):
+    name: str
+    rows: list[str]
+    cols: list[str]
+    row_label: str
+    col_label: str
+    values: ArrayJSON
+
+
+class HeatmapJSON(TypedDict):
+    """A :class:`Heatmap` view file."""
+
+    schema: NotRequired[int]
+    kind: Literal["heatmap"]
+    title: str
+    value_name: str
+    vmin: float
+    vmax: float
+    cmap: str
+    origin: str
+    panels: list[HeatmapPanelJSON]
+
+
+class SaliencyEntryJSON(TypedDict):
+    model: str
+    method: str
+    maps: ArrayJSON
+    deletion: list[float]
+    insertion: list[float]
+    deletion_mean: float
+    insertion_mean: float
+
+
+class SaliencyJSON(TypedDict):
+    """A :class:`Saliency` view file."""
+
+    schema: NotRequired[int]
+    kind: Literal["saliency"]
+    title: str
+    images: list[str]
+    entries: list[SaliencyEntryJSON]
+
+
+VIEW_FILES: dict[str, type] = {"scatter": ScatterJSON, "attention": AttentionJSON, "heatmap": HeatmapJSON,
+                               "saliency": SaliencyJSON}
+"""Each view kind's file format."""
+
+
+def json_schemas() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) per view kind, from :data:`VIEW_FILES` (pydantic writes them; no extra keys are
+    allowed anywhere). ``scripts/update_readme.py`` keeps ``reporting/assets/view-schemas.json`` equal to this; the
+    tests check every view a run writes against it, in Python and in the browser before the page draws it."""
+    from pydantic import TypeAdapter
+
+    def closed(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {k: closed(v) for k, v in node.items()}
+            if node.get("type") == "object" and "properties" in node:
+                node["additionalProperties"] = False
+        elif isinstance(node, list):
+            node = [closed(v) for v in node]
+        return node
+
+    return {kind: {"$schema": "https://json-schema.org/draft/2020-12/schema", **closed(TypeAdapter(shape).json_schema())}
+            for kind, shape in VIEW_FILES.items()}
 
 
 def spread_indices(n: int, cap: int = MAX_POINTS) -> np.ndarray:
@@ -45,7 +182,7 @@ def spread_indices(n: int, cap: int = MAX_POINTS) -> np.ndarray:
     return np.arange(n) if n <= cap else np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
 
 
-def array(values: Any, dtype: str) -> dict[str, Any]:
+def array(values: Any, dtype: str) -> ArrayJSON:
     """``values`` as ``{"dtype", "shape", "b64"}``: little-endian bytes, base64 (what the page's ``decode`` reads)."""
     arr = np.ascontiguousarray(np.asarray(values).astype(np.dtype(dtype).newbyteorder("<")))
     return {"dtype": dtype, "shape": list(arr.shape), "b64": base64.b64encode(arr.tobytes()).decode()}
@@ -94,8 +231,8 @@ class Sheet:
     cols: int
     count: int
 
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def to_json(self) -> SheetJSON:
+        return {"file": self.file, "tile": self.tile, "cols": self.cols, "count": self.count}
 
 
 def thumbnail_sheet(images: torch.Tensor | Sequence[torch.Tensor], folder: Path, *, relative_to: Path,
@@ -133,7 +270,7 @@ class Scatter:
     names: list[str] | None = None
     """Each point's file (a user's folder): what the tooltip names it by, instead of its number."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> ScatterJSON:
         n = len(self.labels)
         for name, xy in self.panels.items():
             if np.shape(xy) != (n, 2):
@@ -182,7 +319,7 @@ class AttentionImage:
     rollout: np.ndarray
     caption: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> AttentionImageJSON:
         q, top = quantise_rows(self.maps)
         rq, rtop = quantise_rows(self.rollout)
         return {"name": self.name, "caption": self.caption, "src": webp(self.image),
@@ -204,10 +341,30 @@ class Attention:
     full: float = 16.0
     """The overlay is opaque at this many times the uniform share (as the static figure)."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> AttentionJSON:
         return {"kind": "attention", "title": self.title, "grid": self.grid, "prefix": self.prefix,
                 "layers": [layer + 1 for layer in self.layers], "heads": self.heads, "per_head": self.per_head,
                 "full": self.full, "images": [image.to_json() for image in self.images]}
+
+
+@dataclasses.dataclass
+class HeatmapPanel:
+    """One matrix of a :class:`Heatmap`: ``values`` ``(len(rows), len(cols))``."""
+
+    name: str
+    rows: list[str]
+    cols: list[str]
+    row_label: str
+    col_label: str
+    values: np.ndarray
+
+    def to_json(self) -> HeatmapPanelJSON:
+        values = np.asarray(self.values, dtype=np.float32)
+        if values.shape != (len(self.rows), len(self.cols)):
+            raise ValueError(f"heatmap {self.name}: values {values.shape} for {len(self.rows)} rows x "
+                             f"{len(self.cols)} columns")
+        return {"name": self.name, "rows": list(self.rows), "cols": list(self.cols), "row_label": self.row_label,
+                "col_label": self.col_label, "values": array(values, "float32")}
 
 
 @dataclasses.dataclass
@@ -215,8 +372,7 @@ class Heatmap:
     """Matrices of values between named rows and columns (CKA between layers); hover a cell to read both names."""
 
     title: str
-    panels: list[dict[str, Any]]
-    """Each ``{"name", "rows", "cols", "row_label", "col_label", "values": (rows, cols) array}``."""
+    panels: list[HeatmapPanel]
     value_name: str = "value"
     vmin: float = 0.0
     vmax: float = 1.0
@@ -225,16 +381,32 @@ class Heatmap:
     origin: str = "upper"
     """``lower``: the first row at the bottom (as matplotlib's ``origin="lower"``)."""
 
-    def to_json(self) -> dict[str, Any]:
-        panels = []
-        for panel in self.panels:
-            values = np.asarray(panel["values"], dtype=np.float32)
-            if values.shape != (len(panel["rows"]), len(panel["cols"])):
-                raise ValueError(f"heatmap {panel['name']}: values {values.shape} for {len(panel['rows'])} rows x "
-                                 f"{len(panel['cols'])} columns")
-            panels.append({**panel, "values": array(values, "float32")})
+    def to_json(self) -> HeatmapJSON:
         return {"kind": "heatmap", "title": self.title, "value_name": self.value_name, "vmin": self.vmin,
-                "vmax": self.vmax, "cmap": self.cmap, "origin": self.origin, "panels": panels}
+                "vmax": self.vmax, "cmap": self.cmap, "origin": self.origin,
+                "panels": [panel.to_json() for panel in self.panels]}
+
+
+@dataclasses.dataclass
+class SaliencyEntry:
+    """One method's maps of one model over the shown images, with each image's deletion and insertion AUC and the
+    means over every image scored (not only the shown)."""
+
+    model: str
+    method: str
+    maps: np.ndarray
+    """``(images, h, w)`` in [0, 1]."""
+    deletion: Sequence[float]
+    insertion: Sequence[float]
+    deletion_mean: float
+    insertion_mean: float
+
+    def to_json(self) -> SaliencyEntryJSON:
+        maps = np.asarray(self.maps, dtype=np.float32)
+        scaled, _ = quantise_rows(maps.reshape(len(maps), -1))  # each map to its own maximum, as the page shows
+        return {"model": self.model, "method": self.method, "maps": array(scaled.reshape(maps.shape), "uint8"),
+                "deletion": [float(v) for v in self.deletion], "insertion": [float(v) for v in self.insertion],
+                "deletion_mean": float(self.deletion_mean), "insertion_mean": float(self.insertion_mean)}
 
 
 @dataclasses.dataclass
@@ -243,20 +415,11 @@ class Saliency:
 
     title: str
     images: list[torch.Tensor]
-    entries: list[dict[str, Any]]
-    """Each ``{"model", "method", "maps": (images, h, w) in [0, 1], "deletion": [per image], "insertion": [...],
-    "deletion_mean", "insertion_mean"}`` (means over every image scored, not only the shown)."""
+    entries: list[SaliencyEntry]
 
-    def to_json(self) -> dict[str, Any]:
-        entries = []
-        for entry in self.entries:
-            maps = np.asarray(entry["maps"], dtype=np.float32)
-            scaled, _ = quantise_rows(maps.reshape(len(maps), -1))  # each map to its own maximum, as the page shows
-            entries.append({**entry, "maps": array(scaled.reshape(maps.shape), "uint8"),
-                            "deletion": [float(v) for v in entry["deletion"]],
-                            "insertion": [float(v) for v in entry["insertion"]]})
+    def to_json(self) -> SaliencyJSON:
         return {"kind": "saliency", "title": self.title, "images": [webp(img) for img in self.images],
-                "entries": entries}
+                "entries": [entry.to_json() for entry in self.entries]}
 
 
 View = Scatter | Attention | Heatmap | Saliency
@@ -264,5 +427,7 @@ View = Scatter | Attention | Heatmap | Saliency
 
 def save(view: View, path: Path, *, relative_to: Path) -> str:
     """Write ``view`` as JSON at ``path``; returns its path relative to the run."""
-    storage.write_json(path, {"schema": SCHEMA, **view.to_json()})
+    data = view.to_json()
+    data["schema"] = SCHEMA
+    storage.write_json(path, data)
     return str(path.relative_to(relative_to))

@@ -41,6 +41,11 @@ class ViewBlock:
                 f'<script type="application/json">{self.data}</script></div>')
 
 
+SCHEMAS = Path(__file__).with_name("assets") / "view-schemas.json"
+"""A JSON Schema per view kind (:func:`atml.views.json_schemas`, rewritten by ``scripts/update_readme.py``): what
+explore.js may rely on in a view's data."""
+
+
 def asset(name: str) -> str:
     """``explore.js`` or ``explore.css``, as shipped in the package."""
     return resources.files("atml.reporting").joinpath("assets", name).read_text(encoding="utf-8")

@@ -398,6 +398,9 @@
   function start() {
     document.querySelectorAll("div.atml-view:not([data-ready])").forEach(function (root) {
       var data = JSON.parse(root.querySelector("script[type='application/json']").textContent);
+      // The data's shape is view-schemas.json's (generated from atml/views.py); a page that wants it checked
+      // before drawing (the browser tests, with Ajv) defines atmlCheckView, which throws on a mismatch.
+      if (typeof window.atmlCheckView === "function") { window.atmlCheckView(data); }
       var body = el("div", { "class": "atml-body" }, root);
       window.atmlViews[root.id] = KINDS[data.kind](body, data);
       root.setAttribute("data-ready", "true");

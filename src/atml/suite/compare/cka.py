@@ -220,9 +220,8 @@ def heatmap_view(label_a: str, label_b: str, names_a: list[str], names_b: list[s
                  self_a: np.ndarray, self_b: np.ndarray) -> views.Heatmap:
     """The three matrices of :func:`heatmaps`, to hover: both layers' names and the value."""
     def panel(name: str, rows: list[str], cols: list[str], row_model: str, col_model: str,
-              values: np.ndarray) -> dict[str, Any]:
-        return {"name": name, "rows": rows, "cols": cols, "row_label": f"{row_model} layer",
-                "col_label": f"{col_model} layer", "values": values}
+              values: np.ndarray) -> views.HeatmapPanel:
+        return views.HeatmapPanel(name, rows, cols, f"{row_model} layer", f"{col_model} layer", values)
 
     return views.Heatmap(f"Linear CKA between the layers of {label_a} and {label_b}",
                          [panel(f"{label_a} vs {label_b}", names_a, names_b, label_a, label_b, cross),

@@ -217,7 +217,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     rows: list[list[Any]] = []
     curves_by: dict[str, dict[str, dict[str, Any]]] = {}
     methods_by: dict[str, list[str]] = {}
-    entries: list[dict[str, Any]] = []
+    entries: list[views.SaliencyEntry] = []
     generator = torch.Generator().manual_seed(cfg.seed)
     for subject in models:
         _check_explainable(subject)
@@ -244,7 +244,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
                             rows))
     out.add_figures(ctx.save_figure(curves_figure(curves_by, cfg.grid), "deletion_insertion"))
     if entries:
-        shown = len(entries[0]["deletion"])
+        shown = len(entries[0].deletion)
         out.views += ctx.save_view(views.Saliency(f"Saliency maps of {len(models)} model(s) over {shown} images: pick "
                                                   "a method and an image", pictures[:cfg.shown], entries), "saliency")
     out.keep(Data([m.label for m in models], methods_by))
@@ -256,15 +256,14 @@ MAP_PX = 64
 smoothly over the image)."""
 
 
-def view_entry(label: str, method: str, scored: Scored, shown: int) -> dict[str, Any]:
+def view_entry(label: str, method: str, scored: Scored, shown: int) -> views.SaliencyEntry:
     """One method's maps of the first ``shown`` images, with their AUCs, for :class:`atml.views.Saliency`."""
     maps = scored.curves["maps"][:shown].float()[:, None]
     if max(maps.shape[-2:]) > MAP_PX:
         maps = torch.nn.functional.adaptive_avg_pool2d(maps, (MAP_PX, MAP_PX))
     deletion, insertion = scored.per_image
-    return {"model": label, "method": method, "maps": maps[:, 0].numpy(), "deletion": deletion[:shown],
-            "insertion": insertion[:shown], "deletion_mean": scored.deletion_auc,
-            "insertion_mean": scored.insertion_auc}
+    return views.SaliencyEntry(label, method, maps[:, 0].numpy(), deletion[:shown], insertion[:shown],
+                               scored.deletion_auc, scored.insertion_auc)
 
 
 def _pictures(cfg: Config, ctx: RunContext, models: list[common.Subject]) -> tuple[list[torch.Tensor], str,
