@@ -76,3 +76,52 @@ def test_the_wheel_carries_py_typed_and_the_catalog(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     names = zipfile.ZipFile(next((tmp_path / "wheel").glob("atml-*.whl"))).namelist()
     assert "atml/py.typed" in names and "atml/suite/catalog.json" in names
+
+
+def _worked_example() -> list[str]:
+    """The python code blocks of the contributing guide's worked example, in order."""
+    import re
+
+    text = (ROOT / "docs" / "contributing.md").read_text()
+    section = text.split("## A worked example", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+@pytest.mark.slow
+def test_the_contributing_guide_s_worked_example_runs_at_the_smoke_preset(tmp_path, monkeypatch):
+    """The guide's config, experiment and test, taken from the page, added to the ResNet family and run."""
+    import types
+
+    import atml.suite.resnet
+    from atml import config as config_lib
+    from atml import runner
+    from atml.registry import Registry
+    from atml.suite.resnet import config as family_config
+
+    config_code, experiment_code, test_code = _worked_example()
+    before = set(vars(family_config))
+    try:
+        exec(compile(config_code, "docs/contributing.md (config)", "exec"), vars(family_config))
+        module = types.ModuleType("atml.suite.resnet.silent")
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        monkeypatch.setattr(atml.suite.resnet, "silent", module, raising=False)
+        exec(compile(experiment_code, "docs/contributing.md (experiment)", "exec"), vars(module))
+        exp = Registry().register(module.EXPERIMENT)
+        assert set(exp.presets) == {"smoke", "demo", "full", "rehearsal"}
+        for preset in exp.presets:
+            config_lib.build(exp.config_cls, exp.presets, preset, name=exp.name)
+        (run,) = runner.start(exp, "smoke", out=tmp_path / "runs", say=lambda _line: None)
+        assert (run.path / "results.json").is_file()
+        from atml import api
+
+        loaded = api.load(run.path)
+        assert exp.discuss is not None and exp.readme_row is not None
+        assert "silent channels" in exp.discuss(loaded.results)[0]
+        assert "(early / middle / late)" in exp.readme_row(loaded.results.metrics, None)
+        namespace: dict[str, object] = {}
+        exec(compile(test_code, "docs/contributing.md (test)", "exec"), namespace)
+        (test,) = [f for name, f in namespace.items() if name.startswith("test_")]
+        test(tmp_path / "guide-test")  # type: ignore[operator]
+    finally:
+        for name in set(vars(family_config)) - before:
+            delattr(family_config, name)
