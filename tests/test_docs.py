@@ -116,7 +116,9 @@ def test_the_contributing_guide_s_worked_example_runs_at_the_smoke_preset(tmp_pa
 
         loaded = api.load(run.path)
         assert exp.discuss is not None and exp.readme_row is not None
-        assert "silent channels" in exp.discuss(loaded.results)[0]
+        said = exp.discuss(loaded.results)[0]
+        shares = [loaded.results.metrics.value("silent_share", depth=d) for d in ("early", "middle", "late")]
+        assert ("No channel is silent" in said) == (max(shares) == 0), said
         assert "(early / middle / late)" in exp.readme_row(loaded.results.metrics, None)
         namespace: dict[str, object] = {}
         exec(compile(test_code, "docs/contributing.md (test)", "exec"), namespace)
