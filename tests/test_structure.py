@@ -84,3 +84,10 @@ def test_the_tests_are_laid_out_as_the_layout_page_says():
     assert all((ROOT / "tests" / f).is_file() for f in files)  # flat: no test in a subfolder
     odd = [f for f in files if f.removeprefix("test_").split("_")[0].removesuffix(".py") not in (*LEVEL, *themes)]
     assert not odd, odd
+
+
+def test_experiments_build_models_with_their_weights_through_the_run_context():
+    """``ctx.model`` makes atml's own weights, builds and records the source: no experiment repeats the sequence."""
+    repeated = [f"{p.relative_to(SRC)}:{i}" for p in SRC.joinpath("suite").rglob("*.py")
+                for i, line in enumerate(p.read_text().splitlines(), 1) if "ctx.pretrained(" in line]
+    assert not repeated, repeated

@@ -1,6 +1,6 @@
 """Where a run's inputs came from, as typed records: its data, its weights, the cached files it read.
 
-A run records each with :meth:`atml.runner.RunContext.record_source` under a kind (``data``,
+A run records each with :meth:`atml.context.RunContext.record_source` under a kind (``data``,
 ``weights``, ``weights_0``, ``inception_weights`` ...); ``env.json`` and ``results.json`` hold them
 as JSON (:meth:`to_json`), and :meth:`from_json` reads them back (older runs included).
 """

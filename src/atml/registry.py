@@ -10,6 +10,7 @@ from atml.config import RunConfig
 from atml.errors import UsageError
 
 if TYPE_CHECKING:
+    from atml.context import RunContext
     from atml.references import Reference
     from atml.results import Bench, Metrics, Results, RunResults
 
@@ -24,9 +25,10 @@ class Experiment(Generic[C]):
     summary: str
     config_cls: type[C]
     presets: Mapping[str, Mapping[str, Any]]
-    run: Callable[[C, Any], Results]
-    """``run(cfg, ctx) -> results`` (see :mod:`atml.suite`): ``cfg`` an instance of ``config_cls`` (mypy checks it),
-    ``ctx`` the :class:`atml.runner.RunContext` (which imports this module, so it is not named in the type)."""
+    run: Callable[[C, RunContext], Results]
+    """``run(cfg, ctx) -> results`` (see :mod:`atml.suite`): ``cfg`` an instance of ``config_cls``, ``ctx`` the
+    :class:`atml.context.RunContext` (mypy checks both; the context is imported for the checker only, so the
+    registry, and the torch-free config modules above it, load without torch)."""
     bench: Callable[[C], Bench] | None = None
     """``atml bench``: atml's path beside the naive one (:class:`atml.results.Bench`)."""
     discuss: Callable[[RunResults], list[str]] | None = None

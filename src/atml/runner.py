@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -22,94 +21,14 @@ import torch
 import torch.distributed as dist
 
 from atml import config as config_lib
-from atml import distributed, references, runtime, views
+from atml import distributed, references, runtime
+from atml.context import RunContext
 from atml.data import rehearsal
 from atml.errors import AtmlError, DivergedError, RunDirError, UsageError
-from atml.provenance import DataSource, Source
+from atml.provenance import DataSource
 from atml.registry import Experiment
 from atml.results import Results, RunResults, to_json
 from atml.run_dir import FollowerRunDir, RunDir
-
-
-@dataclasses.dataclass
-class RunContext:
-    """What an experiment may use besides its config: the folder, the device, the console."""
-
-    run: RunDir
-    device: torch.device
-    preset: str
-    offline: bool
-    progress: bool = False
-    say: Callable[[str], None] = print
-    sources: dict[str, Source] = dataclasses.field(default_factory=dict)
-    """Where the run's inputs came from, by kind (``data``, ``weights`` ...), as typed records."""
-    is_main: bool = True
-    """False on torchrun ranks other than 0, which compute but write nothing."""
-    name: str = ""
-    """The experiment's name, for progress lines."""
-    private: list[Path] = dataclasses.field(default_factory=list)
-    """Scratch folders of a rank other than 0, removed when its run ends."""
-
-    def step(self, message: str) -> None:
-        """One progress line for a long step that has no epochs (features, embeddings, probes)."""
-        self.say(f"[{self.name or 'atml'}] {message}")
-
-    def record_source(self, kind: str, value: Source) -> None:
-        """Note where the ``data`` or ``weights`` came from; written to ``env.json`` at once."""
-        self.sources[kind] = value
-        env = self.run.read_env()
-        env.setdefault("sources", {})[kind] = value.to_json()
-        self.run.write_env(env)
-
-    def sources_json(self) -> dict[str, Any]:
-        """The sources as ``results.json`` holds them."""
-        return {kind: value.to_json() for kind, value in self.sources.items()}
-
-    def record_env(self, key: str, value: Any) -> None:
-        """A top-level entry of ``env.json`` (``data``: how the run's data was had), written at once."""
-        env = self.run.read_env()
-        env[key] = value
-        self.run.write_env(env)
-
-    def checkpoint(self, name: str) -> Path:
-        return self.run.checkpoints / f"{name}.pt"
-
-    def pretrained(self, name: str, weights: str, *, family: str, epochs: int | None, seed: int) -> str | None:
-        """The recipe key of weights atml trains itself (the demo's ``digits``), trained first on this run's device
-        and console when they are not cached yet (:func:`atml.pretrained.ensure`); None for any other weights."""
-        from atml import pretrained
-
-        return pretrained.ensure(name, weights, family=family,
-                                 training=pretrained.Training(epochs, seed, self.device, self.progress, self.say))
-
-    def save_figure(self, fig: Any, name: str) -> list[str]:
-        """Save ``fig`` as PNG and PDF in ``figures/``; returns their paths relative to the run."""
-        from atml import figures
-
-        if not self.is_main:
-            figures.close(fig)
-            return [f"figures/{name}.png", f"figures/{name}.pdf"]
-        return figures.save(fig, self.run.figures / name, relative_to=self.run.path)
-
-    def save_view(self, view: views.View, name: str) -> list[str]:
-        """Store an interactive view as ``views/NAME.json`` (for ``Results.views``); none on other ranks."""
-        if not self.is_main:
-            return []
-        return [views.save(view, self.run.views / f"{name}.json", relative_to=self.run.path)]
-
-    def thumbnails(self, images: Any) -> views.Sheet | None:
-        """The run's thumbnail sheet (``views/thumbs.webp``) of ``images``, which views index into; written once
-        per run (a second call replaces it); none on other ranks."""
-        if not self.is_main:
-            return None
-        return views.thumbnail_sheet(images, self.run.views, relative_to=self.run.path)
-
-    def scratch(self, name: str) -> Path:
-        """A folder for files a run generates for itself (smoke datasets); private to this rank."""
-        if self.is_main:
-            return self.run.path / name
-        self.private.append(Path(tempfile.mkdtemp(prefix=f"atml-rank-{name}-")))
-        return self.private[-1]
 
 
 def start(exp: Experiment[Any], preset: str, *, texts: Sequence[str] = (), values: Mapping[str, Any] | None = None,

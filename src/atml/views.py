@@ -173,8 +173,8 @@ def json_schemas() -> dict[str, Any]:
             node = [closed(v) for v in node]
         return node
 
-    return {kind: {"$schema": "https://json-schema.org/draft/2020-12/schema", **closed(TypeAdapter(shape).json_schema())}
-            for kind, shape in VIEW_FILES.items()}
+    draft = "https://json-schema.org/draft/2020-12/schema"
+    return {kind: {"$schema": draft, **closed(TypeAdapter(shape).json_schema())} for kind, shape in VIEW_FILES.items()}
 
 
 def spread_indices(n: int, cap: int = MAX_POINTS) -> np.ndarray:

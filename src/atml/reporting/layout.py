@@ -13,8 +13,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models",),
     ("config", "results"),
     ("train", "analysis", "figures", "views"),
-    ("references", "run_dir"),
-    ("registry", "pretrained", "tracking"),
+    ("references", "run_dir", "pretrained"),
+    ("context",),
+    ("registry", "tracking"),
     ("runner",),
     ("benchmark",),
     ("suite",),
@@ -24,7 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "__main__"),
 )
 """Bottom to top: a module may import its own unit and the layers below it. ``pretrained`` (atml's own weights,
-made by the recipes in ``train``) sits above ``models`` and ``train``; ``figures`` below the experiments that draw
+made by the recipes in ``train``) sits above ``models`` and ``train``, and ``context`` (what an experiment's run
+receives) above it and below the registry that names its type; ``figures`` below the experiments that draw
 them; ``reporting`` above the suite and the sweeps it reads."""
 
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}

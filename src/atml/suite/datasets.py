@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from atml.context import RunContext
 from atml.data import ImageDataset, factory
 from atml.data.decode import Square
 from atml.errors import UsageError
 from atml.models.preprocess import resize_size
 from atml.models.registry import Preprocessing
 from atml.provenance import DataSource
-from atml.runner import RunContext
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from atml.context import RunContext
 from atml.data import ImageDataset
 from atml.models import registry
 from atml.provenance import WeightsInfo
-from atml.runner import RunContext
 from atml.suite import datasets
 from atml.suite.grayscale_config import SIZE
 

@@ -10,10 +10,10 @@ import torch
 
 from atml import figures
 from atml.analysis import representation as rep
+from atml.context import RunContext
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
-from atml.runner import RunContext
 from atml.suite.clip import common
 from atml.suite.clip.config import ALIGN_PRESETS as PRESETS
 from atml.suite.clip.config import GapConfig

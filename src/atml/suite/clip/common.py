@@ -18,11 +18,11 @@ import torch
 
 from atml import benchmark as bench_lib
 from atml import runtime, storage
+from atml.context import RunContext
 from atml.data import ImageDataset
 from atml.distributed import sharded
-from atml.models import clip, factory
+from atml.models import clip
 from atml.provenance import RANDOM_WEIGHTS_NOTE, CachedFile, DataSource, WeightsInfo
-from atml.runner import RunContext
 from atml.suite import datasets
 from atml.suite.clip.config import ClipConfig
 from atml.train import clip_recipe
@@ -67,10 +67,8 @@ def prompt_sets(classes: list[str]) -> dict[str, dict[str, list[str]]]:
 def load_model(cfg: ClipConfig, ctx: RunContext, *, weights: str | None = None,
                source_key: str = "weights") -> clip.CLIPModel:
     weights = weights or cfg.weights
-    recipe = ctx.pretrained(cfg.arch, weights, family="clip", epochs=cfg.train_epochs, seed=cfg.seed)
-    built = factory.create(cfg.arch, weights, family="clip", offline=ctx.offline, seed=cfg.seed, recipe=recipe)
+    built = ctx.model(cfg.arch, weights, family="clip", seed=cfg.seed, epochs=cfg.train_epochs, source=source_key)
     model, info = built.model, built.info
-    ctx.record_source(source_key, info)
     model.weights_sha256 = info.sha256 or f"{info.spec}-seed{cfg.seed}"
     return model.to(ctx.device).eval()
 

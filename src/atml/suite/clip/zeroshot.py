@@ -16,11 +16,11 @@ import torch
 from atml import benchmark as bench_lib
 from atml import figures, runtime
 from atml.analysis import representation as rep
+from atml.context import RunContext
 from atml.models import clip
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Bench, Metrics, Results, RunResults, Table, fixed
-from atml.runner import RunContext
 from atml.suite.clip import common
 from atml.suite.clip.config import ZEROSHOT_PRESETS as PRESETS
 from atml.suite.clip.config import ClipConfig

@@ -22,12 +22,12 @@ import torch
 from atml import benchmark as bench_lib
 from atml import figures, runtime, views
 from atml.analysis.cka import MinibatchCKA
+from atml.context import RunContext
 from atml.errors import UsageError
 from atml.models import layers as layers_lib
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Bench, Metrics, Results, RunResults, Table, fixed
-from atml.runner import RunContext
 from atml.suite.compare import common
 from atml.suite.compare.config import CKA_PRESETS as PRESETS
 from atml.suite.compare.config import CkaConfig as Config

@@ -12,12 +12,12 @@ import dataclasses
 
 from torch import nn
 
+from atml.context import RunContext
 from atml.data import ImageDataset, digits
 from atml.models import factory
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.provenance import RANDOM_WEIGHTS_NOTE
-from atml.runner import RunContext
 from atml.suite import datasets
 from atml.suite.compare.config import CompareConfig
 
@@ -52,12 +52,10 @@ def load_models(cfg: CompareConfig, ctx: RunContext, *, keep_head: bool = False)
     for i, spec in enumerate(cfg.models):
         name, weights = cfg.model_weights(spec)
         entry = factory.find(name)
-        recipe = ctx.pretrained(name, weights, family=entry.family, epochs=None, seed=cfg.seed)
-        built = factory.create(name, weights, family=entry.family, num_classes=10, offline=ctx.offline,
-                               keep_head=keep_head, recipe=recipe)
+        built = ctx.model(name, weights, family=entry.family, seed=cfg.seed, source=f"weights_{i}", label=name,
+                          num_classes=10, keep_head=keep_head)
         built.model.to(ctx.device).eval()
         built.preprocess.to(ctx.device)
-        ctx.record_source(f"weights_{i}", dataclasses.replace(built.info, model=name))
         out.append(Subject(spec, name, weights, entry.family, built))  # labelled as the user named it
     return out
 

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from atml import figures
+from atml.context import RunContext
 from atml.errors import UsageError
 from atml.models import layers as layers_lib
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
-from atml.runner import RunContext
 from atml.suite.compare import common
 from atml.suite.compare.config import PROBE_PRESETS as PRESETS
 from atml.suite.compare.config import ProbeConfig as Config

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from atml import figures, views
 from atml.analysis import attention as att
 from atml.analysis import saliency as sal
+from atml.context import RunContext
 from atml.data import digits
 from atml.data.images import read_images
 from atml.errors import UsageError
@@ -37,7 +38,6 @@ from atml.provenance import DataSource
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
-from atml.runner import RunContext
 from atml.suite import datasets
 from atml.suite.compare import common
 from atml.suite.compare.config import CAMS, METHODS, VIT_ONLY

@@ -20,6 +20,7 @@ from matplotlib.lines import Line2D
 from atml import benchmark as bench_lib
 from atml import figures
 from atml.analysis import generative, inception
+from atml.context import RunContext
 from atml.models import factory
 from atml.models.classifier import SmallCNN
 from atml.models.gan import DCGAN, to_unit
@@ -29,7 +30,6 @@ from atml.provenance import CachedFile
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Bench, Metrics, Results, RunResults, counted, fixed
-from atml.runner import RunContext
 from atml.storage import sha256sum
 from atml.suite import grayscale
 from atml.suite.gan.config import PRESETS

@@ -17,16 +17,16 @@ from typing import Any
 import torch
 
 from atml import runtime, storage
+from atml.context import RunContext
 from atml.data import ImageDataset, digits
 from atml.data import factory as data_factory
 from atml.errors import DataError
-from atml.models import cnn, factory, registry
+from atml.models import cnn, registry
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.provenance import RANDOM_WEIGHTS_NOTE
 from atml.results import Metric
 from atml.run_dir import read_json
-from atml.runner import RunContext
 from atml.suite import datasets
 from atml.suite.resnet.config import ResNetConfig
 from atml.train import checkpoint, finetune
@@ -67,11 +67,9 @@ def load_backbone(cfg: ResNetConfig, ctx: RunContext, num_classes: int,
                   source_key: str = "weights") -> Built[cnn.CNN]:
     """The backbone with its weights (the model factory; ``digits`` trains or reuses the demo backbone). On ImageNet
     the weights' own classifier is kept beside the new head (:attr:`atml.models.types.Built.pretrained_head`)."""
-    recipe = ctx.pretrained(cfg.arch, cfg.weights, family="cnn", epochs=cfg.pretrain_epochs, seed=cfg.seed)
-    backbone = factory.create(cfg.arch, cfg.weights, family="cnn", num_classes=num_classes, offline=ctx.offline,
-                              keep_head=data_factory.describe(cfg.data).imagenet_labels, recipe=recipe)
-    ctx.record_source(source_key, backbone.info)
-    return backbone
+    return ctx.model(cfg.arch, cfg.weights, family="cnn", seed=cfg.seed, epochs=cfg.pretrain_epochs,
+                     source=source_key, num_classes=num_classes,
+                     keep_head=data_factory.describe(cfg.data).imagenet_labels)
 
 
 def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: Built[cnn.CNN],

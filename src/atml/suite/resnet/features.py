@@ -18,13 +18,13 @@ from matplotlib.lines import Line2D
 
 from atml import figures, views
 from atml.analysis import representation as rep
+from atml.context import RunContext
 from atml.models import cnn, freezing
 from atml.models import layers as layers_lib
 from atml.models.preprocess import Preprocess
 from atml.provenance import random_weights
 from atml.registry import Experiment
 from atml.results import Metric, Metrics, Results, RunResults, Table, fixed
-from atml.runner import RunContext
 from atml.suite.resnet import common
 from atml.suite.resnet.config import FEATURES_PRESETS as PRESETS
 from atml.suite.resnet.config import FeaturesConfig as Config

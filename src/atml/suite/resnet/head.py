@@ -15,13 +15,13 @@ import torch
 
 from atml import benchmark as bench_lib
 from atml import figures, references
+from atml.context import RunContext
 from atml.data import factory as data_factory
 from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Bench, Metrics, Results, RunResults, Table, counted, fixed, under
-from atml.runner import RunContext
 from atml.suite.resnet.common import (
     load_backbone,
     load_data,

@@ -18,11 +18,11 @@ from typing import Any
 from matplotlib.lines import Line2D
 
 from atml import figures
+from atml.context import RunContext
 from atml.models import freezing, resnet
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metric, Metrics, Results, RunResults, Table, counted, fixed, under
-from atml.runner import RunContext
 from atml.suite.resnet import common
 from atml.suite.resnet.config import SKIP_PRESETS as PRESETS
 from atml.suite.resnet.config import SkipConfig as Config

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from atml import figures, runtime
+from atml.context import RunContext
 from atml.data import ImageDataset
 from atml.distributed import rank_and_world
 from atml.models import cnn, factory, freezing
@@ -24,7 +25,6 @@ from atml.models.types import Built
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, counted, fixed
-from atml.runner import RunContext
 from atml.suite.resnet import common
 from atml.suite.resnet.config import TRANSFER_PRESETS as PRESETS
 from atml.suite.resnet.config import TransferConfig as Config
@@ -39,8 +39,8 @@ REGIME_NAMES = {"head": "head only", "last": "last block + head", "full": "full 
 def run(cfg: Config, ctx: RunContext) -> Results:
     data = common.load_data(cfg, ctx)
     pretrained = load_pretrained(cfg, ctx, len(data.train.classes))
-    random_init = factory.create(cfg.arch, "random", family="cnn", num_classes=len(data.train.classes))
-    ctx.record_source("random_weights", random_init.info)
+    random_init = ctx.model(cfg.arch, "random", family="cnn", seed=cfg.seed, source="random_weights",
+                            num_classes=len(data.train.classes))
     stages: dict[str, History] = {}
     cells: list[dict[str, Any]] = []
     for cell in cfg.cells:

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from atml import figures
+from atml.context import RunContext
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
-from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
 from atml.suite.vae.config import PRESETS

@@ -15,13 +15,13 @@ from matplotlib.lines import Line2D
 
 from atml import figures
 from atml.analysis import latent
+from atml.context import RunContext
 from atml.data import ImageDataset
 from atml.data import factory as data_factory
 from atml.models import factory
 from atml.models import vae as vae_model
 from atml.models.preprocess import Preprocess
 from atml.results import Metric, counted
-from atml.runner import RunContext
 from atml.suite.vae.config import VAEConfig as Config
 from atml.train.loop import PHASES, Batches, Fit, History, Phase, fit
 from atml.train.vae_recipe import VAEStep, Variant

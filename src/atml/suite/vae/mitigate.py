@@ -6,9 +6,9 @@ import dataclasses
 from typing import Any
 
 from atml import figures
+from atml.context import RunContext
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
-from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
 from atml.suite.vae.config import PRESETS

@@ -7,11 +7,11 @@ from typing import Any
 import torch
 
 from atml import benchmark as bench_lib
+from atml.context import RunContext
 from atml.models import factory
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Bench, Metrics, Results, RunResults, counted, fixed
-from atml.runner import RunContext
 from atml.suite import grayscale
 from atml.suite.vae import common
 from atml.suite.vae.config import PRESETS

@@ -16,13 +16,13 @@ import torch
 
 from atml import figures, views
 from atml.analysis import attention as att
+from atml.context import RunContext
 from atml.data import factory
 from atml.errors import UsageError
 from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
-from atml.runner import RunContext
 from atml.suite.vit import common
 from atml.suite.vit.config import ATTENTION_PRESETS as PRESETS
 from atml.suite.vit.config import AttentionConfig

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from atml.context import RunContext
 from atml.data import ImageDataset, ImageSplit, digits
 from atml.data.images import read_images, squared
 from atml.errors import UsageError, WeightsError
-from atml.models import factory, vit
+from atml.models import vit
 from atml.provenance import RANDOM_WEIGHTS_NOTE, WeightsInfo
-from atml.runner import RunContext
 from atml.suite import datasets
 from atml.suite.vit.config import ViTConfig
 
@@ -30,12 +30,9 @@ def load_model(cfg: ViTConfig, ctx: RunContext, *, weights: str | None = None, a
     """The ViT named by the config (or the given weights/arch), on the device, in eval mode."""
     weights = weights or cfg.weights
     arch = arch or cfg.arch
-    recipe = ctx.pretrained(arch, weights, family="vit", epochs=cfg.train_epochs, seed=cfg.seed)
-    built = factory.create(arch, weights, family="vit", offline=ctx.offline, backend=cfg.backend,
-                           input_size=cfg.input_size, recipe=recipe)
-    model, info = built.model, built.info
-    ctx.record_source(source_key, info)
-    return model.to(ctx.device).eval()
+    built = ctx.model(arch, weights, family="vit", seed=cfg.seed, epochs=cfg.train_epochs, source=source_key,
+                      backend=cfg.backend, input_size=cfg.input_size)
+    return built.model.to(ctx.device).eval()
 
 
 def load_labelled(cfg: ViTConfig, ctx: RunContext, model: vit.ViT, *,

@@ -17,11 +17,11 @@ from matplotlib.lines import Line2D
 
 from atml import figures
 from atml.analysis.saliency import fill_masked
+from atml.context import RunContext
 from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
-from atml.runner import RunContext
 from atml.suite.vit import common
 from atml.suite.vit.config import FILLS, MaskingConfig
 from atml.suite.vit.config import MASKING_PRESETS as PRESETS

@@ -13,12 +13,12 @@ import torch
 
 from atml import benchmark as bench_lib
 from atml import figures, runtime
+from atml.context import RunContext
 from atml.data import digits
 from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Bench, Metric, Metrics, Results, RunResults, Table, counted, fixed, under
-from atml.runner import RunContext
 from atml.suite.vit import common
 from atml.suite.vit.config import POOLING_PRESETS as PRESETS
 from atml.suite.vit.config import PoolingConfig
