@@ -224,7 +224,7 @@ def test_models_bench_and_speed_from_python(tmp_path):
 
     result = atml.bench("resnet.head", "smoke", epochs=1)
     assert isinstance(result, atml.Bench) and result.experiment == "resnet.head"
-    assert result.speedup == pytest.approx(result.naive_s / result.atml_s) and result.throughput["flops_per_image"] > 0
+    assert result.speedup == pytest.approx(result.naive_s / result.atml_s) and result.throughput.flops_per_image > 0
     with pytest.raises(UsageError, match="vae.collapse has no benchmark; these have one: "):
         atml.bench("vae.collapse")
 

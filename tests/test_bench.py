@@ -28,7 +28,7 @@ def test_data_path_benches_train_the_same_model_on_both_paths(capsys, name, over
     assert "naive (per-sample PIL DataLoader)" in out and "atml (in-memory batches)" in out and "speed-up:" in out
     # same data order, initialisation and noise: the same final loss, so the timing compares like with like
     assert figures.naive_result == pytest.approx(figures.atml_result, rel=1e-5)
-    assert figures.naive_s > 0 and figures.atml_s > 0 and 0 < figures.throughput["share_of_gemm"] < 2
+    assert figures.naive_s > 0 and figures.atml_s > 0 and 0 < figures.throughput.share_of_gemm < 2
 
 
 def test_vit_pooling_bench_reuses_features(capsys):
@@ -169,3 +169,19 @@ def test_a_bench_at_chance_never_reports_the_same_result(capsys):
     assert "no: both at chance (0.20)" in row and "0.2007 both" not in row
     learned = bench.summarise("resnet.head", {"naive": (4.0, 0.93), "atml": (1.0, 0.93)}, throughput, chance=0.2)
     assert not learned.at_chance
+
+
+def test_a_bench_reads_back_as_written_and_the_committed_files_read_typed():
+    import json
+    from pathlib import Path
+
+    from atml.results import Bench, Throughput
+
+    rate = Throughput({"channels_last": 120.0, "contiguous": 100.0}, 2e9, "fp32", 500.0, 240.0, 0.48)
+    bench = Bench("t", "naive", "atml", 2.0, 1.0, 2.0, "final val acc", 0.5, 0.5, 0.1, False, rate, "resnet.head",
+                  "atml bench resnet.head --preset demo")
+    assert Bench.from_json(json.loads(json.dumps(bench.to_json()))) == bench
+    assert bench.to_json()["throughput"]["images_per_s_channels_last"] == 120.0  # the files' flat keys
+    committed = json.loads((Path(__file__).parents[1] / "benchmarks" / "bench-cpu.json").read_text())
+    read = [Bench.from_json(b) for b in committed["benches"]]
+    assert all(b.command.startswith("atml bench ") and b.throughput.rates for b in read)

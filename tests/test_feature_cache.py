@@ -52,4 +52,4 @@ def test_bench_runs_both_paths_and_reports_ratio(capsys):
     assert "speed-up:" in out and "fp32 matrix-multiply rate measured in this run" in out and "channels_last" in out
     assert figures.naive_s > 0 and figures.atml_s > 0
     assert abs(figures.naive_result - figures.atml_result) < 1e-6
-    assert 0 < figures.throughput["share_of_gemm"] < 1  # a ceiling the network exceeds is no ceiling
+    assert 0 < figures.throughput.share_of_gemm < 1  # a ceiling the network exceeds is no ceiling

@@ -49,7 +49,7 @@ def test_mlflow_s_default_sqlite_store_holds_the_run_s_records_params_and_artifa
     experiment = client.get_experiment_by_name("vae.train")
     assert experiment is not None
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.data.metrics == tracking.metrics(results)
+    assert run.data.metrics == tracking.metrics(tracking.read_run(tracked)[1])
     assert len(run.data.metrics) == sum(isinstance(r["value"], (int, float)) for r in results["records"])
     config = yaml.safe_load((tracked / "config.yaml").read_text())
     assert run.data.params["epochs"] == json.dumps(config["epochs"]) and run.data.params["experiment"] == "vae.train"
@@ -61,7 +61,7 @@ def test_mlflow_s_default_sqlite_store_holds_the_run_s_records_params_and_artifa
 def test_wandb_offline_run_holds_the_run_s_records(tracked: Path) -> None:
     results = json.loads((tracked / "results.json").read_text())
     (offline,) = (tracked / "wandb").glob("offline-run-*")
-    assert tracking.wandb_offline_history(offline) == tracking.metrics(results)
+    assert tracking.wandb_offline_history(offline) == tracking.metrics(tracking.read_run(tracked)[1])
     # the artifacts are in the run's files (sent at sync), and logging them printed no warning per file
     files = offline / "files"
     assert (files / "results.json").read_bytes() == (tracked / "results.json").read_bytes()
@@ -71,9 +71,11 @@ def test_wandb_offline_run_holds_the_run_s_records(tracked: Path) -> None:
 
 
 def test_metric_keys_carry_the_condition() -> None:
-    assert tracking.metric_key({"name": "probe_acc", "condition": {"model": "ViT-B-32@openai"}}) == \
+    from atml.results import Metric
+
+    assert tracking.metric_key(Metric("probe_acc", 0.5, condition={"model": "ViT-B-32@openai"})) == \
         "probe_acc/model:ViT-B-32-openai"
-    assert tracking.metric_key({"name": "val_acc", "condition": {"resolution": 32, "init": "random"}}) == \
+    assert tracking.metric_key(Metric("val_acc", 0.5, condition={"resolution": 32, "init": "random"})) == \
         "val_acc/resolution:32/init:random"
 
 

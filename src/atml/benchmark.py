@@ -22,7 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from atml import runtime
-from atml.results import Bench
+from atml.results import Bench, Throughput
 from atml.run_dir import RunDir
 
 
@@ -216,18 +216,18 @@ def summarise(title: str, timings: dict[str, tuple[float, float]], throughput: d
     """
     (naive_label, (naive_s, naive_acc)), (fast_label, (fast_s, fast_acc)) = timings.items()
     at_chance = chance is not None and max(naive_acc, fast_acc) <= chance + CHANCE_MARGIN
+    rate = Throughput.from_json(throughput)
     lines = [title, f"  {naive_label:<32} {naive_s:8.2f} s   {result_name} {naive_acc:.4f}",
              f"  {fast_label:<32} {fast_s:8.2f} s   {result_name} {fast_acc:.4f}",
              f"  speed-up: {naive_s / fast_s:.1f}x",
              *([f"  both at chance ({chance:.2f}): their agreement says nothing about the two paths"]
                if at_chance else []),
-             "  model forward: " + ", ".join(f"{v:.1f} img/s {k[len('images_per_s_'):]}".rstrip()
-                                             for k, v in throughput.items() if k.startswith("images_per_s"))
-             + f" ({throughput['flops_per_image'] / 1e9:.4f} GFLOP/img)",
-             f"  achieved {throughput['achieved_gflops']:.1f} GFLOP/s = {throughput['share_of_gemm']:.0%} of this "
-             f"machine's {throughput['precision']} matrix-multiply rate measured in this run "
-             f"({throughput['gemm_gflops']:.1f} GFLOP/s, the faster of a 2048^3 GEMM and, on a CPU, a 1x1 "
+             "  model forward: " + ", ".join(f"{v:.1f} img/s {k}".rstrip() for k, v in rate.rates.items())
+             + f" ({rate.flops_per_image / 1e9:.4f} GFLOP/img)",
+             f"  achieved {rate.achieved_gflops:.1f} GFLOP/s = {rate.share_of_gemm:.0%} of this "
+             f"machine's {rate.precision} matrix-multiply rate measured in this run "
+             f"({rate.gemm_gflops:.1f} GFLOP/s, the faster of a 2048^3 GEMM and, on a CPU, a 1x1 "
              "convolution of the same size)"]
     print("\n".join(lines))
     return Bench(title, naive_label, fast_label, naive_s, fast_s, naive_s / fast_s, result_name, naive_acc, fast_acc,
-                 chance, at_chance, dict(throughput))
+                 chance, at_chance, rate)

@@ -396,14 +396,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if exp.bench is None:
         raise UsageError(f"{exp.name} has no benchmark")
     cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, _overrides(args), name=exp.name)
-    figures = dataclasses.replace(exp.bench(cfg), experiment=exp.name)
+    command = " ".join(["atml bench", args.experiment, "--preset", args.preset,
+                        *(f"--set {o}" for o in args.overrides)])
+    figures = dataclasses.replace(exp.bench(cfg), experiment=exp.name, command=command)
     if args.json:
         import json
 
         from atml import storage
 
-        command = " ".join(["atml bench", args.experiment, "--preset", args.preset,
-                            *(f"--set {o}" for o in args.overrides)])
-        storage.write_text(Path(args.json), json.dumps({"command": command, **figures.to_json()}, indent=2,
-                                                       default=str))
+        storage.write_text(Path(args.json), json.dumps(figures.to_json(), indent=2, default=str))
     return 0

@@ -371,6 +371,35 @@ def to_json(results: Results, **run: Any) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Throughput:
+    """A model's forward rate (images/s, per memory layout where several were measured) and its share of the
+    machine's matrix-multiply rate at the same precision, measured in the same run (:mod:`atml.benchmark`)."""
+
+    rates: dict[str, float]
+    """Images/s by layout (``channels_last``, ``contiguous``), or ``{"": rate}`` for one."""
+    flops_per_image: float
+    precision: str
+    gemm_gflops: float
+    achieved_gflops: float
+    share_of_gemm: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Flat, as the bench files have always held it (``images_per_s_channels_last``, ..., ``share_of_gemm``)."""
+        rates = {f"images_per_s_{k}" if k else "images_per_s": v for k, v in self.rates.items()}
+        return {**rates, "flops_per_image": self.flops_per_image, "precision": self.precision,
+                "gemm_gflops": self.gemm_gflops, "achieved_gflops": self.achieved_gflops,
+                "share_of_gemm": self.share_of_gemm}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Throughput:
+        """As :meth:`to_json` (or :func:`atml.benchmark.ceiling` and its callers) wrote it."""
+        rates = {k.removeprefix("images_per_s").removeprefix("_"): float(v) for k, v in raw.items()
+                 if k.startswith("images_per_s")}
+        return cls(rates, float(raw["flops_per_image"]), str(raw["precision"]), float(raw["gemm_gflops"]),
+                   float(raw["achieved_gflops"]), float(raw["share_of_gemm"]))
+
+
+@dataclasses.dataclass(frozen=True)
 class Bench:
     """``atml bench``: atml's path beside the naive one, same data, epochs and seed, in one process."""
 
@@ -387,12 +416,20 @@ class Bench:
     chance: float | None
     at_chance: bool
     """Both results within a few points of chance: their agreement says nothing."""
-    throughput: dict[str, Any]
+    throughput: Throughput
     """The model's forward rate and its share of the machine's matrix-multiply rate."""
     experiment: str = ""
+    command: str = ""
+    """The ``atml bench`` command that measured it (``--json`` files carry it)."""
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "throughput": self.throughput.to_json()}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Bench:
+        """As :meth:`to_json` wrote it (``atml bench --json``; older files without ``experiment`` too)."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"throughput"}
+        return cls(**{k: raw[k] for k in fields if k in raw}, throughput=Throughput.from_json(raw["throughput"]))
 
 
 @dataclasses.dataclass

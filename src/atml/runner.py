@@ -164,7 +164,7 @@ def _finished(run: RunDir) -> bool:
     """A run whose results.json says it completed."""
     path = run.path / "results.json"
     try:
-        return path.is_file() and run.read_results().get("status") == "ok"
+        return path.is_file() and RunResults.from_json(run.read_results()).status == "ok"
     except RunDirError:
         return False
 

@@ -18,6 +18,7 @@ Tracking reads the run folder after the run: it never changes what the run compu
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from atml.errors import UsageError
+from atml.results import Metric, RunResults
 
 SINKS = ("mlflow", "wandb")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /:]+")
@@ -71,9 +73,9 @@ def mlflow_client() -> Any:
     return client
 
 
-def metric_key(record: Mapping[str, Any]) -> str:
+def metric_key(record: Metric) -> str:
     """A metric record's name in the trackers: ``name`` then its condition, ``name/key:value/...``."""
-    parts = [str(record["name"]), *(f"{k}:{v}" for k, v in (record.get("condition") or {}).items())]
+    parts = [record.name, *(f"{k}:{v}" for k, v in record.condition.items())]
     return _KEY_UNSAFE.sub("-", "/".join(parts))[:250]
 
 
@@ -88,14 +90,9 @@ def params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def metrics(results: Mapping[str, Any]) -> dict[str, float]:
-    """Every finite numeric record of a results.json by :func:`metric_key`."""
-    out = {}
-    for record in results.get("records", []):
-        value = record.get("value")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-            out[metric_key(record)] = float(value)
-    return out
+def metrics(results: RunResults) -> dict[str, float]:
+    """Every finite record of a run's results by :func:`metric_key`."""
+    return {metric_key(record): float(record.value) for record in results.metrics if math.isfinite(record.value)}
 
 
 class Sink(Protocol):
@@ -116,16 +113,17 @@ def open_sink(kind: str, sweep: Any = None, saved: Mapping[str, str] | None = No
     return WandbSink(sweep)
 
 
-def _read_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_run(folder: Path) -> tuple[dict[str, Any], RunResults]:
+    """A run folder's config (as plain data, the trackers' parameters) and its typed results."""
     from atml.run_dir import read_json, read_yaml
 
     config = folder / "config.yaml"  # a cell that failed before its run began has results.json alone
-    return (read_yaml(config) if config.is_file() else {}), read_json(folder / "results.json")
+    return (read_yaml(config) if config.is_file() else {}), RunResults.from_json(read_json(folder / "results.json"))
 
 
-def _artifacts(folder: Path, results: Mapping[str, Any]) -> list[Path]:
+def _artifacts(folder: Path, results: RunResults) -> list[Path]:
     files = [folder / "results.json", folder / "config.yaml", folder / "env.json"]
-    files += [folder / f for f in results.get("figures", [])]
+    files += [folder / f for figure in results.figures for f in figure.files]
     return [f for f in files if f.is_file()]
 
 
@@ -162,12 +160,12 @@ class MlflowSink:
         deleted once this one is logged."""
         from mlflow.entities import Metric
 
-        config, results = _read_run(folder)
-        tags = {"atml.run_folder": str(folder.resolve()), "atml.status": str(results.get("status")),
-                "atml.preset": str(results.get("preset"))}
+        config, results = read_run(folder)
+        tags = {"atml.run_folder": str(folder.resolve()), "atml.status": results.status,
+                "atml.preset": results.preset}
         if self.parent:
             tags["mlflow.parentRunId"] = self.parent
-        run = self.client.create_run(self._experiment(str(results["experiment"])), run_name=folder.name, tags=tags)
+        run = self.client.create_run(self._experiment(results.experiment), run_name=folder.name, tags=tags)
         run_id = run.info.run_id
         now = int(time.time() * 1000)  # MLflow's timestamps are milliseconds
         values = metrics(results)
@@ -177,7 +175,7 @@ class MlflowSink:
                                   params=_mlflow_params(config) if start == 0 else [])
         for path in _artifacts(folder, results):
             self.client.log_artifact(run_id, str(path), "figures" if path.parent.name == "figures" else None)
-        self.client.set_terminated(run_id, "FINISHED" if results.get("status") == "ok" else "FAILED")
+        self.client.set_terminated(run_id, "FINISHED" if results.status == "ok" else "FAILED")
         if replaces:
             self.client.delete_run(replaces)
         result: str = run_id
@@ -214,13 +212,13 @@ class WandbSink:
         stays, tagged with its status)."""
         import wandb
 
-        config, results = _read_run(folder)
+        config, results = read_run(folder)
         settings = wandb.Settings(silent=True, console="off")
         mode = os.environ.get("WANDB_MODE", "offline")
         run = wandb.init(mode=mode, dir=str(folder), project=os.environ.get("WANDB_PROJECT", "atml"),  # type: ignore[arg-type]
                          group=f"sweep-{self.sweep.name}" if self.sweep else None, name=folder.name,
-                         job_type=str(results.get("experiment")), config=config, settings=settings,
-                         tags=[str(results.get("preset")), str(results.get("status"))], reinit="create_new")
+                         job_type=results.experiment, config=config, settings=settings,
+                         tags=[results.preset, results.status], reinit="create_new")
         try:
             values = metrics(results)
             run.log(values)
@@ -232,7 +230,7 @@ class WandbSink:
                 shutil.copyfile(path, target)
             return str(run.id)
         finally:
-            run.finish(exit_code=0 if results.get("status") == "ok" else 1)
+            run.finish(exit_code=0 if results.status == "ok" else 1)
 
     def parent_ids(self) -> dict[str, str]:
         return {"wandb_group": f"sweep-{self.sweep.name}"} if self.sweep else {}
