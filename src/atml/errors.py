@@ -45,7 +45,7 @@ EXIT_SIGNAL = 128
 
 
 def exit_codes() -> dict[int, list[str]]:
-    """Every exit code the CLI returns and what returns it (README's table is checked against this)."""
+    """Every exit code the CLI returns and what returns it (the table in docs/usage.md is checked against this)."""
     codes: dict[int, list[str]] = {EXIT_OK: ["done"], EXIT_CELLS_NOT_DONE: ["EXIT_CELLS_NOT_DONE"]}
     pending = [AtmlError]
     while pending:

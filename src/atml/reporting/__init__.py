@@ -1,1 +1,1 @@
-"""The report that gathers runs into one page (HTML, Markdown, LaTeX), and README's generated sections."""
+"""The report that gathers runs into one page (HTML, Markdown, LaTeX), and the generated sections of the docs."""

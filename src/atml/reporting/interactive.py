@@ -85,7 +85,7 @@ REPORT_BUDGET = 2_000_000
 """Bytes of view data (thumbnails included) one report's page holds. Past it, :func:`fit` thins the heaviest views
 one step at a time (attention: the mean of the heads, then half the layers, the last kept; scatter: half the points,
 evenly spaced; saliency: half the images) until the views fit, and the page says what each lost. Measured on real
-models by ``scripts/view_bytes.py`` (README, "Exploring a run")."""
+models by ``scripts/view_bytes.py`` (docs/report.md, "Exploring a run")."""
 
 
 def fit(blocks: list[ViewBlock], budget: int = REPORT_BUDGET) -> list[str]:

@@ -1,5 +1,5 @@
-"""The package's layers, bottom to top, as data: README's layout map is drawn from them, and a test checks that
-every import points down them (``tests/test_structure.py``)."""
+"""The package's layers, bottom to top, as data: the layout map (docs/layout.md) is drawn from them, and a test
+checks that every import points down them (``tests/test_structure.py``)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def summary(path: Path) -> str:
 
 
 def section(src: Path) -> str:
-    """README's layout map: every layer, top first, each unit with its first sentence (a package with its
+    """The layout map (docs/layout.md): every layer, top first, each unit with its first sentence (a package with its
     modules)."""
     lines = ["```", "src/atml/   (each layer imports only the layers below it; tests/test_structure.py checks)"]
     for level in reversed(range(len(LAYERS))):

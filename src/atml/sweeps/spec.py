@@ -128,8 +128,8 @@ def read_spec(path: Path) -> Request:
         raise UsageError(f"{path} is not valid YAML ({where}{problem}); see 'atml sweep --help' for the spec "
                          "format") from None
     if not isinstance(data, dict):
-        raise UsageError(f"{path} must be a YAML mapping with experiment:, preset:, grid: ...; see README's "
-                         "'Grids and clusters'")
+        raise UsageError(f"{path} must be a YAML mapping with experiment:, preset:, grid: ...; see "
+                         "docs/sweeps.md ('Grids and clusters')")
     unknown = [k for k in data if k not in SPEC_KEYS]
     if unknown:
         import difflib
