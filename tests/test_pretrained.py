@@ -66,3 +66,25 @@ def test_the_recipes_build_their_models_through_the_factory():
         called = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
         assert not called & builders, name
         assert "create" in called, name
+
+
+def test_every_published_file_comes_through_one_hub_cache_helper(tmp_path, monkeypatch):
+    """torchvision's weights, a URL in the registry and torch-fidelity's Inception all go through ``hub_file``: a
+    cached file is used as it is, a missing one is refused offline in one line naming the URL and where to put it."""
+    import torch
+
+    from atml.analysis import inception
+    from atml.errors import WeightsError
+    from atml.models import weights
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    url = "https://example.org/files/tiny-0123abcd.pth"
+    with pytest.raises(WeightsError, match=r"tiny weights are not in the torch hub cache .*offline mode forbids "
+                                           r"downloading. Fetch https://example.org/files/tiny-0123abcd.pth"):
+        weights.hub_file(url, "tiny", offline=True)
+    assert inception.locate("auto", offline=True) is None  # not cached, offline: skipped, as before
+    planted = tmp_path / "hub" / "checkpoints" / inception.FILENAME
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"")
+    assert inception.locate("auto", offline=True) == planted
+    assert weights.hub_file(f"https://example.org/{inception.FILENAME}", "x", offline=True) == planted

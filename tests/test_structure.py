@@ -91,3 +91,17 @@ def test_experiments_build_models_with_their_weights_through_the_run_context():
     repeated = [f"{p.relative_to(SRC)}:{i}" for p in SRC.joinpath("suite").rglob("*.py")
                 for i, line in enumerate(p.read_text().splitlines(), 1) if "ctx.pretrained(" in line]
     assert not repeated, repeated
+
+
+def test_one_helper_downloads_each_kind_of_published_file():
+    """torch hub's cache (torchvision, registry URLs, Inception) through ``weights.hub_file``, the Hugging Face hub
+    (timm, open_clip) through ``weights.hf_file``: one call site each, in ``models/weights.py``."""
+    calls = {"download_url_to_file(": [], "hf_hub_download(": [], "hub.get_dir()": []}
+    for path in SRC.rglob("*.py"):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            for call in calls:
+                if call in line:
+                    calls[call].append(f"{path.relative_to(SRC)}:{i}")
+    assert {k: [w.split(":")[0] for w in v] for k, v in calls.items()} == {
+        "download_url_to_file(": ["models/weights.py"], "hf_hub_download(": ["models/weights.py"],
+        "hub.get_dir()": ["models/weights.py"]}, calls

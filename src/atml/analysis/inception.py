@@ -33,15 +33,10 @@ def locate(spec: str, *, offline: bool) -> Path | None:
         return path
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
-    path = Path(torch.hub.get_dir()) / "checkpoints" / FILENAME
-    if not path.is_file():
-        if offline:
-            return None
-        try:
-            wts.download(URL_INCEPTION_V3, path, "torch-fidelity Inception-v3 (2015-12-05) weights")
-        except WeightsError:
-            return None  # "auto" means: when available; the run's notes say it was skipped
-    return path
+    try:
+        return wts.hub_file(URL_INCEPTION_V3, "torch-fidelity Inception-v3 (2015-12-05)", offline=offline)
+    except WeightsError:
+        return None  # "auto" means: when available (cached, or downloaded online); the run's notes say it was skipped
 
 
 def extractor(path: Path, device: torch.device) -> torch.nn.Module:

@@ -87,19 +87,7 @@ def check_hub_blob(path: Path) -> None:
 
 def torchvision_state_dict(weights: Any, *, offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """A torchvision ``Weights`` enum's state dict, from the hub cache or downloaded when allowed."""
-    filename = weights.url.rsplit("/", 1)[-1]
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    label = f"torchvision {type(weights).__name__}.{weights.name}"
-    if not path.is_file():
-        if offline:
-            raise WeightsError(
-                f"{label} is not in the torch hub cache ({path}) and offline mode forbids downloading. "
-                f"Fetch {weights.url} on a machine with internet and put it at {path}, or pass "
-                f"--weights /path/to/{filename}.")
-        download(weights.url, path, label)
-    state, info = read_state_dict(path)
-    info.description = f"{label} ({path.name}, SHA-256 prefix verified)"
-    return state, info
+    return url_state_dict(weights.url, f"torchvision {type(weights).__name__}.{weights.name}", offline=offline)
 
 
 def timm_pretrained_file(name: str, *, offline: bool) -> tuple[str, WeightsInfo]:
@@ -109,35 +97,48 @@ def timm_pretrained_file(name: str, *, offline: bool) -> tuple[str, WeightsInfo]
     file under its SHA-256, which is checked against the bytes.
     """
     import timm
-    from huggingface_hub import hf_hub_download
 
     cfg = timm.models.get_pretrained_cfg(name)
     repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not repo:
         raise WeightsError(f"timm/{name} has no weights on the Hugging Face hub; pass --weights PATH to a state dict")
-    tag = f"{repo}"
-    try:
-        try:
-            path = hf_hub_download(repo, "model.safetensors", local_files_only=True)
-        except OSError:
-            if offline:
-                raise
-            hub_reachable(name)  # no network: one line now, not huggingface_hub's retries (six tries over ~23 s)
-            path = hf_hub_download(repo, "model.safetensors")
-    except OSError as err:  # huggingface_hub: not cached (offline), HTTP and connection errors
-        how = "offline mode forbids downloading; run once online, or" if offline else "the download failed;"
-        raise WeightsError(f"timm/{name} pretrained weights ({repo}, model.safetensors) are not in the Hugging Face "
-                           f"cache and {how} pass --weights /path/to/model.safetensors "
-                           f"({type(err).__name__})") from err
-    check_hub_blob(Path(path))
-    return path, WeightsInfo("imagenet", f"timm {tag} (Hugging Face hub, model.safetensors, SHA-256 verified)", path,
-                             sha256sum(Path(path)))
+    path = hf_file(repo, ("model.safetensors",), f"timm/{name} pretrained weights", offline=offline)
+    return str(path), WeightsInfo("imagenet", f"timm {repo} (Hugging Face hub, model.safetensors, SHA-256 verified)",
+                                  str(path), sha256sum(path))
+
+
+def hf_file(repo: str, names: tuple[str, ...], label: str, *, offline: bool) -> Path:
+    """The one way atml fetches a file from the Hugging Face hub: the first of ``names`` that ``repo`` has, from the
+    local cache, else downloaded there when the run may use the network (after a quick check that the hub answers:
+    one line, not huggingface_hub's retries), refused in one line when offline; checked against the SHA-256 the cache
+    stores it under."""
+    from huggingface_hub import hf_hub_download
+
+    def first(local: bool) -> tuple[Path | None, list[str]]:
+        errors: list[str] = []
+        for name in names:
+            try:
+                return Path(hf_hub_download(repo, name, local_files_only=local)), errors
+            except OSError as err:  # huggingface_hub: not cached, HTTP and connection errors
+                errors.append(type(err).__name__)
+        return None, errors
+
+    path, errors = first(local=True)
+    if path is None and not offline:
+        hub_reachable(label)
+        path, errors = first(local=False)
+    if path is None:
+        how = "offline mode forbids downloading" if offline else f"the download failed ({', '.join(errors)})"
+        raise WeightsError(f"{label} ({repo}, {' or '.join(names)}) are not in the Hugging Face cache and {how}; run "
+                           f"once online, or pass --weights /path/to/{names[0]}")
+    check_hub_blob(path)
+    return path
 
 
 HUB_TIMEOUT_S = 3.0
 
 
-def hub_reachable(name: str) -> None:
+def hub_reachable(label: str) -> None:
     """Raise WeightsError in one line when the Hugging Face hub (``HF_ENDPOINT``) cannot be reached quickly."""
     import socket
     from urllib.parse import urlparse
@@ -149,12 +150,27 @@ def hub_reachable(name: str) -> None:
     try:
         socket.create_connection((host, port), timeout=HUB_TIMEOUT_S).close()
     except OSError as err:
-        raise WeightsError(f"timm/{name} pretrained weights are not in the Hugging Face cache and {host} cannot be "
-                           f"reached ({err.strerror or type(err).__name__}); connect, or pass --weights "
-                           "/path/to/model.safetensors, or --offline") from None
+        raise WeightsError(f"{label} are not in the Hugging Face cache and {host} cannot be reached "
+                           f"({err.strerror or type(err).__name__}); connect, or pass --weights PATH to a local copy, "
+                           "or --offline") from None
 
 
-def download(url: str, path: Path, label: str) -> None:
+def hub_file(url: str, label: str, *, offline: bool) -> Path:
+    """The one way atml fetches a published file: ``url``'s file in the torch hub cache (``checkpoints/``), downloaded
+    there when it is missing and the run may use the network (temp file + rename, the SHA-256 prefix in its name
+    checked), refused in one line when offline. Its bytes are checked again when read (:func:`read_state_dict`)."""
+    filename = url.rsplit("/", 1)[-1]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not path.is_file():
+        if offline:
+            raise WeightsError(f"{label} weights are not in the torch hub cache ({path}) and offline mode forbids "
+                               f"downloading. Fetch {url} on a machine with internet and put it at {path}, or pass "
+                               f"--weights /path/to/{filename}.")
+        _download(url, path, label)
+    return path
+
+
+def _download(url: str, path: Path, label: str) -> None:
     """Fetch ``url`` to ``path`` (temp file + rename, by torch.hub), checking the hash in its name."""
     match = HASH_IN_NAME.search(path.name)
     try:
@@ -309,16 +325,9 @@ def _weights_file(path: Path) -> Path:
 
 
 def url_state_dict(url: str, label: str, *, offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
-    """A published file from the torch hub cache (downloaded there when allowed), checked by the SHA-256 prefix in
-    its name."""
-    filename = url.rsplit("/", 1)[-1]
-    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if not path.is_file():
-        if offline:
-            raise WeightsError(f"{label} weights are not in the torch hub cache ({path}) and offline mode forbids "
-                               f"downloading. Fetch {url} on a machine with internet and put it at {path}, or pass "
-                               f"--weights /path/to/{filename}.")
-        download(url, path, label)
+    """A published file from the torch hub cache (downloaded there when allowed: :func:`hub_file`), checked by the
+    SHA-256 prefix in its name."""
+    path = hub_file(url, label, offline=offline)
     state, info = read_state_dict(path)
     info.description = f"{label} ({path.name}, SHA-256 prefix verified)"
     return state, info
@@ -328,20 +337,7 @@ def hub_state_dict(repo: str, names: tuple[str, ...], label: str, *,
                    offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """The first of ``names`` that Hugging Face repo ``repo`` has, from the local cache (downloaded there when
     online), checked against the SHA-256 the cache stores it under."""
-    from huggingface_hub import hf_hub_download
-
-    path, errors = None, []
-    for name in names:
-        try:
-            path = Path(hf_hub_download(repo, name, local_files_only=offline))
-            break
-        except OSError as err:  # huggingface_hub: not cached (offline), HTTP and connection errors
-            errors.append(type(err).__name__)
-    if path is None:
-        how = "offline mode forbids downloading" if offline else f"the download failed ({', '.join(errors)})"
-        raise WeightsError(f"{label} ({repo}, {' or '.join(names)}) are not in the Hugging Face cache and {how}; run "
-                           f"once online, or pass --weights /path/to/{names[0]}")
-    check_hub_blob(path)
+    path = hf_file(repo, names, label, offline=offline)
     state, info = read_state_dict(path)
     info.description = (f"{label} ({repo}, {path.name}; SHA-256 checked against the name the Hugging Face cache "
                         "stores it under)")
