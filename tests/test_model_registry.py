@@ -67,3 +67,19 @@ def test_models_command_lists_atmls_entries_and_any_library_models_tags(capsys):
     assert cli.main(["models", "no_such_model"]) == 2
     err = capsys.readouterr().err
     assert "'no_such_model' is not a model atml knows" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, family, options", [("timm/resnet18", "cnn", {}),
+                                                   ("timm/vit_tiny_patch16_224", "vit", {}),
+                                                   ("timm/vit_tiny_patch16_224", "vit", {"input_size": 112})])
+def test_a_timm_model_s_preprocessing_is_converted_from_its_config_once(name, family, options, monkeypatch):
+    from atml.models import factory
+
+    calls = []
+    real = registry.preprocessing_from
+    monkeypatch.setattr(registry, "preprocessing_from", lambda *a, **k: calls.append(a) or real(*a, **k))
+    registry._from_library.cache_clear()
+    built = factory.create(name, "random", family=family, num_classes=10, **options)
+    assert len(calls) == 1, calls
+    assert built.preprocessing.input_size == (options.get("input_size") or 224)
+    registry._from_library.cache_clear()

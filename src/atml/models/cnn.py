@@ -319,7 +319,7 @@ def source_head(state: dict[str, torch.Tensor], prefix: str, num_features: int) 
 
 def _build_timm(arch: str, num_classes: int, weights: wts.Resolved, *, keep_head: bool = False) -> Built[CNN]:
     state, file, info = weights.state, weights.file, weights.info
-    body, pretrained_cfg = timm_body(arch, file)
+    body, _ = timm_body(arch, file)
     model = classifier(arch, body, num_classes)
     if state is not None:
         wts.load_backbone(body, state, head_prefix=model.source_head, source=info.description)
@@ -327,7 +327,7 @@ def _build_timm(arch: str, num_classes: int, weights: wts.Resolved, *, keep_head
     if keep_head and (state is not None or file is not None):  # timm drops the head it loads with num_classes=0
         loaded = state if state is not None else wts.read_state_dict(file)[0] if file is not None else {}
         head = source_head(loaded, model.source_head, model.num_features)
-    pre = registry.preprocessing_from(pretrained_cfg, registry.lookup("cnn", arch).preprocessing)
+    pre = registry.lookup("cnn", arch).preprocessing  # timm's pretrained_cfg, converted once (the registry's entry)
     return Built(model, Preprocess(pre), info, head)
 
 

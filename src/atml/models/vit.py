@@ -361,15 +361,15 @@ def _build_any_timm(name: str, weights: weights_lib.Resolved, *, input_size: int
                          "CLS token's attention and features: pick a model with one")
     if state is not None:
         _load_timm_state(model, state, info.file or info.spec)
-    cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
     block: Any = model.blocks[0]
     image, patch = model.patch_embed.img_size, model.patch_embed.patch_size
     if image[0] != image[1] or patch[0] != patch[1]:
         raise UsageError(f"timm/{name} has a non-square input or patch ({image}, {patch}); atml's maps need squares")
     arch = Arch(image[0], patch[0], model.embed_dim, len(model.blocks), block.attn.num_heads,
                 block.mlp.fc1.out_features / model.embed_dim)
-    pre = registry.preprocessing_from({**cfg, "input_size": image[0], **({"crop_pct": 1.0} if input_size else {})},
-                                      registry.TIMM_DEFAULT)  # another input size: timm's crop is for its own
+    pre = registry.lookup("vit", TIMM + name).preprocessing  # timm's pretrained_cfg, converted once
+    if input_size:  # another input size: the image is resized to it whole (timm's crop is for its own size)
+        pre = dataclasses.replace(pre, input_size=image[0], crop_pct=1.0)
     classes = (imagenet_classes() if model.num_classes == 1000 else [str(i) for i in range(model.num_classes)])
     return _built(TimmViT(model.eval(), arch, pre, classes, model.num_prefix_tokens), info)
 
