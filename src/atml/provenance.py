@@ -35,9 +35,12 @@ class WeightsInfo:
     """Held-out accuracy on the source task, when atml pretrained the weights itself."""
     model: str | None = None
     """The model they were loaded into, where a run uses several (``compare.*``)."""
+    demo: bool = False
+    """atml's own stand-in weights, trained on scikit-learn's digits (the demo preset's ``digits``)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "model" or v is not None}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if not (k == "model" and v is None or k == "demo" and not v)}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> WeightsInfo:

@@ -118,12 +118,14 @@ def _rehearsal(name: str, spec: Spec) -> Loaded:
 class Dataset:
     """A dataset by what an experiment needs to know of it, besides its loader: whether it is decoded from image
     files (then ``--data-dir`` is needed and ``image_size`` applies), whether it is generated (files of the real
-    format, not the real data), and whose classes its labels are (ImageNet-1k's: a model's own head scores it)."""
+    format, not the real data), whether it is the demo's stand-in (scikit-learn's digits), and whose classes its
+    labels are (ImageNet-1k's: a model's own head scores it)."""
 
     load: Callable[[Spec], Loaded]
     files: bool = False
     generated: bool = False
     imagenet_labels: bool = False
+    demo: bool = False
 
 
 def _generated(load: Callable[[Spec], Loaded]) -> Dataset:
@@ -135,7 +137,7 @@ DATASETS: dict[str, Dataset] = {
     "cifar100": Dataset(lambda s: Loaded(cifar100.load(_root(s), offline=s.offline))),
     "stl10": Dataset(lambda s: Loaded(stl10.load(_root(s), offline=s.offline))),
     "fashion-mnist": Dataset(lambda s: Loaded(fashion_mnist.load(_root(s), offline=s.offline))),
-    "digits": Dataset(_digits),
+    "digits": Dataset(_digits, demo=True),
     "folder": Dataset(_folder, files=True),
     "imagenet": Dataset(_imagenet, files=True, imagenet_labels=True),
     "generated-cifar10": _generated(lambda s: Loaded(cifar10.load_generated(

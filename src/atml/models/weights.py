@@ -223,7 +223,8 @@ def read_atml_file(name: str, tag: str, recipe: str) -> AtmlWeights:
                            f"weights={tag} does it for you)")
     saved = storage.torch_load(path)
     meta = saved["meta"]
-    info = WeightsInfo(tag, meta["description"], str(path), sha256sum(path), source_val_acc=float(meta["val_acc"]))
+    info = WeightsInfo(tag, meta["description"], str(path), sha256sum(path), source_val_acc=float(meta["val_acc"]),
+                       demo=True)
     return AtmlWeights(saved["state_dict"], info, meta.get("classes"))
 
 

@@ -20,6 +20,7 @@ from atml import benchmark as bench_lib
 from atml import runtime, storage
 from atml.context import RunContext
 from atml.data import ImageDataset
+from atml.data import factory as data_factory
 from atml.distributed import sharded
 from atml.models import clip
 from atml.provenance import RANDOM_WEIGHTS_NOTE, CachedFile, DataSource, WeightsInfo
@@ -83,7 +84,8 @@ def load_data(cfg: ClipConfig, ctx: RunContext, model: clip.CLIPModel) -> tuple[
     """
     data = datasets.load(cfg, ctx, (model.preprocessing,), limits=(cfg.train_limit, cfg.test_limit),
                          generated=(60, 60), digit_classes=clip_recipe.ALL_DIGITS)
-    names = list(clip_recipe.WORDS) if cfg.data == "digits" else [c.replace("_", " ") for c in data.train.classes]
+    demo = data_factory.describe(cfg.data).demo  # the digits: their classes are spoken as words in the captions
+    names = list(clip_recipe.WORDS) if demo else [c.replace("_", " ") for c in data.train.classes]
     record = ctx.sources["data"]
     if isinstance(record, DataSource):  # the held-out split is the test split here, with the prompts' names
         ctx.record_source("data", dataclasses.replace(record, classes=names, held_out="test"))
@@ -163,11 +165,11 @@ def source_notes(cfg: ClipConfig, ctx: RunContext, model: clip.CLIPModel) -> lis
            f"{weights.description if isinstance(weights, WeightsInfo) else cfg.weights}."]
     if isinstance(data, DataSource):
         out.append(f"Data: {data.source}; {data.train} train / {data.val} test images.")
-    if cfg.weights == "digits":
+    if isinstance(weights, WeightsInfo) and weights.demo:
         out.append("Demo preset: no CLIP weights offline, so atml trained a tiny CLIP through open_clip's own model "
                    "and loss on captioned digits (70% split) and the experiment runs on it, on the held-out 30%; its "
                    "numbers describe that model, not OpenAI's ViT-B/32.")
-    if cfg.weights == "random":
+    if isinstance(weights, WeightsInfo) and not weights.pretrained:
         out.append(RANDOM_WEIGHTS_NOTE)
     if model.sigmoid:
         out.append(SIGLIP_NOTE)

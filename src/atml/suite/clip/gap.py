@@ -12,6 +12,7 @@ import torch
 from atml import figures, views
 from atml.analysis import representation as rep
 from atml.context import RunContext
+from atml.provenance import WeightsInfo
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Metrics, Results, RunResults, Table, fixed
@@ -74,7 +75,9 @@ def run(cfg: GapConfig, ctx: RunContext) -> Results:
     out.views += ctx.save_view(joint_view(layouts, labels, predicted, names, captions,
                                           ctx.thumbnails(data.val.images[idx])), "modality_gap_embeddings")
     notes = out.notes
-    if cfg.random_init and cfg.weights != "random":
+    weights = ctx.sources.get("weights")
+    trained = isinstance(weights, WeightsInfo) and weights.pretrained
+    if cfg.random_init and trained:
         _random_init(cfg, ctx, data.val.images[idx], labels, names, out)
     notes.append(f"Joint embeddings: t-SNE ({rep.tsne_backend()}) and UMAP on both modalities together, after PCA "
                  "to 50 dimensions; 'normalised' = each embedding L2-normalised first.")
@@ -83,7 +86,7 @@ def run(cfg: GapConfig, ctx: RunContext) -> Results:
                  f"difference between the centroid of the class prompts ('a photo of a {{}}.') and the centroid of "
                  f"the {len(data.train)} training images, then renormalised; no test image and no label is used to "
                  "fit the shift.")
-    out.tables.append(_table(out.metrics, cfg))
+    out.tables.append(_table(out.metrics, trained))
     return out
 
 
@@ -101,10 +104,10 @@ def _random_init(cfg: GapConfig, ctx: RunContext, images: torch.Tensor, labels: 
                      "no training, on the same images and captions.")
 
 
-def _table(m: Metrics, cfg: GapConfig) -> Table:
+def _table(m: Metrics, trained: bool) -> Table:
     random = m.get("centroid_distance", model="random init") is not None
     return Table("The modality gap in numbers (L2-normalised embeddings unless 'norm')",
-                 ["measure", "trained" if cfg.weights != "random" else "this model",
+                 ["measure", "trained" if trained else "this model",
                   *(["random init"] if random else [])],
                  [[k, m.get(k), *([m.get(k, model="random init")] if random else [])] for k in common.GAP_MEASURES])
 

@@ -74,10 +74,10 @@ def source_notes(cfg: CompareConfig, models: list[Subject], data_name: str) -> l
     notes = [f"Models: {', '.join(f'{m.label} ({m.family}; {m.built.info.description})' for m in models)}.",
              f"Data: {data_name}; each model reads the images at its own weights' preprocessing "
              f"({', '.join(f'{m.label}: {m.built.preprocessing.input_size} px' for m in models)})."]
-    if cfg.weights == "digits" or any(m.weights == "digits" for m in models):
+    if any(m.built.info.demo for m in models):
         notes.append("Demo preset: atml's digits models (trained on scikit-learn digits 0-4, cached) seen on digits "
                      "5-9, classes none of them was trained on; the numbers describe these small models, not the "
                      "ImageNet ones the full preset compares.")
-    if any(m.weights == "random" for m in models):
+    if any(not m.built.info.pretrained for m in models):
         notes.append(RANDOM_WEIGHTS_NOTE)
     return notes

@@ -287,7 +287,7 @@ def _pictures(cfg: Config, ctx: RunContext, models: list[common.Subject]) -> tup
 def _check_explainable(subject: common.Subject) -> None:
     """Refuse, in one line, a model with no class for the maps to explain."""
     head = subject.built.pretrained_head
-    if not isinstance(subject.model, vit.ViT) and head is None and subject.weights != "random":
+    if not isinstance(subject.model, vit.ViT) and head is None and subject.built.info.pretrained:
         raise UsageError(f"{subject.label}: its weights ({subject.weights}) carry no classifier for the maps "
                          "to explain; use weights with their own head (imagenet, digits)")
     if isinstance(subject.model, vit.ViT) and not subject.model.has_head:

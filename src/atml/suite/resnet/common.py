@@ -24,7 +24,7 @@ from atml.errors import DataError
 from atml.models import cnn, registry
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
-from atml.provenance import RANDOM_WEIGHTS_NOTE
+from atml.provenance import RANDOM_WEIGHTS_NOTE, WeightsInfo
 from atml.results import Metric
 from atml.run_dir import read_json
 from atml.suite import datasets
@@ -51,9 +51,10 @@ def load_data(cfg: ResNetConfig, ctx: RunContext, *, needs_train: bool = True) -
     return data
 
 
-def weights_notes(cfg: ResNetConfig) -> list[str]:
-    """The caveat every family prints for a run on random weights."""
-    return [RANDOM_WEIGHTS_NOTE] if cfg.weights == "random" else []
+def weights_notes(ctx: RunContext, source: str = "weights") -> list[str]:
+    """The caveat every family prints for a run on random weights, from the weights the run recorded."""
+    info = ctx.sources.get(source)
+    return [RANDOM_WEIGHTS_NOTE] if isinstance(info, WeightsInfo) and not info.pretrained else []
 
 
 def weights_preprocessing(cfg: ResNetConfig) -> registry.Preprocessing:

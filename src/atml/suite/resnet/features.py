@@ -98,6 +98,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.tables += tables(out.metrics, cfg, pairs)
     out.keep(Data(cfg.arch, list(classes), matrix.tolist(), len(labels), stages, pairs, cfg.compare_arch))
     _say_what_was_measured(cfg, labels, len(classes), stages, out)
+    out.notes += common.weights_notes(ctx)
     return out
 
 
@@ -148,7 +149,6 @@ def _say_what_was_measured(cfg: Config, labels: np.ndarray, num_classes: int, st
                      "k-NN (k=5, cosine) and logistic-regression probe accuracies are 5-fold cross-validated; "
                      f"t-SNE ({rep.tsne_backend()}, perplexity {rep.perplexity_for(len(labels)):.3g}) and UMAP "
                      "run on the first 50 principal components.")
-    out.notes += common.weights_notes(cfg)
 
 
 def tables(metrics: Metrics, cfg: Config, pairs: list[tuple[str, str, float]]) -> list[Table]:

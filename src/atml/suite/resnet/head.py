@@ -68,7 +68,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.tables.append(resolution_table(cfg, out.metrics))
     problems = {stage: p for stage, rows in stages.items()
                 if (p := training_problem(rows, len(data.train.classes), len(data.val)))}
-    out.notes += notes(cfg) + [f"{stage}: {p}." for stage, p in problems.items()]
+    out.notes += notes(cfg, ctx) + [f"{stage}: {p}." for stage, p in problems.items()]
     out.keep(Data(problems))
     return out
 
@@ -108,17 +108,17 @@ def pretrained_table(metrics: Metrics, images: int) -> Table:
                  [[metrics.get("pretrained_val_acc", top_k=1), metrics.get("pretrained_val_acc", top_k=5)]])
 
 
-def notes(cfg: Config) -> list[str]:
+def notes(cfg: Config, ctx: RunContext) -> list[str]:
     out = [f"Backbone: {cfg.arch}; {counted(cfg.epochs, 'epoch')} of Adam (lr {cfg.lr}) on the head alone, "
            f"batch {cfg.batch_size}, backbone and its BatchNorm statistics frozen (folded into the convolutions)."]
-    if cfg.data == "digits":
+    if data_factory.describe(cfg.data).demo:
         out.append("Demo preset: no ImageNet weights offline, so the backbone was pretrained by atml on "
                    "digits 0-4 and the head is trained on digits 5-9 (Yosinski et al. 2014 style split); "
                    "8 px is the native size, 32 px the pretraining size, mirroring CIFAR-10 32 px vs 224 px.")
     if data_factory.describe(cfg.data).generated:
         out.append(f"Generated {cfg.data.split('-', 1)[1]}-format files, not the real data: the numbers test the code "
                    "path only.")
-    return out + weights_notes(cfg)
+    return out + weights_notes(ctx)
 
 
 @dataclasses.dataclass

@@ -78,7 +78,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     out.notes.append(f"Skip connections removed in {', '.join(blocks)} (each block then computes relu(F(x))); "
                      f"{cfg.arch}, {cfg.resolution} px, {counted(cfg.epochs, 'epoch')}; trained blocks use lr "
                      f"{cfg.lr * cfg.backbone_lr_scale:g}, the head {cfg.lr:g}.")
-    out.notes += common.weights_notes(cfg)
+    out.notes += common.weights_notes(ctx)
     return out
 
 

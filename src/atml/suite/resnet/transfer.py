@@ -96,7 +96,7 @@ def _notes(cfg: Config, ctx: RunContext, cells: list[dict[str, Any]]) -> list[st
              f"{counted(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, Adam lr {cfg.lr:g} "
              f"(backbone blocks x{cfg.backbone_lr_scale:g}); augmentation for trained blocks: "
              f"{'random crop' + (' + flip' if cfg.hflip else '') if cfg.augment else 'none'}; head-only cells train "
-             f"on cached features. Peak memory: {memory}; {world} process(es).", *common.weights_notes(cfg)]
+             f"on cached features. Peak memory: {memory}; {world} process(es).", *common.weights_notes(ctx)]
     if any(c["init"] == "random" for c in cells):
         notes.append("Random-init cells: before training, one pass over up to "
                      f"{CALIBRATION_IMAGES:,} training images (train mode, no gradients, no labels) sets every "

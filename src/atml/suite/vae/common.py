@@ -240,7 +240,7 @@ def notes(cfg: Config, data: ImageDataset) -> list[str]:
            "validation images, as in He et al. 2019: a Monte Carlo estimate whose scale is log N for the N "
            "images used (the most information an N-image mixture can carry); sampling noise can put it "
            "slightly above log N."]
-    if cfg.data == "digits":
+    if data_factory.describe(cfg.data).demo:
         out.append("Demo preset: scikit-learn's 8x8 digits upsampled to 28x28 stand in for FashionMNIST.")
     if data_factory.describe(cfg.data).generated:
         out.append(f"Generated {cfg.data.split('-', 1)[1]} files in the real format, not the real data: the numbers "

@@ -159,10 +159,10 @@ def source_notes(cfg: ViTConfig, ctx: RunContext) -> list[str]:
     weights = ctx.sources.get("weights")
     out = [f"Model: {cfg.arch} through {'timm' if cfg.backend == 'timm' else 'Hugging Face transformers'}; "
            f"weights: {weights.description if isinstance(weights, WeightsInfo) else cfg.weights}."]
-    if cfg.weights == "digits":
+    if isinstance(weights, WeightsInfo) and weights.demo:
         out.append("Demo preset: no ImageNet weights offline, so atml trained this small ViT (patch 4 on 32x32 "
                    "upsampled digits, 64 patches + CLS) on digits 0-4 and the experiment runs on it; its numbers "
                    "describe that model, not DeiT-Small.")
-    if cfg.weights == "random":
+    if isinstance(weights, WeightsInfo) and not weights.pretrained:
         out.append(RANDOM_WEIGHTS_NOTE)
     return out

@@ -16,6 +16,7 @@ from atml import figures, runtime
 from atml.context import RunContext
 from atml.data import digits
 from atml.models import vit
+from atml.provenance import WeightsInfo
 from atml.references import Reference
 from atml.registry import Experiment
 from atml.results import Bench, Metric, Metrics, Results, RunResults, Table, counted, fixed, under
@@ -59,7 +60,8 @@ def run(cfg: PoolingConfig, ctx: RunContext) -> Results:
                  "mean = the average of the final patch tokens"
                  + (f" (the {model.num_prefix_tokens - 1} register tokens are in neither)."
                     if model.num_prefix_tokens > 1 else "."))
-    if cfg.weights == "digits":
+    weights = ctx.sources.get("weights")
+    if isinstance(weights, WeightsInfo) and weights.demo:
         notes.append("Demo: the ViT was trained on digits 0-4 only; the probes learn digits 5-9, classes it never saw.")
     out.tables.append(Table("Linear probes on frozen ViT features",
                             ["pooling", "train acc", "val acc", "best val acc", "val loss"],
