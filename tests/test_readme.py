@@ -62,3 +62,14 @@ def test_the_exit_code_table_is_the_code_s_own():
         for number in code.split("/"):
             listed[int(number)] = set(re.findall(r"`(\w+)`", names)) or {"done"}
     assert listed == {code: set(names) for code, names in errors.exit_codes().items()}
+
+
+def test_the_demo_results_read_back_typed_as_written():
+    """The README generator reads benchmarks/demo-results.json as typed records (DemoSummary/DemoEntry), and they
+    write the file's own shape back."""
+    raw = json.loads((ROOT / "benchmarks" / "demo-results.json").read_text())
+    summary = readme.DemoSummary.from_json(raw)
+    assert summary.to_json() == raw
+    entry = summary.experiments["clip.gap"]
+    assert entry.held_out_name == "test" and entry.metrics.get("centroid_distance") is not None
+    assert entry.data_cell().startswith(f"{entry.data_name} ({entry.train:,} / {entry.held_out:,}); digits")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +26,92 @@ END = "<!-- end of the generated results table -->"
 
 
 
-def collect(run_folders: Sequence[Path]) -> dict[str, Any]:
-    """What the table needs from each run: its records, data and weights, preset, seed, commit, folder."""
-    experiments = {}
-    for folder in run_folders:
-        raw = json.loads((Path(folder) / "results.json").read_text())
-        results = RunResults.from_json(raw)
-        env = json.loads((Path(folder) / "env.json").read_text())
+@dataclasses.dataclass(frozen=True)
+class DemoEntry:
+    """One experiment's run in ``benchmarks/demo-results.json``: where it ran, its records, the data and weights it
+    used, and its own results data."""
+
+    preset: str
+    seed: int | None
+    run: str
+    commit: str | None
+    device: str | None
+    metrics: Metrics
+    data_name: str
+    train: int
+    held_out: int
+    held_out_name: str
+    """``val``, or ``test`` for the CLIP experiments (the key the file holds the count under)."""
+    weights: str | None
+    source_val_acc: float | None
+    results_data: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"preset": self.preset, "seed": self.seed, "run": self.run, "commit": self.commit,
+                "device": self.device, "records": [m.to_json() for m in self.metrics],
+                "data": {"name": self.data_name, "train": self.train, self.held_out_name: self.held_out},
+                "weights": {"spec": self.weights, "source_val_acc": self.source_val_acc},
+                "results_data": self.results_data}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> DemoEntry:
+        data, weights = raw["data"], raw.get("weights") or {}
+        held = "val" if data.get("val") is not None else "test"
+        return cls(raw["preset"], raw.get("seed"), raw["run"], raw.get("commit"), raw.get("device"),
+                   Metrics(Metric.from_json(r) for r in raw["records"]), data["name"], data["train"], data[held], held,
+                   weights.get("spec"), weights.get("source_val_acc"), raw.get("results_data"))
+
+    @classmethod
+    def of(cls, folder: Path) -> DemoEntry:
+        """From a finished run folder (its results.json, env.json and recorded sources)."""
+        results = RunResults.from_json(json.loads((folder / "results.json").read_text()))
+        env = json.loads((folder / "env.json").read_text())
         if results.status != "ok":
             raise ValueError(f"{folder}: status {results.status}; the README table needs a complete demo run")
-        experiments[results.experiment] = {
-            "preset": results.preset, "seed": results.seed, "run": Path(folder).name, "commit": env.get("commit"),
-            "device": env.get("device_name"), "records": [m.to_json() for m in results.metrics],
-            "data": _data_of(results), "weights": _weights_of(results),
-            "results_data": _own_data(results)}
+        data = DataSource.from_json(results.sources.get("data") or {"name": "-", "source": "-"})
+        raw = results.sources.get("weights")
+        weights = WeightsInfo.from_json(raw) if raw else None
+        return cls(results.preset, results.seed, folder.name, env.get("commit"), env.get("device_name"),
+                   results.metrics, data.name, data.train, data.val, data.held_out,
+                   weights.spec if weights else None, weights.source_val_acc if weights else None, _own_data(results))
+
+    def data_cell(self) -> str:
+        """The table's "data (train / held out); weights" cell."""
+        text = f"{self.data_name} ({self.train:,} / {self.held_out:,})"
+        if self.weights and self.weights != "random":
+            text += f"; {self.weights}"
+            if self.source_val_acc is not None:
+                text += f" (held-out acc {self.source_val_acc:.3f} on its own task)"
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSummary:
+    """``benchmarks/demo-results.json``: one demo run's experiments, how long it took, whether it trained the demo
+    models."""
+
+    experiments: dict[str, DemoEntry]
+    wall_s: float | None = None
+    trained_demo_models: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"experiments": {k: v.to_json() for k, v in self.experiments.items()}, "wall_s": self.wall_s,
+                "trained_demo_models": self.trained_demo_models}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> DemoSummary:
+        return cls({k: DemoEntry.from_json(v) for k, v in raw["experiments"].items()}, raw.get("wall_s"),
+                   raw.get("trained_demo_models"))
+
+
+def collect(run_folders: Sequence[Path]) -> dict[str, Any]:
+    """What the table needs from each run (:class:`DemoSummary`, as ``benchmarks/demo-results.json`` holds it)."""
     started = min((Path(f) / "config.yaml").stat().st_mtime for f in run_folders)
     ended = max((Path(f) / "results.json").stat().st_mtime for f in run_folders)
-    return {"experiments": experiments, "wall_s": round(ended - started, 1),
-            "trained_demo_models": _trained_during(run_folders, started)}
+    entries = [DemoEntry.of(Path(f)) for f in run_folders]
+    runs = {RunResults.from_json(json.loads((Path(f) / "results.json").read_text())).experiment: e
+            for f, e in zip(run_folders, entries)}
+    return DemoSummary(runs, round(ended - started, 1), _trained_during(run_folders, started)).to_json()
 
 
 def _trained_during(run_folders: Sequence[Path], started: float) -> bool:
@@ -52,21 +120,11 @@ def _trained_during(run_folders: Sequence[Path], started: float) -> bool:
     for folder in run_folders:
         sources = json.loads((Path(folder) / "env.json").read_text()).get("sources", {})
         for value in sources.values():
-            file = value.get("file") if isinstance(value, dict) and value.get("spec") == "digits" else None
-            if file and Path(file).is_file() and Path(file).stat().st_mtime >= started:
+            info = WeightsInfo.from_json(value) if isinstance(value, dict) and "spec" in value else None
+            if info and info.spec == "digits" and info.file and Path(info.file).is_file() \
+                    and Path(info.file).stat().st_mtime >= started:
                 return True
     return False
-
-
-def _data_of(results: RunResults) -> dict[str, Any]:
-    data = DataSource.from_json(results.sources.get("data") or {"name": "-", "source": "-"})
-    return {"name": data.name, "train": data.train, data.held_out: data.val}
-
-
-def _weights_of(results: RunResults) -> dict[str, Any]:
-    raw = results.sources.get("weights")
-    weights = WeightsInfo.from_json(raw) if raw else None
-    return {"spec": weights.spec if weights else None, "source_val_acc": weights.source_val_acc if weights else None}
 
 
 def _own_data(results: RunResults) -> dict[str, Any] | None:
@@ -75,43 +133,30 @@ def _own_data(results: RunResults) -> dict[str, Any] | None:
     return dataclasses.asdict(results.read(kind)) if kind is not None else None
 
 
-
-
-def _data(entry: dict[str, Any]) -> str:
-    data, weights = entry["data"], entry["weights"]
-    held_out = data.get("val") if data.get("val") is not None else data.get("test")
-    text = f"{data['name']} ({data['train']:,} / {held_out:,})"
-    if weights.get("spec") and weights["spec"] != "random":
-        text += f"; {weights['spec']}"
-        if weights.get("source_val_acc") is not None:
-            text += f" (held-out acc {weights['source_val_acc']:.3f} on its own task)"
-    return text
-
-
-def table(summary: dict[str, Any]) -> str:
+def table(summary: DemoSummary) -> str:
     """The Markdown table, one row per experiment in registry order, written by each experiment's ``readme_row``."""
     lines = ["| experiment | data (train / held out); weights | result (demo preset) |", "| --- | --- | --- |"]
     for exp in registry():
-        entry = summary["experiments"].get(exp.name)
+        entry = summary.experiments.get(exp.name)
         if entry is not None and exp.readme_row is not None:
-            metrics = Metrics(Metric.from_json(r) for r in entry["records"])
-            own = entry.get("results_data")
+            own = entry.results_data
             data = Results(data=own).read(exp.data) if exp.data is not None and own is not None else None
-            lines.append(f"| {exp.name} | {_data(entry)} | {exp.readme_row(metrics, data)} |")
+            lines.append(f"| {exp.name} | {entry.data_cell()} | {exp.readme_row(entry.metrics, data)} |")
     return "\n".join(lines)
 
 
-def section(summary: dict[str, Any]) -> str:
-    """The text between the markers: where the numbers come from, then the table."""
-    first = next(iter(summary["experiments"].values()))
-    trained = summary.get("trained_demo_models")
+def section(raw: Mapping[str, Any]) -> str:
+    """The text between the markers: where the numbers come from, then the table (``raw``: demo-results.json)."""
+    summary = DemoSummary.from_json(raw)
+    first = next(iter(summary.experiments.values()))
+    trained = summary.trained_demo_models
     cache = ("cold cache: the demo models were trained in that time" if trained else
              "the demo models were already trained and read from $ATML_CACHE" if trained is False else
              "whether the demo models were trained in that time was not recorded")
-    took = (f", {summary['wall_s'] / 60:.1f} minutes from the first run folder to the last results.json "
-            f"({cache})") if summary.get("wall_s") else ""
-    origin = (f"From `atml demo` (demo preset, seed {first['seed']}) at commit `{(first['commit'] or 'unknown')[:10]}` "
-              f"on {first['device']}{took}; every number is in `benchmarks/demo-results.json`, which holds each "
+    took = (f", {summary.wall_s / 60:.1f} minutes from the first run folder to the last results.json "
+            f"({cache})") if summary.wall_s else ""
+    origin = (f"From `atml demo` (demo preset, seed {first.seed}) at commit `{(first.commit or 'unknown')[:10]}` "
+              f"on {first.device}{took}; every number is in `benchmarks/demo-results.json`, which holds each "
               "run's metrics as its `results.json` wrote them.")
     return f"{START}\n{origin}\n\n{table(summary)}\n{END}"
 
