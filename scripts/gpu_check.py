@@ -38,6 +38,7 @@ import torch
 from atml import config as config_lib
 from atml import runtime
 from atml import speedtest as speed
+from atml.context import QUIET
 from atml.suite import registry
 
 TORCHRUN_EXPERIMENT = "resnet.transfer"
@@ -65,7 +66,7 @@ def run_experiments(device: torch.device, names: list[str], out: Path) -> list[d
         started = time.perf_counter()
         row: dict[str, Any] = {"experiment": name}
         try:
-            run = runner.execute(exp, cfg, preset="smoke", out=out, say=lambda _m: None)
+            run = runner.execute(exp, cfg, preset="smoke", out=out, report=QUIET)
             row["status"] = json.loads((run.path / "results.json").read_text())["status"]
         except Exception as err:  # noqa: BLE001 - the check reports every failure and goes on
             row["status"] = "crashed"

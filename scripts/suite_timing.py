@@ -39,6 +39,7 @@ import torch
 
 from atml import config as config_lib
 from atml import runner, runtime
+from atml.context import QUIET
 from atml.data import rehearsal
 from atml.suite import registry
 from atml.train.loop import epoch_budget
@@ -80,7 +81,7 @@ def time_experiment(name: str, device: torch.device, epochs: int, overrides: lis
                                                                       *overrides])
     with epoch_budget(epochs) as budget, gpu_utilisation(device) as util:
         started = time.perf_counter()
-        run = runner.execute(exp, cfg, preset="rehearsal", out=out, say=lambda _m: None)
+        run = runner.execute(exp, cfg, preset="rehearsal", out=out, report=QUIET)
         wall = time.perf_counter() - started
     results = json.loads((run.path / "results.json").read_text())
     remaining = sum((s["planned_epochs"] - s["run_epochs"]) * s["seconds"] / max(s["run_epochs"], 1)

@@ -24,6 +24,7 @@ from torch import nn
 
 from atml import config as config_lib
 from atml import runner
+from atml.context import QUIET
 from atml.models import factory, freezing
 from atml.models.preprocess import Preprocess
 from atml.suite import registry
@@ -101,7 +102,7 @@ def run_on_meta(name: str, tmp_path: Path, overrides: tuple[str, ...] = ()) -> A
     stopped: BaseException | None = None
     with placement_audit(META) as audit:
         try:
-            runner.execute(exp, cfg, preset="smoke", out=tmp_path, say=lambda _m: None)
+            runner.execute(exp, cfg, preset="smoke", out=tmp_path, report=QUIET)
         except PlacementError:
             raise
         except (RuntimeError, NotImplementedError, TypeError) as err:

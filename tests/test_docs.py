@@ -95,6 +95,7 @@ def test_the_contributing_guide_s_worked_example_runs_at_the_smoke_preset(tmp_pa
     import atml.suite.resnet
     from atml import config as config_lib
     from atml import runner
+    from atml.context import QUIET
     from atml.registry import Registry
     from atml.suite.resnet import config as family_config
 
@@ -110,7 +111,7 @@ def test_the_contributing_guide_s_worked_example_runs_at_the_smoke_preset(tmp_pa
         assert set(exp.presets) == {"smoke", "demo", "full", "rehearsal"}
         for preset in exp.presets:
             config_lib.build(exp.config_cls, exp.presets, preset, name=exp.name)
-        (run,) = runner.start(exp, "smoke", out=tmp_path / "runs", say=lambda _line: None)
+        (run,) = runner.start(exp, "smoke", out=tmp_path / "runs", report=QUIET)
         assert (run.path / "results.json").is_file()
         from atml import api
 

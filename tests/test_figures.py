@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from atml import config as config_lib
 from atml import figures as figure_style
 from atml import runner
+from atml.context import QUIET
 from atml.suite import registry
 
 pytestmark = pytest.mark.slow  # one module fixture runs every experiment's smoke preset (~35 s)
@@ -45,7 +46,7 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             current["name"] = exp.name
             cfg = config_lib.build(exp.config_cls, exp.presets, "smoke", ["device=cpu"])
             try:
-                runner.execute(exp, cfg, preset="smoke", out=out, say=lambda _m: None)
+                runner.execute(exp, cfg, preset="smoke", out=out, report=QUIET)
             except Exception:  # noqa: BLE001 - results.json needs the figure files we did not write
                 pass
     finally:
@@ -223,7 +224,7 @@ def test_no_figure_stays_open_after_a_run_in_one_process_saved_or_failed(tmp_pat
     for name in ("vae.train", "compare.probe", "resnet.features"):
         exp = registry().get(name)
         cfg = config_lib.build(exp.config_cls, exp.presets, "smoke", ["device=cpu"])
-        runner.execute(exp, cfg, preset="smoke", out=tmp_path, say=lambda _m: None)
+        runner.execute(exp, cfg, preset="smoke", out=tmp_path, report=QUIET)
         assert plt.get_fignums() == before, name
 
     def draws_then_fails(cfg, ctx):
@@ -234,6 +235,6 @@ def test_no_figure_stays_open_after_a_run_in_one_process_saved_or_failed(tmp_pat
     broken = Experiment(exp.name, exp.summary, exp.config_cls, exp.presets, draws_then_fails)
     cfg = config_lib.build(exp.config_cls, exp.presets, "smoke", ["device=cpu"])
     with pytest.raises(errors.DataError):
-        runner.execute(broken, cfg, preset="smoke", out=tmp_path, say=lambda _m: None)
+        runner.execute(broken, cfg, preset="smoke", out=tmp_path, report=QUIET)
     assert plt.get_fignums() == before
     plt.close(mine)

@@ -12,6 +12,7 @@ import torch
 
 from atml import config as config_lib
 from atml import runner
+from atml.context import QUIET
 from atml.data import rehearsal
 from atml.reporting import build
 from atml.suite import registry
@@ -46,7 +47,7 @@ def test_a_rehearsal_run_says_so_everywhere_and_is_never_compared(tmp_path):
     exp = registry().get("vae.train")
     cfg = config_lib.build(exp.config_cls, exp.presets, "rehearsal",
                            ["epochs=1", "train_limit=256", "val_limit=128", "diag_samples=64", "device=cpu"])
-    run = runner.execute(exp, cfg, preset="rehearsal", out=tmp_path, say=lambda _m: None)
+    run = runner.execute(exp, cfg, preset="rehearsal", out=tmp_path, report=QUIET)
     results = json.loads((run.path / "results.json").read_text())
     assert results["rehearsal"] is True and results["notes"][0] == rehearsal.NOTE
     assert "NOT real" in results["sources"]["data"]["source"]

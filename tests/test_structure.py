@@ -119,3 +119,22 @@ def test_notes_and_choices_read_the_typed_sources_not_the_names():
              if p.name != "config.py" for i, line in enumerate(p.read_text().splitlines(), 1)
              if named.search(line) and not any(a in line for a in allowed)]
     assert not found, found
+
+
+def test_the_runner_takes_one_reporter_not_console_flags():
+    """Messages and progress reach a run through one :class:`atml.context.Reporter` (the CLI's, the API's, a sweep
+    cell's), not ``say``/``progress``/``python`` flags threaded through each call."""
+    import inspect
+
+    from atml import runner
+    from atml.context import QUIET, Reporter
+
+    for fn in (runner.start, runner.resume, runner.execute):
+        params = inspect.signature(fn).parameters
+        assert "report" in params and not {"say", "progress", "python"} & set(params), fn.__name__
+    lines: list[str] = []
+    ranked = Reporter(lines.append, progress=True, python=True)
+    assert ranked.resolved(is_main=True).progress and ranked.resolved(is_main=True).python
+    silent = ranked.resolved(is_main=False)  # a torchrun rank other than 0 prints nothing and shows no bars
+    silent.say("x")
+    assert lines == [] and not silent.progress and not QUIET.resolved(is_main=True).progress

@@ -37,6 +37,7 @@ from atml.results import Speed as Speed
 if typing.TYPE_CHECKING:
     import pandas
 
+    from atml.context import Reporter
     from atml.models import registry as registry_lib
 
 
@@ -330,13 +331,12 @@ def run(name: str, preset: str | None = None, *, seeds: int | None = None, out: 
             raise UsageError("seeds and out start new runs; they cannot be combined with resume=")
         return resume_run(resume, name=name, preset=preset, tensorboard=tensorboard, progress=progress,
                           quiet=quiet, **({"device": device} if device != "auto" else {}), **values)
-    say = (lambda _m: None) if quiet else print
     with _in_python_words():
         exp = registry().get(name)
         folders = runner.start(exp, preset or config_lib.DEFAULT_PRESET, values={"device": device, "seed": seed,
                                                                                   **values},
                                seeds=1 if seeds is None else seeds, out=out, tensorboard=tensorboard,
-                               progress=_in_notebook() if progress is None else progress, say=say, python=True)
+                               report=_reporter(progress, quiet))
     runs = [Run(folder.path) for folder in folders]
     return runs[0] if seeds is None else Runs(runs)
 
@@ -398,12 +398,18 @@ def resume_run(path: str | Path, *, name: str | None = None, preset: str | None 
     from atml import runner
     from atml.suite import registry
 
-    say = (lambda _m: None) if quiet else print
     with _in_python_words():
         folder = runner.resume(registry().get, path, name=name, values=changes, preset=preset,
-                               tensorboard=tensorboard, progress=_in_notebook() if progress is None else progress,
-                               say=say, python=True)
+                               tensorboard=tensorboard, report=_reporter(progress, quiet))
     return Run(folder.path)
+
+
+def _reporter(progress: bool | None, quiet: bool) -> Reporter:
+    """What a notebook or script sees: notebook bars in Jupyter (unless ``progress`` says), nothing printed when
+    ``quiet``, what to do next as Python calls."""
+    from atml.context import QUIET, Reporter
+
+    return Reporter(QUIET.say if quiet else print, _in_notebook() if progress is None else progress, python=True)
 
 
 @contextlib.contextmanager

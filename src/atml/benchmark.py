@@ -34,7 +34,7 @@ def scratch_context(cfg: Any) -> Iterator[Any]:
     ``pretrained/`` folder (the demo's stand-in models, so they are not trained again), and
     whatever it writes (embedding caches, datasets) goes to the temporary cache.
     """
-    from atml.context import RunContext
+    from atml.context import QUIET, RunContext
 
     device = runtime.select_device(cfg.device)
     runtime.seed_everything(cfg.seed)
@@ -48,7 +48,7 @@ def scratch_context(cfg: Any) -> Iterator[Any]:
         run = RunDir.create(Path(tmp) / "runs", "bench", "bench")
         run.write_env(runtime.environment(device, cfg.seed))
         try:
-            yield RunContext(run, device, "bench", runtime.is_offline(cfg.offline), say=lambda _msg: None)
+            yield RunContext(run, device, "bench", runtime.is_offline(cfg.offline), report=QUIET)
         finally:
             run.unlock()
             if previous is None:

@@ -5,6 +5,7 @@ factory, its source recorded)."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,34 @@ from atml.provenance import Source
 from atml.run_dir import RunDir
 
 
+@dataclasses.dataclass(frozen=True)
+class Reporter:
+    """Where a run's messages and progress go, and in whose words: ``say`` takes one line per message, ``progress``
+    turns the bars on (None: when stderr is a terminal), ``python`` words what to do next as Python calls
+    (``atml.resume(...)``) instead of commands. The command line, :func:`atml.run` and a sweep's cells each pass one;
+    the runner hands it to the experiment in its :class:`RunContext`."""
+
+    say: Callable[[str], None] = print
+    progress: bool | None = None
+    python: bool = False
+
+    def resolved(self, is_main: bool) -> Reporter:
+        """This reporter for one process of a run: bars decided (a terminal's stderr when not said), and silent on
+        torchrun ranks other than 0."""
+        bars = is_main and (sys.stderr.isatty() if self.progress is None else self.progress)
+        return dataclasses.replace(self, say=self.say if is_main else _silent, progress=bars)
+
+
+def _silent(_line: str) -> None:
+    """A reporter's ``say`` that prints nothing."""
+
+
+QUIET = Reporter(_silent, progress=False)
+"""Nothing printed, no bars (tests, benchmarks, a sweep's bookkeeping)."""
+CONSOLE = Reporter()
+"""The command line's: each message printed, bars when stderr is a terminal."""
+
+
 @dataclasses.dataclass
 class RunContext:
     """What an experiment may use besides its config: the folder, the device, the console."""
@@ -29,8 +58,8 @@ class RunContext:
     device: torch.device
     preset: str
     offline: bool
-    progress: bool = False
-    say: Callable[[str], None] = print
+    report: Reporter = QUIET
+    """Where messages and progress go (:meth:`Reporter.resolved` for this process)."""
     sources: dict[str, Source] = dataclasses.field(default_factory=dict)
     """Where the run's inputs came from, by kind (``data``, ``weights`` ...), as typed records."""
     is_main: bool = True
@@ -39,6 +68,16 @@ class RunContext:
     """The experiment's name, for progress lines."""
     private: list[Path] = dataclasses.field(default_factory=list)
     """Scratch folders of a rank other than 0, removed when its run ends."""
+
+    @property
+    def say(self) -> Callable[[str], None]:
+        """One line to the run's console (nothing on other torchrun ranks)."""
+        return self.report.say
+
+    @property
+    def progress(self) -> bool:
+        """Whether long steps show progress bars."""
+        return bool(self.report.progress)
 
     def step(self, message: str) -> None:
         """One progress line for a long step that has no epochs (features, embeddings, probes)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +21,7 @@ import torch.distributed as dist
 
 from atml import config as config_lib
 from atml import distributed, references, runtime
-from atml.context import RunContext
+from atml.context import CONSOLE, Reporter, RunContext
 from atml.data import rehearsal
 from atml.errors import AtmlError, DivergedError, RunDirError, UsageError
 from atml.provenance import DataSource
@@ -32,18 +31,18 @@ from atml.run_dir import FollowerRunDir, RunDir
 
 
 def start(exp: Experiment[Any], preset: str, *, texts: Sequence[str] = (), values: Mapping[str, Any] | None = None,
-          seeds: int = 1, out: str | Path | None = None, tensorboard: bool = False, progress: bool | None = None,
-          say: Callable[[str], None] = print, python: bool = False) -> list[RunDir]:
+          seeds: int = 1, out: str | Path | None = None, tensorboard: bool = False,
+          report: Reporter = CONSOLE) -> list[RunDir]:
     """New runs of ``exp`` at ``preset``: ``atml run`` and :func:`atml.run` both come here.
 
     ``texts`` are ``--set``-style ``key=value`` overrides, ``values`` Python values by key
     (applied after the texts); ``seeds`` runs with consecutive seeds from the config's own.
-    ``python``: messages name Python calls (``atml.resume(...)``) instead of commands.
+    ``report``: where messages and progress go, in command-line or Python words (:class:`Reporter`).
     """
     cfg = config_lib.build(exp.config_cls, exp.presets, preset, list(texts), name=exp.name)
     if values:
         cfg = config_lib.apply_values(cfg, values, name=exp.name)
-    return [execute(exp, c, preset=preset, out=out, tensorboard=tensorboard, progress=progress, say=say, python=python)
+    return [execute(exp, c, preset=preset, out=out, tensorboard=tensorboard, report=report)
             for c in seeded(cfg, seeds)]
 
 
@@ -56,8 +55,7 @@ def seeded(cfg: Any, seeds: int) -> list[Any]:
 
 def resume(lookup: Callable[[str], Experiment[Any]], path: str | Path, *, name: str | None = None,
            texts: Sequence[str] = (), values: Mapping[str, Any] | None = None, preset: str | None = None,
-           tensorboard: bool = False, progress: bool | None = None, say: Callable[[str], None] = print,
-           python: bool = False) -> RunDir:
+           tensorboard: bool = False, report: Reporter = CONSOLE) -> RunDir:
     """Continue the run in ``path`` from its checkpoints (``atml run --resume`` and :func:`atml.resume`).
 
     Options given (``texts``/``values``) are checked against the saved config by
@@ -71,8 +69,8 @@ def resume(lookup: Callable[[str], Experiment[Any]], path: str | Path, *, name: 
     if values:
         given = config_lib.apply_values(given, values, name=exp.name)
     cfg, changes = resume_config(saved, given, saved_preset, preset)
-    return execute(exp, cfg, preset=saved_preset, resume=path, tensorboard=tensorboard, progress=progress, say=say,
-                   resume_changes=changes, python=python)
+    return execute(exp, cfg, preset=saved_preset, resume=path, tensorboard=tensorboard, report=report,
+                   resume_changes=changes)
 
 
 def resume_call(exp: str, path: Path | str, *, python: bool) -> str:
@@ -81,41 +79,40 @@ def resume_call(exp: str, path: Path | str, *, python: bool) -> str:
 
 
 def execute(exp: Experiment[Any], cfg: Any, *, preset: str, out: str | Path | None = None,
-            resume: str | Path | None = None, progress: bool | None = None,
-            say: Callable[[str], None] = print, tensorboard: bool = False,
-            resume_changes: dict[str, Any] | None = None, python: bool = False, folder: Path | None = None) -> RunDir:
+            resume: str | Path | None = None, report: Reporter = CONSOLE, tensorboard: bool = False,
+            resume_changes: dict[str, Any] | None = None, folder: Path | None = None) -> RunDir:
     """Create (or reopen with ``resume``) the run folder, run the experiment, write results.
 
     ``folder``: the exact new run folder (a sweep's cell) instead of a fresh name under ``out``.
     ``resume_changes``: options changed on resuming (see :func:`resume_config`), written to
-    the saved config and recorded in ``env.json``. ``python``: messages name Python calls.
+    the saved config and recorded in ``env.json``. ``report``: where messages and progress go.
     """
     device = runtime.select_device(cfg.device)
     ranks = distributed.init_distributed()
     run = _open_run(exp, preset, folder or out, resume, ranks, exact=folder is not None)
     is_main = ranks is None or ranks.rank == 0
-    say = say if is_main else (lambda _message: None)
+    report = report.resolved(is_main)
+    say = report.say
     ctx: RunContext | None = None
     from atml import figures
 
     before = figures.opened()
     try:
         if resume and not resume_changes and _finished(run):
-            more = "epochs=N" if python else "--set epochs=N"
+            more = "epochs=N" if report.python else "--set epochs=N"
             say(f"atml: {run.path} is already complete (its results.json says ok): nothing to resume. Pass "
                 f"{more} with more epochs than it ran to train further, or start a new run")
             return run
         if tensorboard and is_main:
             run.enable_tensorboard()
         _write_setup(run, exp, preset, cfg, device, ranks, (resume_changes or {}) if resume else None, is_main)
-        ctx = RunContext(run, device, preset, runtime.is_offline(cfg.offline),
-                         progress=is_main and (sys.stderr.isatty() if progress is None else progress), say=say,
-                         is_main=is_main, name=exp.name)
+        ctx = RunContext(run, device, preset, runtime.is_offline(cfg.offline), report=report, is_main=is_main,
+                         name=exp.name)
         runtime.seed_everything(cfg.seed)
         runtime.reset_peak_memory(device)  # so peak_memory_mb is this run's, not the process's
         say(f"atml: {exp.name} ({preset}) -> {run.path}")
         started = time.perf_counter()
-        results = _run(exp, cfg, ctx, preset, python)
+        results = _run(exp, cfg, ctx, preset)
         run.write_results(_complete(results, exp, preset, cfg, ctx, time.perf_counter() - started))
         say(f"atml: results in {run.path / 'results.json'}")
         return run
@@ -147,7 +144,7 @@ def _write_setup(run: RunDir, exp: Experiment[Any], preset: str, cfg: Any, devic
     run.write_env(env)
 
 
-def _run(exp: Experiment[Any], cfg: Any, ctx: RunContext, preset: str, python: bool) -> Results:
+def _run(exp: Experiment[Any], cfg: Any, ctx: RunContext, preset: str) -> Results:
     """The experiment's own run: a known error leaves a failed results.json saying why; Ctrl-C says how to resume."""
     try:
         return exp.run(cfg, ctx)
@@ -156,7 +153,8 @@ def _run(exp: Experiment[Any], cfg: Any, ctx: RunContext, preset: str, python: b
             _write_failed(ctx.run, exp, preset, cfg, ctx, err)
         raise
     except KeyboardInterrupt:
-        ctx.say(f"atml: checkpoints are kept. Resume with: {resume_call(exp.name, ctx.run.path, python=python)}")
+        resume = resume_call(exp.name, ctx.run.path, python=ctx.report.python)
+        ctx.say(f"atml: checkpoints are kept. Resume with: {resume}")
         raise
 
 

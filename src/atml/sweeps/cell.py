@@ -85,18 +85,19 @@ class CellJob(Checkpointable):
     def _run(self) -> None:
         from atml import config as config_lib
         from atml import runner
+        from atml.context import Reporter
         from atml.suite import registry
 
         reg = registry()
         if (self.folder / "config.yaml").is_file():
-            runner.resume(reg.get, self.folder, progress=False)
+            runner.resume(reg.get, self.folder, report=Reporter(progress=False))
             return
         if self.folder.exists():  # made, then stopped before its config was written: nothing to keep
             shutil.rmtree(self.folder)
         exp = reg.get(self.experiment)
         cfg = config_lib.build(exp.config_cls, exp.presets, self.preset, name=exp.name)
         cfg = config_lib.apply_values(cfg, {**self.fixed, **self.values}, name=exp.name)
-        runner.execute(exp, cfg, preset=self.preset, folder=self.folder, progress=False)
+        runner.execute(exp, cfg, preset=self.preset, folder=self.folder, report=Reporter(progress=False))
 
     def _record_failure(self, err: Exception) -> None:
         """A failed results.json when the run did not get to write one (so the cell counts as failed, not
