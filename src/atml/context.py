@@ -103,7 +103,7 @@ class RunContext:
     def checkpoint(self, name: str) -> Path:
         return self.run.checkpoints / f"{name}.pt"
 
-    def pretrained(self, name: str, weights: str, *, family: str, epochs: int | None, seed: int) -> str | None:
+    def _recipe(self, name: str, weights: str, *, family: str, epochs: int | None, seed: int) -> str | None:
         """The recipe key of weights atml trains itself (the demo's ``digits``), trained first on this run's device
         and console when they are not cached yet (:func:`atml.pretrained.ensure`); None for any other weights."""
         from atml import pretrained
@@ -133,7 +133,7 @@ class RunContext:
         the factory (``num_classes``, ``keep_head``, ``backend``, ``input_size``, ...)."""
         from atml.models import factory
 
-        recipe = self.pretrained(name, weights, family=family, epochs=epochs, seed=seed)
+        recipe = self._recipe(name, weights, family=family, epochs=epochs, seed=seed)
         if "seed" in factory.spec(family).options:  # a random initialisation drawn from the run's seed (CLIP)
             options.setdefault("seed", seed)
         built: Built[Any] = factory.create(name, weights, family=family, offline=self.offline, recipe=recipe,

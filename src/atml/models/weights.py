@@ -85,11 +85,6 @@ def check_hub_blob(path: Path) -> None:
                                f"the bytes hash to {digest[:16]}...; delete {blob} and download it again")
 
 
-def torchvision_state_dict(weights: Any, *, offline: bool) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
-    """A torchvision ``Weights`` enum's state dict, from the hub cache or downloaded when allowed."""
-    return url_state_dict(weights.url, f"torchvision {type(weights).__name__}.{weights.name}", offline=offline)
-
-
 def timm_pretrained_file(name: str, *, offline: bool) -> tuple[str, WeightsInfo]:
     """The default pretrained weights of timm model ``name``: ``model.safetensors`` of its Hugging Face repo.
 
@@ -275,7 +270,9 @@ def resolve(entry: Model, weights: str, *, offline: bool, recipe: str | None = N
 def _from_torchvision(entry: Model, chosen: Weights, offline: bool, recipe: str | None) -> Resolved:
     import torchvision.models as tvm
 
-    return Resolved(*_as_pair(torchvision_state_dict(tvm.get_weight(chosen.location), offline=offline)))
+    weights = tvm.get_weight(chosen.location)  # a torchvision Weights enum member: its published file's URL
+    label = f"torchvision {type(weights).__name__}.{weights.name}"
+    return Resolved(*_as_pair(url_state_dict(weights.url, label, offline=offline)))
 
 
 def _from_url(entry: Model, chosen: Weights, offline: bool, recipe: str | None) -> Resolved:

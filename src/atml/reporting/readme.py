@@ -62,9 +62,8 @@ class DemoEntry:
                    weights.get("spec"), weights.get("source_val_acc"), raw.get("results_data"))
 
     @classmethod
-    def of(cls, folder: Path) -> DemoEntry:
-        """From a finished run folder (its results.json, env.json and recorded sources)."""
-        results = RunResults.from_json(json.loads((folder / "results.json").read_text()))
+    def of(cls, folder: Path, results: RunResults) -> DemoEntry:
+        """From a finished run folder: its ``results`` (results.json, as read), env.json and recorded sources."""
         env = json.loads((folder / "env.json").read_text())
         if results.status != "ok":
             raise ValueError(f"{folder}: status {results.status}; the README table needs a complete demo run")
@@ -108,9 +107,10 @@ def collect(run_folders: Sequence[Path]) -> dict[str, Any]:
     """What the table needs from each run (:class:`DemoSummary`, as ``benchmarks/demo-results.json`` holds it)."""
     started = min((Path(f) / "config.yaml").stat().st_mtime for f in run_folders)
     ended = max((Path(f) / "results.json").stat().st_mtime for f in run_folders)
-    entries = [DemoEntry.of(Path(f)) for f in run_folders]
-    runs = {RunResults.from_json(json.loads((Path(f) / "results.json").read_text())).experiment: e
-            for f, e in zip(run_folders, entries)}
+    runs = {}
+    for folder in map(Path, run_folders):
+        results = RunResults.from_json(json.loads((folder / "results.json").read_text()))
+        runs[results.experiment] = DemoEntry.of(folder, results)
     return DemoSummary(runs, round(ended - started, 1), _trained_during(run_folders, started)).to_json()
 
 
