@@ -38,7 +38,7 @@ import torch
 from atml import config as config_lib
 from atml import runtime
 from atml import speedtest as speed
-from atml.context import QUIET
+from atml.console import QUIET
 from atml.suite import registry
 
 TORCHRUN_EXPERIMENT = "resnet.transfer"

@@ -39,7 +39,7 @@ import torch
 
 from atml import config as config_lib
 from atml import runner, runtime
-from atml.context import QUIET
+from atml.console import QUIET
 from atml.data import rehearsal
 from atml.suite import registry
 from atml.train.loop import epoch_budget

@@ -91,7 +91,7 @@ def test_the_api_and_the_cli_share_the_default_preset_and_unknown_keys_suggest_t
 
 
 def test_api_errors_name_keyword_arguments_not_command_line_flags(tmp_path):
-    from atml.errors import DataError
+    from atml.errors import DataError, Key
 
     with pytest.raises(UsageError) as err:
         atml.run("resnet.features", "smoke", out=tmp_path, data="folder")
@@ -103,7 +103,8 @@ def test_api_errors_name_keyword_arguments_not_command_line_flags(tmp_path):
     (photos / "train" / "ants" / "bad.jpg").write_bytes(b"no")
     with pytest.raises(DataError) as err:
         atml.run("resnet.features", "smoke", out=tmp_path / "runs", quiet=True, data="folder", data_dir=photos)
-    assert "skip_bad_images=true" in str(err.value) and "--set" not in str(err.value)
+    assert "skip_bad_images=True" in str(err.value) and "--set" not in str(err.value)
+    assert err.value.options == [Key("skip_bad_images", True)]  # the fact itself, for code that acts on it
 
 
 def _interrupt_at(monkeypatch, stage, epoch_no):

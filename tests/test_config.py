@@ -123,4 +123,7 @@ def test_a_list_key_given_without_brackets_says_it_wants_a_list_and_how_to_write
     exp = registry().get("resnet.head")
     with pytest.raises(UsageError) as caught:
         config.build(exp.config_cls, exp.presets, "smoke", ["resolutions=32,64"])
-    assert "expects a list of int, written in brackets (--set resolutions=[32,64])" in str(caught.value)
+    assert "expects a list of int, written in brackets (resolutions=[32,64])" in str(caught.value)
+    from atml.cli import TERMINAL
+
+    assert "written in brackets (--set resolutions=[32,64])" in caught.value.words(TERMINAL)

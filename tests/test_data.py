@@ -22,7 +22,10 @@ def test_production_path_checks_official_md5_and_names_the_file(cifar_dir):
         cifar10.load(cifar_dir.parent, offline=True)
     message = str(err.value)
     assert "data_batch_1" in message and cifar10.MD5["data_batch_1"] in message
-    assert "corrupt or truncated" in message and "--data-dir" in message
+    assert "corrupt or truncated" in message and "data_dir=DIR" in message
+    from atml.cli import TERMINAL
+
+    assert "pass --data-dir DIR; or run once online without --offline to" in err.value.words(TERMINAL)
 
 
 def test_missing_file_is_named_with_how_to_get_it(tmp_path):

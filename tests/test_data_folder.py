@@ -50,7 +50,7 @@ def test_every_unreadable_file_is_named_in_one_error_or_skipped_and_listed(photo
         folder.load(photos, size=16)
     message = str(err.value)
     assert "cannot read 2 image(s)" in message and "broken.jpg" in message and "empty.png" in message
-    assert "skip_bad_images=true" in message
+    assert "skip_bad_images=True" in message and "--set skip_bad_images=true" in err.value.words(cli.TERMINAL)
     read = folder.load(photos, size=16, skip_bad=True)
     assert len(read.data.train) == 18 and [s.split(" ")[0] for s in read.skipped] == [
         str(photos / "train" / "bees" / "broken.jpg"), str(photos / "val" / "cats" / "empty.png")]
@@ -87,10 +87,11 @@ def test_a_folder_that_is_not_a_dataset_says_what_the_layout_is(tmp_path, make, 
 def test_the_factory_knows_every_dataset_and_needs_a_folder_for_folder():
     with pytest.raises(UsageError, match="data='imagenet-21k' is not a known dataset"):
         factory.create(factory.Spec("imagenet-21k"))
-    with pytest.raises(UsageError, match="data=imagenet needs --data-dir"):
+    with pytest.raises(UsageError, match="data=imagenet needs data_dir=DIR"):
         factory.create(factory.Spec("imagenet"))
-    with pytest.raises(UsageError, match="needs --data-dir"):
+    with pytest.raises(UsageError, match="needs data_dir=DIR") as caught:
         factory.create(factory.Spec("folder"))
+    assert caught.value.words(cli.TERMINAL).startswith("data=folder needs --data-dir DIR (DIR/train/")
     from atml.suite import grayscale_config
     from atml.suite.clip import config as clip_config
     from atml.suite.compare import config as compare_config
@@ -222,7 +223,8 @@ def test_split_folders_without_train_are_refused_not_read_as_classes(tmp_path, s
     with pytest.raises(DataError) as caught:
         folder.load(root, size=16)
     message = str(caught.value)
-    assert f"split folder(s) {named}" in message and "no train/" in message and "--data-dir" in message
+    assert f"split folder(s) {named}" in message and "no train/" in message and "data_dir=" in message
+    assert f"pass --data-dir {root / sorted(splits)[0]} to use" in caught.value.words(cli.TERMINAL)
     assert "\n" not in message
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from atml import config as config_lib
 from atml import runner
-from atml.context import QUIET
+from atml.console import QUIET
 from atml.models import factory, freezing
 from atml.models.preprocess import Preprocess
 from atml.suite import registry

@@ -95,7 +95,7 @@ def test_the_contributing_guide_s_worked_example_runs_at_the_smoke_preset(tmp_pa
     import atml.suite.resnet
     from atml import config as config_lib
     from atml import runner
-    from atml.context import QUIET
+    from atml.console import QUIET
     from atml.registry import Registry
     from atml.suite.resnet import config as family_config
 

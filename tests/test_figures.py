@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from atml import config as config_lib
 from atml import figures as figure_style
 from atml import runner
-from atml.context import QUIET
+from atml.console import QUIET
 from atml.suite import registry
 
 pytestmark = pytest.mark.slow  # one module fixture runs every experiment's smoke preset (~35 s)

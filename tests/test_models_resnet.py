@@ -77,7 +77,10 @@ def test_offline_imagenet_without_cache_is_an_error_not_random_weights():
     with pytest.raises(WeightsError) as err:
         factory.create("resnet152", "imagenet", family="cnn", num_classes=10)
     message = str(err.value)
-    assert "resnet152-f82ba261.pth" in message and "offline" in message and "--weights" in message
+    assert "resnet152-f82ba261.pth" in message and "offline" in message and "weights=/path/to/" in message
+    from atml.cli import TERMINAL
+
+    assert "--weights /path/to/resnet152-f82ba261.pth" in err.value.words(TERMINAL)
 
 
 def test_imagenet_from_hub_cache_is_hash_checked(tmp_path):

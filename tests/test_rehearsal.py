@@ -12,7 +12,7 @@ import torch
 
 from atml import config as config_lib
 from atml import runner
-from atml.context import QUIET
+from atml.console import QUIET
 from atml.data import rehearsal
 from atml.reporting import build
 from atml.suite import registry

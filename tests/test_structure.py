@@ -122,19 +122,66 @@ def test_notes_and_choices_read_the_typed_sources_not_the_names():
 
 
 def test_the_runner_takes_one_reporter_not_console_flags():
-    """Messages and progress reach a run through one :class:`atml.context.Reporter` (the CLI's, the API's, a sweep
-    cell's), not ``say``/``progress``/``python`` flags threaded through each call."""
+    """Messages and progress reach a run and a sweep through one :class:`atml.console.Reporter` (the CLI's, the
+    API's, a sweep cell's), not ``say``/``progress``/``python`` flags threaded through each call."""
     import inspect
 
-    from atml import runner
-    from atml.context import QUIET, Reporter
+    from atml import cli, runner
+    from atml.console import QUIET, Reporter
+    from atml.errors import Key
+    from atml.sweeps import dispatch
 
-    for fn in (runner.start, runner.resume, runner.execute):
+    for fn in (runner.start, runner.resume, runner.execute, dispatch.run):
         params = inspect.signature(fn).parameters
         assert "report" in params and not {"say", "progress", "python"} & set(params), fn.__name__
     lines: list[str] = []
-    ranked = Reporter(lines.append, progress=True, python=True)
-    assert ranked.resolved(is_main=True).progress and ranked.resolved(is_main=True).python
+    ranked = Reporter(lines.append, progress=True, words=cli.TERMINAL)
+    assert ranked.resolved(is_main=True).progress and ranked.resolved(is_main=True).words is cli.TERMINAL
+    ranked.tell("pass ", Key("epochs", "N"))
+    assert lines == ["pass --set epochs=N"]
+    lines.clear()
     silent = ranked.resolved(is_main=False)  # a torchrun rank other than 0 prints nothing and shows no bars
     silent.say("x")
     assert lines == [] and not silent.progress and not QUIET.resolved(is_main=True).progress
+
+
+def _messages(path: Path) -> list[tuple[int, str]]:
+    """The string literals of a module that are not docstrings (messages, notes, formats), with their lines."""
+    tree = ast.parse(path.read_text())
+    docs = {id(body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            for body in [node.body] if body and isinstance(body[0], ast.Expr)}
+    docs |= {id(node.value) for node in ast.walk(tree)  # attribute docstrings: a bare string after an assignment
+             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs]
+
+
+def test_only_the_command_line_words_its_flags():
+    """Below ``cli.py`` a message names an option as a fact (``Option("data_dir", "DIR")``, ``Key("epochs", 3)``,
+    ``Resume(...)``), which the command line writes as its flag and Python as a keyword: no library string spells a
+    flag. ``reporting/readme.py`` writes the documentation of the command line and is left out."""
+    import re
+
+    from atml import cli
+
+    flags = set(cli._flags().values()) - {"--help", "--version"}
+    spelled = re.compile(r"(?<![\w-])(" + "|".join(sorted(map(re.escape, flags), key=len, reverse=True)) + r")(?![\w-])")
+    found = [f"{path.relative_to(SRC)}:{line}: {text[:80]!r}" for path in sorted(SRC.rglob("*.py"))
+             if path.name != "cli.py" and path.relative_to(SRC).as_posix() != "reporting/readme.py"
+             for line, text in _messages(path) if spelled.search(text)]
+    assert not found, "\n".join(found)
+
+
+def test_every_option_a_message_names_is_one_the_command_line_has():
+    """``Option(NAME, ...)`` in the library names a flag of some command (``cli.TerminalWords`` writes it from the
+    parsers), so no message points a user at an option that does not exist."""
+    from atml import cli
+
+    named = {(path.relative_to(SRC).as_posix(), node.lineno, node.args[0].value)
+             for path in SRC.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Option"
+             and node.args and isinstance(node.args[0], ast.Constant)}
+    assert len(named) > 40
+    unknown = sorted(f"{file}:{line}: {name}" for file, line, name in named if name not in cli._flags())
+    assert not unknown, unknown

@@ -54,7 +54,7 @@ def test_cells_are_the_product_named_from_the_varying_keys() -> None:
     (["compare.probe", "--grid", "data="], "empty value"),
     (["compare.probe", "--grid", "data=digits,digits"], "same config"),
     (["compare.probe", "--grid", "data=digits,generated-cifar10", "--partition", "gpu"], "--partition"),
-    (["vae.train", "--grid", "epochs=1,2", "--set", "epochs=3"], "epochs is both fixed (--set/set:) and varied"),
+    (["vae.train", "--grid", "epochs=1,2", "--set", "epochs=3"], "epochs is both fixed (a set value) and varied"),
     (["vae.train", "--grid", "seed=0,1", "--seeds", "2"], "--seeds 2 and a grid over seed both choose seeds"),
 ])
 def test_a_bad_spec_is_one_line_exit_2_and_nothing_is_written(argv: list[str], message: str, tmp_path: Path,
@@ -109,7 +109,9 @@ def test_the_grid_figure_names_its_row_keys() -> None:
 def test_a_refused_submission_names_what_to_fix(said: str, flag: str) -> None:
     from atml.sweeps import watch
 
-    line = watch.rejection(RuntimeError(said), dispatch.Options())
+    from atml.errors import words
+
+    line = words(watch.rejection(RuntimeError(said), dispatch.Options()), cli.TERMINAL)
     assert flag in line and "\n" not in line and said.splitlines()[0] in line, line
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from atml import cli
+from atml.console import Reporter
 from atml.suite import registry
 from atml.sweeps import dispatch
 from atml.sweeps import spec as spec_lib
@@ -208,7 +209,7 @@ def test_cells_waiting_behind_a_drained_node_print_slurm_s_reason(slurm: None, t
     subprocess.run(["scontrol", "update", "nodename=localhost", "state=drain", "reason=atml-test"], check=True)
     try:
         result: list[dispatch.Summary] = []
-        worker = threading.Thread(target=lambda: result.append(dispatch.run(sweep, opts, say=said.append)))
+        worker = threading.Thread(target=lambda: result.append(dispatch.run(sweep, opts, report=Reporter(said.append))))
         worker.start()
         _wait(lambda: any("pending in Slurm's queue" in line for line in said), 60, "a pending line")
     finally:

@@ -16,7 +16,6 @@ The command line is a thin layer over these functions (``atml run`` = :func:`run
 from __future__ import annotations
 
 import ast
-import contextlib
 import dataclasses
 import html
 import inspect
@@ -24,12 +23,12 @@ import json
 import sys
 import time
 import typing
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from atml import storage
-from atml.errors import AtmlError, UsageError
+from atml.errors import Resume, UsageError
 from atml.results import Bench as Bench
 from atml.results import Figure, Metrics, RunResults, Spread, Table, pandas_or_error, spread
 from atml.results import Speed as Speed
@@ -37,7 +36,7 @@ from atml.results import Speed as Speed
 if typing.TYPE_CHECKING:
     import pandas
 
-    from atml.context import Reporter
+    from atml.console import Reporter
     from atml.models import registry as registry_lib
 
 
@@ -331,12 +330,11 @@ def run(name: str, preset: str | None = None, *, seeds: int | None = None, out: 
             raise UsageError("seeds and out start new runs; they cannot be combined with resume=")
         return resume_run(resume, name=name, preset=preset, tensorboard=tensorboard, progress=progress,
                           quiet=quiet, **({"device": device} if device != "auto" else {}), **values)
-    with _in_python_words():
-        exp = registry().get(name)
-        folders = runner.start(exp, preset or config_lib.DEFAULT_PRESET, values={"device": device, "seed": seed,
-                                                                                  **values},
-                               seeds=1 if seeds is None else seeds, out=out, tensorboard=tensorboard,
-                               report=_reporter(progress, quiet))
+    exp = registry().get(name)
+    folders = runner.start(exp, preset or config_lib.DEFAULT_PRESET, values={"device": device, "seed": seed,
+                                                                              **values},
+                           seeds=1 if seeds is None else seeds, out=out, tensorboard=tensorboard,
+                           report=_reporter(progress, quiet))
     runs = [Run(folder.path) for folder in folders]
     return runs[0] if seeds is None else Runs(runs)
 
@@ -366,11 +364,10 @@ def sweep(spec: str | Path, preset: str | None = None, *, grid: Mapping[str, Seq
     request.fixed += list(fixed.items())
     request.given(preset, seeds, name)
     request.source = "atml.sweep(...)" if request.source == "the command line" else request.source
-    with _in_python_words():
-        checked = spec_lib.expand(request, registry())
-        opts = dispatch.Options(out=Path(out), executor=executor, parallel=parallel, retry_failed=retry_failed,
-                                track=track, command="")
-        summary = dispatch.run(checked, opts, say=(lambda _m: None) if quiet else print, progress=progress)
+    checked = spec_lib.expand(request, registry())
+    opts = dispatch.Options(out=Path(out), executor=executor, parallel=parallel, retry_failed=retry_failed,
+                            track=track, command="")
+    summary = dispatch.run(checked, opts, report=_reporter(progress, quiet))
     runs = []
     for cell in checked.cells:
         folder = summary.folder / cell.name
@@ -398,42 +395,17 @@ def resume_run(path: str | Path, *, name: str | None = None, preset: str | None 
     from atml import runner
     from atml.suite import registry
 
-    with _in_python_words():
-        folder = runner.resume(registry().get, path, name=name, values=changes, preset=preset,
-                               tensorboard=tensorboard, report=_reporter(progress, quiet))
+    folder = runner.resume(registry().get, path, name=name, values=changes, preset=preset,
+                           tensorboard=tensorboard, report=_reporter(progress, quiet))
     return Run(folder.path)
 
 
 def _reporter(progress: bool | None, quiet: bool) -> Reporter:
     """What a notebook or script sees: notebook bars in Jupyter (unless ``progress`` says), nothing printed when
     ``quiet``, what to do next as Python calls."""
-    from atml.context import QUIET, Reporter
+    from atml.console import QUIET, Reporter
 
-    return Reporter(QUIET.say if quiet else print, _in_notebook() if progress is None else progress, python=True)
-
-
-@contextlib.contextmanager
-def _in_python_words() -> Iterator[None]:
-    """Re-raise atml's errors with command-line options written as keyword arguments (see :func:`pythonic`)."""
-    try:
-        yield
-    except AtmlError as err:
-        err.args = (pythonic(str(err)),)
-        raise
-
-
-_FLAGS = {"--resume continues": "atml.resume() continues", "--resume": "resume=", "--seeds ": "seeds=",
-          "--data-dir ": "data_dir=", "--weights ": "weights=", "--device ": "device=", "--seed ": "seed=",
-          "--out ": "out=", "--set ": "", "--preset ": "preset=", "--models ": "models=", "--compile ": "compile=",
-          "--data-dir": "data_dir=", "--weights": "weights="}
-
-
-def pythonic(message: str) -> str:
-    """A message written for the command line with its options as :func:`run`'s keyword arguments
-    (``--data-dir DIR`` -> ``data_dir=DIR``, ``--set epochs=3`` -> ``epochs=3``)."""
-    for flag, keyword in _FLAGS.items():
-        message = message.replace(flag, keyword)
-    return message
+    return Reporter(QUIET.say if quiet else print, _in_notebook() if progress is None else progress)
 
 
 def load(path: str | Path) -> Run:
@@ -472,8 +444,8 @@ def _check_finished(path: Path) -> None:
         reached = f" It stopped after epoch {last.get('epoch')} of stage {last.get('stage', 'main')}"
         reached += " (checkpoints kept)." if any((path / "checkpoints").glob("*.pt")) else "."
     raise RunDirError(f"{path} is an unfinished run of {saved.get('experiment', '?')} ({saved.get('preset', '?')}): "
-                      f"it has no results.json.{reached} Continue it with atml.resume({str(path)!r}) (or atml run "
-                      f"{saved.get('experiment', 'NAME')} --resume {path})")
+                      f"it has no results.json.{reached} Continue it with ",
+                      Resume(str(saved.get("experiment", "EXPERIMENT")), path))
 
 
 def report(runs: Iterable[Run | str | Path], out: str | Path | None = None, *, static: bool = False) -> Path:
@@ -503,12 +475,11 @@ def model_info(name: str | None = None, family: str | None = None) -> list[regis
     from atml.models import factory
     from atml.models import registry as models_registry
 
-    with _in_python_words():
-        if family is not None and family not in models_registry.FAMILIES:
-            raise UsageError(f"family={family!r} is not valid; choose one of {', '.join(models_registry.FAMILIES)}")
-        if name is not None:
-            return factory.find(name, family)
-        return [m for m in models_registry.MODELS.values() if family in (None, m.family)]
+    if family is not None and family not in models_registry.FAMILIES:
+        raise UsageError(f"family={family!r} is not valid; choose one of {', '.join(models_registry.FAMILIES)}")
+    if name is not None:
+        return factory.find(name, family)
+    return [m for m in models_registry.MODELS.values() if family in (None, m.family)]
 
 
 def bench(name: str, preset: str = "demo", *, device: str = "auto", seed: int = 0,
@@ -517,14 +488,13 @@ def bench(name: str, preset: str = "demo", *, device: str = "auto", seed: int = 
     from atml import config as config_lib
     from atml.suite import registry
 
-    with _in_python_words():
-        exp = registry().get(name)
-        if exp.bench is None:
-            raise UsageError(f"{exp.name} has no benchmark; these have one: "
-                            + ", ".join(e.name for e in registry() if e.bench is not None))
-        cfg = config_lib.build(exp.config_cls, exp.presets, preset, [], name=exp.name)
-        cfg = config_lib.apply_values(cfg, {"device": device, "seed": seed, **overrides}, name=exp.name)
-        return dataclasses.replace(exp.bench(cfg), experiment=exp.name)
+    exp = registry().get(name)
+    if exp.bench is None:
+        raise UsageError(f"{exp.name} has no benchmark; these have one: "
+                        + ", ".join(e.name for e in registry() if e.bench is not None))
+    cfg = config_lib.build(exp.config_cls, exp.presets, preset, [], name=exp.name)
+    cfg = config_lib.apply_values(cfg, {"device": device, "seed": seed, **overrides}, name=exp.name)
+    return dataclasses.replace(exp.bench(cfg), experiment=exp.name)
 
 
 def speed(device: str = "auto", *, models: Sequence[str] = ("resnet152", "deit_small_patch16_224"),
@@ -533,9 +503,8 @@ def speed(device: str = "auto", *, models: Sequence[str] = ("resnet152", "deit_s
     per pair; ``quick`` runs tiny batches that check the paths, not the speed)."""
     from atml import speedtest as speed_module
 
-    with _in_python_words():
-        speed_module.check_options(device, compile, tuple(models))
-        return speed_module.run(device, quick=quick, compile=compile, models=tuple(models))
+    speed_module.check_options(device, compile, tuple(models))
+    return speed_module.run(device, quick=quick, compile=compile, models=tuple(models))
 
 
 def _in_notebook() -> bool:

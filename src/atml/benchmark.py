@@ -34,7 +34,8 @@ def scratch_context(cfg: Any) -> Iterator[Any]:
     ``pretrained/`` folder (the demo's stand-in models, so they are not trained again), and
     whatever it writes (embedding caches, datasets) goes to the temporary cache.
     """
-    from atml.context import QUIET, RunContext
+    from atml.console import QUIET
+    from atml.context import RunContext
 
     device = runtime.select_device(cfg.device)
     runtime.seed_everything(cfg.seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import signal
 import sys
 import time
@@ -12,7 +13,19 @@ from pathlib import Path
 from typing import TypeAlias
 
 from atml import config as config_lib
-from atml.errors import EXIT_CELLS_NOT_DONE, EXIT_OK, EXIT_SIGNAL, AtmlError, DataError, UsageError, WeightsError
+from atml.console import Reporter
+from atml.errors import (
+    EXIT_CELLS_NOT_DONE,
+    EXIT_OK,
+    EXIT_SIGNAL,
+    AtmlError,
+    DataError,
+    Key,
+    Option,
+    Resume,
+    UsageError,
+    WeightsError,
+)
 from atml.models.registry import FAMILIES as MODEL_FAMILIES
 from atml.suite import registry
 
@@ -25,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         result: int = args.func(args)
         return result
     except AtmlError as err:
-        print(f"atml: error: {err}{_offline_hint(args, err)}", file=sys.stderr)
+        print(f"atml: error: {err.words(TERMINAL)}{_offline_hint(args, err)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt as err:
         signum = signal.SIGTERM if isinstance(err, Terminated) else getattr(err, "signum", signal.SIGINT)
@@ -43,6 +56,53 @@ def _offline_hint(args: argparse.Namespace, err: AtmlError) -> str:
             or not isinstance(err, (DataError, WeightsError)):
         return ""
     return f". To try {args.experiment} offline now, without them: atml run {args.experiment} --preset demo"
+
+
+class TerminalWords:
+    """The command line's words for the facts a message names: an option as its flag (``--data-dir DIR``), a config
+    key as ``--set KEY=VALUE``, a resume as the command that continues it."""
+
+    def option(self, option: Option) -> str:
+        flag = _flags()[option.name]
+        return flag if option.value is None or option.value is True else f"{flag} {option.value}"
+
+    def key(self, key: Key) -> str:
+        return f"--set {key.name}={_typed(key.value)}"
+
+    def resume(self, resume: Resume) -> str:
+        return f"atml run {resume.experiment} --resume {resume.path}"
+
+
+def _typed(value: object) -> str:
+    """A value as ``--set`` reads it (YAML): ``true``, ``[a,b]``, ``...`` for a value left to the user."""
+    if value is None:
+        return "..."
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_typed(v) for v in value) + "]"
+    return str(value)
+
+
+@functools.cache
+def _flags() -> dict[str, str]:
+    """Each option's flag by its Python name (``data_dir`` -> ``--data-dir``), from every command's parser."""
+    flags: dict[str, str] = {}
+    pending = [build_parser()]
+    while pending:
+        parser = pending.pop()
+        for action in parser._actions:
+            longest = max(action.option_strings, key=len, default="")
+            if longest.startswith("--"):
+                flags.setdefault(action.dest, longest)
+            if isinstance(action, argparse._SubParsersAction):
+                pending += list(action.choices.values())
+    return flags
+
+
+TERMINAL = TerminalWords()
+CONSOLE = Reporter(words=TERMINAL)
+"""The command line's reporter: each message printed in its flags' words, bars when stderr is a terminal."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -283,14 +343,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.seeds != 1 or args.out:
             raise UsageError("--seeds and --out start new runs; they cannot be combined with --resume")
         runs = [runner.resume(reg.get, args.resume, name=args.experiment, texts=_overrides(args), preset=args.preset,
-                              tensorboard=args.tensorboard)]
+                              tensorboard=args.tensorboard, report=CONSOLE)]
     else:
         if args.track:
             from atml import tracking
 
             tracking.check(args.track)
         runs = runner.start(reg.get(args.experiment), args.preset or config_lib.DEFAULT_PRESET,
-                            texts=_overrides(args), seeds=args.seeds, out=args.out, tensorboard=args.tensorboard)
+                            texts=_overrides(args), seeds=args.seeds, out=args.out, tensorboard=args.tensorboard,
+                            report=CONSOLE)
     if rank_and_world()[0] == 0:
         if args.track:
             from atml import tracking
@@ -335,7 +396,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                             array_parallelism=args.array_parallelism, tasks_per_node=args.tasks_per_node,
                             account=args.account, slurm_setup=args.slurm_setup,
                             command=shlex.join(["atml", "sweep", *_without(sys.argv[1:] if sys.argv else [])]))
-    summary = dispatch.run(sweep, opts)
+    summary = dispatch.run(sweep, opts, report=dataclasses.replace(dispatch.SWEEP, words=TERMINAL))
     return EXIT_CELLS_NOT_DONE if summary.failed or summary.stopped else EXIT_OK
 
 
@@ -365,7 +426,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runs = []
     for exp in registry():
         cfg = config_lib.build(exp.config_cls, exp.presets, args.preset, [f"device={args.device}", "offline=true"])
-        runs += [runner.execute(exp, c, preset=args.preset, out=out / "runs", tensorboard=args.tensorboard).path
+        runs += [runner.execute(exp, c, preset=args.preset, out=out / "runs", tensorboard=args.tensorboard,
+                                report=CONSOLE).path
                  for c in runner.seeded(cfg, args.seeds)]
     page = build.write_report(runs, out / "report", registry())
     print(page)

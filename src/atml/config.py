@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from atml.errors import UsageError
+from atml.errors import Key, UsageError
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DEVICES: tuple[Device, ...] = typing.get_args(Device)
@@ -68,13 +68,14 @@ class RunConfig:
         torch, torchvision, timm or open_clip)."""
         from pathlib import Path
 
-        from atml.errors import WeightsError
+        from atml.errors import Option, WeightsError
         from atml.models.registry import canonical_weights, is_path
 
         self.weights = canonical_weights(self.weights)  # the demo's weights had two names before: one now
         if is_path(self.weights) and not Path(self.weights).expanduser().exists():
-            raise WeightsError(f"--weights {self.weights}: {Path(self.weights).expanduser()} does not exist; pass an "
-                               "existing weights file (or transformers folder), or a name such as imagenet or random")
+            raise WeightsError(Option("weights", self.weights), f": {Path(self.weights).expanduser()} does not exist; "
+                               "pass an existing weights file (or transformers folder), or a name such as imagenet or "
+                               "random")
 
 
 def require_positive(cfg: Any, *names: str) -> None:
@@ -147,7 +148,7 @@ def parse_override(item: str) -> tuple[str, str]:
     """Split ``a.b=value`` into ``("a.b", "value")``."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise UsageError(f"override {item!r} is not of the form key=value (e.g. --set epochs=3)")
+        raise UsageError(f"override {item!r} is not of the form key=value (e.g. ", Key("epochs", 3), ")")
     return key.strip(), raw.strip()
 
 
@@ -300,8 +301,8 @@ def _sequence(kind: type) -> Callable[[Any, tuple[Any, ...], str], Any]:
                 raise
             name = getattr(item, "__name__", str(item))
             example = f"[{value}]" if isinstance(value, str) and "," in value else "[a,b]"
-            raise UsageError(f"config key {key!r} expects a list of {name}, written in brackets (--set "
-                             f"{key}={example}); got {value!r}") from err
+            raise UsageError(f"config key {key!r} expects a list of {name}, written in brackets (",
+                             Key(key, example), f"); got {value!r}") from err
         return kind(out)
     return convert
 

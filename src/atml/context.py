@@ -5,7 +5,6 @@ factory, its source recorded)."""
 from __future__ import annotations
 
 import dataclasses
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,40 +13,13 @@ from typing import Any, Literal, overload
 import torch
 
 from atml import views
+from atml.console import QUIET, Reporter
 from atml.models.clip import CLIPModel
 from atml.models.cnn import CNN
 from atml.models.types import Built
 from atml.models.vit import ViT
 from atml.provenance import Source
 from atml.run_dir import RunDir
-
-
-@dataclasses.dataclass(frozen=True)
-class Reporter:
-    """Where a run's messages and progress go, and in whose words: ``say`` takes one line per message, ``progress``
-    turns the bars on (None: when stderr is a terminal), ``python`` words what to do next as Python calls
-    (``atml.resume(...)``) instead of commands. The command line, :func:`atml.run` and a sweep's cells each pass one;
-    the runner hands it to the experiment in its :class:`RunContext`."""
-
-    say: Callable[[str], None] = print
-    progress: bool | None = None
-    python: bool = False
-
-    def resolved(self, is_main: bool) -> Reporter:
-        """This reporter for one process of a run: bars decided (a terminal's stderr when not said), and silent on
-        torchrun ranks other than 0."""
-        bars = is_main and (sys.stderr.isatty() if self.progress is None else self.progress)
-        return dataclasses.replace(self, say=self.say if is_main else _silent, progress=bars)
-
-
-def _silent(_line: str) -> None:
-    """A reporter's ``say`` that prints nothing."""
-
-
-QUIET = Reporter(_silent, progress=False)
-"""Nothing printed, no bars (tests, benchmarks, a sweep's bookkeeping)."""
-CONSOLE = Reporter()
-"""The command line's: each message printed, bars when stderr is a terminal."""
 
 
 @dataclasses.dataclass

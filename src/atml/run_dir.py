@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from atml import storage
-from atml.errors import RunDirError, UsageError
+from atml.errors import Option, Resume, RunDirError, UsageError
 from atml.train.loop import MemoryRecorder
 
 
@@ -47,7 +47,7 @@ class RunDir:
         except OSError as err:
             what = "is a file, not a folder" if parent.exists() and not parent.is_dir() else \
                 f"cannot create the folder ({err.strerror})"
-            raise UsageError(f"--out {parent} {what}; pass another --out") from err
+            raise UsageError(Option("out", parent), f" {what}; pass another ", Option("out")) from err
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for n in range(1, 1000):
             name = f"{experiment}-{preset}-{stamp}" + (f"-{n}" if n > 1 else "")
@@ -56,8 +56,8 @@ class RunDir:
             except FileExistsError:
                 continue
             except OSError as err:
-                raise UsageError(f"--out {parent}: cannot create a run folder there ({err.strerror}); pass another "
-                                 "--out") from err
+                raise UsageError(Option("out", parent), f": cannot create a run folder there ({err.strerror}); "
+                                 "pass another ", Option("out")) from err
             run = cls(parent / name)
             run.lock()
             return run
@@ -74,7 +74,8 @@ class RunDir:
         except FileExistsError as err:
             raise RunDirError(f"{path} already exists; a new run never reuses a folder (resume it instead)") from err
         except OSError as err:
-            raise UsageError(f"cannot create the run folder {path} ({err.strerror}); pass another --out") from err
+            raise UsageError(f"cannot create the run folder {path} ({err.strerror}); pass another ",
+                             Option("out")) from err
         run = cls(path)
         run.lock()
         return run
@@ -158,7 +159,8 @@ class RunDir:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
-            raise UsageError("--tensorboard needs the tensorboard package: pip install 'atml[tensorboard]'") from err
+            raise UsageError(Option("tensorboard", True), " needs the tensorboard package: pip install "
+                             "'atml[tensorboard]'") from err
         self._tensorboard = SummaryWriter(log_dir=str(self.path / "tensorboard"))
 
     def close_tensorboard(self) -> None:
@@ -193,7 +195,8 @@ def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise RunDirError(f"{path} is missing: the run did not finish; resume it with --resume {path.parent}") from err
+        raise RunDirError(f"{path} is missing: the run did not finish; resume it with ",
+                          Resume(_experiment_of(path.parent), path.parent)) from err
     except json.JSONDecodeError as err:
         raise RunDirError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); the file is "
                           "damaged (a run stopped while writing it?): run the experiment again") from None
@@ -202,6 +205,14 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RunDirError(f"{path} holds a JSON {type(data).__name__}, not the object atml writes; the file is damaged")
     return data
+
+
+def _experiment_of(folder: Path) -> str:
+    """The experiment a run folder's config.yaml names (``EXPERIMENT`` when it cannot be read)."""
+    try:
+        return str((yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("experiment", "EXPERIMENT"))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "EXPERIMENT"
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -21,9 +21,10 @@ import torch.distributed as dist
 
 from atml import config as config_lib
 from atml import distributed, references, runtime
-from atml.context import CONSOLE, Reporter, RunContext
+from atml.console import PRINTED, Reporter
+from atml.context import RunContext
 from atml.data import rehearsal
-from atml.errors import AtmlError, DivergedError, RunDirError, UsageError
+from atml.errors import AtmlError, DivergedError, Key, Option, Resume, RunDirError, UsageError
 from atml.provenance import DataSource
 from atml.registry import Experiment
 from atml.results import Results, RunResults, to_json
@@ -32,12 +33,12 @@ from atml.run_dir import FollowerRunDir, RunDir
 
 def start(exp: Experiment[Any], preset: str, *, texts: Sequence[str] = (), values: Mapping[str, Any] | None = None,
           seeds: int = 1, out: str | Path | None = None, tensorboard: bool = False,
-          report: Reporter = CONSOLE) -> list[RunDir]:
+          report: Reporter = PRINTED) -> list[RunDir]:
     """New runs of ``exp`` at ``preset``: ``atml run`` and :func:`atml.run` both come here.
 
     ``texts`` are ``--set``-style ``key=value`` overrides, ``values`` Python values by key
     (applied after the texts); ``seeds`` runs with consecutive seeds from the config's own.
-    ``report``: where messages and progress go, in command-line or Python words (:class:`Reporter`).
+    ``report``: where messages and progress go, in the front end's words (:class:`Reporter`).
     """
     cfg = config_lib.build(exp.config_cls, exp.presets, preset, list(texts), name=exp.name)
     if values:
@@ -49,13 +50,13 @@ def start(exp: Experiment[Any], preset: str, *, texts: Sequence[str] = (), value
 def seeded(cfg: Any, seeds: int) -> list[Any]:
     """``seeds`` copies of ``cfg`` with consecutive seeds from its own."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise UsageError(f"--seeds {seeds} is not valid; use an integer >= 1")
+        raise UsageError(Option("seeds", seeds), " is not valid; use an integer >= 1")
     return [dataclasses.replace(cfg, seed=cfg.seed + i) for i in range(seeds)]
 
 
 def resume(lookup: Callable[[str], Experiment[Any]], path: str | Path, *, name: str | None = None,
            texts: Sequence[str] = (), values: Mapping[str, Any] | None = None, preset: str | None = None,
-           tensorboard: bool = False, report: Reporter = CONSOLE) -> RunDir:
+           tensorboard: bool = False, report: Reporter = PRINTED) -> RunDir:
     """Continue the run in ``path`` from its checkpoints (``atml run --resume`` and :func:`atml.resume`).
 
     Options given (``texts``/``values``) are checked against the saved config by
@@ -73,13 +74,8 @@ def resume(lookup: Callable[[str], Experiment[Any]], path: str | Path, *, name: 
                    resume_changes=changes)
 
 
-def resume_call(exp: str, path: Path | str, *, python: bool) -> str:
-    """How to resume the run in ``path``: the Python call or the command."""
-    return f"atml.resume({str(path)!r})" if python else f"atml run {exp} --resume {path}"
-
-
 def execute(exp: Experiment[Any], cfg: Any, *, preset: str, out: str | Path | None = None,
-            resume: str | Path | None = None, report: Reporter = CONSOLE, tensorboard: bool = False,
+            resume: str | Path | None = None, report: Reporter = PRINTED, tensorboard: bool = False,
             resume_changes: dict[str, Any] | None = None, folder: Path | None = None) -> RunDir:
     """Create (or reopen with ``resume``) the run folder, run the experiment, write results.
 
@@ -99,9 +95,8 @@ def execute(exp: Experiment[Any], cfg: Any, *, preset: str, out: str | Path | No
     before = figures.opened()
     try:
         if resume and not resume_changes and _finished(run):
-            more = "epochs=N" if report.python else "--set epochs=N"
-            say(f"atml: {run.path} is already complete (its results.json says ok): nothing to resume. Pass "
-                f"{more} with more epochs than it ran to train further, or start a new run")
+            report.tell(f"atml: {run.path} is already complete (its results.json says ok): nothing to resume. Pass ",
+                        Key("epochs", "N"), " with more epochs than it ran to train further, or start a new run")
             return run
         if tensorboard and is_main:
             run.enable_tensorboard()
@@ -153,8 +148,7 @@ def _run(exp: Experiment[Any], cfg: Any, ctx: RunContext, preset: str) -> Result
             _write_failed(ctx.run, exp, preset, cfg, ctx, err)
         raise
     except KeyboardInterrupt:
-        resume = resume_call(exp.name, ctx.run.path, python=ctx.report.python)
-        ctx.say(f"atml: checkpoints are kept. Resume with: {resume}")
+        ctx.report.tell("atml: checkpoints are kept. Resume with: ", Resume(exp.name, ctx.run.path))
         raise
 
 
@@ -213,15 +207,16 @@ def resume_config(saved: Any, given: Any, preset: str, given_preset: str | None)
     mix two experiments in one run folder.
     """
     if given_preset is not None and given_preset != preset:
-        raise UsageError(f"--preset {given_preset} conflicts with the resumed run's preset {preset}; drop --preset "
-                         "or start a new run")
+        raise UsageError(Option("preset", given_preset), f" conflicts with the resumed run's preset {preset}; drop ",
+                         Option("preset"), " or start a new run")
     changed = {f: (getattr(saved, f), getattr(given, f)) for f in config_lib.field_names(type(saved))
                if getattr(saved, f) != getattr(given, f)}
     refused = {f: v for f, v in changed.items()
                if f not in RESUMABLE_CHANGES or (f == "epochs" and v[1] < v[0])}
     if refused:
         listed = ", ".join(f"{f} (saved {old!r}, given {new!r})" for f, (old, new) in refused.items())
-        raise UsageError(f"--resume continues a run with its saved config; these options differ from it: {listed}. "
+        raise UsageError("resuming continues a run with its saved config; these options differ from it: "
+                         f"{listed}. "
                          f"Only {', '.join(f'{k} ({v})' for k, v in RESUMABLE_CHANGES.items())} may change; "
                          "start a new run for the rest")
     return given, {f: {"saved": old, "now": new} for f, (old, new) in changed.items()}

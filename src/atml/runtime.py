@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atml.errors import UsageError
+from atml.errors import Option, UsageError
 
 OFFLINE_ENV_VARS = ("ATML_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -33,9 +33,11 @@ def select_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+        raise UsageError(Option("device", "cuda"), " was asked for but no CUDA device is available; use ",
+                         Option("device", "cpu"), " or auto")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+        raise UsageError(Option("device", "mps"), " was asked for but MPS is not available; use ",
+                         Option("device", "cpu"), " or auto")
     return torch.device(name)
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from atml import benchmark as bench
 from atml import config as config_lib
 from atml import runtime
-from atml.errors import UsageError
+from atml.errors import Option, UsageError
 from atml.models import factory, freezing
 from atml.models.preprocess import Preprocess
 from atml.results import Pair, Speed
@@ -189,11 +189,12 @@ def check_options(device: str, compile: str, models: tuple[str, ...]) -> None:
 
     unknown = [m for m in models if m not in (RESNET, DEIT)]
     if unknown or not models:
-        raise UsageError(f"--models {','.join(models)!r} is not valid; choose from {RESNET}, {DEIT}")
+        raise UsageError(Option("models", ",".join(models)), f" is not valid; choose from {RESNET}, {DEIT}")
     if compile not in config_lib.COMPILE_MODES:
-        raise UsageError(f"--compile {compile!r} is not valid; choose one of {', '.join(config_lib.COMPILE_MODES)}")
+        raise UsageError(Option("compile", compile),
+                         f" is not valid; choose one of {', '.join(config_lib.COMPILE_MODES)}")
     if device not in config_lib.DEVICES:
-        raise UsageError(f"--device {device!r} is not valid; choose one of {', '.join(config_lib.DEVICES)}")
+        raise UsageError(Option("device", device), f" is not valid; choose one of {', '.join(config_lib.DEVICES)}")
 
 
 def run(device_name: str = "auto", *, quick: bool = False, compile: str = "off",

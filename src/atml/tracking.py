@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from atml.errors import UsageError
+from atml.errors import Option, UsageError
 from atml.results import Metric, RunResults
 
 SINKS = ("mlflow", "wandb")
@@ -38,11 +38,11 @@ _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /:]+")
 def check(kind: str) -> None:
     """``--track KIND``: a known sink whose library is installed (and, for MLflow, a store it opens)."""
     if kind not in SINKS:
-        raise UsageError(f"--track {kind} is not known; choose {' or '.join(SINKS)}")
+        raise UsageError(Option("track", kind), f" is not known; choose {' or '.join(SINKS)}")
     try:
         __import__(kind)
     except ImportError as err:
-        raise UsageError(f"--track {kind} needs the {kind} package: pip install 'atml[{kind}]'") from err
+        raise UsageError(Option("track", kind), f" needs the {kind} package: pip install 'atml[{kind}]'") from err
     if kind == "mlflow":
         mlflow_client()
 
@@ -64,7 +64,7 @@ def mlflow_client() -> Any:
         client.search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - MLflow raises many kinds; each becomes the same one line
         why = str(err).strip().split(". ")[0].splitlines()[0][:200]
-        raise UsageError(f"--track mlflow: MLflow cannot open the tracking store {uri} ({why}); point "
+        raise UsageError(Option("track", "mlflow"), f": MLflow cannot open the tracking store {uri} ({why}); point "
                          "MLFLOW_TRACKING_URI at a store it opens (sqlite:///mlflow.db, http://HOST:5000), or unset "
                          "it for atml's default ./mlflow.db") from None
     finally:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from atml.data import ImageDataset, ImageSplit, integrity
-from atml.errors import DataError
+from atml.errors import DataError, Option, Part
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -31,9 +31,11 @@ MD5 = {
     "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
 }
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-HOW_TO_GET = ("Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extract it so that "
-              "DIR/cifar-10-batches-py/ holds the batches, and pass --data-dir DIR; or run once online "
-              "without --offline to let torchvision download it.")
+HOW_TO_GET: tuple[Part, ...] = (
+    "Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extract it so that "
+    "DIR/cifar-10-batches-py/ holds the batches, and pass ", Option("data_dir", "DIR"),
+    "; or run once online without ", Option("offline", True), " to let torchvision download it."
+)
 
 
 def load(root: str | Path, *, offline: bool) -> ImageDataset:
@@ -53,7 +55,7 @@ def load_generated(root: str | Path) -> ImageDataset:
     """Files written by :func:`write_batches` (smoke preset, tests), checked by their manifest."""
     folder = _folder(Path(root))
     integrity.verify_files(folder, integrity.read_manifest(folder), dataset="CIFAR-10 (generated)",
-                           how_to_get="Regenerate it with atml.data.cifar10.write_batches.")
+                           how_to_get=("Regenerate it with atml.data.cifar10.write_batches.",))
     return _read(folder, "generated-cifar10", f"generated CIFAR-10-format batches at {folder} (not real CIFAR-10)")
 
 
@@ -78,7 +80,7 @@ def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # (N, C, H, W)
         labels = np.asarray(entry["labels"], dtype=np.int64)
     except (KeyError, ValueError) as err:
-        raise DataError(f"{path} is not a CIFAR-10 batch ({err}); obtain the official files. {HOW_TO_GET}") from err
+        raise DataError(f"{path} is not a CIFAR-10 batch ({err}); obtain the official files. ", *HOW_TO_GET) from err
     return torch.from_numpy(data.copy()), torch.from_numpy(labels)
 
 

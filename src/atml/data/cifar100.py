@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from atml.data import ImageDataset, ImageSplit, integrity
-from atml.errors import DataError
+from atml.errors import DataError, Option, Part
 
 FOLDER = "cifar-100-python"
 MD5 = {  # as published with the archive and checked by torchvision
@@ -23,9 +23,11 @@ MD5 = {  # as published with the archive and checked by torchvision
     "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
     "meta": "7973b15100ade9c7d40fb424638fde48",
 }
-HOW_TO_GET = ("Download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, extract it so that "
-              "DIR/cifar-100-python/ holds train, test and meta, and pass --data-dir DIR; or run once online "
-              "without --offline to let torchvision download it.")
+HOW_TO_GET: tuple[Part, ...] = (
+    "Download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, extract it so that "
+    "DIR/cifar-100-python/ holds train, test and meta, and pass ", Option("data_dir", "DIR"),
+    "; or run once online without ", Option("offline", True), " to let torchvision download it."
+)
 
 
 def load(root: str | Path, *, offline: bool) -> ImageDataset:
@@ -45,7 +47,7 @@ def load_generated(root: str | Path) -> ImageDataset:
     """Files written by :func:`write_files` (tests), checked by their manifest."""
     folder = _folder(Path(root))
     integrity.verify_files(folder, integrity.read_manifest(folder), dataset="CIFAR-100 (generated)",
-                           how_to_get="Regenerate it with atml.data.cifar100.write_files.")
+                           how_to_get=("Regenerate it with atml.data.cifar100.write_files.",))
     return _read(folder, "generated-cifar100", f"generated CIFAR-100-format files at {folder} (not real CIFAR-100)")
 
 
@@ -65,7 +67,7 @@ def _split(path: Path, classes: list[str]) -> ImageSplit:
         data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(entry["fine_labels"], dtype=np.int64)
     except (KeyError, ValueError) as err:
-        raise DataError(f"{path} is not a CIFAR-100 file ({err}); obtain the official files. {HOW_TO_GET}") from err
+        raise DataError(f"{path} is not a CIFAR-100 file ({err}); obtain the official files. ", *HOW_TO_GET) from err
     return ImageSplit(torch.from_numpy(data.copy()), torch.from_numpy(labels), classes)
 
 

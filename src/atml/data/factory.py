@@ -86,10 +86,10 @@ def _digits(spec: Spec) -> Loaded:
 
 def _folder(spec: Spec) -> Loaded:
     if not spec.root:
-        from atml.errors import UsageError
+        from atml.errors import Option, UsageError
 
-        raise UsageError("data=folder needs --data-dir DIR (DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg, or "
-                         "DIR/CLASS/*.jpg)")
+        raise UsageError("data=folder needs ", Option("data_dir", "DIR"), " (DIR/train/CLASS/*.jpg and "
+                         "DIR/val/CLASS/*.jpg, or DIR/CLASS/*.jpg)")
     read = folder.load(spec.root, size=spec.image_size, seed=spec.seed, skip_bad=spec.skip_bad_images,
                        grayscale=spec.grayscale, interpolation=spec.interpolation, crop=spec.crop,
                        progress=spec.progress)
@@ -98,9 +98,9 @@ def _folder(spec: Spec) -> Loaded:
 
 def _imagenet(spec: Spec) -> Loaded:
     if not spec.root:
-        from atml.errors import UsageError
+        from atml.errors import Option, UsageError
 
-        raise UsageError(f"data=imagenet needs --data-dir DIR with {imagenet.LAYOUT}")
+        raise UsageError("data=imagenet needs ", Option("data_dir", "DIR"), f" with {imagenet.LAYOUT}")
     read = imagenet.load(spec.root, size=spec.image_size, interpolation=spec.interpolation, crop=spec.crop,
                          skip_bad=spec.skip_bad_images, progress=spec.progress)
     return Loaded(read.data, read.skipped, read.readiness)

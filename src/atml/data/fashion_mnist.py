@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from atml.data import ImageDataset, ImageSplit, integrity
-from atml.errors import DataError
+from atml.errors import DataError, Option, Part
 
 MD5 = {  # published with the dataset; the same values torchvision checks
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -22,9 +22,11 @@ MD5 = {  # published with the dataset; the same values torchvision checks
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-HOW_TO_GET = ("Download the four .gz files from https://github.com/zalandoresearch/fashion-mnist (data/fashion) "
-              "into DIR/FashionMNIST/raw/ and pass --data-dir DIR; or run once online without --offline to let "
-              "torchvision download them.")
+HOW_TO_GET: tuple[Part, ...] = (
+    "Download the four .gz files from https://github.com/zalandoresearch/fashion-mnist (data/fashion) "
+    "into DIR/FashionMNIST/raw/ and pass ", Option("data_dir", "DIR"),
+    "; or run once online without ", Option("offline", True), " to let torchvision download them."
+)
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 
 
@@ -45,7 +47,7 @@ def load_generated(root: str | Path) -> ImageDataset:
     """Files written by :func:`write_idx` (smoke preset, tests), checked by their manifest."""
     folder = _folder(Path(root))
     integrity.verify_files(folder, integrity.read_manifest(folder), dataset="FashionMNIST (generated)",
-                           how_to_get="Regenerate it with atml.data.fashion_mnist.write_idx.")
+                           how_to_get=("Regenerate it with atml.data.fashion_mnist.write_idx.",))
     return _read(folder, "generated-fashion-mnist",
                  f"generated FashionMNIST-format IDX files at {folder} (not real FashionMNIST)")
 

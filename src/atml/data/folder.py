@@ -23,7 +23,7 @@ import torch
 from atml.data import ImageDataset, ImageSplit, cache
 from atml.data.cache import Split as CacheSplit
 from atml.data.decode import is_image_file
-from atml.errors import DataError
+from atml.errors import DataError, Key, Option
 
 VAL_NAMES = ("val", "valid", "validation", "test")
 """Held-out split folders, in the order one is picked as the validation split."""
@@ -71,8 +71,8 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
     the model takes of it later, see :func:`atml.data.decode.square_box`)."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass --data-dir DIR with DIR/train/CLASS/*.jpg "
-                        "(and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
+        raise DataError(f"image folder {root} does not exist; pass ", Option("data_dir", "DIR"),
+                        " with DIR/train/CLASS/*.jpg (and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
     train_dir, val_dir, left_out = layout(root)
     folders = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
                      and p.name not in JUNK_NAMES)
@@ -132,9 +132,9 @@ def layout(root: Path) -> tuple[Path, Path | None, list[str]]:
     if "train" not in splits:
         named = ", ".join(n + "/" for n in sorted(splits.values()))
         raise DataError(f"{root} has split folder(s) {named} but no train/: atml trains on DIR/train/CLASS/*.jpg and "
-                        "validates on DIR/val/CLASS/*.jpg. Add a train/ folder, or pass --data-dir "
-                        f"{root / sorted(splits.values())[0]} to use that folder's classes alone (split here, fixed "
-                        "seed)")
+                        "validates on DIR/val/CLASS/*.jpg. Add a train/ folder, or pass ",
+                        Option("data_dir", root / sorted(splits.values())[0]),
+                        " to use that folder's classes alone (split here, fixed seed)")
     train = root / splits["train"]
     val = next((root / splits[n] for n in VAL_NAMES if n in splits), None)
     return train, val, [n for n in subfolders if root / n not in (train, val)]
@@ -166,7 +166,8 @@ def unreadable(splits: Iterable[cache.Split], root: Path, skip_bad: bool) -> lis
     if bad and not skip_bad:
         raise DataError(f"cannot read {len(bad)} image(s) in {root}: {'; '.join(bad[:20])}"
                         + (f"; and {len(bad) - 20} more" if len(bad) > 20 else "")
-                        + ". Remove them, or pass --set skip_bad_images=true to leave them out (they are listed)")
+                        + ". Remove them, or pass ", Key("skip_bad_images", True),
+                        " to leave them out (they are listed)")
     return bad
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from atml.data.decode import _DEEP_MODES, IMAGE_SUFFIXES, Square, decode_square, is_image_file, square_of, to_8_bit
-from atml.errors import DataError
+from atml.errors import DataError, Key, Part
 
 __all__ = ["IMAGE_SUFFIXES", "is_image_file", "load_rgb", "squared", "to_8_bit"]
 
@@ -60,7 +60,8 @@ def read_images(paths: tuple[str, ...], *, skip_bad: bool = False, skipped: list
         elif path.is_file():
             files.append(path)
         else:
-            raise DataError(f"image {path} does not exist; pass existing image files or folders with --set images=...")
+            raise DataError(f"image {path} does not exist; pass existing image files or folders with ",
+                            Key("images", "[...]"))
     out, bad = {}, []
     for path in dict.fromkeys(files):  # the same file named twice is read once
         try:
@@ -70,9 +71,10 @@ def read_images(paths: tuple[str, ...], *, skip_bad: bool = False, skipped: list
         except (OSError, ValueError) as err:  # Pillow: UnidentifiedImageError (an OSError), truncated files...
             bad.append(f"{path} ({str(err).splitlines()[0][:120]})")
     if bad and (not skip_bad or not out):
+        skip: tuple[Part, ...] = () if skip_bad else (", or pass ", Key("skip_bad_images", True),
+                                                      " to leave them out (they are listed)")
         raise DataError(f"cannot read {len(bad)} image(s): {'; '.join(bad)}. Pass JPEG/PNG/... files, or move these "
-                        "out of the folder" + ("" if skip_bad else ", or pass --set skip_bad_images=true to leave "
-                                               "them out (they are listed)"))
+                        "out of the folder", *skip)
     if skipped is not None:
         skipped += bad
     return out

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from atml.errors import DataError
+from atml.errors import DataError, Part
 
 MANIFEST = "atml-generated.json"
 
@@ -20,16 +20,16 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify_files(folder: Path, expected: Mapping[str, str], *, dataset: str, how_to_get: str) -> None:
+def verify_files(folder: Path, expected: Mapping[str, str], *, dataset: str, how_to_get: tuple[Part, ...]) -> None:
     """Check every file in ``expected`` (name -> MD5) exists in ``folder`` with that MD5."""
     for name, md5 in expected.items():
         path = folder / name
         if not path.is_file():
-            raise DataError(f"{dataset}: {path} is missing (expected MD5 {md5}). {how_to_get}")
+            raise DataError(f"{dataset}: {path} is missing (expected MD5 {md5}). ", *how_to_get)
         actual = md5sum(path)
         if actual != md5:
             raise DataError(f"{dataset}: {path} is corrupt or truncated ({path.stat().st_size} bytes, "
-                            f"MD5 {actual}, expected {md5}). Delete it and obtain it again. {how_to_get}")
+                            f"MD5 {actual}, expected {md5}). Delete it and obtain it again. ", *how_to_get)
 
 
 def write_manifest(folder: Path, names: list[str]) -> dict[str, str]:
@@ -51,9 +51,9 @@ def read_manifest(folder: Path) -> dict[str, str]:
     return dict(data["md5"])
 
 
-def torchvision_download(dataset_cls: type, root: Path, *, dataset: str, how_to_get: str) -> None:
+def torchvision_download(dataset_cls: type, root: Path, *, dataset: str, how_to_get: tuple[Part, ...]) -> None:
     """Let torchvision download (and MD5-check) ``dataset_cls`` into ``root``; errors name the fix."""
     try:
         dataset_cls(str(root), train=True, download=True)
     except Exception as err:  # network errors come in many types
-        raise DataError(f"{dataset} is not in {root} and downloading it failed ({err}). {how_to_get}") from err
+        raise DataError(f"{dataset} is not in {root} and downloading it failed ({err}). ", *how_to_get) from err

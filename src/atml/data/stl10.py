@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from atml.data import ImageDataset, ImageSplit, integrity
-from atml.errors import DataError
+from atml.errors import DataError, Option, Part
 
 FOLDER = "stl10_binary"
 SIZE = 96
@@ -24,9 +24,11 @@ MD5 = {
     "test_y.bin": "36f9794fa4beb8a2c72628de14fa638e",
 }
 CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
-HOW_TO_GET = ("Download http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz (2.6 GB), extract it so that "
-              "DIR/stl10_binary/ holds train_X.bin, train_y.bin, test_X.bin and test_y.bin, and pass --data-dir DIR; "
-              "or run once online without --offline to let torchvision download it.")
+HOW_TO_GET: tuple[Part, ...] = (
+    "Download http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz (2.6 GB), extract it so that "
+    "DIR/stl10_binary/ holds train_X.bin, train_y.bin, test_X.bin and test_y.bin, and pass ", Option("data_dir", "DIR"),
+    "; or run once online without ", Option("offline", True), " to let torchvision download it."
+)
 
 
 def load(root: str | Path, *, offline: bool) -> ImageDataset:
@@ -39,7 +41,7 @@ def load(root: str | Path, *, offline: bool) -> ImageDataset:
         try:
             STL10(str(root), split="train", download=True)
         except Exception as err:  # network errors come in many types
-            raise DataError(f"STL-10 is not in {root} and downloading it failed ({err}). {HOW_TO_GET}") from err
+            raise DataError(f"STL-10 is not in {root} and downloading it failed ({err}). ", *HOW_TO_GET) from err
         folder = _folder(root)
     integrity.verify_files(folder, MD5, dataset="STL-10", how_to_get=HOW_TO_GET)
     return _read(folder, "stl10", f"STL-10 official binaries at {folder} (MD5 verified)")
@@ -49,7 +51,7 @@ def load_generated(root: str | Path) -> ImageDataset:
     """Files written by :func:`write_binaries` (smoke preset, tests), checked by their manifest."""
     folder = _folder(Path(root))
     integrity.verify_files(folder, integrity.read_manifest(folder), dataset="STL-10 (generated)",
-                           how_to_get="Regenerate it with atml.data.stl10.write_binaries.")
+                           how_to_get=("Regenerate it with atml.data.stl10.write_binaries.",))
     return _read(folder, "generated-stl10", f"generated STL-10-format binaries at {folder} (not real STL-10)")
 
 
@@ -69,9 +71,9 @@ def _read_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     per_image = 3 * SIZE * SIZE
     if raw.size % per_image or raw.size // per_image != labels.size:
         raise DataError(f"STL-10: {x_path} holds {raw.size} bytes, not {labels.size} images of 3x96x96 as "
-                        f"{y_path} says; the files do not belong together. {HOW_TO_GET}")
+                        f"{y_path} says; the files do not belong together. ", *HOW_TO_GET)
     if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"STL-10: {y_path} has labels outside 1..10. {HOW_TO_GET}")
+        raise DataError(f"STL-10: {y_path} has labels outside 1..10. ", *HOW_TO_GET)
     images = raw.reshape(-1, 3, SIZE, SIZE).transpose(0, 1, 3, 2)  # column-major planes -> (N, C, H, W)
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
 

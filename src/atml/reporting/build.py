@@ -23,7 +23,7 @@ import jinja2
 
 from atml import figures, references, storage
 from atml import results as results_lib
-from atml.errors import RunDirError, UsageError
+from atml.errors import Option, Resume, RunDirError, UsageError
 from atml.registry import Experiment, Registry
 from atml.reporting import interactive
 from atml.results import Metrics, RunResults
@@ -119,8 +119,8 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *, static:
         for name in ("report.md", "tables.tex", "report.html"):
             storage.write_text(out / name, env.get_template(f"{name}.j2").render(**context))
     except OSError as err:
-        raise RunDirError(f"cannot write the report to {out}: {err.strerror or err}; pass a writable --out folder") \
-            from err
+        raise RunDirError(f"cannot write the report to {out}: {err.strerror or err}; pass a writable folder as ",
+                          Option("out")) from err
     return out / "report.html"
 
 
@@ -164,12 +164,12 @@ def check_output_folder(out: Path) -> Path:
     """``out`` must be a folder we may create or fill, and hold no report yet; checked before any work."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder; pass a folder for the report")
+        raise UsageError(Option("out", out), " is a file, not a folder; pass a folder for the report")
     if (out / "report.html").exists():
-        raise UsageError(f"{out} already holds a report; pass another --out")
+        raise UsageError(f"{out} already holds a report; pass another ", Option("out"))
     existing = next((p for p in (out, *out.parents) if p.exists()), None)
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: {existing} is not writable; pass a folder you can write to")
+        raise UsageError(Option("out", out), f": {existing} is not writable; pass a folder you can write to")
     return out
 
 
@@ -249,8 +249,8 @@ def _load(path: Path, index: int, reg: Registry, *, explore: bool = False) -> Ru
         raise RunDirError(f"{path} is not an atml run folder (no config.yaml)")
     if not (path / "results.json").is_file():
         experiment = (run.read_config() or {}).get("experiment", "EXPERIMENT")
-        raise RunDirError(f"{path} has no results: the run did not finish. If it was interrupted, continue it with "
-                          f"'atml run {experiment} --resume {path}'")
+        raise RunDirError(f"{path} has no results: the run did not finish. If it was interrupted, continue it with ",
+                          Resume(experiment, path))
     config = run.read_config()
     results = RunResults.from_folder(run.read_results(), config, path)
     env = run.read_env() if (path / "env.json").is_file() else {}

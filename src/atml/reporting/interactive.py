@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from atml.errors import RunDirError
+from atml.errors import Option, RunDirError
 from atml.run_dir import read_json
 
 
@@ -68,7 +68,7 @@ def load(run: Path, files: list[str], prefix: str) -> list[ViewBlock]:
         path = run / rel
         if not path.is_file():
             raise RunDirError(f"interactive view {path} listed in results.json is missing; rerun the experiment, or "
-                              "pass --static to report it without its views")
+                              "pass ", Option("static", True), " to report it without its views")
         data = read_json(path)
         sheet = data.get("sheet")
         if sheet:
@@ -169,8 +169,8 @@ def _thin(view: dict[str, Any]) -> bool:
 
 def _webp_uri(path: Path) -> str:
     if not path.is_file():
-        raise RunDirError(f"thumbnail sheet {path} is missing; rerun the experiment, or pass --static to report it "
-                          "without its views")
+        raise RunDirError(f"thumbnail sheet {path} is missing; rerun the experiment, or pass ", Option("static", True),
+                          " to report it without its views")
     return "data:image/webp;base64," + base64.b64encode(path.read_bytes()).decode()
 
 

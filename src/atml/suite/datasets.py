@@ -18,7 +18,7 @@ from typing import Any
 from atml.context import RunContext
 from atml.data import ImageDataset, factory
 from atml.data.decode import Square
-from atml.errors import UsageError
+from atml.errors import Option, Part, UsageError
 from atml.models.preprocess import resize_size
 from atml.models.registry import Preprocessing
 from atml.provenance import DataSource
@@ -76,14 +76,16 @@ def check(cfg: Any, names: tuple[str, ...]) -> None:
     files = factory.describe(cfg.data).files  # image files, decoded by decode_plan; the others come at a fixed size
     if cfg.image_size is not None and not files and not getattr(cfg, "images", ()):
         raise UsageError(f"image_size={cfg.image_size} sets the size image files are decoded at (data=folder, "
-                         f"data=imagenet, --set images=...); data={cfg.data} comes at its own size. Leave image_size "
+                         f"data=imagenet, images=[...]); data={cfg.data} comes at its own size. Leave image_size "
                          "out, or read image files")
     if files and not (cfg.data_dir and Path(cfg.data_dir).expanduser().is_dir()):
-        where = f"--data-dir {cfg.data_dir} is not a folder" if cfg.data_dir else "no --data-dir was given"
+        where: tuple[Part, ...] = (Option("data_dir", cfg.data_dir), " is not a folder") if cfg.data_dir else \
+            ("no ", Option("data_dir"), " was given")
         layout = ("DIR/val/<wnid>/*.JPEG (ImageNet's validation layout)" if factory.describe(cfg.data).imagenet_labels
                   else
                   "DIR/train/CLASS/*.jpg (and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
-        raise UsageError(f"data={cfg.data} reads an image folder, but {where}; pass --data-dir DIR with {layout}")
+        raise UsageError(f"data={cfg.data} reads an image folder, but ", *where, "; pass ", Option("data_dir", "DIR"),
+                         f" with {layout}")
 
 
 def load(cfg: Any, ctx: RunContext, pixels: Sequence[Preprocessing], *, limits: tuple[int, int] = (0, 0),

@@ -85,7 +85,7 @@ class CellJob(Checkpointable):
     def _run(self) -> None:
         from atml import config as config_lib
         from atml import runner
-        from atml.context import Reporter
+        from atml.console import Reporter
         from atml.suite import registry
 
         reg = registry()

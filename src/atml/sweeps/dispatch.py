@@ -35,7 +35,8 @@ from typing import Any
 import submitit
 
 from atml import storage
-from atml.errors import UsageError
+from atml.console import Reporter
+from atml.errors import Option, UsageError
 from atml.run_dir import read_json
 from atml.sweeps import queue, watch
 from atml.sweeps.cell import CellJob, cell_state, failure
@@ -178,8 +179,8 @@ class State:
         if self.path.is_file():
             saved = read_json(self.path)
             if not Sweep.from_json(saved["spec"]).same_grid(sweep):
-                raise UsageError(f"{folder} holds another sweep (its {STATE} has a different spec); pass another "
-                                 "--name or --out, or rerun that sweep's own command")
+                raise UsageError(f"{folder} holds another sweep (its {STATE} has a different spec); pass another ",
+                                 Option("name"), " or ", Option("out"), ", or rerun that sweep's own command")
             self.data["cells"].update(saved.get("cells", {}))
             self.data["tracking"] = saved.get("tracking", {})
             self.saved_executor = saved.get("executor", opts.executor)
@@ -204,27 +205,29 @@ class State:
 def check(sweep: Sweep, opts: Options) -> None:
     """The dispatch options, checked before anything is written or submitted."""
     if opts.executor not in EXECUTORS:
-        raise UsageError(f"--executor {opts.executor} is not known; choose {', '.join(EXECUTORS)}")
+        raise UsageError(Option("executor", opts.executor), f" is not known; choose {', '.join(EXECUTORS)}")
     for name in ("parallel", "gpus_per_node", "cpus_per_task", "array_parallelism", "timeout_min", "tasks_per_node"):
         value = getattr(opts, name)
         if value is not None and value < (0 if name == "gpus_per_node" else 1):
-            raise UsageError(f"--{name.replace('_', '-')} {value} is not valid; use a positive integer")
+            raise UsageError(Option(name, value), " is not valid; use a positive integer")
     if opts.mem_gb is not None and opts.mem_gb <= 0:
-        raise UsageError(f"--mem-gb {opts.mem_gb} is not valid; use a positive number of GB")
+        raise UsageError(Option("mem_gb", opts.mem_gb), " is not valid; use a positive number of GB")
     slurm_only = {"partition": opts.partition, "cpus_per_task": opts.cpus_per_task, "mem_gb": opts.mem_gb,
                   "array_parallelism": opts.array_parallelism, "account": opts.account,
                   "slurm_setup": opts.slurm_setup or None}
-    given = [f"--{k.replace('_', '-')}" for k, v in slurm_only.items() if v is not None]
+    given = [p for k, v in slurm_only.items() if v is not None for p in (", ", Option(k))][1:]
     if given and opts.executor != "slurm":
-        raise UsageError(f"{', '.join(given)} only apply to --executor slurm (this sweep runs on {opts.executor})")
+        raise UsageError(*given, " only apply to ", Option("executor", "slurm"),
+                         f" (this sweep runs on {opts.executor})")
     if opts.parallel is not None and opts.executor == "slurm":
-        raise UsageError("--parallel is for --executor local; on Slurm, --array-parallelism limits the cells running "
-                         "at once")
+        raise UsageError(Option("parallel"), " is for ", Option("executor", "local"), "; on Slurm, ",
+                         Option("array_parallelism"), " limits the cells running at once")
     if opts.dry_run and opts.executor == "debug":
-        raise UsageError("--dry-run shows what local or Slurm would submit; drop it with --executor debug")
+        raise UsageError(Option("dry_run", True), " shows what local or Slurm would submit; drop it with ",
+                         Option("executor", "debug"))
     if opts.executor == "slurm" and not opts.dry_run and not has_slurm():
-        raise UsageError("--executor slurm: no Slurm here (srun/sbatch/squeue not found on PATH); run on the "
-                         "cluster's login node, or add --dry-run to see what it would submit")
+        raise UsageError(Option("executor", "slurm"), ": no Slurm here (srun/sbatch/squeue not found on PATH); run on "
+                         "the cluster's login node, or add ", Option("dry_run", True), " to see what it would submit")
     if opts.track is not None:
         from atml import tracking
 
@@ -255,10 +258,15 @@ def _say(message: str) -> None:
         print(message, flush=True)  # each line as it happens, also into a pipe or tee
 
 
-def run(sweep: Sweep, opts: Options, *, say: Callable[[str], None] = _say,
-        progress: bool | None = None) -> Summary:
+SWEEP = Reporter(_say)
+"""A sweep controller's reporter: each line printed as it happens, Python's words (the command line passes its
+own)."""
+
+
+def run(sweep: Sweep, opts: Options, *, report: Reporter = SWEEP) -> Summary:
     """Submit the cells that are not complete (or re-attach to their jobs still on Slurm), wait for them, record
-    each in ``sweep.json``, log finished cells to the tracker."""
+    each in ``sweep.json``, log finished cells to the tracker. ``report``: where the lines and the bar go."""
+    say = report.say
     check(sweep, opts)
     folder = sweep_folder(sweep, opts)
     todo, skipped = plan(sweep, opts)
@@ -269,28 +277,30 @@ def run(sweep: Sweep, opts: Options, *, say: Callable[[str], None] = _say,
     made = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)  # what this call creates
     try:
         with _sweep_lock(folder), _stop_signals():
-            outcomes = _run_locked(sweep, opts, folder, todo, skipped, parallel, say, progress)
+            outcomes = _run_locked(sweep, opts, folder, todo, skipped, parallel, report)
     except watch.Rejected as err:
         if made is not None:  # nothing half-written: the folders this call made go again
             shutil.rmtree(made, ignore_errors=True)
-        raise UsageError(str(err)) from err
+        raise UsageError(*err.parts) from err
     summary = Summary(folder, skipped + outcomes)
-    _say_summary(summary, opts, say)
+    _say_summary(summary, opts, report)
     return summary
 
 
 def _run_locked(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], skipped: list[Outcome], parallel: int,
-                say: Callable[[str], None], progress: bool | None) -> list[Outcome]:
+                report: Reporter) -> list[Outcome]:
     state = State(folder, sweep, opts)
     attached = _still_queued(sweep, opts, state, todo)
     state.save()
     from atml.sweeps.track import Tracker
 
-    tracker = Tracker(opts.track, sweep, state, folder, say)
+    say, progress = report.say, report.progress
+    tracker = Tracker(opts.track, sweep, state, folder, report)
     if skipped:
-        say(f"atml: {len(skipped)} of {len(sweep.cells)} cell(s) already ran: "
-            f"{sum(o.state == 'skipped' for o in skipped)} complete, "
-            f"{sum(o.state == 'skipped-failed' for o in skipped)} failed (rerun those with --retry-failed)")
+        report.tell(f"atml: {len(skipped)} of {len(sweep.cells)} cell(s) already ran: "
+                    f"{sum(o.state == 'skipped' for o in skipped)} complete, "
+                    f"{sum(o.state == 'skipped-failed' for o in skipped)} failed (rerun those with ",
+                    Option("retry_failed", True), ")")
     for outcome in skipped:
         state.note(outcome.cell, state="done" if outcome.state == "skipped" else "failed",
                    **({"reason": outcome.reason} if outcome.reason else {}))
@@ -343,8 +353,8 @@ def _still_queued(sweep: Sweep, opts: Options, state: State, todo: list[Cell]) -
     alive = {name: e for name, e in recorded.items() if e["job_id"] in active and active[e["job_id"]].active}
     if alive and opts.executor != "slurm":
         raise UsageError(f"{len(alive)} cell(s) of this sweep still run as Slurm jobs "
-                         f"({', '.join(e['job_id'] for e in alive.values())}); rerun with --executor slurm to watch "
-                         "them, or scancel them first")
+                         f"({', '.join(e['job_id'] for e in alive.values())}); rerun with ",
+                         Option("executor", "slurm"), " to watch them, or scancel them first")
     logs = sweep_folder(sweep, opts) / "logs" / "%j"
     return {name: submitit.SlurmJob(folder=logs, job_id=e["job_id"], tasks=list(range(e.get("tasks", 1))))
             for name, e in alive.items()}
@@ -463,7 +473,7 @@ def _submit(executor: submitit.AutoExecutor, sweep: Sweep, folder: Path, cells: 
             with contextlib.redirect_stderr(io.StringIO()), executor.batch():  # one job array
                 return [executor.submit(job) for job in jobs]
         except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as err:
-            raise watch.Rejected(watch.rejection(err, opts)) from err
+            raise watch.Rejected(*watch.rejection(err, opts)) from err
     if opts.executor == "local" and opts.gpus_per_node is None:
         import torch
 
@@ -508,7 +518,8 @@ def _finish(job: submitit.Job[Any], cell: Cell, folder: Path, ending: queue.JobS
     return Outcome(cell.name, "stopped", reason or "the job ended without a result", log, job_id)
 
 
-def _say_summary(summary: Summary, opts: Options, say: Callable[[str], None]) -> None:
+def _say_summary(summary: Summary, opts: Options, report: Reporter) -> None:
+    say = report.say
     again = opts.command or "the same atml.sweep(...) call"
     say(f"atml: sweep {summary.folder}: {summary.count('done')} done, {summary.count('failed')} failed, "
         f"{summary.count('stopped')} stopped, {summary.count('skipped')} skipped (complete before)"
@@ -521,6 +532,6 @@ def _say_summary(summary: Summary, opts: Options, say: Callable[[str], None]) ->
     if summary.stopped:
         say(f"atml: stopped cells keep their checkpoints; the same command resumes them: {again}")
     if summary.failed:
-        retry = f"{opts.command} --retry-failed" if opts.command else "retry_failed=True"
-        say(f"atml: fix the cause, then rerun the failed cells with: {retry}")
+        rerun = f"{opts.command} " if opts.command else "the same atml.sweep(...) call with "
+        report.tell(f"atml: fix the cause, then rerun the failed cells with: {rerun}", Option("retry_failed", True))
     say(f"atml: report with: atml report {summary.folder}")

@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from atml import config as config_lib
-from atml.errors import UsageError
+from atml.errors import Option, UsageError
 from atml.registry import Experiment, Registry
 
 SPEC_KEYS = ("experiment", "preset", "name", "seeds", "set", "grid", "cells")
@@ -167,10 +167,11 @@ def parse_grid(item: str) -> tuple[str, list[Text]]:
     """``--grid KEY=V1,V2`` (commas inside brackets belong to the value) or ``--grid KEY=[a,b]|[c,d]``."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise UsageError(f"--grid {item!r} is not of the form KEY=V1,V2 (or KEY=[a,b]|[c,d] for list values)")
+        raise UsageError(Option("grid", repr(item)),
+                         " is not of the form KEY=V1,V2 (or KEY=[a,b]|[c,d] for list values)")
     values = _split_top(raw, "|") if "|" in raw else _split_top(raw, ",")
     if not values or any(not v.strip() for v in values):
-        raise UsageError(f"--grid {item!r} has an empty value; list the values as {key.strip()}=V1,V2")
+        raise UsageError(Option("grid", repr(item)), f" has an empty value; list the values as {key.strip()}=V1,V2")
     return key.strip(), [Text(v.strip()) for v in values]
 
 
@@ -201,16 +202,17 @@ def expand(request: Request, reg: Registry) -> Sweep:
     if preset not in exp.presets:
         raise UsageError(f"unknown preset {preset!r} for {exp.name}; valid presets: {', '.join(exp.presets)}")
     if request.name is not None and (not request.name or slug(request.name) != request.name):
-        raise UsageError(f"--name {request.name!r} is not a folder name; use letters, digits, '.', '_', '+', '-'")
+        raise UsageError(Option("name", repr(request.name)), " is not a folder name; use letters, digits, '.', '_', "
+                         "'+', '-'")
     seeds = 1 if request.seeds is None else request.seeds
     if isinstance(seeds, bool) or seeds < 1:
-        raise UsageError(f"--seeds {seeds} is not valid; use an integer >= 1")
+        raise UsageError(Option("seeds", seeds), " is not valid; use an integer >= 1")
     for key, listed in request.grid:
         if not listed:
             raise UsageError(f"{request.source}: grid key {key!r} has no values; list at least one")
     if not request.grid and not request.cells and seeds == 1:
-        raise UsageError(f"{request.source}: the grid is empty; give --grid KEY=V1,V2, cells:, or --seeds N > 1 "
-                         "(one run is 'atml run')")
+        raise UsageError(f"{request.source}: the grid is empty; give ", Option("grid", "KEY=V1,V2"), ", cells, or ",
+                         Option("seeds", "N"), " with N > 1 (one run is 'atml run')")
     grid_keys = [key for key, _ in request.grid]
     _check_keys(request, grid_keys, seeds)
     # --set values are checked with each cell's own values (data=folder wants the data_dir a grid gives)
@@ -251,11 +253,11 @@ def _check_keys(request: Request, grid_keys: list[str], seeds: int) -> None:
     varied = set(grid_keys) | {k for cell in request.cells for k in cell}
     both = [key for key, _ in request.fixed if key in varied]
     if both:
-        raise UsageError(f"{request.source}: {', '.join(both)} is both fixed (--set/set:) and varied (--grid/grid:/"
-                         "cells:); give each key one way")
+        raise UsageError(f"{request.source}: {', '.join(both)} is both fixed (a set value) and varied (in the grid or "
+                         "the cells); give each key one way")
     if seeds > 1 and "seed" in varied:
-        raise UsageError(f"{request.source}: --seeds {seeds} and a grid over seed both choose seeds; drop --seeds or "
-                         "the seed values")
+        raise UsageError(f"{request.source}: ", Option("seeds", seeds), " and a grid over seed both choose seeds; "
+                         "drop ", Option("seeds"), " or the seed values")
 
 
 def _apply(cfg: Any, items: Sequence[tuple[str, Any]], exp: Experiment[Any], where: str, *,

@@ -13,16 +13,18 @@ stopped) or KILLED (the controller was interrupted).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from atml.console import Reporter
+from atml.errors import Option
 from atml.sweeps.spec import Cell, Sweep
 
 
 class Tracker:
-    def __init__(self, kind: str | None, sweep: Sweep, state: Any, folder: Path, say: Callable[[str], None]) -> None:
-        self.kind, self.sweep, self.state, self.folder, self.say = kind, sweep, state, folder, say
+    def __init__(self, kind: str | None, sweep: Sweep, state: Any, folder: Path, report: Reporter) -> None:
+        self.kind, self.sweep, self.state, self.folder, self.report = kind, sweep, state, folder, report
         self.sink: Any = None
         self.new_parent = False
         if kind is None:
@@ -40,8 +42,8 @@ class Tracker:
 
     def _failed(self, what: str, err: BaseException) -> None:
         line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        self.say(f"atml: --track {self.kind}: {what} failed ({line}); the sweep goes on, and its next run logs what "
-                 "was missed")
+        self.report.tell("atml: ", Option("track", self.kind), f": {what} failed ({line}); the sweep goes on, and its "
+                         "next run logs what was missed")
 
     def catch_up(self) -> None:
         """Log the cells that ended since the last controller logged them (or that it could not log)."""

@@ -15,6 +15,8 @@ from typing import Any
 
 import submitit
 
+from atml import errors
+from atml.errors import Option, Part
 from atml.sweeps import queue
 
 FILE_POLL_S = 0.5
@@ -24,27 +26,37 @@ QUEUE_POLL_S = (2.0, 30.0)
 
 
 class Rejected(RuntimeError):
-    """Slurm refused the submission (a bad partition, account or resource, the controller down)."""
+    """Slurm refused the submission (a bad partition, account or resource, the controller down); ``parts``: the
+    message, naming the options it is about."""
+
+    def __init__(self, *parts: Part) -> None:
+        super().__init__(errors.words(parts))
+        self.parts = parts
 
 
-FLAGS = (("account", "--account"), ("partition", "--partition"), ("memory", "--mem-gb"), ("gres", "--gpus-per-node"),
-         ("gpu", "--gpus-per-node"), ("time limit", "--timeout-min"), ("cpu", "--cpus-per-task"),
-         ("node configuration", "--cpus-per-task / --mem-gb / --gpus-per-node"))
+OPTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("account", ("account",)), ("partition", ("partition",)), ("memory", ("mem_gb",)), ("gres", ("gpus_per_node",)),
+    ("gpu", ("gpus_per_node",)), ("time limit", ("timeout_min",)), ("cpu", ("cpus_per_task",)),
+    ("node configuration", ("cpus_per_task", "mem_gb", "gpus_per_node")))
+"""The words sbatch's refusals use, and the options they are about."""
 
 
-def rejection(err: BaseException, opts: Any) -> str:
-    """One line: what sbatch said, and the flag it is about."""
+def rejection(err: BaseException, opts: Any) -> tuple[Part, ...]:
+    """One line: what sbatch said, and the options it is about."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     said = next((line for line in lines if "error:" in line), lines[-1] if lines else type(err).__name__)
     said = said[said.index("sbatch: "):] if "sbatch: " in said else said
-    flag = next((f for word, f in FLAGS if word in said.lower()), "")
+    names = next((n for word, n in OPTIONS if word in said.lower()), ())
+    hint: tuple[Part, ...]
     if "unable to contact" in said.lower() or "connection refused" in said.lower():
-        hint = "the Slurm controller does not answer (scontrol ping); rerun when it is up"
-    elif flag:
-        hint = f"check {flag} (sinfo lists the partitions and their limits)"
+        hint = ("the Slurm controller does not answer (scontrol ping); rerun when it is up",)
+    elif names:
+        listed = [p for name in names for p in (" / ", Option(name))][1:]
+        hint = ("check ", *listed, " (sinfo lists the partitions and their limits)")
     else:
-        hint = "check the Slurm options (atml sweep --help)"
-    return f"--executor slurm: the cluster refused the job array: {said}; {hint}. Nothing was submitted"
+        hint = ("check the Slurm options (atml sweep --help)",)
+    return (Option("executor", "slurm"), f": the cluster refused the job array: {said}; ", *hint,
+            ". Nothing was submitted")
 
 
 def reason(job: submitit.Job[Any], ending: queue.JobState | None) -> str:

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from atml.config import RunConfig, require_positive
-from atml.errors import UsageError
+from atml.errors import Key, UsageError
 from atml.models.registry import DEIT_SMALL
 
 DATA = ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
@@ -45,7 +45,8 @@ class CompareConfig(RunConfig):
         super().check_values()
         require_positive(self, "batch_size")
         if not self.models:
-            raise UsageError("models=[] names no model; give at least one, e.g. --set models=[resnet18,vit-digits]")
+            raise UsageError("models=[] names no model; give at least one, e.g. ",
+                             Key("models", "[resnet18,vit-digits]"))
         twice = sorted({s for s in self.models if self.models.count(s) > 1})
         if twice:
             raise UsageError(f"models lists {', '.join(twice)} more than once; name each model (NAME or NAME@WEIGHTS) "
@@ -78,8 +79,8 @@ class CkaConfig(CompareConfig):
     def check_values(self) -> None:
         super().check_values()
         if len(self.models) != 2:
-            raise UsageError(f"compare.cka compares two models; models={list(self.models)} names {len(self.models)}: "
-                             "--set models=[A,B]")
+            raise UsageError(f"compare.cka compares two models; models={list(self.models)} names {len(self.models)}: ",
+                             Key("models", "[A,B]"))
         if self.images < 0:
             raise UsageError(f"images={self.images} is not valid; use a count >= 0 (0: the whole split)")
         if self.batch_size < 4:

@@ -330,8 +330,7 @@ def _explain(subject: common.Subject, methods: list[str], pictures: list[torch.T
         forwards = 2 * channels * len(x_all)
         ctx.step(f"{subject.label}: scorecam runs one forward per channel of its target layer ({channels}) for each "
                  f"image, for the trained and the randomised model: {forwards:,} image forwards, "
-                 f"{duration(forwards * per_image)} on this device (--set methods=[...] without scorecam leaves it "
-                 "out)")
+                 f"{duration(forwards * per_image)} on this device (methods=[...] without scorecam leaves it out)")
     for method in methods:
         deletion: list[torch.Tensor] = []
         insertion: list[torch.Tensor] = []

@@ -18,7 +18,7 @@ from atml import figures, views
 from atml.analysis import attention as att
 from atml.context import RunContext
 from atml.data import factory
-from atml.errors import UsageError
+from atml.errors import Key, UsageError
 from atml.models import vit
 from atml.references import Reference
 from atml.registry import Experiment
@@ -124,7 +124,7 @@ def attention_batch(model: vit.ViT, batch_size: int, device: torch.device) -> in
     if per_image > available:
         raise UsageError(f"one image's attention at {model.arch.image_size}px ({tokens:,} tokens, {heads} heads) needs "
                          f"about {per_image / 1e9:.1f} GB but {available / 1e9:.1f} GB is available on {device}; pass "
-                         "a smaller --set input_size")
+                         "a smaller ", Key("input_size"))
     return max(1, min(batch_size, ATTENTION_BUDGET // per_image, available // (2 * per_image)))
 
 

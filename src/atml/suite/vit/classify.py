@@ -92,8 +92,8 @@ def _scored_groups(cfg: ClassifyConfig, ctx: RunContext, model: vit.ViT, out: Re
         groups["your images"] = (model, common.user_images(cfg, model, out.notes))
         out.notes.append(f"No ImageNet ViT weights are at hand ({why}), so your images were classified by this "
                          f"model, whose only classes are {', '.join(model.classes)}: each answer says which of "
-                         "those the image resembles most, nothing more. Pass DeiT-Small weights (--weights, "
-                         "--preset full) for ImageNet classes.")
+                         "those the image resembles most, nothing more. Pass DeiT-Small weights (weights=imagenet, "
+                         "as the full preset does) for ImageNet classes.")
     else:
         out.notes.append(f"The sample photos were skipped: no ImageNet ViT weights are available ({why}).")
     return groups
