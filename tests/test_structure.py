@@ -166,7 +166,8 @@ def test_only_the_command_line_words_its_flags():
     from atml import cli
 
     flags = set(cli._flags().values()) - {"--help", "--version"}
-    spelled = re.compile(r"(?<![\w-])(" + "|".join(sorted(map(re.escape, flags), key=len, reverse=True)) + r")(?![\w-])")
+    alternatives = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+    spelled = re.compile(r"(?<![\w-])(" + alternatives + r")(?![\w-])")
     found = [f"{path.relative_to(SRC)}:{line}: {text[:80]!r}" for path in sorted(SRC.rglob("*.py"))
              if path.name != "cli.py" and path.relative_to(SRC).as_posix() != "reporting/readme.py"
              for line, text in _messages(path) if spelled.search(text)]

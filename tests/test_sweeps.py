@@ -107,9 +107,8 @@ def test_the_grid_figure_names_its_row_keys() -> None:
      "controller does not answer"),
 ])
 def test_a_refused_submission_names_what_to_fix(said: str, flag: str) -> None:
-    from atml.sweeps import watch
-
     from atml.errors import words
+    from atml.sweeps import watch
 
     line = words(watch.rejection(RuntimeError(said), dispatch.Options()), cli.TERMINAL)
     assert flag in line and "\n" not in line and said.splitlines()[0] in line, line

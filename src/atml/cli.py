@@ -22,6 +22,7 @@ from atml.errors import (
     DataError,
     Key,
     Option,
+    Placeholder,
     Resume,
     UsageError,
     WeightsError,
@@ -64,7 +65,7 @@ class TerminalWords:
 
     def option(self, option: Option) -> str:
         flag = _flags()[option.name]
-        return flag if option.value is None or option.value is True else f"{flag} {option.value}"
+        return flag if option.value is None or option.value is True else f"{flag} {_typed(option.value)}"
 
     def key(self, key: Key) -> str:
         return f"--set {key.name}={_typed(key.value)}"
@@ -74,9 +75,12 @@ class TerminalWords:
 
 
 def _typed(value: object) -> str:
-    """A value as ``--set`` reads it (YAML): ``true``, ``[a,b]``, ``...`` for a value left to the user."""
+    """A value as ``--set`` reads it (YAML): ``true``, ``[a,b]``, a placeholder as its text, ``...`` for a value left
+    to the user."""
     if value is None:
         return "..."
+    if isinstance(value, Placeholder):
+        return value.text
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple)):

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from atml.errors import Key, UsageError
+from atml.errors import Key, Placeholder, UsageError
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DEVICES: tuple[Device, ...] = typing.get_args(Device)
@@ -302,7 +302,7 @@ def _sequence(kind: type) -> Callable[[Any, tuple[Any, ...], str], Any]:
             name = getattr(item, "__name__", str(item))
             example = f"[{value}]" if isinstance(value, str) and "," in value else "[a,b]"
             raise UsageError(f"config key {key!r} expects a list of {name}, written in brackets (",
-                             Key(key, example), f"); got {value!r}") from err
+                             Key(key, Placeholder(example)), f"); got {value!r}") from err
         return kind(out)
     return convert
 

@@ -15,9 +15,16 @@ from typing import Protocol, TypeAlias
 
 
 @dataclasses.dataclass(frozen=True)
+class Placeholder:
+    """A value for the user to fill in (``DIR``, ``PATH``, ``N``, ``[...]``), written as it is in every front end."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Option:
     """An option of the front ends, by its Python keyword (``data_dir``), and the value a message quotes or suggests
-    (``"DIR"``; True for a switch such as ``static``; None: the option alone)."""
+    (the user's value; a :class:`Placeholder`; True for a switch such as ``static``; None: the option alone)."""
 
     name: str
     value: object = None
@@ -67,11 +74,17 @@ class PythonWords:
 
 
 def _python_value(value: object) -> str:
-    """A value as a keyword argument shows it: text as written (a placeholder such as ``DIR`` or a value quoted from
-    the user), a path quoted, anything else as Python writes it (``True``, ``3``, ``['a', 'b']``)."""
+    """A value as a keyword argument shows it: a placeholder as its text (``DIR``), a path as its text quoted, a
+    list item by item, anything else as Python writes it (``'cpu'``, ``True``, ``3``); None: ``...``."""
     if value is None:
         return "..."
-    return value if isinstance(value, str) else repr(str(value)) if isinstance(value, Path) else repr(value)
+    if isinstance(value, Placeholder):
+        return value.text
+    if isinstance(value, Path):
+        return repr(str(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_python_value(v) for v in value) + "]"
+    return repr(value)
 
 
 PYTHON = PythonWords()

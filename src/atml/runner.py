@@ -24,7 +24,7 @@ from atml import distributed, references, runtime
 from atml.console import PRINTED, Reporter
 from atml.context import RunContext
 from atml.data import rehearsal
-from atml.errors import AtmlError, DivergedError, Key, Option, Resume, RunDirError, UsageError
+from atml.errors import AtmlError, DivergedError, Key, Option, Placeholder, Resume, RunDirError, UsageError
 from atml.provenance import DataSource
 from atml.registry import Experiment
 from atml.results import Results, RunResults, to_json
@@ -96,7 +96,8 @@ def execute(exp: Experiment[Any], cfg: Any, *, preset: str, out: str | Path | No
     try:
         if resume and not resume_changes and _finished(run):
             report.tell(f"atml: {run.path} is already complete (its results.json says ok): nothing to resume. Pass ",
-                        Key("epochs", "N"), " with more epochs than it ran to train further, or start a new run")
+                        Key("epochs", Placeholder("N")), " with more epochs than it ran to train further, or start a "
+                        "new run")
             return run
         if tensorboard and is_main:
             run.enable_tensorboard()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from atml.data import ImageDataset, ImageSplit, integrity
-from atml.errors import DataError, Option, Part
+from atml.errors import DataError, Option, Part, Placeholder
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -33,7 +33,7 @@ MD5 = {
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 HOW_TO_GET: tuple[Part, ...] = (
     "Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extract it so that "
-    "DIR/cifar-10-batches-py/ holds the batches, and pass ", Option("data_dir", "DIR"),
+    "DIR/cifar-10-batches-py/ holds the batches, and pass ", Option("data_dir", Placeholder("DIR")),
     "; or run once online without ", Option("offline", True), " to let torchvision download it."
 )
 

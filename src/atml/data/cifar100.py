@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from atml.data import ImageDataset, ImageSplit, integrity
-from atml.errors import DataError, Option, Part
+from atml.errors import DataError, Option, Part, Placeholder
 
 FOLDER = "cifar-100-python"
 MD5 = {  # as published with the archive and checked by torchvision
@@ -25,7 +25,7 @@ MD5 = {  # as published with the archive and checked by torchvision
 }
 HOW_TO_GET: tuple[Part, ...] = (
     "Download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, extract it so that "
-    "DIR/cifar-100-python/ holds train, test and meta, and pass ", Option("data_dir", "DIR"),
+    "DIR/cifar-100-python/ holds train, test and meta, and pass ", Option("data_dir", Placeholder("DIR")),
     "; or run once online without ", Option("offline", True), " to let torchvision download it."
 )
 

@@ -86,9 +86,9 @@ def _digits(spec: Spec) -> Loaded:
 
 def _folder(spec: Spec) -> Loaded:
     if not spec.root:
-        from atml.errors import Option, UsageError
+        from atml.errors import Option, Placeholder, UsageError
 
-        raise UsageError("data=folder needs ", Option("data_dir", "DIR"), " (DIR/train/CLASS/*.jpg and "
+        raise UsageError("data=folder needs ", Option("data_dir", Placeholder("DIR")), " (DIR/train/CLASS/*.jpg and "
                          "DIR/val/CLASS/*.jpg, or DIR/CLASS/*.jpg)")
     read = folder.load(spec.root, size=spec.image_size, seed=spec.seed, skip_bad=spec.skip_bad_images,
                        grayscale=spec.grayscale, interpolation=spec.interpolation, crop=spec.crop,
@@ -98,9 +98,9 @@ def _folder(spec: Spec) -> Loaded:
 
 def _imagenet(spec: Spec) -> Loaded:
     if not spec.root:
-        from atml.errors import Option, UsageError
+        from atml.errors import Option, Placeholder, UsageError
 
-        raise UsageError("data=imagenet needs ", Option("data_dir", "DIR"), f" with {imagenet.LAYOUT}")
+        raise UsageError("data=imagenet needs ", Option("data_dir", Placeholder("DIR")), f" with {imagenet.LAYOUT}")
     read = imagenet.load(spec.root, size=spec.image_size, interpolation=spec.interpolation, crop=spec.crop,
                          skip_bad=spec.skip_bad_images, progress=spec.progress)
     return Loaded(read.data, read.skipped, read.readiness)

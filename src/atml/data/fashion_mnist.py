@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from atml.data import ImageDataset, ImageSplit, integrity
-from atml.errors import DataError, Option, Part
+from atml.errors import DataError, Option, Part, Placeholder
 
 MD5 = {  # published with the dataset; the same values torchvision checks
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -24,7 +24,7 @@ MD5 = {  # published with the dataset; the same values torchvision checks
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 HOW_TO_GET: tuple[Part, ...] = (
     "Download the four .gz files from https://github.com/zalandoresearch/fashion-mnist (data/fashion) "
-    "into DIR/FashionMNIST/raw/ and pass ", Option("data_dir", "DIR"),
+    "into DIR/FashionMNIST/raw/ and pass ", Option("data_dir", Placeholder("DIR")),
     "; or run once online without ", Option("offline", True), " to let torchvision download them."
 )
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049

@@ -23,7 +23,7 @@ import torch
 from atml.data import ImageDataset, ImageSplit, cache
 from atml.data.cache import Split as CacheSplit
 from atml.data.decode import is_image_file
-from atml.errors import DataError, Key, Option
+from atml.errors import DataError, Key, Option, Placeholder
 
 VAL_NAMES = ("val", "valid", "validation", "test")
 """Held-out split folders, in the order one is picked as the validation split."""
@@ -71,7 +71,7 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
     the model takes of it later, see :func:`atml.data.decode.square_box`)."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass ", Option("data_dir", "DIR"),
+        raise DataError(f"image folder {root} does not exist; pass ", Option("data_dir", Placeholder("DIR")),
                         " with DIR/train/CLASS/*.jpg (and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
     train_dir, val_dir, left_out = layout(root)
     folders = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".")

@@ -21,7 +21,7 @@ import torch
 
 from atml.data import ImageDataset, ImageSplit, cache
 from atml.data.folder import FolderRead, Readiness, as_image_split, decoded_as, kept_names, list_files, unreadable
-from atml.errors import DataError, Option
+from atml.errors import DataError, Option, Placeholder
 
 LAYOUT = ("DIR/val/<wnid>/*.JPEG (ILSVRC2012's validation set: its 1,000 WordNet-ID folders, or some of them, e.g. "
           "n01440764)")
@@ -42,7 +42,7 @@ def load(root: str | Path, *, size: int, interpolation: str = "bicubic", crop: i
     parts = {name: root / name for name in ("train", "val") if (root / name).is_dir()}
     if "val" not in parts:
         raise DataError(f"{root / 'val'} does not exist; data=imagenet reads {LAYOUT}; pass ",
-                        Option("data_dir", "DIR"))
+                        Option("data_dir", Placeholder("DIR")))
     present = {name: _check_classes(folder, wnids) for name, folder in parts.items()}
     splits, files_of = {}, {}
     for name, folder in parts.items():

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from atml.data.decode import _DEEP_MODES, IMAGE_SUFFIXES, Square, decode_square, is_image_file, square_of, to_8_bit
-from atml.errors import DataError, Key, Part
+from atml.errors import DataError, Key, Part, Placeholder
 
 __all__ = ["IMAGE_SUFFIXES", "is_image_file", "load_rgb", "squared", "to_8_bit"]
 
@@ -61,7 +61,7 @@ def read_images(paths: tuple[str, ...], *, skip_bad: bool = False, skipped: list
             files.append(path)
         else:
             raise DataError(f"image {path} does not exist; pass existing image files or folders with ",
-                            Key("images", "[...]"))
+                            Key("images", Placeholder("[...]")))
     out, bad = {}, []
     for path in dict.fromkeys(files):  # the same file named twice is read once
         try:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from atml.data import ImageDataset, ImageSplit, integrity
-from atml.errors import DataError, Option, Part
+from atml.errors import DataError, Option, Part, Placeholder
 
 FOLDER = "stl10_binary"
 SIZE = 96
@@ -26,7 +26,8 @@ MD5 = {
 CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 HOW_TO_GET: tuple[Part, ...] = (
     "Download http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz (2.6 GB), extract it so that "
-    "DIR/stl10_binary/ holds train_X.bin, train_y.bin, test_X.bin and test_y.bin, and pass ", Option("data_dir", "DIR"),
+    "DIR/stl10_binary/ holds train_X.bin, train_y.bin, test_X.bin and test_y.bin, and pass ",
+    Option("data_dir", Placeholder("DIR")),
     "; or run once online without ", Option("offline", True), " to let torchvision download it."
 )
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck, conv1x1
 
-from atml.errors import Key, UsageError
+from atml.errors import Key, Placeholder, UsageError
 
 RESNETS = ("resnet152", "resnet101", "resnet50", "resnet34", "resnet18", "resnext50_32x4d", "resnext101_32x8d",
            "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
@@ -159,5 +159,6 @@ def default_ablation(model: nn.Module) -> list[str]:
     if missing:
         raise UsageError(f"this architecture has no shape-preserving block in {', '.join(missing)} (each of its "
                          f"blocks there is a projection block), so there is no default to ablate; name the blocks "
-                         "with ", Key("blocks", "[...]"), f"; blocks that can be ablated: {', '.join(valid) or 'none'}")
+                         "with ", Key("blocks", Placeholder("[...]")),
+                         f"; blocks that can be ablated: {', '.join(valid) or 'none'}")
     return [name for name in chosen if name is not None]

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from atml.errors import Option, UsageError, WeightsError
+from atml.errors import Option, Placeholder, UsageError, WeightsError
 from atml.models import registry
 from atml.models import weights as weights_lib
 from atml.models.preprocess import Preprocess
@@ -276,7 +276,7 @@ def transformers_bundle(arch_name: str, weights: str, *, backend: str, offline: 
         return _built(HFViT(model, folder_arch, folder_pre, classes or names), info)
     if arch_name == AUTO:
         raise UsageError(f"arch={AUTO} takes its shape from a transformers folder: pass backend=hf and ",
-                         Option("weights", "FOLDER"))
+                         Option("weights", Placeholder("FOLDER")))
     if backend == "hf" and weights == "imagenet" and arch_name in ARCHS:
         found = _hf_from_cache(offline)
         if found is not None:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from atml import storage
-from atml.errors import Option, UsageError, WeightsError
+from atml.errors import Option, Placeholder, UsageError, WeightsError
 from atml.models.registry import Model, Weights, canonical_weights, is_path
 from atml.provenance import WeightsInfo
 from atml.storage import sha256sum
@@ -96,8 +96,8 @@ def timm_pretrained_file(name: str, *, offline: bool) -> tuple[str, WeightsInfo]
     cfg = timm.models.get_pretrained_cfg(name)
     repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not repo:
-        raise WeightsError(f"timm/{name} has no weights on the Hugging Face hub; pass ", Option("weights", "PATH"),
-                           " to a state dict")
+        raise WeightsError(f"timm/{name} has no weights on the Hugging Face hub; pass ",
+                           Option("weights", Placeholder("PATH")), " to a state dict")
     path = hf_file(repo, ("model.safetensors",), f"timm/{name} pretrained weights", offline=offline)
     return str(path), WeightsInfo("imagenet", f"timm {repo} (Hugging Face hub, model.safetensors, SHA-256 verified)",
                                   str(path), sha256sum(path))
@@ -126,7 +126,7 @@ def hf_file(repo: str, names: tuple[str, ...], label: str, *, offline: bool) -> 
     if path is None:
         how = "offline mode forbids downloading" if offline else f"the download failed ({', '.join(errors)})"
         raise WeightsError(f"{label} ({repo}, {' or '.join(names)}) are not in the Hugging Face cache and {how}; run "
-                           "once online, or pass ", Option("weights", f"/path/to/{names[0]}"))
+                           "once online, or pass ", Option("weights", Placeholder(f"/path/to/{names[0]}")))
     check_hub_blob(path)
     return path
 
@@ -147,8 +147,9 @@ def hub_reachable(label: str) -> None:
         socket.create_connection((host, port), timeout=HUB_TIMEOUT_S).close()
     except OSError as err:
         raise WeightsError(f"{label} are not in the Hugging Face cache and {host} cannot be reached "
-                           f"({err.strerror or type(err).__name__}); connect, or pass ", Option("weights", "PATH"),
-                           " to a local copy, or ", Option("offline", True)) from None
+                           f"({err.strerror or type(err).__name__}); connect, or pass ",
+                           Option("weights", Placeholder("PATH")), " to a local copy, or ", Option("offline", True)) \
+            from None
 
 
 def hub_file(url: str, label: str, *, offline: bool) -> Path:
@@ -161,7 +162,7 @@ def hub_file(url: str, label: str, *, offline: bool) -> Path:
         if offline:
             raise WeightsError(f"{label} weights are not in the torch hub cache ({path}) and offline mode forbids "
                                f"downloading. Fetch {url} on a machine with internet and put it at {path}, or pass ",
-                               Option("weights", f"/path/to/{filename}"), ".")
+                               Option("weights", Placeholder(f"/path/to/{filename}")), ".")
         _download(url, path, label)
     return path
 
@@ -173,9 +174,9 @@ def _download(url: str, path: Path, label: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None)
     except Exception as err:  # URLError, HTTPError, hash mismatch...
-        raise WeightsError(f"downloading {label} from {url} failed ({err}); pass ", Option("weights", "PATH"),
-                           " to a local copy, or ", Option("offline", True), " with the file already in the torch "
-                           "hub cache") from err
+        raise WeightsError(f"downloading {label} from {url} failed ({err}); pass ",
+                           Option("weights", Placeholder("PATH")), " to a local copy, or ", Option("offline", True),
+                           " with the file already in the torch hub cache") from err
 
 
 def load_backbone(module: torch.nn.Module, state: dict[str, torch.Tensor], *, head_prefix: str,

@@ -18,7 +18,7 @@ from typing import Any
 from atml.context import RunContext
 from atml.data import ImageDataset, factory
 from atml.data.decode import Square
-from atml.errors import Option, Part, UsageError
+from atml.errors import Option, Part, Placeholder, UsageError
 from atml.models.preprocess import resize_size
 from atml.models.registry import Preprocessing
 from atml.provenance import DataSource
@@ -84,8 +84,8 @@ def check(cfg: Any, names: tuple[str, ...]) -> None:
         layout = ("DIR/val/<wnid>/*.JPEG (ImageNet's validation layout)" if factory.describe(cfg.data).imagenet_labels
                   else
                   "DIR/train/CLASS/*.jpg (and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
-        raise UsageError(f"data={cfg.data} reads an image folder, but ", *where, "; pass ", Option("data_dir", "DIR"),
-                         f" with {layout}")
+        raise UsageError(f"data={cfg.data} reads an image folder, but ", *where, "; pass ",
+                         Option("data_dir", Placeholder("DIR")), f" with {layout}")
 
 
 def load(cfg: Any, ctx: RunContext, pixels: Sequence[Preprocessing], *, limits: tuple[int, int] = (0, 0),

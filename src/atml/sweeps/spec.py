@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from atml import config as config_lib
-from atml.errors import Option, UsageError
+from atml.errors import Option, Placeholder, UsageError
 from atml.registry import Experiment, Registry
 
 SPEC_KEYS = ("experiment", "preset", "name", "seeds", "set", "grid", "cells")
@@ -167,11 +167,11 @@ def parse_grid(item: str) -> tuple[str, list[Text]]:
     """``--grid KEY=V1,V2`` (commas inside brackets belong to the value) or ``--grid KEY=[a,b]|[c,d]``."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise UsageError(Option("grid", repr(item)),
+        raise UsageError(Option("grid", item),
                          " is not of the form KEY=V1,V2 (or KEY=[a,b]|[c,d] for list values)")
     values = _split_top(raw, "|") if "|" in raw else _split_top(raw, ",")
     if not values or any(not v.strip() for v in values):
-        raise UsageError(Option("grid", repr(item)), f" has an empty value; list the values as {key.strip()}=V1,V2")
+        raise UsageError(Option("grid", item), f" has an empty value; list the values as {key.strip()}=V1,V2")
     return key.strip(), [Text(v.strip()) for v in values]
 
 
@@ -202,7 +202,7 @@ def expand(request: Request, reg: Registry) -> Sweep:
     if preset not in exp.presets:
         raise UsageError(f"unknown preset {preset!r} for {exp.name}; valid presets: {', '.join(exp.presets)}")
     if request.name is not None and (not request.name or slug(request.name) != request.name):
-        raise UsageError(Option("name", repr(request.name)), " is not a folder name; use letters, digits, '.', '_', "
+        raise UsageError(Option("name", request.name), " is not a folder name; use letters, digits, '.', '_', "
                          "'+', '-'")
     seeds = 1 if request.seeds is None else request.seeds
     if isinstance(seeds, bool) or seeds < 1:
@@ -211,8 +211,8 @@ def expand(request: Request, reg: Registry) -> Sweep:
         if not listed:
             raise UsageError(f"{request.source}: grid key {key!r} has no values; list at least one")
     if not request.grid and not request.cells and seeds == 1:
-        raise UsageError(f"{request.source}: the grid is empty; give ", Option("grid", "KEY=V1,V2"), ", cells, or ",
-                         Option("seeds", "N"), " with N > 1 (one run is 'atml run')")
+        raise UsageError(f"{request.source}: the grid is empty; give ", Option("grid", Placeholder("KEY=V1,V2")),
+                         ", cells, or ", Option("seeds", Placeholder("N")), " with N > 1 (one run is 'atml run')")
     grid_keys = [key for key, _ in request.grid]
     _check_keys(request, grid_keys, seeds)
     # --set values are checked with each cell's own values (data=folder wants the data_dir a grid gives)

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from atml.config import RunConfig, require_positive
-from atml.errors import Key, UsageError
+from atml.errors import Key, Placeholder, UsageError
 from atml.models.registry import DEIT_SMALL
 
 DATA = ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
@@ -46,7 +46,7 @@ class CompareConfig(RunConfig):
         require_positive(self, "batch_size")
         if not self.models:
             raise UsageError("models=[] names no model; give at least one, e.g. ",
-                             Key("models", "[resnet18,vit-digits]"))
+                             Key("models", ["resnet18", "vit-digits"]))
         twice = sorted({s for s in self.models if self.models.count(s) > 1})
         if twice:
             raise UsageError(f"models lists {', '.join(twice)} more than once; name each model (NAME or NAME@WEIGHTS) "
@@ -80,7 +80,7 @@ class CkaConfig(CompareConfig):
         super().check_values()
         if len(self.models) != 2:
             raise UsageError(f"compare.cka compares two models; models={list(self.models)} names {len(self.models)}: ",
-                             Key("models", "[A,B]"))
+                             Key("models", [Placeholder("A"), Placeholder("B")]))
         if self.images < 0:
             raise UsageError(f"images={self.images} is not valid; use a count >= 0 (0: the whole split)")
         if self.batch_size < 4:
