@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from atml.analysis import attention as att
-from atml.errors import WeightsError
+from atml.errors import UsageError, WeightsError
 from atml.models import factory, vit
 from atml.suite.vit import masking as vit_exp
 
@@ -175,6 +175,7 @@ def test_rollout_of_non_uniform_maps_matches_the_product_from_the_last_layer_dow
 
 def test_only_hub_errors_fall_back_to_the_release_file(monkeypatch):
     """'Not cached' falls back quietly; an unexpected error is not swallowed."""
+    from atml.models import weights as weights_lib
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -182,14 +183,14 @@ def test_only_hub_errors_fall_back_to_the_release_file(monkeypatch):
         raise LocalEntryNotFoundError("not in the cache")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", not_cached)
-    assert vit._hf_from_cache(offline=True) is None
+    assert weights_lib.deit_snapshot(offline=True) is None
 
     def broken(*_a, **_k):
         raise TypeError("a bug")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", broken)
     with pytest.raises(TypeError, match="a bug"):
-        vit._hf_from_cache(offline=True)
+        weights_lib.deit_snapshot(offline=True)
 
 
 def test_attention_statistics_summed_layer_by_layer_match_the_whole_maps(pair):
@@ -241,3 +242,27 @@ def test_an_attention_that_cannot_fit_is_refused_in_one_line(pair, monkeypatch):
     monkeypatch.setattr(runtime, "available_memory", lambda device: 1 << 40)
     heads = exp._heads(pair[0])
     assert exp.attention_batch(pair[0], 64, torch.device("cpu")) == 5 * 6 // heads
+
+
+@pytest.mark.slow
+def test_deit_small_imagenet_on_backend_hf_is_the_hub_snapshot_through_the_one_resolver(tmp_path, plant_hub_file):
+    """backend=hf reads DeiT-Small's ImageNet weights as facebook/deit-small-patch16-224's transformers snapshot in
+    the Hugging Face cache, through weights.resolve like every other source (no side door before it)."""
+    from atml.models import registry
+    from atml.models import weights as weights_lib
+
+    saved = factory.create(vit.DEIT_SMALL, "random", backend="hf").model
+    saved.model.save_pretrained(tmp_path / "deit")
+    for name in ("config.json", "model.safetensors"):
+        plant_hub_file(registry.HF_DEIT, name, tmp_path / "deit" / name)
+    entry = factory.find(vit.DEIT_SMALL, "vit")
+    resolved = weights_lib.resolve(entry, "imagenet", offline=True, transformers=True)
+    assert resolved.folder is not None and resolved.state is None and registry.HF_DEIT in resolved.info.description
+    built = factory.create(vit.DEIT_SMALL, "imagenet", backend="hf", offline=True)
+    assert isinstance(built.model, vit.HFViT) and built.info.spec == "imagenet" and built.info.sha256
+    assert built.model.preprocessing == registry.MODELS[("vit", vit.DEIT_SMALL)].preprocessing
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(built.model(x), saved(x), atol=1e-5)
+    with pytest.raises(UsageError, match="arch=auto takes its shape from a transformers folder"):
+        factory.create("auto", "imagenet", family="vit")

@@ -140,15 +140,9 @@ def create(name: str, weights: str = "random", *, family: str | None = None, num
     weights = canonical_weights(weights)
     family = family or ("vit" if name == TRANSFORMERS_FOLDER else find(name).family)
     _check_options(name, family, options)
-    if family == "vit":
-        from atml.models import vit
-
-        bundle = vit.transformers_bundle(name, weights, backend=options.get("backend", "timm"), offline=offline,
-                                         classes=options.get("classes"))
-        if bundle is not None:  # a transformers folder or hub snapshot: architecture and weights in one
-            return bundle
     entry = find(name, family)
-    resolved = weights_lib.resolve(entry, weights, offline=offline, recipe=recipe)
+    resolved = weights_lib.resolve(entry, weights, offline=offline, recipe=recipe,
+                                   transformers=family == "vit" and options.get("backend") == "hf")
     return spec(entry.family).build(entry, resolved, num_classes=num_classes, offline=offline, keep_head=keep_head,
                                     **options)
 

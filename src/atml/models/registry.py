@@ -38,6 +38,8 @@ Backend = Literal["timm", "hf"]
 """Which library runs a ViT: timm, or Hugging Face transformers."""
 BACKENDS: tuple[Backend, ...] = typing.get_args(Backend)
 DEIT_SMALL = "deit_small_patch16_224"
+HF_DEIT = "facebook/deit-small-patch16-224"
+"""DeiT-Small's ImageNet weights as a transformers model on the Hugging Face hub (``backend=hf``)."""
 
 DEMO_TAG = "digits"
 """The demo stand-ins' weights, in every family: trained by atml on scikit-learn digits (cached)."""
@@ -52,7 +54,7 @@ HALF = (0.5, 0.5, 0.5)
 
 Source = Literal["torchvision", "url", "timm-hub", "open_clip-hub", "atml", "none"]
 """Where a weights tag's file comes from."""
-Builder = Literal["torchvision", "timm", "open_clip", "atml"]
+Builder = Literal["torchvision", "timm", "open_clip", "atml", "transformers"]
 """Which library builds the architecture."""
 Exposes = Literal["features", "stages", "skips", "tokens", "attention", "image-text embeddings", "latent", "generator",
                   "discriminator"]
@@ -215,6 +217,9 @@ def lookup(family: str, name: str) -> Model:
 def _from_library(family: str, name: str) -> Model:
     if family in ("cnn", "vit") and name.startswith("timm/"):
         return _timm_entry(family, name)
+    if family == "vit" and name == TRANSFORMERS_FOLDER:
+        return Model(name, "vit", "transformers", ("features", "tokens", "attention"), {},
+                     MODELS[("vit", DEIT_SMALL)].preprocessing)
     if family == "cnn":
         return _torchvision_entry(name)
     if family == "clip":

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from atml.errors import Option, Placeholder, UsageError, WeightsError
+from atml.errors import UsageError, WeightsError
 from atml.models import registry
 from atml.models import weights as weights_lib
 from atml.models.preprocess import Preprocess
@@ -47,12 +47,10 @@ from atml.models.registry import Backend as Backend
 from atml.models.registry import Preprocessing
 from atml.models.types import Built, FamilySpec, TokenModel
 from atml.provenance import WeightsInfo
-from atml.storage import sha256sum
 
 DEIT_URL = registry.MODELS[("vit", DEIT_SMALL)].weights["imagenet"].location
 BICUBIC_HALF = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 224, "bicubic", 1.0)
 """ViTImageProcessor's defaults (a transformers folder without its own preprocessor_config.json)."""
-HF_DEIT = "facebook/deit-small-patch16-224"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,30 +260,6 @@ def drop_tokens(tokens: torch.Tensor, keep: torch.Tensor, prefix: int = 1) -> to
     return torch.cat([tokens[:, :prefix], patches.gather(1, index)], dim=1)
 
 
-def transformers_bundle(arch_name: str, weights: str, *, backend: str, offline: bool,
-                        classes: list[str] | None = None) -> Built[ViT] | None:
-    """A transformers ViT whose architecture comes with its weights (``backend=hf``): a transformers folder, or
-    DeiT-Small's ImageNet weights from the Hugging Face cache. None when ``weights`` name no such bundle (then
-    :func:`build` takes them from the resolver)."""
-    if backend not in BACKENDS:
-        raise UsageError(f"backend={backend!r} is not valid; choose one of {', '.join(BACKENDS)}")
-    check_arch(arch_name, backend)
-    if backend == "hf" and registry.is_path(weights) and Path(weights).expanduser().is_dir():
-        model, info, names = _hf_from_folder(Path(weights).expanduser(), arch_name)
-        folder_arch, folder_pre = hf_arch(Path(weights).expanduser(), model.config)
-        return _built(HFViT(model, folder_arch, folder_pre, classes or names), info)
-    if arch_name == AUTO:
-        raise UsageError(f"arch={AUTO} takes its shape from a transformers folder: pass backend=hf and ",
-                         Option("weights", Placeholder("FOLDER")))
-    if backend == "hf" and weights == "imagenet" and arch_name in ARCHS:
-        found = _hf_from_cache(offline)
-        if found is not None:
-            model, info, names = found
-            return _built(HFViT(model, ARCHS[arch_name], registry.MODELS[("vit", arch_name)].preprocessing,
-                                classes or names), info)
-    return None
-
-
 def build(arch_name: str, weights: weights_lib.Resolved, *, backend: str = "timm", num_classes: int = 1000,
           classes: list[str] | None = None, input_size: int = 0) -> Built[ViT]:
     """The model with the resolved ``weights`` (:func:`atml.models.weights.resolve`) loaded.
@@ -295,6 +269,11 @@ def build(arch_name: str, weights: weights_lib.Resolved, *, backend: str = "timm
     embeddings resampled). A head in the weights sets the number of classes; ``classes`` names
     them (default: the weights' own, ImageNet's for 1,000, else their indices).
     """
+    if backend not in BACKENDS:
+        raise UsageError(f"backend={backend!r} is not valid; choose one of {', '.join(BACKENDS)}")
+    check_arch(arch_name, backend)
+    if weights.folder is not None:
+        return _from_folder(arch_name, weights, weights.folder, classes)
     if arch_name.startswith(TIMM):
         return _build_any_timm(arch_name.removeprefix(TIMM), weights, input_size=input_size, num_classes=num_classes)
     arch, pre = ARCHS[arch_name], registry.MODELS[("vit", arch_name)].preprocessing
@@ -461,17 +440,24 @@ def timm_to_hf(state: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Te
     return out
 
 
-def _hf_from_folder(folder: Path, arch_name: str) -> tuple[nn.Module, WeightsInfo, list[str]]:
+def _from_folder(arch_name: str, weights: weights_lib.Resolved, folder: Path,
+                 classes: list[str] | None) -> Built[ViT]:
+    """A transformers ViT from its folder: the user's folder with its own shape and image processor, a registry
+    tag's snapshot (DeiT-Small's) with the entry's."""
+    model, names = _hf_from_folder(folder, arch_name)
+    if registry.is_path(weights.info.spec):
+        arch, pre = hf_arch(folder, model.config)
+    else:
+        arch, pre = ARCHS[arch_name], registry.MODELS[("vit", arch_name)].preprocessing
+    return _built(HFViT(model, arch, pre, classes or names), weights.info)
+
+
+def _hf_from_folder(folder: Path, arch_name: str) -> tuple[nn.Module, list[str]]:
+    """The ViTForImageClassification a transformers folder holds (checked by :func:`weights.transformers_info`), and
+    its class names."""
     transformers = _require_transformers()
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise WeightsError(f"{folder} is not a transformers model folder (no config.json); save one with "
-                           "model.save_pretrained(FOLDER) or pass a timm state dict file")
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-    if not files:
-        raise WeightsError(f"{folder} has a config.json but no model.safetensors or pytorch_model.bin")
+    safetensors = bool(sorted(folder.glob("*.safetensors")))
     try:
-        safetensors = files[0].suffix == ".safetensors"
         model = transformers.ViTForImageClassification.from_pretrained(str(folder), local_files_only=True,
                                                                        use_safetensors=safetensors)
     except Exception as err:  # transformers raises OSError, ValueError... for broken folders
@@ -481,28 +467,9 @@ def _hf_from_folder(folder: Path, arch_name: str) -> tuple[nn.Module, WeightsInf
                            "(ViTForImageClassification) folders; use the model's timm/ name for others")
     if arch_name in ARCHS:
         _check_arch(model.config, ARCHS[arch_name], folder)
-    config = json.loads(config_path.read_text())
+    config = json.loads((folder / "config.json").read_text())
     names = [config.get("id2label", {}).get(str(i), str(i)) for i in range(model.config.num_labels)]
-    weights_lib.check_hub_blob(files[0])  # a Hugging Face snapshot: the bytes must match the blob's SHA-256
-    digest = sha256sum(files[0])
-    info = WeightsInfo(str(folder), f"transformers folder {folder} ({files[0].name})", str(files[0]), digest)
-    return model.eval(), info, names
-
-
-def _hf_from_cache(offline: bool) -> tuple[nn.Module, WeightsInfo, list[str]] | None:
-    """``facebook/deit-small-patch16-224`` from the Hugging Face cache (or hub, when online)."""
-    _require_transformers()
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(HF_DEIT, local_files_only=offline,
-                                   allow_patterns=["config.json", "*.safetensors", "preprocessor_config.json"])
-    except OSError:  # huggingface_hub's "not cached", offline-mode, HTTP and connection errors are all OSErrors:
-        return None  # fall back to the DeiT release file; anything else is a bug and surfaces
-    model, info, names = _hf_from_folder(Path(folder), DEIT_SMALL)
-    info.spec = "imagenet"
-    info.description = f"{HF_DEIT} from the Hugging Face hub ({info.description})"
-    return model, info, names
+    return model.eval(), names
 
 
 def hf_arch(folder: Path, config: Any) -> tuple[Arch, Preprocessing]:

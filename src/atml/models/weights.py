@@ -25,7 +25,7 @@ import torch
 
 from atml import storage
 from atml.errors import Option, Placeholder, UsageError, WeightsError
-from atml.models.registry import Model, Weights, canonical_weights, is_path
+from atml.models.registry import DEIT_SMALL, HF_DEIT, Model, Weights, canonical_weights, is_path
 from atml.provenance import WeightsInfo
 from atml.storage import sha256sum
 
@@ -238,18 +238,30 @@ class Resolved:
     file: str | None = None
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     classes: list[str] | None = None
+    folder: Path | None = None
+    """A transformers model folder: architecture and weights in one, which transformers loads itself."""
 
 
-def resolve(entry: Model, weights: str, *, offline: bool, recipe: str | None = None) -> Resolved:
+def resolve(entry: Model, weights: str, *, offline: bool, recipe: str | None = None,
+            transformers: bool = False) -> Resolved:
     """The one weights resolver every family's builder takes its weights from.
 
     ``weights``: ``random``, a file (or a folder holding one), or one of ``entry``'s tags, found by the tag's
     ``source``: torchvision's hub cache, a URL into that cache, timm's or open_clip's files on the Hugging Face
     hub (cache first; downloaded only when online), or the weights atml trained itself (by ``recipe``, the key
-    :func:`atml.pretrained.ensure` gives). Raises UsageError for weights ``entry`` does not have, WeightsError
-    for weights that cannot be had or read.
+    :func:`atml.pretrained.ensure` gives). ``transformers`` (a ViT's ``backend=hf``): a folder is a transformers
+    model folder, and DeiT-Small's ImageNet weights come as the Hugging Face hub's transformers snapshot when it is
+    at hand. Raises UsageError for weights ``entry`` does not have, WeightsError for weights that cannot be had or
+    read.
     """
     tag = canonical_weights(weights)
+    if transformers or entry.builder == "transformers":
+        bundle = _transformers(entry, tag, offline) if transformers else None
+        if bundle is not None:
+            return bundle
+        if entry.builder == "transformers":
+            raise UsageError(f"arch={entry.name} takes its shape from a transformers folder: pass backend=hf and ",
+                             Option("weights", Placeholder("FOLDER")))
     if tag == "random":
         return Resolved(WeightsInfo("random", f"random initialisation ({entry.name}; no pretrained weights)",
                                     pretrained=False))
@@ -268,6 +280,46 @@ def resolve(entry: Model, weights: str, *, offline: bool, recipe: str | None = N
 
         resolved.config = dict(open_clip.get_pretrained_cfg(entry.name, tag) or {})
     return resolved
+
+
+def _transformers(entry: Model, tag: str, offline: bool) -> Resolved | None:
+    """A transformers model folder that ``tag`` names, or DeiT-Small's snapshot for ``imagenet``; None for others."""
+    if is_path(tag) and Path(tag).expanduser().is_dir():
+        folder = Path(tag).expanduser()
+        return Resolved(transformers_info(folder), folder=folder)
+    if tag == "imagenet" and entry.name == DEIT_SMALL:
+        snapshot = deit_snapshot(offline)
+        if snapshot is not None:
+            info = transformers_info(snapshot)
+            info.spec, info.description = tag, f"{HF_DEIT} from the Hugging Face hub ({info.description})"
+            return Resolved(info, folder=snapshot)
+    return None
+
+
+def transformers_info(folder: Path) -> WeightsInfo:
+    """What a run records of a transformers model folder, its weights file checked (a hub snapshot's bytes against
+    the blob's SHA-256)."""
+    if not (folder / "config.json").is_file():
+        raise WeightsError(f"{folder} is not a transformers model folder (no config.json); save one with "
+                           "model.save_pretrained(FOLDER) or pass a timm state dict file")
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise WeightsError(f"{folder} has a config.json but no model.safetensors or pytorch_model.bin")
+    check_hub_blob(files[0])
+    return WeightsInfo(str(folder), f"transformers folder {folder} ({files[0].name})", str(files[0]),
+                       sha256sum(files[0]))
+
+
+def deit_snapshot(offline: bool) -> Path | None:
+    """``facebook/deit-small-patch16-224`` from the Hugging Face cache (or hub, when online); None when it cannot be
+    had, so DeiT-Small's release file is used instead."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(HF_DEIT, local_files_only=offline,
+                                      allow_patterns=["config.json", "*.safetensors", "preprocessor_config.json"]))
+    except OSError:  # huggingface_hub's "not cached", offline-mode, HTTP and connection errors are all OSErrors;
+        return None  # anything else is a bug and surfaces
 
 
 def _from_torchvision(entry: Model, chosen: Weights, offline: bool, recipe: str | None) -> Resolved:
