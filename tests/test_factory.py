@@ -123,3 +123,17 @@ def test_a_state_dict_without_its_head_gets_a_fresh_head_in_every_family(name, t
         assert built.model.eval()(x).shape[-1] == 10
     loaded = getattr(built.model, inner).state_dict()
     assert state.keys() <= loaded.keys() and all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_pretrained_file_is_random_weights_read_back_through_the_weights_file_path():
+    """resnet.transfer's offline stand-in for pretrained weights comes from the factory, like any weights: random
+    weights drawn once from seed 0, saved under $ATML_CACHE/weights and loaded as a user's file would be."""
+    first = factory.create("resnet18", "pretrained-file", family="cnn", num_classes=10)
+    again = factory.create("resnet18", "pretrained-file", family="cnn", num_classes=10)
+    path = factory.random_file("resnet18", "cnn")
+    assert first.info.file == str(path) and first.info.sha256 and first.info.spec == str(path)
+    saved = torch.load(path, weights_only=True)
+    for state in (first.model.body.state_dict(), again.model.body.state_dict()):  # the heads are new, the rest read
+        assert all(torch.equal(state[k], saved[k]) for k in saved if not k.startswith("fc."))
+    with pytest.raises(UsageError, match="stands in for a CNN's pretrained file"):
+        factory.create("vit-digits", "pretrained-file", family="vit")

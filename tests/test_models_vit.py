@@ -175,9 +175,10 @@ def test_rollout_of_non_uniform_maps_matches_the_product_from_the_last_layer_dow
 
 def test_only_hub_errors_fall_back_to_the_release_file(monkeypatch):
     """'Not cached' falls back quietly; an unexpected error is not swallowed."""
-    from atml.models import weights as weights_lib
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from atml.models import weights as weights_lib
 
     def not_cached(*_a, **_k):
         raise LocalEntryNotFoundError("not in the cache")

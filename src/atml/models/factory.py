@@ -17,16 +17,20 @@ imports no builder; this module imports them all. The experiments ask for a mode
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+import torch
 from torch import nn
 
+from atml import storage
 from atml.errors import UsageError
 from atml.models import weights as weights_lib
 from atml.models.registry import (
     DEMO_TAG,
     FAMILIES,
     MODELS,
+    RANDOM_FILE,
     TRANSFORMERS_FOLDER,
     Model,
     canonical_weights,
@@ -35,6 +39,7 @@ from atml.models.registry import (
     lookup,
 )
 from atml.models.types import Built, FamilySpec
+from atml.runtime import cache_dir
 
 if TYPE_CHECKING:  # importing the family modules at run time would load torchvision, timm and open_clip eagerly
     from atml.models.clip import CLIPModel
@@ -140,11 +145,27 @@ def create(name: str, weights: str = "random", *, family: str | None = None, num
     weights = canonical_weights(weights)
     family = family or ("vit" if name == TRANSFORMERS_FOLDER else find(name).family)
     _check_options(name, family, options)
+    if weights == RANDOM_FILE:
+        weights = str(random_file(name, family))
     entry = find(name, family)
     resolved = weights_lib.resolve(entry, weights, offline=offline, recipe=recipe,
                                    transformers=family == "vit" and options.get("backend") == "hf")
     return spec(entry.family).build(entry, resolved, num_classes=num_classes, offline=offline, keep_head=keep_head,
                                     **options)
+
+
+def random_file(name: str, family: str) -> Path:
+    """``pretrained-file``: CNN ``name``'s random weights (drawn from seed 0) saved once to ``$ATML_CACHE/weights``,
+    to be read back through the weights-file path like a user's own file."""
+    if family != "cnn":
+        raise UsageError(f"weights={RANDOM_FILE} stands in for a CNN's pretrained file; {name} is a {family} model")
+    path = cache_dir() / "weights" / f"{name.replace('/', '--')}-random-as-pretrained.pth"
+    if not path.is_file():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            body = create(name, "random", family="cnn").model.body
+        storage.torch_save(body.state_dict(), path)
+    return path
 
 
 COMMON = ("family", "num_classes", "offline", "keep_head", "recipe")

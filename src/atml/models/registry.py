@@ -29,6 +29,9 @@ Family = Literal["cnn", "vit", "clip", "vae", "gan"]
 FAMILIES: tuple[Family, ...] = typing.get_args(Family)
 """Every kind of model atml builds (:func:`atml.models.factory.create`), listed once."""
 TRANSFORMERS_FOLDER = "auto"
+RANDOM_FILE = "pretrained-file"
+"""A CNN's random weights written to a file and read back through the weights-file path: the offline stand-in for
+pretrained weights at resnet.transfer's smoke and rehearsal presets."""
 """The ViT arch name that takes its shape and preprocessing from a transformers folder (``backend=hf``, weights=FOLDER):
 it has no entry here."""
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from atml.config import CompileMode, RunConfig, require_positive
 from atml.errors import UsageError
+from atml.models.registry import RANDOM_FILE
 
 DATA = ("cifar10", "cifar100", "digits", "folder", "imagenet", "generated-cifar10", "generated-cifar100",
         "rehearsal-cifar10")
@@ -172,7 +173,7 @@ class TransferConfig(ResNetConfig):
     """Which cells of the grid to run, as init:regime (init: pretrained|random; regime: head|last|full)."""
     augment: bool = True
 
-    extra_weights: typing.ClassVar[tuple[str, ...]] = ("pretrained-file",)
+    extra_weights: typing.ClassVar[tuple[str, ...]] = (RANDOM_FILE,)
 
     def check_values(self) -> None:
         super().check_values()

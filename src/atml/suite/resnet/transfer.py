@@ -19,7 +19,7 @@ from atml import figures, runtime
 from atml.context import RunContext
 from atml.data import ImageDataset
 from atml.distributed import rank_and_world
-from atml.models import cnn, factory, freezing
+from atml.models import cnn, freezing
 from atml.models.preprocess import Preprocess
 from atml.models.types import Built
 from atml.references import Reference
@@ -38,7 +38,7 @@ REGIME_NAMES = {"head": "head only", "last": "last block + head", "full": "full 
 
 def run(cfg: Config, ctx: RunContext) -> Results:
     data = common.load_data(cfg, ctx)
-    pretrained = load_pretrained(cfg, ctx, len(data.train.classes))
+    pretrained = common.load_backbone(cfg, ctx, len(data.train.classes))  # pretrained-file: factory.random_file
     random_init = ctx.model(cfg.arch, "random", family="cnn", seed=cfg.seed, source="random_weights",
                             num_classes=len(data.train.classes))
     stages: dict[str, History] = {}
@@ -132,19 +132,6 @@ def calibrate_random_init(model: cnn.CNN, backbone: Built[cnn.CNN], data: Any, c
     images = data.train.subset(CALIBRATION_IMAGES, seed=cfg.seed).images
     pipeline = torch.nn.Sequential(prep, model).to(device)
     pretrain.recalibrate_bn(pipeline, images, device, batch_size=max(cfg.batch_size, 128))
-
-
-def load_pretrained(cfg: Config, ctx: RunContext, num_classes: int) -> Built[cnn.CNN]:
-    """The pretrained backbone; the smoke preset saves random torchvision weights to a file and
-    loads them back through the local-file path, since no real weights exist offline."""
-    if cfg.weights == "pretrained-file":
-        path = ctx.scratch("weights") / f"{cfg.arch}-random-as-pretrained.pth"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed + 1)
-            torch.save(factory.create(cfg.arch, "random", family="cnn").model.body.state_dict(), path)
-        cfg = dataclasses.replace(cfg, weights=str(path))
-    return common.load_backbone(cfg, ctx, num_classes)
 
 
 def table(cells: list[dict[str, Any]]) -> Table:
