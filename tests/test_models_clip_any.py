@@ -1,5 +1,6 @@
 """Any open_clip model in clip.* (--set model=... pretrained=...), SigLIP's sigmoid loss included."""
 
+import dataclasses
 import json
 
 import pytest
@@ -92,3 +93,17 @@ def test_siglip_is_read_as_a_sigmoid_model_and_says_what_its_numbers_mean(tmp_pa
     assert code == 0
     notes = json.loads((run / "results.json").read_text())["notes"]
     assert any("pairwise sigmoid loss" in n and "independent sigmoids" in n for n in notes)
+
+
+def test_open_clip_preprocessing_is_converted_once_in_the_registry(monkeypatch):
+    """The builder takes the tag's (or, for random weights, the model's) preprocessing from the registry entry, which
+    converted open_clip's description once; building converts nothing again."""
+    from atml.models import factory, registry
+
+    entry = registry.lookup("clip", "RN50")  # the entry, converted (and cached) before the count starts
+    calls: list[object] = []
+    real = registry.preprocessing_from
+    monkeypatch.setattr(registry, "preprocessing_from", lambda *a, **k: calls.append(a) or real(*a, **k))
+    built = factory.create("RN50", "random", family="clip")
+    assert calls == []
+    assert built.model.preprocessing == dataclasses.replace(entry.preprocessing, input_size=224, crop_pct=1.0)

@@ -133,20 +133,13 @@ def build(arch_name: str, weights: weights_lib.Resolved, *, offline: bool = True
     if arch_name in ARCHS:
         built = CLIPModel(model.eval(), arch_name)
         return Built(built, built.preprocess, info)
-    if not pretrained_cfg:  # random or a file: the normalisation the model's published weights use
-        pretrained_cfg = {"mean": entry.preprocessing.mean, "std": entry.preprocessing.std,
-                          "interpolation": entry.preprocessing.interpolation}
-    built = CLIPModel(model.eval(), arch_name, _arch_of(model, pretrained_cfg), tokenizer(arch_name, offline=offline))
+    chosen = entry.weights.get(info.spec)  # the registry's conversion of the tag's input, done once there
+    pre = chosen.preprocessing if chosen is not None else entry.preprocessing  # random or a file: the model's own
+    size = model.visual.image_size
+    side = int(size[-1] if isinstance(size, (tuple, list)) else size)
+    arch = Arch(None, int(model.context_length), dataclasses.replace(pre, input_size=side, crop_pct=1.0))
+    built = CLIPModel(model.eval(), arch_name, arch, tokenizer(arch_name, offline=offline))
     return Built(built, built.preprocess, info)
-
-
-def _arch_of(model: Any, pretrained_cfg: dict[str, Any]) -> Arch:
-    """Input size, text length and normalisation of an open_clip model (the weights' own when they say)."""
-    own = getattr(model.visual, "preprocess_cfg", {}) or {}
-    values = {key: pretrained_cfg.get(key) or own.get(key) for key in ("mean", "std", "interpolation")}
-    pre = registry.preprocessing_from({**values, "image_size": model.visual.image_size, "crop_pct": 1.0},
-                                      ARCHS["ViT-B-32"].preprocessing)
-    return Arch(None, int(model.context_length), pre)
 
 
 def tokenizer(arch_name: str, *, offline: bool) -> Any:

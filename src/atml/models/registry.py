@@ -269,9 +269,10 @@ def _open_clip_entry(name: str) -> Model:
     import open_clip
 
     weights, default = {}, None
-    for tag in open_clip.list_pretrained_tags_by_model(name):
+    own = preprocessing_from((open_clip.get_model_config(name) or {}).get("preprocess_cfg", {}), _CLIP_PRE)
+    for tag in open_clip.list_pretrained_tags_by_model(name):  # each key the weights' own, else the model config's
         cfg = open_clip.get_pretrained_cfg(name, tag)
-        pre = preprocessing_from({k: cfg.get(k) for k in ("mean", "std", "interpolation")}, _CLIP_PRE)
+        pre = preprocessing_from({k: cfg.get(k) for k in ("mean", "std", "interpolation")}, own)
         default = default or pre
         repo = (cfg.get("hf_hub") or "").strip("/")
         weights[tag] = Weights(tag, "open_clip-hub" if repo else "url", repo or cfg.get("url", ""),
