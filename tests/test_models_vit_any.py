@@ -122,7 +122,6 @@ def test_vit_experiments_run_on_non_deit_vits(experiment, arch, tmp_path):
 
 def test_without_a_network_a_hub_model_is_one_line_at_once_not_retries(monkeypatch):
     import socket
-    import time
 
     import huggingface_hub
 
@@ -140,8 +139,7 @@ def test_without_a_network_a_hub_model_is_one_line_at_once_not_retries(monkeypat
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", counted)
     monkeypatch.setattr(socket, "create_connection", unreachable)
-    started = time.perf_counter()
     with pytest.raises(WeightsError) as err:
         weights_lib.timm_pretrained_file("vit_small_patch16_384", offline=False)  # a model no test puts in the cache
-    assert time.perf_counter() - started < 2 and calls == [True]  # only the cache was asked
+    assert calls == [True]  # only the cache was asked: no download tried against an unreachable hub
     assert "cannot be reached (Network is unreachable)" in str(err.value) and "\n" not in str(err.value)

@@ -135,9 +135,10 @@ def build(arch_name: str, weights: weights_lib.Resolved, *, offline: bool = True
         return Built(built, built.preprocess, info)
     chosen = entry.weights.get(info.spec)  # the registry's conversion of the tag's input, done once there
     pre = chosen.preprocessing if chosen is not None else entry.preprocessing  # random or a file: the model's own
-    size = model.visual.image_size
+    towers: Any = model  # open_clip's CLIP: the visual tower's image_size is an int or (H, W), as its config says
+    size = towers.visual.image_size
     side = int(size[-1] if isinstance(size, (tuple, list)) else size)
-    arch = Arch(None, int(model.context_length), dataclasses.replace(pre, input_size=side, crop_pct=1.0))
+    arch = Arch(None, int(towers.context_length), dataclasses.replace(pre, input_size=side, crop_pct=1.0))
     built = CLIPModel(model.eval(), arch_name, arch, tokenizer(arch_name, offline=offline))
     return Built(built, built.preprocess, info)
 
