@@ -27,7 +27,8 @@ def test_every_registered_experiment_writes_its_own_readme_row():
 def test_each_measured_file_has_its_section_on_one_docs_page():
     """The demo results are on README and the results page; every other measurement on exactly one page of the
     site, as its file renders it."""
-    for name, (file, _render) in readme.SECTIONS.items():
+    files = {"results": readme.RESULTS, **{name: s.file for name, s in readme.SECTIONS.items()}}
+    for name, file in files.items():
         if (ROOT / "benchmarks" / file).is_file():
             pages = readme.holding(ROOT, name)
             where = [p.relative_to(ROOT).as_posix() for p in pages]
@@ -73,3 +74,25 @@ def test_the_demo_results_read_back_typed_as_written():
     entry = summary.experiments["clip.gap"]
     assert entry.held_out_name == "test" and entry.metrics.get("centroid_distance") is not None
     assert entry.data_cell().startswith(f"{entry.data_name} ({entry.train:,} / {entry.held_out:,}); digits")
+
+
+def test_every_measured_file_has_the_shape_its_section_reads(tmp_path):
+    """Each file in benchmarks/ is checked against its TypedDict when read (pydantic); a file a script wrote without
+    a key its section reads is one line naming the file and the key, not a KeyError deep in a renderer."""
+    import json
+
+    import pytest
+
+    from atml.errors import UsageError
+    from atml.reporting import bench_files
+
+    for drawn in readme.SECTIONS.values():
+        path = ROOT / "benchmarks" / drawn.file
+        if path.is_file():
+            bench_files.read(path, drawn.shape)
+    broken = json.loads((ROOT / "benchmarks" / "cli-latency-cpu.json").read_text())
+    del broken["rows"][0]["over_python"]
+    (tmp_path / "cli-latency-cpu.json").write_text(json.dumps(broken))
+    with pytest.raises(UsageError, match=r"cli-latency-cpu.json does not have the shape of CliLatencyFile: "
+                                         r"rows.0.over_python: Field required"):
+        readme.render("cli-latency-cpu", tmp_path)

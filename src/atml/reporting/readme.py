@@ -17,7 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from atml.provenance import DataSource, WeightsInfo
-from atml.reporting import layout
+from atml.reporting import bench_files, layout
+from atml.reporting.bench_files import (
+    BenchFile,
+    CliLatencyFile,
+    DataScaleFile,
+    ExploreFile,
+    GpuCheckFile,
+    RunMemoryFile,
+    SlurmBenchFile,
+    SlurmFaultsFile,
+    SpeedFile,
+    SweepFile,
+    TimingFile,
+    ViewBytesFile,
+)
 from atml.results import Bench, Metric, Metrics, Results, RunResults
 from atml.suite import registry
 
@@ -161,20 +175,20 @@ def section(raw: Mapping[str, Any]) -> str:
     return f"{START}\n{origin}\n\n{table(summary)}\n{END}"
 
 
-def speed_section(figures: dict[str, Any]) -> str:
+def speed_section(figures: SpeedFile, file: str) -> str:
     """``atml speed``'s JSON as a table: atml's path, the peer's loop, the ratio."""
     sizes = figures["sizes"]
     lines = [f"`atml speed --device {figures['device']}` on {figures['device_name']}, torch {figures['torch']}, "
              f"{figures['precision']}, batch {sizes['batch']}, 224 px, random weights, "
              f"{figures.get('date', 'undated')} "
-             f"(`benchmarks/{figures.get('file', 'speed.json')}`):", "",
+             f"(`benchmarks/{file}`):", "",
              "| path | atml (img/s) | peer | peer (img/s) | atml / peer |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {p['name']} | {p['atml']:,.1f} | {p['peer_name']} | {p['peer']:,.1f} | {p['ratio']:.2f} |"
               for p in figures["pairs"]]
     return "\n".join(lines)
 
 
-def timing_section(report: dict[str, Any]) -> str:
+def timing_section(report: TimingFile, file: str) -> str:
     """``scripts/suite_timing.py``'s JSON as a table, per experiment and for the whole suite."""
     evaluation = report["eval_limit"] or "the preset's"
     limits = ("the full sizes (no limit on training or evaluation images)"
@@ -183,7 +197,7 @@ def timing_section(report: dict[str, Any]) -> str:
     limits += f", {' '.join(report['overrides'])}" if report.get("overrides") else ""
     lines = [f"`scripts/suite_timing.py` on {report['card']}, torch {report['torch']}, {report['date'][:10]}: the "
              f"rehearsal preset, {limits}, at most {report['epochs_per_stage']} epoch(s) per training stage "
-             f"(`benchmarks/{report.get('file', 'suite-timing.json')}`):", "",
+             f"(`benchmarks/{file}`):", "",
              "| experiment | ran (s) | longest stage: s/epoch x epochs | at the full epochs (s) | peak memory (MB) "
              "| GPU util |", "| --- | --- | --- | --- | --- | --- |"]
     for row in report["experiments"]:
@@ -202,14 +216,14 @@ def timing_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def gpu_check_section(report: dict[str, Any]) -> str:
+def gpu_check_section(report: GpuCheckFile, file: str) -> str:
     """``scripts/gpu_check.py``'s JSON: every experiment on the GPU, atml's paths beside timm's, torchrun."""
     speed = report["speed"]
     sizes = speed["sizes"]
     failed = ", ".join(report["failed"]) or "none"
     lines = [f"`scripts/gpu_check.sh` on one {report['card']} (driver {report['driver']}), torch {report['torch']}, "
              f"CUDA {report['cuda']}, {report['date'][:10]}, {report['seconds']:.0f} s in all, failed parts: {failed} "
-             f"(`benchmarks/{report.get('file', 'gpu-check.json')}`).", "",
+             f"(`benchmarks/{file}`).", "",
              "(a) Every experiment at the smoke preset with `--device cuda` (generated data, random weights):", "",
              "| experiment | status | seconds | peak GPU memory (GiB) |", "| --- | --- | --- | --- |"]
     lines += [f"| {r['experiment']} | {r['status']} | {r['seconds']:.1f} | {r['peak_gib']:.2f} |"
@@ -222,16 +236,17 @@ def gpu_check_section(report: dict[str, Any]) -> str:
     lines += [f"| {p['name']} | {p['atml']:,.0f} | {p['peer_name']} | {p['peer']:,.0f} | {p['ratio']:.2f} |"
               for p in speed["pairs"]]
     run = report["torchrun"]
-    backend = (run.get("distributed") or {}).get("backend")
+    distributed = run.get("distributed")
+    backend = distributed["backend"] if distributed else None
     lines += ["", f"(c) `torchrun --nproc-per-node 1` {run['experiment']} at the smoke preset: exit status "
               f"{run['returncode']}, backend {backend}, {run['seconds']:.1f} s."]
     return "\n".join(lines)
 
 
-def bench_section(report: dict[str, Any]) -> str:
+def bench_section(report: BenchFile, file: str) -> str:
     """``scripts/benches.py``'s JSON (one ``atml bench --json`` per experiment family) as a table."""
     lines = [f"On {report['device_name']}, torch {report['torch']}, {report['date']} "
-             f"(`benchmarks/{report.get('file', 'bench.json')}`):", "",
+             f"(`benchmarks/{file}`):", "",
              "| command | naive path | atml path | speed-up | same result | model rate, share of the machine's "
              "matrix-multiply rate |", "| --- | --- | --- | --- | --- | --- |"]
     for b in map(Bench.from_json, report["benches"]):
@@ -246,14 +261,14 @@ def bench_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def data_scale_section(report: dict[str, Any]) -> str:
+def data_scale_section(report: DataScaleFile, file: str) -> str:
     """``scripts/data_scale.py``'s JSON: first decode, cached read and anonymous memory per folder size."""
     lines = [f"`scripts/data_scale.py` on {report['cpu']} ({report['cores']} cores), torch {report['torch']}, "
              f"torchvision {report['torchvision']}, Pillow {report['pillow']}, {report['date']}: folders of "
              f"{report['image']} at image_size {report['image_size']}, each figure from a fresh process"
              + (f", first decodes and torchvision passes the best of {report['repeats']} alternated runs"
                 if report.get("repeats", 1) > 1 else "")
-             + f" (`benchmarks/{report.get('file', 'data-scale.json')}`):", "",
+             + f" (`benchmarks/{file}`):", "",
              "| images | atml first decode + one pass: s (img/s) | atml cached: split ready in s; + one pass: s "
              "(share of first) | torchvision DataLoader, one pass: s (img/s) | atml first / torchvision | peak "
              "anonymous MB: atml first / cached / torchvision | same pixels cached | Pillow decode-only limit "
@@ -276,12 +291,12 @@ def data_scale_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_memory_section(report: dict[str, Any]) -> str:
+def run_memory_section(report: RunMemoryFile, file: str) -> str:
     """``scripts/run_memory.py``'s JSON: one command's time and peak anonymous memory at several values of an option."""
     key = report["vary"]
     lines = [f"`scripts/run_memory.py` on {report['cpu']} ({report['cores']} cores), torch {report['torch']}, "
              f"{report['date']}: `{report['command']}` with `--set {key}=N`, each in a fresh process "
-             f"(`benchmarks/{report.get('file', 'run-memory.json')}`):", "",
+             f"(`benchmarks/{file}`):", "",
              f"| {key} | status | wall time s | resident high-water mark MB (kernel, exact) | peak anonymous MB "
              "(sampled every 20 ms) |", "| --- | --- | --- | --- | --- |"]
     for r in report["rows"]:
@@ -290,12 +305,12 @@ def run_memory_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def sweep_section(report: dict[str, Any]) -> str:
+def sweep_section(report: SweepFile, file: str) -> str:
     """``scripts/sweep_bench.py``'s JSON: the shell loop of ``atml run`` beside ``atml sweep``."""
     n = report["cells"]
     return "\n".join([
         f"`{report['command']}` on {report['cpu']} ({report['cores']} cores), {report['date']} "
-        f"(`benchmarks/{report.get('file', 'sweep-cpu.json')}`):", "",
+        f"(`benchmarks/{file}`):", "",
         "| how | wall time s | per cell s | vs the loop |", "| --- | --- | --- | --- |",
         f"| `atml run` x {n}, one after another | {report['loop_s']:.1f} | {report['loop_s'] / n:.2f} | 1.00x |",
         f"| `atml sweep --parallel 1` | {report['sweep_parallel1_s']:.1f} | {report['sweep_parallel1_s'] / n:.2f} | "
@@ -315,10 +330,10 @@ def _overhead(per_cell: float) -> str:
             "cell's result file appears, without waiting for its process to exit).")
 
 
-def slurm_bench_section(report: dict[str, Any]) -> str:
+def slurm_bench_section(report: SlurmBenchFile, file: str) -> str:
     """``scripts/slurm_bench.py``'s JSON: the same grid through the local executor and the real Slurm cluster."""
     lines = [f"`{report['command']}` on {report['cpu']} ({report['cores']} cores), {report['slurm']} "
-             f"({report['accounting']}), {report['date']} (`benchmarks/{report.get('file', 'sweep-slurm-cpu.json')}`):",
+             f"({report['accounting']}), {report['date']} (`benchmarks/{file}`):",
              "", "| executor | wall time s | start: could start -> job started, median / max s | "
              "seen: job ended -> controller's line, median / max s |", "| --- | --- | --- | --- |"]
     for name, r in report["executors"].items():
@@ -327,11 +342,11 @@ def slurm_bench_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def slurm_faults_section(report: dict[str, Any]) -> str:
+def slurm_faults_section(report: SlurmFaultsFile, file: str) -> str:
     """``scripts/slurm_faults.py``'s JSON: each fault injected on the real cluster, what the user saw, what was
     lost."""
     lines = [f"`{report['command']}` on {report['slurm']}, {report['date']} "
-             f"(`benchmarks/{report.get('file', 'slurm-faults.json')}`); {report['cells_per_fault']} cells per fault:",
+             f"(`benchmarks/{file}`); {report['cells_per_fault']} cells per fault:",
              "", "| fault | injected by | what the user saw | cells lost | cells run twice | MLflow runs missing |",
              "| --- | --- | --- | --- | --- | --- |"]
     for f in report["faults"]:
@@ -342,10 +357,10 @@ def slurm_faults_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cli_latency_section(report: dict[str, Any]) -> str:
+def cli_latency_section(report: CliLatencyFile, file: str) -> str:
     """``scripts/cli_latency.py``'s JSON: each prompt answer's median time beside ``python -c pass``."""
     lines = [f"`{report['command'].strip()}` at {report['commit']}, {report['date']}, on {report['cores']} cores "
-             f"(`benchmarks/{report.get('file', 'cli-latency-cpu.json')}`); median of {report['repeats']} processes "
+             f"(`benchmarks/{file}`); median of {report['repeats']} processes "
              f"each; `python -c pass` took {report['python_pass_s']:.2f} s and `python -c 'import torch'` "
              f"{report['import_torch_s']:.2f} s in the same run:", "",
              "| command | seconds | over `python -c pass` | exit |", "| --- | --- | --- | --- |"]
@@ -354,12 +369,12 @@ def cli_latency_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def view_bytes_section(report: dict[str, Any]) -> str:
+def view_bytes_section(report: ViewBytesFile, file: str) -> str:
     """``scripts/view_bytes.py``'s JSON: each view's bytes on real models and on the demo, each report before and
     after its budget."""
     budget = report["budget"] / 1e6
     lines = [f"`{report['command'].strip()}` at {report['commit']}, {report['date']} "
-             f"(`benchmarks/{report.get('file', 'view-bytes-cpu.json')}`); the report's budget for its views is "
+             f"(`benchmarks/{file}`); the report's budget for its views is "
              f"{budget:.1f} MB. Smoke runs on real architectures, random weights: "
              + "; ".join(f"`atml run {r} --preset smoke`" for r in report["smoke_runs"]) + ".", "",
              "| report | runs | views as stored | views in the page (after the budget) | report.html | `--static` |",
@@ -378,13 +393,13 @@ def view_bytes_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def explore_section(report: dict[str, Any]) -> str:
+def explore_section(report: ExploreFile, file: str) -> str:
     """``scripts/explore_bench.py``'s JSON: the report with and without its views, each view's share, the scatter at
     two sizes in Chromium, and the screenshots."""
     static, live = report["static"], report["interactive"]
     presets = ", ".join(report["presets"])
     lines = [f"`{report['command']}` at {report['commit']}, {report['date']}, on {report['cpu']} with Chromium "
-             f"{report['chromium']} (`benchmarks/{report.get('file', 'explore-cpu.json')}`); the report of "
+             f"{report['chromium']} (`benchmarks/{file}`); the report of "
              f"{report['runs']} runs at the {presets} preset, built 3 times each way (median):", "",
              "| report | report.html | build s |", "| --- | --- | --- |",
              f"| `--static` (figures and tables; the report before its views) | {static['report_kb'] / 1024:.2f} MB | "
@@ -404,25 +419,35 @@ def explore_section(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
-    "explore-cpu": ("explore-cpu.json", explore_section),
-    "cli-latency-cpu": ("cli-latency-cpu.json", cli_latency_section),
-    "view-bytes-cpu": ("view-bytes-cpu.json", view_bytes_section),
-    "sweep-cpu": ("sweep-cpu.json", sweep_section),
-    "sweep-slurm-cpu": ("sweep-slurm-cpu.json", slurm_bench_section),
-    "slurm-faults": ("slurm-faults.json", slurm_faults_section),
-    "attention-memory-cpu": ("attention-memory-cpu.json", run_memory_section),
-    "cka-memory-cpu": ("cka-memory-cpu.json", run_memory_section),
-    "data-scale-cpu": ("data-scale-cpu.json", data_scale_section),
-    "data-scale-large-cpu": ("data-scale-large-cpu.json", data_scale_section),
-    "bench-cpu": ("bench-cpu.json", bench_section),
-    "results": ("demo-results.json", lambda summary: section(summary)),
-    "speed-cpu": ("speed-cpu.json", speed_section),
-    "suite-timing-cpu": ("suite-timing-cpu.json", timing_section),
-    "gpu-check-h200": ("gpu-check-H200.json", gpu_check_section),
-    "suite-timing-gpu": ("suite-timing-gpu.json", timing_section),
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A generated section: the file in ``benchmarks/`` it is drawn from, that file's shape, and its renderer."""
+
+    file: str
+    shape: type[Any]
+    render: Callable[[Any, str], str]
+
+
+SECTIONS: dict[str, Section] = {
+    "explore-cpu": Section("explore-cpu.json", ExploreFile, explore_section),
+    "cli-latency-cpu": Section("cli-latency-cpu.json", CliLatencyFile, cli_latency_section),
+    "view-bytes-cpu": Section("view-bytes-cpu.json", ViewBytesFile, view_bytes_section),
+    "sweep-cpu": Section("sweep-cpu.json", SweepFile, sweep_section),
+    "sweep-slurm-cpu": Section("sweep-slurm-cpu.json", SlurmBenchFile, slurm_bench_section),
+    "slurm-faults": Section("slurm-faults.json", SlurmFaultsFile, slurm_faults_section),
+    "attention-memory-cpu": Section("attention-memory-cpu.json", RunMemoryFile, run_memory_section),
+    "cka-memory-cpu": Section("cka-memory-cpu.json", RunMemoryFile, run_memory_section),
+    "data-scale-cpu": Section("data-scale-cpu.json", DataScaleFile, data_scale_section),
+    "data-scale-large-cpu": Section("data-scale-large-cpu.json", DataScaleFile, data_scale_section),
+    "bench-cpu": Section("bench-cpu.json", BenchFile, bench_section),
+    "speed-cpu": Section("speed-cpu.json", SpeedFile, speed_section),
+    "suite-timing-cpu": Section("suite-timing-cpu.json", TimingFile, timing_section),
+    "gpu-check-h200": Section("gpu-check-H200.json", GpuCheckFile, gpu_check_section),
+    "suite-timing-gpu": Section("suite-timing-gpu.json", TimingFile, timing_section),
 }
-"""Generated README sections: name -> (file in benchmarks/, renderer). The results section keeps its own markers."""
+"""Generated sections: name -> where from and how drawn. The demo's results section (``results``, from
+``demo-results.json`` as :class:`DemoSummary`) keeps its own markers."""
+RESULTS = "demo-results.json"
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -433,20 +458,20 @@ def markers(name: str) -> tuple[str, str]:
 
 def render(name: str, benchmarks: Path) -> str | None:
     """The section's text with its markers, or None when its file is not there (nothing measured)."""
-    file, renderer = SECTIONS[name]
-    path = benchmarks / file
+    if name == "results":
+        path = benchmarks / RESULTS
+        return section(json.loads(path.read_text())) if path.is_file() else None
+    drawn = SECTIONS[name]
+    path = benchmarks / drawn.file
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    data.setdefault("file", file)
-    body = renderer(data)
     start, end = markers(name)
-    return body if name == "results" else f"{start}\n{body}\n{end}"
+    return f"{start}\n{drawn.render(bench_files.read(path, drawn.shape), drawn.file)}\n{end}"
 
 
 def update(readme: str, benchmarks: Path) -> str:
     """README text with every generated section whose markers it holds rewritten from ``benchmarks/``."""
-    for name in SECTIONS:
+    for name in ["results", *SECTIONS]:
         start, end = markers(name)
         if readme.count(start) != 1 or readme.count(end) != 1:
             continue
