@@ -95,8 +95,10 @@ def test_experiments_build_models_with_their_weights_through_the_run_context():
 
 def test_one_helper_downloads_each_kind_of_published_file():
     """torch hub's cache (torchvision, registry URLs, Inception) through ``weights.hub_file``, the Hugging Face hub
-    (timm, open_clip) through ``weights.hf_file``: one call site each, in ``models/weights.py``."""
-    calls = {"download_url_to_file(": [], "hf_hub_download(": [], "hub.get_dir()": []}
+    (timm, open_clip) through ``weights.hf_file``, a repo's folder (a transformers model, SigLIP's tokenizer) through
+    ``weights.hf_snapshot``: one call site each, in ``models/weights.py``."""
+    calls: dict[str, list[str]] = {"download_url_to_file(": [], "hf_hub_download(": [], "hub.get_dir()": [],
+                                   "snapshot_download(": []}
     for path in SRC.rglob("*.py"):
         for i, line in enumerate(path.read_text().splitlines(), 1):
             for call in calls:
@@ -104,7 +106,18 @@ def test_one_helper_downloads_each_kind_of_published_file():
                     calls[call].append(f"{path.relative_to(SRC)}:{i}")
     assert {k: [w.split(":")[0] for w in v] for k, v in calls.items()} == {
         "download_url_to_file(": ["models/weights.py"], "hf_hub_download(": ["models/weights.py"],
-        "hub.get_dir()": ["models/weights.py"]}, calls
+        "hub.get_dir()": ["models/weights.py"], "snapshot_download(": ["models/weights.py"]}, calls
+
+
+def test_each_library_s_preprocessing_is_converted_in_one_place():
+    """``preprocessing_from`` turns a library's description of its weights' input into atml's ``Preprocessing``: in
+    the registry (timm's pretrained_cfg, torchvision's transforms, open_clip's model and tag configs), once per entry
+    (cached), and for a transformers folder's image processor in ``vit.hf_arch``; nowhere else."""
+    sites = sorted(f"{p.relative_to(SRC).as_posix()}:{node.lineno}" for p in SRC.rglob("*.py")
+                   for node in ast.walk(ast.parse(p.read_text()))
+                   if isinstance(node, ast.Call) and (getattr(node.func, "id", None) == "preprocessing_from"
+                                                      or getattr(node.func, "attr", None) == "preprocessing_from"))
+    assert [s.split(":")[0] for s in sites] == ["models/registry.py"] * 4 + ["models/vit.py"], sites
 
 
 def test_notes_and_choices_read_the_typed_sources_not_the_names():

@@ -151,16 +151,12 @@ def tokenizer(arch_name: str, *, offline: bool) -> Any:
     repo = text_cfg.get("hf_tokenizer_name")
     if not repo:
         return open_clip.get_tokenizer(arch_name)
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(repo, local_files_only=offline,
-                                   allow_patterns=["tokenizer*", "special_tokens_map.json", "*.model", "vocab*",
-                                                   "config.json"])
-    except OSError as err:
+    folder = weights_lib.hf_snapshot(repo, ["tokenizer*", "special_tokens_map.json", "*.model", "vocab*",
+                                            "config.json"], offline=offline)
+    if folder is None:
         raise WeightsError(f"{arch_name} tokenizes text with the Hugging Face tokenizer {repo}, which is not in the "
                            "Hugging Face cache" + (" and offline mode forbids downloading" if offline else "")
-                           + f"; run once online, or put it there with huggingface-cli download {repo}") from err
+                           + f"; run once online, or put it there with huggingface-cli download {repo}")
     with _quiet_open_clip():
         return open_clip.tokenizer.HFTokenizer(folder, context_length=text_cfg.get("context_length", 77),
                                                **text_cfg.get("tokenizer_kwargs", {}))

@@ -313,11 +313,17 @@ def transformers_info(folder: Path) -> WeightsInfo:
 def deit_snapshot(offline: bool) -> Path | None:
     """``facebook/deit-small-patch16-224`` from the Hugging Face cache (or hub, when online); None when it cannot be
     had, so DeiT-Small's release file is used instead."""
+    return hf_snapshot(HF_DEIT, ["config.json", "*.safetensors", "preprocessor_config.json"], offline=offline)
+
+
+def hf_snapshot(repo: str, patterns: list[str], *, offline: bool) -> Path | None:
+    """The one way atml fetches a folder of a Hugging Face repo (a transformers model, a tokenizer): the files
+    matching ``patterns``, from the cache, else downloaded there when the run may use the network; None when they
+    cannot be had (the caller says what that means)."""
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(HF_DEIT, local_files_only=offline,
-                                      allow_patterns=["config.json", "*.safetensors", "preprocessor_config.json"]))
+        return Path(snapshot_download(repo, local_files_only=offline, allow_patterns=patterns))
     except OSError:  # huggingface_hub's "not cached", offline-mode, HTTP and connection errors are all OSErrors;
         return None  # anything else is a bug and surfaces
 
