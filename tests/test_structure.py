@@ -199,3 +199,12 @@ def test_every_option_a_message_names_is_one_the_command_line_has():
     assert len(named) > 40
     unknown = sorted(f"{file}:{line}: {name}" for file, line, name in named if name not in cli._flags())
     assert not unknown, unknown
+
+
+def test_no_function_is_longer_than_fifty_lines():
+    """A function reads on one screen: none in the package over 50 lines (decorators and docstring included)."""
+    long = sorted(f"{p.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+                  for p in SRC.rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  and (node.end_lineno or node.lineno) - node.lineno + 1 > 50)
+    assert not long, long

@@ -64,16 +64,9 @@ class Readiness:
         return dataclasses.asdict(self)
 
 
-def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.2, skip_bad: bool = False,
-         grayscale: bool = False, interpolation: str = "bilinear", crop: int | None = None,
-         progress: bool = True) -> FolderRead:
-    """The folder's train and validation splits, each image decoded to a ``size`` square (``crop``: the centre crop
-    the model takes of it later, see :func:`atml.data.decode.square_box`)."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; pass ", Option("data_dir", Placeholder("DIR")),
-                        " with DIR/train/CLASS/*.jpg (and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
-    train_dir, val_dir, left_out = layout(root)
+def _class_files(train_dir: Path, val_dir: Path | None) -> tuple[dict[str, list[Path]], list[str]]:
+    """Each class folder of ``train_dir`` with images, and its files; the empty ones by name. Refused: a validation
+    class the training split lacks, and fewer than two classes with images."""
     folders = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
                      and p.name not in JUNK_NAMES)
     if val_dir is not None:
@@ -84,12 +77,27 @@ def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.
                             f"move them out of {val_dir.name}/")
     found = {name: list_files(train_dir, [name])[0] for name in folders}
     empty = [name for name in folders if not found[name]]
-    classes = [name for name in folders if found[name]]
+    classes = {name: files for name, files in found.items() if files}
     if len(classes) < 2:
         raise DataError(f"{train_dir} holds {len(classes)} class folder(s) with images"
                         + (f" (empty: {', '.join(empty)})" if empty else "")
                         + "; an image folder needs one subfolder per class (at least two), each holding that class's "
                         "images")
+    return classes, empty
+
+
+def load(root: str | Path, *, size: int, seed: int = 0, val_fraction: float = 0.2, skip_bad: bool = False,
+         grayscale: bool = False, interpolation: str = "bilinear", crop: int | None = None,
+         progress: bool = True) -> FolderRead:
+    """The folder's train and validation splits, each image decoded to a ``size`` square (``crop``: the centre crop
+    the model takes of it later, see :func:`atml.data.decode.square_box`)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist; pass ", Option("data_dir", Placeholder("DIR")),
+                        " with DIR/train/CLASS/*.jpg (and DIR/val/CLASS/*.jpg) or DIR/CLASS/*.jpg")
+    train_dir, val_dir, left_out = layout(root)
+    found, empty = _class_files(train_dir, val_dir)
+    classes = list(found)
     files = [path for name in classes for path in found[name]]
     labels = [index for index, name in enumerate(classes) for _ in found[name]]
     if val_dir is not None:

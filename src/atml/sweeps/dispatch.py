@@ -418,16 +418,8 @@ def _dispatch(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], attac
                 submit([waiting.pop(0) for _ in range(min(parallel - len(running), len(waiting)))])
             ended = watcher.finished(running)
             for job, ending in ended.items():
-                cell = running.pop(job)
-                outcome = _finish(job, cell, folder, ending)
-                state.set(cell.name, state=outcome.state, job_id=outcome.job_id, log=outcome.log,
-                          reason=outcome.reason)
-                tracker.log(cell)
-                outcomes.append(outcome)
-                bar.update(1)
-                bar.set_postfix(done=sum(o.state == "done" for o in outcomes),
-                                failed=sum(o.state != "done" for o in outcomes), running=len(running))
-                out(f"atml: cell {cell.name}: {outcome.state}" + (f" ({outcome.reason})" if outcome.reason else ""))
+                outcomes.append(_ended(job, running.pop(job), folder, ending, state, tracker))
+                _show(outcomes, len(running), bar, out)
             watcher.report_pending(running)
             if running and not ended:
                 watcher.sleep()
@@ -435,10 +427,34 @@ def _dispatch(sweep: Sweep, opts: Options, folder: Path, todo: list[Cell], attac
         _interrupted(err, opts, running, waiting, state, say, outcomes)
         raise
     finally:
-        with contextlib.suppress(OSError):  # a terminal gone with its session
-            bar.close()
-        with contextlib.suppress(OSError):  # submitit's local controllers make the folder template itself, empty
-            (folder / "logs" / "%j").rmdir()
+        _tidy(bar, folder)
+
+
+def _tidy(bar: Any, folder: Path) -> None:
+    """The bar closed (a terminal gone with its session is no error), and the empty log folder template that
+    submitit's local controllers make themselves removed."""
+    with contextlib.suppress(OSError):
+        bar.close()
+    with contextlib.suppress(OSError):
+        (folder / "logs" / "%j").rmdir()
+
+
+def _show(outcomes: list[Outcome], running: int, bar: Any, out: Callable[[str], None]) -> None:
+    """The last cell's end on the bar and as a line."""
+    bar.update(1)
+    bar.set_postfix(done=sum(o.state == "done" for o in outcomes), failed=sum(o.state != "done" for o in outcomes),
+                    running=running)
+    last = outcomes[-1]
+    out(f"atml: cell {last.cell}: {last.state}" + (f" ({last.reason})" if last.reason else ""))
+
+
+def _ended(job: submitit.Job[Any], cell: Cell, folder: Path, ending: queue.JobState | None, state: State,
+           tracker: Any) -> Outcome:
+    """A cell whose job ended: its outcome recorded in ``sweep.json`` and logged to the tracker."""
+    outcome = _finish(job, cell, folder, ending)
+    state.set(cell.name, state=outcome.state, job_id=outcome.job_id, log=outcome.log, reason=outcome.reason)
+    tracker.log(cell)
+    return outcome
 
 
 def _interrupted(err: KeyboardInterrupt, opts: Options, running: dict[submitit.Job[Any], Cell], waiting: list[Cell],

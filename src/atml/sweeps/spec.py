@@ -233,6 +233,17 @@ def expand(request: Request, reg: Registry) -> Sweep:
             if seeds > 1:
                 values["seed"] = cfg.seed + s
             cells.append((values, dataclasses.replace(cfg, seed=cfg.seed + s)))
+    _check_distinct(request, cells)
+    all_keys = keys + (["seed"] if seeds > 1 else [])
+    varying = [k for k in all_keys if len({json.dumps(v[k], sort_keys=True) for v, _ in cells if k in v}) > 1]
+    named = _names([{k: v[k] for k in varying if k in v} for v, _ in cells])
+    return Sweep(exp.name, preset, request.name or f"{exp.name}-{preset}", fixed, all_keys,
+                 [Cell(name, values) for name, (values, _) in zip(named, cells, strict=True)],
+                 next((k for k in reversed(grid_keys) if k != "seed" and k in varying), ""))
+
+
+def _check_distinct(request: Request, cells: list[tuple[dict[str, Any], Any]]) -> None:
+    """Two cells with the same config are refused, naming both."""
     seen: dict[str, dict[str, Any]] = {}
     for values, cfg in cells:
         key = json.dumps(config_lib.to_dict(cfg), sort_keys=True)
@@ -240,12 +251,6 @@ def expand(request: Request, reg: Registry) -> Sweep:
             raise UsageError(f"{request.source}: cells {_describe(seen[key])} and {_describe(values)} are the same "
                              "config; list each cell once")
         seen[key] = values
-    all_keys = keys + (["seed"] if seeds > 1 else [])
-    varying = [k for k in all_keys if len({json.dumps(v[k], sort_keys=True) for v, _ in cells if k in v}) > 1]
-    named = _names([{k: v[k] for k in varying if k in v} for v, _ in cells])
-    return Sweep(exp.name, preset, request.name or f"{exp.name}-{preset}", fixed, all_keys,
-                 [Cell(name, values) for name, (values, _) in zip(named, cells, strict=True)],
-                 next((k for k in reversed(grid_keys) if k != "seed" and k in varying), ""))
 
 
 def _check_keys(request: Request, grid_keys: list[str], seeds: int) -> None:

@@ -111,6 +111,31 @@ def score_pretrained_head(cfg: ResNetConfig, ctx: RunContext, backbone: Built[cn
     return numbers, [note]
 
 
+def _head_inputs(cfg: ResNetConfig, ctx: RunContext, frozen: FrozenFeatures, head: torch.nn.Module,
+                 data: ImageDataset, res: int, stage: str,
+                 done_before: bool) -> tuple[torch.nn.Module, Batches | None, Batches | None, list[Metric]]:
+    """What the head trains as and on: the bare head on features extracted once (``feature_cache``, with the
+    extraction's time and rate), else the head on its frozen backbone over the images; no batches for a stage a
+    resumed run already finished (the checkpoint holds what was trained)."""
+    if done_before:
+        return (head if cfg.feature_cache else HeadOnFrozen(frozen, head)), None, None, []
+    if cfg.feature_cache:
+        started = time.perf_counter()
+        kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 256), "device": ctx.device, "amp": cfg.amp,
+                              "progress": ctx.progress}
+        f_train, ips = extract(frozen, data.train.images, desc=f"{stage} features train", **kw)
+        f_val, _ = extract(frozen, data.val.images, desc=f"{stage} features val", **kw)
+        timing = [Metric("feature_time_s", time.perf_counter() - started, "s"),
+                  Metric("backbone_images_per_s", ips, "img/s")]
+        train_b = Batches((f_train, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
+        return head, train_b, Batches((f_val, data.val.labels), 1024), timing
+    train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
+    val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256))
+    if ctx.device.type == "cuda":  # page-locked host memory: non-blocking copies overlap compute
+        train_b, val_b = train_b.pin(), val_b.pin()
+    return HeadOnFrozen(frozen, head), train_b, val_b, []
+
+
 def train_head(cfg: ResNetConfig, ctx: RunContext, model: cnn.CNN, backbone: Built[cnn.CNN],
                data: ImageDataset, res: int, stage: str | None = None) -> tuple[History, list[Metric]]:
     """Train a fresh head on the frozen ``model`` at resolution ``res`` (feature cache or not).
@@ -127,31 +152,9 @@ def train_head(cfg: ResNetConfig, ctx: RunContext, model: cnn.CNN, backbone: Bui
     frozen = FrozenFeatures(Preprocess(backbone.preprocessing, res, channels_last=cfg.channels_last), model,
                             compile=cfg.compile).to(ctx.device)
     head = new_head(model.num_features, len(data.train.classes), cfg.seed + res).to(ctx.device)
-    out: list[Metric] = []
     timing = ckpt.with_suffix(".timing.json")  # the stage's times, kept for a resumed run that skips the stage
     done_before = finished(ckpt, cfg.epochs)
-    if done_before:  # resumed run: this stage is complete, skip the backbone pass
-        # the checkpoint holds what was trained: the bare head on cached features, else the head on its backbone
-        trainable: torch.nn.Module = head if cfg.feature_cache else HeadOnFrozen(frozen, head)
-        train_b: Batches | None = None
-        val_b: Batches | None = None
-    elif cfg.feature_cache:
-        started = time.perf_counter()
-        kw: dict[str, Any] = {"batch_size": max(cfg.batch_size, 256), "device": ctx.device, "amp": cfg.amp,
-                              "progress": ctx.progress}
-        f_train, ips = extract(frozen, data.train.images, desc=f"{stage} features train", **kw)
-        f_val, _ = extract(frozen, data.val.images, desc=f"{stage} features val", **kw)
-        out += [Metric("feature_time_s", time.perf_counter() - started, "s"),
-                Metric("backbone_images_per_s", ips, "img/s")]
-        trainable = head
-        train_b = Batches((f_train, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
-        val_b = Batches((f_val, data.val.labels), 1024)
-    else:
-        trainable = HeadOnFrozen(frozen, head)
-        train_b = Batches((data.train.images, data.train.labels), cfg.batch_size, shuffle=True, seed=cfg.seed + res)
-        val_b = Batches((data.val.images, data.val.labels), max(cfg.batch_size, 256))
-        if ctx.device.type == "cuda":  # page-locked host memory: non-blocking copies overlap compute
-            train_b, val_b = train_b.pin(), val_b.pin()
+    trainable, train_b, val_b, out = _head_inputs(cfg, ctx, frozen, head, data, res, stage, done_before)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     started = time.perf_counter()
     rows = fit(Fit(trainable, optimizer, train_b or _empty(),
