@@ -64,10 +64,10 @@ class PythonWords:
     """Python's words: options and keys as :func:`atml.run`'s keyword arguments, a resume as :func:`atml.resume`."""
 
     def option(self, option: Option) -> str:
-        return f"{option.name}={_python_value(option.value)}"
+        return option.name if option.value is None else f"{option.name}={_python_value(option.value)}"
 
     def key(self, key: Key) -> str:
-        return f"{key.name}={_python_value(key.value)}"
+        return key.name if key.value is None else f"{key.name}={_python_value(key.value)}"
 
     def resume(self, resume: Resume) -> str:
         return f"atml.resume({str(resume.path)!r})"
@@ -75,9 +75,7 @@ class PythonWords:
 
 def _python_value(value: object) -> str:
     """A value as a keyword argument shows it: a placeholder as its text (``DIR``), a path as its text quoted, a
-    list item by item, anything else as Python writes it (``'cpu'``, ``True``, ``3``); None: ``...``."""
-    if value is None:
-        return "..."
+    list item by item, anything else as Python writes it (``'cpu'``, ``True``, ``3``)."""
     if isinstance(value, Placeholder):
         return value.text
     if isinstance(value, Path):
