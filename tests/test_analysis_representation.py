@@ -79,3 +79,19 @@ def test_tsne_on_a_small_set_prints_nothing_of_its_own(capfd, caplog):
     assert xy.shape == (9, 2)
     out = capfd.readouterr()
     assert "too high" not in out.out + out.err + caplog.text
+
+
+def test_umap_s_compiled_functions_are_cached_across_processes():
+    """umap 0.5 compiles its numba functions afresh in every process (about 8 s here); atml imports it with
+    cache=True, so the machine code of the layout step and the distances is kept for the next process. In a fresh
+    process (another test may already have imported umap without it), and numba.njit is restored afterwards."""
+    import subprocess
+    import sys
+
+    probe = ("from atml.analysis.representation import _umap\n"
+             "_umap()\n"
+             "import numba, umap.layouts as layouts, umap.distances as distances\n"
+             "print(type(layouts._nb_optimize_layout_euclidean_single_epoch._cache).__name__,"
+             " type(distances.euclidean._cache).__name__, numba.njit.__module__)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["FunctionCache", "FunctionCache", "numba.core.decorators"], done.stderr[-2000:]

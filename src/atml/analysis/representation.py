@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,9 +104,33 @@ def perplexity_for(samples: int) -> float:
     return float(min(30, max(5, (samples - 1) / 4), max(1, (samples - 1) / 3)))
 
 
-def umap_embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
-    import umap  # imported here: numba compiles it on first use (seconds)
+def _umap() -> Any:
+    """umap-learn, imported with its numba functions compiled ``cache=True`` (umap 0.5 caches none of them): the
+    machine code is written beside umap's sources (or to numba's user cache) by the first process and read by every
+    later one, instead of being compiled again in each (about 8 s on 2 cores). Imported here, not at the top: a run
+    that draws no UMAP never loads numba."""
+    import sys
 
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    import numba
+
+    njit = numba.njit
+
+    def cached(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cache", True)
+        return njit(*args, **kwargs)
+
+    numba.njit = cached  # umap (and pynndescent) decorate at import: only while they are imported
+    try:
+        import umap
+    finally:
+        numba.njit = njit
+    return umap
+
+
+def umap_embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    umap = _umap()
     neighbours = int(min(15, len(features) - 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": determinism wanted
