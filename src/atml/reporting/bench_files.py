@@ -333,6 +333,33 @@ class ExploreFile(TypedDict):
     screenshots: list[str]
 
 
+class StepRow(TypedDict):
+    model: str
+    what: str
+    images: int
+    batch: int
+    epochs: int
+    steps: int
+    atml_steps_per_s: float
+    plain_steps_per_s: float
+    ratio: float
+
+
+class TrainStepFile(TypedDict):
+    """``scripts/train_step_bench.py``."""
+
+    command: str
+    commit: str
+    date: str
+    cpu: str
+    cores: int
+    device: str
+    torch: str
+    threads: int
+    repeats: int
+    rows: list[StepRow]
+
+
 Shape = TypeVar("Shape")
 
 

@@ -30,6 +30,7 @@ from atml.reporting.bench_files import (
     SpeedFile,
     SweepFile,
     TimingFile,
+    TrainStepFile,
     ViewBytesFile,
 )
 from atml.results import Bench, Metric, Metrics, Results, RunResults
@@ -419,6 +420,19 @@ def explore_section(report: ExploreFile, file: str) -> str:
     return "\n".join(lines)
 
 
+def train_step_section(report: TrainStepFile, file: str) -> str:
+    """``scripts/train_step_bench.py``'s JSON: atml's training loop beside a plain PyTorch loop, steps per second."""
+    lines = [f"`{report['command'].strip()}` at {report['commit']}, {report['date']}, on {report['cpu']} "
+             f"({report['cores']} cores, {report['threads']} torch threads), device {report['device']}, torch "
+             f"{report['torch']} (`benchmarks/{file}`); the median of {report['repeats']} alternated runs each, after "
+             "one warm-up run:", "",
+             "| model | images x epochs | atml loop (steps/s) | plain PyTorch loop (steps/s) | atml / plain |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['what']} | {r['images']:,} x {r['epochs']} | {r['atml_steps_per_s']:.1f} | "
+              f"{r['plain_steps_per_s']:.1f} | {r['ratio']:.2f} |" for r in report["rows"]]
+    return "\n".join(lines)
+
+
 @dataclasses.dataclass(frozen=True)
 class Section:
     """A generated section: the file in ``benchmarks/`` it is drawn from, that file's shape, and its renderer."""
@@ -440,6 +454,7 @@ SECTIONS: dict[str, Section] = {
     "data-scale-cpu": Section("data-scale-cpu.json", DataScaleFile, data_scale_section),
     "data-scale-large-cpu": Section("data-scale-large-cpu.json", DataScaleFile, data_scale_section),
     "bench-cpu": Section("bench-cpu.json", BenchFile, bench_section),
+    "train-step-cpu": Section("train-step-cpu.json", TrainStepFile, train_step_section),
     "speed-cpu": Section("speed-cpu.json", SpeedFile, speed_section),
     "suite-timing-cpu": Section("suite-timing-cpu.json", TimingFile, timing_section),
     "gpu-check-h200": Section("gpu-check-H200.json", GpuCheckFile, gpu_check_section),
