@@ -161,7 +161,7 @@ def test_speed_command_prints_ratios_against_timm(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["precision"] == "fp32" and {p["peer_name"] for p in figures["pairs"]} == {"timm loop", "plain step"}
     bad = subprocess.run([sys.executable, "-m", "atml", "speed", "--models", "vgg"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "--models 'vgg' is not valid" in bad.stderr
+    assert bad.returncode == 2 and "--models vgg is not valid" in bad.stderr
 
 
 def test_a_bench_at_chance_never_reports_the_same_result(capsys):
@@ -173,7 +173,8 @@ def test_a_bench_at_chance_never_reports_the_same_result(capsys):
     figures = bench.summarise("resnet.head", {"naive": (4.0, 0.2007), "atml": (1.0, 0.2007)}, throughput, chance=0.2)
     assert figures.at_chance and "both at chance (0.20)" in capsys.readouterr().out
     row = readme.bench_section({"device_name": "cpu", "torch": "2", "date": "d", "benches": [
-        {**figures.to_json(), "command": "atml bench resnet.head", "naive_label": "naive", "atml_label": "atml"}]})
+        {**figures.to_json(), "command": "atml bench resnet.head", "naive_label": "naive", "atml_label": "atml"}]},
+        "bench.json")
     assert "no: both at chance (0.20)" in row and "0.2007 both" not in row
     learned = bench.summarise("resnet.head", {"naive": (4.0, 0.93), "atml": (1.0, 0.93)}, throughput, chance=0.2)
     assert not learned.at_chance

@@ -27,7 +27,7 @@ def test_the_tour_notebook_runs_in_a_jupyter_kernel(tmp_path):
     assert any("vae.train" in h and "What the numbers show" in h and "<img" in h for h in html)  # a Run, displayed
     printed = "".join(o.get("text", "") for outs in outputs.values() for o in outs if o.output_type == "stream")
     assert "is an unfinished run of vae.train (smoke): it has no results.json. It stopped after epoch 1" in printed
-    assert "atml.resume(" in printed and "--resume" in printed
+    assert "Continue it with atml.resume(" in printed  # Python's words in a notebook
     plain = [o["data"]["text/plain"] for outs in outputs.values() for o in outs if o.output_type == "execute_result"]
     assert any(p.startswith("('ok', ") for p in plain)  # the resumed run finished
     assert any("dataframe" in h and "resolution" in h for h in html)  # seeds as a pandas DataFrame

@@ -457,7 +457,7 @@ def report(runs: Iterable[Run | str | Path], out: str | Path | None = None, *, s
     paths: Sequence[Path] = [r.path if isinstance(r, Run) else Path(r) for r in runs]
     target = Path(out) if out else Path("reports") / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
     return build.write_report(paths, target, registry(), static=static,
-                              warn=lambda line: print(f"not included: {line}", file=sys.stderr))
+                              warn=lambda err: print(f"not included: {err}", file=sys.stderr))
 
 
 @typing.overload

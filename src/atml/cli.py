@@ -415,7 +415,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path("reports") / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
     page = build.write_report([Path(r) for r in args.runs], out, registry(), static=args.static,
-                              warn=lambda line: print(f"atml: not included: {line}", file=sys.stderr))
+                              warn=lambda err: print(f"atml: not included: {err.words(TERMINAL)}", file=sys.stderr))
     print(page)
     return 0
 

@@ -79,7 +79,7 @@ class Skipped:
 
 
 def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *, static: bool = False,
-                 warn: Callable[[str], None] = lambda _line: None) -> Path:
+                 warn: Callable[[RunDirError], None] = lambda _err: None) -> Path:
     """Render the runs into ``out``; returns the path of ``report.html``.
 
     The page holds each run's interactive views (:mod:`atml.reporting.interactive`) beside its figures;
@@ -88,21 +88,24 @@ def write_report(run_paths: Sequence[Path], out: Path, reg: Registry, *, static:
     Folders that are not readable runs (not a run folder, a run that never finished) are
     listed under "Not included" with the reason; failed runs are shown with their status
     and error. The same folder given twice counts once. Only when nothing is readable is
-    it an error.
+    it an error. ``warn`` gets each folder left out, as the error that says why (naming the folder).
     """
     out = check_output_folder(out)
     views: list[RunView] = []
     skipped: list[Skipped] = []
+    left_out: list[RunDirError] = []
     for path in unique_paths(run_paths):
         try:
             views.append(_load(path, len(views), reg, explore=not static))
         except RunDirError as err:
+            named = err if str(err).startswith(str(path)) else RunDirError(f"{path}: ", *err.parts)
             skipped.append(Skipped(str(path), str(err)))
-    said = [s.reason if s.reason.startswith(s.path) else f"{s.path}: {s.reason}" for s in skipped]
+            left_out.append(named)
     if not views:  # said once, in the error
-        raise RunDirError("no run folder could be read: " + "; ".join(said))
-    for line in said:
-        warn(line)
+        joined = [part for error in left_out for part in ("; ", *error.parts)][1:]
+        raise RunDirError("no run folder could be read: ", *joined)
+    for error in left_out:
+        warn(error)
     groups = group_by_seed(views, reg)
     _distinct_titles(views)
     thinned = interactive.fit([block for view in views for block in view.views])
