@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +73,11 @@ def plain_vae(images: torch.Tensor, batch: int, epochs: int, device: torch.devic
 
     def train() -> None:
         model.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(images))
-            for i in range(0, len(images), batch):
-                x = preprocess(images[order[i:i + batch]].to(device, non_blocking=True))
-                loss = vae_model.loss(model(x), x, kl_weight=1.0).total
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+        for x in _plain_batches(images, batch, epochs, device, preprocess):
+            loss = vae_model.loss(model(x), x, kl_weight=1.0).total
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
     return _timed(train, device)
 
 
@@ -102,20 +99,27 @@ def plain_gan(images: torch.Tensor, batch: int, epochs: int, device: torch.devic
 
     def train() -> None:
         model.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(images))
-            for i in range(0, len(images), batch):
-                real = preprocess(images[order[i:i + batch]].to(device, non_blocking=True))
-                fake = gan.generator(torch.randn(len(real), gan.generator.latent_dim, device=device))
-                loss_d = bce(gan.discriminator(real), 1.0) + bce(gan.discriminator(fake.detach()), 0.0)
-                optimizer.zero_grad(set_to_none=True)
-                loss_d.backward(inputs=d_params)
-                optimizer.step()
-                loss_g = bce(gan.discriminator(fake), 1.0)
-                optimizer.zero_grad(set_to_none=True)
-                loss_g.backward(inputs=g_params)
-                optimizer.step()
+        for real in _plain_batches(images, batch, epochs, device, preprocess):
+            fake = gan.generator(torch.randn(len(real), gan.generator.latent_dim, device=device))
+            loss_d = bce(gan.discriminator(real), 1.0) + bce(gan.discriminator(fake.detach()), 0.0)
+            optimizer.zero_grad(set_to_none=True)
+            loss_d.backward(inputs=d_params)
+            optimizer.step()
+            loss_g = bce(gan.discriminator(fake), 1.0)
+            optimizer.zero_grad(set_to_none=True)
+            loss_g.backward(inputs=g_params)
+            optimizer.step()
     return _timed(train, device)
+
+
+def _plain_batches(images: torch.Tensor, batch: int, epochs: int, device: torch.device,
+                   preprocess: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[torch.Tensor]:
+    """What a notebook's loop does: each epoch a shuffled index, slices of the uint8 tensor, the model's
+    preprocessing on the device."""
+    for _ in range(epochs):
+        order = torch.randperm(len(images))
+        for i in range(0, len(images), batch):
+            yield preprocess(images[order[i:i + batch]].to(device, non_blocking=True))
 
 
 def _timed(train: Callable[[], Any], device: torch.device) -> float:

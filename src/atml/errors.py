@@ -3,7 +3,7 @@ and carries the exit code the CLI returns for it.
 
 The library never words an option for a terminal or for Python itself. A message names options as :class:`Option`
 (a front end's option: ``data_dir``, ``out``, ``resume``) or :class:`Key` (a config key: ``epochs``), and a resume as
-:class:`Resume`; ``str(err)`` writes them in Python's words (``data_dir='DIR'``, ``atml.resume('runs/x')``), and the
+:class:`Resume`; ``str(err)`` writes them in Python's words (``data_dir=DIR``, ``atml.resume('runs/x')``), and the
 command line writes them as its flags (``--data-dir DIR``, ``--set epochs=3``) with :meth:`AtmlError.words`.
 """
 

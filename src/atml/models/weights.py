@@ -255,13 +255,11 @@ def resolve(entry: Model, weights: str, *, offline: bool, recipe: str | None = N
     read.
     """
     tag = canonical_weights(weights)
-    if transformers or entry.builder == "transformers":
-        bundle = _transformers(entry, tag, offline) if transformers else None
-        if bundle is not None:
-            return bundle
-        if entry.builder == "transformers":
-            raise UsageError(f"arch={entry.name} takes its shape from a transformers folder: pass backend=hf and ",
-                             Option("weights", Placeholder("FOLDER")))
+    if transformers and (bundle := _transformers(entry, tag, offline)) is not None:
+        return bundle
+    if entry.builder == "transformers":
+        raise UsageError(f"arch={entry.name} takes its shape from a transformers folder: pass backend=hf and ",
+                         Option("weights", Placeholder("FOLDER")))
     if tag == "random":
         return Resolved(WeightsInfo("random", f"random initialisation ({entry.name}; no pretrained weights)",
                                     pretrained=False))
