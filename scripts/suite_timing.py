@@ -16,7 +16,10 @@ in ``val/<wnid>/`` (written once under ``$ATML_CACHE/rehearsal``), read with ``d
 by the experiments that score a model on ImageNet's classes (vit.classify, vit.masking); the
 first of them decodes it into the dataset cache, so its row includes the decoding.
 
-On a GPU, utilisation is sampled with nvidia-smi while each experiment runs.
+On a GPU, utilisation is sampled with nvidia-smi while each experiment runs. Every row also
+holds the run's map of where its time went (``env.json``'s ``time_by_work``, see
+:mod:`atml.timemap`): building models, data, model compute (and its device time on CUDA),
+host analyses, figures, writing and the rest, for the epochs that ran.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def time_experiment(name: str, device: torch.device, epochs: int, overrides: lis
         run = runner.execute(exp, cfg, preset="rehearsal", out=out, report=QUIET)
         wall = time.perf_counter() - started
     results = json.loads((run.path / "results.json").read_text())
+    spent = json.loads((run.path / "env.json").read_text()).get("time_by_work")
     remaining = sum((s["planned_epochs"] - s["run_epochs"]) * s["seconds"] / max(s["run_epochs"], 1)
                     for s in budget.stages)
     label = name + (" (data=imagenet)" if "data=imagenet" in overrides else "")
@@ -91,7 +95,7 @@ def time_experiment(name: str, device: torch.device, epochs: int, overrides: lis
             "how": "measured" if remaining == 0 else "estimated", "overrides": overrides,
             "stages": [{**s, "s_per_epoch": s["seconds"] / max(s["run_epochs"], 1)} for s in budget.stages],
             "peak_memory_mb": results["metrics"].get("peak_memory_mb"),
-            "gpu_utilisation_mean": sum(util) / len(util) if util else None,
+            "gpu_utilisation_mean": sum(util) / len(util) if util else None, "time_by_work": spent,
             "data": results["sources"].get("data", {}).get("source")}
 
 

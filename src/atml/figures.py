@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 from matplotlib.typing import RcKeyType  # noqa: E402
 
-from atml import storage  # noqa: E402
+from atml import storage, timemap  # noqa: E402
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -40,7 +40,7 @@ def styled(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with plt.rc_context(STYLE):
+        with plt.rc_context(STYLE), timemap.span("figures"):
             result = fn(*args, **kwargs)
             interactive = matplotlib.is_interactive()  # set by a notebook's backend on its first figure
         matplotlib.interactive(interactive)  # not undone with the style, or the user's own plots stop showing
@@ -60,6 +60,7 @@ def _savefig(fig: Any, fmt: str, kwargs: dict[str, Any], path: Path) -> None:
     fig.savefig(path, format=fmt, **kwargs)
 
 
+@timemap.counted("figures")
 def save(fig: Any, stem: Path, *, relative_to: Path) -> list[str]:
     """Write ``stem.png`` and ``stem.pdf``; returns both paths relative to ``relative_to``."""
     paths = []

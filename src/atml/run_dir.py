@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from atml import storage
+from atml import storage, timemap
 from atml.errors import Option, Resume, RunDirError, UsageError
 from atml.train.loop import MemoryRecorder
 
@@ -122,18 +122,21 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     # -- files ----------------------------------------------------------------------
+    @timemap.counted("writing")
     def write_config(self, data: dict[str, Any]) -> None:
         storage.write_text(self.path / "config.yaml", yaml.safe_dump(data, sort_keys=False))
 
     def read_config(self) -> dict[str, Any]:
         return read_yaml(self.path / "config.yaml")
 
+    @timemap.counted("writing")
     def write_env(self, env: dict[str, Any]) -> None:
         storage.write_json(self.path / "env.json", env)
 
     def read_env(self) -> dict[str, Any]:
         return read_json(self.path / "env.json")
 
+    @timemap.counted("writing")
     def write_results(self, results: dict[str, Any]) -> None:
         path = self.path / "results.json"
         try:
@@ -145,6 +148,7 @@ class RunDir:
     def read_results(self) -> dict[str, Any]:
         return read_json(self.path / "results.json")
 
+    @timemap.counted("writing")
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line and flush it to disk before returning (and to TensorBoard if on)."""
         with open(self.metrics_path, "a") as handle:

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from atml import config as config_lib
-from atml import distributed, references, runtime
+from atml import distributed, references, runtime, timemap
 from atml.console import PRINTED, Reporter
 from atml.context import RunContext
 from atml.data import rehearsal
@@ -108,8 +108,11 @@ def execute(exp: Experiment[Any], cfg: Any, *, preset: str, out: str | Path | No
         runtime.reset_peak_memory(device)  # so peak_memory_mb is this run's, not the process's
         say(f"atml: {exp.name} ({preset}) -> {run.path}")
         started = time.perf_counter()
-        results = _run(exp, cfg, ctx, preset)
-        run.write_results(_complete(results, exp, preset, cfg, ctx, time.perf_counter() - started))
+        with timemap.recording() as time_map:
+            results = _run(exp, cfg, ctx, preset)
+            run.write_results(_complete(results, exp, preset, cfg, ctx, time.perf_counter() - started))
+        if is_main:  # where the time went, by kind of work (atml.timemap)
+            run.write_env({**run.read_env(), "time_by_work": time_map.to_json()})
         say(f"atml: results in {run.path / 'results.json'}")
         return run
     finally:

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from typing_extensions import TypedDict
 
-from atml import storage
+from atml import storage, timemap
 
 THUMB_PX = 48
 """Thumbnails are at most this many pixels on their longer side (WebP, quality 80)."""
@@ -425,6 +425,7 @@ class Saliency:
 View = Scatter | Attention | Heatmap | Saliency
 
 
+@timemap.counted("writing")
 def save(view: View, path: Path, *, relative_to: Path) -> str:
     """Write ``view`` as JSON at ``path``; returns its path relative to the run."""
     data = view.to_json()

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from atml import timemap
+
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """The linear kernel ``X X^T`` of ``(n, d)`` features, in float64 (HSIC subtracts large, close numbers)."""
@@ -78,6 +80,7 @@ class MinibatchCKA:
         return torch.where(norm > 0, self.cross / norm.clamp_min(1e-300), torch.full_like(norm, float("nan")))
 
 
+@timemap.counted("analysis")
 def cka(x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> float:
     """CKA of two ``(n, d)`` feature sets of the same inputs: unbiased HSIC on the whole set (``batch_size``
     None) or averaged over minibatches of ``batch_size``."""

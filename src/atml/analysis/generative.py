@@ -13,16 +13,20 @@ from scipy import linalg
 from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors
 
+from atml import timemap
+
 
 class InvalidMetric(ValueError):
     """A figure that cannot be computed honestly from these samples; the message says why."""
 
 
+@timemap.counted("analysis")
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussians fitted to a and b."""
     return frechet_from_statistics(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
+@timemap.counted("analysis")
 def frechet_from_statistics(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray,
                             eps: float = 1e-6, imaginary_tolerance: float = 1e-3) -> float:
     """The Frechet distance of two Gaussians, with pytorch-fid's numerical safeguards.
@@ -49,6 +53,7 @@ def frechet_from_statistics(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarra
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
 
 
+@timemap.counted("analysis")
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN manifolds.
 
@@ -66,6 +71,7 @@ def _coverage(manifold: np.ndarray, queries: np.ndarray, k: int, chunk: int = 10
     return float(np.concatenate(inside).mean())
 
 
+@timemap.counted("analysis")
 def class_histogram(predictions: np.ndarray, classes: int) -> tuple[np.ndarray, float]:
     """Share of samples per predicted class and its entropy normalised to [0, 1] (1: uniform)."""
     hist = np.bincount(predictions, minlength=classes) / max(len(predictions), 1)

@@ -15,6 +15,7 @@ from unittest import mock
 import numpy as np
 import torch
 
+from atml import timemap
 from atml.analysis.generative import frechet_distance
 from atml.errors import WeightsError
 from atml.models import weights as wts
@@ -60,6 +61,7 @@ def features(model: torch.nn.Module, images01: torch.Tensor, device: torch.devic
     return torch.cat(out).numpy()
 
 
+@timemap.counted("analysis")
 def fid_kid(real: np.ndarray, fake: np.ndarray, seed: int = 0) -> dict[str, float]:
     """FID (same formula as :func:`frechet_distance`) and KID (torch-fidelity, polynomial kernel)."""
     from torch_fidelity.metric_kid import kid_features_to_metric

@@ -17,17 +17,20 @@ from typing import Any
 
 import torch
 
+from atml import timemap
 from atml.models.vae import kl_per_dim
 
 ACTIVE_THRESHOLD = 0.01
 
 
+@timemap.counted("analysis")
 def active_units(mu: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> tuple[int, torch.Tensor]:
     """Number of active dimensions and the variance across inputs of each posterior mean."""
     variance = mu.double().var(dim=0, unbiased=True)  # (latent,)
     return int((variance > threshold).sum()), variance.float()
 
 
+@timemap.counted("analysis")
 def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> float:
     """I(x; z) = E_x E_q(z|x)[log q(z|x) - log q(z)], q(z) the mixture of the N posteriors (nats).
 

@@ -22,6 +22,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from atml import timemap
 from atml.errors import UsageError
 
 
@@ -30,12 +31,14 @@ def _cv(labels: np.ndarray, seed: int) -> StratifiedKFold:
     return StratifiedKFold(n_splits=max(folds, 2), shuffle=True, random_state=seed)
 
 
+@timemap.counted("analysis")
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0) -> float:
     """Cross-validated accuracy of a k-nearest-neighbour classifier (cosine distance)."""
     knn = KNeighborsClassifier(n_neighbors=k, metric="cosine")
     return float(cross_val_score(knn, features, labels, cv=_cv(labels, seed)).mean())
 
 
+@timemap.counted("analysis")
 def linear_probe(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple[float, np.ndarray]:
     """Cross-validated logistic-regression accuracy and the out-of-fold predictions."""
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
@@ -45,12 +48,14 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> tup
     return float((predictions == labels).mean()), predictions
 
 
+@timemap.counted("analysis")
 def silhouette(features: np.ndarray, labels: np.ndarray, metric: str = "cosine") -> float:
     """Mean silhouette of the true classes: 1 tight and apart, 0 overlapping (cosine for
     features, euclidean for 2-D embeddings, where distances are what the picture shows)."""
     return float(silhouette_score(features, labels, metric=metric))
 
 
+@timemap.counted("analysis")
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear centred kernel alignment (Kornblith et al. 2019) between two feature sets of N inputs."""
     x = x - x.mean(0, keepdims=True)
@@ -59,6 +64,7 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(cross / (np.linalg.norm(x.T @ x, "fro") * np.linalg.norm(y.T @ y, "fro")))
 
 
+@timemap.counted("analysis")
 def reduce(features: np.ndarray, dims: int = 50, seed: int = 0) -> np.ndarray:
     """PCA to at most ``dims`` dimensions, the usual first step before t-SNE/UMAP."""
     dims = min(dims, features.shape[0] - 1, features.shape[1])
@@ -82,6 +88,7 @@ def tsne_backend() -> str:
     return "openTSNE"
 
 
+@timemap.counted("analysis")
 def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
     """2-D t-SNE after PCA to 50 dimensions, PCA initialisation, perplexity adapted to small samples.
 
@@ -129,6 +136,7 @@ def _umap() -> Any:
     return umap
 
 
+@timemap.counted("analysis")
 def umap_embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
     umap = _umap()
     neighbours = int(min(15, len(features) - 1))
@@ -144,6 +152,7 @@ def confusion(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.n
     return result
 
 
+@timemap.counted("analysis")
 def closest_class_pairs(features: np.ndarray, labels: np.ndarray, top: int = 5) -> list[tuple[int, int, float]]:
     """Class pairs whose feature centroids have the highest cosine similarity."""
     centroids = np.stack([features[labels == c].mean(0) for c in np.unique(labels)])

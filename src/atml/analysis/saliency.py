@@ -16,6 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from atml import timemap
+
 
 def patch_of(size: int, grid: int, device: torch.device | None = None) -> torch.Tensor:
     """The patch row (or column) of each of ``size`` pixel rows: ``floor(i * grid / size)``, so the patches tile
@@ -66,6 +68,7 @@ def auc(curve: torch.Tensor) -> torch.Tensor:
     return (curve[:, 1:] + curve[:, :-1]).sum(1) / (2 * steps)
 
 
+@timemap.counted("analysis")
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """Spearman rank correlation of two maps ``(B, H, W)`` per image (the sanity check's similarity)."""
     from scipy.stats import spearmanr

@@ -17,7 +17,7 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
-from atml import runtime
+from atml import runtime, timemap
 from atml.data import (
     ImageDataset,
     cifar10,
@@ -163,6 +163,7 @@ def describe(name: str) -> Dataset:
 
 
 
+@timemap.counted("data")
 def create(spec: Spec) -> Loaded:
     """The dataset ``spec.name``, loaded and checked (see each reader for its checks)."""
     return describe(spec.name).load(spec)

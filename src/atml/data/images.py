@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atml import timemap
 from atml.data.decode import _DEEP_MODES, IMAGE_SUFFIXES, Square, decode_square, is_image_file, square_of, to_8_bit
 from atml.errors import DataError, Key, Part, Placeholder
 
@@ -37,6 +38,7 @@ def squared(image: np.ndarray, square: Square) -> torch.Tensor:
     return torch.from_numpy(square_of(Image.fromarray(image), square.size, square.interpolation, square.crop))
 
 
+@timemap.counted("data")
 def read_images(paths: tuple[str, ...], *, skip_bad: bool = False, skipped: list[str] | None = None,
                 square: Square | None = None) -> dict[str, torch.Tensor]:
     """User image files, or every image under user folders (subfolders included), as uint8 ``(3, H, W)``: at their

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import torch
 from torch import nn
 
-from atml import storage
+from atml import storage, timemap
 from atml.errors import UsageError
 from atml.models import weights as weights_lib
 from atml.models.registry import (
@@ -131,6 +131,7 @@ def create(name: str, weights: str = ..., *, family: Literal["gan"], num_classes
 @overload
 def create(name: str, weights: str = ..., *, family: str | None = ..., num_classes: int = ..., offline: bool = ...,
            keep_head: bool = ..., recipe: str | None = ..., **options: Any) -> Built[nn.Module]: ...
+@timemap.counted("build")
 def create(name: str, weights: str = "random", *, family: str | None = None, num_classes: int = 1000,
            offline: bool = True, keep_head: bool = False, recipe: str | None = None,
            **options: Any) -> Built[Any]:

@@ -48,6 +48,20 @@ class Stage(TypedDict):
     planned_epochs: int
 
 
+class TimeByWork(TypedDict):
+    """``env.json``'s ``time_by_work`` (:mod:`atml.timemap`)."""
+
+    build_s: float
+    model_s: float
+    data_s: float
+    analysis_s: float
+    figures_s: float
+    writing_s: float
+    other_s: float
+    wall_s: float
+    model_device_s: float | None
+
+
 class TimedExperiment(TypedDict):
     experiment: str
     wall_s: float
@@ -56,6 +70,7 @@ class TimedExperiment(TypedDict):
     stages: list[Stage]
     peak_memory_mb: float | None
     gpu_utilisation_mean: NotRequired[float | None]
+    time_by_work: NotRequired[TimeByWork | None]
 
 
 class TimingFile(TypedDict):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("_version", "errors"),
-    ("console", "runtime", "storage", "distributed", "provenance"),
+    ("console", "runtime", "storage", "distributed", "provenance", "timemap"),
     ("data",),
     ("models",),
     ("config", "results"),

@@ -217,6 +217,38 @@ def timing_section(report: TimingFile, file: str) -> str:
     return "\n".join(lines)
 
 
+WORK = ("build", "data", "model", "analysis", "figures", "writing", "other")
+
+
+def time_map_section(report: TimingFile, file: str) -> str:
+    """Where each experiment's time went (the runs' ``time_by_work``, :mod:`atml.timemap`), from a timing file."""
+    rows = [(r["experiment"], spent) for r in report["experiments"] if (spent := r.get("time_by_work"))]
+    if not rows:
+        return (f"`benchmarks/{file}` ({report['card']}, {report['date'][:10]}) was measured before runs recorded "
+                "where their time goes: rerun `scripts/suite_timing.py` to map it.")
+    cuda = any(spent["model_device_s"] is not None for _, spent in rows)
+    lines = [f"Where the time of each experiment's timed run above went, in seconds ({report['card']}, "
+             f"`benchmarks/{file}`, each run's `env.json` `time_by_work`). Every second is counted once: "
+             "building models and loading weights, reading data and moving batches, model forwards and training "
+             "steps, host analyses (t-SNE, UMAP, probes, k-NN, CKA, statistics), figures, writing the run folder, "
+             "and the rest (setup, Python between steps)"
+             + (". On CUDA, *model* is the host's time to queue the work and *on device* the device's own time "
+                "inside it; *device share* is on device / wall." if cuda else
+                "; on a CPU the model's work is the host's, and *model share* is model / wall.") , "",
+             "| experiment | " + " | ".join(WORK) + (" | on device" if cuda else "") + " | wall | "
+             + ("device share" if cuda else "model share") + " | largest other part |",
+             "| --- " * (len(WORK) + (4 if cuda else 3)) + "|"]
+    for name, spent in rows:
+        busy = spent["model_device_s"] if cuda else spent["model_s"]
+        share = (busy or 0.0) / spent["wall_s"] if spent["wall_s"] else 0.0
+        rest = max((w for w in WORK if w != "model"), key=lambda w: spent[f"{w}_s"])
+        cells = [f"{spent[f'{w}_s']:.1f}" for w in WORK]
+        device = [f"{spent['model_device_s']:.1f}" if spent["model_device_s"] is not None else "-"] if cuda else []
+        lines.append(f"| {name} | " + " | ".join(cells + device) + f" | {spent['wall_s']:.1f} | {share:.0%} | "
+                     f"{rest} ({spent[f'{rest}_s'] / spent['wall_s']:.0%}) |")
+    return "\n".join(lines)
+
+
 def gpu_check_section(report: GpuCheckFile, file: str) -> str:
     """``scripts/gpu_check.py``'s JSON: every experiment on the GPU, atml's paths beside timm's, torchrun."""
     speed = report["speed"]
@@ -457,8 +489,10 @@ SECTIONS: dict[str, Section] = {
     "train-step-cpu": Section("train-step-cpu.json", TrainStepFile, train_step_section),
     "speed-cpu": Section("speed-cpu.json", SpeedFile, speed_section),
     "suite-timing-cpu": Section("suite-timing-cpu.json", TimingFile, timing_section),
+    "time-map-cpu": Section("suite-timing-cpu.json", TimingFile, time_map_section),
     "gpu-check-h200": Section("gpu-check-H200.json", GpuCheckFile, gpu_check_section),
     "suite-timing-gpu": Section("suite-timing-gpu.json", TimingFile, timing_section),
+    "time-map-gpu": Section("suite-timing-gpu.json", TimingFile, time_map_section),
 }
 """Generated sections: name -> where from and how drawn. The demo's results section (``results``, from
 ``demo-results.json`` as :class:`DemoSummary`) keeps its own markers."""

@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 
-from atml import storage
+from atml import storage, timemap
 from atml.errors import RunDirError
 
 FORMAT = "atml-checkpoint-1"
 
 
+@timemap.counted("writing")
 def save(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
          scheduler: Any = None) -> None:
     """Write a complete checkpoint or nothing (temp file + rename)."""

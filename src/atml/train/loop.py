@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
+from atml import timemap
 from atml.distributed import distribute, rank_and_world, reduce_totals, sync_gradients, unwrap
 from atml.errors import DivergedError
 from atml.train import checkpoint
@@ -352,23 +353,14 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool, bar: Any) -> EpochRecord:
     started = time.perf_counter()
     bar.set_description(f"{job.stage} {'train' if train else 'val'} {epoch}/{job.epochs}", refresh=False)
     with torch.set_grad_enabled(train):
-        for step_index, batch in enumerate(batches):
+        for step_index, batch in enumerate(_on_device(batches, job.device)):
             bar.update(1)
-            batch = tuple(t.to(job.device, non_blocking=True) for t in batch)
             if train:
                 for callback in job.callbacks:
                     callback.on_train_batch_start(epoch, step_index, len(batches))
-            with job.autocast() if job.autocast else contextlib.nullcontext():
-                out = job.step(job.model, batch)
+            with timemap.span("model"):
+                out = _step(job, batch, epoch, step_index, train)
             watch.add(out.loss, step_index)
-            if train and not out.optimized:
-                job.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                if not job.ddp:
-                    sync_gradients(job.model.parameters())
-                for callback in job.callbacks:
-                    callback.on_after_backward(job.model, epoch, step_index)
-                job.optimizer.step()
             n = len(batch[0])
             seen += n
             for name, value in {"loss": out.loss, **out.metrics}.items():
@@ -381,6 +373,33 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool, bar: Any) -> EpochRecord:
     return EpochRecord(job.stage, epoch, "train" if train else "val",
                        {name: (total / max(seen, 1)).tolist() for name, total in sums.items()}, elapsed,
                        seen / elapsed if elapsed > 0 else None)
+
+
+def _on_device(batches: Iterable[Batch], device: torch.device) -> Iterator[Batch]:
+    """Each batch moved to ``device`` (non-blocking), the time to take and move it counted as data work."""
+    iterator = iter(batches)
+    while True:
+        with timemap.span("data"):
+            batch = next(iterator, None)
+            if batch is None:
+                return
+            batch = tuple(t.to(device, non_blocking=True) for t in batch)
+        yield batch
+
+
+def _step(job: Fit, batch: Batch, epoch: int, step_index: int, train: bool) -> StepOutput:
+    """The step's forward and, when training (and the step did not update the weights itself), its update."""
+    with job.autocast() if job.autocast else contextlib.nullcontext():
+        out = job.step(job.model, batch)
+    if train and not out.optimized:
+        job.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if not job.ddp:
+            sync_gradients(job.model.parameters())
+        for callback in job.callbacks:
+            callback.on_after_backward(job.model, epoch, step_index)
+        job.optimizer.step()
+    return out
 
 
 class _FiniteWatch:
