@@ -178,3 +178,27 @@ def test_one_progress_bar_per_stage_not_per_epoch_and_phase(tmp_path, monkeypatc
     job = dataclasses.replace(_job(tmp_path, 3, MemoryRecorder()), progress=True)
     rows = fit(job)
     assert len(rows) == 6 and bars == ["s"]
+
+
+def test_epoch_totals_are_the_per_metric_float64_sums_exactly():
+    """The loop sums a step's scalar metrics as one stacked vector: each total is, bit for bit, the float64 sum of
+    value x batch size that adding each metric alone gives (so the records stay the same), vectors (a KL per
+    dimension) summed alone, the step's order kept; a step that changes its metrics is refused."""
+    from atml.train.loop import _Totals
+
+    generator = torch.Generator().manual_seed(0)
+    steps = [{"loss": torch.rand((), generator=generator), "acc": torch.rand((), generator=generator).bfloat16(),
+              "kl_per_dim": torch.rand(5, generator=generator), "weight": 0.5} for _ in range(37)]
+    totals = _Totals(torch.float64)
+    naive: dict[str, torch.Tensor] = {}
+    for i, values in enumerate(steps):
+        n = 64 if i < 36 else 29
+        totals.add(values, n)
+        for name, value in values.items():
+            value = torch.as_tensor(value).detach().to(torch.float64) * n
+            naive[name] = naive[name] + value if name in naive else value
+    got = totals.by_name()
+    assert list(got) == ["loss", "acc", "kl_per_dim", "weight"]
+    assert all(torch.equal(got[name], naive[name]) for name in naive)
+    with pytest.raises(ValueError, match="same metrics"):
+        totals.add({"loss": torch.tensor(1.0)}, 1)

@@ -345,8 +345,8 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool, bar: Any) -> EpochRecord:
     batches = job.train if train else job.val
     if batches is None:
         raise ValueError(f"{job.stage}: no {'training' if train else 'validation'} batches to run")
-    sums: dict[str, torch.Tensor] = {}  # running totals, kept on the device until the epoch ends
-    total_dtype = torch.float32 if job.device.type == "mps" else torch.float64  # MPS has no float64
+    totals = _Totals(torch.float32 if job.device.type == "mps" else torch.float64)  # MPS has no float64; kept on
+    # the device until the epoch ends
     watch = _FiniteWatch(job, epoch)
     seen = 0
     started = time.perf_counter()
@@ -371,16 +371,54 @@ def _run_epoch(job: Fit, epoch: int, *, train: bool, bar: Any) -> EpochRecord:
                 job.optimizer.step()
             n = len(batch[0])
             seen += n
-            for name, value in {"loss": out.loss, **out.metrics}.items():
-                value = torch.as_tensor(value).detach().to(total_dtype) * n
-                sums[name] = sums[name] + value if name in sums else value
+            totals.add({"loss": out.loss, **out.metrics}, n)
     watch.check()
-    sums = {name: total.cpu() for name, total in sums.items()}  # the epoch's one wait for the device
+    sums = {name: total.cpu() for name, total in totals.by_name().items()}  # the epoch's one wait for the device
     sums, seen = reduce_totals(sums, seen)
     elapsed = time.perf_counter() - started
     return EpochRecord(job.stage, epoch, "train" if train else "val",
                        {name: (total / max(seen, 1)).tolist() for name, total in sums.items()}, elapsed,
                        seen / elapsed if elapsed > 0 else None)
+
+
+class _Totals:
+    """An epoch's running metric totals, each step's values times its batch size, summed on the device in ``dtype``:
+    the scalar metrics as one stacked vector (a few tensor operations per step, not three per metric), the others (a
+    KL per dimension) one by one. Each element is the same product and sum as when added alone."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.names: list[str] = []  # every metric, in the step's order (the same at every step)
+        self.vector: torch.Tensor | None = None
+        self.others: dict[str, torch.Tensor] = {}
+
+    def add(self, values: dict[str, Any], n: int) -> None:
+        tensors = [(name, torch.as_tensor(value).detach()) for name, value in values.items()]
+        if not self.names:
+            self.names = [name for name, _ in tensors]
+        elif [name for name, _ in tensors] != self.names:
+            raise ValueError(f"a training step returned the metrics {[n for n, _ in tensors]} after {self.names}; a "
+                             "step must return the same metrics, in the same order, at every step of an epoch")
+        scalars = [t.to(self.dtype) for _, t in tensors if t.dim() == 0]
+        if scalars:
+            stacked = torch.stack(scalars) * n
+            self.vector = stacked if self.vector is None else self.vector + stacked
+        for name, tensor in tensors:
+            if tensor.dim():
+                value = tensor.to(self.dtype) * n
+                self.others[name] = self.others[name] + value if name in self.others else value
+
+    def by_name(self) -> dict[str, torch.Tensor]:
+        """Each metric's total, in the step's order."""
+        out, index = {}, 0
+        for name in self.names:
+            if name in self.others:
+                out[name] = self.others[name]
+            else:
+                assert self.vector is not None
+                out[name] = self.vector[index]
+                index += 1
+        return out
 
 
 class _FiniteWatch:
@@ -398,6 +436,11 @@ class _FiniteWatch:
         self.pending = 0
 
     def add(self, loss: torch.Tensor, step: int) -> None:
+        if self.every == 1:  # the CPU: one read of the value, no tensor bookkeeping
+            value = float(loss.detach().reshape(-1)[0])
+            if not math.isfinite(value):
+                self._diverged(step, value)
+            return
         loss = loss.detach().float().reshape(-1)[:1]
         bad = ~torch.isfinite(loss)
         entry = torch.cat([torch.full_like(loss, step), loss])
@@ -415,11 +458,14 @@ class _FiniteWatch:
             return
         step, value = self.first_bad.tolist()
         if step >= 0:
-            job = self.job
-            kept = job.checkpoint_path if job.checkpoint_path and job.checkpoint_path.exists() else None
-            where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint had been written yet"
-            raise DivergedError(f"[{job.stage}] loss became {value} at epoch {self.epoch}, step {int(step)}; "
-                                f"{where}. Lower the learning rate or check the data.")
+            self._diverged(int(step), value)
+
+    def _diverged(self, step: int, value: float) -> None:
+        job = self.job
+        kept = job.checkpoint_path if job.checkpoint_path and job.checkpoint_path.exists() else None
+        where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint had been written yet"
+        raise DivergedError(f"[{job.stage}] loss became {value} at epoch {self.epoch}, step {step}; "
+                            f"{where}. Lower the learning rate or check the data.")
 
 
 def _summary(job: Fit, epoch: int, records: dict[str, EpochRecord]) -> str:
