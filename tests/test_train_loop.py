@@ -178,3 +178,72 @@ def test_one_progress_bar_per_stage_not_per_epoch_and_phase(tmp_path, monkeypatc
     job = dataclasses.replace(_job(tmp_path, 3, MemoryRecorder()), progress=True)
     rows = fit(job)
     assert len(rows) == 6 and bars == ["s"]
+
+
+def test_epoch_totals_are_the_per_metric_float64_sums_exactly():
+    """The loop sums a step's scalar metrics as one stacked vector: each total is, bit for bit, the float64 sum of
+    value x batch size that adding each metric alone gives (so the records stay the same), vectors (a KL per
+    dimension) summed alone, the step's order kept; a step that changes its metrics is refused."""
+    from atml.train.loop import _Totals
+
+    generator = torch.Generator().manual_seed(0)
+    steps = [{"loss": torch.rand((), generator=generator), "acc": torch.rand((), generator=generator).bfloat16(),
+              "kl_per_dim": torch.rand(5, generator=generator), "weight": 0.5} for _ in range(37)]
+    totals = _Totals(torch.float64)
+    naive: dict[str, torch.Tensor] = {}
+    for i, values in enumerate(steps):
+        n = 64 if i < 36 else 29
+        totals.add(values, n)
+        for name, value in values.items():
+            value = torch.as_tensor(value).detach().to(torch.float64) * n
+            naive[name] = naive[name] + value if name in naive else value
+    got = totals.by_name()
+    assert list(got) == ["loss", "acc", "kl_per_dim", "weight"]
+    assert all(torch.equal(got[name], naive[name]) for name in naive)
+    with pytest.raises(ValueError, match="same metrics"):
+        totals.add({"loss": torch.tensor(1.0)}, 1)
+
+
+def test_a_stage_whose_data_fits_on_the_device_takes_its_batches_there_with_the_same_result(tmp_path, monkeypatch):
+    """A split within RESIDENT_SHARE of the free device memory is copied once and batched there: same batches, same
+    weights; a larger one stays on the host. (Here the 'device' is the CPU, its free memory given.)"""
+    from atml.train import loop
+
+    moved: list[int] = []
+    to = Batches.to
+
+    def spy(self, device):
+        moved.append(self.nbytes)
+        return to(self, device)
+
+    monkeypatch.setattr(Batches, "to", spy)
+    runs = {}
+    for name, free in (("host", None), ("resident", 10**9), ("too large", 100)):
+        monkeypatch.setattr(loop, "_free_memory", lambda _device, free=free: free)
+        job = _job(tmp_path / name, 3, MemoryRecorder())
+        fit(job)
+        runs[name] = [p.detach().clone() for p in job.model.parameters()]
+    x, y = _data()
+    assert moved == [x.numel() * 4 + y.numel() * 8] * 2  # train and val, once, only when they fit
+    for name in ("resident", "too large"):
+        assert all(torch.equal(a, b) for a, b in zip(runs["host"], runs[name])), name
+
+
+def test_the_deferred_finite_check_copies_nothing_from_the_host_per_step(monkeypatch):
+    """On a GPU a tensor made from host data (torch.tensor) waits for the device: the watch builds its state there."""
+    from atml.train.loop import _FiniteWatch
+
+    job = Fit(torch.nn.Linear(1, 1), None, None, None, 1, torch.device("cpu"), MemoryRecorder(), stage="s")
+    watch = _FiniteWatch(job, epoch=1, every=25)
+    losses = [torch.tensor(v) for v in (1.0, 2.0, float("nan"))]
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a tensor made from host data inside the watch")
+
+    monkeypatch.setattr(torch, "tensor", refused)
+    monkeypatch.setattr(torch, "as_tensor", refused)
+    for step, loss in enumerate(losses):
+        watch.add(loss, step)
+    monkeypatch.undo()
+    with pytest.raises(DivergedError, match=r"step 2"):
+        watch.check()
