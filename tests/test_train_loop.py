@@ -7,7 +7,7 @@ import torch
 
 from atml.errors import DivergedError, RunDirError
 from atml.train import checkpoint
-from atml.train.loop import Batches, Fit, History, MemoryRecorder, StepOutput, fit
+from atml.train.loop import Batches, EpochRecord, Fit, History, MemoryRecorder, StepOutput, fit
 
 
 def _data(seed=0, n=64):
@@ -247,3 +247,29 @@ def test_the_deferred_finite_check_copies_nothing_from_the_host_per_step(monkeyp
     monkeypatch.undo()
     with pytest.raises(DivergedError, match=r"step 2"):
         watch.check()
+
+
+def test_gradient_flow_reads_its_norms_once_per_epoch_with_the_same_means(monkeypatch):
+    """Reading a norm per block and step made the host wait for the GPU each time; the sums stay on the device."""
+    from atml.train.gradients import GradientFlow
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    flow = GradientFlow(model, {"first": model[0], "second": model[2]}, {"first": model[0], "second": model[2]})
+    expected: dict[str, list[float]] = {"grad_in/second": [], "grad_param/first": []}
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.Tensor, "__float__", lambda self: (_ for _ in ()).throw(AssertionError("read")))
+        patched.setattr(torch.Tensor, "item", lambda self: (_ for _ in ()).throw(AssertionError("read")))
+        for step in range(3):
+            model.zero_grad()
+            out = model(torch.randn(5, 4))
+            out.register_hook(lambda g: expected["grad_in/second"].append(g.norm()))
+            out.pow(2).sum().backward()
+            flow.on_after_backward(model, 1, step)
+            expected["grad_param/first"].append(torch.stack([p.grad.norm() for p in model[0].parameters()]).norm())
+    records = {"train": EpochRecord("s", 1, "train", {"loss": 0.0})}
+    flow.on_epoch_end(1, records)
+    values = records["train"].values
+    assert values["grad_in"]["second"] == sum(float(v) for v in expected["grad_in/second"]) / 3
+    assert values["grad_param"]["first"] == sum(float(v) for v in expected["grad_param/first"]) / 3
+    flow.close()

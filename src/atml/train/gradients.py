@@ -10,7 +10,6 @@ Two views, both averaged over an epoch's steps and added to the epoch's train re
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import torch
@@ -24,7 +23,9 @@ class GradientFlow(Callback):
         self.model = model
         self.blocks = {n: [p for p in b.parameters() if p.requires_grad] for n, b in blocks.items()}
         self.blocks = {n: ps for n, ps in self.blocks.items() if ps}
-        self._sums: dict[str, dict[str, float]] = {"grad_in": defaultdict(float), "grad_param": defaultdict(float)}
+        # running sums on the device, in float64 (the sums a Python float would make), read once per epoch: reading
+        # a norm every step would make the host wait for the GPU at every block of every step
+        self._sums: dict[str, dict[str, torch.Tensor]] = {"grad_in": {}, "grad_param": {}}
         self._steps = 0
         self._handles = [stage.register_forward_hook(self._hook(name)) for name, stage in stages.items()]
 
@@ -35,7 +36,9 @@ class GradientFlow(Callback):
         return forward_hook
 
     def _add(self, kind: str, name: str, norm: torch.Tensor) -> None:
-        self._sums[kind][name] += float(norm)
+        value = norm.detach().to(torch.float32 if norm.device.type == "mps" else torch.float64)  # MPS: no float64
+        sums = self._sums[kind]
+        sums[name] = sums[name] + value if name in sums else value
 
     def on_after_backward(self, model: nn.Module, epoch: int, step: int) -> None:
         self._steps += 1
@@ -47,7 +50,7 @@ class GradientFlow(Callback):
     def on_epoch_end(self, epoch: int, records: dict[str, EpochRecord]) -> None:
         steps = max(self._steps, 1)
         for kind, sums in self._sums.items():
-            records["train"].values[kind] = {name: total / steps for name, total in sums.items()}
+            records["train"].values[kind] = {name: float(total) / steps for name, total in sums.items()}
             sums.clear()
         self._steps = 0
 
