@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -339,3 +340,18 @@ def test_saliency_methods_are_checked_against_each_model(methods, message):
     exp = registry().get("compare.saliency")
     with pytest.raises(UsageError, match=message):
         config_lib.build(exp.config_cls, exp.presets, "smoke", [f"methods={methods}".replace("'", "")])
+
+
+def test_scorecam_batches_fill_a_share_of_the_free_gpu_memory_and_keep_64_on_a_cpu():
+    from atml.suite.compare.saliency import CPU_SCORECAM_BATCH, SCORECAM_SHARE, ScoreCamCost, scorecam_batch
+
+    image = torch.zeros(3, 224, 224)
+    cpu = ScoreCamCost(channels=2048, seconds=0.1, forward_bytes=None, free_bytes=None)
+    assert scorecam_batch(0, cpu, image) == CPU_SCORECAM_BATCH == 64
+    assert scorecam_batch(16, cpu, image) == 16  # a batch the user set is kept
+    gpu = ScoreCamCost(channels=2048, seconds=0.01, forward_bytes=20 * 2**20, free_bytes=80 * 2**30)
+    masks = 2048 * 4 * 224 * 224 * 4  # every channel's mask and masked copy, made before the forwards
+    expected = int((SCORECAM_SHARE * 80 * 2**30 - masks) // (20 * 2**20 + 3 * 224 * 224 * 4))
+    assert scorecam_batch(0, gpu, image) == expected and 500 < expected < 2048
+    assert scorecam_batch(0, dataclasses.replace(gpu, channels=384), image) == 384  # never more than the channels
+    assert scorecam_batch(0, dataclasses.replace(gpu, free_bytes=2**30), image) == 1  # a full card: one at a time

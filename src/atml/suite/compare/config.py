@@ -142,8 +142,9 @@ class SaliencyConfig(CompareConfig):
     """Deletion and insertion remove or reveal a grid x grid lattice of patches, one patch per step."""
     shown: int = 4
     """Images drawn in each model's image x method figure."""
-    scorecam_batch: int = 64
-    """Masked copies per forward in Score-CAM (one per channel of the target layer)."""
+    scorecam_batch: int = 0
+    """Masked copies per forward in Score-CAM (one per channel of the target layer); 0: on a GPU as many as a quarter
+    of its free memory holds (measured on one forward, the target layer's channels at most), 64 elsewhere."""
     methods: tuple[str, ...] = ()
     """The methods to run (default: every one a model takes): gradcam, gradcam++ (one backward per batch), scorecam
     (one forward per channel of the target layer for each image, twice with the sanity check: 2 x 512 forwards per
@@ -152,8 +153,9 @@ class SaliencyConfig(CompareConfig):
 
     def check_values(self) -> None:
         super().check_values()
-        if self.limit < 1 or self.grid < 2 or self.shown < 0 or self.scorecam_batch < 1:
-            raise UsageError("limit and scorecam_batch must be >= 1, grid >= 2 and shown >= 0")
+        if self.limit < 1 or self.grid < 2 or self.shown < 0 or self.scorecam_batch < 0:
+            raise UsageError("limit must be >= 1, scorecam_batch >= 0 (0: from the free memory), grid >= 2 and "
+                             "shown >= 0")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise UsageError(f"methods: {', '.join(unknown)} not known; valid: {', '.join(METHODS)}")

@@ -143,9 +143,42 @@ def maps_for(method: str, explained: Explained, x: torch.Tensor, target: torch.T
     return maps
 
 
-def scorecam_estimate(explained: Explained, x: torch.Tensor, batch: int) -> tuple[int, float]:
-    """Score-CAM's masked forwards per image (the target layer's channels) and the seconds one image's forward takes
-    here, timed on ``batch`` copies of the first image after a warm-up."""
+SCORECAM_SHARE = 0.25
+"""With ``scorecam_batch=0`` on a GPU, Score-CAM's masked forwards take up to this share of the free memory."""
+CPU_SCORECAM_BATCH = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreCamCost:
+    """What Score-CAM costs per image on this device, measured on copies of the first image."""
+
+    channels: int
+    """Masked forwards per image: the target layer's channels."""
+    seconds: float
+    """One image's forward."""
+    forward_bytes: int | None
+    """Device memory one more image adds to a forward (None off CUDA)."""
+    free_bytes: int | None
+    """The device's free memory before the masked forwards (None off CUDA)."""
+
+
+def scorecam_batch(configured: int, cost: ScoreCamCost, image: torch.Tensor) -> int:
+    """Masked copies per forward: ``configured``, or (0) as many as :data:`SCORECAM_SHARE` of the free memory holds
+    once the package's per-image tensors are made (every channel's upsampled mask and masked copy of ``image``: channels
+    x (1 + 3) x H x W floats), at most one per channel; :data:`CPU_SCORECAM_BATCH` off CUDA."""
+    if configured:
+        return configured
+    if cost.forward_bytes is None or cost.free_bytes is None:
+        return CPU_SCORECAM_BATCH
+    masks = cost.channels * (1 + image.shape[0]) * image[0].numel() * 4
+    per_copy = cost.forward_bytes + image.numel() * 4
+    room = SCORECAM_SHARE * cost.free_bytes - masks
+    return int(max(1, min(cost.channels, room // max(per_copy, 1))))
+
+
+def scorecam_estimate(explained: Explained, x: torch.Tensor, batch: int) -> ScoreCamCost:
+    """Score-CAM's masked forwards per image (the target layer's channels), the seconds one image's forward takes
+    here, timed on ``batch`` copies of the first image after a warm-up, and on CUDA the memory a copy adds."""
     channels: list[int] = []
     reshape = reshape_for(explained.model)
 
@@ -157,14 +190,19 @@ def scorecam_estimate(explained: Explained, x: torch.Tensor, batch: int) -> tupl
     finally:
         handle.remove()
     copies = x[:1].expand(batch, *x.shape[1:])
-    _probabilities(explained, copies)
-    if x.device.type == "cuda":
+    cuda = x.device.type == "cuda"
+    if cuda:
         torch.cuda.synchronize(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        before = torch.cuda.memory_allocated(x.device)
+    _probabilities(explained, copies)
+    forward_bytes = (torch.cuda.max_memory_allocated(x.device) - before) // batch if cuda else None
+    free_bytes = torch.cuda.mem_get_info(x.device)[0] if cuda else None
     start = time.perf_counter()
     _probabilities(explained, copies)
-    if x.device.type == "cuda":
+    if cuda:
         torch.cuda.synchronize(x.device)
-    return channels[0], (time.perf_counter() - start) / batch
+    return ScoreCamCost(channels[0], (time.perf_counter() - start) / batch, forward_bytes, free_bytes)
 
 
 def duration(seconds: float) -> str:
@@ -326,11 +364,13 @@ def _explain(subject: common.Subject, methods: list[str], pictures: list[torch.T
     predict = functools.partial(_probabilities, explained)
     target = torch.cat([predict(b).argmax(1) for b in x_all.split(cfg.batch_size)])
     if "scorecam" in methods:
-        channels, per_image = scorecam_estimate(explained, x_all, min(cfg.scorecam_batch, 16))
-        forwards = 2 * channels * len(x_all)
-        ctx.step(f"{subject.label}: scorecam runs one forward per channel of its target layer ({channels}) for each "
-                 f"image, for the trained and the randomised model: {forwards:,} image forwards, "
-                 f"{duration(forwards * per_image)} on this device (methods=[...] without scorecam leaves it out)")
+        cost = scorecam_estimate(explained, x_all, min(cfg.scorecam_batch or 16, 16))
+        cfg = dataclasses.replace(cfg, scorecam_batch=scorecam_batch(cfg.scorecam_batch, cost, x_all[0]))
+        forwards = 2 * cost.channels * len(x_all)
+        ctx.step(f"{subject.label}: scorecam runs one forward per channel of its target layer ({cost.channels}) for "
+                 f"each image, for the trained and the randomised model: {forwards:,} image forwards in batches of "
+                 f"{cfg.scorecam_batch}, {duration(forwards * cost.seconds)} on this device (methods=[...] without "
+                 "scorecam leaves it out)")
     for method in methods:
         deletion: list[torch.Tensor] = []
         insertion: list[torch.Tensor] = []
