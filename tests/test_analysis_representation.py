@@ -95,3 +95,45 @@ def test_umap_s_compiled_functions_are_cached_across_processes():
              " type(distances.euclidean._cache).__name__, numba.njit.__module__)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["FunctionCache", "FunctionCache", "numba.core.decorators"], done.stderr[-2000:]
+
+
+def _digits_features(noise: float = 0.0):
+    """scikit-learn's digits (1,797 images, 64 pixels), optionally with noise to make the classes overlap."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    return (x + noise * rng.standard_normal(x.shape)).astype(np.float32), y
+
+
+@pytest.mark.parametrize("noise", [0.0, 6.0])
+def test_the_torch_knn_is_scikit_learns_classifier(noise):
+    x, y = _digits_features(noise)
+    ours = rep.knn_accuracy(x, y, seed=3, device=torch.device("cpu"))
+    theirs = rep.knn_accuracy(x, y, seed=3)
+    assert ours == pytest.approx(theirs, abs=1 / len(y))  # at most one of 1,797 points decided otherwise (a tie)
+    from sklearn.neighbors import KNeighborsClassifier
+
+    train, queries = torch.as_tensor(x[:1200]), torch.as_tensor(x[1200:])
+    predicted = rep.knn_predict(train, torch.as_tensor(y[:1200]), queries, 5).numpy()
+    expected = KNeighborsClassifier(5, metric="cosine").fit(x[:1200], y[:1200]).predict(x[1200:])
+    assert (predicted == expected).mean() >= 0.998
+
+
+@pytest.mark.parametrize("noise", [0.0, 6.0])
+def test_the_torch_logistic_probe_fits_scikit_learns_objective(noise):
+    x, y = _digits_features(noise)
+    acc, predictions = rep.linear_probe(x, y, seed=3, device=torch.device("cpu"))
+    sk_acc, sk_predictions = rep.linear_probe(x, y, seed=3)
+    assert acc == pytest.approx(sk_acc, abs=0.005)  # the same optimum, reached by another L-BFGS
+    assert (predictions == sk_predictions).mean() >= 0.99
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaled = StandardScaler().fit_transform(x)
+    sk = LogisticRegression(C=rep.PROBE_C, max_iter=5000, tol=1e-8).fit(scaled, y)
+    weight, bias = rep.fit_logistic(torch.as_tensor(scaled, dtype=torch.float64), torch.as_tensor(y), 10)
+    # multinomial logits are defined up to a constant per row: compare the centred logits of the two fits
+    ours, theirs = scaled @ weight.numpy() + bias.numpy(), sk.decision_function(scaled)
+    centred = [v - v.mean(1, keepdims=True) for v in (ours, theirs)]
+    assert np.abs(centred[0] - centred[1]).max() < 0.05 * np.abs(centred[1]).max()

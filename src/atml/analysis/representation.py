@@ -31,21 +31,91 @@ def _cv(labels: np.ndarray, seed: int) -> StratifiedKFold:
     return StratifiedKFold(n_splits=max(folds, 2), shuffle=True, random_state=seed)
 
 
-@timemap.counted("analysis")
-def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0) -> float:
-    """Cross-validated accuracy of a k-nearest-neighbour classifier (cosine distance)."""
-    knn = KNeighborsClassifier(n_neighbors=k, metric="cosine")
-    return float(cross_val_score(knn, features, labels, cv=_cv(labels, seed)).mean())
+PROBE_C = 0.5
+"""The logistic probe's inverse L2 strength (scikit-learn's ``C``)."""
+
+
+def probe_device(device: torch.device) -> torch.device | None:
+    """Where a run on ``device`` fits its k-NN and logistic probes: a CUDA device itself (in torch), else None
+    (scikit-learn on the host; its numbers are what the torch versions are tested against)."""
+    return device if device.type == "cuda" else None
 
 
 @timemap.counted("analysis")
-def linear_probe(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple[float, np.ndarray]:
-    """Cross-validated logistic-regression accuracy and the out-of-fold predictions."""
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence warnings on tiny smoke sets
-        predictions = cross_val_predict(probe, features, labels, cv=_cv(labels, seed))
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5, seed: int = 0,
+                 device: torch.device | None = None) -> float:
+    """Cross-validated accuracy of a k-nearest-neighbour classifier (cosine distance): scikit-learn's, or on
+    ``device`` (see :func:`probe_device`) the same classifier as one matrix product per fold (:func:`knn_predict`),
+    the same folds."""
+    if device is None:
+        knn = KNeighborsClassifier(n_neighbors=k, metric="cosine")
+        return float(cross_val_score(knn, features, labels, cv=_cv(labels, seed)).mean())
+    x, y = torch.as_tensor(features, device=device, dtype=torch.float32), torch.as_tensor(labels, device=device)
+    scores = [float((knn_predict(x[train], y[train], x[test], k) == y[test]).double().mean())
+              for train, test in _cv(labels, seed).split(features, labels)]
+    return float(np.mean(scores))
+
+
+def knn_predict(train: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor, k: int) -> torch.Tensor:
+    """scikit-learn's ``KNeighborsClassifier(n_neighbors=k, metric="cosine")`` prediction: the majority class of the
+    ``k`` most cosine-similar training rows, a tie going to the smallest class."""
+    unit = torch.nn.functional.normalize(train, dim=1)
+    nearest = (torch.nn.functional.normalize(queries, dim=1) @ unit.T).topk(min(k, len(train)), dim=1).indices
+    votes = torch.nn.functional.one_hot(labels[nearest], int(labels.max()) + 1).sum(1)
+    return votes.argmax(1)  # the first of equal counts: the smallest class, as scikit-learn's mode
+
+
+@timemap.counted("analysis")
+def linear_probe(features: np.ndarray, labels: np.ndarray, seed: int = 0,
+                 device: torch.device | None = None) -> tuple[float, np.ndarray]:
+    """Cross-validated logistic-regression accuracy and the out-of-fold predictions: scikit-learn's (standardised,
+    L2 with ``C`` = :data:`PROBE_C`, L-BFGS), or on ``device`` (see :func:`probe_device`) the same objective fitted
+    there (:func:`fit_logistic`), the same folds."""
+    if device is None:
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=PROBE_C))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence warnings on tiny smoke sets
+            predictions = cross_val_predict(probe, features, labels, cv=_cv(labels, seed))
+        return float((predictions == labels).mean()), predictions
+    x = torch.as_tensor(features, device=device, dtype=torch.float64)
+    y = torch.as_tensor(labels, device=device)
+    predictions = np.empty_like(labels)
+    for train, test in _cv(labels, seed).split(features, labels):
+        predictions[test] = probe_predict(x[train], y[train], x[test], int(labels.max()) + 1).cpu().numpy()
     return float((predictions == labels).mean()), predictions
+
+
+def probe_predict(train: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor, classes: int,
+                  c: float = PROBE_C) -> torch.Tensor:
+    """The classes a logistic probe fitted on ``train`` (standardised by its mean and deviation, as scikit-learn's
+    ``StandardScaler``) predicts for ``queries``, in float64 on their device."""
+    train, queries = train.double(), queries.double()
+    mean, std = train.mean(0), train.std(0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant feature, as StandardScaler leaves it
+    weight, bias = fit_logistic((train - mean) / std, labels, classes, c)
+    return (((queries - mean) / std) @ weight + bias).argmax(1)
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, c: float = PROBE_C,
+                 max_iter: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression by L-BFGS on ``x``'s device, scikit-learn's objective: ``C`` times the summed
+    cross-entropy plus half the squared weights (the intercept unpenalised), divided by the rows (a rescaling with
+    the same minimum). Returns the weights ``(D, classes)`` and the intercept ``(classes,)``."""
+    weight = torch.zeros(x.shape[1], classes, dtype=x.dtype, device=x.device, requires_grad=True)
+    bias = torch.zeros(classes, dtype=x.dtype, device=x.device, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=1e-6,
+                                  tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = (c * torch.nn.functional.cross_entropy(x @ weight + bias, y, reduction="sum")
+                + 0.5 * weight.pow(2).sum()) / len(x)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(objective)
+    return weight.detach(), bias.detach()
 
 
 @timemap.counted("analysis")

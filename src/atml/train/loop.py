@@ -440,7 +440,8 @@ def _step(job: Fit, batch: Batch, epoch: int, step_index: int, train: bool) -> S
 class _Totals:
     """An epoch's running metric totals, each step's values times its batch size, summed on the device in ``dtype``:
     the scalar metrics on the loss's device as one stacked vector (a few tensor operations per step, not three per
-    metric), the others (a KL per dimension, a scalar on another device) one by one. Each element is the same product and sum as when added alone."""
+    metric), the others (a KL per dimension, a scalar on another device) one by one. Each element is the same product
+    and sum as when added alone."""
 
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype

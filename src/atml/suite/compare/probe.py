@@ -10,8 +10,10 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+import torch
 
 from atml import figures
+from atml.analysis import representation as rep
 from atml.context import RunContext
 from atml.errors import UsageError
 from atml.models import layers as layers_lib
@@ -53,7 +55,7 @@ def run(cfg: Config, ctx: RunContext) -> Results:
         f_train, _ = extract(frozen, data.train.images, desc=f"{subject.label} train", **kw)
         f_val, ips = extract(frozen, data.val.images, desc=f"{subject.label} val", **kw)  # warmed up by train
         probe_acc, knn_acc = scores(f_train.numpy(), data.train.labels.numpy(), f_val.numpy(),
-                                    data.val.labels.numpy(), cfg.probe_c, cfg.seed)
+                                    data.val.labels.numpy(), cfg.probe_c, cfg.seed, rep.probe_device(ctx.device))
         for name, value, unit in (("probe_acc", probe_acc, ""), ("knn_acc", knn_acc, ""),
                                   ("feature_dim", f_train.shape[1], ""), ("params_m", subject.parameters / 1e6, "M"),
                                   ("images_per_s", ips, "img/s")):
@@ -71,8 +73,16 @@ def run(cfg: Config, ctx: RunContext) -> Results:
 
 
 def scores(f_train: np.ndarray, y_train: np.ndarray, f_val: np.ndarray, y_val: np.ndarray, c: float,
-           seed: int) -> tuple[float, float]:
-    """Logistic-regression probe and cosine k-NN accuracy on the held-out split."""
+           seed: int, device: torch.device | None = None) -> tuple[float, float]:
+    """Logistic-regression probe and cosine k-NN accuracy on the held-out split: scikit-learn's, or on ``device``
+    (:func:`atml.analysis.representation.probe_device`) the same classifiers in torch."""
+    if device is not None:
+        x, y, queries = (torch.as_tensor(a, device=device) for a in (f_train, y_train, f_val))
+        truth = torch.as_tensor(y_val, device=device)
+        classes = int(max(y_train.max(), y_val.max())) + 1
+        probe = rep.probe_predict(x, y, queries, classes, c)
+        knn = rep.knn_predict(x.float(), y, queries.float(), min(KNN_NEIGHBOURS, len(f_train)))
+        return float((probe == truth).double().mean()), float((knn == truth).double().mean())
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline

@@ -49,18 +49,19 @@ def depth_features(model: cnn.CNN | cnn.CNNClassifier, prep: torch.nn.Module, im
     return {depth: torch.cat(parts).cpu().numpy() for depth, parts in chunks.items()}  # one copy per depth
 
 
-def measure(features: dict[str, np.ndarray], labels: np.ndarray, seed: int, arch: str,
-            compare: bool = False) -> list[Metric]:
-    """k-NN accuracy, linear-probe accuracy and silhouette per depth, for one architecture."""
-    out = []
+def measure(features: dict[str, np.ndarray], labels: np.ndarray, seed: int, arch: str, compare: bool = False,
+            device: torch.device | None = None) -> tuple[list[Metric], dict[str, np.ndarray]]:
+    """k-NN accuracy, linear-probe accuracy and silhouette per depth, for one architecture, and the probe's
+    out-of-fold predictions per depth; ``device``: where the probes run (:func:`rep.probe_device`)."""
+    out, predictions = [], {}
     prefix = "compare_" if compare else ""
     for depth, feats in features.items():
-        values = {"knn_acc": rep.knn_accuracy(feats, labels, seed=seed),
-                  "probe_acc": rep.linear_probe(feats, labels, seed=seed)[0],
+        probe_acc, predictions[depth] = rep.linear_probe(feats, labels, seed=seed, device=device)
+        values = {"knn_acc": rep.knn_accuracy(feats, labels, seed=seed, device=device), "probe_acc": probe_acc,
                   "silhouette": rep.silhouette(feats, labels)}
         out += [Metric(name, value, condition={"arch": arch, "depth": depth}, flat_key=f"{prefix}{name}_{depth}")
                 for name, value in values.items()]
-    return out
+    return out, predictions
 
 
 def run(cfg: Config, ctx: RunContext) -> Results:
@@ -76,17 +77,20 @@ def run(cfg: Config, ctx: RunContext) -> Results:
     main = feats[cfg.arch]
     out = Results()
     ctx.step(f"{cfg.arch}: k-NN, linear probes and silhouette per depth")
-    out.metrics.records += measure(main, labels, cfg.seed, cfg.arch)
+    probes = rep.probe_device(ctx.device)
+    metrics, probed = measure(main, labels, cfg.seed, cfg.arch, device=probes)
+    out.metrics.records += metrics
     for i, a in enumerate(DEPTHS):
         for b in DEPTHS[i + 1:]:
             out.add("cka", rep.linear_cka(main[a], main[b]), depth_a=a, depth_b=b)
     embeddings = _embeddings(cfg, ctx, main, labels, out)
-    _, predictions = rep.linear_probe(main["late"], labels, seed=cfg.seed)
+    predictions = probed["late"]  # the late probe's out-of-fold predictions, already made above
     matrix = rep.confusion(labels, predictions, len(classes))
     pairs = [(classes[i], classes[j], s) for i, j, s in rep.closest_class_pairs(main["late"], labels)]
     if cfg.compare_arch:
         ctx.step(f"{cfg.compare_arch}: k-NN, linear probes and silhouette per depth")
-        out.metrics.records += measure(feats[cfg.compare_arch], labels, cfg.seed, cfg.compare_arch, compare=True)
+        out.metrics.records += measure(feats[cfg.compare_arch], labels, cfg.seed, cfg.compare_arch, compare=True,
+                                       device=probes)[0]
     out.add_figures(ctx.save_figure(embedding_figure(embeddings, labels, classes, stages[cfg.arch]), "embeddings"))
     keep = views.spread_indices(len(labels))  # the points the page shows, their thumbnails in that order
     out.views += ctx.save_view(embedding_view(embeddings, labels, predictions, classes, stages[cfg.arch], keep,
