@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imagenet", type=int, default=0, metavar="N",
                         help="also time vit.classify and vit.masking on N generated ImageNet-layout JPEGs (N: a "
                              "multiple of 1000; 50000 is ImageNet's validation set)")
+    parser.add_argument("--not-timed-why", default="", metavar="TEXT",
+                        help="why the experiments --experiments leaves out were not timed (written beside the table)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
     if args.imagenet % 1000:
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
               "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "epochs_per_stage": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit,
               "overrides": args.overrides}
+    if left_out := [n for n in registry().names() if n not in names]:
+        header |= {"not_timed": left_out, "not_timed_why": args.not_timed_why or "left out with --experiments"}
     with tempfile.TemporaryDirectory(prefix="atml-suite-timing-") as tmp:
         for name, overrides in jobs:
             row = guarded_time_experiment(name, device, args.epochs, overrides, Path(tmp))
