@@ -273,3 +273,51 @@ def test_gradient_flow_reads_its_norms_once_per_epoch_with_the_same_means(monkey
     assert values["grad_in"]["second"] == sum(float(v) for v in expected["grad_in/second"]) / 3
     assert values["grad_param"]["first"] == sum(float(v) for v in expected["grad_param/first"]) / 3
     flow.close()
+
+
+def test_a_checkpoint_written_in_the_background_holds_the_state_at_its_epoch_s_end(tmp_path, monkeypatch):
+    """The writer copies the state when asked and writes it while training goes on: the file holds the epoch's
+    weights, not the ones the next steps made, and a NaN found while the write is pending still finds it kept."""
+    import threading
+    import time
+
+    from atml import storage
+
+    slow = threading.Event()
+    real = storage.torch_save
+
+    def slow_save(state, path):
+        slow.wait(5)  # the write waits until the next epoch has changed the weights
+        real(state, path)
+
+    monkeypatch.setattr(storage, "torch_save", slow_save)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    writer = checkpoint.Writer()
+    at_save = {k: v.clone() for k, v in model.state_dict().items()}
+    writer.save(tmp_path / "ck.pt", model=model, optimizer=optimizer, epoch=1)
+    with torch.no_grad():
+        model.weight.add_(1.0)  # training goes on
+    slow.set()
+    writer.wait()
+    state = checkpoint.load(tmp_path / "ck.pt")
+    assert all(torch.equal(state["model"][k], v) for k, v in at_save.items())
+
+    slow.clear()
+    threading.Timer(0.3, slow.set).start()  # the first epoch's write is still pending when epoch 2 diverges
+    job = _job(tmp_path / "run", 3, MemoryRecorder())
+    (tmp_path / "run").mkdir()
+    calls = {"n": 0}
+    first_epoch_steps = len(job.train) + len(job.val)  # the step runs for validation too
+
+    def poisoned(model, batch):
+        calls["n"] += 1
+        bad = calls["n"] == first_epoch_steps + 2
+        return StepOutput(model(batch[0]).sum() * (float("nan") if bad else 1.0), {})
+
+    job.step = poisoned
+    started = time.perf_counter()
+    with pytest.raises(DivergedError, match=r"epoch 2, step 1; last good checkpoint kept"):
+        fit(job)
+    assert checkpoint.load(tmp_path / "run" / "ck.pt")["epoch"] == 1
+    assert time.perf_counter() - started >= 0.25  # it waited for the pending write

@@ -358,6 +358,8 @@ class StepRow(TypedDict):
     atml_steps_per_s: float
     plain_steps_per_s: float
     ratio: float
+    paired_ratio: NotRequired[float]
+    best_ratio: NotRequired[float]
 
 
 class TrainStepFile(TypedDict):

@@ -458,10 +458,12 @@ def train_step_section(report: TrainStepFile, file: str) -> str:
              f"({report['cores']} cores, {report['threads']} torch threads), device {report['device']}, torch "
              f"{report['torch']} (`benchmarks/{file}`); the median of {report['repeats']} alternated runs each, after "
              "one warm-up run:", "",
-             "| model | images x epochs | atml loop (steps/s) | plain PyTorch loop (steps/s) | atml / plain |",
-             "| --- | --- | --- | --- | --- |"]
+             "| model | images x epochs | atml loop (steps/s) | plain PyTorch loop (steps/s) | atml / plain "
+             "| median of the rounds' ratios | fastest / fastest |", "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['what']} | {r['images']:,} x {r['epochs']} | {r['atml_steps_per_s']:.1f} | "
-              f"{r['plain_steps_per_s']:.1f} | {r['ratio']:.2f} |" for r in report["rows"]]
+              f"{r['plain_steps_per_s']:.1f} | {r['ratio']:.2f} | "
+              + (f"{r['paired_ratio']:.2f} | {r['best_ratio']:.2f} |" if "paired_ratio" in r else "- | - |")
+              for r in report["rows"]]
     return "\n".join(lines)
 
 

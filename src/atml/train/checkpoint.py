@@ -8,6 +8,7 @@ Loaded with ``weights_only=True`` only: a checkpoint cannot run code when read.
 from __future__ import annotations
 
 import pickle
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,11 @@ FORMAT = "atml-checkpoint-1"
 def save(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
          scheduler: Any = None) -> None:
     """Write a complete checkpoint or nothing (temp file + rename)."""
-    state = {
+    _write(_state(model, optimizer, epoch, scheduler), path)
+
+
+def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, scheduler: Any) -> dict[str, Any]:
+    return {
         "format": FORMAT,
         "epoch": epoch,
         "model": model.state_dict(),
@@ -33,11 +38,65 @@ def save(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
+
+
+def _write(state: dict[str, Any], path: Path) -> None:
     try:
         storage.torch_save(state, path)
     except OSError as err:
         raise RunDirError(f"could not write checkpoint {path}: {err.strerror or err}; "
                           "the previous checkpoint (if any) is intact") from err
+
+
+class Writer:
+    """Checkpoints written in a background thread while training goes on, one at a time.
+
+    :meth:`save` copies the state at once (the next steps change the weights in place) and returns; the thread
+    writes it (temp file + rename, so a killed process leaves the previous checkpoint whole). :meth:`wait` returns
+    once the last write is on disk and raises its error if it failed; :meth:`settle` waits without raising (for a
+    run that is stopping on another error). Saving waits for the previous write first.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @timemap.counted("writing")
+    def save(self, path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+             scheduler: Any = None) -> None:
+        self.wait()
+        state = _copied(_state(model, optimizer, epoch, scheduler))
+        self._thread = threading.Thread(target=self._run, args=(state, path), name="atml-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self, state: dict[str, Any], path: Path) -> None:
+        try:
+            _write(state, path)
+        except BaseException as err:  # noqa: BLE001 - handed to the training thread by wait()
+            self._error = err
+
+    def settle(self) -> BaseException | None:
+        """Wait for the pending write; its error, if it failed (not raised)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        return error
+
+    def wait(self) -> None:
+        if (error := self.settle()) is not None:
+            raise error
+
+
+def _copied(value: Any) -> Any:
+    """``value`` with every tensor in it cloned (dicts, lists and tuples rebuilt; anything else as it is)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copied(v) for v in value)
+    return value
 
 
 def load(path: Path) -> dict[str, Any]:

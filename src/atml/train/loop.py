@@ -312,26 +312,16 @@ def fit(job: Fit) -> History:
     steps = (last - start) * (len(job.train) + (len(job.val) if job.val is not None else 0))
     # One bar for the whole stage (a notebook keeps every bar it was shown: one per epoch and phase left dozens)
     bar = tqdm(total=steps, desc=job.stage, leave=False, disable=not job.progress or steps == 0, file=sys.stderr)
+    writer = checkpoint.Writer()  # each epoch's checkpoint is written while the next one trains
     try:
         for epoch in range(start + 1, last + 1):
             epoch_started = time.perf_counter()
-            job.train.set_epoch(epoch)
-            records: dict[str, EpochRecord] = {"train": _run_epoch(job, epoch, train=True, bar=bar)}
-            if job.val is not None:
-                records["val"] = _run_epoch(job, epoch, train=False, bar=bar)
-            if job.scheduler is not None:
-                job.scheduler.step()
-            for callback in job.callbacks:  # may add fields to records, or raise to reject this epoch
-                callback.on_epoch_end(epoch, records)
-            # Records first, checkpoint second: a crash in between leaves a record past the checkpoint,
-            # which resuming prunes, never a checkpointed epoch without its record.
-            for record in records.values():
-                job.recorder.log_metrics(record.to_json())
-            if job.checkpoint_path is not None and rank_and_world()[0] == 0:  # rank 0 writes for all
-                checkpoint.save(job.checkpoint_path, model=unwrap(job.model), optimizer=job.optimizer, epoch=epoch,
-                                scheduler=job.scheduler)
-            job.say(_summary(job, epoch, records))
-            seconds += time.perf_counter() - epoch_started  # train, val, callbacks and the checkpoint
+            _epoch(job, epoch, bar, writer)
+            seconds += time.perf_counter() - epoch_started  # train, val, callbacks and the checkpoint's copy
+        writer.wait()  # the last checkpoint on disk (or its error raised) before the stage returns
+    except BaseException:
+        writer.settle()  # on disk before the error propagates; a failed write must not hide the error itself
+        raise
     finally:
         bar.close()
     if budget is not None:
@@ -362,6 +352,26 @@ def _resident(job: Fit) -> Fit:
                                    val=job.val.to(job.device) if job.val is not None else None)
 
 
+def _epoch(job: Fit, epoch: int, bar: Any, writer: checkpoint.Writer) -> None:
+    """One epoch: train, validate, schedule, callbacks, then its records and its checkpoint (written by ``writer``)."""
+    job.train.set_epoch(epoch)
+    records: dict[str, EpochRecord] = {"train": _run_epoch(job, epoch, train=True, bar=bar, writer=writer)}
+    if job.val is not None:
+        records["val"] = _run_epoch(job, epoch, train=False, bar=bar, writer=writer)
+    if job.scheduler is not None:
+        job.scheduler.step()
+    for callback in job.callbacks:  # may add fields to records, or raise to reject this epoch
+        callback.on_epoch_end(epoch, records)
+    # Records first, checkpoint second: a crash in between leaves a record past the checkpoint,
+    # which resuming prunes, never a checkpointed epoch without its record.
+    for record in records.values():
+        job.recorder.log_metrics(record.to_json())
+    if job.checkpoint_path is not None and rank_and_world()[0] == 0:  # rank 0 writes for all
+        writer.save(job.checkpoint_path, model=unwrap(job.model), optimizer=job.optimizer, epoch=epoch,
+                    scheduler=job.scheduler)
+    job.say(_summary(job, epoch, records))
+
+
 def _resume(job: Fit) -> int:
     done = 0
     if job.checkpoint_path is not None and job.checkpoint_path.exists():
@@ -378,14 +388,15 @@ FINITE_CHECK_EVERY = 25
 waits for the device, and waiting every step would stop the host from queueing the next one."""
 
 
-def _run_epoch(job: Fit, epoch: int, *, train: bool, bar: Any) -> EpochRecord:
+def _run_epoch(job: Fit, epoch: int, *, train: bool, bar: Any,
+               writer: checkpoint.Writer | None = None) -> EpochRecord:
     job.model.train(train)
     batches = job.train if train else job.val
     if batches is None:
         raise ValueError(f"{job.stage}: no {'training' if train else 'validation'} batches to run")
     totals = _Totals(torch.float32 if job.device.type == "mps" else torch.float64)  # MPS has no float64; kept on
     # the device until the epoch ends
-    watch = _FiniteWatch(job, epoch)
+    watch = _FiniteWatch(job, epoch, settle=writer.settle if writer else None)
     seen = 0
     started = time.perf_counter()
     bar.set_description(f"{job.stage} {'train' if train else 'val'} {epoch}/{job.epochs}", refresh=False)
@@ -487,8 +498,10 @@ class _FiniteWatch:
     never makes the host wait each step; the error still names the first bad step.
     """
 
-    def __init__(self, job: Fit, epoch: int, every: int | None = None) -> None:
+    def __init__(self, job: Fit, epoch: int, every: int | None = None,
+                 settle: Callable[[], object] | None = None) -> None:
         self.job, self.epoch = job, epoch
+        self.settle = settle  # waits for a checkpoint still being written, so the error can say it is kept
         self.every = every or (1 if job.device.type == "cpu" else FINITE_CHECK_EVERY)
         self.first_bad: torch.Tensor | None = None  # (step, loss) of the first non-finite loss, or step -1
         self.pending = 0
@@ -519,6 +532,8 @@ class _FiniteWatch:
 
     def _diverged(self, step: int, value: float) -> None:
         job = self.job
+        if self.settle is not None:
+            self.settle()
         kept = job.checkpoint_path if job.checkpoint_path and job.checkpoint_path.exists() else None
         where = f"last good checkpoint kept at {kept}" if kept else "no checkpoint had been written yet"
         raise DivergedError(f"[{job.stage}] loss became {value} at epoch {self.epoch}, step {step}; "
