@@ -234,18 +234,19 @@ def time_map_section(report: TimingFile, file: str) -> str:
              "and the rest (setup, Python between steps)"
              + (". On CUDA, *model* is the host's time to queue the work and *on device* the device's own time "
                 "inside it; *device share* is on device / wall." if cuda else
-                "; on a CPU the model's work is the host's, and *model share* is model / wall.") , "",
+                "; on a CPU the model's work is the host's, and *model share* is model / wall."), "",
              "| experiment | " + " | ".join(WORK) + (" | on device" if cuda else "") + " | wall | "
              + ("device share" if cuda else "model share") + " | largest other part |",
              "| --- " * (len(WORK) + (4 if cuda else 3)) + "|"]
     for name, spent in rows:
-        busy = spent["model_device_s"] if cuda else spent["model_s"]
-        share = (busy or 0.0) / spent["wall_s"] if spent["wall_s"] else 0.0
-        rest = max((w for w in WORK if w != "model"), key=lambda w: spent[f"{w}_s"])
-        cells = [f"{spent[f'{w}_s']:.1f}" for w in WORK]
-        device = [f"{spent['model_device_s']:.1f}" if spent["model_device_s"] is not None else "-"] if cuda else []
-        lines.append(f"| {name} | " + " | ".join(cells + device) + f" | {spent['wall_s']:.1f} | {share:.0%} | "
-                     f"{rest} ({spent[f'{rest}_s'] / spent['wall_s']:.0%}) |")
+        seconds = {w: float(spent[f"{w}_s"]) for w in WORK}  # type: ignore[literal-required]  # the kinds' keys
+        wall, on_device = spent["wall_s"], spent["model_device_s"]
+        share = ((on_device or 0.0) if cuda else seconds["model"]) / wall if wall else 0.0
+        rest = max((w for w in WORK if w != "model"), key=lambda w: seconds[w])
+        cells = [f"{seconds[w]:.1f}" for w in WORK]
+        device = [f"{on_device:.1f}" if on_device is not None else "-"] if cuda else []
+        lines.append(f"| {name} | " + " | ".join(cells + device) + f" | {wall:.1f} | {share:.0%} | "
+                     f"{rest} ({seconds[rest] / wall:.0%}) |")
     return "\n".join(lines)
 
 
