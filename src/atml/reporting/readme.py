@@ -237,7 +237,7 @@ def time_map_section(report: TimingFile, file: str) -> str:
                 "; on a CPU the model's work is the host's, and *model share* is model / wall."), "",
              "| experiment | " + " | ".join(WORK) + (" | on device" if cuda else "") + " | wall | "
              + ("device share" if cuda else "model share") + " | largest other part |",
-             "| --- " * (len(WORK) + (4 if cuda else 3)) + "|"]
+             "| --- " * (len(WORK) + (5 if cuda else 4)) + "|"]
     for name, spent in rows:
         seconds = {w: float(spent[f"{w}_s"]) for w in WORK}  # type: ignore[literal-required]  # the kinds' keys
         wall, on_device = spent["wall_s"], spent["model_device_s"]
