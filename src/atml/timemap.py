@@ -67,7 +67,7 @@ class TimeMap:
                 return
             self.seconds[top.kind] += now - top.since
         self._stack.append(_Frame(kind, now))
-        if kind == "model" and torch.cuda.is_available() and torch.cuda.is_initialized():
+        if kind == "model" and torch.cuda.is_initialized():
             start = torch.cuda.Event(enable_timing=True)
             start.record()
             self._events.append((start, None))

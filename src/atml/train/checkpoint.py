@@ -7,6 +7,7 @@ Loaded with ``weights_only=True`` only: a checkpoint cannot run code when read.
 
 from __future__ import annotations
 
+import copy
 import pickle
 import threading
 import zipfile
@@ -19,13 +20,6 @@ from atml import storage, timemap
 from atml.errors import RunDirError
 
 FORMAT = "atml-checkpoint-1"
-
-
-@timemap.counted("writing")
-def save(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-         scheduler: Any = None) -> None:
-    """Write a complete checkpoint or nothing (temp file + rename)."""
-    _write(_state(model, optimizer, epoch, scheduler), path)
 
 
 def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, scheduler: Any) -> dict[str, Any]:
@@ -41,6 +35,7 @@ def _state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
 
 
 def _write(state: dict[str, Any], path: Path) -> None:
+    """Write a complete checkpoint or nothing (temp file + rename)."""
     try:
         storage.torch_save(state, path)
     except OSError as err:
@@ -65,7 +60,7 @@ class Writer:
     def save(self, path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
              scheduler: Any = None) -> None:
         self.wait()
-        state = _copied(_state(model, optimizer, epoch, scheduler))
+        state = copy.deepcopy(_state(model, optimizer, epoch, scheduler))  # every tensor cloned
         self._thread = threading.Thread(target=self._run, args=(state, path), name="atml-checkpoint", daemon=True)
         self._thread.start()
 
@@ -87,16 +82,6 @@ class Writer:
         if (error := self.settle()) is not None:
             raise error
 
-
-def _copied(value: Any) -> Any:
-    """``value`` with every tensor in it cloned (dicts, lists and tuples rebuilt; anything else as it is)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {k: _copied(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_copied(v) for v in value)
-    return value
 
 
 def load(path: Path) -> dict[str, Any]:

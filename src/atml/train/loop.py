@@ -303,9 +303,10 @@ def fit(job: Fit) -> History:
     Returns every record of this stage, earlier ones from a resumed run included.
     """
     start = _resume(job)
-    job = _resident(job)
     budget = _BUDGET.get()
     last = job.epochs if budget is None else min(job.epochs, start + budget.epochs)
+    if start < last:  # a stage a resumed run already finished copies nothing to the device
+        job = _resident(job)
     if job.ddp and start < last:
         job = dataclasses.replace(job, model=distribute(job.model, job.device))
     seconds = 0.0
